@@ -1,0 +1,218 @@
+"""Detection capability (LoB/LoD/LoQ) and result states, shared by every method.
+
+Sources: CLSI EP17-A2; Armbruster & Pry, Clin Biochem Rev 2008;29 Suppl 1:S49 (LoB, LoD);
+MIQE, Clin Chem 2009;55:611 (LoQ); methods.md section 4 (three result states, never a bare 0).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import polars as pl
+
+
+class Method(StrEnum):
+    """Assay family a result was measured with."""
+
+    STR = "STR"
+    QPCR = "qPCR"
+    DDPCR = "ddPCR"
+
+
+class ResultStatus(StrEnum):
+    """What a chimerism result can say; a result is never a bare 0 (methods.md section 4)."""
+
+    QUANTIFIED = "quantified"
+    BELOW_LOQ = "below_loq"
+    NOT_DETECTED = "not_detected"
+    FAILED = "failed"
+
+
+class QcVerdict(StrEnum):
+    """Whether a result can be reported as is."""
+
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
+    REVIEW = "review"
+    FAIL = "fail"
+
+
+def limit_of_blank(blanks: Sequence[float]) -> float:
+    """LoB = mean_B + 1.645 * SD_B (parametric, CLSI EP17-A2).
+
+    Examples
+    --------
+    >>> round(limit_of_blank([0.0, 0.01, 0.02, 0.01]), 5)
+    0.02343
+    """
+    if len(blanks) < 2:
+        msg = f"LoB needs at least 2 blank results, got {len(blanks)}"
+        raise ValueError(msg)
+    return statistics.fmean(blanks) + 1.645 * statistics.stdev(blanks)
+
+
+def limit_of_detection(lob: float, low_results: Sequence[Sequence[float]]) -> float:
+    """LoD = LoB + c_beta * SD_low, c_beta = 1.645 / (1 - 1/(4(L - J))) (CLSI EP17-A2).
+
+    ``low_results`` holds the replicate results of each of J low-level samples (L results in all);
+    SD_low is the pooled SD over those samples.
+    """
+    groups = [list(g) for g in low_results if len(g) >= 2]
+    n_results = sum(len(g) for g in groups)
+    n_samples = len(groups)
+    if n_samples == 0 or n_results - n_samples < 1:
+        msg = "LoD needs at least one low-level sample with 2 or more replicate results"
+        raise ValueError(msg)
+    pooled_var = sum((len(g) - 1) * statistics.variance(g) for g in groups) / (
+        n_results - n_samples
+    )
+    c_beta = 1.645 / (1 - 1 / (4 * (n_results - n_samples)))
+    return lob + c_beta * math.sqrt(pooled_var)
+
+
+def classify_result(
+    pct_ink_raw: float | None,
+    *,
+    detected: bool,
+    failed: bool,
+    loq_pct: float | None,
+) -> ResultStatus:
+    """Return the result state of one estimate (methods.md section 4, three-state table).
+
+    ``detected`` is the method's own detection call (any marker signal above LoB, at least one
+    amplified marker replicate, at least one positive droplet above the blank).
+    """
+    if failed:
+        return ResultStatus.FAILED
+    if not detected or pct_ink_raw is None:
+        return ResultStatus.NOT_DETECTED
+    if loq_pct is not None and pct_ink_raw < loq_pct:
+        return ResultStatus.BELOW_LOQ
+    return ResultStatus.QUANTIFIED
+
+
+def clamp_pct(value: float | None) -> tuple[float | None, bool]:
+    """Clamp a % iNK estimate to [0, 100]; the flag says whether it was outside (methods.md 2.2)."""
+    if value is None:
+        return None, False
+    clamped = min(100.0, max(0.0, value))
+    return clamped, clamped != value
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """One sample's chimerism by one method, before patient context and lineage are added.
+
+    All percentages are % iNK (0-100 scale). ``pct_ink_raw`` and the CI are unclamped estimates;
+    :func:`results_frame` clamps them.
+    """
+
+    sample_id: str
+    method: Method
+    result_status: ResultStatus
+    pct_ink_raw: float | None
+    ci_low_raw: float | None
+    ci_high_raw: float | None
+    lod_pct: float | None
+    loq_pct: float | None
+    qc_verdict: QcVerdict
+    qc_reasons: tuple[str, ...] = field(default_factory=tuple)
+    n_informative: int | None = None
+
+
+RESULT_COLUMNS: dict[str, pl.DataType] = {
+    "sample_id": pl.String(),
+    "method": pl.String(),
+    "pct_ink": pl.Float64(),
+    "pct_ink_raw": pl.Float64(),
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "lod_pct": pl.Float64(),
+    "loq_pct": pl.Float64(),
+    "result_status": pl.String(),
+    "qc_verdict": pl.String(),
+    "qc_reasons": pl.String(),
+    "n_informative": pl.Int32(),
+    "clamped": pl.Boolean(),
+}
+
+MARKER_COLUMNS: dict[str, pl.DataType] = {
+    "sample_id": pl.String(),
+    "method": pl.String(),
+    "marker": pl.String(),
+    "replicate": pl.String(),
+    "sharing": pl.String(),
+    "donor_alleles": pl.String(),
+    "recipient_alleles": pl.String(),
+    "signal_ink": pl.Float64(),
+    "signal_total": pl.Float64(),
+    "ct": pl.Float64(),
+    "positives": pl.Int64(),
+    "accepted_droplets": pl.Int64(),
+    "copies_per_ul": pl.Float64(),
+    "pct_ink": pl.Float64(),
+    "included": pl.Boolean(),
+    "exclusion_reason": pl.String(),
+}
+
+
+def results_frame(results: Sequence[SampleResult]) -> pl.DataFrame:
+    """Tabulate results with the ``RESULT_COLUMNS`` schema; values are clamped to [0, 100].
+
+    ``pct_ink`` is kept only for ``quantified`` and ``below_loq`` (never a bare 0 for the others).
+    """
+    rows = []
+    for r in results:
+        keep_value = r.result_status in (ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ)
+        pct, clamped = clamp_pct(r.pct_ink_raw if keep_value else None)
+        lo, _ = clamp_pct(r.ci_low_raw if keep_value else None)
+        hi, _ = clamp_pct(r.ci_high_raw if keep_value else None)
+        if not keep_value and r.result_status is ResultStatus.NOT_DETECTED:
+            hi = r.lod_pct  # not detected: the upper bound is the sample's LoD
+            lo = 0.0 if hi is not None else None
+        reasons = list(r.qc_reasons)
+        if clamped:
+            reasons.append(f"estimate {r.pct_ink_raw:.2f} % outside 0-100 % was clamped")
+        rows.append(
+            {
+                "sample_id": r.sample_id,
+                "method": r.method.value,
+                "pct_ink": pct,
+                "pct_ink_raw": r.pct_ink_raw,
+                "ci_low": None if lo is None or pct is None else min(lo, pct),
+                "ci_high": None if hi is None else (max(hi, pct) if pct is not None else hi),
+                "lod_pct": r.lod_pct,
+                "loq_pct": r.loq_pct,
+                "result_status": r.result_status.value,
+                "qc_verdict": r.qc_verdict.value,
+                "qc_reasons": "; ".join(reasons) if reasons else None,
+                "n_informative": r.n_informative,
+                "clamped": clamped,
+            }
+        )
+    return pl.DataFrame(rows, schema=RESULT_COLUMNS)
+
+
+def empty_markers() -> pl.DataFrame:
+    """An empty per-marker detail frame with the ``MARKER_COLUMNS`` schema."""
+    return pl.DataFrame(schema=MARKER_COLUMNS)
+
+
+def markers_frame(rows: Sequence[dict[str, object]]) -> pl.DataFrame:
+    """Tabulate per-marker detail rows; missing keys become nulls."""
+    filled = [{name: row.get(name) for name in MARKER_COLUMNS} for row in rows]
+    return pl.DataFrame(filled, schema=MARKER_COLUMNS)
+
+
+@dataclass(frozen=True)
+class MethodOutput:
+    """What a method's calculation returns: one row per reported sample and the detail behind it.
+
+    ``results`` has ``RESULT_COLUMNS``; ``markers`` has ``MARKER_COLUMNS``.
+    """
+
+    results: pl.DataFrame
+    markers: pl.DataFrame

@@ -1,0 +1,205 @@
+"""One settings object for every path and threshold.
+
+This is the only module that reads the environment. Values come, in increasing priority, from
+the defaults below, a TOML file (``CHIMERA_CONFIG`` or ``<home>/chimera.toml``) and environment
+variables (``CHIMERA_HOME``, ``CHIMERA_WAREHOUSE``, ``CHIMERA_INBOX``). Command-line options are
+applied by the CLI with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+SEX_MARKERS = ("AMEL", "AMELOGENIN", "DYS391", "Y INDEL", "Y-INDEL", "YINDEL")
+
+
+@dataclass(frozen=True)
+class StrSettings:
+    """STR (GeneMapper) chimerism options; defaults from methods.md section 2."""
+
+    signal: str = "area"
+    """Peak signal used in the formulas: ``area`` (Rchimerism, MD Anderson) or ``height``."""
+    reference_filter_fraction: float = 0.5
+    """Reference peaks below this fraction of the marker's largest called peak are dropped (locSD.R)."""
+    min_informative_loci: int = 3
+    """Fewer informative loci than this gives QC ``review`` (UK NEQAS; methods.md 2.4)."""
+    outlier_mad_factor: float = 3.0
+    """Robust outlier rule: exclude |f - median| > max(k * 1.4826 * MAD, delta) (methods.md 2.7)."""
+    outlier_delta_pct: float = 5.0
+    """Outlier floor delta in percentage points; also the spread limit for n <= 2 (methods.md 2.7)."""
+    spread_review_pct: float = 10.0
+    """SD of retained loci above this (percentage points) gives QC ``review``."""
+    stutter_ratios: Mapping[str, float] = field(default_factory=dict)
+    """Back-stutter ratio per locus (stutter area / parent area); empty = no correction."""
+    default_stutter_ratio: float = 0.0
+    """Stutter ratio for loci missing from ``stutter_ratios``."""
+    lod_pct: float = 1.0
+    """STR limit of detection, % iNK (Children's Mercy 1-5 %, Stahl 2016 >= 1 %)."""
+    loq_pct: float = 5.0
+    """STR limit of quantification, % iNK (methods.md section 7: STR LoQ ~5 %)."""
+    sex_markers: tuple[str, ...] = SEX_MARKERS
+    """Markers used only as identity checks, never in the autosomal mean."""
+    min_unexpected_allele_fraction: float = 0.05
+    """An unexpected allele counts as possible contamination when its signal exceeds this share."""
+
+
+@dataclass(frozen=True)
+class QpcrSettings:
+    """qPCR (ΔΔCt) chimerism options; defaults from methods.md section 3 and 4."""
+
+    reference_genes: tuple[str, ...] = ("RPP30", "RNASEP", "RNase P", "RPPH1", "ALB", "HBB")
+    """Target names treated as the reference gene (case-insensitive)."""
+    min_replicates: int = 2
+    """Valid replicates needed per target for a quantified result."""
+    max_replicate_sd: float = 0.5
+    """Replicate Ct SD above this (cycles) triggers the outlier rule or QC review."""
+    ct_cutoff: float = 40.0
+    """Ct above this counts as not amplified."""
+    reference_ct_min: float = 15.0
+    reference_ct_max: float = 32.0
+    """Reference-gene Ct outside [min, max] = DNA input failure (result ``failed``)."""
+    ntc_ct_min: float = 38.0
+    """An NTC amplifying earlier than this Ct fails the plate."""
+    lod_pct: float = 0.1
+    """Assay LoD in % iNK (methods.md 3.2: sensitivity ~0.1 %)."""
+    loq_pct: float = 0.5
+    """Assay LoQ in % iNK (CV <= 25 % goal, methods.md section 4)."""
+
+
+@dataclass(frozen=True)
+class DdpcrSettings:
+    """ddPCR chimerism options; defaults from methods.md section 5."""
+
+    droplet_volume_nl: Mapping[str, float] = field(
+        default_factory=lambda: {"quantasoft_old": 0.91, "quantasoft": 0.85, "qx_manager": 0.85}
+    )
+    """Droplet volume per software version in nL (recomputed from the real exports)."""
+    reference_genes: tuple[str, ...] = ("RPP30", "RNASEP", "RNase P", "RPPH1", "ALB", "HBB")
+    min_accepted_droplets: int = 10_000
+    """Wells with fewer accepted droplets are excluded (common Bio-Rad practice)."""
+    lod_positive_droplets: int = 3
+    """Poisson floor: 3 positive droplets for 95 % detection (e^-3 = 0.0498)."""
+    loq_positive_droplets: int = 16
+    """Positive droplets giving a Poisson CV <= 25 % (1/sqrt(16))."""
+    reference_saturation_fraction: float = 0.95
+    """Reference positive fraction above this flags saturation."""
+    lod_pct: float = 0.05
+    """Fallback assay LoD in % iNK when the sample-specific LoD cannot be computed."""
+    loq_pct: float = 0.2
+    """Fallback assay LoQ in % iNK."""
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """Which method gives the headline value per sample (methods.md section 7)."""
+
+    str_headline_above_pct: float = 5.0
+    """STR is the headline only when quantified at or above this % iNK (STR LoQ)."""
+    pcr_preference: tuple[str, ...] = ("ddPCR", "qPCR", "STR")
+    """Preference order below the STR threshold."""
+
+
+@dataclass(frozen=True)
+class InboxSettings:
+    """Watched-folder behaviour (issue 5)."""
+
+    settle_seconds: float = 5.0
+    """A file is read only when its size and mtime are unchanged for this long."""
+    poll_interval_seconds: int = 60
+    waiting_timeout_hours: float = 72.0
+    """A waiting file is quarantined after this long."""
+    ignore_patterns: tuple[str, ...] = ("~$*", "*.part", "*.tmp", ".~lock*", ".*", "*.problems.txt")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every path and threshold Chimera uses."""
+
+    home: Path = Path("chimera-data")
+    warehouse: Path = Path("chimera-data/warehouse")
+    inbox: Path = Path("chimera-data/inbox")
+    archive: Path = Path("chimera-data/archive")
+    quarantine: Path = Path("chimera-data/quarantine")
+    alert_rules: Path | None = None
+    """TOML file with alert rules; None = the packaged defaults."""
+    str: StrSettings = field(default_factory=StrSettings)
+    qpcr: QpcrSettings = field(default_factory=QpcrSettings)
+    ddpcr: DdpcrSettings = field(default_factory=DdpcrSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    inbox_rules: InboxSettings = field(default_factory=InboxSettings)
+    prefect_api_url: str | None = None
+    """Prefect API of the local server; None = ``http://127.0.0.1:4200/api``."""
+    prefect_port: int = 4200
+
+    def with_home(self, home: Path) -> Settings:
+        """Return settings whose every data folder sits under ``home``."""
+        return replace(
+            self,
+            home=home,
+            warehouse=home / "warehouse",
+            inbox=home / "inbox",
+            archive=home / "archive",
+            quarantine=home / "quarantine",
+        )
+
+
+def _merge(obj: Any, overrides: Mapping[str, Any]) -> Any:
+    """Return a copy of dataclass ``obj`` with ``overrides`` applied, recursing into sections."""
+    known = {f.name: f for f in fields(obj)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in known:
+            msg = f"unknown setting {key!r} in section {type(obj).__name__}; expected one of {sorted(known)}"
+            raise ValueError(msg)
+        current = getattr(obj, key)
+        if is_dataclass(current) and isinstance(value, Mapping):
+            changes[key] = _merge(current, value)
+        elif isinstance(current, Path) or (current is None and key.endswith(("rules", "path"))):
+            changes[key] = Path(value)
+        elif isinstance(current, tuple):
+            changes[key] = tuple(value)
+        else:
+            changes[key] = value
+    return replace(obj, **changes)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build the settings from defaults, an optional TOML file and the environment.
+
+    Parameters
+    ----------
+    env
+        Environment mapping; ``os.environ`` when None.
+    config_file
+        TOML file; else ``CHIMERA_CONFIG``; else ``<home>/chimera.toml`` when it exists.
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("CHIMERA_HOME", "chimera-data"))
+    settings = Settings().with_home(home)
+    path = config_file or (Path(env["CHIMERA_CONFIG"]) if "CHIMERA_CONFIG" in env else None)
+    if path is None and (home / "chimera.toml").is_file():
+        path = home / "chimera.toml"
+    if path is not None:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        settings = _merge(settings, data)
+        if "home" in data:
+            settings = settings.with_home(Path(data["home"]))
+            settings = _merge(settings, {k: v for k, v in data.items() if k != "home"})
+    if "CHIMERA_WAREHOUSE" in env:
+        settings = replace(settings, warehouse=Path(env["CHIMERA_WAREHOUSE"]))
+    if "CHIMERA_INBOX" in env:
+        settings = replace(settings, inbox=Path(env["CHIMERA_INBOX"]))
+    if "CHIMERA_PREFECT_API_URL" in env:
+        settings = replace(settings, prefect_api_url=env["CHIMERA_PREFECT_API_URL"])
+    return settings
