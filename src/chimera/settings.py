@@ -136,6 +136,8 @@ class Settings:
     prefect_api_url: str | None = None
     """Prefect API of the local server; None = ``http://127.0.0.1:4200/api``."""
     prefect_port: int = 4200
+    smtp_password: str | None = field(default=None, repr=False)
+    """SMTP password for alert e-mail (from ``CHIMERA_SMTP_PASSWORD``; never in a file)."""
 
     def with_home(self, home: Path) -> Settings:
         """Return settings whose every data folder sits under ``home``."""
@@ -200,6 +202,8 @@ def load_settings(
         settings = replace(settings, warehouse=Path(env["CHIMERA_WAREHOUSE"]))
     if "CHIMERA_INBOX" in env:
         settings = replace(settings, inbox=Path(env["CHIMERA_INBOX"]))
+    if "CHIMERA_SMTP_PASSWORD" in env:
+        settings = replace(settings, smtp_password=env["CHIMERA_SMTP_PASSWORD"])
     if "CHIMERA_PREFECT_API_URL" in env:
         settings = replace(settings, prefect_api_url=env["CHIMERA_PREFECT_API_URL"])
     return settings

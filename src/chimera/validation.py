@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandera.errors as pa_errors
 import polars as pl
 from pandera.api.polars.model import DataFrameModel
@@ -12,11 +14,15 @@ _MAX_PROBLEMS = 50
 
 
 def validate_frame(
-    frame: pl.DataFrame, model: type[DataFrameModel], *, file_name: str
+    frame: pl.DataFrame,
+    model: type[DataFrameModel],
+    *,
+    file_name: str,
+    source_rows: Sequence[int] | None = None,
 ) -> pl.DataFrame:
     """Validate ``frame`` against ``model`` (all checks, lazily collected).
 
-    Row numbers in problems come from a ``source_row`` column when the frame has one
+    Row numbers in problems come from ``source_rows`` or a ``source_row`` column when given
     (the line or spreadsheet row in the original file), else from the frame index + 1.
 
     Raises
@@ -27,7 +33,10 @@ def validate_frame(
     try:
         return model.validate(frame, lazy=True)
     except pa_errors.SchemaErrors as err:
-        problems = failure_cases_to_problems(err.failure_cases, frame)
+        rows = list(source_rows) if source_rows is not None else None
+        if rows is None and "source_row" in frame.columns:
+            rows = frame["source_row"].to_list()
+        problems = failure_cases_to_problems(err.failure_cases, rows)
         msg = (
             f"{file_name}: {len(problems)} problem(s) break the {model.__name__} contract; "
             "see the list below"
@@ -39,9 +48,10 @@ def validate_frame(
         raise ValidationFailedError(msg, [problem]) from None
 
 
-def failure_cases_to_problems(failure_cases: pl.DataFrame, frame: pl.DataFrame) -> list[Problem]:
+def failure_cases_to_problems(
+    failure_cases: pl.DataFrame, rows: Sequence[int] | None
+) -> list[Problem]:
     """Map Pandera's ``failure_cases`` (``failure_case, column, check, index``) to problems."""
-    rows = frame["source_row"].to_list() if "source_row" in frame.columns else None
     problems: list[Problem] = []
     for case in failure_cases.head(_MAX_PROBLEMS).iter_rows(named=True):
         index = case.get("index")
@@ -50,13 +60,14 @@ def failure_cases_to_problems(failure_cases: pl.DataFrame, frame: pl.DataFrame) 
             row = rows[index] if rows is not None and index < len(rows) else index + 1
         column = case.get("column")
         check = str(case.get("check"))
+        is_column = case.get("schema_context") == "Column"
         problems.append(
             Problem(
                 rule=check,
-                message=_explain(check, column),
+                message=_explain(check, column) if is_column else _explain_row_rule(check),
                 row=row,
-                column=column if case.get("schema_context") == "Column" else None,
-                value=None if case.get("failure_case") is None else str(case["failure_case"]),
+                column=column if is_column else None,
+                value=str(case["failure_case"]) if is_column and case.get("failure_case") is not None else None,
                 fix=_fix_for(check),
             )
         )
@@ -87,6 +98,11 @@ def _explain(check: str, column: str | None) -> str:
     if check.startswith("coerce_dtype"):
         return f"{col} could not be converted to the expected type ({check})"
     return f"{col} breaks rule {check!r}"
+
+
+def _explain_row_rule(check: str) -> str:
+    """A cross-column rule is named after what it enforces; say it in words."""
+    return "this row breaks the rule: " + check.replace("_", " ")
 
 
 def _fix_for(check: str) -> str | None:

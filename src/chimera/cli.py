@@ -1,0 +1,271 @@
+"""The ``chimera`` command line: ingest files, run the demo, query tables, read alerts.
+
+Exit codes: 0 every file accepted (or already known), 3 at least one file quarantined,
+4 at least one file waiting for a prerequisite (manifest, baseline, product reference),
+2 usage errors. Never a Python traceback for a bad input file.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chimera import __version__
+from chimera.inbox import is_ignored
+from chimera.pipeline import FileOutcome, FileStatus, ingest_paths
+from chimera.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="chimera",
+    help="Chimerism monitoring for the iNK trial: ingest exports, query results, read alerts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+WarehouseOption = Annotated[
+    Path | None, typer.Option("--warehouse", help="Warehouse folder (default ./chimera-data/warehouse or $CHIMERA_WAREHOUSE).")
+]
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", help="Data root holding inbox/, archive/, quarantine/, warehouse/ (default ./chimera-data or $CHIMERA_HOME).")
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _settings(home: Path | None, warehouse: Path | None, inbox: Path | None = None) -> Settings:
+    settings = load_settings()
+    if home is not None:
+        settings = settings.with_home(home)
+    if warehouse is not None:
+        settings = replace(settings, warehouse=warehouse)
+    if inbox is not None:
+        settings = replace(settings, inbox=inbox)
+    return settings
+
+
+def _expand(paths: list[Path], settings: Settings) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += [
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and not any(is_ignored(part, settings.inbox_rules.ignore_patterns) for part in p.relative_to(path).parts)
+            ]
+        elif path.is_file():
+            files.append(path)
+        else:
+            err_console.print(f"[red]error:[/red] {path} does not exist")
+            raise typer.Exit(2)
+    return files
+
+
+def _report(outcomes: list[FileOutcome]) -> int:
+    table = Table(title="Files", show_lines=False)
+    for column in ("file", "format", "status", "rows", "detail"):
+        table.add_column(column)
+    colour = {"accepted": "green", "duplicate": "cyan", "waiting": "yellow", "quarantined": "red"}
+    for o in outcomes:
+        detail = o.reason or ""
+        if o.status is FileStatus.QUARANTINED and o.destination is not None:
+            detail += f"\n→ report: {o.destination}.problems.txt"
+        table.add_row(
+            o.file_name,
+            o.detected_format or "?",
+            f"[{colour[o.status.value]}]{o.status.value}[/]",
+            str(o.rows),
+            detail,
+        )
+    console.print(table)
+    for o in outcomes:
+        if o.status is FileStatus.QUARANTINED:
+            for problem in o.problems[:10]:
+                console.print(f"  {o.file_name}: {problem.render()}")
+    if any(o.status is FileStatus.QUARANTINED for o in outcomes):
+        return 3
+    if any(o.status is FileStatus.WAITING for o in outcomes):
+        return 4
+    return 0
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders to ingest (copied; originals untouched).")] = None,
+    inbox: Annotated[Path | None, typer.Option("--inbox", help="Process every settled file in this folder (files are moved).")] = None,
+    warehouse: WarehouseOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Ingest exports, manifests and infusion logs once, in-process (no Prefect server needed)."""
+    if not paths and inbox is None:
+        err_console.print("[red]error:[/red] give files/folders to ingest or --inbox DIR")
+        raise typer.Exit(2)
+    settings = _settings(home, warehouse, inbox)
+    outcomes: list[FileOutcome] = []
+    if paths:
+        outcomes += ingest_paths(_expand(paths, settings), settings=settings, clock=_now, move=False)
+    if inbox is not None:
+        if not inbox.is_dir():
+            err_console.print(f"[red]error:[/red] inbox {inbox} is not a folder")
+            raise typer.Exit(2)
+        from chimera.inbox import scan_inbox  # noqa: PLC0415
+
+        ready = [
+            c.path
+            for c in scan_inbox(
+                inbox,
+                now=_now(),
+                settle_seconds=settings.inbox_rules.settle_seconds,
+                ignore_patterns=settings.inbox_rules.ignore_patterns,
+            )
+            if c.ready
+        ]
+        outcomes += ingest_paths(ready, settings=settings, clock=_now, move=True)
+    from chimera.refresh import refresh_after_ingest  # noqa: PLC0415
+
+    refresh_after_ingest(outcomes, settings=settings, now=_now())
+    code = _report(outcomes)
+    console.print(f"warehouse: {settings.warehouse.resolve()}")
+    raise typer.Exit(code)
+
+
+def _sample_data_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "sample_data"
+
+
+@app.command()
+def demo(
+    warehouse: WarehouseOption = None,
+    home: HomeOption = None,
+    sample_data: Annotated[Path | None, typer.Option("--sample-data", help="Folder of the sample trial.")] = None,
+) -> None:
+    """Ingest the bundled synthetic trial, then print per-patient results, kinetics and alerts."""
+    from chimera.refresh import refresh_after_ingest  # noqa: PLC0415
+    from chimera.report.summary import print_demo_summary  # noqa: PLC0415
+
+    settings = _settings(home, warehouse)
+    source = sample_data or _sample_data_dir()
+    inputs = [
+        p
+        for p in _expand([source], settings)
+        if p.parts[-2] not in {"truth"} and p.suffix.lower() in {".csv", ".txt", ".xlsx", ".xls", ".tsv"}
+        and p.name.lower() != "readme.md"
+    ]
+    if not inputs:
+        err_console.print(f"[red]error:[/red] no sample data under {source}; run `python sample_data/generate.py`")
+        raise typer.Exit(2)
+    outcomes = ingest_paths(inputs, settings=settings, clock=_now, move=False)
+    refresh_after_ingest(outcomes, settings=settings, now=_now())
+    counts = {s.value: sum(o.status is s for o in outcomes) for s in FileStatus}
+    console.print(
+        f"Ingested {len(outcomes)} files from {source}: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    )
+    bad = [o for o in outcomes if o.status in (FileStatus.QUARANTINED, FileStatus.WAITING)]
+    if bad:
+        _report(bad)
+    print_demo_summary(settings, console)
+    raise typer.Exit(3 if any(o.status is FileStatus.QUARANTINED for o in bad) else 0)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="DuckDB SQL; every table is a view: chimerism, markers, trends, kinetics, alerts, ingest_log, ...")],
+    warehouse: WarehouseOption = None,
+    home: HomeOption = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """Run SQL over the warehouse with DuckDB."""
+    import duckdb  # noqa: PLC0415
+
+    settings = _settings(home, warehouse)
+    con = duckdb.connect()
+    root = settings.warehouse
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and any(p.rglob("*.parquet"))):
+            pattern = (folder / "**" / "*.parquet").as_posix().replace("'", "''")
+            con.execute(
+                f'CREATE VIEW "{folder.name}" AS SELECT * FROM read_parquet(\'{pattern}\', '
+                "hive_partitioning=true, union_by_name=true)"
+            )
+    try:
+        result = con.sql(sql)
+    except duckdb.Error as err:
+        err_console.print(f"[red]query failed:[/red] {err}")
+        raise typer.Exit(2) from None
+    if result is None:
+        raise typer.Exit(0)
+    frame = result.pl()
+    if csv:
+        sys.stdout.write(frame.write_csv())
+    else:
+        with pl.Config(tbl_rows=50, tbl_cols=20, fmt_str_lengths=40):
+            console.print(frame)
+
+
+@app.command()
+def server(home: HomeOption = None) -> None:
+    """Start a local Prefect server (SQLite under the data folder, analytics off) unless one runs."""
+    from chimera.service import start_server  # noqa: PLC0415
+
+    raise typer.Exit(start_server(_settings(home, None), console))
+
+
+@app.command()
+def serve(home: HomeOption = None) -> None:
+    """Register and serve the deployments: inbox polling, trend refresh, nightly rebuild."""
+    from chimera.service import serve_deployments  # noqa: PLC0415
+
+    raise typer.Exit(serve_deployments(_settings(home, None), console))
+
+
+@app.command()
+def watch(home: HomeOption = None, inbox: Annotated[Path | None, typer.Option("--inbox")] = None) -> None:
+    """Ingest files as soon as they land (local disks; network shares need polling)."""
+    from chimera.service import watch_inbox  # noqa: PLC0415
+
+    raise typer.Exit(watch_inbox(_settings(home, None, inbox), console))
+
+
+@app.command()
+def status(home: HomeOption = None, warehouse: WarehouseOption = None) -> None:
+    """Files waiting, quarantined and accepted today; the last run and its state."""
+    from chimera.service import print_status  # noqa: PLC0415
+
+    raise typer.Exit(print_status(_settings(home, warehouse), console))
+
+
+@app.command()
+def alerts(
+    home: HomeOption = None,
+    warehouse: WarehouseOption = None,
+    all_states: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+) -> None:
+    """List open alerts with the evidence behind each."""
+    from chimera.report.summary import print_alerts  # noqa: PLC0415
+
+    raise typer.Exit(print_alerts(_settings(home, warehouse), console, include_resolved=all_states))
+
+
+@app.command()
+def version() -> None:
+    """Print the pipeline version."""
+    console.print(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

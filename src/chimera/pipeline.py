@@ -1,0 +1,688 @@
+"""The one path from a file to warehouse rows, used by the CLI and by every Prefect flow.
+
+``ingest_path`` = read -> sha256 -> duplicate check -> detect -> parse + validate ->
+plausibility -> prerequisites (else ``waiting``) -> write raw rows -> recompute the affected
+patients' chimerism -> ledger -> archive (or quarantine with a report).
+
+Derived tables are recomputed from the raw tables for the patients a file touches, so the
+order files arrive in does not matter, a re-run adds nothing, and a crash leaves at worst a
+patient marked dirty, which the next run rebuilds first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+import polars as pl
+
+from chimera.calculate import ddpcr, qpcr, str_chimerism
+from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
+from chimera.calculate.reconcile import choose_headline
+from chimera.detect import Assay, Detection, ExportFormat, detect_format
+from chimera.errors import ChimeraError, Problem, RejectReason
+from chimera.inbox import archive_file, quarantine_file
+from chimera.parsers import cfx, genemapper, quantasoft, quantstudio
+from chimera.parsers.manifest import parse_infusion_log, parse_manifest
+from chimera.settings import Settings
+from chimera.validation import validate_frame
+from chimera.warehouse import OBSERVATION_TABLES, PIPELINE_VERSION, Warehouse, sha256_of
+from schemas.warehouse import Chimerism, Infusions, IngestLog, Markers, Samples
+
+UTC_US = pl.Datetime("us", "UTC")
+CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
+CONTROL_SAMPLE_TYPES = ("ntc", "negctrl", "posctrl", "negative control", "positive control")
+
+
+class FileStatus(StrEnum):
+    """A file's fate in the ledger."""
+
+    ACCEPTED = "accepted"
+    QUARANTINED = "quarantined"
+    DUPLICATE = "duplicate"
+    WAITING = "waiting"
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one file."""
+
+    file_name: str
+    sha256: str
+    size_bytes: int
+    status: FileStatus
+    detected_format: str | None = None
+    reason: str | None = None
+    reason_code: str | None = None
+    problems: tuple[Problem, ...] = ()
+    rows: int = 0
+    patients: frozenset[str] = frozenset()
+    supersedes: str | None = None
+    destination: Path | None = None
+
+
+@dataclass
+class _Registry:
+    """Current registry rows: latest manifest row per sample, latest log row per dose."""
+
+    samples: pl.DataFrame
+    infusions: pl.DataFrame
+    lots: dict[str, str | None] = field(default_factory=dict)
+
+
+SAMPLE_SCHEMA = {
+    "sample_id": pl.String(),
+    "patient_id": pl.String(),
+    "role": pl.String(),
+    "collected_at": UTC_US,
+    "specimen": pl.String(),
+    "wbc_per_ul": pl.Float64(),
+    "lymphocytes_per_ul": pl.Float64(),
+    "product_lot": pl.String(),
+    "source_sha256": pl.String(),
+    "ingested_at": UTC_US,
+}
+INFUSION_SCHEMA = {
+    "patient_id": pl.String(),
+    "dose_number": pl.Int32(),
+    "infused_at": UTC_US,
+    "cells": pl.Float64(),
+    "product_lot": pl.String(),
+    "source_sha256": pl.String(),
+    "ingested_at": UTC_US,
+}
+LEDGER_SCHEMA = {
+    "source_sha256": pl.String(),
+    "file_name": pl.String(),
+    "size_bytes": pl.Int64(),
+    "detected_format": pl.String(),
+    "status": pl.String(),
+    "reason": pl.String(),
+    "rows": pl.Int64(),
+    "supersedes": pl.String(),
+    "flow_run_id": pl.String(),
+    "pipeline_version": pl.String(),
+    "logged_at": UTC_US,
+}
+
+
+def parse_export(data: bytes, detection: Detection, *, file_name: str, settings: Settings) -> pl.DataFrame:
+    """Parse an export of a detected format into its validated tidy frame."""
+    fmt = detection.format
+    if fmt is ExportFormat.MANIFEST:
+        return parse_manifest(data, file_name=file_name)
+    if fmt is ExportFormat.INFUSION_LOG:
+        return parse_infusion_log(data, file_name=file_name)
+    if fmt in (ExportFormat.GENEMAPPER_SIZING, ExportFormat.GENEMAPPER_GENOTYPES):
+        return genemapper.parse_genemapper(data, file_name=file_name)
+    if fmt in (ExportFormat.APPBIO_TEXT, ExportFormat.APPBIO_CSV, ExportFormat.APPBIO_EXCEL):
+        return quantstudio.parse_appbio(data, file_name=file_name)
+    if fmt is ExportFormat.CFX_CSV:
+        return cfx.parse_cfx(data, file_name=file_name)
+    if fmt is ExportFormat.DDPCR_AMPLITUDE:
+        quantasoft.reject_amplitude_file(file_name)
+    return quantasoft.parse_ddpcr(
+        data, file_name=file_name, droplet_volume_nl=settings.ddpcr.droplet_volume_nl
+    )
+
+
+def check_plausible(frame: pl.DataFrame, assay: Assay, *, settings: Settings, file_name: str) -> None:
+    """Reject readable exports that hold no chimerism assay (no reference gene, no markers)."""
+    if assay is Assay.QPCR:
+        qpcr.assert_chimerism_plate(frame, settings=settings.qpcr, file_name=file_name)
+    elif assay is Assay.DDPCR:
+        ddpcr.assert_chimerism_plate(frame, settings=settings.ddpcr, file_name=file_name)
+
+
+# ---------------------------------------------------------------- registry reads
+
+
+def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
+    """The whole ledger, oldest event first."""
+    return warehouse.read("ingest_log", LEDGER_SCHEMA).sort("logged_at")
+
+
+def read_registry(warehouse: Warehouse) -> _Registry:
+    """Current samples and doses, with the product lot each patient received."""
+    samples = (
+        warehouse.read("samples", SAMPLE_SCHEMA)
+        .sort("ingested_at", "source_sha256")
+        .unique("sample_id", keep="last", maintain_order=True)
+    )
+    infusions = (
+        warehouse.read("infusions", INFUSION_SCHEMA)
+        .sort("ingested_at", "source_sha256")
+        .unique(["patient_id", "dose_number"], keep="last", maintain_order=True)
+        .sort("patient_id", "dose_number")
+    )
+    registry = _Registry(samples, infusions)
+    lots = samples.filter(pl.col("role") == "donor_reference")["patient_id"].unique().to_list()
+    for patient in samples.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))[
+        "patient_id"
+    ].unique():
+        registry.lots[patient] = _lot_for(patient, samples, infusions, lots)
+    return registry
+
+
+def _lot_for(patient: str, samples: pl.DataFrame, infusions: pl.DataFrame, lots: list[str]) -> str | None:
+    """The product lot a patient received: manifest, else infusion log, else the only lot."""
+    for table in (samples, infusions):
+        named = table.filter((pl.col("patient_id") == patient) & pl.col("product_lot").is_not_null())
+        if named.height:
+            return str(named["product_lot"][-1])
+    return lots[0] if len(lots) == 1 else None
+
+
+def _observations(warehouse: Warehouse, method: str) -> pl.DataFrame:
+    return warehouse.read(OBSERVATION_TABLES[method])
+
+
+def current_observations(observations: pl.DataFrame) -> pl.DataFrame:
+    """Keep, for each sample, the rows of the latest export that measured it.
+
+    An earlier export of the same sample is superseded; control wells without a sample id stay
+    with their plate while the plate still holds any current sample.
+    """
+    if observations.height == 0:
+        return observations
+    per_source = (
+        observations.filter(pl.col("sample_id").is_not_null())
+        .group_by("sample_id", "source_sha256")
+        .agg(pl.col("ingested_at").max())
+        .sort("ingested_at", "source_sha256")
+        .group_by("sample_id", maintain_order=True)
+        .agg(pl.col("source_sha256").last().alias("current_source"))
+    )
+    tagged = observations.join(per_source, on="sample_id", how="left")
+    live_plates = tagged.filter(pl.col("current_source") == pl.col("source_sha256"))[
+        "source_sha256"
+    ].unique()
+    return tagged.filter(
+        (pl.col("current_source") == pl.col("source_sha256"))
+        | (pl.col("current_source").is_null() & pl.col("source_sha256").is_in(live_plates.implode()))
+    ).drop("current_source")
+
+
+# ---------------------------------------------------------------- prerequisites
+
+
+def _assay_sample_ids(frame: pl.DataFrame) -> list[str]:
+    """Sample ids in an assay frame that must be in a manifest (controls excluded)."""
+    keep = pl.col("sample_id").is_not_null() & (pl.col("sample_id").str.strip_chars() != "")
+    if "task" in frame.columns:
+        keep &= ~pl.col("task").is_in(CONTROL_TASKS)
+    if "sample_type" in frame.columns:
+        keep &= pl.col("sample_type").is_null() | ~pl.col("sample_type").str.to_lowercase().is_in(
+            CONTROL_SAMPLE_TYPES
+        )
+    return sorted(frame.filter(keep)["sample_id"].unique().to_list())
+
+
+def missing_prerequisites(
+    frame: pl.DataFrame, method: str, *, registry: _Registry, stored: pl.DataFrame
+) -> list[str]:
+    """What an assay file still waits for: manifest rows, a baseline, the product reference."""
+    ids = _assay_sample_ids(frame)
+    known = registry.samples.filter(pl.col("sample_id").is_in(ids))
+    unknown = sorted(set(ids) - set(known["sample_id"].to_list()))
+    waits = []
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        waits.append(f"manifest rows for sample(s) {shown}")
+    measured = set(ids) | set(stored["sample_id"].drop_nulls().to_list() if stored.height else [])
+    samples = registry.samples.filter(pl.col("sample_id").is_in(list(measured)))
+    reference_roles = ["donor_reference"] if method == "STR" else ["donor_reference", "calibrator"]
+    for patient in sorted(known.filter(pl.col("role") == "post_dose")["patient_id"].unique()):
+        lot = registry.lots.get(patient)
+        if lot is None:
+            waits.append(f"the product lot of patient {patient} (add product_lot to the manifest or infusion log)")
+            continue
+        if not samples.filter((pl.col("patient_id") == patient) & (pl.col("role") == "recipient_baseline")).height:
+            waits.append(f"a {method} baseline (recipient_baseline) result for patient {patient}")
+        if not samples.filter((pl.col("patient_id") == lot) & pl.col("role").is_in(reference_roles)).height:
+            waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
+    return waits
+
+
+# ---------------------------------------------------------------- recompute
+
+
+def _compute(method: str, observations: pl.DataFrame, samples: pl.DataFrame, settings: Settings) -> MethodOutput:
+    compute: dict[str, Callable[..., MethodOutput]] = {
+        "STR": lambda o, s: str_chimerism.compute_str_chimerism(o, s, settings=settings.str),
+        "qPCR": lambda o, s: qpcr.compute_qpcr_chimerism(o, s, settings=settings.qpcr),
+        "ddPCR": lambda o, s: ddpcr.compute_ddpcr_chimerism(o, s, settings=settings.ddpcr),
+    }
+    return compute[method](observations.lazy(), samples.lazy())
+
+
+def _patient_samples(registry: _Registry, patient: str) -> pl.DataFrame:
+    """The patient's samples plus the product samples of their lot, with ``product_lot`` set."""
+    lot = registry.lots.get(patient)
+    own = registry.samples.filter(pl.col("patient_id") == patient).with_columns(
+        product_lot=pl.lit(lot, dtype=pl.String)
+    )
+    product = registry.samples.filter(
+        (pl.col("patient_id") == (lot or "")) & pl.col("role").is_in(["donor_reference", "calibrator"])
+    ).with_columns(product_lot=pl.col("patient_id"))
+    return pl.concat([own, product], how="vertical_relaxed").select(
+        "sample_id", "patient_id", "role", "product_lot"
+    )
+
+
+def _method_rows(
+    method: str, patient: str, registry: _Registry, current: pl.DataFrame, settings: Settings
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Results and marker rows of one patient by one method, with the source of each sample."""
+    samples = _patient_samples(registry, patient)
+    ids = samples["sample_id"].to_list()
+    post_dose = registry.samples.filter((pl.col("patient_id") == patient) & (pl.col("role") == "post_dose"))
+    if current.height == 0 or not current.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).height:
+        return pl.DataFrame(schema=RESULT_COLUMNS), pl.DataFrame(schema=MARKER_COLUMNS)
+    plates = current.filter(pl.col("sample_id").is_in(ids))["source_sha256"].unique()
+    if method == "STR":
+        observations = current.filter(pl.col("sample_id").is_in(ids))
+    else:
+        observations = current.filter(pl.col("source_sha256").is_in(plates.implode()))
+    output = _compute(method, observations.drop("source_file", "ingested_at", "pipeline_version", strict=False), samples, settings)
+    sources = observations.group_by("sample_id").agg(
+        pl.col("source_sha256").first(), pl.col("source_file").first(), pl.col("ingested_at").first()
+    )
+    results = output.results.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).join(
+        sources, on="sample_id", how="left"
+    )
+    markers = output.markers.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).join(
+        sources, on="sample_id", how="left"
+    )
+    return results, markers
+
+
+def recompute_patients(
+    warehouse: Warehouse, patients: Iterable[str], *, settings: Settings, now: datetime
+) -> None:
+    """Rebuild ``chimerism/`` and ``markers/`` for ``patients`` from the raw tables.
+
+    Rows of an earlier export of the same sample x method are kept, flagged ``superseded``.
+    """
+    todo = set(patients)
+    if not todo:
+        return
+    warehouse.mark_dirty(todo)
+    registry = read_registry(warehouse)
+    current = {m: current_observations(_observations(warehouse, m)) for m in OBSERVATION_TABLES}
+    for patient in sorted(todo):
+        results, markers = [], []
+        for method, observations in current.items():
+            r, m = _method_rows(method, patient, registry, observations, settings)
+            results.append(r)
+            markers.append(m)
+        chimerism = _finish_chimerism(pl.concat(results, how="diagonal_relaxed"), patient, registry, settings)
+        marker_rows = _finish_markers(pl.concat(markers, how="diagonal_relaxed"), patient)
+        previous = warehouse.read_file("chimerism", patient)
+        previous_markers = warehouse.read_file("markers", patient)
+        chimerism = _keep_superseded(chimerism, previous, ["sample_id", "method", "source_sha256"])
+        marker_rows = _keep_superseded(marker_rows, previous_markers, ["sample_id", "method", "source_sha256"])
+        warehouse.write("chimerism", patient, validate_frame(chimerism, Chimerism, file_name=f"chimerism/{patient}"))
+        warehouse.write("markers", patient, validate_frame(marker_rows, Markers, file_name=f"markers/{patient}"))
+    warehouse.clear_dirty(todo)
+
+
+def _keep_superseded(new: pl.DataFrame, previous: pl.DataFrame | None, key: list[str]) -> pl.DataFrame:
+    if previous is None or previous.height == 0:
+        return new
+    current_keys = new.select(key).unique()
+    old = previous.join(current_keys, on=key, how="anti").with_columns(superseded=pl.lit(True))
+    return pl.concat([new, old.select(new.columns)], how="vertical_relaxed") if old.height else new
+
+
+def _finish_chimerism(results: pl.DataFrame, patient: str, registry: _Registry, settings: Settings) -> pl.DataFrame:
+    """Add patient context, study day, absolute counts, headline choice and lineage."""
+    columns = list(Chimerism.to_schema().columns)
+    if results.height == 0:
+        return pl.DataFrame(schema={c: Chimerism.to_schema().columns[c].dtype.type for c in columns})
+    first_dose = registry.infusions.filter(pl.col("patient_id") == patient)["infused_at"].min()
+    context = registry.samples.select("sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul")
+    frame = results.join(context, on="sample_id", how="left").with_columns(
+        study_day=(
+            ((pl.col("collected_at") - pl.lit(first_dose, dtype=UTC_US)).dt.total_seconds() / 86400)
+            .floor()
+            .cast(pl.Int32)
+            if first_dose is not None
+            else pl.lit(None, dtype=pl.Int32)
+        ),
+        ink_cells_per_ul=pl.col("pct_ink") / 100 * pl.col("wbc_per_ul"),
+        superseded=pl.lit(False),
+        pipeline_version=pl.lit(PIPELINE_VERSION),
+        source_file=pl.col("source_file").fill_null(""),
+    )
+    frame = choose_headline(frame, settings=settings.reconcile)
+    return frame.select(columns).sort("collected_at", "sample_id", "method", nulls_last=True)
+
+
+def _finish_markers(markers: pl.DataFrame, patient: str) -> pl.DataFrame:
+    columns = list(Markers.to_schema().columns)
+    if markers.height == 0:
+        return pl.DataFrame(schema={c: Markers.to_schema().columns[c].dtype.type for c in columns})
+    return markers.with_columns(
+        patient_id=pl.lit(patient),
+        superseded=pl.lit(False),
+        pipeline_version=pl.lit(PIPELINE_VERSION),
+        source_file=pl.col("source_file").fill_null(""),
+    ).select(columns)
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def _log(warehouse: Warehouse, outcome: FileOutcome, *, now: datetime, flow_run_id: str | None) -> None:
+    row = pl.DataFrame(
+        [
+            {
+                "source_sha256": outcome.sha256,
+                "file_name": outcome.file_name,
+                "size_bytes": outcome.size_bytes,
+                "detected_format": outcome.detected_format,
+                "status": outcome.status.value,
+                "reason": outcome.reason,
+                "rows": outcome.rows,
+                "supersedes": outcome.supersedes,
+                "flow_run_id": flow_run_id,
+                "pipeline_version": PIPELINE_VERSION,
+                "logged_at": now,
+            }
+        ],
+        schema=LEDGER_SCHEMA,
+    )
+    validate_frame(row, IngestLog, file_name="ingest_log")
+    warehouse.append_log(row, logged_at=now, sha256=outcome.sha256, status=outcome.status.value)
+
+
+def _affected_patients(frame: pl.DataFrame, registry: _Registry) -> set[str]:
+    """Patients whose results can change because of these sample ids (a product sample touches
+    every patient of its lot)."""
+    ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
+    rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
+    patients = set(rows.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"])
+    lots = set(rows.filter(pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"])
+    patients |= {p for p, lot in registry.lots.items() if lot in lots}
+    return patients
+
+
+def _superseded_source(stored: pl.DataFrame, frame: pl.DataFrame, ledger: pl.DataFrame) -> str | None:
+    """Name the earlier export(s) whose samples this file re-measures (a corrected re-export)."""
+    if stored.height == 0:
+        return None
+    ids = _assay_sample_ids(frame)
+    earlier = stored.filter(pl.col("sample_id").is_in(ids))["source_sha256"].unique().to_list()
+    if not earlier:
+        return None
+    names = ledger.filter(pl.col("source_sha256").is_in(earlier) & (pl.col("status") == "accepted"))
+    labels = sorted(set(names["file_name"].to_list())) or [s[:12] for s in earlier]
+    return ", ".join(labels)
+
+
+def ingest_bytes(
+    data: bytes,
+    *,
+    file_name: str,
+    settings: Settings,
+    now: datetime,
+    flow_run_id: str | None = None,
+    first_seen: datetime | None = None,
+) -> FileOutcome:
+    """Ingest one file's bytes into the warehouse and record its fate in the ledger.
+
+    Never raises for a bad file: problems become a ``quarantined`` outcome with reasons.
+    ``first_seen`` is when the file was first seen waiting (for the waiting time-out).
+    """
+    warehouse = Warehouse(settings.warehouse)
+    sha = sha256_of(data)
+    base = {"file_name": file_name, "sha256": sha, "size_bytes": len(data)}
+    ledger = read_ledger(warehouse)
+    accepted = ledger.filter((pl.col("source_sha256") == sha) & (pl.col("status") == "accepted"))
+    if accepted.height:
+        first = accepted.row(0, named=True)
+        outcome = FileOutcome(
+            **base,
+            status=FileStatus.DUPLICATE,
+            detected_format=first["detected_format"],
+            reason=f"same content as {first['file_name']} accepted {first['logged_at']:%Y-%m-%d %H:%M} UTC",
+        )
+        if first["file_name"] != file_name:
+            _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
+        return outcome
+    if not data.strip():
+        return _reject(warehouse, base, None, RejectReason.EMPTY_FILE, "the file is empty", (), now, flow_run_id)
+    detection = detect_format(data)
+    if detection is None:
+        msg = (
+            "the content matches no known export (GeneMapper sizing/genotypes table, QuantStudio/"
+            "StepOne, CFX Cq results, QuantaSoft, QX Manager, sample manifest, infusion log); "
+            "re-export with the software's standard table export or check the file is the right one"
+        )
+        return _reject(warehouse, base, None, RejectReason.UNRECOGNISED_FORMAT, msg, (), now, flow_run_id)
+    fmt = detection.format.value
+    try:
+        frame = parse_export(data, detection, file_name=file_name, settings=settings)
+        check_plausible(frame, detection.assay, settings=settings, file_name=file_name)
+    except ChimeraError as err:
+        return _reject(warehouse, base, fmt, err.reason, str(err), tuple(err.problems), now, flow_run_id)
+    if detection.assay is Assay.REGISTRY:
+        return _accept_registry(warehouse, base, detection, frame, settings, now, flow_run_id)
+    return _accept_assay(warehouse, base, detection, frame, settings, now, flow_run_id, ledger, first_seen)
+
+
+def _reject(
+    warehouse: Warehouse,
+    base: dict[str, object],
+    fmt: str | None,
+    code: RejectReason,
+    message: str,
+    problems: tuple[Problem, ...],
+    now: datetime,
+    flow_run_id: str | None,
+) -> FileOutcome:
+    outcome = FileOutcome(
+        **base,  # type: ignore[arg-type]
+        status=FileStatus.QUARANTINED,
+        detected_format=fmt,
+        reason=f"{code.value}: {message}",
+        reason_code=code.value,
+        problems=problems,
+    )
+    _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
+    return outcome
+
+
+def _with_lineage(frame: pl.DataFrame, sha: str, file_name: str, now: datetime) -> pl.DataFrame:
+    return frame.with_columns(
+        source_sha256=pl.lit(sha),
+        source_file=pl.lit(file_name),
+        pipeline_version=pl.lit(PIPELINE_VERSION),
+        ingested_at=pl.lit(now, dtype=UTC_US),
+    )
+
+
+def _accept_registry(
+    warehouse: Warehouse,
+    base: dict[str, object],
+    detection: Detection,
+    frame: pl.DataFrame,
+    settings: Settings,
+    now: datetime,
+    flow_run_id: str | None,
+) -> FileOutcome:
+    sha, name = str(base["sha256"]), str(base["file_name"])
+    with warehouse.lock():
+        if detection.format is ExportFormat.MANIFEST:
+            table = _with_lineage(frame, sha, name, now).drop("source_file")
+            warehouse.write("samples", sha, validate_frame(table, Samples, file_name=name))
+            patients = set(frame.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"])
+        else:
+            table = _with_lineage(frame, sha, name, now).drop("source_file")
+            warehouse.write("infusions", sha, validate_frame(table, Infusions, file_name=name))
+            patients = set(frame["patient_id"])
+        recompute_patients(warehouse, patients, settings=settings, now=now)
+        outcome = FileOutcome(
+            **base,  # type: ignore[arg-type]
+            status=FileStatus.ACCEPTED,
+            detected_format=detection.format.value,
+            rows=frame.height,
+            patients=frozenset(patients),
+        )
+        _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
+    return outcome
+
+
+def _accept_assay(
+    warehouse: Warehouse,
+    base: dict[str, object],
+    detection: Detection,
+    frame: pl.DataFrame,
+    settings: Settings,
+    now: datetime,
+    flow_run_id: str | None,
+    ledger: pl.DataFrame,
+    first_seen: datetime | None,
+) -> FileOutcome:
+    sha, name = str(base["sha256"]), str(base["file_name"])
+    method = detection.assay.value
+    fmt = detection.format.value
+    with warehouse.lock():
+        registry = read_registry(warehouse)
+        stored = _observations(warehouse, method)
+        waits = missing_prerequisites(frame, method, registry=registry, stored=stored)
+        if waits:
+            reason = "waiting for " + "; ".join(waits)
+            waited_hours = (now - first_seen).total_seconds() / 3600 if first_seen else 0.0
+            if waited_hours >= settings.inbox_rules.waiting_timeout_hours:
+                problems = tuple(Problem(rule="prerequisite", message=w) for w in waits)
+                msg = (
+                    f"waited {waited_hours:.0f} h (limit {settings.inbox_rules.waiting_timeout_hours:g} h) "
+                    f"for {'; '.join(waits)}; drop the missing manifest/baseline file, then this file again"
+                )
+                return _reject(warehouse, base, fmt, RejectReason.WAITED_TOO_LONG, msg, problems, now, flow_run_id)
+            outcome = FileOutcome(**base, status=FileStatus.WAITING, detected_format=fmt, reason=reason)  # type: ignore[arg-type]
+            previous = ledger.filter(pl.col("source_sha256") == sha)
+            if not previous.height or previous["status"][-1] != "waiting" or previous["reason"][-1] != reason:
+                _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
+            return outcome
+        supersedes = _superseded_source(stored, frame, ledger)
+        table = OBSERVATION_TABLES[method]
+        if not warehouse.has(table, sha):
+            warehouse.write(table, sha, _with_lineage(frame, sha, name, now))
+        patients = _affected_patients(frame, registry)
+        recompute_patients(warehouse, patients, settings=settings, now=now)
+        outcome = FileOutcome(
+            **base,  # type: ignore[arg-type]
+            status=FileStatus.ACCEPTED,
+            detected_format=fmt,
+            rows=frame.height,
+            patients=frozenset(patients),
+            supersedes=supersedes,
+            reason=f"supersedes {supersedes}" if supersedes else None,
+        )
+        _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
+    return outcome
+
+
+def first_waiting_time(ledger: pl.DataFrame, sha256: str) -> datetime | None:
+    """When a file was first recorded as waiting (None if never)."""
+    rows = ledger.filter((pl.col("source_sha256") == sha256) & (pl.col("status") == "waiting"))
+    return None if rows.height == 0 else rows["logged_at"].min()  # type: ignore[return-value]
+
+
+def ingest_path(
+    path: Path,
+    *,
+    settings: Settings,
+    now: datetime,
+    move: bool,
+    flow_run_id: str | None = None,
+) -> FileOutcome:
+    """Ingest one file and put it where it belongs (archive, quarantine, or left waiting).
+
+    ``move`` = move the file (inbox use); otherwise copy it, leaving the original untouched.
+    """
+    data = path.read_bytes()
+    ledger = read_ledger(Warehouse(settings.warehouse))
+    outcome = ingest_bytes(
+        data,
+        file_name=path.name,
+        settings=settings,
+        now=now,
+        flow_run_id=flow_run_id,
+        first_seen=first_waiting_time(ledger, sha256_of(data)),
+    )
+    if outcome.status in (FileStatus.ACCEPTED, FileStatus.DUPLICATE):
+        target = archive_file(path, settings.archive, sha256=outcome.sha256, when=now, move=move)
+    elif outcome.status is FileStatus.QUARANTINED:
+        target = quarantine_file(
+            path,
+            settings.quarantine,
+            sha256=outcome.sha256,
+            headline=outcome.reason or "rejected",
+            problems=outcome.problems,
+            when=now,
+            move=move,
+        )
+    else:
+        return outcome
+    return FileOutcome(**{**outcome.__dict__, "destination": target})
+
+
+_FORMAT_ORDER = {Assay.REGISTRY: 0, Assay.STR: 1, Assay.QPCR: 2, Assay.DDPCR: 2, Assay.NONE: 3}
+
+
+def processing_order(paths: Sequence[Path]) -> list[Path]:
+    """Manifests and infusion logs first, then assays, each group by name (content-detected)."""
+
+    def rank(path: Path) -> tuple[int, str]:
+        try:
+            detection = detect_format(path.read_bytes())
+        except OSError:
+            return (4, path.name)
+        return (_FORMAT_ORDER[detection.assay] if detection else 3, path.name)
+
+    return sorted(paths, key=rank)
+
+
+def ingest_paths(
+    paths: Sequence[Path],
+    *,
+    settings: Settings,
+    clock: Callable[[], datetime],
+    move: bool,
+    flow_run_id: str | None = None,
+) -> list[FileOutcome]:
+    """Ingest several files in dependency order; files left waiting are retried while any
+    file in the batch is accepted (so a manifest dropped last still releases its assays)."""
+    recover_dirty(settings=settings, now=clock())
+    pending = processing_order(paths)
+    outcomes: dict[Path, FileOutcome] = {}
+    progress = True
+    while pending and progress:
+        progress = False
+        still_waiting = []
+        for path in pending:
+            outcome = ingest_path(path, settings=settings, now=clock(), move=move, flow_run_id=flow_run_id)
+            outcomes[path] = outcome
+            if outcome.status is FileStatus.WAITING:
+                still_waiting.append(path)
+            else:
+                progress = True
+        pending = still_waiting
+    return [outcomes[p] for p in paths if p in outcomes]
+
+
+def recover_dirty(*, settings: Settings, now: datetime) -> set[str]:
+    """Rebuild patients a crash left half-written; return them."""
+    warehouse = Warehouse(settings.warehouse)
+    dirty = warehouse.dirty_patients()
+    if dirty:
+        with warehouse.lock():
+            recompute_patients(warehouse, dirty, settings=settings, now=now)
+    return dirty
