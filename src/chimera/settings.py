@@ -128,7 +128,6 @@ class Settings:
     quarantine: Path = Path("chimera-data/quarantine")
     alert_rules: Path | None = None
     """TOML file with alert rules; None = the packaged defaults."""
-    str: StrSettings = field(default_factory=StrSettings)
     qpcr: QpcrSettings = field(default_factory=QpcrSettings)
     ddpcr: DdpcrSettings = field(default_factory=DdpcrSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
@@ -138,6 +137,8 @@ class Settings:
     prefect_port: int = 4200
     smtp_password: str | None = field(default=None, repr=False)
     """SMTP password for alert e-mail (from ``CHIMERA_SMTP_PASSWORD``; never in a file)."""
+    str: StrSettings = field(default_factory=StrSettings)
+    """STR options (last: the name shadows the builtin inside the class body)."""
 
     def with_home(self, home: Path) -> Settings:
         """Return settings whose every data folder sits under ``home``."""

@@ -1,0 +1,384 @@
+"""GeneMapper STR exports (Sizing Table and Genotypes Table) to ``StrPeaks`` rows.
+
+Layouts and quirks: formats.md sections 2 (Sizing Table, one row per peak) and 3 (Genotypes
+Table, one row per sample x marker with ``Allele n``/``Size n``/``Height n``/``Peak Area n``
+slot blocks). Alleles stay text (``10.10`` is not ``10.1``); ``source_row`` is the 1-based line
+number in the file so that problems point at the line a lab user can open.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import polars as pl
+
+from chimera.errors import ChimeraError, Problem, UnreadableFileError, ValidationFailedError
+from chimera.textio import (
+    Container,
+    decode_text,
+    normalise_header,
+    parse_number,
+    read_rows,
+    rows_to_records,
+    sniff_container,
+    sniff_delimiter,
+    split_lines,
+)
+from chimera.validation import validate_frame
+from schemas.inputs import StrPeaks
+
+# Genotypes Table slot columns are blocks (Allele 1..N, Size 1..N, ...); N is a table setting
+# (formats.md section 3). ``Area n`` is the GeneMapper ID-X alias of ``Peak Area n``.
+_SLOT = re.compile(r"^(allele|size|height|peak area|area|data point|mutation|ae comment) (\d+)$")
+_DYE = re.compile(r"^\s*([A-Za-z]+)\s*(?:,|$)")
+_DECIMAL_POINT = re.compile(r"^-?\d+\.\d+$")
+_DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
+_THOUSANDS_COMMA = re.compile(r"^-?\d{1,3}(,\d{3})+$")
+_THOUSANDS_DOT_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
+
+_SIZING_SAMPLE_COLUMNS = ("sample file name", "sample file", "sample name")
+_GENOTYPES_SAMPLE_COLUMNS = ("sample name", "sample file", "sample file name")
+
+_PEAK_SCHEMA: dict[str, pl.DataType] = {
+    "sample_id": pl.String(),
+    "marker": pl.String(),
+    "allele": pl.String(),
+    "size_bp": pl.Float64(),
+    "height_rfu": pl.Float64(),
+    "area_rfu": pl.Float64(),
+    "dye": pl.String(),
+    "source_row": pl.Int32(),
+}
+
+
+class _Layout(StrEnum):
+    SIZING = "Sizing Table"
+    GENOTYPES = "Genotypes Table"
+
+
+@dataclass(frozen=True)
+class _Header:
+    layout: _Layout
+    line_index: int
+    delimiter: str
+    names: list[str]
+
+
+def parse_genemapper(data: bytes, *, file_name: str) -> pl.DataFrame:
+    r"""Parse a GeneMapper Sizing Table or Genotypes Table export into ``StrPeaks`` rows.
+
+    One output row per peak: a sizing-table line, or a filled allele slot of a genotypes-table
+    row (a homozygote is one filled slot; an empty marker row gives no peaks).
+
+    Parameters
+    ----------
+    data
+        The export's bytes (TAB, ``;`` or ``,`` separated; CRLF, LF or CR line ends).
+    file_name
+        Name used in error messages.
+
+    Returns
+    -------
+    pl.DataFrame
+        Validated against :class:`schemas.inputs.StrPeaks`.
+
+    Raises
+    ------
+    UnreadableFileError
+        Empty file, a binary/spreadsheet container, or no GeneMapper header or peaks found.
+    ValidationFailedError
+        Required columns missing, unreadable numbers, or rows breaking the ``StrPeaks`` contract.
+
+    Examples
+    --------
+    >>> text = 'Dye/Sample Peak\tSample File Name\tMarker\tAllele\tSize\tHeight\tArea\t\r\n'
+    >>> text += '"B,3"\tS1\tD3S1358\t14\t120.33\t941\t5862\t\r\n'
+    >>> parse_genemapper(text.encode(), file_name="x.txt").row(0)
+    ('S1', 'D3S1358', '14', 120.33, 941.0, 5862.0, 'B', 2)
+    """
+    try:
+        return _parse(data, file_name=file_name)
+    except ChimeraError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a bad file must give a plain message, not a traceback
+        msg = (
+            f"{file_name}: could not be read as a GeneMapper export ({type(err).__name__}: {err}); "
+            "re-export the Sizing Table or Genotypes Table as tab-delimited text"
+        )
+        raise UnreadableFileError(msg) from None
+
+
+def _parse(data: bytes, *, file_name: str) -> pl.DataFrame:
+    if not data.strip():
+        msg = f"{file_name}: the file is empty; expected a GeneMapper Sizing or Genotypes Table"
+        raise UnreadableFileError(msg)
+    container = sniff_container(data)
+    if container is not Container.TEXT:
+        msg = (
+            f"{file_name}: expected a tab-delimited GeneMapper text export, found a "
+            f"{container.value} file; export the table from GeneMapper as text (.txt)"
+        )
+        raise UnreadableFileError(msg)
+    lines = split_lines(decode_text(data))
+    header = _find_header(lines)
+    if header is None:
+        msg = (
+            f"{file_name}: no GeneMapper header found; expected a line with 'Dye/Sample Peak', "
+            "'Marker', 'Allele', 'Size', 'Height', 'Area' (Sizing Table) or 'Sample Name', "
+            "'Marker', 'Allele 1', 'Allele 2', ... (Genotypes Table)"
+        )
+        raise UnreadableFileError(msg)
+    body = _read_body(lines, header)
+    if header.layout is _Layout.SIZING:
+        rows = _sizing_rows(header, body, file_name=file_name)
+    else:
+        rows = _genotype_rows(header, body, file_name=file_name)
+    if not rows:
+        msg = (
+            f"{file_name}: the GeneMapper {header.layout.value} has a header on line "
+            f"{header.line_index + 1} but no peaks below it; check the export selected samples"
+        )
+        raise UnreadableFileError(msg)
+    frame = pl.DataFrame(rows, schema=_PEAK_SCHEMA, orient="row")
+    return validate_frame(frame, StrPeaks, file_name=file_name)
+
+
+def _cells(line: str, delimiter: str) -> list[str]:
+    rows = read_rows([line], delimiter)
+    return rows[0] if rows else []
+
+
+def _find_header(lines: Sequence[str]) -> _Header | None:
+    """Locate the table header by content (preambles vary), never by line number."""
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        delimiter = sniff_delimiter(line)
+        raw = [cell.strip() for cell in _cells(line, delimiter)]
+        names = {normalise_header(cell) for cell in raw} - {""}
+        if {"marker", "allele"} <= names and (
+            "dye/sample peak" in names or names & set(_SIZING_SAMPLE_COLUMNS)
+        ):
+            return _Header(_Layout.SIZING, index, delimiter, raw)
+        if "marker" in names and any(re.fullmatch(r"allele \d+", name) for name in names):
+            return _Header(_Layout.GENOTYPES, index, delimiter, raw)
+    return None
+
+
+def _read_body(lines: Sequence[str], header: _Header) -> list[tuple[int, list[str]]]:
+    """Return ``(line number, cells)`` for every non-blank line below the header.
+
+    Each line is split on its own so the line number stays exact; a repeated header line
+    (two exports pasted together) is skipped.
+    """
+    header_key = [normalise_header(name) for name in header.names]
+    body = []
+    for index in range(header.line_index + 1, len(lines)):
+        cells = _cells(lines[index], header.delimiter)
+        if not any(cell.strip() for cell in cells):
+            continue  # blank or trailing CRLF-only line
+        if [normalise_header(cell) for cell in cells[: len(header_key)]] == header_key:
+            continue
+        body.append((index + 1, cells))
+    return body
+
+
+def _column_lookup(names: Sequence[str]) -> dict[str, str]:
+    """Map normalised header names to the raw (deduplicated) record keys."""
+    lookup: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for raw in names:
+        seen[raw] = seen.get(raw, 0) + 1
+        key = raw if seen[raw] == 1 else f"{raw}#{seen[raw]}"
+        lookup.setdefault(normalise_header(raw), key)
+    return lookup
+
+
+def _missing_columns(missing: list[str], *, layout: _Layout, file_name: str) -> None:
+    if not missing:
+        return
+    problems = [
+        Problem(
+            rule="column_in_dataframe",
+            message=f"required column {name!r} is missing",
+            row=1,
+            column=name,
+            fix="re-export the table from GeneMapper with this column shown.",
+        )
+        for name in missing
+    ]
+    msg = (
+        f"{file_name}: the GeneMapper {layout.value} lacks required column(s) "
+        f"{', '.join(repr(m) for m in missing)}"
+    )
+    raise ValidationFailedError(msg, problems)
+
+
+class _NumberReader:
+    """Cell-to-float converter for one file's decimal convention; collects bad cells.
+
+    Decimal comma is assumed only when no cell uses a decimal point and some cell looks like
+    ``228,25`` (not a thousands group), or the file is ``;``-separated (Excel, comma locale).
+    """
+
+    def __init__(self, values: Sequence[str], *, delimiter: str) -> None:
+        cells = [v.strip() for v in values if v and v.strip()]
+        has_point = any(_DECIMAL_POINT.match(v) for v in cells)
+        comma_like = [v for v in cells if _DECIMAL_COMMA.match(v)]
+        self.decimal_comma = not has_point and (
+            any(not _THOUSANDS_COMMA.match(v) for v in comma_like)
+            or (delimiter == ";" and bool(comma_like))
+        )
+        self.problems: list[Problem] = []
+
+    def __call__(self, cell: str | None, row: int, column: str) -> float | None:
+        """Return the cell as a float, None when empty; record a problem when unreadable."""
+        text = (cell or "").strip().strip('"').replace("\u00a0", "").replace(" ", "")
+        if not text:
+            return None
+        if self.decimal_comma and _THOUSANDS_DOT_DECIMAL_COMMA.match(text):
+            text = text.replace(".", "")
+        number = parse_number(text, decimal_comma=self.decimal_comma)
+        if number is not None and not math.isfinite(number):
+            number = None  # "inf" parses as a float but is no peak measurement
+        if number is None:
+            self.problems.append(
+                Problem(
+                    rule="number",
+                    message=f"{column!r} must be a number",
+                    row=row,
+                    column=column,
+                    value=cell,
+                    fix="correct the value or clear the cell, then export again.",
+                )
+            )
+        return number
+
+    def raise_problems(self, *, file_name: str) -> None:
+        """Raise one error listing every cell that should hold a number and does not."""
+        if self.problems:
+            msg = (
+                f"{file_name}: {len(self.problems)} cell(s) that must hold numbers do not; "
+                "see the list below"
+            )
+            raise ValidationFailedError(msg, self.problems)
+
+
+def _text(value: str | None) -> str | None:
+    text = (value or "").strip().strip('"').strip()
+    return text or None
+
+
+def _dye_letter(value: str | None) -> str | None:
+    """Dye letter from ``Dye/Sample Peak`` (``"B,1"`` -> ``B``) or a plain ``Dye`` cell."""
+    text = _text(value)
+    if text is None:
+        return None
+    match = _DYE.match(text)
+    return match.group(1).upper() if match else text
+
+
+def _first_value(record: dict[str, str], keys: Sequence[str | None]) -> str | None:
+    for key in keys:
+        if key is not None and (value := _text(record.get(key))) is not None:
+            return value
+    return None
+
+
+def _sizing_rows(
+    header: _Header, body: list[tuple[int, list[str]]], *, file_name: str
+) -> list[tuple[object, ...]]:
+    """One row per peak (formats.md section 2); empty Marker/Allele = peak outside every bin."""
+    lookup = _column_lookup(header.names)
+    sample_keys = [lookup.get(name) for name in _SIZING_SAMPLE_COLUMNS]
+    missing = [name for name in ("Marker", "Allele") if name.casefold() not in lookup]
+    if all(key is None for key in sample_keys):
+        missing.append("Sample File Name")
+    if not {"size", "height", "area"} & lookup.keys():
+        missing.append("Height or Area")
+    _missing_columns(missing, layout=header.layout, file_name=file_name)
+    records = rows_to_records(header.names, [cells for _, cells in body])
+    numeric_keys = [lookup[n] for n in ("size", "height", "area") if n in lookup]
+    reader = _NumberReader(
+        [r.get(k, "") for r in records for k in numeric_keys], delimiter=header.delimiter
+    )
+    dye_key = lookup.get("dye/sample peak") or lookup.get("dye")
+    rows: list[tuple[object, ...]] = []
+    for (line_no, _), record in zip(body, records, strict=True):
+        rows.append(
+            (
+                _first_value(record, sample_keys),
+                _text(record.get(lookup["marker"])),
+                _text(record.get(lookup["allele"])),
+                reader(record.get(lookup.get("size", "")), line_no, "Size"),
+                reader(record.get(lookup.get("height", "")), line_no, "Height"),
+                reader(record.get(lookup.get("area", "")), line_no, "Area"),
+                _dye_letter(record.get(dye_key)) if dye_key else None,
+                line_no,
+            )
+        )
+    reader.raise_problems(file_name=file_name)
+    return rows
+
+
+def _slot_columns(names: Sequence[str]) -> dict[int, dict[str, str]]:
+    """Slot number -> field (allele/size/height/area) -> record key, for any N."""
+    lookup = _column_lookup(names)
+    slots: dict[int, dict[str, str]] = {}
+    for normalised, key in lookup.items():
+        match = _SLOT.match(normalised)
+        if match is None:
+            continue
+        field, number = match.group(1), int(match.group(2))
+        entry = slots.setdefault(number, {})
+        if field == "peak area" or (field == "area" and "area" not in entry):
+            entry["area"] = key
+        elif field in ("allele", "size", "height"):
+            entry[field] = key
+    return {n: entry for n, entry in sorted(slots.items()) if "allele" in entry}
+
+
+def _genotype_rows(
+    header: _Header, body: list[tuple[int, list[str]]], *, file_name: str
+) -> list[tuple[object, ...]]:
+    """One row per filled allele slot (formats.md section 3); ragged rows padded or truncated."""
+    lookup = _column_lookup(header.names)
+    sample_keys = [lookup.get(name) for name in _GENOTYPES_SAMPLE_COLUMNS]
+    missing = [] if "marker" in lookup else ["Marker"]
+    if all(key is None for key in sample_keys):
+        missing.append("Sample Name")
+    _missing_columns(missing, layout=header.layout, file_name=file_name)
+    slots = _slot_columns(header.names)
+    records = rows_to_records(header.names, [cells for _, cells in body])
+    numeric_keys = [k for slot in slots.values() for f, k in slot.items() if f != "allele"]
+    reader = _NumberReader(
+        [r.get(k, "") for r in records for k in numeric_keys], delimiter=header.delimiter
+    )
+    dye_key = lookup.get("dye")
+    rows: list[tuple[object, ...]] = []
+    for (line_no, _), record in zip(body, records, strict=True):
+        sample_id = _first_value(record, sample_keys)
+        marker = _text(record.get(lookup["marker"]))
+        dye = _dye_letter(record.get(dye_key)) if dye_key else None
+        for number, slot in slots.items():
+            cells = {field: record.get(key, "") for field, key in slot.items()}
+            if not any((value or "").strip() for value in cells.values()):
+                continue  # empty slot: homozygote's second slot, or no peaks at this marker
+            rows.append(
+                (
+                    sample_id,
+                    marker,
+                    _text(cells.get("allele")),
+                    reader(cells.get("size"), line_no, f"Size {number}"),
+                    reader(cells.get("height"), line_no, f"Height {number}"),
+                    reader(cells.get("area"), line_no, f"Peak Area {number}"),
+                    dye,
+                    line_no,
+                )
+            )
+    reader.raise_problems(file_name=file_name)
+    return rows
