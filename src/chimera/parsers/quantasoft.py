@@ -1,0 +1,425 @@
+"""Bio-Rad ddPCR well exports (QuantaSoft 1.7, older QuantaSoft, QX Manager) to ``DdpcrWells``.
+
+Layouts and quirks: formats.md sections 9 (QuantaSoft: one row per well per channel, merged rows
+``M01…`` with a quoted ``MergedWells`` list, trailing comma, short rows in the old export), 10
+(QX Manager: BOM, ``µ`` in headers, ``TargetType`` ``Unknown``/``Reference``, ``No Call``
+concentrations with counts present) and 11 (droplet amplitude files, refused). Counts are kept
+as exported; λ and ratios are recomputed from them by :mod:`chimera.calculate.ddpcr`.
+
+The parser is instrument-only: ``target_role`` comes from the export's own labels (QX Manager
+``Reference`` → ``reference``, ``Unknown`` → ``marker``; QuantaSoft ``Ch2Reference`` →
+``reference``, otherwise null). Reference genes are recognised by name in the calculation.
+``source_row`` is the 1-based line (or spreadsheet row) in the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+import polars as pl
+
+from chimera.detect import Detection, ExportFormat, detect_rows
+from chimera.errors import (
+    NotChimerismAssayError,
+    Problem,
+    UnreadableFileError,
+    UnrecognisedExportError,
+    ValidationFailedError,
+)
+from chimera.textio import (
+    Container,
+    decode_text,
+    normalise_header,
+    parse_number,
+    read_excel_rows,
+    read_rows,
+    rows_to_records,
+    sniff_container,
+    sniff_delimiter,
+    split_lines,
+    uses_decimal_comma,
+)
+from chimera.validation import validate_frame
+from schemas.inputs import DdpcrWells
+
+_SOFTWARE = {
+    ExportFormat.QUANTASOFT: "quantasoft",
+    ExportFormat.QUANTASOFT_OLD: "quantasoft_old",
+    ExportFormat.QX_MANAGER: "qx_manager",
+}
+
+# Normalised header aliases (formats.md section 12), first match wins.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "well": ("well",),
+    "sample": ("sample description 1", "sample", "sample name"),
+    "target": ("target", "assay"),
+    "target_type": ("targettype", "target type", "typeassay"),
+    "dye": ("dyename(s)", "dye name(s)", "dyename", "dye"),
+    "sample_type": ("sampletype", "sample type"),
+    "status": ("status",),
+    "accepted": ("accepteddroplets", "accepted droplets"),
+    "positives": ("positives",),
+    "negatives": ("negatives",),
+    "concentration": ("concentration", "conc(copies/ul)"),
+    "merged": ("mergedwells", "merged wells"),
+}
+_REQUIRED = ("well", "target", "accepted", "positives")
+
+_CHANNEL_PREFIX = re.compile(r"^\s*(ch\s*\d+)\s*(.*)$", re.IGNORECASE)
+_SAMPLE_TYPES = {
+    "unknown": "unknown",
+    "reference": "unknown",
+    "ntc": "ntc",
+    "no template control": "ntc",
+    "posctrl": "positive_control",
+    "positive control": "positive_control",
+    "poscontrol": "positive_control",
+    "negctrl": "negative_control",
+    "negative control": "negative_control",
+    "negcontrol": "negative_control",
+    "blank": "blank",
+}
+# Written in number columns to mean "no value" (formats.md section 13); never parsed as 0.
+_SENTINELS = frozenset({"no call", "nan", "n/a", "na", "undetermined", "-", "--", "none"})
+_DOT_DECIMAL = re.compile(r"^-?\d+\.\d+$")
+
+_WELL_SCHEMA: dict[str, pl.DataType] = {
+    "sample_id": pl.String(),
+    "well": pl.String(),
+    "target": pl.String(),
+    "channel": pl.String(),
+    "target_role": pl.String(),
+    "sample_type": pl.String(),
+    "status": pl.String(),
+    "accepted_droplets": pl.Int64(),
+    "positives": pl.Int64(),
+    "negatives": pl.Int64(),
+    "concentration_copies_per_ul": pl.Float64(),
+    "droplet_volume_nl": pl.Float64(),
+    "merged_wells": pl.String(),
+    "is_merged": pl.Boolean(),
+    "software": pl.String(),
+    "source_row": pl.Int32(),
+}
+
+
+def reject_amplitude_file(file_name: str) -> NoReturn:
+    """Refuse a per-droplet amplitude export (formats.md section 11): it is not a well result.
+
+    Raises
+    ------
+    NotChimerismAssayError
+        Always, with what to export instead.
+    """
+    msg = (
+        f"{file_name}: this is a per-droplet amplitude export of one well (used only to audit "
+        "droplet thresholds), not a well result; export the well-level CSV (QuantaSoft "
+        "'Export CSV' / QX Manager 'Export well data') instead and drop that file in the inbox."
+    )
+    raise NotChimerismAssayError(msg)
+
+
+@dataclass(frozen=True)
+class _Table:
+    detection: Detection
+    header: list[str]
+    rows: list[tuple[int, list[str]]]
+    """(1-based source row, fields) of every non-blank line after the header."""
+    decimal_comma: bool
+
+
+def _read_table(data: bytes, *, file_name: str) -> _Table:
+    """Find the header by content and split the rows (formats.md section 1)."""
+    container = sniff_container(data)
+    if container is Container.BINARY:
+        msg = f"{file_name}: binary file; expected a QuantaSoft or QX Manager CSV export"
+        raise UnrecognisedExportError(msg)
+    numbered: list[tuple[int, list[str]]]
+    delimiter = ","
+    lines: list[str] = []
+    if container in (Container.XLS, Container.XLSX):
+        try:
+            sheets = read_excel_rows(data)
+        except Exception as err:  # noqa: BLE001 - calamine raises its own types for corrupt files
+            msg = f"{file_name}: the workbook cannot be opened ({err}); re-export as CSV"
+            raise UnreadableFileError(msg) from None
+        numbered = []
+        for rows in sheets.values():
+            if detect_rows(rows) is not None:
+                numbered = [(i + 1, row) for i, row in enumerate(rows)]
+                break
+    else:
+        try:
+            text = decode_text(data)
+        except UnicodeDecodeError:  # pragma: no cover - cp1252 decodes almost everything
+            msg = f"{file_name}: cannot be decoded as UTF-8 or cp1252 text; re-export the CSV"
+            raise UnreadableFileError(msg) from None
+        numbered = []
+        lines = split_lines(text)
+        for index, line in enumerate(lines):
+            fields = read_rows([line], sniff_delimiter(line)) if line.strip() else []
+            numbered.append((index + 1, fields[0] if fields else []))
+    detection = detect_rows([fields for _, fields in numbered])
+    if detection is None or detection.header_line is None:
+        msg = (
+            f"{file_name}: expected a QuantaSoft or QX Manager well export (header with Well, "
+            "Target/Assay, AcceptedDroplets/Accepted Droplets, Positives); found no such header "
+            "in the first 60 lines. Re-export with QuantaSoft 'Export CSV' or QX Manager "
+            "'Export well data'."
+        )
+        raise UnrecognisedExportError(msg)
+    if detection.format is ExportFormat.DDPCR_AMPLITUDE:
+        reject_amplitude_file(file_name)
+    if detection.format not in _SOFTWARE:
+        msg = (
+            f"{file_name}: expected a ddPCR well export (QuantaSoft, QX Manager), found a "
+            f"{detection.format.value} export; send it to the matching reader"
+        )
+        raise UnrecognisedExportError(msg)
+    header_index = detection.header_line
+    header = numbered[header_index][1]
+    if lines:
+        delimiter = sniff_delimiter(lines[header_index])
+    body = [
+        (row, fields)
+        for row, fields in numbered[header_index + 1 :]
+        if any(f.strip() for f in fields)
+    ]
+    decimal_comma = uses_decimal_comma([fields for _, fields in body], delimiter)
+    return _Table(detection, header, body, decimal_comma)
+
+
+def _column_map(header: list[str]) -> dict[str, str]:
+    """Map canonical names to the file's own (deduplicated) header names."""
+    deduped: list[str] = []
+    seen: dict[str, int] = {}
+    for raw in header:
+        seen[raw] = seen.get(raw, 0) + 1
+        deduped.append(raw if seen[raw] == 1 else f"{raw}#{seen[raw]}")
+    normalised: dict[str, str] = {}
+    for raw in deduped:
+        normalised.setdefault(normalise_header(raw), raw)
+    found: dict[str, str] = {}
+    for canonical, aliases in _ALIASES.items():
+        for alias in aliases:
+            if alias in normalised:
+                found[canonical] = normalised[alias]
+                break
+    return found
+
+
+class _Numbers:
+    """Convert number cells, collecting a problem for every cell that is not a number."""
+
+    def __init__(self, *, decimal_comma: bool) -> None:
+        self.decimal_comma = decimal_comma
+        self.problems: list[Problem] = []
+
+    def real(self, value: str, *, column: str, row: int) -> float | None:
+        text = value.strip()
+        if not text or text.casefold() in _SENTINELS:
+            return None
+        if self.decimal_comma and _DOT_DECIMAL.match(text):
+            self.problems.append(
+                Problem(
+                    rule="mixed_decimal_marks",
+                    message="this ';'-separated file writes decimals with a comma elsewhere",
+                    row=row,
+                    column=column,
+                    value=text,
+                    fix="re-export with one decimal convention (a dot decimal sign is safest).",
+                )
+            )
+            return None
+        number = parse_number(text, decimal_comma=self.decimal_comma)
+        if number is None:
+            self.problems.append(
+                Problem(
+                    rule="not_a_number",
+                    message=f"{column!r} must be a number or empty",
+                    row=row,
+                    column=column,
+                    value=text,
+                    fix="re-export the plate from the instrument software; do not edit the CSV.",
+                )
+            )
+        return number
+
+    def count(self, value: str, *, column: str, row: int) -> int | None:
+        number = self.real(value, column=column, row=row)
+        if number is None:
+            return None
+        if not number.is_integer():
+            self.problems.append(
+                Problem(
+                    rule="not_a_count",
+                    message=f"{column!r} must be a whole number of droplets",
+                    row=row,
+                    column=column,
+                    value=value.strip(),
+                    fix="re-export the plate from the instrument software; do not edit the CSV.",
+                )
+            )
+            return None
+        return int(number)
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip().strip('"').strip()
+    return text or None
+
+
+def _merged_members(value: str | None) -> str | None:
+    """``"(A01,B01,C01)"`` → ``"A01,B01,C01"``; empty → None."""
+    text = _clean(value)
+    if text is None:
+        return None
+    members = [m.strip() for m in re.split(r"[,;\s]+", text.strip("()[] ")) if m.strip()]
+    return ",".join(members) or None
+
+
+def _roles(
+    target_type: str | None, dye: str | None, sample_type: str | None, *, software: str
+) -> tuple[str | None, str | None, str | None]:
+    """Return (channel, target_role, sample_type) from the export's own labels."""
+    channel: str | None = None
+    kind = (target_type or "").strip()
+    match = _CHANNEL_PREFIX.match(kind)
+    if match:
+        channel = match.group(1).replace(" ", "").capitalize()
+        kind = match.group(2)
+    kind = kind.strip().casefold()
+    channel = dye or channel
+    role: str | None = None
+    if kind == "reference":
+        role = "reference"
+    elif kind == "unknown" and software == "qx_manager":
+        role = "marker"
+    label = (sample_type or "").strip().casefold()
+    resolved: str | None
+    if label:
+        resolved = _SAMPLE_TYPES.get(label, label)
+    else:
+        resolved = _SAMPLE_TYPES.get(kind) if kind else None
+    return channel, role, resolved
+
+
+def parse_ddpcr(
+    data: bytes, *, file_name: str, droplet_volume_nl: Mapping[str, float]
+) -> pl.DataFrame:
+    r"""Parse a QuantaSoft (1.7 or older) or QX Manager well export into ``DdpcrWells`` rows.
+
+    One row per well per target (a duplex well gives two rows); QuantaSoft merged rows
+    (``M01…``) are kept with ``is_merged`` and their member wells in ``merged_wells``, so that
+    the calculation can pool either them or their members, never both (methods.md 5.4).
+
+    Parameters
+    ----------
+    data
+        The export's bytes (comma, ``;`` with decimal comma, or TAB; BOM and CRLF/LF/CR fine).
+    file_name
+        Used in messages only.
+    droplet_volume_nl
+        Droplet volume per software (``quantasoft``, ``quantasoft_old``, ``qx_manager``) in nL;
+        ``DdpcrSettings.droplet_volume_nl``.
+
+    Raises
+    ------
+    NotChimerismAssayError
+        For a per-droplet amplitude export.
+    UnrecognisedExportError
+        When no ddPCR well-export header is found.
+    ValidationFailedError
+        When cells are not numbers or rows break the ``DdpcrWells`` contract.
+
+    Examples
+    --------
+    >>> csv = (
+    ...     b"Well,ExptType,Experiment,Sample,TargetType,Target,Status,Concentration,"
+    ...     b"Positives,Negatives,AcceptedDroplets,MergedWells\n"
+    ...     b'"A01",Absolute Quantification,"","P1-D8",Ch1Unknown,"M1",,1.2,20,16000,16020,""\n'
+    ... )
+    >>> volumes = {"quantasoft": 0.85, "quantasoft_old": 0.91, "qx_manager": 0.85}
+    >>> frame = parse_ddpcr(csv, file_name="plate.csv", droplet_volume_nl=volumes)
+    >>> frame.select("well", "target", "channel", "positives", "software").row(0)
+    ('A01', 'M1', 'Ch1', 20, 'quantasoft')
+    """
+    table = _read_table(data, file_name=file_name)
+    software = _SOFTWARE[table.detection.format]
+    if software not in droplet_volume_nl:
+        msg = f"no droplet volume configured for {software!r}; set ddpcr.droplet_volume_nl"
+        raise ValueError(msg)
+    volume = float(droplet_volume_nl[software])
+    columns = _column_map(table.header)
+    missing = [name for name in _REQUIRED if name not in columns]
+    if missing:
+        msg = (
+            f"{file_name}: the {software} export lacks column(s) {', '.join(missing)}; "
+            "re-export the well data with all columns"
+        )
+        raise ValidationFailedError(
+            msg, [Problem(rule="column_in_dataframe", message=msg, column=m) for m in missing]
+        )
+    numbers = _Numbers(decimal_comma=table.decimal_comma)
+    records = rows_to_records(table.header, [fields for _, fields in table.rows])
+    out: list[dict[str, object]] = []
+    for (row, _fields), record in zip(table.rows, records, strict=True):
+
+        def cell(name: str, record: dict[str, str] = record) -> str | None:
+            column = columns.get(name)
+            return None if column is None else record.get(column)
+
+        positives = numbers.count(cell("positives") or "", column="Positives", row=row)
+        accepted = numbers.count(cell("accepted") or "", column="AcceptedDroplets", row=row)
+        negatives = numbers.count(cell("negatives") or "", column="Negatives", row=row)
+        if accepted is None and positives is not None and negatives is not None:
+            accepted = positives + negatives
+        if negatives is None and positives is not None and accepted is not None:
+            negatives = accepted - positives
+        channel, role, sample_type = _roles(
+            _clean(cell("target_type")),
+            _clean(cell("dye")),
+            _clean(cell("sample_type")),
+            software=software,
+        )
+        members = _merged_members(cell("merged"))
+        out.append(
+            {
+                "sample_id": _clean(cell("sample")),
+                "well": _clean(cell("well")),
+                "target": _clean(cell("target")),
+                "channel": channel,
+                "target_role": role,
+                "sample_type": sample_type,
+                "status": _clean(cell("status")),
+                "accepted_droplets": accepted,
+                "positives": positives,
+                "negatives": negatives,
+                "concentration_copies_per_ul": numbers.real(
+                    cell("concentration") or "", column="Concentration", row=row
+                ),
+                "droplet_volume_nl": volume,
+                "merged_wells": members,
+                "is_merged": members is not None,
+                "software": software,
+                "source_row": row,
+            }
+        )
+    if numbers.problems:
+        msg = (
+            f"{file_name}: {len(numbers.problems)} cell(s) of the {software} export are not "
+            "valid numbers; see the list below"
+        )
+        raise ValidationFailedError(msg, numbers.problems)
+    if not out:
+        msg = (
+            f"{file_name}: the {software} export has a header but no well rows; re-export the plate"
+        )
+        raise UnreadableFileError(msg)
+    frame = pl.DataFrame(out, schema=_WELL_SCHEMA)
+    return validate_frame(frame, DdpcrWells, file_name=file_name)
