@@ -56,9 +56,7 @@ class InfusionLog(pa.DataFrameModel):
     @classmethod
     def one_row_per_patient_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """A dose number appears once per patient."""
-        return data.lazyframe.select(
-            pl.struct("patient_id", "dose_number").is_duplicated().not_()
-        )
+        return data.lazyframe.select(pl.struct("patient_id", "dose_number").is_duplicated().not_())
 
 
 class StrPeaks(pa.DataFrameModel):
@@ -87,7 +85,9 @@ class QpcrWells(pa.DataFrameModel):
     sample_id: str = pa.Field(nullable=True)
     well: str = pa.Field(str_length={"min_value": 1})
     target: str = pa.Field(nullable=True)
-    task: str = pa.Field(isin=["unknown", "standard", "ntc", "positive_control", "negative_control", "other"])
+    task: str = pa.Field(
+        isin=["unknown", "standard", "ntc", "positive_control", "negative_control", "other"]
+    )
     reporter: str = pa.Field(nullable=True)
     ct: float = pa.Field(nullable=True, ge=0, le=100)
     omitted: bool

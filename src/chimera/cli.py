@@ -34,10 +34,18 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 WarehouseOption = Annotated[
-    Path | None, typer.Option("--warehouse", help="Warehouse folder (default ./chimera-data/warehouse or $CHIMERA_WAREHOUSE).")
+    Path | None,
+    typer.Option(
+        "--warehouse",
+        help="Warehouse folder (default ./chimera-data/warehouse or $CHIMERA_WAREHOUSE).",
+    ),
 ]
 HomeOption = Annotated[
-    Path | None, typer.Option("--home", help="Data root holding inbox/, archive/, quarantine/, warehouse/ (default ./chimera-data or $CHIMERA_HOME).")
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Data root holding inbox/, archive/, quarantine/, warehouse/ (default ./chimera-data or $CHIMERA_HOME).",
+    ),
 ]
 
 
@@ -64,7 +72,10 @@ def _expand(paths: list[Path], settings: Settings) -> list[Path]:
                 p
                 for p in sorted(path.rglob("*"))
                 if p.is_file()
-                and not any(is_ignored(part, settings.inbox_rules.ignore_patterns) for part in p.relative_to(path).parts)
+                and not any(
+                    is_ignored(part, settings.inbox_rules.ignore_patterns)
+                    for part in p.relative_to(path).parts
+                )
             ]
         elif path.is_file():
             files.append(path)
@@ -104,8 +115,16 @@ def _report(outcomes: list[FileOutcome]) -> int:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders to ingest (copied; originals untouched).")] = None,
-    inbox: Annotated[Path | None, typer.Option("--inbox", help="Process every settled file in this folder (files are moved).")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files or folders to ingest (copied; originals untouched)."),
+    ] = None,
+    inbox: Annotated[
+        Path | None,
+        typer.Option(
+            "--inbox", help="Process every settled file in this folder (files are moved)."
+        ),
+    ] = None,
     warehouse: WarehouseOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -116,7 +135,9 @@ def ingest(
     settings = _settings(home, warehouse, inbox)
     outcomes: list[FileOutcome] = []
     if paths:
-        outcomes += ingest_paths(_expand(paths, settings), settings=settings, clock=_now, move=False)
+        outcomes += ingest_paths(
+            _expand(paths, settings), settings=settings, clock=_now, move=False
+        )
     if inbox is not None:
         if not inbox.is_dir():
             err_console.print(f"[red]error:[/red] inbox {inbox} is not a folder")
@@ -150,7 +171,9 @@ def _sample_data_dir() -> Path:
 def demo(
     warehouse: WarehouseOption = None,
     home: HomeOption = None,
-    sample_data: Annotated[Path | None, typer.Option("--sample-data", help="Folder of the sample trial.")] = None,
+    sample_data: Annotated[
+        Path | None, typer.Option("--sample-data", help="Folder of the sample trial.")
+    ] = None,
 ) -> None:
     """Ingest the bundled synthetic trial, then print per-patient results, kinetics and alerts."""
     from chimera.refresh import refresh_after_ingest  # noqa: PLC0415
@@ -161,11 +184,14 @@ def demo(
     inputs = [
         p
         for p in _expand([source], settings)
-        if p.parts[-2] not in {"truth"} and p.suffix.lower() in {".csv", ".txt", ".xlsx", ".xls", ".tsv"}
+        if p.parts[-2] not in {"truth"}
+        and p.suffix.lower() in {".csv", ".txt", ".xlsx", ".xls", ".tsv"}
         and p.name.lower() != "readme.md"
     ]
     if not inputs:
-        err_console.print(f"[red]error:[/red] no sample data under {source}; run `python sample_data/generate.py`")
+        err_console.print(
+            f"[red]error:[/red] no sample data under {source}; run `python sample_data/generate.py`"
+        )
         raise typer.Exit(2)
     outcomes = ingest_paths(inputs, settings=settings, clock=_now, move=False)
     refresh_after_ingest(outcomes, settings=settings, now=_now())
@@ -183,7 +209,12 @@ def demo(
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="DuckDB SQL; every table is a view: chimerism, markers, trends, kinetics, alerts, ingest_log, ...")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="DuckDB SQL; every table is a view: chimerism, markers, trends, kinetics, alerts, ingest_log, ..."
+        ),
+    ],
     warehouse: WarehouseOption = None,
     home: HomeOption = None,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
@@ -198,7 +229,7 @@ def query(
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and any(p.rglob("*.parquet"))):
             pattern = (folder / "**" / "*.parquet").as_posix().replace("'", "''")
             con.execute(
-                f'CREATE VIEW "{folder.name}" AS SELECT * FROM read_parquet(\'{pattern}\', '
+                f"CREATE VIEW \"{folder.name}\" AS SELECT * FROM read_parquet('{pattern}', "
                 "hive_partitioning=true, union_by_name=true)"
             )
     try:
@@ -233,7 +264,9 @@ def serve(home: HomeOption = None) -> None:
 
 
 @app.command()
-def watch(home: HomeOption = None, inbox: Annotated[Path | None, typer.Option("--inbox")] = None) -> None:
+def watch(
+    home: HomeOption = None, inbox: Annotated[Path | None, typer.Option("--inbox")] = None
+) -> None:
     """Ingest files as soon as they land (local disks; network shares need polling)."""
     from chimera.service import watch_inbox  # noqa: PLC0415
 
@@ -258,6 +291,22 @@ def alerts(
     from chimera.report.summary import print_alerts  # noqa: PLC0415
 
     raise typer.Exit(print_alerts(_settings(home, warehouse), console, include_resolved=all_states))
+
+
+@app.command()
+def report(
+    home: HomeOption = None,
+    warehouse: WarehouseOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the report (default <home>/reports).")
+    ] = None,
+) -> None:
+    """Write per-patient trend plots (PNG) and an HTML index of headline results and alerts."""
+    from chimera.report.trend_report import write_reports  # noqa: PLC0415
+
+    settings = _settings(home, warehouse)
+    index = write_reports(settings, out or settings.home / "reports")
+    console.print(f"report: {index.resolve()}")
 
 
 @app.command()

@@ -1,5 +1,7 @@
-"""Which export is this? Decided from content (magic bytes, first lines, header names), never
-from the file name (formats.md section 1, sniffing table)."""
+"""Which export is this? Decided from content, never from the file name.
+
+Magic bytes, first lines and header names decide (formats.md section 1, sniffing table).
+"""
 
 from __future__ import annotations
 
@@ -97,17 +99,21 @@ def detect_rows(rows: list[list[str]]) -> Detection | None:
 def _detect_header(cells: list[str], index: int) -> Detection | None:
     names = set(cells) - {""}
     first = next((c for c in cells if c), "")
-    if cells[:2] == ["dye/sample peak", "sample file name"] or {
-        "dye/sample peak",
-        "marker",
-        "allele",
-    } <= names:
+    if (
+        cells[:2] == ["dye/sample peak", "sample file name"]
+        or {
+            "dye/sample peak",
+            "marker",
+            "allele",
+        }
+        <= names
+    ):
         return Detection(ExportFormat.GENEMAPPER_SIZING, index)
     if "marker" in names and any(re.fullmatch(r"allele \d+", c) for c in names):
         return Detection(ExportFormat.GENEMAPPER_GENOTYPES, index)
-    if MANIFEST_COLUMNS <= names:
+    if names >= MANIFEST_COLUMNS:
         return Detection(ExportFormat.MANIFEST, index)
-    if INFUSION_COLUMNS <= names:
+    if names >= INFUSION_COLUMNS:
         return Detection(ExportFormat.INFUSION_LOG, index)
     if first.startswith("* block type") or (first.startswith("* ") and " = " in first):
         return Detection(ExportFormat.APPBIO_TEXT, None)
@@ -131,7 +137,7 @@ def _detect_header(cells: list[str], index: int) -> Detection | None:
 
 
 def detect_format(data: bytes) -> Detection | None:
-    """Return the format of an export from its bytes, or None when nothing matches.
+    r"""Return the format of an export from its bytes, or None when nothing matches.
 
     Examples
     --------
@@ -157,4 +163,4 @@ def detect_format(data: bytes) -> Detection | None:
             return found
         return None
     lines = split_lines(decode_text(data[:65536]))
-    return detect_rows([[c for c in line.split(sniff_delimiter(line))] for line in lines])
+    return detect_rows([line.split(sniff_delimiter(line)) for line in lines])

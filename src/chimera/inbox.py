@@ -52,7 +52,9 @@ def scan_inbox(
         return []
     found = []
     for path in sorted(inbox.rglob("*")):
-        if not path.is_file() or any(is_ignored(part, ignore_patterns) for part in path.relative_to(inbox).parts):
+        if not path.is_file() or any(
+            is_ignored(part, ignore_patterns) for part in path.relative_to(inbox).parts
+        ):
             continue
         try:
             first = path.stat()
@@ -74,7 +76,9 @@ def _free_name(folder: Path, name: str, sha256: str) -> Path:
     return folder / f"{stem}.{sha256[:8]}{suffix}"
 
 
-def archive_file(source: Path, archive_root: Path, *, sha256: str, when: datetime, move: bool) -> Path:
+def archive_file(
+    source: Path, archive_root: Path, *, sha256: str, when: datetime, move: bool
+) -> Path:
     """Move (or copy) an accepted file to ``archive/YYYY/MM/``; return its new path."""
     folder = archive_root / f"{when:%Y}" / f"{when:%m}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,10 +129,24 @@ def quarantine_file(
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     failures = pl.DataFrame(
         [
-            {"row": p.row, "column": p.column, "value": p.value, "rule": p.rule, "message": p.message, "fix": p.fix}
+            {
+                "row": p.row,
+                "column": p.column,
+                "value": p.value,
+                "rule": p.rule,
+                "message": p.message,
+                "fix": p.fix,
+            }
             for p in problems
         ],
-        schema={"row": pl.Int64, "column": pl.String, "value": pl.String, "rule": pl.String, "message": pl.String, "fix": pl.String},
+        schema={
+            "row": pl.Int64,
+            "column": pl.String,
+            "value": pl.String,
+            "rule": pl.String,
+            "message": pl.String,
+            "fix": pl.String,
+        },
     )
     failures.write_parquet(target.with_name(target.name + ".failures.parquet"))
     if move:

@@ -12,7 +12,7 @@ patient marked dirty, which the next run rebuilds first.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -109,7 +109,9 @@ LEDGER_SCHEMA = {
 }
 
 
-def parse_export(data: bytes, detection: Detection, *, file_name: str, settings: Settings) -> pl.DataFrame:
+def parse_export(
+    data: bytes, detection: Detection, *, file_name: str, settings: Settings
+) -> pl.DataFrame:
     """Parse an export of a detected format into its validated tidy frame."""
     fmt = detection.format
     if fmt is ExportFormat.MANIFEST:
@@ -129,7 +131,9 @@ def parse_export(data: bytes, detection: Detection, *, file_name: str, settings:
     )
 
 
-def check_plausible(frame: pl.DataFrame, assay: Assay, *, settings: Settings, file_name: str) -> None:
+def check_plausible(
+    frame: pl.DataFrame, assay: Assay, *, settings: Settings, file_name: str
+) -> None:
     """Reject readable exports that hold no chimerism assay (no reference gene, no markers)."""
     if assay is Assay.QPCR:
         qpcr.assert_chimerism_plate(frame, settings=settings.qpcr, file_name=file_name)
@@ -167,10 +171,14 @@ def read_registry(warehouse: Warehouse) -> _Registry:
     return registry
 
 
-def _lot_for(patient: str, samples: pl.DataFrame, infusions: pl.DataFrame, lots: list[str]) -> str | None:
+def _lot_for(
+    patient: str, samples: pl.DataFrame, infusions: pl.DataFrame, lots: list[str]
+) -> str | None:
     """The product lot a patient received: manifest, else infusion log, else the only lot."""
     for table in (samples, infusions):
-        named = table.filter((pl.col("patient_id") == patient) & pl.col("product_lot").is_not_null())
+        named = table.filter(
+            (pl.col("patient_id") == patient) & pl.col("product_lot").is_not_null()
+        )
         if named.height:
             return str(named["product_lot"][-1])
     return lots[0] if len(lots) == 1 else None
@@ -202,7 +210,10 @@ def current_observations(observations: pl.DataFrame) -> pl.DataFrame:
     ].unique()
     return tagged.filter(
         (pl.col("current_source") == pl.col("source_sha256"))
-        | (pl.col("current_source").is_null() & pl.col("source_sha256").is_in(live_plates.implode()))
+        | (
+            pl.col("current_source").is_null()
+            & pl.col("source_sha256").is_in(live_plates.implode())
+        )
     ).drop("current_source")
 
 
@@ -230,7 +241,9 @@ def missing_prerequisites(
     unknown = sorted(set(ids) - set(known["sample_id"].to_list()))
     waits = []
     if unknown:
-        shown = ", ".join(unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        shown = ", ".join(unknown[:8]) + (
+            f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        )
         waits.append(f"manifest rows for sample(s) {shown}")
     measured = set(ids) | set(stored["sample_id"].drop_nulls().to_list() if stored.height else [])
     samples = registry.samples.filter(pl.col("sample_id").is_in(list(measured)))
@@ -238,11 +251,17 @@ def missing_prerequisites(
     for patient in sorted(known.filter(pl.col("role") == "post_dose")["patient_id"].unique()):
         lot = registry.lots.get(patient)
         if lot is None:
-            waits.append(f"the product lot of patient {patient} (add product_lot to the manifest or infusion log)")
+            waits.append(
+                f"the product lot of patient {patient} (add product_lot to the manifest or infusion log)"
+            )
             continue
-        if not samples.filter((pl.col("patient_id") == patient) & (pl.col("role") == "recipient_baseline")).height:
+        if not samples.filter(
+            (pl.col("patient_id") == patient) & (pl.col("role") == "recipient_baseline")
+        ).height:
             waits.append(f"a {method} baseline (recipient_baseline) result for patient {patient}")
-        if not samples.filter((pl.col("patient_id") == lot) & pl.col("role").is_in(reference_roles)).height:
+        if not samples.filter(
+            (pl.col("patient_id") == lot) & pl.col("role").is_in(reference_roles)
+        ).height:
             waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
     return waits
 
@@ -250,7 +269,9 @@ def missing_prerequisites(
 # ---------------------------------------------------------------- recompute
 
 
-def _compute(method: str, observations: pl.DataFrame, samples: pl.DataFrame, settings: Settings) -> MethodOutput:
+def _compute(
+    method: str, observations: pl.DataFrame, samples: pl.DataFrame, settings: Settings
+) -> MethodOutput:
     compute: dict[str, Callable[..., MethodOutput]] = {
         "STR": lambda o, s: str_chimerism.compute_str_chimerism(o, s, settings=settings.str),
         "qPCR": lambda o, s: qpcr.compute_qpcr_chimerism(o, s, settings=settings.qpcr),
@@ -266,7 +287,8 @@ def _patient_samples(registry: _Registry, patient: str) -> pl.DataFrame:
         product_lot=pl.lit(lot, dtype=pl.String)
     )
     product = registry.samples.filter(
-        (pl.col("patient_id") == (lot or "")) & pl.col("role").is_in(["donor_reference", "calibrator"])
+        (pl.col("patient_id") == (lot or ""))
+        & pl.col("role").is_in(["donor_reference", "calibrator"])
     ).with_columns(product_lot=pl.col("patient_id"))
     return pl.concat([own, product], how="vertical_relaxed").select(
         "sample_id", "patient_id", "role", "product_lot"
@@ -279,29 +301,45 @@ def _method_rows(
     """Results and marker rows of one patient by one method, with the source of each sample."""
     samples = _patient_samples(registry, patient)
     ids = samples["sample_id"].to_list()
-    post_dose = registry.samples.filter((pl.col("patient_id") == patient) & (pl.col("role") == "post_dose"))
-    if current.height == 0 or not current.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).height:
+    post_dose = registry.samples.filter(
+        (pl.col("patient_id") == patient) & (pl.col("role") == "post_dose")
+    )
+    if (
+        current.height == 0
+        or not current.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).height
+    ):
         return pl.DataFrame(schema=RESULT_COLUMNS), pl.DataFrame(schema=MARKER_COLUMNS)
     plates = current.filter(pl.col("sample_id").is_in(ids))["source_sha256"].unique()
     if method == "STR":
         observations = current.filter(pl.col("sample_id").is_in(ids))
     else:
         observations = current.filter(pl.col("source_sha256").is_in(plates.implode()))
-    output = _compute(method, observations.drop("source_file", "ingested_at", "pipeline_version", strict=False), samples, settings)
+    output = _compute(
+        method,
+        observations.drop("source_file", "ingested_at", "pipeline_version", strict=False),
+        samples,
+        settings,
+    )
     sources = observations.group_by("sample_id").agg(
-        pl.col("source_sha256").first(), pl.col("source_file").first(), pl.col("ingested_at").first()
+        pl.col("source_sha256").first(),
+        pl.col("source_file").first(),
+        pl.col("ingested_at").first(),
     )
-    results = output.results.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).join(
-        sources, on="sample_id", how="left"
-    )
-    markers = output.markers.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).join(
-        sources, on="sample_id", how="left"
-    )
+    results = output.results.filter(
+        pl.col("sample_id").is_in(post_dose["sample_id"].implode())
+    ).join(sources, on="sample_id", how="left")
+    markers = output.markers.filter(
+        pl.col("sample_id").is_in(post_dose["sample_id"].implode())
+    ).join(sources, on="sample_id", how="left")
     return results, markers
 
 
 def recompute_patients(
-    warehouse: Warehouse, patients: Iterable[str], *, settings: Settings, now: datetime
+    warehouse: Warehouse,
+    patients: Iterable[str],
+    *,
+    settings: Settings,
+    now: datetime,  # noqa: ARG001 - part of every writer's signature; derived rows keep their source's time
 ) -> None:
     """Rebuild ``chimerism/`` and ``markers/`` for ``patients`` from the raw tables.
 
@@ -319,18 +357,30 @@ def recompute_patients(
             r, m = _method_rows(method, patient, registry, observations, settings)
             results.append(r)
             markers.append(m)
-        chimerism = _finish_chimerism(pl.concat(results, how="diagonal_relaxed"), patient, registry, settings)
+        chimerism = _finish_chimerism(
+            pl.concat(results, how="diagonal_relaxed"), patient, registry, settings
+        )
         marker_rows = _finish_markers(pl.concat(markers, how="diagonal_relaxed"), patient)
         previous = warehouse.read_file("chimerism", patient)
         previous_markers = warehouse.read_file("markers", patient)
         chimerism = _keep_superseded(chimerism, previous, ["sample_id", "method", "source_sha256"])
-        marker_rows = _keep_superseded(marker_rows, previous_markers, ["sample_id", "method", "source_sha256"])
-        warehouse.write("chimerism", patient, validate_frame(chimerism, Chimerism, file_name=f"chimerism/{patient}"))
-        warehouse.write("markers", patient, validate_frame(marker_rows, Markers, file_name=f"markers/{patient}"))
+        marker_rows = _keep_superseded(
+            marker_rows, previous_markers, ["sample_id", "method", "source_sha256"]
+        )
+        warehouse.write(
+            "chimerism",
+            patient,
+            validate_frame(chimerism, Chimerism, file_name=f"chimerism/{patient}"),
+        )
+        warehouse.write(
+            "markers", patient, validate_frame(marker_rows, Markers, file_name=f"markers/{patient}")
+        )
     warehouse.clear_dirty(todo)
 
 
-def _keep_superseded(new: pl.DataFrame, previous: pl.DataFrame | None, key: list[str]) -> pl.DataFrame:
+def _keep_superseded(
+    new: pl.DataFrame, previous: pl.DataFrame | None, key: list[str]
+) -> pl.DataFrame:
     if previous is None or previous.height == 0:
         return new
     current_keys = new.select(key).unique()
@@ -338,13 +388,19 @@ def _keep_superseded(new: pl.DataFrame, previous: pl.DataFrame | None, key: list
     return pl.concat([new, old.select(new.columns)], how="vertical_relaxed") if old.height else new
 
 
-def _finish_chimerism(results: pl.DataFrame, patient: str, registry: _Registry, settings: Settings) -> pl.DataFrame:
+def _finish_chimerism(
+    results: pl.DataFrame, patient: str, registry: _Registry, settings: Settings
+) -> pl.DataFrame:
     """Add patient context, study day, absolute counts, headline choice and lineage."""
     columns = list(Chimerism.to_schema().columns)
     if results.height == 0:
-        return pl.DataFrame(schema={c: Chimerism.to_schema().columns[c].dtype.type for c in columns})
+        return pl.DataFrame(
+            schema={c: Chimerism.to_schema().columns[c].dtype.type for c in columns}
+        )
     first_dose = registry.infusions.filter(pl.col("patient_id") == patient)["infused_at"].min()
-    context = registry.samples.select("sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul")
+    context = registry.samples.select(
+        "sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul"
+    )
     frame = results.join(context, on="sample_id", how="left").with_columns(
         study_day=(
             ((pl.col("collected_at") - pl.lit(first_dose, dtype=UTC_US)).dt.total_seconds() / 86400)
@@ -377,7 +433,9 @@ def _finish_markers(markers: pl.DataFrame, patient: str) -> pl.DataFrame:
 # ---------------------------------------------------------------- ingest
 
 
-def _log(warehouse: Warehouse, outcome: FileOutcome, *, now: datetime, flow_run_id: str | None) -> None:
+def _log(
+    warehouse: Warehouse, outcome: FileOutcome, *, now: datetime, flow_run_id: str | None
+) -> None:
     row = pl.DataFrame(
         [
             {
@@ -401,17 +459,23 @@ def _log(warehouse: Warehouse, outcome: FileOutcome, *, now: datetime, flow_run_
 
 
 def _affected_patients(frame: pl.DataFrame, registry: _Registry) -> set[str]:
-    """Patients whose results can change because of these sample ids (a product sample touches
-    every patient of its lot)."""
+    """Patients whose results can change because of these sample ids.
+
+    A product sample touches every patient of its lot.
+    """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
     rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
-    patients = set(rows.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"])
+    patients = set(
+        rows.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"]
+    )
     lots = set(rows.filter(pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"])
     patients |= {p for p, lot in registry.lots.items() if lot in lots}
     return patients
 
 
-def _superseded_source(stored: pl.DataFrame, frame: pl.DataFrame, ledger: pl.DataFrame) -> str | None:
+def _superseded_source(
+    stored: pl.DataFrame, frame: pl.DataFrame, ledger: pl.DataFrame
+) -> str | None:
     """Name the earlier export(s) whose samples this file re-measures (a corrected re-export)."""
     if stored.height == 0:
         return None
@@ -440,13 +504,15 @@ def ingest_bytes(
     """
     warehouse = Warehouse(settings.warehouse)
     sha = sha256_of(data)
-    base = {"file_name": file_name, "sha256": sha, "size_bytes": len(data)}
+    base = FileOutcome(
+        file_name=file_name, sha256=sha, size_bytes=len(data), status=FileStatus.WAITING
+    )
     ledger = read_ledger(warehouse)
     accepted = ledger.filter((pl.col("source_sha256") == sha) & (pl.col("status") == "accepted"))
     if accepted.height:
         first = accepted.row(0, named=True)
-        outcome = FileOutcome(
-            **base,
+        outcome = replace(
+            base,
             status=FileStatus.DUPLICATE,
             detected_format=first["detected_format"],
             reason=f"same content as {first['file_name']} accepted {first['logged_at']:%Y-%m-%d %H:%M} UTC",
@@ -455,7 +521,16 @@ def ingest_bytes(
             _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
         return outcome
     if not data.strip():
-        return _reject(warehouse, base, None, RejectReason.EMPTY_FILE, "the file is empty", (), now, flow_run_id)
+        return _reject(
+            warehouse,
+            base,
+            None,
+            RejectReason.EMPTY_FILE,
+            "the file is empty",
+            (),
+            now,
+            flow_run_id,
+        )
     detection = detect_format(data)
     if detection is None:
         msg = (
@@ -463,21 +538,27 @@ def ingest_bytes(
             "StepOne, CFX Cq results, QuantaSoft, QX Manager, sample manifest, infusion log); "
             "re-export with the software's standard table export or check the file is the right one"
         )
-        return _reject(warehouse, base, None, RejectReason.UNRECOGNISED_FORMAT, msg, (), now, flow_run_id)
+        return _reject(
+            warehouse, base, None, RejectReason.UNRECOGNISED_FORMAT, msg, (), now, flow_run_id
+        )
     fmt = detection.format.value
     try:
         frame = parse_export(data, detection, file_name=file_name, settings=settings)
         check_plausible(frame, detection.assay, settings=settings, file_name=file_name)
     except ChimeraError as err:
-        return _reject(warehouse, base, fmt, err.reason, str(err), tuple(err.problems), now, flow_run_id)
+        return _reject(
+            warehouse, base, fmt, err.reason, str(err), tuple(err.problems), now, flow_run_id
+        )
     if detection.assay is Assay.REGISTRY:
         return _accept_registry(warehouse, base, detection, frame, settings, now, flow_run_id)
-    return _accept_assay(warehouse, base, detection, frame, settings, now, flow_run_id, ledger, first_seen)
+    return _accept_assay(
+        warehouse, base, detection, frame, settings, now, flow_run_id, ledger, first_seen
+    )
 
 
 def _reject(
     warehouse: Warehouse,
-    base: dict[str, object],
+    base: FileOutcome,
     fmt: str | None,
     code: RejectReason,
     message: str,
@@ -485,8 +566,8 @@ def _reject(
     now: datetime,
     flow_run_id: str | None,
 ) -> FileOutcome:
-    outcome = FileOutcome(
-        **base,  # type: ignore[arg-type]
+    outcome = replace(
+        base,
         status=FileStatus.QUARANTINED,
         detected_format=fmt,
         reason=f"{code.value}: {message}",
@@ -508,26 +589,28 @@ def _with_lineage(frame: pl.DataFrame, sha: str, file_name: str, now: datetime) 
 
 def _accept_registry(
     warehouse: Warehouse,
-    base: dict[str, object],
+    base: FileOutcome,
     detection: Detection,
     frame: pl.DataFrame,
     settings: Settings,
     now: datetime,
     flow_run_id: str | None,
 ) -> FileOutcome:
-    sha, name = str(base["sha256"]), str(base["file_name"])
+    sha, name = base.sha256, base.file_name
     with warehouse.lock():
         if detection.format is ExportFormat.MANIFEST:
             table = _with_lineage(frame, sha, name, now).drop("source_file")
             warehouse.write("samples", sha, validate_frame(table, Samples, file_name=name))
-            patients = set(frame.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"])
+            patients = set(
+                frame.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"]
+            )
         else:
             table = _with_lineage(frame, sha, name, now).drop("source_file")
             warehouse.write("infusions", sha, validate_frame(table, Infusions, file_name=name))
             patients = set(frame["patient_id"])
         recompute_patients(warehouse, patients, settings=settings, now=now)
-        outcome = FileOutcome(
-            **base,  # type: ignore[arg-type]
+        outcome = replace(
+            base,
             status=FileStatus.ACCEPTED,
             detected_format=detection.format.value,
             rows=frame.height,
@@ -539,7 +622,7 @@ def _accept_registry(
 
 def _accept_assay(
     warehouse: Warehouse,
-    base: dict[str, object],
+    base: FileOutcome,
     detection: Detection,
     frame: pl.DataFrame,
     settings: Settings,
@@ -548,7 +631,7 @@ def _accept_assay(
     ledger: pl.DataFrame,
     first_seen: datetime | None,
 ) -> FileOutcome:
-    sha, name = str(base["sha256"]), str(base["file_name"])
+    sha, name = base.sha256, base.file_name
     method = detection.assay.value
     fmt = detection.format.value
     with warehouse.lock():
@@ -564,10 +647,23 @@ def _accept_assay(
                     f"waited {waited_hours:.0f} h (limit {settings.inbox_rules.waiting_timeout_hours:g} h) "
                     f"for {'; '.join(waits)}; drop the missing manifest/baseline file, then this file again"
                 )
-                return _reject(warehouse, base, fmt, RejectReason.WAITED_TOO_LONG, msg, problems, now, flow_run_id)
-            outcome = FileOutcome(**base, status=FileStatus.WAITING, detected_format=fmt, reason=reason)  # type: ignore[arg-type]
+                return _reject(
+                    warehouse,
+                    base,
+                    fmt,
+                    RejectReason.WAITED_TOO_LONG,
+                    msg,
+                    problems,
+                    now,
+                    flow_run_id,
+                )
+            outcome = replace(base, status=FileStatus.WAITING, detected_format=fmt, reason=reason)
             previous = ledger.filter(pl.col("source_sha256") == sha)
-            if not previous.height or previous["status"][-1] != "waiting" or previous["reason"][-1] != reason:
+            if (
+                not previous.height
+                or previous["status"][-1] != "waiting"
+                or previous["reason"][-1] != reason
+            ):
                 _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
             return outcome
         supersedes = _superseded_source(stored, frame, ledger)
@@ -576,8 +672,8 @@ def _accept_assay(
             warehouse.write(table, sha, _with_lineage(frame, sha, name, now))
         patients = _affected_patients(frame, registry)
         recompute_patients(warehouse, patients, settings=settings, now=now)
-        outcome = FileOutcome(
-            **base,  # type: ignore[arg-type]
+        outcome = replace(
+            base,
             status=FileStatus.ACCEPTED,
             detected_format=fmt,
             rows=frame.height,
@@ -631,7 +727,7 @@ def ingest_path(
         )
     else:
         return outcome
-    return FileOutcome(**{**outcome.__dict__, "destination": target})
+    return replace(outcome, destination=target)
 
 
 _FORMAT_ORDER = {Assay.REGISTRY: 0, Assay.STR: 1, Assay.QPCR: 2, Assay.DDPCR: 2, Assay.NONE: 3}
@@ -658,8 +754,10 @@ def ingest_paths(
     move: bool,
     flow_run_id: str | None = None,
 ) -> list[FileOutcome]:
-    """Ingest several files in dependency order; files left waiting are retried while any
-    file in the batch is accepted (so a manifest dropped last still releases its assays)."""
+    """Ingest several files in dependency order, retrying waiting files while any is accepted.
+
+    A manifest dropped last therefore still releases the assays that waited for it.
+    """
     recover_dirty(settings=settings, now=clock())
     pending = processing_order(paths)
     outcomes: dict[Path, FileOutcome] = {}
@@ -668,7 +766,9 @@ def ingest_paths(
         progress = False
         still_waiting = []
         for path in pending:
-            outcome = ingest_path(path, settings=settings, now=clock(), move=move, flow_run_id=flow_run_id)
+            outcome = ingest_path(
+                path, settings=settings, now=clock(), move=move, flow_run_id=flow_run_id
+            )
             outcomes[path] = outcome
             if outcome.status is FileStatus.WAITING:
                 still_waiting.append(path)

@@ -1,5 +1,7 @@
-"""After new data: rebuild trend and kinetics tables for the patients whose results changed,
-re-evaluate alert rules, and hand open alerts to the notification channels.
+"""After new data: rebuild trends and kinetics, re-evaluate alerts, notify.
+
+Trend and kinetics tables are rebuilt for the patients whose results changed; alert rules
+are re-evaluated and open alerts handed to the notification channels.
 
 Used by ``chimera ingest``/``demo`` in-process and by the ``refresh_trends`` Prefect flow.
 """
@@ -35,7 +37,9 @@ class RefreshSummary:
     failed_deliveries: int
 
 
-def refresh_after_ingest(outcomes: Iterable[FileOutcome], *, settings: Settings, now: datetime) -> RefreshSummary:
+def refresh_after_ingest(
+    outcomes: Iterable[FileOutcome], *, settings: Settings, now: datetime
+) -> RefreshSummary:
     """Refresh the patients touched by accepted files (nothing to do when none were accepted)."""
     patients: set[str] = set()
     for outcome in outcomes:
@@ -46,12 +50,18 @@ def refresh_after_ingest(outcomes: Iterable[FileOutcome], *, settings: Settings,
 
 def all_patients(warehouse: Warehouse) -> set[str]:
     """Every patient with a chimerism table."""
-    return {str(p) for p in warehouse.read("chimerism").get_column("patient_id", default=pl.Series([])).unique()}
+    return {
+        str(p)
+        for p in warehouse.read("chimerism")
+        .get_column("patient_id", default=pl.Series([]))
+        .unique()
+    }
 
 
-def refresh_patients(patients: set[str] | None, *, settings: Settings, now: datetime) -> RefreshSummary:
-    """Rebuild ``trends/``, ``kinetics/``, ``kinetics_cohort/``, ``alerts/`` for ``patients``
-    (None = everyone), then deliver pending notifications."""
+def refresh_patients(
+    patients: set[str] | None, *, settings: Settings, now: datetime
+) -> RefreshSummary:
+    """Rebuild trends, kinetics and alerts for ``patients`` (None = everyone), then notify."""
     warehouse = Warehouse(settings.warehouse)
     rules = alert_rules.load_alert_rules(settings.alert_rules)
     with warehouse.lock():
@@ -66,11 +76,19 @@ def refresh_patients(patients: set[str] | None, *, settings: Settings, now: date
             trend = validate_frame(trend, Trends, file_name=f"trends/{patient}")
             warehouse.write("trends", patient, trend)
             kinetic = kinetics.compute_kinetics(trend.lazy(), infusions).collect()
-            warehouse.write("kinetics", patient, validate_frame(kinetic, Kinetics, file_name=f"kinetics/{patient}"))
+            warehouse.write(
+                "kinetics",
+                patient,
+                validate_frame(kinetic, Kinetics, file_name=f"kinetics/{patient}"),
+            )
         all_kinetics = warehouse.read("kinetics")
         if all_kinetics.height:
             cohort = kinetics.summarise_cohort(all_kinetics.lazy()).collect()
-            warehouse.write("kinetics_cohort", COHORT_KEY, validate_frame(cohort, CohortKinetics, file_name="kinetics_cohort"))
+            warehouse.write(
+                "kinetics_cohort",
+                COHORT_KEY,
+                validate_frame(cohort, CohortKinetics, file_name="kinetics_cohort"),
+            )
         previous = warehouse.read_file(ALERTS_KEY, ALERTS_KEY)
         current = alert_rules.detect_alerts(
             warehouse.read("trends").lazy(),
@@ -100,5 +118,7 @@ def refresh_patients(patients: set[str] | None, *, settings: Settings, now: date
         patients=frozenset(todo),
         opened_alert_ids=opened,
         open_alerts=updated.filter(pl.col("state") != "resolved").height,
-        failed_deliveries=delivered.filter(pl.col("state") != "sent").height if delivered.height else 0,
+        failed_deliveries=delivered.filter(pl.col("state") != "sent").height
+        if delivered.height
+        else 0,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import unicodedata
 from enum import StrEnum
@@ -27,7 +28,7 @@ class Container(StrEnum):
 
 
 def sniff_container(data: bytes) -> Container:
-    """Return the container type from the file's magic bytes.
+    r"""Return the container type from the file's magic bytes.
 
     Examples
     --------
@@ -47,8 +48,7 @@ def sniff_container(data: bytes) -> Container:
 
 def decode_text(data: bytes) -> str:
     """Decode export bytes: strip a UTF-8 BOM, try UTF-8, fall back to cp1252."""
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
+    data = data.removeprefix(_BOM)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -141,7 +141,7 @@ def parse_number(value: str | None, *, decimal_comma: bool = False) -> float | N
         number = float(text)
     except ValueError:
         return None
-    if number != number:  # NaN is a CFX sentinel for "no value"
+    if math.isnan(number):  # NaN is a CFX sentinel for "no value"
         return None
     return number
 

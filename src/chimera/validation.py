@@ -67,7 +67,9 @@ def failure_cases_to_problems(
                 message=_explain(check, column) if is_column else _explain_row_rule(check),
                 row=row,
                 column=column if is_column else None,
-                value=str(case["failure_case"]) if is_column and case.get("failure_case") is not None else None,
+                value=str(case["failure_case"])
+                if is_column and case.get("failure_case") is not None
+                else None,
                 fix=_fix_for(check),
             )
         )

@@ -34,7 +34,11 @@ from chimera import __version__
 PIPELINE_VERSION = __version__
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
-OBSERVATION_TABLES = {"STR": "observations_str", "qPCR": "observations_qpcr", "ddPCR": "observations_ddpcr"}
+OBSERVATION_TABLES = {
+    "STR": "observations_str",
+    "qPCR": "observations_qpcr",
+    "ddPCR": "observations_ddpcr",
+}
 
 
 def file_key(value: str) -> str:
@@ -118,7 +122,9 @@ class Warehouse:
             return path
         return write_parquet_atomic(frame, path)
 
-    def append_log(self, frame: pl.DataFrame, *, logged_at: datetime, sha256: str, status: str) -> Path:
+    def append_log(
+        self, frame: pl.DataFrame, *, logged_at: datetime, sha256: str, status: str
+    ) -> Path:
         """Append one ledger event as its own file (never rewrites history)."""
         stamp = logged_at.strftime("%Y%m%dT%H%M%S%f")
         path = (

@@ -25,7 +25,9 @@ REAL = {
 
 
 @pytest.mark.parametrize(("relative", "expected"), sorted(REAL.items()))
-def test_every_real_export_is_recognised_from_content(real_exports: Path, relative: str, expected: ExportFormat) -> None:
+def test_every_real_export_is_recognised_from_content(
+    real_exports: Path, relative: str, expected: ExportFormat
+) -> None:
     """Each real export is recognised from its bytes alone."""
     detection = detect_format((real_exports / relative).read_bytes())
     assert detection is not None
@@ -45,9 +47,17 @@ def test_file_name_plays_no_part(real_exports: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "expected", "assay"),
     [
-        (b"\xef\xbb\xbfsample_id;patient_id;role;collected_at\r\n", ExportFormat.MANIFEST, Assay.REGISTRY),
+        (
+            b"\xef\xbb\xbfsample_id;patient_id;role;collected_at\r\n",
+            ExportFormat.MANIFEST,
+            Assay.REGISTRY,
+        ),
         (b"Patient_ID,Dose_Number,Infused_At,Cells\n", ExportFormat.INFUSION_LOG, Assay.REGISTRY),
-        (b"Sample Name\tMarker\tAllele 1\tAllele 2\tHeight 1\n", ExportFormat.GENEMAPPER_GENOTYPES, Assay.STR),
+        (
+            b"Sample Name\tMarker\tAllele 1\tAllele 2\tHeight 1\n",
+            ExportFormat.GENEMAPPER_GENOTYPES,
+            Assay.STR,
+        ),
     ],
 )
 def test_small_synthetic_headers(content: bytes, expected: ExportFormat, assay: Assay) -> None:
@@ -58,7 +68,9 @@ def test_small_synthetic_headers(content: bytes, expected: ExportFormat, assay: 
     assert detection.assay is assay
 
 
-@pytest.mark.parametrize("content", [b"", b"hello world\n", b"\x00\x01\x02\x03", b"PK\x03\x04not really a zip"])
+@pytest.mark.parametrize(
+    "content", [b"", b"hello world\n", b"\x00\x01\x02\x03", b"PK\x03\x04not really a zip"]
+)
 def test_unknown_content_is_not_recognised(content: bytes) -> None:
     """Empty, prose, binary and corrupt workbook bytes match no format (no exception)."""
     assert detect_format(content) is None

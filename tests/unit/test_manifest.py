@@ -60,7 +60,9 @@ def test_missing_required_column_is_a_readable_problem() -> None:
 def test_unreadable_timestamp_is_reported_with_its_row() -> None:
     """A date Chimera cannot read is named with its row."""
     with pytest.raises(ValidationFailedError) as err:
-        parse_manifest(MANIFEST.replace("2025-03-04 09:30", "4th of March").encode(), file_name="m.csv")
+        parse_manifest(
+            MANIFEST.replace("2025-03-04 09:30", "4th of March").encode(), file_name="m.csv"
+        )
     assert err.value.problems[0].row == 4
     assert err.value.problems[0].value == "4th of March"
 

@@ -77,7 +77,9 @@ def test_header_normalisation_maps_cyrillic_te_and_micro() -> None:
         ('"12.5"', False, 12.5),
     ],
 )
-def test_parse_number_handles_instrument_spellings(text: str, decimal_comma: bool, expected: float | None) -> None:
+def test_parse_number_handles_instrument_spellings(
+    text: str, decimal_comma: bool, expected: float | None
+) -> None:
     """Thousands separators, decimal commas and sentinels parse as the lab means them."""
     assert parse_number(text, decimal_comma=decimal_comma) == expected
 

@@ -35,7 +35,7 @@ class ResultStatus(StrEnum):
 class QcVerdict(StrEnum):
     """Whether a result can be reported as is."""
 
-    PASS = "pass"  # noqa: S105 - a verdict, not a password
+    PASS = "pass"
     REVIEW = "review"
     FAIL = "fail"
 

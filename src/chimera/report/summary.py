@@ -14,7 +14,9 @@ from chimera.warehouse import Warehouse
 METHODS = ("STR", "qPCR", "ddPCR")
 
 
-def format_result(pct: float | None, status: str | None, lod: float | None, low: float | None, high: float | None) -> str:
+def format_result(
+    pct: float | None, status: str | None, lod: float | None, low: float | None, high: float | None
+) -> str:
     """One result the way a report prints it; never a bare 0.
 
     Examples
@@ -55,16 +57,27 @@ def print_demo_summary(settings: Settings, console: Console) -> None:
     current = chimerism.filter(~pl.col("superseded"))
     alerts = warehouse.read("alerts")
     table = Table(title="Per patient (results: quantified/below LoQ/not detected/failed)")
-    for column in ("patient", "samples", *METHODS, "peak % iNK (day)", "last quantified day", "open alerts"):
+    for column in (
+        "patient",
+        "samples",
+        *METHODS,
+        "peak % iNK (day)",
+        "last quantified day",
+        "open alerts",
+    ):
         table.add_column(column)
-    for (patient,), rows in current.sort("patient_id").group_by(["patient_id"], maintain_order=True):
+    for (patient,), rows in current.sort("patient_id").group_by(
+        ["patient_id"], maintain_order=True
+    ):
         head = rows.filter(pl.col("is_headline")).sort("collected_at")
         quantified = head.filter(pl.col("result_status") == "quantified")
         peak = quantified.sort("pct_ink", descending=True).head(1)
         peak_text = f"{peak['pct_ink'][0]:.3g} (d{peak['study_day'][0]})" if peak.height else "–"
         last = quantified["study_day"].max() if quantified.height else None
         open_alerts = (
-            alerts.filter((pl.col("patient_id") == patient) & (pl.col("state") != "resolved"))["rule"].to_list()
+            alerts.filter((pl.col("patient_id") == patient) & (pl.col("state") != "resolved"))[
+                "rule"
+            ].to_list()
             if alerts.height
             else []
         )
@@ -81,11 +94,21 @@ def print_demo_summary(settings: Settings, console: Console) -> None:
     _print_kinetics(warehouse, console)
     print_alerts(settings, console, include_resolved=False)
     console.print("\nOutputs:")
-    for name in ("chimerism", "markers", "trends", "kinetics", "kinetics_cohort", "alerts", "ingest_log"):
+    for name in (
+        "chimerism",
+        "markers",
+        "trends",
+        "kinetics",
+        "kinetics_cohort",
+        "alerts",
+        "ingest_log",
+    ):
         console.print(f"  {name:16s} {(settings.warehouse / name).resolve()}")
     console.print(f"  {'archive':16s} {settings.archive.resolve()}")
     console.print(f"  {'quarantine':16s} {settings.quarantine.resolve()}")
-    console.print(f"Query: chimera query \"select * from chimerism limit 5\" --warehouse {settings.warehouse}")
+    console.print(
+        f'Query: chimera query "select * from chimerism limit 5" --warehouse {settings.warehouse}'
+    )
 
 
 def _print_side_by_side(current: pl.DataFrame, console: Console) -> None:
@@ -95,7 +118,9 @@ def _print_side_by_side(current: pl.DataFrame, console: Console) -> None:
     for column in ("patient", "sample", "day", *METHODS):
         table.add_column(column)
     for (patient,), rows in wide.sort("patient_id").group_by(["patient_id"], maintain_order=True):
-        by_sample = rows.group_by("sample_id").agg(pl.col("method").n_unique().alias("n"), pl.col("collected_at").first())
+        by_sample = rows.group_by("sample_id").agg(
+            pl.col("method").n_unique().alias("n"), pl.col("collected_at").first()
+        )
         full = by_sample.filter(pl.col("n") == by_sample["n"].max()).sort("collected_at")
         if full.height == 0:
             continue
@@ -107,7 +132,9 @@ def _print_side_by_side(current: pl.DataFrame, console: Console) -> None:
                 cells.append("–")
                 continue
             r = row.row(0, named=True)
-            text = format_result(r["pct_ink"], r["result_status"], r["lod_pct"], r["ci_low"], r["ci_high"])
+            text = format_result(
+                r["pct_ink"], r["result_status"], r["lod_pct"], r["ci_low"], r["ci_high"]
+            )
             cells.append(("* " if r["is_headline"] else "") + text)
         day = rows.filter(pl.col("sample_id") == sample)["study_day"][0]
         table.add_row(str(patient), str(sample), str(day), *cells)
@@ -134,7 +161,9 @@ def _print_kinetics(warehouse: Warehouse, console: Console) -> None:
             if r.height == 0 or r["median"][0] is None:
                 cells.append("–")
             else:
-                cells.append(f"{r['median'][0]:.3g} ({r['min'][0]:.3g}–{r['max'][0]:.3g}), n={r['n_values'][0]}")
+                cells.append(
+                    f"{r['median'][0]:.3g} ({r['min'][0]:.3g}–{r['max'][0]:.3g}), n={r['n_values'][0]}"
+                )
         table.add_row(label, *cells)
     console.print(table)
 
@@ -158,7 +187,13 @@ def print_alerts(settings: Settings, console: Console, *, include_resolved: bool
             evidence = json.loads(row["evidence"])
         except (TypeError, ValueError):
             evidence = row["evidence"]
-        items = evidence if isinstance(evidence, list) else evidence.get("rows", [evidence]) if isinstance(evidence, dict) else [evidence]
+        items = (
+            evidence
+            if isinstance(evidence, list)
+            else evidence.get("rows", [evidence])
+            if isinstance(evidence, dict)
+            else [evidence]
+        )
         for item in items[:6]:
             console.print(f"    evidence: {json.dumps(item, default=str)[:200]}")
     return 0

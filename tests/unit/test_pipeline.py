@@ -1,0 +1,213 @@
+"""End-to-end behaviour of the ingest path on the published Rchimerism example."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from chimera.cli import app
+from chimera.pipeline import FileStatus, ingest_path, ingest_paths, read_ledger
+from chimera.settings import Settings
+from chimera.warehouse import Warehouse, sha256_of
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+MANIFEST = (
+    "sample_id,patient_id,role,collected_at,specimen,wbc_per_ul\n"
+    "LOT1-REF,LOT1,donor_reference,,iNK product,\n"
+    "P01-BL,P01,recipient_baseline,2025-03-01T08:00:00Z,peripheral blood,3000\n"
+    "P01-D1,P01,post_dose,2025-03-04T09:00:00Z,peripheral blood,2500\n"
+)
+INFUSIONS = "patient_id,dose_number,infused_at,cells\nP01,1,2025-03-03T10:00:00Z,5e8\n"
+
+
+class Clock:
+    """A clock that moves one second per call (deterministic ledger order)."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+@pytest.fixture
+def trial(real_exports: Path, tmp_path: Path) -> dict[str, Path]:
+    """The Rchimerism single-donor example renamed to manifest sample ids."""
+    source = real_exports / "genemapper"
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    files = {}
+    for key, name, sample in [
+        ("donor", "rchimerism_single_donor_ddata_donor.txt", "LOT1-REF"),
+        ("baseline", "rchimerism_single_donor_rdata_recipient.txt", "P01-BL"),
+        ("sample", "rchimerism_single_donor_sdata_posttransplant.txt", "P01-D1"),
+    ]:
+        data = (source / name).read_bytes().replace(b"\txxxx\t", f"\t{sample}\t".encode())
+        files[key] = folder / f"{key}.txt"
+        files[key].write_bytes(data)
+    files["manifest"] = folder / "manifest.csv"
+    files["manifest"].write_text(MANIFEST)
+    files["infusions"] = folder / "infusions.csv"
+    files["infusions"].write_text(INFUSIONS)
+    return files
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings().with_home(tmp_path / "data")
+
+
+def _chimerism(settings: Settings) -> pl.DataFrame:
+    return pl.scan_parquet(str(settings.warehouse / "chimerism" / "**" / "*.parquet")).collect()
+
+
+def test_str_example_end_to_end(trial: dict[str, Path], settings: Settings) -> None:
+    """The Rchimerism example lands as one STR row of 99.90 % with study day and lineage."""
+    outcomes = ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
+    assert [o.status for o in outcomes] == [FileStatus.ACCEPTED] * 5
+    rows = _chimerism(settings)
+    assert rows.height == 1
+    row = rows.row(0, named=True)
+    assert row["pct_ink"] == pytest.approx(99.90, abs=0.005)
+    assert row["n_informative"] == 10
+    assert row["result_status"] == "quantified"
+    assert row["study_day"] == 0
+    assert row["source_sha256"] == sha256_of(trial["sample"].read_bytes())
+    assert row["ink_cells_per_ul"] == pytest.approx(2500 * row["pct_ink"] / 100)
+    markers = pl.scan_parquet(str(settings.warehouse / "markers" / "**" / "*.parquet")).collect()
+    d7 = markers.filter(pl.col("marker") == "D7S820").row(0, named=True)
+    assert d7["included"] is False
+    assert d7["pct_ink"] == pytest.approx(71.99, abs=0.01)
+    assert all(path.exists() for path in trial.values()), "explicit paths are copied, not moved"
+
+
+def test_tables_read_with_polars_and_duckdb(trial: dict[str, Path], settings: Settings) -> None:
+    """Every table written is readable by scan_parquet and by DuckDB with hive partitioning."""
+    ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
+    for table in ("chimerism", "markers", "ingest_log", "samples", "infusions", "observations_str"):
+        pattern = str(settings.warehouse / table / "**" / "*.parquet")
+        n_polars = pl.scan_parquet(pattern).select(pl.len()).collect().item()
+        n_duck = duckdb.sql(
+            f"select count(*) from read_parquet('{pattern}', hive_partitioning=true)"
+        ).fetchall()
+        assert n_polars == n_duck[0][0] > 0
+
+
+def test_reingesting_the_same_files_adds_nothing(
+    trial: dict[str, Path], settings: Settings
+) -> None:
+    """A second run over the same bytes reports duplicates and leaves the tables unchanged."""
+    clock = Clock()
+    ingest_paths(list(trial.values()), settings=settings, clock=clock, move=False)
+    before = _chimerism(settings)
+    again = ingest_paths(list(trial.values()), settings=settings, clock=clock, move=False)
+    assert {o.status for o in again} == {FileStatus.DUPLICATE}
+    assert _chimerism(settings).equals(before)
+    ledger = read_ledger(Warehouse(settings.warehouse))
+    assert ledger.filter(pl.col("status") == "accepted").height == 5
+
+
+def test_same_bytes_under_another_name_is_a_logged_duplicate(
+    trial: dict[str, Path], settings: Settings, tmp_path: Path
+) -> None:
+    """A copy of an accepted export with a new name is logged duplicate and archived."""
+    clock = Clock()
+    ingest_paths(list(trial.values()), settings=settings, clock=clock, move=False)
+    copy = tmp_path / "copy_of_sample.txt"
+    copy.write_bytes(trial["sample"].read_bytes())
+    outcome = ingest_path(copy, settings=settings, now=clock(), move=True)
+    assert outcome.status is FileStatus.DUPLICATE
+    assert "sample.txt" in (outcome.reason or "")
+    assert not copy.exists()
+    assert outcome.destination is not None and outcome.destination.exists()
+    ledger = read_ledger(Warehouse(settings.warehouse))
+    assert ledger.filter(pl.col("status") == "duplicate")["file_name"].to_list() == [
+        "copy_of_sample.txt"
+    ]
+
+
+def test_assay_before_manifest_waits_then_is_accepted(
+    trial: dict[str, Path], settings: Settings
+) -> None:
+    """An export whose samples are in no manifest waits, saying what for, until the manifest arrives."""
+    clock = Clock()
+    first = ingest_path(trial["sample"], settings=settings, now=clock(), move=False)
+    assert first.status is FileStatus.WAITING
+    assert "P01-D1" in (first.reason or "")
+    ingest_path(trial["manifest"], settings=settings, now=clock(), move=False)
+    second = ingest_path(trial["sample"], settings=settings, now=clock(), move=False)
+    assert second.status is FileStatus.WAITING
+    assert "baseline" in (second.reason or "") and "LOT1" in (second.reason or "")
+    for key in ("donor", "baseline", "sample"):
+        outcome = ingest_path(trial[key], settings=settings, now=clock(), move=False)
+        assert outcome.status is FileStatus.ACCEPTED
+    assert _chimerism(settings)["sample_id"].to_list() == ["P01-D1"]
+
+
+def test_waiting_too_long_is_quarantined(trial: dict[str, Path], settings: Settings) -> None:
+    """After the waiting time-out the export goes to quarantine with a report."""
+    ingest_path(trial["sample"], settings=settings, now=T0, move=False)
+    late = T0 + timedelta(hours=settings.inbox_rules.waiting_timeout_hours + 1)
+    outcome = ingest_path(trial["sample"], settings=settings, now=late, move=False)
+    assert outcome.status is FileStatus.QUARANTINED
+    assert outcome.reason is not None and outcome.reason.startswith("waited_too_long")
+    report = Path(f"{outcome.destination}.problems.txt")
+    assert "manifest rows for sample(s) P01-D1" in report.read_text()
+
+
+def test_corrected_reexport_supersedes_and_keeps_old_rows(
+    trial: dict[str, Path], settings: Settings, tmp_path: Path
+) -> None:
+    """A corrected export of the same sample replaces the current row; the old row stays, flagged."""
+    clock = Clock()
+    ingest_paths(list(trial.values()), settings=settings, clock=clock, move=False)
+    corrected = tmp_path / "sample_corrected.txt"
+    corrected.write_bytes(trial["sample"].read_bytes().replace(b"\t5730\t", b"\t2865\t"))
+    outcome = ingest_path(corrected, settings=settings, now=clock(), move=False)
+    assert outcome.status is FileStatus.ACCEPTED
+    assert outcome.supersedes == "sample.txt"
+    rows = _chimerism(settings).sort("superseded")
+    assert rows["superseded"].to_list() == [False, True]
+    assert rows["source_file"].to_list() == ["sample_corrected.txt", "sample.txt"]
+    ledger = read_ledger(Warehouse(settings.warehouse))
+    assert (
+        "supersedes sample.txt"
+        in ledger.filter(pl.col("file_name") == "sample_corrected.txt")["reason"][0]
+    )
+
+
+def test_bad_files_are_quarantined_with_reports(tmp_path: Path, settings: Settings) -> None:
+    """Unknown content and a broken manifest go to quarantine with a problems report each."""
+    unknown = tmp_path / "notes.txt"
+    unknown.write_text("Dear lab, here are the results\n")
+    broken = tmp_path / "manifest.csv"
+    broken.write_text(MANIFEST.replace("post_dose", "after dose"))
+    outcomes = ingest_paths([unknown, broken], settings=settings, clock=Clock(), move=True)
+    assert [o.status for o in outcomes] == [FileStatus.QUARANTINED, FileStatus.QUARANTINED]
+    assert outcomes[0].reason_code == "unrecognised_format"
+    assert outcomes[1].reason_code == "schema_violation"
+    text = (settings.quarantine / "manifest.csv.problems.txt").read_text()
+    assert "row 4" in text and "after dose" in text and "role" in text
+    assert (settings.quarantine / "manifest.csv.failures.parquet").exists()
+    assert not unknown.exists() and (settings.quarantine / "notes.txt").exists()
+
+
+def test_cli_ingest_exit_codes(trial: dict[str, Path], tmp_path: Path) -> None:
+    """Exit 0 when all accepted, 3 when one is rejected, 2 on a usage error; never a traceback."""
+    runner = CliRunner()
+    home = tmp_path / "cli-home"
+    ok = runner.invoke(app, ["ingest", *map(str, trial.values()), "--home", str(home)])
+    assert ok.exit_code == 0, ok.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sample_id,patient_id,role\nX,P9,unknown_role\n")
+    rejected = runner.invoke(app, ["ingest", str(bad), "--home", str(home)])
+    assert rejected.exit_code == 3
+    assert "quarantined" in rejected.output and "Traceback" not in rejected.output
+    usage = runner.invoke(app, ["ingest", str(tmp_path / "missing.txt"), "--home", str(home)])
+    assert usage.exit_code == 2
