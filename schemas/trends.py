@@ -1,0 +1,299 @@
+"""Contracts for the derived tables: trends, cellular kinetics, alerts and their delivery log.
+
+``Trends`` and ``Kinetics`` carry the warehouse lineage columns (``source_sha256``,
+``pipeline_version``, ``ingested_at``). For a trend row they are the chimerism row's source file and
+ingestion time; for a kinetics row ``source_sha256`` is the SHA-256 of the sorted source hashes of
+every trend and infusion row of the patient and ``ingested_at`` the latest of their ingestion times,
+so the tables stay reproducible (no clock).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandera.polars as pa
+import polars as pl
+
+from schemas.warehouse import METHODS, QC_VERDICTS, RESULT_STATUSES, UTC, Lineage
+
+CD_SCALES = ["additive", "multiplicative", "detection"]
+CHANGE_DIRECTIONS = ["rise", "fall", "none"]
+KINETICS_SCOPES = ["dose", "overall"]
+ALERT_RULES = [
+    "persistence",
+    "unexpected_expansion",
+    "early_loss",
+    "falling_exposure",
+    "repeated_qc_failure",
+]
+SEVERITIES = ["info", "warning", "critical"]
+ALERT_STATES = ["open", "ongoing", "resolved"]
+DELIVERY_STATES = ["pending", "sent", "failed"]
+
+
+def _is_json_object(text: str | None) -> bool:
+    """Return whether ``text`` parses as a JSON object or array (null passes)."""
+    if text is None:
+        return True
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, dict | list)
+
+
+class Trends(Lineage):
+    """One row per patient x sample time: the headline result and its change from the last one.
+
+    ``change_pct`` is in percentage points; ``critical_difference_pct`` is the change the pair must
+    exceed (``cd_scale`` says how it was derived, see :func:`chimera.trends.build_trend_table`).
+    """
+
+    patient_id: str
+    sample_id: str
+    collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
+    study_day: pl.Int32 = pa.Field(nullable=True)
+    days_since_dose1: pl.Float64 = pa.Field(nullable=True)
+    days_since_last_infusion: pl.Float64 = pa.Field(nullable=True, ge=0)
+    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
+    specimen: str = pa.Field(nullable=True)
+    method: str = pa.Field(isin=METHODS)
+    pct_ink: float = pa.Field(nullable=True, ge=0, le=100)
+    ci_low: float = pa.Field(nullable=True, ge=0, le=100)
+    ci_high: float = pa.Field(nullable=True, ge=0, le=100)
+    lod_pct: float = pa.Field(nullable=True, ge=0)
+    loq_pct: float = pa.Field(nullable=True, ge=0)
+    result_status: str = pa.Field(isin=RESULT_STATUSES)
+    qc_verdict: str = pa.Field(isin=QC_VERDICTS)
+    ink_cells_per_ul: float = pa.Field(nullable=True, ge=0)
+    previous_sample_id: str = pa.Field(nullable=True)
+    change_pct: pl.Float64 = pa.Field(nullable=True)
+    change_ln: pl.Float64 = pa.Field(nullable=True)
+    critical_difference_pct: pl.Float64 = pa.Field(nullable=True, ge=0)
+    critical_difference_ln: pl.Float64 = pa.Field(nullable=True, ge=0)
+    cd_scale: str = pa.Field(nullable=True, isin=CD_SCALES)
+    change_direction: str = pa.Field(nullable=True, isin=CHANGE_DIRECTIONS)
+    significant_change: bool = pa.Field(nullable=True)
+
+    class Config:
+        """Reject unknown columns; coerce to the declared dtypes."""
+
+        strict = True
+        coerce = True
+
+    @pa.dataframe_check
+    @classmethod
+    def one_row_per_patient_and_sample(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check that a sample appears once per patient (headline, not superseded)."""
+        return data.lazyframe.select(pl.struct("patient_id", "sample_id").is_duplicated().not_())
+
+    @pa.dataframe_check
+    @classmethod
+    def dose_number_is_null_only_before_dose_1(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Time since the last infusion exists exactly when a dose precedes the sample."""
+        return data.lazyframe.select(
+            pl.col("dose_number").is_null() == pl.col("days_since_last_infusion").is_null()
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def significance_needs_a_previous_sample(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check that a change is judged only against a previous sample."""
+        return data.lazyframe.select(
+            pl.col("significant_change").is_null() | pl.col("previous_sample_id").is_not_null()
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def quantified_results_have_a_value(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """``quantified`` and ``below_loq`` rows carry a value; the other states never a bare 0."""
+        has_value = pl.col("result_status").is_in(["quantified", "below_loq"])
+        return data.lazyframe.select(has_value == pl.col("pct_ink").is_not_null())
+
+
+class Kinetics(Lineage):
+    """Non-compartmental cellular kinetics: per patient x dose interval and per patient overall.
+
+    Times are days: ``tmax_days``/``tlast_days`` after the interval start (after dose 1 for the
+    ``overall`` row); interval bounds are days since dose 1. ``predose_pct`` is C_pre,n (last
+    sample before dose n within the pre-dose window); ``trough_pct`` is the last sample before the
+    next dose. ``accumulation_ratio_trough`` = C_pre,n / C_pre,2 and ``accumulation_ratio_auc`` =
+    AUC_n / AUC_1 (methods.md 8).
+    """
+
+    patient_id: str
+    scope: str = pa.Field(isin=KINETICS_SCOPES)
+    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
+    interval_start_day: pl.Float64
+    interval_end_day: pl.Float64 = pa.Field(nullable=True)
+    n_samples: pl.Int32 = pa.Field(ge=0)
+    n_quantified: pl.Int32 = pa.Field(ge=0)
+    cmax_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
+    cmax_sample_id: str = pa.Field(nullable=True)
+    tmax_days: pl.Float64 = pa.Field(nullable=True, ge=0)
+    predose_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
+    predose_status: str = pa.Field(nullable=True, isin=RESULT_STATUSES)
+    predose_sample_id: str = pa.Field(nullable=True)
+    trough_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
+    trough_status: str = pa.Field(nullable=True, isin=RESULT_STATUSES)
+    trough_sample_id: str = pa.Field(nullable=True)
+    auc_pct_days: pl.Float64 = pa.Field(nullable=True, ge=0)
+    auc_0_28_pct_days: pl.Float64 = pa.Field(nullable=True, ge=0)
+    tlast_days: pl.Float64 = pa.Field(nullable=True, ge=0)
+    lambda_z_per_day: pl.Float64 = pa.Field(nullable=True)
+    half_life_days: pl.Float64 = pa.Field(nullable=True, gt=0)
+    half_life_r2: pl.Float64 = pa.Field(nullable=True)
+    half_life_points: str = pa.Field(nullable=True)
+    half_life_reason: str = pa.Field(nullable=True)
+    accumulation_ratio_trough: pl.Float64 = pa.Field(nullable=True, ge=0)
+    accumulation_ratio_auc: pl.Float64 = pa.Field(nullable=True, ge=0)
+    blq_imputations: str = pa.Field(nullable=True)
+
+    class Config:
+        """Reject unknown columns; coerce to the declared dtypes."""
+
+        strict = True
+        coerce = True
+
+    @pa.dataframe_check
+    @classmethod
+    def one_row_per_patient_scope_and_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check that a patient has one row per dose interval and one overall row."""
+        return data.lazyframe.select(
+            pl.struct("patient_id", "scope", "dose_number").is_duplicated().not_()
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def dose_rows_have_a_dose_number(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """``dose`` rows name their dose; the ``overall`` row does not."""
+        return data.lazyframe.select(
+            (pl.col("scope") == "dose") == pl.col("dose_number").is_not_null()
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def missing_half_life_has_a_reason(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Every empty half-life says why."""
+        return data.lazyframe.select(
+            pl.col("half_life_days").is_not_null() | pl.col("half_life_reason").is_not_null()
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def quantified_samples_do_not_exceed_samples(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """``n_quantified`` <= ``n_samples``."""
+        return data.lazyframe.select(pl.col("n_quantified") <= pl.col("n_samples"))
+
+
+class CohortKinetics(pa.DataFrameModel):
+    """Median and range of each kinetic parameter per dose across patients (trial report)."""
+
+    scope: str = pa.Field(isin=KINETICS_SCOPES)
+    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
+    parameter: str
+    n_patients: pl.Int32 = pa.Field(ge=0)
+    n_values: pl.Int32 = pa.Field(ge=0)
+    median: pl.Float64 = pa.Field(nullable=True)
+    min: pl.Float64 = pa.Field(nullable=True)
+    max: pl.Float64 = pa.Field(nullable=True)
+
+    class Config:
+        """Reject unknown columns; coerce to the declared dtypes."""
+
+        strict = True
+        coerce = True
+
+    @pa.dataframe_check
+    @classmethod
+    def range_brackets_the_median(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check min <= median <= max when values exist."""
+        return data.lazyframe.select(
+            pl.col("median").is_null()
+            | ((pl.col("min") <= pl.col("median")) & (pl.col("median") <= pl.col("max")))
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def values_come_from_patients(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """``n_values`` <= ``n_patients``."""
+        return data.lazyframe.select(pl.col("n_values") <= pl.col("n_patients"))
+
+
+class Alerts(pa.DataFrameModel):
+    """Alert states: one row per episode (rule x patient x episode key), updated on every run."""
+
+    alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16}, unique=True)
+    rule: str = pa.Field(isin=ALERT_RULES)
+    rule_version: str
+    severity: str = pa.Field(isin=SEVERITIES)
+    patient_id: str
+    episode_key: str
+    state: str = pa.Field(isin=ALERT_STATES)
+    first_detected_at: UTC  # type: ignore[valid-type]
+    last_evaluated_at: UTC  # type: ignore[valid-type]
+    resolved_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
+    message: str
+    evidence: str
+    parameters: str
+
+    class Config:
+        """Reject unknown columns; coerce to the declared dtypes."""
+
+        strict = True
+        coerce = True
+
+    @pa.dataframe_check
+    @classmethod
+    def resolved_alerts_have_resolved_at(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """``resolved_at`` is set exactly for resolved alerts."""
+        return data.lazyframe.select(
+            (pl.col("state") == "resolved") == pl.col("resolved_at").is_not_null()
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def evidence_and_parameters_are_json(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """``evidence`` and ``parameters`` are JSON objects or arrays."""
+        return data.lazyframe.select(
+            pl.col("evidence").map_elements(_is_json_object, return_dtype=pl.Boolean)
+            & pl.col("parameters").map_elements(_is_json_object, return_dtype=pl.Boolean)
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def first_detection_precedes_evaluation(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """first_detected_at <= last_evaluated_at."""
+        return data.lazyframe.select(pl.col("first_detected_at") <= pl.col("last_evaluated_at"))
+
+
+class AlertDeliveries(pa.DataFrameModel):
+    """Delivery log: one row per alert x channel; failed rows are retried, sent rows never resent."""
+
+    alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16})
+    channel: str
+    state: str = pa.Field(isin=DELIVERY_STATES)
+    attempts: pl.Int32 = pa.Field(ge=0)
+    last_attempt_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
+    last_error: str = pa.Field(nullable=True)
+
+    class Config:
+        """Reject unknown columns; coerce to the declared dtypes."""
+
+        strict = True
+        coerce = True
+
+    @pa.dataframe_check
+    @classmethod
+    def one_row_per_alert_and_channel(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check that an alert is logged once per channel."""
+        return data.lazyframe.select(pl.struct("alert_id", "channel").is_duplicated().not_())
+
+    @pa.dataframe_check
+    @classmethod
+    def attempted_rows_have_an_attempt_time(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Rows with attempts carry the time of the last one; sent rows have attempts >= 1."""
+        return data.lazyframe.select(
+            ((pl.col("attempts") > 0) == pl.col("last_attempt_at").is_not_null())
+            & ((pl.col("state") != "sent") | (pl.col("attempts") >= 1))
+        )
