@@ -233,9 +233,20 @@ def _assay_sample_ids(frame: pl.DataFrame) -> list[str]:
 
 
 def missing_prerequisites(
-    frame: pl.DataFrame, method: str, *, registry: _Registry, stored: pl.DataFrame
+    frame: pl.DataFrame,
+    method: str,
+    *,
+    registry: _Registry,
+    measured: set[str],
+    baselines_measured: set[str],
 ) -> list[str]:
-    """What an assay file still waits for: manifest rows, a baseline, the product reference."""
+    """What an assay file still waits for: manifest rows, a baseline, the product reference.
+
+    ``measured`` = sample ids already measured by this method (stored or in this file);
+    ``baselines_measured`` = sample ids that count as a measured baseline: for STR the same
+    method (the genotype is needed), for qPCR/ddPCR any PCR plate (marker screening is often
+    done once, by one PCR method). A product reference must be measured by the same method.
+    """
     ids = _assay_sample_ids(frame)
     known = registry.samples.filter(pl.col("sample_id").is_in(ids))
     unknown = sorted(set(ids) - set(known["sample_id"].to_list()))
@@ -245,9 +256,14 @@ def missing_prerequisites(
             f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
         )
         waits.append(f"manifest rows for sample(s) {shown}")
-    measured = set(ids) | set(stored["sample_id"].drop_nulls().to_list() if stored.height else [])
-    samples = registry.samples.filter(pl.col("sample_id").is_in(list(measured)))
     reference_roles = ["donor_reference"] if method == "STR" else ["donor_reference", "calibrator"]
+    references = registry.samples.filter(
+        pl.col("sample_id").is_in(list(measured)) & pl.col("role").is_in(reference_roles)
+    )
+    baselines = registry.samples.filter(
+        pl.col("sample_id").is_in(list(baselines_measured))
+        & (pl.col("role") == "recipient_baseline")
+    )
     for patient in sorted(known.filter(pl.col("role") == "post_dose")["patient_id"].unique()):
         lot = registry.lots.get(patient)
         if lot is None:
@@ -255,15 +271,18 @@ def missing_prerequisites(
                 f"the product lot of patient {patient} (add product_lot to the manifest or infusion log)"
             )
             continue
-        if not samples.filter(
-            (pl.col("patient_id") == patient) & (pl.col("role") == "recipient_baseline")
-        ).height:
-            waits.append(f"a {method} baseline (recipient_baseline) result for patient {patient}")
-        if not samples.filter(
-            (pl.col("patient_id") == lot) & pl.col("role").is_in(reference_roles)
-        ).height:
+        if not baselines.filter(pl.col("patient_id") == patient).height:
+            kind = "an STR" if method == "STR" else "a qPCR or ddPCR"
+            waits.append(f"{kind} result of patient {patient}'s baseline (recipient_baseline)")
+        if not references.filter(pl.col("patient_id") == lot).height:
             waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
     return waits
+
+
+def _ids(frame: pl.DataFrame) -> set[str]:
+    if frame.height == 0 or "sample_id" not in frame.columns:
+        return set()
+    return set(frame["sample_id"].drop_nulls().to_list())
 
 
 # ---------------------------------------------------------------- recompute
@@ -496,6 +515,7 @@ def ingest_bytes(
     now: datetime,
     flow_run_id: str | None = None,
     first_seen: datetime | None = None,
+    recompute: bool = True,
 ) -> FileOutcome:
     """Ingest one file's bytes into the warehouse and record its fate in the ledger.
 
@@ -550,9 +570,20 @@ def ingest_bytes(
             warehouse, base, fmt, err.reason, str(err), tuple(err.problems), now, flow_run_id
         )
     if detection.assay is Assay.REGISTRY:
-        return _accept_registry(warehouse, base, detection, frame, settings, now, flow_run_id)
+        return _accept_registry(
+            warehouse, base, detection, frame, settings, now, flow_run_id, recompute=recompute
+        )
     return _accept_assay(
-        warehouse, base, detection, frame, settings, now, flow_run_id, ledger, first_seen
+        warehouse,
+        base,
+        detection,
+        frame,
+        settings,
+        now,
+        flow_run_id,
+        ledger,
+        first_seen,
+        recompute=recompute,
     )
 
 
@@ -595,6 +626,8 @@ def _accept_registry(
     settings: Settings,
     now: datetime,
     flow_run_id: str | None,
+    *,
+    recompute: bool,
 ) -> FileOutcome:
     sha, name = base.sha256, base.file_name
     with warehouse.lock():
@@ -608,7 +641,7 @@ def _accept_registry(
             table = _with_lineage(frame, sha, name, now).drop("source_file")
             warehouse.write("infusions", sha, validate_frame(table, Infusions, file_name=name))
             patients = set(frame["patient_id"])
-        recompute_patients(warehouse, patients, settings=settings, now=now)
+        _recompute_or_defer(warehouse, patients, settings=settings, now=now, recompute=recompute)
         outcome = replace(
             base,
             status=FileStatus.ACCEPTED,
@@ -630,6 +663,8 @@ def _accept_assay(
     flow_run_id: str | None,
     ledger: pl.DataFrame,
     first_seen: datetime | None,
+    *,
+    recompute: bool,
 ) -> FileOutcome:
     sha, name = base.sha256, base.file_name
     method = detection.assay.value
@@ -637,7 +672,17 @@ def _accept_assay(
     with warehouse.lock():
         registry = read_registry(warehouse)
         stored = _observations(warehouse, method)
-        waits = missing_prerequisites(frame, method, registry=registry, stored=stored)
+        measured = set(_assay_sample_ids(frame)) | _ids(stored)
+        pool = (
+            measured
+            if method == "STR"
+            else measured
+            | _ids(_observations(warehouse, "qPCR"))
+            | _ids(_observations(warehouse, "ddPCR"))
+        )
+        waits = missing_prerequisites(
+            frame, method, registry=registry, measured=measured, baselines_measured=pool
+        )
         if waits:
             reason = "waiting for " + "; ".join(waits)
             waited_hours = (now - first_seen).total_seconds() / 3600 if first_seen else 0.0
@@ -671,7 +716,7 @@ def _accept_assay(
         if not warehouse.has(table, sha):
             warehouse.write(table, sha, _with_lineage(frame, sha, name, now))
         patients = _affected_patients(frame, registry)
-        recompute_patients(warehouse, patients, settings=settings, now=now)
+        _recompute_or_defer(warehouse, patients, settings=settings, now=now, recompute=recompute)
         outcome = replace(
             base,
             status=FileStatus.ACCEPTED,
@@ -698,10 +743,13 @@ def ingest_path(
     now: datetime,
     move: bool,
     flow_run_id: str | None = None,
+    recompute: bool = True,
 ) -> FileOutcome:
     """Ingest one file and put it where it belongs (archive, quarantine, or left waiting).
 
     ``move`` = move the file (inbox use); otherwise copy it, leaving the original untouched.
+    ``recompute=False`` only marks the touched patients dirty; :func:`recover_dirty` then
+    rebuilds each of them once (what a batch does).
     """
     data = path.read_bytes()
     ledger = read_ledger(Warehouse(settings.warehouse))
@@ -712,6 +760,7 @@ def ingest_path(
         now=now,
         flow_run_id=flow_run_id,
         first_seen=first_waiting_time(ledger, sha256_of(data)),
+        recompute=recompute,
     )
     if outcome.status in (FileStatus.ACCEPTED, FileStatus.DUPLICATE):
         target = archive_file(path, settings.archive, sha256=outcome.sha256, when=now, move=move)
@@ -767,7 +816,12 @@ def ingest_paths(
         still_waiting = []
         for path in pending:
             outcome = ingest_path(
-                path, settings=settings, now=clock(), move=move, flow_run_id=flow_run_id
+                path,
+                settings=settings,
+                now=clock(),
+                move=move,
+                flow_run_id=flow_run_id,
+                recompute=False,
             )
             outcomes[path] = outcome
             if outcome.status is FileStatus.WAITING:
@@ -775,7 +829,17 @@ def ingest_paths(
             else:
                 progress = True
         pending = still_waiting
+    recover_dirty(settings=settings, now=clock())
     return [outcomes[p] for p in paths if p in outcomes]
+
+
+def _recompute_or_defer(
+    warehouse: Warehouse, patients: set[str], *, settings: Settings, now: datetime, recompute: bool
+) -> None:
+    if recompute:
+        recompute_patients(warehouse, patients, settings=settings, now=now)
+    else:
+        warehouse.mark_dirty(patients)
 
 
 def recover_dirty(*, settings: Settings, now: datetime) -> set[str]:

@@ -34,6 +34,27 @@ from chimera import __version__
 PIPELINE_VERSION = __version__
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
+_CACHE_LIMIT = 20_000
+_cache: dict[tuple[str, int, int], pl.DataFrame] = {}
+
+
+def read_parquet_cached(path: Path) -> pl.DataFrame:
+    """Read one Parquet file, reusing the frame while the file is unchanged.
+
+    Files are replaced atomically, never edited in place, so (path, mtime, size) identifies
+    the content; ingest and refresh re-read the same raw tables many times per batch.
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    frame = _cache.get(key)
+    if frame is None:
+        frame = pl.read_parquet(path)
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()
+        _cache[key] = frame
+    return frame
+
+
 OBSERVATION_TABLES = {
     "STR": "observations_str",
     "qPCR": "observations_qpcr",
@@ -98,7 +119,7 @@ class Warehouse:
         paths = self.files(name)
         if not paths:
             return pl.DataFrame(schema=schema or {})
-        frame = pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+        frame = pl.concat([read_parquet_cached(p) for p in paths], how="diagonal_relaxed")
         if schema is not None:
             for column, dtype in schema.items():
                 if column not in frame.columns:
@@ -108,7 +129,7 @@ class Warehouse:
     def read_file(self, name: str, key: str) -> pl.DataFrame | None:
         """Read ``<table>/<key>.parquet`` when it exists."""
         path = self.table(name) / f"{file_key(key)}.parquet"
-        return pl.read_parquet(path) if path.is_file() else None
+        return read_parquet_cached(path) if path.is_file() else None
 
     def has(self, name: str, key: str) -> bool:
         """Whether ``<table>/<key>.parquet`` exists."""

@@ -25,8 +25,8 @@ from chimera.calculate.qpcr import (
     se_delta_ct,
     se_delta_delta_ct,
     summarise_replicates,
-    t_quantile,
 )
+from chimera.calculate.stats import t_quantile
 from chimera.errors import NotChimerismAssayError
 from chimera.parsers.cfx import parse_cfx
 from chimera.parsers.quantstudio import parse_appbio

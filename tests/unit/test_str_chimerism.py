@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS
+from chimera.calculate.stats import t_quantile
 from chimera.calculate.str_chimerism import (
     aggregate_loci,
     aggregate_loci_two_sd,
@@ -25,7 +26,6 @@ from chimera.calculate.str_chimerism import (
     locus_pct_ink,
     repeat_unit_bp,
     shift_allele,
-    student_t_quantile,
     stutter_corrected,
     stutter_position_alleles,
 )
@@ -490,9 +490,9 @@ def test_two_loci_never_excluded_but_flagged(values: list[float], flag: bool) ->
 
 def test_t_interval() -> None:
     """The CI is mean +/- t(0.975, n-1) * SD / sqrt(n) over retained loci."""
-    assert student_t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-5)
-    assert student_t_quantile(0.975, 30) == pytest.approx(2.042272, abs=1e-5)
-    assert student_t_quantile(0.025, 5) == pytest.approx(-2.570582, abs=1e-5)
+    assert t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-5)
+    assert t_quantile(0.975, 30) == pytest.approx(2.042272, abs=1e-5)
+    assert t_quantile(0.025, 5) == pytest.approx(-2.570582, abs=1e-5)
     donor = {"A": ["10"], "B": ["10"], "C": ["10"]}
     recipient = {"A": ["11"], "B": ["11"], "C": ["11"]}
     sample = {

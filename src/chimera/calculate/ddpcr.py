@@ -24,7 +24,7 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Literal
@@ -41,6 +41,7 @@ from chimera.calculate.limits import (
     markers_frame,
     results_frame,
 )
+from chimera.calculate.stats import beta_quantile, poisson_mean_for_cdf
 from chimera.errors import NotChimerismAssayError
 from chimera.settings import DdpcrSettings
 
@@ -181,36 +182,6 @@ def zero_positive_upper_lambda(accepted: int, *, confidence: float = 0.95) -> fl
     return -math.log(1.0 - confidence) / accepted
 
 
-def _binomial_cdf(successes: int, trials: int, p: float) -> float:
-    """P(X <= successes) for X ~ Binomial(trials, p), summed in log space."""
-    if successes < 0:
-        return 0.0
-    if successes >= trials or p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    base = math.lgamma(trials + 1)
-    total = 0.0
-    for i in range(successes + 1):
-        term = base - math.lgamma(i + 1) - math.lgamma(trials - i + 1)
-        total += math.exp(term + i * log_p + (trials - i) * log_q)
-    return min(1.0, total)
-
-
-def _bisect(func: Callable[[float], float], target: float, low: float, high: float) -> float:
-    """Root of a monotone decreasing function ``func(x) = target`` on [low, high]."""
-    for _ in range(200):
-        mid = (low + high) / 2.0
-        if func(mid) > target:
-            low = mid
-        else:
-            high = mid
-        if high - low <= 1e-15 * max(1.0, high):
-            break
-    return (low + high) / 2.0
-
-
 def clopper_pearson(
     positives: int, accepted: int, *, confidence: float = 0.95
 ) -> tuple[float, float]:
@@ -227,13 +198,12 @@ def clopper_pearson(
     alpha = 1.0 - confidence
     if positives == 0:
         return 0.0, 1.0 - alpha ** (1.0 / accepted)
-    # Lower: P(X >= x; p_L) = alpha/2; upper: P(X <= x; p_U) = alpha/2.
-    # P(X <= x - 1; p) is decreasing in p, so both bounds are roots of decreasing functions.
-    low = _bisect(lambda p: _binomial_cdf(positives - 1, accepted, p), 1.0 - alpha / 2.0, 0.0, 1.0)
+    # Clopper-Pearson bounds are Beta quantiles (Clopper & Pearson, Biometrika 1934).
+    low = beta_quantile(alpha / 2.0, positives, accepted - positives + 1)
     high = (
         1.0
         if positives == accepted
-        else _bisect(lambda p: _binomial_cdf(positives, accepted, p), alpha / 2.0, 0.0, 1.0)
+        else beta_quantile(1.0 - alpha / 2.0, positives + 1, accepted - positives)
     )
     return low, high
 
@@ -470,12 +440,8 @@ def detection_limit_copies(
     >>> round(detection_limit_copies(lob_droplets=3, expected_false_positives=1.0, min_copies=3), 2)
     6.75
     """
-
-    def miss(copies: float) -> float:
-        return _poisson_cdf(lob_droplets, copies + expected_false_positives)
-
-    copies = _bisect(miss, 1.0 - confidence, 0.0, 10.0 * (lob_droplets + 10.0))
-    return max(float(min_copies), copies)
+    total = poisson_mean_for_cdf(lob_droplets, 1.0 - confidence)
+    return max(float(min_copies), total - expected_false_positives)
 
 
 def _tokens(name: str) -> list[str]:

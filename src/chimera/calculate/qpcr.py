@@ -52,6 +52,7 @@ from chimera.calculate.limits import (
     markers_frame,
     results_frame,
 )
+from chimera.calculate.stats import t_quantile
 from chimera.errors import NotChimerismAssayError
 from chimera.settings import QpcrSettings
 
@@ -193,71 +194,6 @@ def se_delta_delta_ct(*, se_sample: float, se_calibrator: float) -> float:
     0.5
     """
     return math.hypot(se_sample, se_calibrator)
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta (Numerical Recipes 6.4, Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for numerator in (
-            m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
-            -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= d * c
-        if abs(d * c - 1.0) < 1e-14:
-            break
-    return result
-
-
-def _t_cdf(t: float, dof: float) -> float:
-    """Student t CDF via the regularised incomplete beta I_x(dof/2, 1/2), x = dof/(dof + t^2)."""
-    if t == 0.0:
-        return 0.5
-    x = dof / (dof + t * t)
-    one_minus_x = t * t / (dof + t * t)  # computed directly: 1 - x underflows for tiny t
-    a, b = dof / 2.0, 0.5
-    log_front = (
-        math.lgamma(a + b)
-        - math.lgamma(a)
-        - math.lgamma(b)
-        + a * math.log(x)
-        + b * math.log(one_minus_x)
-    )
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        tail = front * _betacf(a, b, x) / a
-    else:
-        tail = 1.0 - front * _betacf(b, a, one_minus_x) / b
-    return 1.0 - 0.5 * tail if t >= 0 else 0.5 * tail
-
-
-def t_quantile(probability: float, dof: float) -> float:
-    """Quantile of Student's t distribution with ``dof`` degrees of freedom (bisection on the CDF).
-
-    Examples
-    --------
-    >>> round(t_quantile(0.975, 2), 3), round(t_quantile(0.975, 10), 3)
-    (4.303, 2.228)
-    """
-    if not 0.0 < probability < 1.0 or dof <= 0:
-        msg = f"t quantile needs 0 < probability < 1 and dof > 0, got {probability}, {dof}"
-        raise ValueError(msg)
-    low, high = -1e3, 1e3
-    for _ in range(200):
-        middle = (low + high) / 2.0
-        if _t_cdf(middle, dof) < probability:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2.0
 
 
 def ci_pct_from_ddct(

@@ -27,6 +27,7 @@ from chimera.calculate.limits import (
     markers_frame,
     results_frame,
 )
+from chimera.calculate.stats import t_quantile
 from chimera.settings import StrSettings
 
 NUMERIC_ALLELE_PATTERN = r"^\d+(\.\d+)?$"
@@ -312,54 +313,6 @@ def aggregate_loci_two_sd(pct_values: Sequence[float]) -> LocusAggregate:
         excluded = (False,)
     mean, sd, cv = _describe(values, excluded)
     return LocusAggregate(mean, sd, cv, statistics.median(values), n, sum(excluded), excluded)
-
-
-def student_t_quantile(probability: float, df: int) -> float:
-    """Quantile of Student's t with ``df`` degrees of freedom (bisection on the exact CDF).
-
-    The CDF uses the closed finite series for integer df (Abramowitz & Stegun 26.7.3-4).
-
-    Examples
-    --------
-    >>> round(student_t_quantile(0.975, 1), 3), round(student_t_quantile(0.975, 8), 3)
-    (12.706, 2.306)
-    """
-    if df < 1:
-        msg = f"degrees of freedom must be >= 1, got {df}"
-        raise ValueError(msg)
-    if not 0.0 < probability < 1.0:
-        msg = f"probability must be in (0, 1), got {probability}"
-        raise ValueError(msg)
-    if probability < 0.5:
-        return -student_t_quantile(1.0 - probability, df)
-    low, high = 0.0, 1.0
-    while _t_cdf(high, df) < probability:
-        high *= 2.0
-    for _ in range(200):
-        mid = (low + high) / 2.0
-        if _t_cdf(mid, df) < probability:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2.0
-
-
-def _t_cdf(t: float, df: int) -> float:
-    theta = math.atan(t / math.sqrt(df))
-    sin, cos = math.sin(theta), math.cos(theta)
-    if df % 2 == 1:
-        term, total = cos, cos if df > 1 else 0.0
-        for k in range(1, (df - 3) // 2 + 1):
-            term *= cos * cos * (2 * k) / (2 * k + 1)
-            total += term
-        central = 2.0 / math.pi * (theta + sin * total)
-    else:
-        term, total = 1.0, 1.0
-        for k in range(1, (df - 2) // 2 + 1):
-            term *= cos * cos * (2 * k - 1) / (2 * k)
-            total += term
-        central = sin * total
-    return 0.5 + central / 2.0
 
 
 def _marker_key(name: str) -> str:
@@ -698,7 +651,7 @@ def _summarise(
     n_retained = n - agg.n_excluded
     if mean is not None and agg.sd_pct is not None and n_retained >= 2:
         # 95 % CI of the mean over retained loci: mean +/- t(0.975, n-1) * SD / sqrt(n).
-        half = student_t_quantile(0.975, n_retained - 1) * agg.sd_pct / math.sqrt(n_retained)
+        half = t_quantile(0.975, n_retained - 1) * agg.sd_pct / math.sqrt(n_retained)
         ci_low, ci_high = mean - half, mean + half
     if work.has_ink_only_allele:
         detected = work.ink_signal_seen
