@@ -266,7 +266,10 @@ EXPECTED_ALERTS = {
     "EARLY_LOSS": ["P04"],
     "FALLING_EXPOSURE": ["P04", "P06"],
     "UNEXPECTED_PERSISTENCE": ["P03", "P05"],
-    "UNEXPECTED_EXPANSION": ["P05"],
+    # P05 expands with no dose after day 178. P03's 27-day half-life makes each twice-weekly
+    # pre-dose trough exceed the previous dose's peak: the trough-above-peak arm of the rule
+    # (accumulation of a product expected to clear), which the clinical team must see too.
+    "UNEXPECTED_EXPANSION": ["P03", "P05"],
     "REPEATED_QC_FAILURE": ["P07"],
 }
 ALERT_RULES = {

@@ -346,12 +346,19 @@ def _condition(
 
 
 def _persistence(
-    patient_id: str, rows: Sequence[Mapping[str, Any]], rule: PersistenceRule
+    patient_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    dose_numbers: Sequence[int],
+    rule: PersistenceRule,
 ) -> list[dict[str, Any]]:
+    if not dose_numbers:
+        return []
+    final_dose = max(dose_numbers)
     late = [
         r
         for r in rows
         if r["result_status"] == ResultStatus.QUANTIFIED.value
+        and r["dose_number"] == final_dose
         and r["days_since_last_infusion"] is not None
         and r["days_since_last_infusion"] > rule.days_after_last_dose
     ]
@@ -682,8 +689,8 @@ def detect_alerts(
 
     Rules (disabled ones are skipped; parameters from ``rules``):
 
-    * ``persistence``: a ``quantified`` sample more than ``days_after_last_dose`` after the latest
-      dose before it; one episode per dose.
+    * ``persistence``: a ``quantified`` sample more than ``days_after_last_dose`` after the
+      patient's last dose (the final infusion so far).
     * ``unexpected_expansion``: ``min_consecutive_rises`` consecutive significant rises (trend
       table CD) between samples of one dose interval; or the trough ending interval n (last sample
       before dose n+1, ``quantified``) above the Cmax of interval n-1 by more than the CD.
@@ -726,7 +733,9 @@ def detect_alerts(
         rows = trend_rows.get(patient_id, [])
         kin = kinetic_rows.get(patient_id, [])
         if rules.persistence.enabled:
-            conditions += _persistence(patient_id, rows, rules.persistence)
+            conditions += _persistence(
+                patient_id, rows, dose_numbers.get(patient_id, []), rules.persistence
+            )
         if rules.unexpected_expansion.enabled:
             conditions += _expansion(patient_id, rows, kin, rules.unexpected_expansion)
         if rules.early_loss.enabled:
@@ -737,8 +746,43 @@ def detect_alerts(
             conditions += _falling_exposure(patient_id, rows, kin, rules.falling_exposure)
     if rules.repeated_qc_failure.enabled:
         conditions += _qc_failures(chimerism, rules.repeated_qc_failure)
-    frame = pl.DataFrame(conditions, schema=CONDITION_COLUMNS)
+    frame = pl.DataFrame(_one_episode_per_rule(conditions), schema=CONDITION_COLUMNS)
     return frame.sort("patient_id", "rule", "episode_key")
+
+
+def _one_episode_per_rule(conditions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge a patient's conditions of one rule into one alert.
+
+    The clinical team gets one early-loss alert listing every dose affected, not one per dose.
+    The first condition (earliest episode) names the alert, so its id stays stable while later
+    doses add evidence.
+    """
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    extra: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for condition in sorted(conditions, key=lambda c: (c["patient_id"], c["rule"])):
+        key = (condition["patient_id"], condition["rule"])
+        if key not in merged:
+            merged[key] = dict(condition)
+            extra[key] = [condition]
+        else:
+            extra[key].append(condition)
+    for key, group in extra.items():
+        if len(group) == 1:
+            continue
+        first = merged[key]
+        first["message"] = (
+            f"{group[0]['message']} The same condition is present in {len(group) - 1} later "
+            f"episode(s): {', '.join(g['episode_key'] for g in group[1:])}."
+        )
+        first["evidence"] = json.dumps(
+            {
+                "episodes": [
+                    {"episode_key": g["episode_key"], **json.loads(g["evidence"])} for g in group
+                ]
+            },
+            sort_keys=True,
+        )
+    return list(merged.values())
 
 
 def _as_rows(frame: pl.DataFrame, columns: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -72,10 +72,11 @@ def refresh_patients(
             chimerism = warehouse.read_file("chimerism", patient)
             if chimerism is None:
                 continue
-            trend = trends.build_trend_table(chimerism.lazy(), infusions).collect()
+            doses = infusions.filter(pl.col("patient_id") == patient)
+            trend = trends.build_trend_table(chimerism.lazy(), doses).collect()
             trend = validate_frame(trend, Trends, file_name=f"trends/{patient}")
             warehouse.write("trends", patient, trend)
-            kinetic = kinetics.compute_kinetics(trend.lazy(), infusions).collect()
+            kinetic = kinetics.compute_kinetics(trend.lazy(), doses).collect()
             warehouse.write(
                 "kinetics",
                 patient,
