@@ -773,3 +773,46 @@ def test_results_in_range_and_order_independent(
     again = compute_str_chimerism(shuffled.lazy(), SAMPLES.reverse().lazy(), settings=SETTINGS)
     assert_frame_equal(out.results, again.results)
     assert_frame_equal(out.markers, again.markers)
+
+
+def test_stutter_peaks_are_not_foreign_alleles() -> None:
+    """A peak one repeat below a patient allele at stutter size is not called contamination."""
+    settings = StrSettings()
+    work_clean = _run_one_locus({"14": 900.0, "13": 80.0, "16": 100.0}, settings)
+    assert not any("contamination" in r for r in work_clean)
+    work_foreign = _run_one_locus({"14": 900.0, "11": 300.0, "16": 100.0}, settings)
+    assert any("contamination" in r for r in work_foreign)
+
+
+def _run_one_locus(signals: dict[str, float], settings: StrSettings) -> list[str]:
+    """Reasons of a one-locus sample: donor 16/17, patient 14/15, sample with ``signals``."""
+    rows = []
+    for sample, alleles in [
+        ("REF", {"16": 500.0, "17": 500.0}),
+        ("BL", {"14": 500.0, "15": 500.0}),
+    ]:
+        rows += [
+            {"sample_id": sample, "marker": "D3S1358", "allele": a, "area_rfu": v}
+            for a, v in alleles.items()
+        ]
+    rows += [
+        {"sample_id": "S1", "marker": "D3S1358", "allele": a, "area_rfu": v}
+        for a, v in signals.items()
+    ]
+    peaks = pl.DataFrame(rows).with_columns(
+        height_rfu=pl.col("area_rfu") / 6,
+        size_bp=pl.lit(None, pl.Float64),
+        dye=pl.lit("B"),
+        source_row=pl.int_range(1, pl.len() + 1, dtype=pl.Int32),
+    )
+    samples = pl.DataFrame(
+        {
+            "sample_id": ["REF", "BL", "S1"],
+            "patient_id": ["LOT", "P1", "P1"],
+            "role": ["donor_reference", "recipient_baseline", "post_dose"],
+            "product_lot": ["LOT", "LOT", "LOT"],
+        }
+    )
+    out = compute_str_chimerism(peaks.lazy(), samples.lazy(), settings=settings)
+    reasons = out.results["qc_reasons"][0]
+    return [] if reasons is None else reasons.split("; ")

@@ -569,9 +569,28 @@ def _check_unexpected(
     if total <= 0:
         return
     for allele in sorted(set(corrected) - expected, key=allele_sort_key):
+        if _is_stutter(allele, expected, corrected, settings=settings):
+            continue
         share = corrected[allele] / total
         if share > settings.min_unexpected_allele_fraction:
             work.unexpected.append(f"{name} {allele} ({100 * share:.0f} % of locus signal)")
+
+
+def _is_stutter(
+    allele: str, expected: set[str], signals: Mapping[str, float], *, settings: StrSettings
+) -> bool:
+    """Whether an unexpected peak is stutter of an expected allele (methods.md 2.6).
+
+    It must sit one repeat below (back stutter, n-1) or above (forward, n+1) an expected allele
+    with at most ``max_stutter_ratio`` of its signal. GeneMapper labels stutter peaks as alleles when its stutter filter is off, so such a peak is
+    an artefact, not a third genome.
+    """
+    value = signals.get(allele, 0.0)
+    for repeats in (1, -1):
+        parent = shift_allele(allele, repeats)
+        if parent in expected and value <= settings.max_stutter_ratio * signals.get(parent, 0.0):
+            return True
+    return False
 
 
 def _failed(sample_id: str, reason: str, *, settings: StrSettings) -> SampleResult:
