@@ -25,8 +25,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Tests never touch a real Prefect home: a fresh temporary one per run (tests/flows/conftest.py
+# also sets one, and the real-server test starts and stops its own server on a free port).
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	env -u PREFECT_API_URL PREFECT_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
 test: lint typecheck pytest
 

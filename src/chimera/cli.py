@@ -54,9 +54,7 @@ def _now() -> datetime:
 
 
 def _settings(home: Path | None, warehouse: Path | None, inbox: Path | None = None) -> Settings:
-    settings = load_settings()
-    if home is not None:
-        settings = settings.with_home(home)
+    settings = load_settings(home=home)
     if warehouse is not None:
         settings = replace(settings, warehouse=warehouse)
     if inbox is not None:

@@ -91,6 +91,13 @@ def refresh_patients(
                 validate_frame(cohort, CohortKinetics, file_name="kinetics_cohort"),
             )
         previous = warehouse.read_file(ALERTS_KEY, ALERTS_KEY)
+        if not warehouse.files("trends"):
+            # Nothing measured yet (e.g. only a manifest or infusion log so far): no rule can
+            # be evaluated and existing alerts stay as they are.
+            still_open = (
+                0 if previous is None else previous.filter(pl.col("state") != "resolved").height
+            )
+            return RefreshSummary(frozenset(todo), (), still_open, 0)
         current = alert_rules.detect_alerts(
             warehouse.read("trends").lazy(),
             warehouse.read("kinetics").lazy(),

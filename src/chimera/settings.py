@@ -179,6 +179,7 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     *,
     config_file: Path | None = None,
+    home: Path | None = None,
 ) -> Settings:
     """Build the settings from defaults, an optional TOML file and the environment.
 
@@ -188,9 +189,11 @@ def load_settings(
         Environment mapping; ``os.environ`` when None.
     config_file
         TOML file; else ``CHIMERA_CONFIG``; else ``<home>/chimera.toml`` when it exists.
+    home
+        Data root, overriding ``CHIMERA_HOME`` (the CLI's ``--home``).
     """
     env = os.environ if env is None else env
-    home = Path(env.get("CHIMERA_HOME", "chimera-data"))
+    home = home if home is not None else Path(env.get("CHIMERA_HOME", "chimera-data"))
     settings = Settings().with_home(home)
     path = config_file or (Path(env["CHIMERA_CONFIG"]) if "CHIMERA_CONFIG" in env else None)
     if path is None and (home / "chimera.toml").is_file():

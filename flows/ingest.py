@@ -1,0 +1,271 @@
+"""Flow ``ingest_inbox``: poll the inbox once and put every settled file where it belongs.
+
+Run it once, in-process, with ``python flows/ingest.py [--home DIR]``: with no
+``PREFECT_API_URL`` Prefect 3 starts a temporary local server for the run and stops it after.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # `python flows/ingest.py` puts flows/ on sys.path, not the repository root.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+from collections.abc import Sequence
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import Task, flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from chimera import inbox, pipeline
+from chimera.inbox import Candidate
+from chimera.pipeline import FileOutcome, FileStatus
+from chimera.settings import Settings
+from flows.common import (
+    emit_alert_events,
+    emit_file_event,
+    emit_ingested_event,
+    exclusive_inbox,
+    md_cell,
+    rename_run,
+    settings_for,
+)
+from flows.trends import describe_alerts, refresh_after_ingest
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def retry_on_oserror(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:  # noqa: ARG001
+    """Retry a file task only for I/O errors (share hiccups, locked files), never for bugs."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not worth retrying
+        return False
+    return False
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror)
+def recover_dirty(*, settings: Settings, now: datetime) -> set[str]:
+    """Task of :func:`chimera.pipeline.recover_dirty`."""
+    return pipeline.recover_dirty(settings=settings, now=now)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror)
+def scan_inbox(
+    folder: Path, *, now: datetime, settle_seconds: float, ignore_patterns: Sequence[str]
+) -> list[Candidate]:
+    """Task of :func:`chimera.inbox.scan_inbox`."""
+    return inbox.scan_inbox(
+        folder, now=now, settle_seconds=settle_seconds, ignore_patterns=ignore_patterns
+    )
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror)
+def processing_order(paths: Sequence[Path]) -> list[Path]:
+    """Task of :func:`chimera.pipeline.processing_order`."""
+    return pipeline.processing_order(paths)
+
+
+@task(
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_on_oserror,
+    task_run_name="ingest {path.name}",
+)
+def ingest_path(
+    path: Path, *, settings: Settings, now: datetime, move: bool, flow_run_id: str | None = None
+) -> FileOutcome:
+    """Task of :func:`chimera.pipeline.ingest_path` (retried with backoff on ``OSError`` only)."""
+    return pipeline.ingest_path(
+        path, settings=settings, now=now, move=move, flow_run_id=flow_run_id
+    )
+
+
+def run_name(
+    outcomes: Sequence[FileOutcome], errors: Sequence[str], settling: Sequence[str]
+) -> str:
+    """``"3 files: 2 accepted, 1 waiting"``; says so when nothing was ready."""
+    counts = {s.value: sum(o.status is s for o in outcomes) for s in FileStatus}
+    parts = [f"{n} {s}" for s, n in counts.items() if n]
+    if errors:
+        parts.append(f"{len(errors)} failed")
+    total = len(outcomes) + len(errors)
+    name = (
+        f"{total} file{'s' if total != 1 else ''}: {', '.join(parts)}"
+        if total
+        else "no files ready"
+    )
+    return name + (f" ({len(settling)} still copying)" if settling else "")
+
+
+def report_markdown(
+    outcomes: Sequence[FileOutcome], errors: Sequence[str], settling: Sequence[str], held: str
+) -> str:
+    """The run's Markdown artifact: one row per file with its fate."""
+    lines = ["# Inbox poll", "", f"Slot held via {held}.", ""]
+    if outcomes or errors:
+        lines += ["| file | status | format | rows | detail |", "|---|---|---|---|---|"]
+        for o in outcomes:
+            detail = o.reason or ""
+            if o.destination is not None:
+                detail += f" → {o.destination}"
+            lines.append(
+                f"| {md_cell(o.file_name)} | {o.status.value} | {md_cell(o.detected_format)} | {o.rows} | {md_cell(detail)} |"
+            )
+        lines += [f"| {md_cell(e)} | **error** | | | see the task run log |" for e in errors]
+    else:
+        lines.append("No settled files in the inbox.")
+    if settling:
+        lines += ["", f"Still being copied (not read yet): {', '.join(settling)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _ingest_ready(paths: Sequence[Path], settings: Settings) -> tuple[list[FileOutcome], list[str]]:
+    """Ingest in dependency order; retry waiting files while the batch keeps accepting files."""
+    run_id = flow_run.get_id()
+    outcomes: dict[Path, FileOutcome] = {}
+    errors: list[str] = []
+    pending = list(paths)
+    progress = True
+    while pending and progress:
+        progress = False
+        waiting = []
+        for path in pending:
+            state = ingest_path(
+                path,
+                settings=settings,
+                now=_now(),
+                move=True,
+                flow_run_id=run_id,
+                return_state=True,
+            )
+            if not state.is_completed():
+                errors.append(path.name)
+                continue
+            outcome: FileOutcome = state.result()
+            outcomes[path] = outcome
+            if outcome.status is FileStatus.WAITING:
+                waiting.append(path)
+            else:
+                progress = True
+        pending = waiting
+    return [outcomes[p] for p in paths if p in outcomes], errors
+
+
+@flow(name="ingest-inbox")
+def ingest_inbox(
+    home: str | None = None, *, refresh_trends: bool = True, lock_timeout_seconds: float = 600.0
+) -> dict[str, Any]:
+    """Poll the inbox once: every settled file is accepted, left waiting, or quarantined.
+
+    ``refresh_trends=False`` leaves trends to the ``refresh-trends`` deployment, which the
+    ``chimera.inbox.ingested`` event of this run triggers.
+    """
+    settings = settings_for(home)
+    logger = get_run_logger()
+    with ExitStack() as stack:
+        try:
+            held = stack.enter_context(
+                exclusive_inbox(settings, timeout_seconds=lock_timeout_seconds)
+            )
+        except TimeoutError as err:
+            logger.warning("skipped: %s", err)
+            rename_run("skipped: another poll is running")
+            return {"skipped": True, "files": [], "settling": [], "errors": []}
+        recover_dirty(settings=settings, now=_now())
+        rules = settings.inbox_rules
+        candidates = scan_inbox(
+            settings.inbox,
+            now=_now(),
+            settle_seconds=rules.settle_seconds,
+            ignore_patterns=rules.ignore_patterns,
+        )
+        settling = [c.path.name for c in candidates if not c.ready]
+        ready = processing_order([c.path for c in candidates if c.ready])
+        outcomes, errors = _ingest_ready(ready, settings)
+        accepted = [o for o in outcomes if o.status is FileStatus.ACCEPTED]
+        alerts: list[dict[str, str]] = []
+        refresh_failed = False
+        if refresh_trends and accepted:
+            # The files are in place whatever happens here: a failed refresh is reported in the
+            # run name, artifact and log, and the next refresh (trend deployment) redoes it.
+            refreshed = refresh_after_ingest(
+                outcomes, settings=settings, now=_now(), return_state=True
+            )
+            refresh_failed = not refreshed.is_completed()
+            if not refresh_failed:
+                alerts = describe_alerts(settings, refreshed.result().opened_alert_ids)
+    for outcome in outcomes:
+        emit_file_event(outcome)
+    if accepted:
+        patients = sorted({p for o in accepted for p in o.patients})
+        emit_ingested_event(settings, patients, [o.file_name for o in accepted])
+    emit_alert_events(alerts)
+    create_markdown_artifact(
+        markdown=report_markdown(outcomes, errors, settling, held)
+        + ("\n**Trend refresh failed**: see the task run log.\n" if refresh_failed else ""),
+        key="chimera-inbox-poll",
+        description="Files seen by this inbox poll and what happened to each",
+    )
+    name = run_name(outcomes, errors, settling) + (
+        " (trend refresh failed)" if refresh_failed else ""
+    )
+    rename_run(name)
+    logger.info(name)
+    result = {
+        "skipped": False,
+        "files": [
+            {
+                "file_name": o.file_name,
+                "sha256": o.sha256,
+                "status": o.status.value,
+                "reason": o.reason,
+                "supersedes": o.supersedes,
+                "destination": str(o.destination) if o.destination else None,
+            }
+            for o in outcomes
+        ],
+        "settling": settling,
+        "errors": errors,
+        "opened_alerts": [a["alert_id"] for a in alerts],
+        "refresh_failed": refresh_failed,
+    }
+    if errors:
+        msg = f"{len(errors)} file(s) failed with an unexpected error and stay in the inbox: {', '.join(errors)}"
+        raise RuntimeError(msg)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Poll the inbox once from the command line; exit 3 if a file was quarantined, 4 if waiting."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--home", help="data folder (default: CHIMERA_HOME or ./chimera-data)")
+    args = parser.parse_args(argv)
+    result = ingest_inbox(args.home)
+    statuses = {f["status"] for f in result["files"]}
+    for f in result["files"]:
+        sys.stdout.write(
+            f"{f['file_name']}: {f['status']}{' - ' + f['reason'] if f['reason'] else ''}\n"
+        )
+    if FileStatus.QUARANTINED.value in statuses:
+        return 3
+    return 4 if FileStatus.WAITING.value in statuses else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

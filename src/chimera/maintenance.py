@@ -1,0 +1,195 @@
+"""Nightly housekeeping: check the warehouse against the archive, rebuild every patient.
+
+Used by the ``nightly_rebuild`` flow; plain functions of a :class:`~chimera.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+import polars as pl
+
+from chimera.detect import ASSAY_OF, ExportFormat
+from chimera.pipeline import FileStatus, read_ledger, read_registry, recompute_patients
+from chimera.settings import Settings
+from chimera.warehouse import OBSERVATION_TABLES, Warehouse
+
+_CHUNK = 1 << 20
+_REFERENCE_ROLES = ("donor_reference", "calibrator")
+
+
+class MismatchCode(StrEnum):
+    """Why the warehouse and the archive disagree (stable codes for dashboards)."""
+
+    MISSING_FROM_ARCHIVE = "missing_from_archive"
+    ARCHIVED_COPY_DIFFERS = "archived_copy_differs"
+    MISSING_RAW_ROWS = "missing_raw_rows"
+    ACCEPTED_TWICE = "accepted_twice"
+    UNKNOWN_ARCHIVE_FILE = "unknown_archive_file"
+    RAW_WITHOUT_LEDGER = "raw_without_ledger"
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One disagreement between the ledger, the raw tables and the archive."""
+
+    code: MismatchCode
+    sha256: str
+    file_name: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of :func:`verify_warehouse`."""
+
+    accepted_files: int
+    archived_files: int
+    mismatches: tuple[Mismatch, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every accepted file is archived intact with its raw rows."""
+        return not self.mismatches
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def raw_table_for(detected_format: str | None) -> str | None:
+    """The raw warehouse table an accepted file of this format writes (None when unknown).
+
+    Examples
+    --------
+    >>> raw_table_for("manifest")
+    'samples'
+    >>> raw_table_for("genemapper_sizing")
+    'observations_str'
+    """
+    if detected_format is None:
+        return None
+    try:
+        fmt = ExportFormat(detected_format)
+    except ValueError:
+        return None
+    if fmt is ExportFormat.MANIFEST:
+        return "samples"
+    if fmt is ExportFormat.INFUSION_LOG:
+        return "infusions"
+    return OBSERVATION_TABLES.get(ASSAY_OF[fmt].value)
+
+
+def _archive_index(archive: Path) -> dict[str, list[Path]]:
+    index: dict[str, list[Path]] = {}
+    if archive.is_dir():
+        for path in sorted(archive.rglob("*")):
+            if path.is_file():
+                index.setdefault(file_sha256(path), []).append(path)
+    return index
+
+
+def _archived_under_name(index: dict[str, list[Path]], name: str, sha: str) -> list[Path]:
+    stem, suffix = Path(name).stem, Path(name).suffix
+    names = {name, f"{stem}.{sha[:8]}{suffix}"}
+    return [p for paths in index.values() for p in paths if p.name in names]
+
+
+def verify_warehouse(settings: Settings) -> Verification:
+    """Check the ledger against the archive and the raw tables.
+
+    Every accepted file must be in the archive with the same SHA-256 and have its raw table
+    file; no content may be accepted twice; nothing unexplained may sit in the archive or the
+    raw tables.
+    """
+    warehouse = Warehouse(settings.warehouse)
+    ledger = read_ledger(warehouse)
+    accepted = ledger.filter(pl.col("status") == FileStatus.ACCEPTED.value)
+    known = set(
+        ledger.filter(
+            pl.col("status").is_in([FileStatus.ACCEPTED.value, FileStatus.DUPLICATE.value])
+        )["source_sha256"].to_list()
+    )
+    index = _archive_index(settings.archive)
+    mismatches: list[Mismatch] = []
+    counts = accepted.group_by("source_sha256").agg(
+        pl.len().alias("n"), pl.col("file_name").first()
+    )
+    for sha, n, name in counts.filter(pl.col("n") > 1).sort("source_sha256").iter_rows():
+        mismatches.append(
+            Mismatch(MismatchCode.ACCEPTED_TWICE, sha, name, f"accepted {n} times in the ledger")
+        )
+    first = accepted.unique("source_sha256", keep="first", maintain_order=True)
+    for row in first.iter_rows(named=True):
+        sha, name = row["source_sha256"], row["file_name"]
+        if sha not in index:
+            same_name = _archived_under_name(index, name, sha)
+            if same_name:
+                detail = (
+                    f"archived copy {same_name[0]} no longer has the SHA-256 recorded at ingest"
+                )
+                mismatches.append(Mismatch(MismatchCode.ARCHIVED_COPY_DIFFERS, sha, name, detail))
+            else:
+                detail = f"no file with this SHA-256 under {settings.archive}"
+                mismatches.append(Mismatch(MismatchCode.MISSING_FROM_ARCHIVE, sha, name, detail))
+        table = raw_table_for(row["detected_format"])
+        if table is not None and not warehouse.has(table, sha):
+            detail = f"{table}/{sha}.parquet is missing"
+            mismatches.append(Mismatch(MismatchCode.MISSING_RAW_ROWS, sha, name, detail))
+    for sha, paths in sorted(index.items()):
+        if sha not in known:
+            detail = f"{paths[0]} matches no accepted or duplicate ledger entry"
+            mismatches.append(
+                Mismatch(MismatchCode.UNKNOWN_ARCHIVE_FILE, sha, paths[0].name, detail)
+            )
+    accepted_shas = set(first["source_sha256"].to_list())
+    for table in ("samples", "infusions", *OBSERVATION_TABLES.values()):
+        for path in warehouse.files(table):
+            if path.stem not in accepted_shas:
+                detail = f"{table}/{path.name} has no accepted ledger entry (a run stopped before logging?)"
+                mismatches.append(
+                    Mismatch(MismatchCode.RAW_WITHOUT_LEDGER, path.stem, path.name, detail)
+                )
+    return Verification(
+        accepted_files=len(accepted_shas),
+        archived_files=sum(len(p) for p in index.values()),
+        mismatches=tuple(mismatches),
+    )
+
+
+def registry_patients(settings: Settings) -> set[str]:
+    """Every patient in the sample registry (product lots excluded)."""
+    registry = read_registry(Warehouse(settings.warehouse))
+    people = registry.samples.filter(~pl.col("role").is_in(_REFERENCE_ROLES))["patient_id"]
+    return {str(p) for p in people.unique().to_list()} | set(registry.lots)
+
+
+def rebuild_all_patients(settings: Settings, *, now: datetime) -> list[str]:
+    """Rebuild ``chimerism/`` and ``markers/`` of every registry patient from the raw tables."""
+    warehouse = Warehouse(settings.warehouse)
+    with warehouse.lock():
+        patients = registry_patients(settings)
+        recompute_patients(warehouse, patients, settings=settings, now=now)
+    return sorted(patients)
+
+
+def describe_alerts(settings: Settings, alert_ids: Iterable[str]) -> list[dict[str, str]]:
+    """Rule, severity, patient and message of the given alerts (for notifications)."""
+    ids = list(alert_ids)
+    alerts = Warehouse(settings.warehouse).read_file("alerts", "alerts")
+    if not ids or alerts is None:
+        return []
+    rows = alerts.filter(pl.col("alert_id").is_in(ids)).select(
+        "alert_id", "rule", "severity", "patient_id", "state", "message"
+    )
+    return [{k: str(v) for k, v in row.items()} for row in rows.iter_rows(named=True)]

@@ -1,0 +1,217 @@
+"""End to end with a real local Prefect server: the served polling deployment ingests files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+from flow_builders import (
+    archived,
+    drop,
+    infusion_csv,
+    ledger,
+    manifest_csv,
+    post_dose_table,
+    references_table,
+    sha,
+    table,
+    write_config,
+)
+
+pytestmark = pytest.mark.flows
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_START_SECONDS = 150
+ACCEPT_WITHIN_SECONDS = 90
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process group we started: SIGINT, then SIGTERM, then SIGKILL (bounded waits)."""
+    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _base_env(prefect_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHIMERA_"))}
+    env |= {
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+    }
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Path]]:
+    """A real ``prefect server start`` on a free loopback port with a temporary Prefect home."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=_base_env(home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while not _healthy(api):
+            assert server.poll() is None, (home / "server.log").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the Prefect server did not become healthy"
+            time.sleep(0.5)
+        yield api, port, home
+    finally:
+        _stop(server)
+        log.close()
+
+
+def _flow_runs(api: str, flow_name: str) -> list[dict[str, object]]:
+    body = {
+        "flows": {"name": {"any_": [flow_name]}},
+        "flow_runs": {
+            "state": {"type": {"any_": ["RUNNING", "COMPLETED", "FAILED", "CRASHED", "PENDING"]}}
+        },
+        "limit": 50,
+    }
+    response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    response.raise_for_status()
+    runs: list[dict[str, object]] = response.json()
+    return runs
+
+
+def _named_run_done(api: str) -> bool:
+    """A completed inbox poll whose run name says files were accepted."""
+    runs = _flow_runs(api, "ingest-inbox")
+    return any(str(r["name"]).endswith("accepted") for r in runs if r["state_type"] == "COMPLETED")
+
+
+def _resource_ids(api: str, name: str) -> set[str]:
+    return {str(e["resource"]["prefect.resource.id"]) for e in _events(api, name)}  # type: ignore[index]
+
+
+def _events(api: str, name: str) -> list[dict[str, object]]:
+    body = {
+        "filter": {"event": {"name": [name]}, "occurred": {"since": "2000-01-01T00:00:00Z"}},
+        "limit": 50,
+    }
+    response = httpx.post(f"{api}/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    events: list[dict[str, object]] = response.json()["events"]
+    return events
+
+
+def test_served_poll_deployment_ingests_dropped_files(
+    prefect_server: tuple[str, int, Path], tmp_path: Path
+) -> None:
+    """``chimera serve`` polls the inbox: dropped files are accepted, archived and in the warehouse."""
+    api, port, prefect_home = prefect_server
+    home = tmp_path / "data"
+    write_config(
+        home,
+        f"prefect_port = {port}\n\n[inbox_rules]\nsettle_seconds = 1.0\npoll_interval_seconds = 5\n",
+    )
+    env = _base_env(prefect_home) | {"CHIMERA_HOME": str(home)}
+    out = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-c", "from chimera.cli import main; main()", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    files = {
+        "manifest.csv": manifest_csv(),
+        "infusions.csv": infusion_csv(),
+        "gm_refs.txt": references_table(),
+        "gm_d01.txt": post_dose_table(1, 12.0),
+    }
+    try:
+        for name, data in files.items():
+            drop(home / "inbox", name, data, age_seconds=0)
+        deadline = time.monotonic() + ACCEPT_WITHIN_SECONDS
+        expected = {sha(d) for d in files.values()}
+        while time.monotonic() < deadline:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")[
+                -3000:
+            ]
+            log = ledger(home)
+            if "status" in log.columns and expected <= set(
+                log.filter(pl.col("status") == "accepted")["source_sha256"]
+            ):
+                break
+            time.sleep(1)
+        log = ledger(home).filter(pl.col("status") == "accepted")
+        assert set(log["source_sha256"]) == expected, (tmp_path / "serve.log").read_text(
+            errors="replace"
+        )[-3000:]
+        assert set(archived(home)) >= expected
+        assert not any((home / "inbox").iterdir())
+        assert table(home, "chimerism")["sample_id"].to_list() == ["P01-D01"]
+        run_deadline = time.monotonic() + 30
+        while not _named_run_done(api) and time.monotonic() < run_deadline:
+            time.sleep(1)
+        assert _named_run_done(api), [
+            (r["name"], r["state_type"]) for r in _flow_runs(api, "ingest-inbox")
+        ]
+        wanted = {f"chimera.file.{s}" for s in expected}
+        event_deadline = time.monotonic() + 45
+        while (
+            not wanted <= _resource_ids(api, "chimera.file.accepted")
+            and time.monotonic() < event_deadline
+        ):
+            time.sleep(1)
+        assert wanted <= _resource_ids(api, "chimera.file.accepted")
+        trend_deadline = time.monotonic() + 60
+        while not _flow_runs(api, "refresh-trends") and time.monotonic() < trend_deadline:
+            time.sleep(1)
+        assert _flow_runs(api, "refresh-trends"), (
+            "the chimera.inbox.ingested event triggered no trend refresh"
+        )
+    finally:
+        _stop(serve)
+        out.close()
