@@ -88,6 +88,21 @@ def test_every_post_dose_sample_has_a_result_per_method(trial_run: dict[str, obj
         assert sorted(found) == sorted(expected), method
 
 
+def test_study_day_counts_calendar_days_from_the_first_infusion(
+    trial_run: dict[str, object],
+) -> None:
+    """study_day equals the generator's day numbering (day 0 = date of the first infusion)."""
+    chimerism = trial_run["chimerism"]
+    truth = trial_run["truth"]
+    assert isinstance(chimerism, pl.DataFrame)
+    assert isinstance(truth, pl.DataFrame)
+    joined = chimerism.join(
+        truth.select("sample_id", pl.col("study_day").alias("true_day")), on="sample_id"
+    )
+    assert joined.height > 1000
+    assert (joined["study_day"] == joined["true_day"]).all()
+
+
 def test_str_recovers_truth_within_one_point_above_5_pct(trial_run: dict[str, object]) -> None:
     """STR within 1 percentage point of the truth wherever the truth is above 5 % iNK."""
     rows = _joined(trial_run, "STR").filter(

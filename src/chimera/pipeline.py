@@ -421,9 +421,10 @@ def _finish_chimerism(
         "sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul"
     )
     frame = results.join(context, on="sample_id", how="left").with_columns(
+        # Study day = calendar days (UTC) from the date of the first infusion (day 0).
         study_day=(
-            ((pl.col("collected_at") - pl.lit(first_dose, dtype=UTC_US)).dt.total_seconds() / 86400)
-            .floor()
+            (pl.col("collected_at").dt.date() - pl.lit(first_dose.date()))
+            .dt.total_days()
             .cast(pl.Int32)
             if first_dose is not None
             else pl.lit(None, dtype=pl.Int32)

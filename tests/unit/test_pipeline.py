@@ -77,7 +77,7 @@ def test_str_example_end_to_end(trial: dict[str, Path], settings: Settings) -> N
     assert row["pct_ink"] == pytest.approx(99.90, abs=0.005)
     assert row["n_informative"] == 10
     assert row["result_status"] == "quantified"
-    assert row["study_day"] == 0
+    assert row["study_day"] == 1  # calendar day after the first infusion (2025-03-03)
     assert row["source_sha256"] == sha256_of(trial["sample"].read_bytes())
     assert row["ink_cells_per_ul"] == pytest.approx(2500 * row["pct_ink"] / 100)
     markers = pl.scan_parquet(str(settings.warehouse / "markers" / "**" / "*.parquet")).collect()

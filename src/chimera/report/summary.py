@@ -168,6 +168,36 @@ def _print_kinetics(warehouse: Warehouse, console: Console) -> None:
     console.print(table)
 
 
+def evidence_rows(evidence: object) -> list[dict[str, object]]:
+    """Every result cited in an alert's evidence (any dict with a ``sample_id``), in order."""
+    found: list[dict[str, object]] = []
+    if isinstance(evidence, dict):
+        if "sample_id" in evidence:
+            found.append(evidence)
+        for value in evidence.values():
+            found += evidence_rows(value)
+    elif isinstance(evidence, list):
+        for item in evidence:
+            found += evidence_rows(item)
+    return found
+
+
+def _evidence_line(row: dict[str, object]) -> str:
+    def number(key: str) -> float | None:
+        value = row.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    value = format_result(
+        number("pct_ink"),
+        str(row.get("result_status")),
+        number("lod_pct"),
+        number("ci_low"),
+        number("ci_high"),
+    )
+    day = row.get("study_day")
+    return f"{row['sample_id']} (day {day}, {row.get('method', '?')}): {value}"
+
+
 def print_alerts(settings: Settings, console: Console, *, include_resolved: bool) -> int:
     """List alerts (open and ongoing, or all) with the evidence behind each; return exit code 0."""
     alerts = Warehouse(settings.warehouse).read("alerts")
@@ -177,7 +207,12 @@ def print_alerts(settings: Settings, console: Console, *, include_resolved: bool
         console.print("No open alerts.")
         return 0
     console.print(f"[bold]{alerts.height} alert(s)[/bold]")
-    for row in alerts.sort("severity", "patient_id", "rule").iter_rows(named=True):
+    order = {"critical": 0, "warning": 1, "info": 2}
+    rows = sorted(
+        alerts.iter_rows(named=True),
+        key=lambda r: (order.get(r["severity"], 3), r["patient_id"], r["rule"]),
+    )
+    for row in rows:
         console.print(
             f"\n[bold]{row['patient_id']}[/bold] {row['rule']} ({row['severity']}, {row['state']}, "
             f"rule v{row['rule_version']}, since {row['first_detected_at']:%Y-%m-%d})"
@@ -186,14 +221,16 @@ def print_alerts(settings: Settings, console: Console, *, include_resolved: bool
         try:
             evidence = json.loads(row["evidence"])
         except (TypeError, ValueError):
-            evidence = row["evidence"]
-        items = (
-            evidence
-            if isinstance(evidence, list)
-            else evidence.get("rows", [evidence])
-            if isinstance(evidence, dict)
-            else [evidence]
-        )
-        for item in items[:6]:
-            console.print(f"    evidence: {json.dumps(item, default=str)[:200]}")
+            evidence = None
+        cited = evidence_rows(evidence)
+        seen: set[object] = set()
+        for item in cited:
+            key = (item["sample_id"], item.get("method"))
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(seen) > 8:
+                console.print(f"    … {len(cited) - 8} more result(s) in alerts/ evidence")
+                break
+            console.print(f"    evidence: {_evidence_line(item)}")
     return 0
