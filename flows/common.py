@@ -6,9 +6,11 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
+from prefect.automations import Automation, EventTrigger, Posture, SendNotification
+from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
@@ -136,6 +138,51 @@ def emit_alert_events(alerts: list[dict[str, str]]) -> None:
             },
             payload=dict(alert),
         )
+
+
+ALERT_AUTOMATION = "chimera-alert-opened"
+"""Automation that forwards ``chimera.alert.opened`` events to a Prefect notification block."""
+
+
+def ensure_alert_automation(block_name: str) -> UUID | None:
+    """Create or update the automation sending each new alert to a notification block.
+
+    ``block_name`` is ``<block-type-slug>/<name>`` of a block the lab configured in Prefect
+    (Slack, Microsoft Teams, e-mail, webhook ... apprise underneath), e.g.
+    ``slack-webhook/lab-alerts``. Returns the automation id (None if the server gave none).
+    """
+    block = cast("Block", Block.load(block_name))
+    block_id = block._block_document_id
+    if block_id is None:
+        msg = f"notification block {block_name!r} is not saved on the Prefect server"
+        raise ValueError(msg)
+    automation = Automation(
+        name=ALERT_AUTOMATION,
+        description="Chimera: notify the clinical team of every new persistence/expansion/loss alert.",
+        trigger=EventTrigger(
+            expect={"chimera.alert.opened"},
+            match={"prefect.resource.id": "chimera.alert.*"},
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_id,
+                subject="Chimera {{ event.payload.severity }} alert: {{ event.payload.rule }} "
+                "({{ event.payload.patient_id }})",
+                body="{{ event.payload.message }}",
+            )
+        ],
+    )
+    try:
+        existing: Automation | None = cast("Automation", Automation.read(name=ALERT_AUTOMATION))
+    except ValueError:
+        existing = None
+    if existing is None:
+        return cast("Automation", automation.create()).id
+    automation.id = existing.id
+    automation.update()
+    return existing.id
 
 
 def md_cell(value: Any) -> str:

@@ -28,7 +28,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
 from chimera.settings import Settings, load_settings
-from flows.common import ensure_concurrency_limit
+from flows.common import ensure_alert_automation, ensure_concurrency_limit
 from flows.ingest import ingest_inbox
 from flows.nightly import nightly_rebuild
 from flows.trends import refresh_trends
@@ -89,6 +89,8 @@ def main() -> None:
     """Create the concurrency limit and serve the deployments (blocks until interrupted)."""
     settings = load_settings()
     ensure_concurrency_limit()
+    if settings.alert_notification_block:
+        ensure_alert_automation(settings.alert_notification_block)
     serve(*build_deployments(settings))
 
 

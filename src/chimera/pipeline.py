@@ -417,6 +417,8 @@ def _finish_chimerism(
             schema={c: Chimerism.to_schema().columns[c].dtype.type for c in columns}
         )
     first_dose = registry.infusions.filter(pl.col("patient_id") == patient)["infused_at"].min()
+    if not isinstance(first_dose, datetime):
+        first_dose = None
     context = registry.samples.select(
         "sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul"
     )

@@ -138,6 +138,9 @@ class Settings:
     prefect_api_url: str | None = None
     """Prefect API of the local server; None = ``http://127.0.0.1:4200/api``."""
     prefect_port: int = 4200
+    alert_notification_block: str | None = None
+    """Prefect notification block (``slack-webhook/lab-alerts``) that ``chimera serve`` wires to
+    ``chimera.alert.opened`` events with an automation; None = no automation."""
     smtp_password: str | None = field(default=None, repr=False)
     """SMTP password for alert e-mail (from ``CHIMERA_SMTP_PASSWORD``; never in a file)."""
     str: StrSettings = field(default_factory=StrSettings)
