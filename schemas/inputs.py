@@ -7,11 +7,12 @@ from typing import Optional
 import pandera.polars as pa
 import polars as pl
 
+from schemas.base import UTC, StrictModel
+
 ROLES = ["donor_reference", "recipient_baseline", "post_dose", "calibrator", "negative_control"]
-UTC = pl.Datetime("us", "UTC")
 
 
-class Manifest(pa.DataFrameModel):
+class Manifest(StrictModel):
     """Sample manifest: who each sample id belongs to and what it is.
 
     ``role = donor_reference`` rows hold the iNK product; their ``patient_id`` is the product lot.
@@ -26,10 +27,6 @@ class Manifest(pa.DataFrameModel):
     lymphocytes_per_ul: Optional[float] = pa.Field(nullable=True, ge=0)  # noqa: UP045
     product_lot: Optional[str] = pa.Field(nullable=True)  # noqa: UP045
 
-    class Config:
-        strict = True
-        coerce = True
-
     @pa.dataframe_check
     @classmethod
     def post_dose_samples_have_collection_time(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -39,7 +36,7 @@ class Manifest(pa.DataFrameModel):
         )
 
 
-class InfusionLog(pa.DataFrameModel):
+class InfusionLog(StrictModel):
     """One row per administered dose."""
 
     patient_id: str = pa.Field(str_length={"min_value": 1})
@@ -48,10 +45,6 @@ class InfusionLog(pa.DataFrameModel):
     cells: float = pa.Field(gt=0, nullable=True)
     product_lot: Optional[str] = pa.Field(nullable=True)  # noqa: UP045
 
-    class Config:
-        strict = True
-        coerce = True
-
     @pa.dataframe_check
     @classmethod
     def one_row_per_patient_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -59,7 +52,7 @@ class InfusionLog(pa.DataFrameModel):
         return data.lazyframe.select(pl.struct("patient_id", "dose_number").is_duplicated().not_())
 
 
-class StrPeaks(pa.DataFrameModel):
+class StrPeaks(StrictModel):
     """GeneMapper peaks, one row per called or uncalled peak (sizing or genotypes table).
 
     ``allele`` is the call as text (``9.3``, ``OL``, ``X``, ``?``); null when outside every bin.
@@ -74,12 +67,8 @@ class StrPeaks(pa.DataFrameModel):
     dye: str = pa.Field(nullable=True)
     source_row: pl.Int32 = pa.Field(ge=1)
 
-    class Config:
-        strict = True
-        coerce = True
 
-
-class QpcrWells(pa.DataFrameModel):
+class QpcrWells(StrictModel):
     """qPCR wells, one row per well x target. ``ct`` null = no amplification (Undetermined/NaN)."""
 
     sample_id: str = pa.Field(nullable=True)
@@ -98,12 +87,8 @@ class QpcrWells(pa.DataFrameModel):
     efficiency_pct: float = pa.Field(nullable=True)
     source_row: pl.Int32 = pa.Field(ge=1)
 
-    class Config:
-        strict = True
-        coerce = True
 
-
-class DdpcrWells(pa.DataFrameModel):
+class DdpcrWells(StrictModel):
     """ddPCR wells, one row per well x target, counts as exported (λ is recomputed from them).
 
     ``target_role`` is ``reference`` for the reference gene, ``marker`` otherwise, null when the
@@ -126,10 +111,6 @@ class DdpcrWells(pa.DataFrameModel):
     is_merged: bool
     software: str = pa.Field(isin=["quantasoft", "quantasoft_old", "qx_manager", "other"])
     source_row: pl.Int32 = pa.Field(ge=1)
-
-    class Config:
-        strict = True
-        coerce = True
 
     @pa.dataframe_check
     @classmethod

@@ -14,7 +14,8 @@ import json
 import pandera.polars as pa
 import polars as pl
 
-from schemas.warehouse import METHODS, QC_VERDICTS, RESULT_STATUSES, UTC, Lineage
+from schemas.base import UTC, StrictModel
+from schemas.warehouse import METHODS, QC_VERDICTS, RESULT_STATUSES, Lineage
 
 CD_SCALES = ["additive", "multiplicative", "detection"]
 CHANGE_DIRECTIONS = ["rise", "fall", "none"]
@@ -74,12 +75,6 @@ class Trends(Lineage):
     cd_scale: str = pa.Field(nullable=True, isin=CD_SCALES)
     change_direction: str = pa.Field(nullable=True, isin=CHANGE_DIRECTIONS)
     significant_change: bool = pa.Field(nullable=True)
-
-    class Config:
-        """Reject unknown columns; coerce to the declared dtypes."""
-
-        strict = True
-        coerce = True
 
     @pa.dataframe_check
     @classmethod
@@ -149,12 +144,6 @@ class Kinetics(Lineage):
     accumulation_ratio_auc: pl.Float64 = pa.Field(nullable=True, ge=0)
     blq_imputations: str = pa.Field(nullable=True)
 
-    class Config:
-        """Reject unknown columns; coerce to the declared dtypes."""
-
-        strict = True
-        coerce = True
-
     @pa.dataframe_check
     @classmethod
     def one_row_per_patient_scope_and_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -186,7 +175,7 @@ class Kinetics(Lineage):
         return data.lazyframe.select(pl.col("n_quantified") <= pl.col("n_samples"))
 
 
-class CohortKinetics(pa.DataFrameModel):
+class CohortKinetics(StrictModel):
     """Median and range of each kinetic parameter per dose across patients (trial report)."""
 
     scope: str = pa.Field(isin=KINETICS_SCOPES)
@@ -197,12 +186,6 @@ class CohortKinetics(pa.DataFrameModel):
     median: pl.Float64 = pa.Field(nullable=True)
     min: pl.Float64 = pa.Field(nullable=True)
     max: pl.Float64 = pa.Field(nullable=True)
-
-    class Config:
-        """Reject unknown columns; coerce to the declared dtypes."""
-
-        strict = True
-        coerce = True
 
     @pa.dataframe_check
     @classmethod
@@ -220,7 +203,7 @@ class CohortKinetics(pa.DataFrameModel):
         return data.lazyframe.select(pl.col("n_values") <= pl.col("n_patients"))
 
 
-class Alerts(pa.DataFrameModel):
+class Alerts(StrictModel):
     """Alert states: one row per episode (rule x patient x episode key), updated on every run."""
 
     alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16}, unique=True)
@@ -236,12 +219,6 @@ class Alerts(pa.DataFrameModel):
     message: str
     evidence: str
     parameters: str
-
-    class Config:
-        """Reject unknown columns; coerce to the declared dtypes."""
-
-        strict = True
-        coerce = True
 
     @pa.dataframe_check
     @classmethod
@@ -267,7 +244,7 @@ class Alerts(pa.DataFrameModel):
         return data.lazyframe.select(pl.col("first_detected_at") <= pl.col("last_evaluated_at"))
 
 
-class AlertDeliveries(pa.DataFrameModel):
+class AlertDeliveries(StrictModel):
     """Delivery log: one row per alert x channel; failed rows are retried, sent rows never resent."""
 
     alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16})
@@ -276,12 +253,6 @@ class AlertDeliveries(pa.DataFrameModel):
     attempts: pl.Int32 = pa.Field(ge=0)
     last_attempt_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
     last_error: str = pa.Field(nullable=True)
-
-    class Config:
-        """Reject unknown columns; coerce to the declared dtypes."""
-
-        strict = True
-        coerce = True
 
     @pa.dataframe_check
     @classmethod

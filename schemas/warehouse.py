@@ -9,14 +9,15 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
-UTC = pl.Datetime("us", "UTC")
+from schemas.base import UTC, StrictModel
+
 METHODS = ["STR", "qPCR", "ddPCR"]
 RESULT_STATUSES = ["quantified", "below_loq", "not_detected", "failed"]
 QC_VERDICTS = ["pass", "review", "fail"]
 FILE_STATUSES = ["accepted", "quarantined", "duplicate", "waiting"]
 
 
-class Lineage(pa.DataFrameModel):
+class Lineage(StrictModel):
     """Columns every warehouse row carries."""
 
     source_sha256: str = pa.Field(str_length={"min_value": 64, "max_value": 64})
@@ -36,10 +37,6 @@ class Samples(Lineage):
     lymphocytes_per_ul: float = pa.Field(nullable=True)
     product_lot: str = pa.Field(nullable=True)
 
-    class Config:
-        strict = True
-        coerce = True
-
 
 class Infusions(Lineage):
     """Registered doses (from infusion logs)."""
@@ -49,10 +46,6 @@ class Infusions(Lineage):
     infused_at: UTC  # type: ignore[valid-type]
     cells: float = pa.Field(nullable=True)
     product_lot: str = pa.Field(nullable=True)
-
-    class Config:
-        strict = True
-        coerce = True
 
 
 class Chimerism(Lineage):
@@ -84,10 +77,6 @@ class Chimerism(Lineage):
     headline_rule: str = pa.Field(nullable=True)
     superseded: bool
     source_file: str
-
-    class Config:
-        strict = True
-        coerce = True
 
     @pa.dataframe_check
     @classmethod
@@ -144,12 +133,8 @@ class Markers(Lineage):
     superseded: bool
     source_file: str
 
-    class Config:
-        strict = True
-        coerce = True
 
-
-class IngestLog(pa.DataFrameModel):
+class IngestLog(StrictModel):
     """The ledger: one row per thing that happened to a file (append-only)."""
 
     source_sha256: str = pa.Field(str_length={"min_value": 64, "max_value": 64})
@@ -163,7 +148,3 @@ class IngestLog(pa.DataFrameModel):
     flow_run_id: str = pa.Field(nullable=True)
     pipeline_version: str
     logged_at: UTC  # type: ignore[valid-type]
-
-    class Config:
-        strict = True
-        coerce = True

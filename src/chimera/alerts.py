@@ -29,87 +29,79 @@ from chimera.trends import Z_95, compare_results_exprs
 
 SEVERITIES = ("info", "warning", "critical")
 
-CONDITION_COLUMNS: dict[str, pl.DataType] = {
+_ALERT_KEY_COLUMNS: dict[str, pl.DataType] = {
     "alert_id": pl.String(),
     "rule": pl.String(),
     "rule_version": pl.String(),
     "severity": pl.String(),
     "patient_id": pl.String(),
     "episode_key": pl.String(),
+}
+_ALERT_BODY_COLUMNS: dict[str, pl.DataType] = {
     "message": pl.String(),
     "evidence": pl.String(),
     "parameters": pl.String(),
 }
+
+CONDITION_COLUMNS: dict[str, pl.DataType] = {**_ALERT_KEY_COLUMNS, **_ALERT_BODY_COLUMNS}
 """Columns of :func:`detect_alerts` (current conditions, no state)."""
 
 ALERT_COLUMNS: dict[str, pl.DataType] = {
-    "alert_id": pl.String(),
-    "rule": pl.String(),
-    "rule_version": pl.String(),
-    "severity": pl.String(),
-    "patient_id": pl.String(),
-    "episode_key": pl.String(),
+    **_ALERT_KEY_COLUMNS,
     "state": pl.String(),
     "first_detected_at": pl.Datetime("us", "UTC"),
     "last_evaluated_at": pl.Datetime("us", "UTC"),
     "resolved_at": pl.Datetime("us", "UTC"),
-    "message": pl.String(),
-    "evidence": pl.String(),
-    "parameters": pl.String(),
+    **_ALERT_BODY_COLUMNS,
 }
 """Columns of the alert-state table (schema ``schemas.trends.Alerts``)."""
 
 
 @dataclass(frozen=True)
-class PersistenceRule:
-    """iNK still ``quantified`` more than ``days_after_last_dose`` after the latest dose."""
+class AlertRule:
+    """Fields every alert rule shares: version, severity and whether it runs."""
 
     version: str = "1"
     severity: str = "warning"
     enabled: bool = True
+
+
+@dataclass(frozen=True)
+class PersistenceRule(AlertRule):
+    """iNK still ``quantified`` more than ``days_after_last_dose`` after the latest dose."""
+
     days_after_last_dose: float = 28.0
 
 
 @dataclass(frozen=True)
-class UnexpectedExpansionRule:
+class UnexpectedExpansionRule(AlertRule):
     """Consecutive significant rises with no dose between, or a trough above the last Cmax + CD."""
 
-    version: str = "1"
     severity: str = "critical"
-    enabled: bool = True
     min_consecutive_rises: int = 2
     check_trough_vs_previous_cmax: bool = True
 
 
 @dataclass(frozen=True)
-class EarlyLossRule:
+class EarlyLossRule(AlertRule):
     """First post-dose sample of a later dose ``not_detected`` although dose 1 was quantified."""
 
-    version: str = "1"
-    severity: str = "warning"
-    enabled: bool = True
     window_days: float = 7.0
     min_dose_number: int = 2
 
 
 @dataclass(frozen=True)
-class FallingExposureRule:
+class FallingExposureRule(AlertRule):
     """Cmax of consecutive later doses below a fraction of the dose-1 Cmax."""
 
-    version: str = "1"
-    severity: str = "warning"
-    enabled: bool = True
     fraction_of_dose1: float = 0.5
     min_consecutive_doses: int = 2
 
 
 @dataclass(frozen=True)
-class RepeatedQcFailureRule:
+class RepeatedQcFailureRule(AlertRule):
     """At least ``min_failures`` failed or QC-fail results for one patient."""
 
-    version: str = "1"
-    severity: str = "warning"
-    enabled: bool = True
     min_failures: int = 3
 
 
@@ -325,7 +317,7 @@ def _when(row: Mapping[str, Any]) -> str:
 
 def _condition(
     rule_name: str,
-    rule: Any,
+    rule: AlertRule,
     patient_id: str,
     episode_key: str,
     message: str,

@@ -11,11 +11,15 @@ import io
 import math
 import re
 import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
+from typing import TypeVar
 
 _BOM = b"\xef\xbb\xbf"
 _NUMBER_DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 _NUMBER_THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
+_ANY_DELIMITER = re.compile(r"[\t;,]")
+_T = TypeVar("_T")
 
 
 class Container(StrEnum):
@@ -79,6 +83,28 @@ def read_rows(lines: list[str], delimiter: str) -> list[list[str]]:
     return [list(row) for row in reader]
 
 
+def split_line(line: str, delimiter: str) -> list[str]:
+    """Split one line into fields with :func:`read_rows`; a blank line gives no fields."""
+    rows = read_rows([line], delimiter) if line.strip() else []
+    return rows[0] if rows else []
+
+
+def numbered_text_rows(
+    lines: Sequence[str], is_header: Callable[[list[str]], bool], *, default_header: str = ""
+) -> tuple[list[tuple[int, list[str]]], str]:
+    """Split every line on its own into ``(1-based line number, fields)``; a blank line is ``[""]``.
+
+    The delimiter is sniffed on the first line that ``is_header`` accepts when split on any of
+    TAB, ``;`` and ``,`` (else on ``default_header``); it is returned with the rows.
+    """
+    header_line = next(
+        (line for line in lines if is_header(_ANY_DELIMITER.split(line))), default_header
+    )
+    delimiter = sniff_delimiter(header_line)
+    rows = [(number, split_line(line, delimiter) or [""]) for number, line in enumerate(lines, 1)]
+    return rows, delimiter
+
+
 def normalise_header(name: str) -> str:
     """Normalise a column name for alias matching (formats.md section 1).
 
@@ -97,16 +123,47 @@ def normalise_header(name: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-def rows_to_records(header: list[str], rows: list[list[str]]) -> list[dict[str, str]]:
-    """Pair ragged rows with a header: pad short rows, drop surplus empty trailing fields.
+def dedupe_header(header: Sequence[str]) -> list[str]:
+    """Return the header names with later copies of a name suffixed ``#2``, ``#3``, ...
 
-    Duplicate header names keep the first; later copies get a ``#2``, ``#3`` suffix.
+    Examples
+    --------
+    >>> dedupe_header(["Well", "Ct", "Well"])
+    ['Well', 'Ct', 'Well#2']
     """
     names: list[str] = []
     seen: dict[str, int] = {}
     for raw in header:
         seen[raw] = seen.get(raw, 0) + 1
         names.append(raw if seen[raw] == 1 else f"{raw}#{seen[raw]}")
+    return names
+
+
+def match_aliases(
+    available: Mapping[str, _T], aliases: Mapping[str, Sequence[str]]
+) -> dict[str, _T]:
+    """Map each canonical name to ``available[alias]`` for its first alias present, if any."""
+    found: dict[str, _T] = {}
+    for canonical, names in aliases.items():
+        for name in names:
+            if name in available:
+                found[canonical] = available[name]
+                break
+    return found
+
+
+def clean_cell(value: str | None) -> str | None:
+    """Return a cell without surrounding blanks and double quotes; empty or None gives None."""
+    text = (value or "").strip().strip('"').strip()
+    return text or None
+
+
+def rows_to_records(header: list[str], rows: list[list[str]]) -> list[dict[str, str]]:
+    """Pair ragged rows with a header: pad short rows, drop surplus empty trailing fields.
+
+    Duplicate header names keep the first; later copies get a ``#2``, ``#3`` suffix.
+    """
+    names = dedupe_header(header)
     records = []
     for row in rows:
         padded = row[: len(names)] + [""] * (len(names) - len(row))

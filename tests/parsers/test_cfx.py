@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from export_helpers import read_export, single_row
 
 from chimera.errors import ChimeraError, UnreadableFileError, UnrecognisedExportError
 from chimera.parsers.cfx import map_content, parse_cfx
@@ -21,7 +22,7 @@ HEADER = (
 
 
 def _read(real_exports: Path, name: str) -> bytes:
-    return (real_exports / "qpcr_biorad_cfx" / name).read_bytes()
+    return read_export(real_exports, "qpcr_biorad_cfx", name)
 
 
 def _parse(real_exports: Path, name: str) -> pl.DataFrame:
@@ -29,11 +30,7 @@ def _parse(real_exports: Path, name: str) -> pl.DataFrame:
 
 
 def _well(frame: pl.DataFrame, well: str, fluor: str | None = None) -> dict[str, object]:
-    rows = frame.filter(pl.col("well") == well)
-    if fluor is not None:
-        rows = rows.filter(pl.col("reporter") == fluor)
-    assert rows.height == 1
-    return rows.row(0, named=True)
+    return single_row(frame, well=well, reporter=fluor)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from export_helpers import read_export
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from chimera.calculate.ddpcr import assert_chimerism_plate, copies_per_ul, poiss
 from chimera.errors import (
     ChimeraError,
     NotChimerismAssayError,
+    Problem,
     UnrecognisedExportError,
     ValidationFailedError,
 )
@@ -35,8 +37,14 @@ def _parse(data: bytes, name: str = "plate.csv") -> pl.DataFrame:
     return parse_ddpcr(data, file_name=name, droplet_volume_nl=VOLUMES)
 
 
+def _problems(data: bytes) -> list[Problem]:
+    with pytest.raises(ValidationFailedError) as info:
+        _parse(data)
+    return info.value.problems
+
+
 def _read(real_exports: Path, name: str) -> bytes:
-    return (real_exports / "ddpcr_biorad" / name).read_bytes()
+    return read_export(real_exports, "ddpcr_biorad", name)
 
 
 def test_quantasoft_17_rows_targets_and_merged_rows(real_exports: Path) -> None:
@@ -208,9 +216,7 @@ def test_mixed_decimal_marks_are_refused() -> None:
         b"A01;S1;Ch1Unknown;M1;1,5;20;16000;16020\n"
         b"A01;S1;Ch2Unknown;RPP30;1.5;20;16000;16020\n"
     )
-    with pytest.raises(ValidationFailedError) as info:
-        _parse(data)
-    assert [(p.rule, p.row) for p in info.value.problems] == [("mixed_decimal_marks", 3)]
+    assert [(p.rule, p.row) for p in _problems(data)] == [("mixed_decimal_marks", 3)]
 
 
 def test_non_numeric_count_is_a_problem_with_its_line() -> None:
@@ -220,11 +226,7 @@ def test_non_numeric_count_is_a_problem_with_its_line() -> None:
         b"\n"
         b"A01,S1,Ch1Unknown,M1,1.5,twenty,16000,16020\n"
     )
-    with pytest.raises(ValidationFailedError) as info:
-        _parse(data)
-    assert [(p.rule, p.row, p.value) for p in info.value.problems] == [
-        ("not_a_number", 3, "twenty")
-    ]
+    assert [(p.rule, p.row, p.value) for p in _problems(data)] == [("not_a_number", 3, "twenty")]
 
 
 def test_positives_above_accepted_break_the_contract() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from export_helpers import read_export, single_row
 
 from chimera.errors import (
     ChimeraError,
@@ -31,7 +32,7 @@ STEPONE_CSV = "stepOnePlus_results_excel_resaved.csv"
 
 
 def _read(real_exports: Path, name: str) -> bytes:
-    return (real_exports / "qpcr_appbio" / name).read_bytes()
+    return read_export(real_exports, "qpcr_appbio", name)
 
 
 def _parse(real_exports: Path, name: str) -> pl.DataFrame:
@@ -39,11 +40,7 @@ def _parse(real_exports: Path, name: str) -> pl.DataFrame:
 
 
 def _well(frame: pl.DataFrame, well: str, target: str | None = None) -> dict[str, object]:
-    rows = frame.filter(pl.col("well") == well)
-    if target is not None:
-        rows = rows.filter(pl.col("target") == target)
-    assert rows.height == 1
-    return rows.row(0, named=True)
+    return single_row(frame, well=well, target=target)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from chimera.calculate import ddpcr, qpcr
 from chimera.calculate.limits import limit_of_blank
 from chimera.calculate.qpcr import (
     amplification_factor,
@@ -582,3 +583,13 @@ def test_configured_reference_gene_accepts_the_18s_plate(real_exports: Path) -> 
     wells = parse_appbio((real_exports / "qpcr_appbio" / name).read_bytes(), file_name=name)
     settings = replace(SETTINGS, reference_genes=("18S",))
     assert_chimerism_plate(wells, settings=settings, file_name=name)
+
+
+def test_reference_gene_matcher_is_shared_and_token_aware() -> None:
+    """qPCR and ddPCR read reference-gene names alike: case, separators and dye suffixes aside."""
+    genes = QpcrSettings().reference_genes
+    assert qpcr.is_reference_gene is ddpcr.is_reference_gene
+    assert qpcr.is_reference_gene("rnase-p", genes)
+    assert qpcr.is_reference_gene("RPP30_VIC", genes)
+    assert not qpcr.is_reference_gene("HbS", genes)
+    assert not qpcr.is_reference_gene(None, genes)

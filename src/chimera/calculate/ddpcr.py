@@ -21,7 +21,6 @@ Decisions recorded here [R]:
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -31,13 +30,14 @@ from typing import Literal
 
 import polars as pl
 
+from chimera.calculate.common import PRODUCT_ROLES, is_reference_gene
 from chimera.calculate.limits import (
     Method,
     MethodOutput,
     QcVerdict,
-    ResultStatus,
     SampleResult,
     classify_result,
+    failed_result,
     markers_frame,
     results_frame,
 )
@@ -57,7 +57,6 @@ BASELINE_ABSENT_MAX_PCT = 1.0
 
 _NTC_NAMES = frozenset({"ntc", "h2o", "water", "blank", "no template control"})
 _BLANK_TYPES = frozenset({"ntc", "blank", "negative_control"})
-_PRODUCT_ROLES = ("donor_reference", "calibrator")
 
 
 def z_value(confidence: float) -> float:
@@ -149,6 +148,12 @@ def lambda_ci_wald(
     return max(0.0, lam - half), lam + half
 
 
+def _lambda_interval(low_p: float, high_p: float) -> tuple[float, float]:
+    """Map an interval of the positive fraction p to λ = -ln(1 - p); p >= 1 gives infinity."""
+    high = math.inf if high_p >= 1.0 else -math.log1p(-high_p)
+    return -math.log1p(-low_p), high
+
+
 def lambda_ci_p_scale(
     positives: int, accepted: int, *, confidence: float = 0.95
 ) -> tuple[float, float]:
@@ -162,10 +167,7 @@ def lambda_ci_p_scale(
     _check_counts(positives, accepted)
     p = positives / accepted
     half = z_value(confidence) * math.sqrt(p * (1.0 - p) / accepted)
-    low_p = max(0.0, p - half)
-    high_p = p + half
-    high = math.inf if high_p >= 1.0 else -math.log1p(-high_p)
-    return -math.log1p(-low_p), high
+    return _lambda_interval(max(0.0, p - half), p + half)
 
 
 def zero_positive_upper_lambda(accepted: int, *, confidence: float = 0.95) -> float:
@@ -219,9 +221,7 @@ def lambda_ci_exact(
     >>> low, round(copies_per_ul(high, 0.85), 3)
     (0.0, 0.09)
     """
-    low_p, high_p = clopper_pearson(positives, accepted, confidence=confidence)
-    high = math.inf if high_p >= 1.0 else -math.log1p(-high_p)
-    return -math.log1p(-low_p), high
+    return _lambda_interval(*clopper_pearson(positives, accepted, confidence=confidence))
 
 
 def lambda_ci(positives: int, accepted: int, *, confidence: float = 0.95) -> tuple[float, float]:
@@ -442,29 +442,6 @@ def detection_limit_copies(
     """
     total = poisson_mean_for_cdf(lob_droplets, 1.0 - confidence)
     return max(float(min_copies), total - expected_false_positives)
-
-
-def _tokens(name: str) -> list[str]:
-    return [t for t in re.split(r"[^0-9a-z]+", name.casefold()) if t]
-
-
-def is_reference_gene(target: str | None, reference_genes: Sequence[str]) -> bool:
-    """Return True when a target name is a reference gene (case-insensitive; ``RPP30_HEX`` too).
-
-    Examples
-    --------
-    >>> is_reference_gene("RNaseP-VIC", ("RNase P",)), is_reference_gene("HbS", ("HBB",))
-    (True, False)
-    """
-    if not target:
-        return False
-    wanted = {"".join(_tokens(g)) for g in reference_genes}
-    tokens = _tokens(target)
-    return any(
-        "".join(tokens[i:j]) in wanted
-        for i in range(len(tokens))
-        for j in range(i + 1, len(tokens) + 1)
-    )
 
 
 def _target_key(target: str | None, channel: str | None) -> str:
@@ -780,7 +757,7 @@ def compute_ddpcr_chimerism(
     confidence = settings.confidence
 
     product_wells: dict[str, dict[str, list[_Well]]] = {
-        role: defaultdict(list) for role in _PRODUCT_ROLES
+        role: defaultdict(list) for role in PRODUCT_ROLES
     }
     baseline_wells: dict[str, list[_Well]] = defaultdict(list)
     blank_wells: list[_Well] = []
@@ -805,7 +782,7 @@ def compute_ddpcr_chimerism(
         if info is None:
             continue
         usable = _well_exclusion(well, settings) is None
-        if info.role in _PRODUCT_ROLES and usable:
+        if info.role in PRODUCT_ROLES and usable:
             product_wells[info.role][info.product_lot or info.patient_id].append(well)
         elif info.role == "recipient_baseline" and usable:
             baseline_wells[info.patient_id].append(well)
@@ -902,20 +879,7 @@ def _compute_sample(
                         sharing.get(name),
                     )
                 )
-        result = SampleResult(
-            sample_id=info.sample_id,
-            method=Method.DDPCR,
-            result_status=ResultStatus.FAILED,
-            pct_ink_raw=None,
-            ci_low_raw=None,
-            ci_high_raw=None,
-            lod_pct=None,
-            loq_pct=None,
-            qc_verdict=QcVerdict.FAIL,
-            qc_reasons=(reason, *review),
-            n_informative=0,
-        )
-        return result, rows
+        return failed_result(info.sample_id, Method.DDPCR, [reason, *review]), rows
 
     if not included:
         reasons = sorted({r for r in exclusions.values() if r})

@@ -123,6 +123,30 @@ class SampleResult:
     n_informative: int | None = None
 
 
+def failed_result(
+    sample_id: str,
+    method: Method,
+    reasons: Sequence[str],
+    *,
+    lod_pct: float | None = None,
+    loq_pct: float | None = None,
+) -> SampleResult:
+    """Return a ``failed`` result: no estimate, QC verdict ``fail``, no informative marker."""
+    return SampleResult(
+        sample_id=sample_id,
+        method=method,
+        result_status=ResultStatus.FAILED,
+        pct_ink_raw=None,
+        ci_low_raw=None,
+        ci_high_raw=None,
+        lod_pct=lod_pct,
+        loq_pct=loq_pct,
+        qc_verdict=QcVerdict.FAIL,
+        qc_reasons=tuple(reasons),
+        n_informative=0,
+    )
+
+
 RESULT_COLUMNS: dict[str, pl.DataType] = {
     "sample_id": pl.String(),
     "method": pl.String(),

@@ -33,7 +33,6 @@ Rules chosen for this project (methods.md [R] items, documented here once):
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
@@ -41,13 +40,14 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from chimera.calculate.common import PRODUCT_ROLES, is_reference_gene
 from chimera.calculate.limits import (
     Method,
     MethodOutput,
     QcVerdict,
-    ResultStatus,
     SampleResult,
     classify_result,
+    failed_result,
     limit_of_blank,
     markers_frame,
     results_frame,
@@ -55,9 +55,6 @@ from chimera.calculate.limits import (
 from chimera.calculate.stats import t_quantile
 from chimera.errors import NotChimerismAssayError
 from chimera.settings import QpcrSettings
-
-PRODUCT_ROLES = ("calibrator", "donor_reference")
-"""Roles of 100 % iNK samples, in order of preference as the plate calibrator."""
 
 _Z_95 = 1.959963984540054  # two-sided 95 % normal quantile, for marker discordance
 
@@ -286,17 +283,6 @@ def summarise_replicates(
     )
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", name.casefold())
-
-
-def is_reference_gene(target: str | None, *, settings: QpcrSettings) -> bool:
-    """Return True when ``target`` names a reference gene (case, spaces and dashes ignored)."""
-    if target is None:
-        return False
-    return _key(target) in {_key(gene) for gene in settings.reference_genes}
-
-
 def assert_chimerism_plate(wells: pl.DataFrame, *, settings: QpcrSettings, file_name: str) -> None:
     """Raise when a parsed plate (``QpcrWells``) cannot be a chimerism assay.
 
@@ -314,7 +300,7 @@ def assert_chimerism_plate(wells: pl.DataFrame, *, settings: QpcrSettings, file_
     )
     found = found or "no target names at all"
     expected = ", ".join(settings.reference_genes)
-    references = [t for t in targets if is_reference_gene(t, settings=settings)]
+    references = [t for t in targets if is_reference_gene(t, settings.reference_genes)]
     if not references:
         msg = (
             f"{file_name}: no reference-gene target (expected one of {expected}); found targets "
@@ -355,7 +341,7 @@ def _marker_calls(
     )
     for row in per_target.iter_rows(named=True):
         target = str(row["target"])
-        if is_reference_gene(target, settings=settings):
+        if is_reference_gene(target, settings.reference_genes):
             continue
         if row["product_n"] == 0:
             calls[target] = "the iNK product (calibrator/donor reference) was not tested"
@@ -527,7 +513,7 @@ class _PlateContext:
         targets = [t for (s, t) in self.by_sample_target if s == sample_id and t is not None]
         for gene in self.settings.reference_genes:
             for target in targets:
-                if _key(target) == _key(gene):
+                if is_reference_gene(target, (gene,)):
                     return target
         return None
 
@@ -826,18 +812,12 @@ def _finish(sample_id: str, evaluation: _Evaluation, settings: QpcrSettings) -> 
     base_lod = settings.lod_pct
     if not evaluation.estimates:
         reasons = evaluation.failures or ["no informative marker measured for this sample"]
-        return SampleResult(
-            sample_id=sample_id,
-            method=Method.QPCR,
-            result_status=ResultStatus.FAILED,
-            pct_ink_raw=None,
-            ci_low_raw=None,
-            ci_high_raw=None,
+        return failed_result(
+            sample_id,
+            Method.QPCR,
+            list(dict.fromkeys(reasons + evaluation.reviews)),
             lod_pct=base_lod,
             loq_pct=max(settings.loq_pct, base_lod),
-            qc_verdict=QcVerdict.FAIL,
-            qc_reasons=tuple(dict.fromkeys(reasons + evaluation.reviews)),
-            n_informative=0,
         )
     reviews = list(evaluation.reviews)
     notes: list[str] = []

@@ -20,10 +20,10 @@ from chimera.calculate.limits import (
     Method,
     MethodOutput,
     QcVerdict,
-    ResultStatus,
     SampleResult,
     clamp_pct,
     classify_result,
+    failed_result,
     markers_frame,
     results_frame,
 )
@@ -594,18 +594,8 @@ def _is_stutter(
 
 
 def _failed(sample_id: str, reason: str, *, settings: StrSettings) -> SampleResult:
-    return SampleResult(
-        sample_id=sample_id,
-        method=Method.STR,
-        result_status=ResultStatus.FAILED,
-        pct_ink_raw=None,
-        ci_low_raw=None,
-        ci_high_raw=None,
-        lod_pct=settings.lod_pct,
-        loq_pct=settings.loq_pct,
-        qc_verdict=QcVerdict.FAIL,
-        qc_reasons=(reason,),
-        n_informative=0,
+    return failed_result(
+        sample_id, Method.STR, [reason], lod_pct=settings.lod_pct, loq_pct=settings.loq_pct
     )
 
 

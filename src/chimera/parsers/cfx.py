@@ -12,21 +12,19 @@ import re
 import polars as pl
 
 from chimera.errors import (
-    ChimeraError,
     Problem,
     UnreadableFileError,
     UnrecognisedExportError,
     ValidationFailedError,
 )
+from chimera.parsers.common import open_workbook, unreadable_on_error
 from chimera.parsers.quantstudio import QPCR_COLUMNS, header_index, number_reader, parse_ct
 from chimera.textio import (
     Container,
     decode_text,
     normalise_header,
-    read_excel_rows,
-    read_rows,
+    numbered_text_rows,
     sniff_container,
-    sniff_delimiter,
     split_lines,
     uses_decimal_comma,
 )
@@ -79,25 +77,14 @@ def _is_header(cells: list[str]) -> bool:
 def _rows(data: bytes, *, file_name: str) -> tuple[list[tuple[int, list[str]]], str]:
     container = sniff_container(data)
     if container in (Container.XLS, Container.XLSX):
-        try:
-            sheets = read_excel_rows(data)
-        except Exception as err:  # noqa: BLE001 - fastexcel raises its own types for corrupt workbooks
-            msg = f"{file_name}: the workbook cannot be opened ({err}); export it again"
-            raise UnreadableFileError(msg) from None
+        sheets = open_workbook(data, file_name=file_name, advice="export it again")
         for sheet in sheets.values():
             if any(_is_header(row) for row in sheet):
                 return [(n, row) for n, row in enumerate(sheet, start=1)], ""
         return [], ""
     if container is Container.BINARY:
         return [], ""
-    lines = split_lines(decode_text(data))
-    header_line = next((ln for ln in lines if _is_header(re.split(r"[\t;,]", ln))), "")
-    delimiter = sniff_delimiter(header_line)
-    rows: list[tuple[int, list[str]]] = []
-    for number, line in enumerate(lines, start=1):
-        split = read_rows([line], delimiter) if line.strip() else []
-        rows.append((number, split[0] if split else [""]))
-    return rows, delimiter
+    return numbered_text_rows(split_lines(decode_text(data)), _is_header)
 
 
 def parse_cfx(data: bytes, *, file_name: str) -> pl.DataFrame:
@@ -119,20 +106,8 @@ def parse_cfx(data: bytes, *, file_name: str) -> pl.DataFrame:
     if not data.strip():
         msg = f"{file_name}: the file is empty; export the Quantification Cq Results again"
         raise UnreadableFileError(msg)
-    try:
+    with unreadable_on_error(file_name, "CFX export"):
         return _parse(data, file_name=file_name)
-    except ChimeraError:
-        raise
-    except (
-        ValueError,
-        TypeError,
-        IndexError,
-        KeyError,
-        UnicodeError,
-        pl.exceptions.PolarsError,
-    ) as err:
-        msg = f"{file_name}: could not read the CFX export ({err})"
-        raise UnreadableFileError(msg) from None
 
 
 def _parse(data: bytes, *, file_name: str) -> pl.DataFrame:

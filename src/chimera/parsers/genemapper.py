@@ -19,13 +19,15 @@ import polars as pl
 from chimera.errors import ChimeraError, Problem, UnreadableFileError, ValidationFailedError
 from chimera.textio import (
     Container,
+    clean_cell,
     decode_text,
+    dedupe_header,
     normalise_header,
     parse_number,
-    read_rows,
     rows_to_records,
     sniff_container,
     sniff_delimiter,
+    split_line,
     split_lines,
 )
 from chimera.validation import validate_frame
@@ -147,18 +149,13 @@ def _parse(data: bytes, *, file_name: str) -> pl.DataFrame:
     return validate_frame(frame, StrPeaks, file_name=file_name)
 
 
-def _cells(line: str, delimiter: str) -> list[str]:
-    rows = read_rows([line], delimiter)
-    return rows[0] if rows else []
-
-
 def _find_header(lines: Sequence[str]) -> _Header | None:
     """Locate the table header by content (preambles vary), never by line number."""
     for index, line in enumerate(lines):
         if not line.strip():
             continue
         delimiter = sniff_delimiter(line)
-        raw = [cell.strip() for cell in _cells(line, delimiter)]
+        raw = [cell.strip() for cell in split_line(line, delimiter)]
         names = {normalise_header(cell) for cell in raw} - {""}
         if {"marker", "allele"} <= names and (
             "dye/sample peak" in names or names & set(_SIZING_SAMPLE_COLUMNS)
@@ -178,7 +175,7 @@ def _read_body(lines: Sequence[str], header: _Header) -> list[tuple[int, list[st
     header_key = [normalise_header(name) for name in header.names]
     body = []
     for index in range(header.line_index + 1, len(lines)):
-        cells = _cells(lines[index], header.delimiter)
+        cells = split_line(lines[index], header.delimiter)
         if not any(cell.strip() for cell in cells):
             continue  # blank or trailing CRLF-only line
         if [normalise_header(cell) for cell in cells[: len(header_key)]] == header_key:
@@ -190,10 +187,7 @@ def _read_body(lines: Sequence[str], header: _Header) -> list[tuple[int, list[st
 def _column_lookup(names: Sequence[str]) -> dict[str, str]:
     """Map normalised header names to the raw (deduplicated) record keys."""
     lookup: dict[str, str] = {}
-    seen: dict[str, int] = {}
-    for raw in names:
-        seen[raw] = seen.get(raw, 0) + 1
-        key = raw if seen[raw] == 1 else f"{raw}#{seen[raw]}"
+    for raw, key in zip(names, dedupe_header(names), strict=True):
         lookup.setdefault(normalise_header(raw), key)
     return lookup
 
@@ -268,14 +262,9 @@ class _NumberReader:
             raise ValidationFailedError(msg, self.problems)
 
 
-def _text(value: str | None) -> str | None:
-    text = (value or "").strip().strip('"').strip()
-    return text or None
-
-
 def _dye_letter(value: str | None) -> str | None:
     """Dye letter from ``Dye/Sample Peak`` (``"B,1"`` -> ``B``) or a plain ``Dye`` cell."""
-    text = _text(value)
+    text = clean_cell(value)
     if text is None:
         return None
     match = _DYE.match(text)
@@ -284,7 +273,7 @@ def _dye_letter(value: str | None) -> str | None:
 
 def _first_value(record: dict[str, str], keys: Sequence[str | None]) -> str | None:
     for key in keys:
-        if key is not None and (value := _text(record.get(key))) is not None:
+        if key is not None and (value := clean_cell(record.get(key))) is not None:
             return value
     return None
 
@@ -312,8 +301,8 @@ def _sizing_rows(
         rows.append(
             (
                 _first_value(record, sample_keys),
-                _text(record.get(lookup["marker"])),
-                _text(record.get(lookup["allele"])),
+                clean_cell(record.get(lookup["marker"])),
+                clean_cell(record.get(lookup["allele"])),
                 reader(record.get(lookup.get("size", "")), line_no, "Size"),
                 reader(record.get(lookup.get("height", "")), line_no, "Height"),
                 reader(record.get(lookup.get("area", "")), line_no, "Area"),
@@ -362,7 +351,7 @@ def _genotype_rows(
     rows: list[tuple[object, ...]] = []
     for (line_no, _), record in zip(body, records, strict=True):
         sample_id = _first_value(record, sample_keys)
-        marker = _text(record.get(lookup["marker"]))
+        marker = clean_cell(record.get(lookup["marker"]))
         dye = _dye_letter(record.get(dye_key)) if dye_key else None
         for number, slot in slots.items():
             cells = {field: record.get(key, "") for field, key in slot.items()}
@@ -372,7 +361,7 @@ def _genotype_rows(
                 (
                     sample_id,
                     marker,
-                    _text(cells.get("allele")),
+                    clean_cell(cells.get("allele")),
                     reader(cells.get("size"), line_no, f"Size {number}"),
                     reader(cells.get("height"), line_no, f"Height {number}"),
                     reader(cells.get("area"), line_no, f"Peak Area {number}"),

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 import polars as pl
 
 from chimera.errors import Problem, UnreadableFileError, ValidationFailedError
+from chimera.parsers.common import open_workbook
 from chimera.textio import (
     Container,
     decode_text,
     normalise_header,
     parse_number,
-    read_excel_rows,
     read_rows,
     sniff_container,
     sniff_delimiter,
@@ -94,11 +94,7 @@ def _table_rows(data: bytes, file_name: str) -> tuple[list[str], list[list[str]]
     """Return header, data rows, the 1-based line of the header, and the decimal-comma flag."""
     container = sniff_container(data)
     if container in (Container.XLS, Container.XLSX):
-        try:
-            sheets = read_excel_rows(data)
-        except Exception as err:  # noqa: BLE001 - any workbook error becomes a readable rejection
-            msg = f"{file_name}: the workbook cannot be opened ({err}); re-save it as .xlsx or CSV"
-            raise UnreadableFileError(msg) from None
+        sheets = open_workbook(data, file_name=file_name, advice="re-save it as .xlsx or CSV")
         rows = next(iter(sheets.values()), [])
         decimal_comma = False
     else:

@@ -29,16 +29,19 @@ from chimera.errors import (
     UnrecognisedExportError,
     ValidationFailedError,
 )
+from chimera.parsers.common import open_workbook
 from chimera.textio import (
     Container,
+    clean_cell,
     decode_text,
+    dedupe_header,
+    match_aliases,
     normalise_header,
     parse_number,
-    read_excel_rows,
-    read_rows,
     rows_to_records,
     sniff_container,
     sniff_delimiter,
+    split_line,
     split_lines,
     uses_decimal_comma,
 )
@@ -85,6 +88,7 @@ _SAMPLE_TYPES = {
 # Written in number columns to mean "no value" (formats.md section 13); never parsed as 0.
 _SENTINELS = frozenset({"no call", "nan", "n/a", "na", "undetermined", "-", "--", "none"})
 _DOT_DECIMAL = re.compile(r"^-?\d+\.\d+$")
+_REEXPORT = "re-export the plate from the instrument software; do not edit the CSV."
 
 _WELL_SCHEMA: dict[str, pl.DataType] = {
     "sample_id": pl.String(),
@@ -141,11 +145,7 @@ def _read_table(data: bytes, *, file_name: str) -> _Table:
     delimiter = ","
     lines: list[str] = []
     if container in (Container.XLS, Container.XLSX):
-        try:
-            sheets = read_excel_rows(data)
-        except Exception as err:  # noqa: BLE001 - calamine raises its own types for corrupt files
-            msg = f"{file_name}: the workbook cannot be opened ({err}); re-export as CSV"
-            raise UnreadableFileError(msg) from None
+        sheets = open_workbook(data, file_name=file_name, advice="re-export as CSV")
         numbered = []
         for rows in sheets.values():
             if detect_rows(rows) is not None:
@@ -160,8 +160,7 @@ def _read_table(data: bytes, *, file_name: str) -> _Table:
         numbered = []
         lines = split_lines(text)
         for index, line in enumerate(lines):
-            fields = read_rows([line], sniff_delimiter(line)) if line.strip() else []
-            numbered.append((index + 1, fields[0] if fields else []))
+            numbered.append((index + 1, split_line(line, sniff_delimiter(line))))
     detection = detect_rows([fields for _, fields in numbered])
     if detection is None or detection.header_line is None:
         msg = (
@@ -194,21 +193,10 @@ def _read_table(data: bytes, *, file_name: str) -> _Table:
 
 def _column_map(header: list[str]) -> dict[str, str]:
     """Map canonical names to the file's own (deduplicated) header names."""
-    deduped: list[str] = []
-    seen: dict[str, int] = {}
-    for raw in header:
-        seen[raw] = seen.get(raw, 0) + 1
-        deduped.append(raw if seen[raw] == 1 else f"{raw}#{seen[raw]}")
     normalised: dict[str, str] = {}
-    for raw in deduped:
+    for raw in dedupe_header(header):
         normalised.setdefault(normalise_header(raw), raw)
-    found: dict[str, str] = {}
-    for canonical, aliases in _ALIASES.items():
-        for alias in aliases:
-            if alias in normalised:
-                found[canonical] = normalised[alias]
-                break
-    return found
+    return match_aliases(normalised, _ALIASES)
 
 
 class _Numbers:
@@ -218,33 +206,36 @@ class _Numbers:
         self.decimal_comma = decimal_comma
         self.problems: list[Problem] = []
 
+    def _reject(
+        self, rule: str, message: str, *, column: str, row: int, value: str, fix: str = _REEXPORT
+    ) -> None:
+        """Record one cell that cannot be read."""
+        self.problems.append(
+            Problem(rule=rule, message=message, row=row, column=column, value=value, fix=fix)
+        )
+
     def real(self, value: str, *, column: str, row: int) -> float | None:
         text = value.strip()
         if not text or text.casefold() in _SENTINELS:
             return None
         if self.decimal_comma and _DOT_DECIMAL.match(text):
-            self.problems.append(
-                Problem(
-                    rule="mixed_decimal_marks",
-                    message="this ';'-separated file writes decimals with a comma elsewhere",
-                    row=row,
-                    column=column,
-                    value=text,
-                    fix="re-export with one decimal convention (a dot decimal sign is safest).",
-                )
+            self._reject(
+                "mixed_decimal_marks",
+                "this ';'-separated file writes decimals with a comma elsewhere",
+                column=column,
+                row=row,
+                value=text,
+                fix="re-export with one decimal convention (a dot decimal sign is safest).",
             )
             return None
         number = parse_number(text, decimal_comma=self.decimal_comma)
         if number is None:
-            self.problems.append(
-                Problem(
-                    rule="not_a_number",
-                    message=f"{column!r} must be a number or empty",
-                    row=row,
-                    column=column,
-                    value=text,
-                    fix="re-export the plate from the instrument software; do not edit the CSV.",
-                )
+            self._reject(
+                "not_a_number",
+                f"{column!r} must be a number or empty",
+                column=column,
+                row=row,
+                value=text,
             )
         return number
 
@@ -253,30 +244,20 @@ class _Numbers:
         if number is None:
             return None
         if not number.is_integer():
-            self.problems.append(
-                Problem(
-                    rule="not_a_count",
-                    message=f"{column!r} must be a whole number of droplets",
-                    row=row,
-                    column=column,
-                    value=value.strip(),
-                    fix="re-export the plate from the instrument software; do not edit the CSV.",
-                )
+            self._reject(
+                "not_a_count",
+                f"{column!r} must be a whole number of droplets",
+                column=column,
+                row=row,
+                value=value.strip(),
             )
             return None
         return int(number)
 
 
-def _clean(value: str | None) -> str | None:
-    if value is None:
-        return None
-    text = value.strip().strip('"').strip()
-    return text or None
-
-
 def _merged_members(value: str | None) -> str | None:
     """``"(A01,B01,C01)"`` → ``"A01,B01,C01"``; empty → None."""
-    text = _clean(value)
+    text = clean_cell(value)
     if text is None:
         return None
     members = [m.strip() for m in re.split(r"[,;\s]+", text.strip("()[] ")) if m.strip()]
@@ -382,21 +363,21 @@ def parse_ddpcr(
         if negatives is None and positives is not None and accepted is not None:
             negatives = accepted - positives
         channel, role, sample_type = _roles(
-            _clean(cell("target_type")),
-            _clean(cell("dye")),
-            _clean(cell("sample_type")),
+            clean_cell(cell("target_type")),
+            clean_cell(cell("dye")),
+            clean_cell(cell("sample_type")),
             software=software,
         )
         members = _merged_members(cell("merged"))
         out.append(
             {
-                "sample_id": _clean(cell("sample")),
-                "well": _clean(cell("well")),
-                "target": _clean(cell("target")),
+                "sample_id": clean_cell(cell("sample")),
+                "well": clean_cell(cell("well")),
+                "target": clean_cell(cell("target")),
                 "channel": channel,
                 "target_role": role,
                 "sample_type": sample_type,
-                "status": _clean(cell("status")),
+                "status": clean_cell(cell("status")),
                 "accepted_droplets": accepted,
                 "positives": positives,
                 "negatives": negatives,

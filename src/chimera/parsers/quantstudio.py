@@ -18,21 +18,20 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 
 from chimera.errors import (
-    ChimeraError,
     Problem,
     UnreadableFileError,
     UnrecognisedExportError,
     ValidationFailedError,
 )
+from chimera.parsers.common import open_workbook, unreadable_on_error
 from chimera.textio import (
     Container,
     decode_text,
+    match_aliases,
     normalise_header,
+    numbered_text_rows,
     parse_number,
-    read_excel_rows,
-    read_rows,
     sniff_container,
-    sniff_delimiter,
     split_lines,
     uses_decimal_comma,
 )
@@ -196,12 +195,7 @@ def header_index(header: Sequence[str], aliases: Mapping[str, Sequence[str]]) ->
     for index, raw in enumerate(header):
         name = normalise_header(raw.strip().strip('"'))
         positions.setdefault(name, index)
-    found: dict[str, int] = {}
-    for canonical, names in aliases.items():
-        for name in names:
-            if name in positions:
-                found[canonical] = positions[name]
-                break
+    found = match_aliases(positions, aliases)
     ct = next((i for i, raw in enumerate(header) if normalise_header(raw) in CT_ALIASES), None)
     if ct is not None:
         found["ct"] = ct
@@ -363,31 +357,11 @@ def _locate_table(
 def _text_rows(data: bytes) -> tuple[list[tuple[int, list[str]]], str]:
     """Split a text export into numbered rows, with the delimiter sniffed on the header line."""
     lines = split_lines(decode_text(data))
-    header_line = next(
-        (
-            line
-            for line in lines
-            if _is_header([c for c in re.split(r"[\t;,]", line) if c is not None])
-        ),
-        lines[0] if lines else "",
-    )
-    delimiter = sniff_delimiter(header_line)
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            rows.append((number, [""]))
-            continue
-        split = read_rows([line], delimiter)
-        rows.append((number, split[0] if split else [""]))
-    return rows, delimiter
+    return numbered_text_rows(lines, _is_header, default_header=lines[0] if lines else "")
 
 
 def _excel_rows(data: bytes, *, file_name: str) -> list[tuple[int, list[str]]]:
-    try:
-        sheets = read_excel_rows(data)
-    except Exception as err:  # noqa: BLE001 - fastexcel raises its own types for corrupt workbooks
-        msg = f"{file_name}: the workbook cannot be opened ({err}); re-export it or save it again"
-        raise UnreadableFileError(msg) from None
+    sheets = open_workbook(data, file_name=file_name, advice="re-export it or save it again")
     by_name = {name.strip().casefold(): rows for name, rows in sheets.items()}
     candidates = [by_name["results"]] if "results" in by_name else list(sheets.values())
     for rows in candidates:
@@ -460,21 +434,9 @@ def parse_appbio(data: bytes, *, file_name: str) -> pl.DataFrame:
     ValidationFailedError
         Values that cannot be read or break the ``QpcrWells`` contract.
     """
-    try:
+    with unreadable_on_error(file_name, "Applied Biosystems export"):
         table = _read_table(data, file_name=file_name)
         return _to_frame(table, file_name=file_name)
-    except ChimeraError:
-        raise
-    except (
-        ValueError,
-        TypeError,
-        IndexError,
-        KeyError,
-        UnicodeError,
-        pl.exceptions.PolarsError,
-    ) as err:
-        msg = f"{file_name}: could not read the Applied Biosystems export ({err})"
-        raise UnreadableFileError(msg) from None
 
 
 def _to_frame(table: _Table, *, file_name: str) -> pl.DataFrame:
