@@ -32,7 +32,6 @@ from chimera.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
-PATIENT = re.compile(rb"\bP(\d\d)\b|\bP(\d\d)-")
 
 
 def _files(folder: Path) -> list[Path]:
@@ -52,8 +51,8 @@ def _replicate(copies: int, out: Path) -> list[Path]:
                 continue  # the infusion log is rewritten as CSV for the copies below
             data = path.read_bytes()
             if k:
-                data = re.sub(rb"\bP(\d\d)(?=[-,\t\"\r\n])", lambda m: b"P%d%s" % (k, m.group(1)), data)
-                data = re.sub(rb"(QS|QP|DP|GM)(\d{4})", lambda m: m.group(1) + m.group(2) + b"K%d" % k, data)
+                data = re.sub(rb"\bP(\d\d)(?=[-,\t\"\r\n])", rb"P%d\1" % k, data)
+                data = re.sub(rb"(QS|QP|DP|GM)(\d{4})", rb"\1\2K%d" % k, data)
             target = out / f"c{k}" / path.relative_to(SAMPLE)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
@@ -99,14 +98,18 @@ def main() -> None:
         new = work / "extra" / extra.name
         new.parent.mkdir()
         new.write_bytes(extra.read_bytes().replace(b"\r\n", b"\n"))
-        rows.append((f"one new STR file into the x{args.copies} warehouse", f"{_ingest([new], big):.1f} s"))
+        rows.append(
+            (f"one new STR file into the x{args.copies} warehouse", f"{_ingest([new], big):.1f} s")
+        )
         pattern = (big.warehouse / "chimerism" / "*.parquet").as_posix()
         start = time.perf_counter()
         duckdb.sql(
             f"select patient_id, method, count(*), max(pct_ink) from read_parquet('{pattern}') "
             "group by all"
         ).fetchall()
-        rows.append(("duckdb per-patient summary query", f"{1000 * (time.perf_counter() - start):.0f} ms"))
+        rows.append(
+            ("duckdb per-patient summary query", f"{1000 * (time.perf_counter() - start):.0f} ms")
+        )
         shutil.rmtree(work / "copies")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows.append(("peak RSS of the bench process", f"{peak_mib:.0f} MiB"))
