@@ -36,7 +36,7 @@ def sniff_container(data: bytes) -> Container:
 
     Examples
     --------
-    >>> sniff_container(b"PK\\x03\\x04rest").value
+    >>> sniff_container(b"PK\x03\x04rest").value
     'xlsx'
     >>> sniff_container(b"Well,Sample\\n").value
     'text'
