@@ -94,7 +94,8 @@ def main() -> None:
         files = _replicate(args.copies, work / "copies")
         seconds = _ingest(files, big)
         rows.append((f"trial x{args.copies}: ingest {len(files)} files", f"{seconds:.1f} s"))
-        extra = next(p for p in files if p.parent.name == "str" and p.parent.parent.name == "c0")
+        runs = [p for p in files if p.parent.name == "str" and p.parent.parent.name == "c0"]
+        extra = runs[len(runs) // 2]  # a mid-trial STR run: patients' samples, no product reference
         new = work / "extra" / extra.name
         new.parent.mkdir()
         new.write_bytes(extra.read_bytes().replace(b"\r\n", b"\n"))

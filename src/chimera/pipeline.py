@@ -328,7 +328,10 @@ def _method_rows(
         or not current.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).height
     ):
         return pl.DataFrame(schema=RESULT_COLUMNS), pl.DataFrame(schema=MARKER_COLUMNS)
-    plates = current.filter(pl.col("sample_id").is_in(ids))["source_sha256"].unique()
+    # Plates that hold the patient's own samples; the product's wells on them come along (a
+    # calibrator sits on every plate, so selecting by product samples would take every plate).
+    own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
+    plates = current.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"].unique()
     if method == "STR":
         observations = current.filter(pl.col("sample_id").is_in(ids))
     else:

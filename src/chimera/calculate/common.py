@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 PRODUCT_ROLES = ("calibrator", "donor_reference")
 """Roles of 100 % iNK samples, in order of preference as the (qPCR plate) calibrator."""
@@ -11,6 +12,17 @@ PRODUCT_ROLES = ("calibrator", "donor_reference")
 
 def _tokens(name: str) -> list[str]:
     return [t for t in re.split(r"[^0-9a-z]+", name.casefold()) if t]
+
+
+@lru_cache(maxsize=65536)
+def _matches(target: str, reference_genes: tuple[str, ...]) -> bool:
+    wanted = {"".join(_tokens(g)) for g in reference_genes}
+    tokens = _tokens(target)
+    return any(
+        "".join(tokens[i:j]) in wanted
+        for i in range(len(tokens))
+        for j in range(i + 1, len(tokens) + 1)
+    )
 
 
 def is_reference_gene(target: str | None, reference_genes: Sequence[str]) -> bool:
@@ -23,10 +35,4 @@ def is_reference_gene(target: str | None, reference_genes: Sequence[str]) -> boo
     """
     if not target:
         return False
-    wanted = {"".join(_tokens(g)) for g in reference_genes}
-    tokens = _tokens(target)
-    return any(
-        "".join(tokens[i:j]) in wanted
-        for i in range(len(tokens))
-        for j in range(i + 1, len(tokens) + 1)
-    )
+    return _matches(target, tuple(reference_genes))
