@@ -88,11 +88,17 @@ def processing_order(paths: Sequence[Path]) -> list[Path]:
     task_run_name="ingest {path.name}",
 )
 def ingest_path(
-    path: Path, *, settings: Settings, now: datetime, move: bool, flow_run_id: str | None = None
+    path: Path,
+    *,
+    settings: Settings,
+    now: datetime,
+    move: bool,
+    flow_run_id: str | None = None,
+    recompute: bool = True,
 ) -> FileOutcome:
     """Task of :func:`chimera.pipeline.ingest_path` (retried with backoff on ``OSError`` only)."""
     return pipeline.ingest_path(
-        path, settings=settings, now=now, move=move, flow_run_id=flow_run_id
+        path, settings=settings, now=now, move=move, flow_run_id=flow_run_id, recompute=recompute
     )
 
 
@@ -136,34 +142,28 @@ def report_markdown(
 
 
 def _ingest_ready(paths: Sequence[Path], settings: Settings) -> tuple[list[FileOutcome], list[str]]:
-    """Ingest in dependency order; retry waiting files while the batch keeps accepting files."""
+    """Ingest in dependency order (one task per file); touched patients are rebuilt after."""
     run_id = flow_run.get_id()
-    outcomes: dict[Path, FileOutcome] = {}
     errors: list[str] = []
-    pending = list(paths)
-    progress = True
-    while pending and progress:
-        progress = False
-        waiting = []
-        for path in pending:
-            state = ingest_path(
-                path,
-                settings=settings,
-                now=_now(),
-                move=True,
-                flow_run_id=run_id,
-                return_state=True,
-            )
-            if not state.is_completed():
-                errors.append(path.name)
-                continue
-            outcome: FileOutcome = state.result()
-            outcomes[path] = outcome
-            if outcome.status is FileStatus.WAITING:
-                waiting.append(path)
-            else:
-                progress = True
-        pending = waiting
+
+    def ingest_one(path: Path) -> FileOutcome | None:
+        state = ingest_path(
+            path,
+            settings=settings,
+            now=_now(),
+            move=True,
+            flow_run_id=run_id,
+            recompute=False,
+            return_state=True,
+        )
+        if not state.is_completed():
+            errors.append(path.name)
+            return None
+        outcome: FileOutcome = state.result()
+        return outcome
+
+    outcomes = pipeline.ingest_in_rounds(paths, ingest_one)
+    recover_dirty(settings=settings, now=_now())
     return [outcomes[p] for p in paths if p in outcomes], errors
 
 

@@ -801,6 +801,33 @@ def processing_order(paths: Sequence[Path]) -> list[Path]:
     return sorted(paths, key=rank)
 
 
+def ingest_in_rounds(
+    paths: Sequence[Path], ingest_one: Callable[[Path], FileOutcome | None]
+) -> dict[Path, FileOutcome]:
+    """Ingest files in order, then retry the waiting ones while a round accepts any file.
+
+    A manifest dropped last therefore still releases the assays that waited for it.
+    ``ingest_one`` returns None for a file that could not be processed (it is not retried).
+    """
+    outcomes: dict[Path, FileOutcome] = {}
+    pending = list(paths)
+    progress = True
+    while pending and progress:
+        progress = False
+        still_waiting = []
+        for path in pending:
+            outcome = ingest_one(path)
+            if outcome is None:
+                continue
+            outcomes[path] = outcome
+            if outcome.status is FileStatus.WAITING:
+                still_waiting.append(path)
+            else:
+                progress = True
+        pending = still_waiting
+    return outcomes
+
+
 def ingest_paths(
     paths: Sequence[Path],
     *,
@@ -809,32 +836,19 @@ def ingest_paths(
     move: bool,
     flow_run_id: str | None = None,
 ) -> list[FileOutcome]:
-    """Ingest several files in dependency order, retrying waiting files while any is accepted.
-
-    A manifest dropped last therefore still releases the assays that waited for it.
-    """
+    """Ingest several files in dependency order; each touched patient is rebuilt once at the end."""
     recover_dirty(settings=settings, now=clock())
-    pending = processing_order(paths)
-    outcomes: dict[Path, FileOutcome] = {}
-    progress = True
-    while pending and progress:
-        progress = False
-        still_waiting = []
-        for path in pending:
-            outcome = ingest_path(
-                path,
-                settings=settings,
-                now=clock(),
-                move=move,
-                flow_run_id=flow_run_id,
-                recompute=False,
-            )
-            outcomes[path] = outcome
-            if outcome.status is FileStatus.WAITING:
-                still_waiting.append(path)
-            else:
-                progress = True
-        pending = still_waiting
+    outcomes = ingest_in_rounds(
+        processing_order(paths),
+        lambda path: ingest_path(
+            path,
+            settings=settings,
+            now=clock(),
+            move=move,
+            flow_run_id=flow_run_id,
+            recompute=False,
+        ),
+    )
     recover_dirty(settings=settings, now=clock())
     return [outcomes[p] for p in paths if p in outcomes]
 
