@@ -230,6 +230,12 @@ def query(
                 f"CREATE VIEW \"{folder.name}\" AS SELECT * FROM read_parquet('{pattern}', "
                 "hive_partitioning=true, union_by_name=true)"
             )
+        if (root / "ingest_log").is_dir():
+            # The ledger keeps every event; file_status is each file's current fate.
+            con.execute(
+                "CREATE VIEW file_status AS SELECT * FROM ingest_log QUALIFY row_number() "
+                "OVER (PARTITION BY source_sha256, file_name ORDER BY logged_at DESC) = 1"
+            )
     try:
         result = con.sql(sql)
     except duckdb.Error as err:

@@ -211,3 +211,40 @@ def test_cli_ingest_exit_codes(trial: dict[str, Path], tmp_path: Path) -> None:
     assert "quarantined" in rejected.output and "Traceback" not in rejected.output
     usage = runner.invoke(app, ["ingest", str(tmp_path / "missing.txt"), "--home", str(home)])
     assert usage.exit_code == 2
+
+
+def test_cli_query_sees_tables_and_each_files_latest_fate(
+    trial: dict[str, Path], tmp_path: Path
+) -> None:
+    """`chimera query` exposes every table and the file_status view (one row per file)."""
+    runner = CliRunner()
+    home = tmp_path / "q-home"
+    sample = trial.pop("sample")
+    runner.invoke(app, ["ingest", str(sample), "--home", str(home)])  # waits: no manifest yet
+    runner.invoke(app, ["ingest", *map(str, trial.values()), str(sample), "--home", str(home)])
+    result = runner.invoke(
+        app,
+        [
+            "query",
+            "select file_name, status from file_status order by file_name",
+            "--csv",
+            "--home",
+            str(home),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "file_name,status"
+    assert "sample.txt,accepted" in lines
+    assert len(lines) == 1 + 5
+    events = runner.invoke(
+        app,
+        [
+            "query",
+            "select count(*) as n from ingest_log where file_name = 'sample.txt'",
+            "--csv",
+            "--home",
+            str(home),
+        ],
+    )
+    assert events.output.strip().splitlines()[1] == "2"  # waiting, then accepted
