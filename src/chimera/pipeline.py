@@ -11,6 +11,7 @@ patient marked dirty, which the next run rebuilds first.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -230,6 +231,39 @@ def _assay_sample_ids(frame: pl.DataFrame) -> list[str]:
             CONTROL_SAMPLE_TYPES
         )
     return sorted(frame.filter(keep)["sample_id"].unique().to_list())
+
+
+_INSTRUMENT_SUFFIX = re.compile(r"\.(fsa|hid|ab1|eds|sds)$", re.IGNORECASE)
+
+
+def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
+    """Map export sample names to manifest ``sample_id`` s when the name only embeds the id.
+
+    GeneMapper's Sizing Table names samples by their run file (``A01_P01-D004.fsa``). A name not
+    in the manifest is mapped when, after dropping an instrument file suffix, it equals a
+    manifest id or contains exactly one as a whole token (the longest when one id contains
+    another, so ``P01-D003-PRE`` wins over ``P01-D003``). Ambiguous or unmatched names stay.
+    """
+    if frame.height == 0 or "sample_id" not in frame.columns:
+        return frame
+    names = set(frame["sample_id"].drop_nulls().unique().to_list()) - known
+    mapping: dict[str, str] = {}
+    for name in names:
+        stem = _INSTRUMENT_SUFFIX.sub("", name.strip())
+        if stem in known:
+            mapping[name] = stem
+            continue
+        hits = [
+            k
+            for k in known
+            if k and re.search(rf"(?<![A-Za-z0-9]){re.escape(k)}(?![A-Za-z0-9])", stem)
+        ]
+        longest = [h for h in hits if not any(h != o and h in o for o in hits)]
+        if len(longest) == 1:
+            mapping[name] = longest[0]
+    if not mapping:
+        return frame
+    return frame.with_columns(pl.col("sample_id").replace(mapping))
 
 
 def missing_prerequisites(
@@ -677,6 +711,7 @@ def _accept_assay(
     fmt = detection.format.value
     with warehouse.lock():
         registry = read_registry(warehouse)
+        frame = resolve_sample_ids(frame, set(registry.samples["sample_id"].to_list()))
         stored = _observations(warehouse, method)
         measured = set(_assay_sample_ids(frame)) | _ids(stored)
         pool = (

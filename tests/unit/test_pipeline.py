@@ -248,3 +248,34 @@ def test_cli_query_sees_tables_and_each_files_latest_fate(
         ],
     )
     assert events.output.strip().splitlines()[1] == "2"  # waiting, then accepted
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("P01-D1", "P01-D1"),
+        ("P01-D1.fsa", "P01-D1"),
+        ("A01_P01-D1_2025-03-04.fsa", "P01-D1"),
+        ("A02_P01-D1-PRE.fsa", "P01-D1-PRE"),
+        ("A03_P01-D10.fsa", "A03_P01-D10.fsa"),
+        ("P01-D1_P01-BL.fsa", "P01-D1_P01-BL.fsa"),
+    ],
+)
+def test_sample_names_embedding_a_manifest_id_are_resolved(name: str, expected: str) -> None:
+    """Run-file names map to the one manifest id they contain; unknown or ambiguous names stay."""
+    from chimera.pipeline import resolve_sample_ids
+
+    frame = pl.DataFrame({"sample_id": [name]})
+    known = {"P01-D1", "P01-D1-PRE", "P01-BL"}
+    assert resolve_sample_ids(frame, known)["sample_id"][0] == expected
+
+
+def test_sizing_table_named_by_run_file_is_ingested(
+    trial: dict[str, Path], settings: Settings
+) -> None:
+    """A sizing table whose Sample File Name is the .fsa run file still finds its manifest row."""
+    data = trial["sample"].read_bytes().replace(b"\tP01-D1\t", b"\tB07_P01-D1_run12.fsa\t")
+    trial["sample"].write_bytes(data)
+    outcomes = ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
+    assert {o.status for o in outcomes} == {FileStatus.ACCEPTED}
+    assert _chimerism(settings)["sample_id"].to_list() == ["P01-D1"]
