@@ -35,6 +35,10 @@ from schemas.warehouse import Chimerism, Infusions, IngestLog, Markers, Samples
 
 UTC_US = pl.Datetime("us", "UTC")
 CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
+CONTROL_SAMPLE_NAMES = (
+    r"(?i)^\s*(ntc|nac|h2o|water|blank|no[ _-]?template|neg(ative)?[ _-]?(ctrl|control))\b"
+)
+"""Well names labs give no-template controls; such wells need no manifest row."""
 CONTROL_SAMPLE_TYPES = ("ntc", "negctrl", "posctrl", "negative control", "positive control")
 
 
@@ -230,6 +234,8 @@ def _assay_sample_ids(frame: pl.DataFrame) -> list[str]:
         keep &= pl.col("sample_type").is_null() | ~pl.col("sample_type").str.to_lowercase().is_in(
             CONTROL_SAMPLE_TYPES
         )
+    if "task" in frame.columns or "sample_type" in frame.columns:  # PCR plates
+        keep &= ~pl.col("sample_id").str.contains(CONTROL_SAMPLE_NAMES)
     return sorted(frame.filter(keep)["sample_id"].unique().to_list())
 
 

@@ -11,7 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from chimera.cli import app
-from chimera.pipeline import FileStatus, ingest_path, ingest_paths, read_ledger
+from chimera.pipeline import (
+    FileStatus,
+    _assay_sample_ids,
+    ingest_path,
+    ingest_paths,
+    read_ledger,
+    resolve_sample_ids,
+)
 from chimera.settings import Settings
 from chimera.warehouse import Warehouse, sha256_of
 
@@ -263,8 +270,6 @@ def test_cli_query_sees_tables_and_each_files_latest_fate(
 )
 def test_sample_names_embedding_a_manifest_id_are_resolved(name: str, expected: str) -> None:
     """Run-file names map to the one manifest id they contain; unknown or ambiguous names stay."""
-    from chimera.pipeline import resolve_sample_ids
-
     frame = pl.DataFrame({"sample_id": [name]})
     known = {"P01-D1", "P01-D1-PRE", "P01-BL"}
     assert resolve_sample_ids(frame, known)["sample_id"][0] == expected
@@ -279,3 +284,14 @@ def test_sizing_table_named_by_run_file_is_ingested(
     outcomes = ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
     assert {o.status for o in outcomes} == {FileStatus.ACCEPTED}
     assert _chimerism(settings)["sample_id"].to_list() == ["P01-D1"]
+
+
+def test_named_ntc_wells_need_no_manifest_row() -> None:
+    """PCR wells named NTC/H2O/water are controls; patient samples still need the manifest."""
+    frame = pl.DataFrame(
+        {
+            "sample_id": ["NTC", "H2O-2", "Water", "neg ctrl", "P01-D1", "NTCP-7"],
+            "task": ["unknown"] * 6,
+        }
+    )
+    assert _assay_sample_ids(frame) == ["NTCP-7", "P01-D1"]
