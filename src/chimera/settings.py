@@ -46,6 +46,9 @@ class StrSettings:
     """Markers used only as identity checks, never in the autosomal mean."""
     min_unexpected_allele_fraction: float = 0.05
     """An unexpected allele counts as possible contamination when its signal exceeds this share."""
+    area_height_ratio_factor: float = 2.5
+    """A called peak whose area/height ratio is this many times off the sample's median is a
+    broad artefact: QC ``review`` (methods.md 2.8: D7S820 ratio 23 vs 6-7)."""
     max_stutter_ratio: float = 0.15
     """A peak one repeat from an expected allele and at most this fraction of it is stutter, not a
     foreign allele (Identifiler stutter 3-11 %, methods.md 2.6; margin for n-1 of a homozygote)."""

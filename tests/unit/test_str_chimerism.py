@@ -816,3 +816,17 @@ def _run_one_locus(signals: dict[str, float], settings: StrSettings) -> list[str
     out = compute_str_chimerism(peaks.lazy(), samples.lazy(), settings=settings)
     reasons = out.results["qc_reasons"][0]
     return [] if reasons is None else reasons.split("; ")
+
+
+def test_rchimerism_broad_d7s820_peak_is_flagged(real_exports: Path) -> None:
+    """The D7S820 '10' peak (area/height 23 vs ~6-7) sends the example to review (methods.md 2.8)."""
+    peaks = _rchimerism(real_exports)
+    result = compute_str_chimerism(peaks.lazy(), SAMPLES.lazy(), settings=SETTINGS).results.row(
+        0, named=True
+    )
+    assert result["qc_verdict"] == "review"
+    assert "D7S820 10 (area/height 23.1" in result["qc_reasons"]
+    relaxed = compute_str_chimerism(
+        peaks.lazy(), SAMPLES.lazy(), settings=replace(SETTINGS, area_height_ratio_factor=100.0)
+    ).results.row(0, named=True)
+    assert "area/height" not in (relaxed["qc_reasons"] or "")

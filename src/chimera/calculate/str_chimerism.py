@@ -468,6 +468,41 @@ def _sample_signals(peaks: pl.DataFrame, *, signal: str) -> dict[str, dict[str, 
     return signals
 
 
+def broad_peaks(peaks: pl.DataFrame, *, factor: float) -> list[str]:
+    """Called peaks whose area/height ratio is ``factor`` times off the sample's median ratio.
+
+    A true allele's area/height ratio is about the same for every peak of a run; a broad
+    artefact (dye blob, spike) has a much larger one. In the Rchimerism example the D7S820
+    ``10`` peak has area/height 23 against about 6-7 for true alleles, and reads 28 % patient by
+    area but 10 % by height (methods.md 2.8 QC lessons).
+
+    Examples
+    --------
+    >>> frame = pl.DataFrame({"marker": ["A", "A", "B", "B"], "allele": ["8", "10", "12", "13"],
+    ...                       "area_rfu": [6000.0, 5700.0, 6500.0, 6200.0],
+    ...                       "height_rfu": [950.0, 250.0, 1000.0, 1000.0]})
+    >>> broad_peaks(frame, factor=2.5)
+    ['A 10 (area/height 22.8 vs 6.4)']
+    """
+    called = peaks.filter(
+        pl.col("marker").is_not_null()
+        & pl.col("allele")
+        .cast(pl.String)
+        .str.contains(NUMERIC_ALLELE_PATTERN)
+        .fill_null(value=False)
+        & (pl.col("height_rfu") > 0)
+        & pl.col("area_rfu").is_not_null()
+    ).with_columns(ratio=pl.col("area_rfu") / pl.col("height_rfu"))
+    if called.height < 4:
+        return []
+    median = float(called["ratio"].median())  # type: ignore[arg-type]
+    odd = called.filter((pl.col("ratio") > factor * median) | (pl.col("ratio") < median / factor))
+    return [
+        f"{r['marker']} {r['allele']} (area/height {r['ratio']:.1f} vs {median:.1f})"
+        for r in odd.iter_rows(named=True)
+    ]
+
+
 def _join(alleles: Iterable[str]) -> str:
     return "/".join(sorted(alleles, key=allele_sort_key))
 
@@ -750,6 +785,13 @@ def compute_str_chimerism(
         signals = _sample_signals(by_sample[sample_id], signal=settings.signal)
         work = _evaluate_loci(donor, recipient, signals, sample_id=sample_id, settings=settings)
         notes = []
+        broad = broad_peaks(by_sample[sample_id], factor=settings.area_height_ratio_factor)
+        if broad:
+            work.review = True
+            notes.append(
+                "peak shape unlike the other alleles (area/height vs the sample's median; "
+                "broad artefact or dye blob?): " + ", ".join(broad)
+            )
         if donor.discordant:
             work.review = True
             notes.append("iNK reference samples disagree at " + ", ".join(donor.discordant))
