@@ -184,6 +184,33 @@ def _text(records: list[dict[str, str]], column: str) -> list[str | None]:
     return [r.get(column) or None for r in records]
 
 
+_ROLE_SYNONYMS = {
+    "baseline": "recipient_baseline",
+    "pre_dose_baseline": "recipient_baseline",
+    "recipient": "recipient_baseline",
+    "product": "donor_reference",
+    "ink_product": "donor_reference",
+    "donor": "donor_reference",
+    "follow_up": "post_dose",
+    "ntc": "negative_control",
+    "blank": "negative_control",
+}
+
+
+def normalise_role(text: str | None) -> str | None:
+    """Spell a role the contract's way: case, spaces and hyphens are forgiven, a few synonyms mapped.
+
+    Examples
+    --------
+    >>> normalise_role(" Post-Dose "), normalise_role("Recipient Baseline"), normalise_role("NTC")
+    ('post_dose', 'recipient_baseline', 'negative_control')
+    """
+    if text is None or not text.strip():
+        return None
+    role = re.sub(r"[\s\-]+", "_", text.strip().lower())
+    return _ROLE_SYNONYMS.get(role, role)
+
+
 def parse_manifest(data: bytes, *, file_name: str) -> pl.DataFrame:
     """Read a sample manifest into the :class:`schemas.inputs.Manifest` contract.
 
@@ -197,7 +224,7 @@ def parse_manifest(data: bytes, *, file_name: str) -> pl.DataFrame:
         {
             "sample_id": _text(records, "sample_id"),
             "patient_id": _text(records, "patient_id"),
-            "role": [(r.get("role") or "").strip().lower() or None for r in records],
+            "role": [normalise_role(r.get("role")) for r in records],
             "collected_at": _timestamps(records, lines, "collected_at", file_name),
             "specimen": _text(records, "specimen"),
             "wbc_per_ul": _numbers(records, "wbc_per_ul", decimal_comma=decimal_comma),
