@@ -9,7 +9,14 @@ import polars as pl
 
 from schemas.base import UTC, StrictModel
 
-ROLES = ["donor_reference", "recipient_baseline", "post_dose", "calibrator", "negative_control"]
+ROLES = [
+    "donor_reference",
+    "recipient_baseline",
+    "post_dose",
+    "calibrator",
+    "negative_control",
+    "dilution_standard",
+]
 
 
 class Manifest(StrictModel):
@@ -26,6 +33,18 @@ class Manifest(StrictModel):
     wbc_per_ul: Optional[float] = pa.Field(nullable=True, ge=0)  # noqa: UP045 (pandera reads Optional)
     lymphocytes_per_ul: Optional[float] = pa.Field(nullable=True, ge=0)  # noqa: UP045
     product_lot: Optional[str] = pa.Field(nullable=True)  # noqa: UP045
+    nominal_pct: Optional[float] = pa.Field(nullable=True, ge=0, le=100)  # noqa: UP045
+
+    @pa.dataframe_check
+    @classmethod
+    def dilution_standards_have_a_nominal_level(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """A dilution standard (a known % iNK mixture) must say its nominal % iNK."""
+        frame = data.lazyframe
+        if "nominal_pct" not in frame.collect_schema().names():
+            return frame.select(pl.col("role") != "dilution_standard")
+        return frame.select(
+            (pl.col("role") != "dilution_standard") | pl.col("nominal_pct").is_not_null()
+        )
 
     @pa.dataframe_check
     @classmethod

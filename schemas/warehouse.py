@@ -36,6 +36,23 @@ class Samples(Lineage):
     wbc_per_ul: float = pa.Field(nullable=True)
     lymphocytes_per_ul: float = pa.Field(nullable=True)
     product_lot: str = pa.Field(nullable=True)
+    nominal_pct: float = pa.Field(nullable=True)
+
+
+class AssayLimits(Lineage):
+    """LoD/LoQ per method computed from a dilution series of the product (``dilution_standard``).
+
+    ``levels`` is JSON: per nominal level, replicates, detections, mean estimate and CV.
+    ``applied`` marks the series whose limits the method uses (the most conservative).
+    """
+
+    method: str = pa.Field(isin=METHODS)
+    series_id: str
+    lod_pct: float = pa.Field(nullable=True, ge=0)
+    loq_pct: float = pa.Field(nullable=True, ge=0)
+    n_levels: pl.Int32 = pa.Field(ge=0)
+    levels: str
+    applied: bool
 
 
 class Infusions(Lineage):

@@ -11,6 +11,7 @@ patient marked dirty, which the next run rebuilds first.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,13 @@ from pathlib import Path
 import polars as pl
 
 from chimera.calculate import ddpcr, qpcr, str_chimerism
-from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
+from chimera.calculate.limits import (
+    MARKER_COLUMNS,
+    RESULT_COLUMNS,
+    MethodOutput,
+    limits_from_dilution_series,
+    summarise_dilution_series,
+)
 from chimera.calculate.reconcile import choose_headline
 from chimera.detect import Assay, Detection, ExportFormat, detect_format
 from chimera.errors import ChimeraError, Problem, RejectReason
@@ -31,10 +38,13 @@ from chimera.parsers.manifest import parse_infusion_log, parse_manifest
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import OBSERVATION_TABLES, PIPELINE_VERSION, Warehouse, sha256_of
-from schemas.warehouse import Chimerism, Infusions, IngestLog, Markers, Samples
+from schemas.warehouse import AssayLimits, Chimerism, Infusions, IngestLog, Markers, Samples
 
 UTC_US = pl.Datetime("us", "UTC")
 CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
+SERIES_ROLE = "dilution_standard"
+"""Known % iNK mixtures of the product; their ``patient_id`` names the dilution series."""
+REPORTED_ROLES = ("post_dose", SERIES_ROLE)
 CONTROL_SAMPLE_NAMES = (
     r"(?i)^\s*(ntc|nac|h2o|water|blank|no[ _-]?template|neg(ative)?[ _-]?(ctrl|control))\b"
 )
@@ -87,6 +97,7 @@ SAMPLE_SCHEMA = {
     "wbc_per_ul": pl.Float64(),
     "lymphocytes_per_ul": pl.Float64(),
     "product_lot": pl.String(),
+    "nominal_pct": pl.Float64(),
     "source_sha256": pl.String(),
     "ingested_at": UTC_US,
 }
@@ -343,7 +354,11 @@ def _patient_samples(registry: _Registry, patient: str) -> pl.DataFrame:
     """The patient's samples plus the product samples of their lot, with ``product_lot`` set."""
     lot = registry.lots.get(patient)
     own = registry.samples.filter(pl.col("patient_id") == patient).with_columns(
-        product_lot=pl.lit(lot, dtype=pl.String)
+        product_lot=pl.lit(lot, dtype=pl.String),
+        # A dilution standard is measured exactly like a post-dose sample of its series.
+        role=pl.when(pl.col("role") == SERIES_ROLE)
+        .then(pl.lit("post_dose"))
+        .otherwise(pl.col("role")),
     )
     product = registry.samples.filter(
         (pl.col("patient_id") == (lot or ""))
@@ -361,7 +376,7 @@ def _method_rows(
     samples = _patient_samples(registry, patient)
     ids = samples["sample_id"].to_list()
     post_dose = registry.samples.filter(
-        (pl.col("patient_id") == patient) & (pl.col("role") == "post_dose")
+        (pl.col("patient_id") == patient) & pl.col("role").is_in(REPORTED_ROLES)
     )
     if (
         current.height == 0
@@ -396,6 +411,89 @@ def _method_rows(
     return results, markers
 
 
+def series_ids(registry: _Registry) -> set[str]:
+    """Names of the dilution series in the registry (they are not patients)."""
+    return set(registry.samples.filter(pl.col("role") == SERIES_ROLE)["patient_id"].to_list())
+
+
+ASSAY_LIMIT_COLUMNS = {
+    "source_sha256": pl.String(),
+    "pipeline_version": pl.String(),
+    "ingested_at": UTC_US,
+    "method": pl.String(),
+    "series_id": pl.String(),
+    "lod_pct": pl.Float64(),
+    "loq_pct": pl.Float64(),
+    "n_levels": pl.Int32(),
+    "levels": pl.String(),
+    "applied": pl.Boolean(),
+}
+
+
+def assay_limits(
+    registry: _Registry, current: dict[str, pl.DataFrame], *, settings: Settings
+) -> tuple[pl.DataFrame, Settings]:
+    """LoD/LoQ per method from dilution series, and the settings that apply them.
+
+    Each series (``dilution_standard`` samples with ``nominal_pct``, the diluent DNA as the
+    series' ``recipient_baseline``) is computed like a patient with the configured limits; the
+    most conservative series per method then replaces the configured assay LoD/LoQ (STR, qPCR)
+    or sets a floor under the sample-specific Poisson limits (ddPCR). Without a series the
+    configured values stay.
+    """
+    rows: list[dict[str, object]] = []
+    effective = settings
+    nominal = registry.samples.select("sample_id", "nominal_pct")
+    for method, observations in current.items():
+        found: list[tuple[float | None, float | None, int]] = []
+        for series in sorted(series_ids(registry)):
+            results, _ = _method_rows(method, series, registry, observations, settings)
+            if results.height == 0:
+                continue
+            joined = results.join(nominal, on="sample_id", how="inner")
+            levels = summarise_dilution_series(
+                [
+                    (float(n), str(s), v)
+                    for n, s, v in joined.select(
+                        "nominal_pct", "result_status", "pct_ink"
+                    ).iter_rows()
+                ]
+            )
+            lod, loq = limits_from_dilution_series(levels)
+            found.append((lod, loq, len(rows)))
+            rows.append(
+                {
+                    "source_sha256": results["source_sha256"].drop_nulls().sort()[0],
+                    "pipeline_version": PIPELINE_VERSION,
+                    "ingested_at": results["ingested_at"].max(),
+                    "method": method,
+                    "series_id": series,
+                    "lod_pct": lod,
+                    "loq_pct": loq,
+                    "n_levels": len(levels),
+                    "levels": json.dumps([level.__dict__ for level in levels]),
+                    "applied": False,
+                }
+            )
+        with_lod = [f for f in found if f[0] is not None]
+        if with_lod:
+            lod, loq, index = max(with_lod, key=lambda f: (f[0], f[1] or 0.0))
+            rows[index]["applied"] = True
+            effective = _with_limits(effective, method, lod=float(lod or 0.0), loq=loq)
+    return pl.DataFrame(rows, schema=ASSAY_LIMIT_COLUMNS), effective
+
+
+def _with_limits(settings: Settings, method: str, *, lod: float, loq: float | None) -> Settings:
+    if method == "STR":
+        loq_value = max(loq or settings.str.loq_pct, lod)
+        return replace(settings, str=replace(settings.str, lod_pct=lod, loq_pct=loq_value))
+    if method == "qPCR":
+        loq_value = max(loq or settings.qpcr.loq_pct, lod)
+        return replace(settings, qpcr=replace(settings.qpcr, lod_pct=lod, loq_pct=loq_value))
+    ddpcr_settings = replace(settings.ddpcr, validated_lod_pct=lod, validated_loq_pct=loq)
+    return replace(settings, ddpcr=ddpcr_settings)
+
+
 def recompute_patients(
     warehouse: Warehouse,
     patients: Iterable[str],
@@ -413,7 +511,11 @@ def recompute_patients(
     warehouse.mark_dirty(todo)
     registry = read_registry(warehouse)
     current = {m: current_observations(_observations(warehouse, m)) for m in OBSERVATION_TABLES}
-    for patient in sorted(todo):
+    limits, settings = assay_limits(registry, current, settings=settings)
+    warehouse.write(
+        "assay_limits", "limits", validate_frame(limits, AssayLimits, file_name="assay_limits")
+    )
+    for patient in sorted(todo - series_ids(registry)):
         results, markers = [], []
         for method, observations in current.items():
             r, m = _method_rows(method, patient, registry, observations, settings)
@@ -530,6 +632,10 @@ def _affected_patients(frame: pl.DataFrame, registry: _Registry) -> set[str]:
     """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
     rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
+    series = series_ids(registry)
+    if rows.filter(pl.col("patient_id").is_in(list(series))).height:
+        # New dilution-series results can change every patient's LoD/LoQ.
+        return {p for p in registry.lots if p not in series}
     patients = set(
         rows.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"]
     )

@@ -99,6 +99,10 @@ class DdpcrSettings:
     loq_pct: float = 0.2
     """Fallback assay LoQ in % iNK."""
     confidence: float = 0.95
+    validated_lod_pct: float | None = None
+    """Assay LoD floor from a dilution series (set by the pipeline from ``dilution_standard``s)."""
+    validated_loq_pct: float | None = None
+    """Assay LoQ floor from a dilution series."""
 
 
 @dataclass(frozen=True)

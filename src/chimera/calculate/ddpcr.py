@@ -962,6 +962,9 @@ def _compute_sample(
         loq_pct = 100.0 * max(float(settings.loq_positive_droplets), lod_copies) / genomes
     else:
         lod_pct, loq_pct = settings.lod_pct, settings.loq_pct
+    # A dilution series validated on this assay sets a floor under the sample's Poisson limits.
+    lod_pct = max(lod_pct, settings.validated_lod_pct or 0.0)
+    loq_pct = max(loq_pct, settings.validated_loq_pct or 0.0, lod_pct)
     if lob > 0:
         notes.append(f"LoB {lob} positive droplets (blank false-positive background)")
 

@@ -103,6 +103,72 @@ def clamp_pct(value: float | None) -> tuple[float | None, bool]:
 
 
 @dataclass(frozen=True)
+class DilutionLevel:
+    """Replicate results of one nominal level of a dilution series (% iNK)."""
+
+    nominal_pct: float
+    n: int
+    n_detected: int
+    mean_pct: float | None
+    cv: float | None
+
+
+def summarise_dilution_series(
+    rows: Sequence[tuple[float, str, float | None]],
+) -> list[DilutionLevel]:
+    """Group ``(nominal_pct, result_status, pct_ink)`` replicates by nominal level (> 0 %)."""
+    by_level: dict[float, list[tuple[str, float | None]]] = {}
+    for nominal, status, value in rows:
+        if nominal > 0:
+            by_level.setdefault(float(nominal), []).append((status, value))
+    levels = []
+    for nominal in sorted(by_level):
+        reps = by_level[nominal]
+        values = [v for s, v in reps if s in ("quantified", "below_loq") and v is not None]
+        mean = statistics.fmean(values) if values else None
+        cv = statistics.stdev(values) / mean if len(values) >= 2 and mean else None
+        levels.append(DilutionLevel(nominal, len(reps), len(values), mean, cv))
+    return levels
+
+
+def limits_from_dilution_series(
+    levels: Sequence[DilutionLevel],
+    *,
+    detection_rate: float = 0.95,
+    max_relative_error: float = 0.25,
+    max_cv: float = 0.25,
+) -> tuple[float | None, float | None]:
+    """LoD and LoQ (% iNK) from a dilution series of the product (CLSI EP17-A2; MIQE).
+
+    LoD = the lowest level detected in >= ``detection_rate`` of its replicates, with every higher
+    level detected as well. LoQ = the lowest level >= LoD whose mean is within
+    ``max_relative_error`` of nominal and whose replicate CV is <= ``max_cv``, with every higher
+    level meeting the same goal (methods.md section 4). None when no level qualifies.
+
+    Examples
+    --------
+    >>> series = [DilutionLevel(0.01, 4, 1, 0.02, None), DilutionLevel(0.05, 4, 4, 0.07, 0.4),
+    ...           DilutionLevel(0.1, 4, 4, 0.11, 0.2), DilutionLevel(1.0, 4, 4, 0.98, 0.05)]
+    >>> limits_from_dilution_series(series)
+    (0.05, 0.1)
+    """
+    lod = loq = None
+    for level in sorted(levels, key=lambda x: x.nominal_pct, reverse=True):
+        if level.n == 0 or level.n_detected / level.n < detection_rate:
+            break
+        lod = level.nominal_pct
+    for level in sorted(levels, key=lambda x: x.nominal_pct, reverse=True):
+        if lod is None or level.nominal_pct < lod or level.mean_pct is None:
+            break
+        accurate = abs(level.mean_pct - level.nominal_pct) <= max_relative_error * level.nominal_pct
+        precise = level.cv is None or level.cv <= max_cv
+        if not (accurate and precise):
+            break
+        loq = level.nominal_pct
+    return lod, loq
+
+
+@dataclass(frozen=True)
 class SampleResult:
     """One sample's chimerism by one method, before patient context and lineage are added.
 

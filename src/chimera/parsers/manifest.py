@@ -24,7 +24,7 @@ from chimera.textio import (
     uses_decimal_comma,
 )
 from chimera.validation import validate_frame
-from schemas.inputs import InfusionLog, Manifest
+from schemas.inputs import ROLES, InfusionLog, Manifest
 
 _ALIASES = {
     "sample": "sample_id",
@@ -39,6 +39,9 @@ _ALIASES = {
     "wbc": "wbc_per_ul",
     "wbc_per_ul": "wbc_per_ul",
     "lymphocytes": "lymphocytes_per_ul",
+    "nominal": "nominal_pct",
+    "expected_pct": "nominal_pct",
+    "nominal_pct_ink": "nominal_pct",
     "lot": "product_lot",
     "product lot": "product_lot",
     "dose": "dose_number",
@@ -208,7 +211,9 @@ def normalise_role(text: str | None) -> str | None:
     if text is None or not text.strip():
         return None
     role = re.sub(r"[\s\-]+", "_", text.strip().lower())
-    return _ROLE_SYNONYMS.get(role, role)
+    role = _ROLE_SYNONYMS.get(role, role)
+    # An unknown role keeps the lab's own spelling, so the problem report quotes it as written.
+    return role if role in ROLES else text.strip()
 
 
 def parse_manifest(data: bytes, *, file_name: str) -> pl.DataFrame:
@@ -232,6 +237,7 @@ def parse_manifest(data: bytes, *, file_name: str) -> pl.DataFrame:
                 records, "lymphocytes_per_ul", decimal_comma=decimal_comma
             ),
             "product_lot": _text(records, "product_lot"),
+            "nominal_pct": _numbers(records, "nominal_pct", decimal_comma=decimal_comma),
         },
         schema_overrides={"collected_at": pl.Datetime("us", "UTC")},
     )
