@@ -1,0 +1,48 @@
+"""`chimera watch`: files dropped into a local inbox are ingested on the file event."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from flow_builders import infusion_csv, ledger, manifest_csv, post_dose_table, references_table
+from rich.console import Console
+
+from chimera.service import watch_inbox
+from chimera.settings import load_settings
+
+pytestmark = pytest.mark.flows
+
+
+def test_watch_ingests_dropped_files_then_stops(home: Path) -> None:
+    """Each file lands in the ledger as accepted within a few seconds; the stop event ends the loop."""
+    settings = load_settings(home=home)
+    stop = threading.Event()
+    console = Console(record=True)
+    worker = threading.Thread(target=watch_inbox, args=(settings, console), kwargs={"stop": stop})
+    worker.start()
+    try:
+        time.sleep(1.0)
+        for name, data in [
+            ("manifest.csv", manifest_csv()),
+            ("infusions.csv", infusion_csv()),
+            ("references.txt", references_table()),
+            ("d01.txt", post_dose_table(1, 12.0)),
+        ]:
+            (settings.inbox / name).write_bytes(data)
+        deadline = time.monotonic() + 60
+        accepted: set[str] = set()
+        while time.monotonic() < deadline and len(accepted) < 4:
+            time.sleep(0.5)
+            log = ledger(home)
+            if log.height:
+                accepted = set(log.filter(log["status"] == "accepted")["file_name"].to_list())
+        assert accepted == {"manifest.csv", "infusions.csv", "references.txt", "d01.txt"}
+        assert not any(settings.inbox.iterdir())
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert "d01.txt: accepted" in console.export_text()
