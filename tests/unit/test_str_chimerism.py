@@ -830,3 +830,53 @@ def test_rchimerism_broad_d7s820_peak_is_flagged(real_exports: Path) -> None:
         peaks.lazy(), SAMPLES.lazy(), settings=replace(SETTINGS, area_height_ratio_factor=100.0)
     ).results.row(0, named=True)
     assert "area/height" not in (relaxed["qc_reasons"] or "")
+
+
+def test_y_signal_without_a_male_reference_goes_to_review() -> None:
+    """A female product and a female patient cannot give AMEL Y: the sample is sent to review."""
+    rows = [
+        ("REF", "AMEL", "X", 2000.0),
+        ("REF", "D3S1358", "16", 1000.0),
+        ("REF", "D3S1358", "17", 1000.0),
+        ("BL", "AMEL", "X", 2000.0),
+        ("BL", "D3S1358", "14", 1000.0),
+        ("BL", "D3S1358", "15", 1000.0),
+        ("S1", "AMEL", "X", 1500.0),
+        ("S1", "AMEL", "Y", 500.0),
+        ("S1", "D3S1358", "14", 450.0),
+        ("S1", "D3S1358", "15", 450.0),
+        ("S1", "D3S1358", "16", 50.0),
+        ("S1", "D3S1358", "17", 50.0),
+    ]
+    peaks = pl.DataFrame(
+        [
+            {"sample_id": s, "marker": m, "allele": a, "height_rfu": h, "area_rfu": 6 * h}
+            for s, m, a, h in rows
+        ]
+    ).with_columns(
+        size_bp=pl.lit(None, pl.Float64),
+        dye=pl.lit("B"),
+        source_row=pl.int_range(1, pl.len() + 1, dtype=pl.Int32),
+    )
+    samples = pl.DataFrame(
+        {
+            "sample_id": ["REF", "BL", "S1"],
+            "patient_id": ["LOT", "P1", "P1"],
+            "role": ["donor_reference", "recipient_baseline", "post_dose"],
+            "product_lot": ["LOT"] * 3,
+        }
+    )
+    result = compute_str_chimerism(
+        peaks.lazy(), samples.lazy(), settings=StrSettings()
+    ).results.row(0, named=True)
+    assert result["qc_verdict"] == "review"
+    assert "Amelogenin Y" in result["qc_reasons"]
+    male = peaks.with_columns(
+        allele=pl.when((pl.col("sample_id") == "REF") & (pl.col("marker") == "AMEL"))
+        .then(pl.lit("Y"))
+        .otherwise(pl.col("allele"))
+    )
+    clean = compute_str_chimerism(male.lazy(), samples.lazy(), settings=StrSettings()).results.row(
+        0, named=True
+    )
+    assert "Amelogenin" not in (clean["qc_reasons"] or "")

@@ -468,6 +468,40 @@ def _sample_signals(peaks: pl.DataFrame, *, signal: str) -> dict[str, dict[str, 
     return signals
 
 
+def _y_height(peaks: pl.DataFrame) -> tuple[float, float]:
+    """Summed heights of the Amelogenin X and Y peaks (RFU)."""
+    amel = peaks.filter(pl.col("marker").cast(pl.String).str.to_uppercase().str.starts_with("AMEL"))
+    allele = pl.col("allele").cast(pl.String).str.to_uppercase()
+    x = amel.filter(allele == "X")["height_rfu"].sum()
+    y = amel.filter(allele == "Y")["height_rfu"].sum()
+    return float(x or 0.0), float(y or 0.0)
+
+
+def unexpected_y(
+    sample: pl.DataFrame, references: pl.DataFrame, *, min_fraction: float = 0.05
+) -> bool:
+    """Whether a sample shows an Amelogenin Y peak that neither reference genome carries.
+
+    AMEL is a sex check, never part of the iNK mean (methods.md 2.4): a female product given to a
+    female patient cannot produce Y signal, so Y above ``min_fraction`` of the AMEL signal points
+    to a swapped or contaminated sample.
+
+    Examples
+    --------
+    >>> refs = pl.DataFrame({"marker": ["AMEL"], "allele": ["X"], "height_rfu": [2000.0]})
+    >>> mixed = pl.DataFrame({"marker": ["AMEL", "AMEL"], "allele": ["X", "Y"], "height_rfu": [1800.0, 600.0]})
+    >>> unexpected_y(mixed, refs), unexpected_y(refs, refs)
+    (True, False)
+    """
+    if references.height == 0:
+        return False
+    _, reference_y = _y_height(references)
+    if reference_y > 0:
+        return False
+    x, y = _y_height(sample)
+    return y > 0 and y >= min_fraction * (x + y)
+
+
 def broad_peaks(peaks: pl.DataFrame, *, factor: float) -> list[str]:
     """Called peaks whose area/height ratio is ``factor`` times off the sample's median ratio.
 
@@ -785,6 +819,19 @@ def compute_str_chimerism(
         signals = _sample_signals(by_sample[sample_id], signal=settings.signal)
         work = _evaluate_loci(donor, recipient, signals, sample_id=sample_id, settings=settings)
         notes = []
+        reference_ids = sample_frame.filter(
+            ((pl.col("role") == "donor_reference") & (pl.col("patient_id") == lot))
+            | ((pl.col("role") == "recipient_baseline") & (pl.col("patient_id") == patient_id))
+        )["sample_id"]
+        if unexpected_y(
+            by_sample[sample_id],
+            peak_frame.filter(pl.col("sample_id").is_in(reference_ids.implode())),
+        ):
+            work.review = True
+            notes.append(
+                "Amelogenin Y signal although neither the iNK product nor the patient baseline "
+                "has a Y allele: possible sample swap or contamination"
+            )
         broad = broad_peaks(by_sample[sample_id], factor=settings.area_height_ratio_factor)
         if broad:
             work.review = True
