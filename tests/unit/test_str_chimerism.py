@@ -784,36 +784,34 @@ def test_stutter_peaks_are_not_foreign_alleles() -> None:
     assert any("contamination" in r for r in work_foreign)
 
 
-def _run_one_locus(signals: dict[str, float], settings: StrSettings) -> list[str]:
-    """Reasons of a one-locus sample: donor 16/17, patient 14/15, sample with ``signals``."""
-    rows = []
-    for sample, alleles in [
-        ("REF", {"16": 500.0, "17": 500.0}),
-        ("BL", {"14": 500.0, "15": 500.0}),
-    ]:
-        rows += [
-            {"sample_id": sample, "marker": "D3S1358", "allele": a, "area_rfu": v}
-            for a, v in alleles.items()
-        ]
-    rows += [
-        {"sample_id": "S1", "marker": "D3S1358", "allele": a, "area_rfu": v}
-        for a, v in signals.items()
-    ]
-    peaks = pl.DataFrame(rows).with_columns(
+ONE_PATIENT = pl.DataFrame(
+    {
+        "sample_id": ["REF", "BL", "S1"],
+        "patient_id": ["LOT", "P1", "P1"],
+        "role": ["donor_reference", "recipient_baseline", "post_dose"],
+        "product_lot": ["LOT", "LOT", "LOT"],
+    }
+)
+
+
+def _peak_rows(rows: list[tuple[str, str, str, float]]) -> pl.DataFrame:
+    """StrPeaks from (sample, marker, allele, area) rows; height = area / 6."""
+    return pl.DataFrame(
+        [{"sample_id": s, "marker": m, "allele": a, "area_rfu": v} for s, m, a, v in rows]
+    ).with_columns(
         height_rfu=pl.col("area_rfu") / 6,
         size_bp=pl.lit(None, pl.Float64),
         dye=pl.lit("B"),
         source_row=pl.int_range(1, pl.len() + 1, dtype=pl.Int32),
     )
-    samples = pl.DataFrame(
-        {
-            "sample_id": ["REF", "BL", "S1"],
-            "patient_id": ["LOT", "P1", "P1"],
-            "role": ["donor_reference", "recipient_baseline", "post_dose"],
-            "product_lot": ["LOT", "LOT", "LOT"],
-        }
-    )
-    out = compute_str_chimerism(peaks.lazy(), samples.lazy(), settings=settings)
+
+
+def _run_one_locus(signals: dict[str, float], settings: StrSettings) -> list[str]:
+    """Reasons of a one-locus sample: donor 16/17, patient 14/15, sample with ``signals``."""
+    rows = [("REF", "D3S1358", "16", 500.0), ("REF", "D3S1358", "17", 500.0)]
+    rows += [("BL", "D3S1358", "14", 500.0), ("BL", "D3S1358", "15", 500.0)]
+    rows += [("S1", "D3S1358", a, v) for a, v in signals.items()]
+    out = compute_str_chimerism(_peak_rows(rows).lazy(), ONE_PATIENT.lazy(), settings=settings)
     reasons = out.results["qc_reasons"][0]
     return [] if reasons is None else reasons.split("; ")
 
@@ -848,24 +846,8 @@ def test_y_signal_without_a_male_reference_goes_to_review() -> None:
         ("S1", "D3S1358", "16", 50.0),
         ("S1", "D3S1358", "17", 50.0),
     ]
-    peaks = pl.DataFrame(
-        [
-            {"sample_id": s, "marker": m, "allele": a, "height_rfu": h, "area_rfu": 6 * h}
-            for s, m, a, h in rows
-        ]
-    ).with_columns(
-        size_bp=pl.lit(None, pl.Float64),
-        dye=pl.lit("B"),
-        source_row=pl.int_range(1, pl.len() + 1, dtype=pl.Int32),
-    )
-    samples = pl.DataFrame(
-        {
-            "sample_id": ["REF", "BL", "S1"],
-            "patient_id": ["LOT", "P1", "P1"],
-            "role": ["donor_reference", "recipient_baseline", "post_dose"],
-            "product_lot": ["LOT"] * 3,
-        }
-    )
+    peaks = _peak_rows([(smp, m, a, 6 * h) for smp, m, a, h in rows])
+    samples = ONE_PATIENT
     result = compute_str_chimerism(
         peaks.lazy(), samples.lazy(), settings=StrSettings()
     ).results.row(0, named=True)
