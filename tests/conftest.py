@@ -11,8 +11,10 @@ from hypothesis import settings as hypothesis_settings
 ROOT = Path(__file__).resolve().parents[1]
 REAL_EXPORTS = ROOT.parent / "shared" / "real-exports"
 
-hypothesis_settings.register_profile("ci", max_examples=100, deadline=None)
-hypothesis_settings.register_profile("dev", max_examples=25, deadline=None)
+# Test runs are reproducible (derandomized); HYPOTHESIS_PROFILE=explore searches new examples.
+hypothesis_settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True)
+hypothesis_settings.register_profile("dev", max_examples=25, deadline=None, derandomize=True)
+hypothesis_settings.register_profile("explore", max_examples=500, deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 

@@ -510,7 +510,9 @@ def test_two_markers_are_pooled_and_spread_reported() -> None:
     assert row["lod_pct"] < single.filter(pl.col("sample_id") == "S-10")["lod_pct"][0]
 
 
-@settings(max_examples=10, deadline=None)
+# Derandomized: a coverage rate is a probabilistic statement, so the examples are fixed to keep
+# CI deterministic (a freshly drawn seed can land at 89 % by chance, as a 95 % CI should now and then).
+@settings(max_examples=10, deadline=None, derandomize=True, database=None)
 @given(seed=st.integers(min_value=0, max_value=2**32 - 1))
 def test_truth_inside_ci_in_at_least_90_percent(seed: int) -> None:
     """Seeded binomial simulation: the 95 % CI covers the true % iNK in >= 90 % of samples."""
