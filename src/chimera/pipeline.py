@@ -666,13 +666,12 @@ def ingest_bytes(
     settings: Settings,
     now: datetime,
     flow_run_id: str | None = None,
-    first_seen: datetime | None = None,
     recompute: bool = True,
 ) -> FileOutcome:
     """Ingest one file's bytes into the warehouse and record its fate in the ledger.
 
     Never raises for a bad file: problems become a ``quarantined`` outcome with reasons.
-    ``first_seen`` is when the file was first seen waiting (for the waiting time-out).
+    The waiting time-out counts from the file's first ``waiting`` row in the ledger.
     """
     warehouse = Warehouse(settings.warehouse)
     sha = sha256_of(data)
@@ -734,7 +733,7 @@ def ingest_bytes(
         now,
         flow_run_id,
         ledger,
-        first_seen,
+        first_waiting_time(ledger, sha),
         recompute=recompute,
     )
 
@@ -905,14 +904,12 @@ def ingest_path(
     rebuilds each of them once (what a batch does).
     """
     data = path.read_bytes()
-    ledger = read_ledger(Warehouse(settings.warehouse))
     outcome = ingest_bytes(
         data,
         file_name=path.name,
         settings=settings,
         now=now,
         flow_run_id=flow_run_id,
-        first_seen=first_waiting_time(ledger, sha256_of(data)),
         recompute=recompute,
     )
     if outcome.status in (FileStatus.ACCEPTED, FileStatus.DUPLICATE):
