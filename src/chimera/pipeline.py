@@ -565,7 +565,7 @@ def _finish_chimerism(
     if not isinstance(first_dose, datetime):
         first_dose = None
     context = registry.samples.select(
-        "sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul"
+        "sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul", "lymphocytes_per_ul"
     )
     frame = results.join(context, on="sample_id", how="left").with_columns(
         # Study day = calendar days (UTC) from the date of the first infusion (day 0).
@@ -576,7 +576,11 @@ def _finish_chimerism(
             if first_dose is not None
             else pl.lit(None, dtype=pl.Int32)
         ),
-        ink_cells_per_ul=pl.col("pct_ink") / 100 * pl.col("wbc_per_ul"),
+        # iNK cells/µL = f x the count of the cells the DNA came from: WBC for whole blood,
+        # else the lymphocyte count (methods.md section 6).
+        ink_cells_per_ul=pl.col("pct_ink")
+        / 100
+        * pl.coalesce(pl.col("wbc_per_ul"), pl.col("lymphocytes_per_ul")),
         superseded=pl.lit(False),
         pipeline_version=pl.lit(PIPELINE_VERSION),
         source_file=pl.col("source_file").fill_null(""),

@@ -295,3 +295,15 @@ def test_named_ntc_wells_need_no_manifest_row() -> None:
         }
     )
     assert _assay_sample_ids(frame) == ["NTCP-7", "P01-D1"]
+
+
+def test_absolute_count_falls_back_to_lymphocytes(
+    trial: dict[str, Path], settings: Settings
+) -> None:
+    """Without a WBC count, iNK cells/µL use the manifest's lymphocyte count."""
+    trial["manifest"].write_text(
+        MANIFEST.replace("wbc_per_ul", "lymphocytes_per_ul").replace(",2500\n", ",800\n")
+    )
+    ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
+    row = _chimerism(settings).row(0, named=True)
+    assert row["ink_cells_per_ul"] == pytest.approx(800 * row["pct_ink"] / 100)
