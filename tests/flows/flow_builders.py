@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,13 @@ LOCI: dict[str, tuple[tuple[str, str], tuple[str, str], float]] = {
     "Penta E": (("7", "8"), ("12", "13"), 387.0),
     "vWA": (("14", "16"), ("17", "18"), 160.0),
 }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def post_dose_id(n: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from flow_builders import (
     archived,
     drop,
+    free_port,
     infusion_csv,
     ledger,
     manifest_csv,
@@ -31,12 +31,6 @@ pytestmark = pytest.mark.flows
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_SECONDS = 150
 ACCEPT_WITHIN_SECONDS = 90
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _healthy(api: str) -> bool:
@@ -75,7 +69,7 @@ def _base_env(prefect_home: Path) -> dict[str, str]:
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Path]]:
     """A real ``prefect server start`` on a free loopback port with a temporary Prefect home."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     log = (home / "server.log").open("wb")
     server = subprocess.Popen(
