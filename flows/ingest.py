@@ -19,15 +19,11 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
 from prefect.runtime import flow_run
-from prefect.tasks import exponential_backoff
 
-from chimera import inbox, pipeline
-from chimera.inbox import Candidate
+from chimera import pipeline
 from chimera.pipeline import FileOutcome, FileStatus
 from chimera.settings import Settings
 from flows.common import (
@@ -39,67 +35,18 @@ from flows.common import (
     rename_run,
     settings_for,
 )
-from flows.trends import describe_alerts, refresh_after_ingest
+from flows.tasks import (
+    describe_alerts,
+    ingest_path,
+    processing_order,
+    recover_dirty,
+    refresh_after_ingest,
+    scan_inbox,
+)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def retry_on_oserror(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:  # noqa: ARG001
-    """Retry a file task only for I/O errors (share hiccups, locked files), never for bugs."""
-    try:
-        state.result()
-    except OSError:
-        return True
-    except Exception:  # noqa: BLE001 - anything else is not worth retrying
-        return False
-    return False
-
-
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror)
-def recover_dirty(*, settings: Settings, now: datetime) -> set[str]:
-    """Task of :func:`chimera.pipeline.recover_dirty`."""
-    return pipeline.recover_dirty(settings=settings, now=now)
-
-
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror)
-def scan_inbox(
-    folder: Path, *, now: datetime, settle_seconds: float, ignore_patterns: Sequence[str]
-) -> list[Candidate]:
-    """Task of :func:`chimera.inbox.scan_inbox`."""
-    return inbox.scan_inbox(
-        folder, now=now, settle_seconds=settle_seconds, ignore_patterns=ignore_patterns
-    )
-
-
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_oserror)
-def processing_order(paths: Sequence[Path]) -> list[Path]:
-    """Task of :func:`chimera.pipeline.processing_order`."""
-    return pipeline.processing_order(paths)
-
-
-@task(
-    cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_on_oserror,
-    task_run_name="ingest {path.name}",
-)
-def ingest_path(
-    path: Path,
-    *,
-    settings: Settings,
-    now: datetime,
-    move: bool,
-    flow_run_id: str | None = None,
-    recompute: bool = True,
-) -> FileOutcome:
-    """Task of :func:`chimera.pipeline.ingest_path` (retried with backoff on ``OSError`` only)."""
-    return pipeline.ingest_path(
-        path, settings=settings, now=now, move=move, flow_run_id=flow_run_id, recompute=recompute
-    )
 
 
 def run_name(

@@ -5,16 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
-from chimera import maintenance, pipeline
 from chimera.maintenance import Verification
-from chimera.settings import Settings
 from flows.common import emit_alert_events, exclusive_inbox, md_cell, rename_run, settings_for
-from flows.ingest import retry_on_oserror
-from flows.trends import describe_alerts, refresh_patients
+from flows.tasks import (
+    describe_alerts,
+    rebuild_all_patients,
+    recover_dirty,
+    refresh_patients,
+    verify_warehouse,
+)
 
 
 class ArchiveMismatchError(RuntimeError):
@@ -23,24 +25,6 @@ class ArchiveMismatchError(RuntimeError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_oserror)
-def verify_warehouse(settings: Settings) -> Verification:
-    """Task of :func:`chimera.maintenance.verify_warehouse` (read-only: retried on I/O errors)."""
-    return maintenance.verify_warehouse(settings)
-
-
-@task(cache_policy=NO_CACHE)
-def recover_dirty(*, settings: Settings, now: datetime) -> set[str]:
-    """Task of :func:`chimera.pipeline.recover_dirty`."""
-    return pipeline.recover_dirty(settings=settings, now=now)
-
-
-@task(cache_policy=NO_CACHE)
-def rebuild_all_patients(settings: Settings, *, now: datetime) -> list[str]:
-    """Task of :func:`chimera.maintenance.rebuild_all_patients`."""
-    return maintenance.rebuild_all_patients(settings, now=now)
 
 
 def verification_markdown(
@@ -81,7 +65,7 @@ def nightly_rebuild(
     settings = settings_for(home)
     with exclusive_inbox(settings, timeout_seconds=lock_timeout_seconds):
         verification = verify_warehouse(settings)
-        recovered = recover_dirty(settings=settings, now=_now())
+        recovered = recover_dirty.with_options(retries=0)(settings=settings, now=_now())
         rebuilt = rebuild_all_patients(settings, now=_now())
         summary = refresh_patients(None, settings=settings, now=_now())
         alerts = describe_alerts(settings, summary.opened_alert_ids)

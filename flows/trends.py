@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
-from chimera import maintenance, refresh
-from chimera.pipeline import FileOutcome
 from chimera.refresh import RefreshSummary
-from chimera.settings import Settings
 from flows.common import emit_alert_events, exclusive_inbox, md_cell, rename_run, settings_for
+from flows.tasks import describe_alerts, refresh_patients
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@task(cache_policy=NO_CACHE)
-def refresh_after_ingest(
-    outcomes: Sequence[FileOutcome], *, settings: Settings, now: datetime
-) -> RefreshSummary:
-    """Task of :func:`chimera.refresh.refresh_after_ingest`."""
-    return refresh.refresh_after_ingest(outcomes, settings=settings, now=now)
-
-
-@task(cache_policy=NO_CACHE)
-def refresh_patients(
-    patients: set[str] | None, *, settings: Settings, now: datetime
-) -> RefreshSummary:
-    """Task of :func:`chimera.refresh.refresh_patients`."""
-    return refresh.refresh_patients(patients, settings=settings, now=now)
-
-
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def describe_alerts(settings: Settings, alert_ids: Sequence[str]) -> list[dict[str, str]]:
-    """Task of :func:`chimera.maintenance.describe_alerts` (a read: retried)."""
-    return maintenance.describe_alerts(settings, alert_ids)
 
 
 def summary_markdown(title: str, summary: RefreshSummary, alerts: list[dict[str, str]]) -> str:
