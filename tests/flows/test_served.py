@@ -26,33 +26,31 @@ from flow_builders import (
     table,
     write_config,
 )
+from rich.console import Console
+
+from chimera.service import prefect_api_url, start_server
+from chimera.settings import load_settings
 
 pytestmark = pytest.mark.flows
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_START_SECONDS = 150
 ACCEPT_WITHIN_SECONDS = 90
 
 
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(pid: int) -> None:
     """Stop a process group we started: SIGINT, then SIGTERM, then SIGKILL (bounded waits)."""
     for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            return
         try:
-            os.killpg(process.pid, sig)
+            os.killpg(pid, sig)
         except ProcessLookupError:
             return
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.2)
 
 
 def _base_env(prefect_home: Path) -> dict[str, str]:
@@ -67,39 +65,18 @@ def _base_env(prefect_home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Path]]:
-    """A real ``prefect server start`` on a free loopback port with a temporary Prefect home."""
-    home = tmp_path_factory.mktemp("prefect-server")
+    """A real local Prefect server, started the way ``chimera server`` starts it."""
+    data = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=_base_env(home),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    write_config(data, f"prefect_port = {port}\n")
+    settings = load_settings(home=data)
+    console = Console(record=True)
+    assert start_server(settings, console) == 0, console.export_text()
+    pid = int((data / "prefect" / "server.pid").read_text())
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while not _healthy(api):
-            assert server.poll() is None, (home / "server.log").read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "the Prefect server did not become healthy"
-            time.sleep(0.5)
-        yield api, port, home
+        yield prefect_api_url(settings), port, data / "prefect"
     finally:
-        _stop(server)
-        log.close()
+        _stop(pid)
 
 
 def _flow_runs(api: str, flow_name: str) -> list[dict[str, object]]:
@@ -207,5 +184,5 @@ def test_served_poll_deployment_ingests_dropped_files(
             "the chimera.inbox.ingested event triggered no trend refresh"
         )
     finally:
-        _stop(serve)
+        _stop(serve.pid)
         out.close()
