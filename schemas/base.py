@@ -16,3 +16,8 @@ class StrictModel(pa.DataFrameModel):
 
         strict = True
         coerce = True
+
+
+def polars_schema(model: type[pa.DataFrameModel]) -> dict[str, pl.DataType]:
+    """The contract's columns as a polars schema, in order (for empty frames and row lists)."""
+    return {name: column.dtype.type for name, column in model.to_schema().columns.items()}

@@ -38,9 +38,14 @@ from chimera.parsers.manifest import parse_infusion_log, parse_manifest
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import OBSERVATION_TABLES, PIPELINE_VERSION, Warehouse, sha256_of
+from schemas.base import polars_schema
 from schemas.warehouse import AssayLimits, Chimerism, Infusions, IngestLog, Markers, Samples
 
 UTC_US = pl.Datetime("us", "UTC")
+SAMPLE_SCHEMA = polars_schema(Samples)
+INFUSION_SCHEMA = polars_schema(Infusions)
+LEDGER_SCHEMA = polars_schema(IngestLog)
+ASSAY_LIMIT_COLUMNS = polars_schema(AssayLimits)
 CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
 SERIES_ROLE = "dilution_standard"
 """Known % iNK mixtures of the product; their ``patient_id`` names the dilution series."""
@@ -86,43 +91,6 @@ class _Registry:
     samples: pl.DataFrame
     infusions: pl.DataFrame
     lots: dict[str, str | None] = field(default_factory=dict)
-
-
-SAMPLE_SCHEMA = {
-    "sample_id": pl.String(),
-    "patient_id": pl.String(),
-    "role": pl.String(),
-    "collected_at": UTC_US,
-    "specimen": pl.String(),
-    "wbc_per_ul": pl.Float64(),
-    "lymphocytes_per_ul": pl.Float64(),
-    "product_lot": pl.String(),
-    "nominal_pct": pl.Float64(),
-    "source_sha256": pl.String(),
-    "ingested_at": UTC_US,
-}
-INFUSION_SCHEMA = {
-    "patient_id": pl.String(),
-    "dose_number": pl.Int32(),
-    "infused_at": UTC_US,
-    "cells": pl.Float64(),
-    "product_lot": pl.String(),
-    "source_sha256": pl.String(),
-    "ingested_at": UTC_US,
-}
-LEDGER_SCHEMA = {
-    "source_sha256": pl.String(),
-    "file_name": pl.String(),
-    "size_bytes": pl.Int64(),
-    "detected_format": pl.String(),
-    "status": pl.String(),
-    "reason": pl.String(),
-    "rows": pl.Int64(),
-    "supersedes": pl.String(),
-    "flow_run_id": pl.String(),
-    "pipeline_version": pl.String(),
-    "logged_at": UTC_US,
-}
 
 
 def parse_export(
@@ -416,20 +384,6 @@ def series_ids(registry: _Registry) -> set[str]:
     return set(registry.samples.filter(pl.col("role") == SERIES_ROLE)["patient_id"].to_list())
 
 
-ASSAY_LIMIT_COLUMNS = {
-    "source_sha256": pl.String(),
-    "pipeline_version": pl.String(),
-    "ingested_at": UTC_US,
-    "method": pl.String(),
-    "series_id": pl.String(),
-    "lod_pct": pl.Float64(),
-    "loq_pct": pl.Float64(),
-    "n_levels": pl.Int32(),
-    "levels": pl.String(),
-    "applied": pl.Boolean(),
-}
-
-
 def assay_limits(
     registry: _Registry, current: dict[str, pl.DataFrame], *, settings: Settings
 ) -> tuple[pl.DataFrame, Settings]:
@@ -558,9 +512,7 @@ def _finish_chimerism(
     """Add patient context, study day, absolute counts, headline choice and lineage."""
     columns = list(Chimerism.to_schema().columns)
     if results.height == 0:
-        return pl.DataFrame(
-            schema={c: Chimerism.to_schema().columns[c].dtype.type for c in columns}
-        )
+        return pl.DataFrame(schema=polars_schema(Chimerism))
     first_dose = registry.infusions.filter(pl.col("patient_id") == patient)["infused_at"].min()
     if not isinstance(first_dose, datetime):
         first_dose = None
@@ -592,7 +544,7 @@ def _finish_chimerism(
 def _finish_markers(markers: pl.DataFrame, patient: str) -> pl.DataFrame:
     columns = list(Markers.to_schema().columns)
     if markers.height == 0:
-        return pl.DataFrame(schema={c: Markers.to_schema().columns[c].dtype.type for c in columns})
+        return pl.DataFrame(schema=polars_schema(Markers))
     return markers.with_columns(
         patient_id=pl.lit(patient),
         superseded=pl.lit(False),
