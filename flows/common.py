@@ -19,9 +19,10 @@ from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.runtime import flow_run
 
-from chimera.pipeline import FileOutcome, FileStatus
+from chimera.pipeline import FileOutcome
 from chimera.service import inbox_lock
 from chimera.settings import Settings, load_settings
+from schemas.vocab import FileStatus
 
 INBOX_LIMIT = "chimera-inbox"
 """Global concurrency limit (1 slot) held by every flow that writes the warehouse."""

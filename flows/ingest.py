@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from chimera import pipeline
-from chimera.pipeline import FileOutcome, FileStatus
+from chimera.pipeline import FileOutcome
 from chimera.settings import Settings
 from flows.common import (
     emit_alert_events,
@@ -43,6 +43,7 @@ from flows.tasks import (
     refresh_after_ingest,
     scan_inbox,
 )
+from schemas.vocab import FileStatus
 
 
 def _now() -> datetime:

@@ -15,9 +15,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from chimera.pipeline import FileStatus, ingest_paths
+from chimera.pipeline import ingest_paths
 from chimera.refresh import refresh_after_ingest
 from chimera.settings import Settings
+from schemas.vocab import FileStatus
 
 RULE_NAMES = {
     "EARLY_LOSS": "early_loss",

@@ -20,8 +20,9 @@ from rich.table import Table
 
 from chimera import __version__
 from chimera.inbox import is_ignored
-from chimera.pipeline import FileOutcome, FileStatus, ingest_paths
+from chimera.pipeline import FileOutcome, ingest_paths
 from chimera.settings import Settings, load_settings
+from schemas.vocab import FileStatus
 
 app = typer.Typer(
     name="chimera",

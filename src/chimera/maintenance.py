@@ -15,9 +15,10 @@ from pathlib import Path
 import polars as pl
 
 from chimera.detect import ASSAY_OF, ExportFormat
-from chimera.pipeline import FileStatus, read_ledger, read_registry, recompute_patients
+from chimera.pipeline import read_ledger, read_registry, recompute_patients
 from chimera.settings import Settings
 from chimera.warehouse import OBSERVATION_TABLES, Warehouse
+from schemas.vocab import FileStatus
 
 _CHUNK = 1 << 20
 _REFERENCE_ROLES = ("donor_reference", "calibrator")

@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 
 import polars as pl
@@ -39,6 +38,7 @@ from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import OBSERVATION_TABLES, PIPELINE_VERSION, Warehouse, sha256_of
 from schemas.base import polars_schema
+from schemas.vocab import FileStatus
 from schemas.warehouse import AssayLimits, Chimerism, Infusions, IngestLog, Markers, Samples
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -55,15 +55,6 @@ CONTROL_SAMPLE_NAMES = (
 )
 """Well names labs give no-template controls; such wells need no manifest row."""
 CONTROL_SAMPLE_TYPES = ("ntc", "negctrl", "posctrl", "negative control", "positive control")
-
-
-class FileStatus(StrEnum):
-    """A file's fate in the ledger."""
-
-    ACCEPTED = "accepted"
-    QUARANTINED = "quarantined"
-    DUPLICATE = "duplicate"
-    WAITING = "waiting"
 
 
 @dataclass(frozen=True)

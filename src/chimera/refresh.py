@@ -16,11 +16,12 @@ import polars as pl
 
 from chimera import alerts as alert_rules
 from chimera import channels, kinetics, trends
-from chimera.pipeline import FileOutcome, FileStatus, read_registry
+from chimera.pipeline import FileOutcome, read_registry
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import Warehouse
 from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
+from schemas.vocab import FileStatus
 
 ALERTS_KEY = "alerts"
 DELIVERIES_KEY = "deliveries"

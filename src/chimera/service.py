@@ -27,9 +27,10 @@ from rich.console import Console
 from rich.table import Table
 
 from chimera.inbox import scan_inbox
-from chimera.pipeline import FileOutcome, FileStatus, ingest_paths, read_ledger, recover_dirty
+from chimera.pipeline import FileOutcome, ingest_paths, read_ledger, recover_dirty
 from chimera.settings import Settings
 from chimera.warehouse import Warehouse, sha256_of
+from schemas.vocab import FileStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_SECONDS = 120.0

@@ -6,8 +6,9 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-PRODUCT_ROLES = ("calibrator", "donor_reference")
-"""Roles of 100 % iNK samples, in order of preference as the (qPCR plate) calibrator."""
+from schemas.vocab import PRODUCT_ROLES
+
+__all__ = ["PRODUCT_ROLES", "is_reference_gene"]
 
 
 def _tokens(name: str) -> list[str]:

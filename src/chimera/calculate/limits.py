@@ -10,34 +10,19 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import polars as pl
 
+from schemas.vocab import GenomeModel, Method, QcVerdict, ResultStatus
 
-class Method(StrEnum):
-    """Assay family a result was measured with."""
-
-    STR = "STR"
-    QPCR = "qPCR"
-    DDPCR = "ddPCR"
-
-
-class ResultStatus(StrEnum):
-    """What a chimerism result can say; a result is never a bare 0 (methods.md section 4)."""
-
-    QUANTIFIED = "quantified"
-    BELOW_LOQ = "below_loq"
-    NOT_DETECTED = "not_detected"
-    FAILED = "failed"
-
-
-class QcVerdict(StrEnum):
-    """Whether a result can be reported as is."""
-
-    PASS = "pass"
-    REVIEW = "review"
-    FAIL = "fail"
+__all__ = [
+    "GenomeModel",
+    "Method",
+    "MethodOutput",
+    "QcVerdict",
+    "ResultStatus",
+    "SampleResult",
+]
 
 
 def limit_of_blank(blanks: Sequence[float]) -> float:
@@ -169,6 +154,15 @@ def limits_from_dilution_series(
 
 
 @dataclass(frozen=True)
+class GenomeShare:
+    """Unclamped % of one non-iNK genome (recipient or prior HSCT donor) with its 95 % CI."""
+
+    pct_raw: float | None
+    ci_low_raw: float | None = None
+    ci_high_raw: float | None = None
+
+
+@dataclass(frozen=True)
 class SampleResult:
     """One sample's chimerism by one method, before patient context and lineage are added.
 
@@ -187,6 +181,11 @@ class SampleResult:
     qc_verdict: QcVerdict
     qc_reasons: tuple[str, ...] = field(default_factory=tuple)
     n_informative: int | None = None
+    genome_model: GenomeModel = GenomeModel.TWO_GENOME
+    recipient: GenomeShare | None = None
+    """% recipient (the patient's own cells); None = 100 - % iNK (two genomes)."""
+    hsct_donor: GenomeShare | None = None
+    """% prior HSCT donor (three-genome patients only)."""
 
 
 def failed_result(
@@ -227,6 +226,13 @@ RESULT_COLUMNS: dict[str, pl.DataType] = {
     "qc_reasons": pl.String(),
     "n_informative": pl.Int32(),
     "clamped": pl.Boolean(),
+    "genome_model": pl.String(),
+    "pct_recipient": pl.Float64(),
+    "pct_recipient_ci_low": pl.Float64(),
+    "pct_recipient_ci_high": pl.Float64(),
+    "pct_hsct_donor": pl.Float64(),
+    "pct_hsct_donor_ci_low": pl.Float64(),
+    "pct_hsct_donor_ci_high": pl.Float64(),
 }
 
 MARKER_COLUMNS: dict[str, pl.DataType] = {
@@ -266,14 +272,17 @@ def results_frame(results: Sequence[SampleResult]) -> pl.DataFrame:
         reasons = list(r.qc_reasons)
         if clamped:
             reasons.append(f"estimate {r.pct_ink_raw:.2f} % outside 0-100 % was clamped")
+        ci_low = None if lo is None or pct is None else min(lo, pct)
+        ci_high = None if hi is None else (max(hi, pct) if pct is not None else hi)
         rows.append(
             {
                 "sample_id": r.sample_id,
                 "method": r.method.value,
                 "pct_ink": pct,
                 "pct_ink_raw": r.pct_ink_raw,
-                "ci_low": None if lo is None or pct is None else min(lo, pct),
-                "ci_high": None if hi is None else (max(hi, pct) if pct is not None else hi),
+                "ci_low": ci_low,
+                "ci_high": ci_high,
+                **_other_genomes(r, pct, ci_low, ci_high),
                 "lod_pct": r.lod_pct,
                 "loq_pct": r.loq_pct,
                 "result_status": r.result_status.value,
@@ -284,6 +293,37 @@ def results_frame(results: Sequence[SampleResult]) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows, schema=RESULT_COLUMNS)
+
+
+def _share_columns(prefix: str, share: GenomeShare | None) -> dict[str, float | None]:
+    value, _ = clamp_pct(share.pct_raw if share else None)
+    low, _ = clamp_pct(share.ci_low_raw if share else None)
+    high, _ = clamp_pct(share.ci_high_raw if share else None)
+    return {prefix: value, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
+
+
+def _other_genomes(
+    r: SampleResult, pct: float | None, ci_low: float | None, ci_high: float | None
+) -> dict[str, object]:
+    """% recipient and % HSCT donor columns; two genomes: recipient = 100 - % iNK.
+
+    A ``not_detected`` two-genome result is 100 % recipient with the CI (100 - LoD, 100).
+    """
+    recipient = r.recipient
+    if recipient is None and r.genome_model is GenomeModel.TWO_GENOME:
+        if pct is not None:
+            recipient = GenomeShare(
+                100.0 - pct,
+                None if ci_high is None else 100.0 - ci_high,
+                None if ci_low is None else 100.0 - ci_low,
+            )
+        elif r.result_status is ResultStatus.NOT_DETECTED:
+            recipient = GenomeShare(100.0, None if ci_high is None else 100.0 - ci_high, 100.0)
+    return {
+        "genome_model": r.genome_model.value,
+        **_share_columns("pct_recipient", recipient),
+        **_share_columns("pct_hsct_donor", r.hsct_donor),
+    }
 
 
 def empty_markers() -> pl.DataFrame:
