@@ -82,6 +82,7 @@ class Chimerism(Lineage):
     pct_ink_raw: float = pa.Field(nullable=True)
     ci_low: float = pa.Field(nullable=True, ge=0, le=100)
     ci_high: float = pa.Field(nullable=True, ge=0, le=100)
+    ci_quantile: float = pa.Field(nullable=True, gt=0)
     lod_pct: float = pa.Field(nullable=True, ge=0)
     loq_pct: float = pa.Field(nullable=True, ge=0)
     result_status: str = pa.Field(isin=RESULT_STATUSES)

@@ -48,6 +48,7 @@ def _chimerism(**overrides: object) -> pl.DataFrame:
         "pct_ink_raw": 0.42,
         "ci_low": 0.31,
         "ci_high": 0.55,
+        "ci_quantile": 1.96,
         "lod_pct": 0.03,
         "loq_pct": 0.1,
         "result_status": "quantified",
@@ -73,6 +74,7 @@ def _chimerism(**overrides: object) -> pl.DataFrame:
             "pct_ink": pl.Float64,
             "ci_low": pl.Float64,
             "ci_high": pl.Float64,
+            "ci_quantile": pl.Float64,
         },
     )
 

@@ -181,6 +181,9 @@ class SampleResult:
     qc_verdict: QcVerdict
     qc_reasons: tuple[str, ...] = field(default_factory=tuple)
     n_informative: int | None = None
+    ci_quantile: float | None = None
+    """The quantile the 95 % CI was built with (t for few loci/replicates, z = 1.96 for a
+    Poisson CI); None = 1.96. A CI converts back to an SE only with this quantile."""
     genome_model: GenomeModel = GenomeModel.TWO_GENOME
     recipient: GenomeShare | None = None
     """% recipient (the patient's own cells); None = 100 - % iNK (two genomes)."""
@@ -226,6 +229,7 @@ RESULT_COLUMNS: dict[str, pl.DataType] = {
     "qc_reasons": pl.String(),
     "n_informative": pl.Int32(),
     "clamped": pl.Boolean(),
+    "ci_quantile": pl.Float64(),
     "genome_model": pl.String(),
     "pct_recipient": pl.Float64(),
     "pct_recipient_ci_low": pl.Float64(),
@@ -290,6 +294,7 @@ def results_frame(results: Sequence[SampleResult]) -> pl.DataFrame:
                 "qc_reasons": "; ".join(reasons) if reasons else None,
                 "n_informative": r.n_informative,
                 "clamped": clamped,
+                "ci_quantile": r.ci_quantile,
             }
         )
     return pl.DataFrame(rows, schema=RESULT_COLUMNS)
