@@ -54,6 +54,7 @@ CONTROL_OFF_TOLERANCE = 0.10
 """A reference reading its marker copies more than this relatively off n_M "reads off" [R]."""
 
 Row = dict[str, object]
+ON_PLATE = "reference on this plate"
 
 
 @dataclass
@@ -110,7 +111,7 @@ def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
     settings = ctx.settings
     configured = settings.product_marker_copies.get(name) if share is Share.INK else None
     ids = _reference_ids(ctx.genomes, share)
-    scopes = (([ctx.plate], "on this plate"), (ctx.plates, "registered reference, all plates"))
+    scopes = (([ctx.plate], ON_PLATE), (ctx.plates, "registered reference (every plate)"))
     for plates, source in scopes:
         wells = wells_of(ids, plates)
         counts = marker_counts(name, wells, wells)
@@ -123,7 +124,7 @@ def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
         )
         if n_marker >= 1:
             return _Copies(n_marker, observed, source)
-    return _Copies(configured, None, "configured") if configured else None
+    return _Copies(configured, None, "configured copy number") if configured else None
 
 
 def _background(ctx: SampleContext, name: str) -> tuple[float, str | None]:
@@ -222,6 +223,11 @@ def _select_markers(
         else:
             k = ctx.settings.reference_gene_copies / copies.n_marker
             fp = 0.0
+            if copies.source != ON_PLATE:
+                ctx.notes.append(
+                    f"{name}: {copies.n_marker} copies per genome from the "
+                    f"{copies.source} (no usable reference wells on this plate)"
+                )
             if share is Share.INK:
                 rate, note = _background(ctx, name)
                 fp = rate * counts[0].accepted
@@ -284,7 +290,7 @@ def _ink_rows(
             normalised = m_est.pct * n_marker / observed
             pooled_row["pct_ink_control_normalised"] = normalised
             notes.append(
-                f"{use.name}: product reference ({use.copies.source}) reads {observed:.3g} "
+                f"{use.name}: the product {use.copies.source} reads {observed:.3g} "
                 f"copies per genome (n_M = {n_marker}); control-normalised {_fmt(normalised)} %"
             )
         rows.append(pooled_row)

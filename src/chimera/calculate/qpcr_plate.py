@@ -123,6 +123,24 @@ class PlateContext:
             min_replicates=self.settings.min_replicates,
         )
 
+    def reference_summary(self, sample_id: str, reference: str, marker: str) -> ReplicateSummary:
+        """Reference-gene replicates paired with a marker: the same wells when multiplexed.
+
+        A duplex/multiplex well holds the marker and the reference gene, and its ΔCt cancels
+        that well's DNA input (QuantStudio computes ΔCt per well); in a singleplex layout
+        (no shared well) every reference well of the sample is used.
+        """
+        shared = {w.well for w in self.wells(sample_id, marker)}
+        paired = [w.ct for w in self.wells(sample_id, reference) if w.well in shared]
+        if not paired:
+            return self.summary(sample_id, reference)
+        return summarise(
+            paired,
+            ct_cutoff=self.settings.ct_cutoff,
+            max_sd=self.settings.max_replicate_sd,
+            min_replicates=self.settings.min_replicates,
+        )
+
     def factor(self, target: str) -> float | None:
         """Amplification factor of a target from this plate's standard curve, if any."""
         if target not in self._factor_cache:

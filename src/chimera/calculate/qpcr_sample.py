@@ -211,14 +211,14 @@ def _evaluate_marker(
     marker: str,
     share: Share,
     calibrator: _Calibrator,
-    ref_summary: ReplicateSummary,
     reference: str,
     evaluation: _Evaluation,
 ) -> None:
     context, settings = sample.context, sample.settings
     summary = context.summary(sample.sample_id, marker)
     cal = context.summary(calibrator.sample_id, marker)
-    cal_ref = calibrator.reference
+    ref_summary = context.reference_summary(sample.sample_id, reference, marker)
+    cal_ref = context.reference_summary(calibrator.sample_id, reference, marker)
     if cal.mean_ct is None or ref_summary.mean_ct is None or cal_ref.mean_ct is None:
         evaluation.reviews.append(
             f"marker {marker}: reference {calibrator.sample_id} did not amplify"
@@ -349,9 +349,7 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
             why = f"not informative: {reason}" if share is None else "no reference on this plate"
             _add_rows(sample, evaluation, marker, summary, "not_informative", None, reason=why)
             continue
-        _evaluate_marker(
-            sample, marker, share, calibrators[share], ref_summary, reference, evaluation
-        )
+        _evaluate_marker(sample, marker, share, calibrators[share], reference, evaluation)
     _collect_blanks(sample, calibrators[Share.INK], reference, ref_summary, evaluation)
 
 
