@@ -117,7 +117,12 @@ def manifest(
     return pl.LazyFrame(list(rows), schema=list(columns), orient="row")
 
 
-DDPCR_MARKERS = {"iNK-M1": {"ink": 1}, "HD-M1": {"hsct": 1}, "R-M1": {"patient": 1}}
+DDPCR_MARKERS = {
+    "iNK-M1": {"ink": 1},
+    "HD-M1": {"hsct": 1},
+    "R-M1": {"patient": 1},
+    "SHARED": {"ink": 1, "hsct": 1},
+}
 """Marker copies per genome of each ddPCR test marker (absent genomes have 0)."""
 
 
@@ -220,9 +225,9 @@ class DdpcrPlate:
 
 def ddpcr_wells(*plates: DdpcrPlate) -> pl.LazyFrame:
     """Every plate's rows as one ``DdpcrWells`` frame."""
-    return pl.concat([p.frame() for p in plates], how="vertical_relaxed").lazy()
+    return pl.concat([p.frame() for p in plates if p.rows], how="vertical_relaxed").lazy()
 
 
 def qpcr_wells(*plates: QpcrPlate) -> pl.LazyFrame:
     """Every plate's rows as one ``QpcrWells`` frame."""
-    return pl.concat([p.frame() for p in plates], how="vertical_relaxed").lazy()
+    return pl.concat([p.frame() for p in plates if p.rows], how="vertical_relaxed").lazy()
