@@ -18,10 +18,9 @@ from chimera.detect import ASSAY_OF, ExportFormat
 from chimera.pipeline import read_ledger, read_registry, recompute_patients
 from chimera.settings import Settings
 from chimera.warehouse import OBSERVATION_TABLES, Warehouse
-from schemas.vocab import FileStatus
+from schemas.vocab import PRODUCT_ROLES, FileStatus
 
 _CHUNK = 1 << 20
-_REFERENCE_ROLES = ("donor_reference", "calibrator")
 
 
 class MismatchCode(StrEnum):
@@ -88,7 +87,8 @@ def raw_table_for(detected_format: str | None) -> str | None:
         return "samples"
     if fmt is ExportFormat.INFUSION_LOG:
         return "infusions"
-    return OBSERVATION_TABLES.get(ASSAY_OF[fmt].value)
+    assay = ASSAY_OF[fmt].value
+    return next((table for m, table in OBSERVATION_TABLES.items() if m == assay), None)
 
 
 def _archive_index(archive: Path) -> dict[str, list[Path]]:
@@ -171,7 +171,7 @@ def verify_warehouse(settings: Settings) -> Verification:
 def registry_patients(settings: Settings) -> set[str]:
     """Every patient in the sample registry (product lots excluded)."""
     registry = read_registry(Warehouse(settings.warehouse))
-    people = registry.samples.filter(~pl.col("role").is_in(_REFERENCE_ROLES))["patient_id"]
+    people = registry.samples.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"]
     return {str(p) for p in people.unique().to_list()} | set(registry.lots)
 
 

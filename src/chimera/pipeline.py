@@ -38,7 +38,7 @@ from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import OBSERVATION_TABLES, PIPELINE_VERSION, Warehouse, sha256_of
 from schemas.base import polars_schema
-from schemas.vocab import FileStatus
+from schemas.vocab import PRODUCT_ROLES, FileStatus, Method, Role
 from schemas.warehouse import AssayLimits, Chimerism, Infusions, IngestLog, Markers, Samples
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -47,9 +47,8 @@ INFUSION_SCHEMA = polars_schema(Infusions)
 LEDGER_SCHEMA = polars_schema(IngestLog)
 ASSAY_LIMIT_COLUMNS = polars_schema(AssayLimits)
 CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
-SERIES_ROLE = "dilution_standard"
-"""Known % iNK mixtures of the product; their ``patient_id`` names the dilution series."""
-REPORTED_ROLES = ("post_dose", SERIES_ROLE)
+REPORTED_ROLES = (Role.POST_DOSE, Role.DILUTION_STANDARD)
+"""Roles whose results are reported (a dilution standard is measured like a post-dose sample)."""
 CONTROL_SAMPLE_NAMES = (
     r"(?i)^\s*(ntc|nac|h2o|water|blank|no[ _-]?template|neg(ative)?[ _-]?(ctrl|control))\b"
 )
@@ -138,10 +137,8 @@ def read_registry(warehouse: Warehouse) -> _Registry:
         .sort("patient_id", "dose_number")
     )
     registry = _Registry(samples, infusions)
-    lots = samples.filter(pl.col("role") == "donor_reference")["patient_id"].unique().to_list()
-    for patient in samples.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))[
-        "patient_id"
-    ].unique():
+    lots = samples.filter(pl.col("role") == Role.DONOR_REFERENCE)["patient_id"].unique().to_list()
+    for patient in samples.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"].unique():
         registry.lots[patient] = _lot_for(patient, samples, infusions, lots)
     return registry
 
@@ -159,7 +156,7 @@ def _lot_for(
     return lots[0] if len(lots) == 1 else None
 
 
-def _observations(warehouse: Warehouse, method: str) -> pl.DataFrame:
+def _observations(warehouse: Warehouse, method: Method) -> pl.DataFrame:
     return warehouse.read(OBSERVATION_TABLES[method])
 
 
@@ -244,7 +241,7 @@ def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
 
 def missing_prerequisites(
     frame: pl.DataFrame,
-    method: str,
+    method: Method,
     *,
     registry: _Registry,
     measured: set[str],
@@ -266,15 +263,15 @@ def missing_prerequisites(
             f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
         )
         waits.append(f"manifest rows for sample(s) {shown}")
-    reference_roles = ["donor_reference"] if method == "STR" else ["donor_reference", "calibrator"]
+    reference_roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
     references = registry.samples.filter(
         pl.col("sample_id").is_in(list(measured)) & pl.col("role").is_in(reference_roles)
     )
     baselines = registry.samples.filter(
         pl.col("sample_id").is_in(list(baselines_measured))
-        & (pl.col("role") == "recipient_baseline")
+        & (pl.col("role") == Role.RECIPIENT_BASELINE)
     )
-    for patient in sorted(known.filter(pl.col("role") == "post_dose")["patient_id"].unique()):
+    for patient in sorted(known.filter(pl.col("role") == Role.POST_DOSE)["patient_id"].unique()):
         lot = registry.lots.get(patient)
         if lot is None:
             waits.append(
@@ -282,7 +279,7 @@ def missing_prerequisites(
             )
             continue
         if not baselines.filter(pl.col("patient_id") == patient).height:
-            kind = "an STR" if method == "STR" else "a qPCR or ddPCR"
+            kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
             waits.append(f"{kind} result of patient {patient}'s baseline (recipient_baseline)")
         if not references.filter(pl.col("patient_id") == lot).height:
             waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
@@ -299,12 +296,12 @@ def _ids(frame: pl.DataFrame) -> set[str]:
 
 
 def _compute(
-    method: str, observations: pl.DataFrame, samples: pl.DataFrame, settings: Settings
+    method: Method, observations: pl.DataFrame, samples: pl.DataFrame, settings: Settings
 ) -> MethodOutput:
-    compute: dict[str, Callable[..., MethodOutput]] = {
-        "STR": lambda o, s: str_chimerism.compute_str_chimerism(o, s, settings=settings.str),
-        "qPCR": lambda o, s: qpcr.compute_qpcr_chimerism(o, s, settings=settings.qpcr),
-        "ddPCR": lambda o, s: ddpcr.compute_ddpcr_chimerism(o, s, settings=settings.ddpcr),
+    compute: dict[Method, Callable[..., MethodOutput]] = {
+        Method.STR: lambda o, s: str_chimerism.compute_str_chimerism(o, s, settings=settings.str),
+        Method.QPCR: lambda o, s: qpcr.compute_qpcr_chimerism(o, s, settings=settings.qpcr),
+        Method.DDPCR: lambda o, s: ddpcr.compute_ddpcr_chimerism(o, s, settings=settings.ddpcr),
     }
     return compute[method](observations.lazy(), samples.lazy())
 
@@ -315,13 +312,12 @@ def _patient_samples(registry: _Registry, patient: str) -> pl.DataFrame:
     own = registry.samples.filter(pl.col("patient_id") == patient).with_columns(
         product_lot=pl.lit(lot, dtype=pl.String),
         # A dilution standard is measured exactly like a post-dose sample of its series.
-        role=pl.when(pl.col("role") == SERIES_ROLE)
-        .then(pl.lit("post_dose"))
+        role=pl.when(pl.col("role") == Role.DILUTION_STANDARD)
+        .then(pl.lit(Role.POST_DOSE))
         .otherwise(pl.col("role")),
     )
     product = registry.samples.filter(
-        (pl.col("patient_id") == (lot or ""))
-        & pl.col("role").is_in(["donor_reference", "calibrator"])
+        (pl.col("patient_id") == (lot or "")) & pl.col("role").is_in(PRODUCT_ROLES)
     ).with_columns(product_lot=pl.col("patient_id"))
     return pl.concat([own, product], how="vertical_relaxed").select(
         "sample_id", "patient_id", "role", "product_lot"
@@ -329,7 +325,7 @@ def _patient_samples(registry: _Registry, patient: str) -> pl.DataFrame:
 
 
 def _method_rows(
-    method: str, patient: str, registry: _Registry, current: pl.DataFrame, settings: Settings
+    method: Method, patient: str, registry: _Registry, current: pl.DataFrame, settings: Settings
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Results and marker rows of one patient by one method, with the source of each sample."""
     samples = _patient_samples(registry, patient)
@@ -346,7 +342,7 @@ def _method_rows(
     # calibrator sits on every plate, so selecting by product samples would take every plate).
     own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
     plates = current.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"].unique()
-    if method == "STR":
+    if method == Method.STR:
         observations = current.filter(pl.col("sample_id").is_in(ids))
     else:
         observations = current.filter(pl.col("source_sha256").is_in(plates.implode()))
@@ -372,11 +368,13 @@ def _method_rows(
 
 def series_ids(registry: _Registry) -> set[str]:
     """Names of the dilution series in the registry (they are not patients)."""
-    return set(registry.samples.filter(pl.col("role") == SERIES_ROLE)["patient_id"].to_list())
+    return set(
+        registry.samples.filter(pl.col("role") == Role.DILUTION_STANDARD)["patient_id"].to_list()
+    )
 
 
 def assay_limits(
-    registry: _Registry, current: dict[str, pl.DataFrame], *, settings: Settings
+    registry: _Registry, current: dict[Method, pl.DataFrame], *, settings: Settings
 ) -> tuple[pl.DataFrame, Settings]:
     """LoD/LoQ per method from dilution series, and the settings that apply them.
 
@@ -428,11 +426,11 @@ def assay_limits(
     return pl.DataFrame(rows, schema=ASSAY_LIMIT_COLUMNS), effective
 
 
-def _with_limits(settings: Settings, method: str, *, lod: float, loq: float | None) -> Settings:
-    if method == "STR":
+def _with_limits(settings: Settings, method: Method, *, lod: float, loq: float | None) -> Settings:
+    if method == Method.STR:
         loq_value = max(loq or settings.str.loq_pct, lod)
         return replace(settings, str=replace(settings.str, lod_pct=lod, loq_pct=loq_value))
-    if method == "qPCR":
+    if method == Method.QPCR:
         loq_value = max(loq or settings.qpcr.loq_pct, lod)
         return replace(settings, qpcr=replace(settings.qpcr, lod_pct=lod, loq_pct=loq_value))
     ddpcr_settings = replace(settings.ddpcr, validated_lod_pct=lod, validated_loq_pct=loq)
@@ -583,10 +581,8 @@ def _affected_patients(frame: pl.DataFrame, registry: _Registry) -> set[str]:
     if rows.filter(pl.col("patient_id").is_in(list(series))).height:
         # New dilution-series results can change every patient's LoD/LoQ.
         return {p for p in registry.lots if p not in series}
-    patients = set(
-        rows.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"]
-    )
-    lots = set(rows.filter(pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"])
+    patients = set(rows.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
+    lots = set(rows.filter(pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
     patients |= {p for p, lot in registry.lots.items() if lot in lots}
     return patients
 
@@ -601,7 +597,9 @@ def _superseded_source(
     earlier = stored.filter(pl.col("sample_id").is_in(ids))["source_sha256"].unique().to_list()
     if not earlier:
         return None
-    names = ledger.filter(pl.col("source_sha256").is_in(earlier) & (pl.col("status") == "accepted"))
+    names = ledger.filter(
+        pl.col("source_sha256").is_in(earlier) & (pl.col("status") == FileStatus.ACCEPTED)
+    )
     labels = sorted(set(names["file_name"].to_list())) or [s[:12] for s in earlier]
     return ", ".join(labels)
 
@@ -626,7 +624,9 @@ def ingest_bytes(
         file_name=file_name, sha256=sha, size_bytes=len(data), status=FileStatus.WAITING
     )
     ledger = read_ledger(warehouse)
-    accepted = ledger.filter((pl.col("source_sha256") == sha) & (pl.col("status") == "accepted"))
+    accepted = ledger.filter(
+        (pl.col("source_sha256") == sha) & (pl.col("status") == FileStatus.ACCEPTED)
+    )
     if accepted.height:
         first = accepted.row(0, named=True)
         outcome = replace(
@@ -732,9 +732,7 @@ def _accept_registry(
         if detection.format is ExportFormat.MANIFEST:
             table = _with_lineage(frame, sha, name, now).drop("source_file")
             warehouse.write("samples", sha, validate_frame(table, Samples, file_name=name))
-            patients = set(
-                frame.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"]
-            )
+            patients = set(frame.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
         else:
             table = _with_lineage(frame, sha, name, now).drop("source_file")
             warehouse.write("infusions", sha, validate_frame(table, Infusions, file_name=name))
@@ -765,7 +763,7 @@ def _accept_assay(
     recompute: bool,
 ) -> FileOutcome:
     sha, name = base.sha256, base.file_name
-    method = detection.assay.value
+    method = Method(detection.assay.value)
     fmt = detection.format.value
     with warehouse.lock():
         registry = read_registry(warehouse)
@@ -774,10 +772,10 @@ def _accept_assay(
         measured = set(_assay_sample_ids(frame)) | _ids(stored)
         pool = (
             measured
-            if method == "STR"
+            if method == Method.STR
             else measured
-            | _ids(_observations(warehouse, "qPCR"))
-            | _ids(_observations(warehouse, "ddPCR"))
+            | _ids(_observations(warehouse, Method.QPCR))
+            | _ids(_observations(warehouse, Method.DDPCR))
         )
         waits = missing_prerequisites(
             frame, method, registry=registry, measured=measured, baselines_measured=pool
@@ -805,7 +803,7 @@ def _accept_assay(
             previous = ledger.filter(pl.col("source_sha256") == sha)
             if (
                 not previous.height
-                or previous["status"][-1] != "waiting"
+                or previous["status"][-1] != FileStatus.WAITING
                 or previous["reason"][-1] != reason
             ):
                 _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
@@ -831,7 +829,9 @@ def _accept_assay(
 
 def first_waiting_time(ledger: pl.DataFrame, sha256: str) -> datetime | None:
     """When a file was first recorded as waiting (None if never)."""
-    rows = ledger.filter((pl.col("source_sha256") == sha256) & (pl.col("status") == "waiting"))
+    rows = ledger.filter(
+        (pl.col("source_sha256") == sha256) & (pl.col("status") == FileStatus.WAITING)
+    )
     return None if rows.height == 0 else rows["logged_at"].min()  # type: ignore[return-value]
 
 

@@ -21,7 +21,7 @@ from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import Warehouse
 from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
-from schemas.vocab import FileStatus
+from schemas.vocab import AlertState, DeliveryState, FileStatus
 
 ALERTS_KEY = "alerts"
 DELIVERIES_KEY = "deliveries"
@@ -96,7 +96,9 @@ def refresh_patients(
             # Nothing measured yet (e.g. only a manifest or infusion log so far): no rule can
             # be evaluated and existing alerts stay as they are.
             still_open = (
-                0 if previous is None else previous.filter(pl.col("state") != "resolved").height
+                0
+                if previous is None
+                else previous.filter(pl.col("state") != AlertState.RESOLVED).height
             )
             return RefreshSummary(frozenset(todo), (), still_open, 0)
         current = alert_rules.detect_alerts(
@@ -111,7 +113,9 @@ def refresh_patients(
         updated = validate_frame(updated, Alerts, file_name="alerts")
         warehouse.write(ALERTS_KEY, ALERTS_KEY, updated)
         before = set() if previous is None else set(previous["alert_id"].to_list())
-        opened = tuple(sorted(set(updated.filter(pl.col("state") == "open")["alert_id"]) - before))
+        opened = tuple(
+            sorted(set(updated.filter(pl.col("state") == AlertState.OPEN)["alert_id"]) - before)
+        )
         deliveries = warehouse.read_file("alert_deliveries", DELIVERIES_KEY)
         delivered = channels.deliver_alerts(
             updated,
@@ -126,8 +130,8 @@ def refresh_patients(
     return RefreshSummary(
         patients=frozenset(todo),
         opened_alert_ids=opened,
-        open_alerts=updated.filter(pl.col("state") != "resolved").height,
-        failed_deliveries=delivered.filter(pl.col("state") != "sent").height
+        open_alerts=updated.filter(pl.col("state") != AlertState.RESOLVED).height,
+        failed_deliveries=delivered.filter(pl.col("state") != DeliveryState.SENT).height
         if delivered.height
         else 0,
     )

@@ -30,6 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from chimera import __version__
+from schemas.vocab import Method
 
 PIPELINE_VERSION = __version__
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -56,9 +57,9 @@ def read_parquet_cached(path: Path) -> pl.DataFrame:
 
 
 OBSERVATION_TABLES = {
-    "STR": "observations_str",
-    "qPCR": "observations_qpcr",
-    "ddPCR": "observations_ddpcr",
+    Method.STR: "observations_str",
+    Method.QPCR: "observations_qpcr",
+    Method.DDPCR: "observations_ddpcr",
 }
 
 
