@@ -10,7 +10,8 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.base import UTC, StrictModel
-from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus, Role
+from schemas.inputs import DdpcrWells, InfusionLog, Manifest, QpcrWells, StrPeaks
+from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus
 
 METHODS = list(Method)
 """Alias of ``list(Method)`` kept for ``schemas.trends``; new code uses ``schemas.vocab``."""
@@ -28,18 +29,30 @@ class Lineage(StrictModel):
     ingested_at: UTC  # type: ignore[valid-type]
 
 
-class Samples(Lineage):
-    """Registered samples (from manifests); the latest manifest row for a sample id wins."""
+class Samples(Manifest, Lineage):
+    """Registered samples: manifest rows with lineage; the latest row for a sample id wins."""
 
-    sample_id: str
-    patient_id: str
-    role: str = pa.Field(isin=list(Role))
-    collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    specimen: str = pa.Field(nullable=True)
-    wbc_per_ul: float = pa.Field(nullable=True)
-    lymphocytes_per_ul: float = pa.Field(nullable=True)
-    product_lot: str = pa.Field(nullable=True)
-    nominal_pct: float = pa.Field(nullable=True)
+
+class Infusions(InfusionLog, Lineage):
+    """Registered doses: infusion log rows with lineage; the latest row for a dose wins."""
+
+
+class SourcedLineage(Lineage):
+    """Lineage of raw assay rows, which also keep the name of the file they came from."""
+
+    source_file: str
+
+
+class StrObservations(StrPeaks, SourcedLineage):
+    """Parsed STR peak rows of every accepted GeneMapper export."""
+
+
+class QpcrObservations(QpcrWells, SourcedLineage):
+    """Parsed qPCR wells of every accepted QuantStudio/StepOne/CFX export."""
+
+
+class DdpcrObservations(DdpcrWells, SourcedLineage):
+    """Parsed ddPCR wells of every accepted QuantaSoft/QX Manager export."""
 
 
 class AssayLimits(Lineage):
@@ -56,16 +69,6 @@ class AssayLimits(Lineage):
     n_levels: pl.Int32 = pa.Field(ge=0)
     levels: str
     applied: bool
-
-
-class Infusions(Lineage):
-    """Registered doses (from infusion logs)."""
-
-    patient_id: str
-    dose_number: pl.Int32
-    infused_at: UTC  # type: ignore[valid-type]
-    cells: float = pa.Field(nullable=True)
-    product_lot: str = pa.Field(nullable=True)
 
 
 class Chimerism(Lineage):

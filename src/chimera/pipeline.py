@@ -35,17 +35,21 @@ from chimera.inbox import archive_file, quarantine_file
 from chimera.parsers import cfx, genemapper, quantasoft, quantstudio
 from chimera.parsers.manifest import parse_infusion_log, parse_manifest
 from chimera.settings import Settings
-from chimera.validation import validate_frame
-from chimera.warehouse import OBSERVATION_TABLES, PIPELINE_VERSION, Warehouse, sha256_of
-from schemas.base import polars_schema
+from chimera.warehouse import (
+    ASSAY_LIMITS,
+    CHIMERISM,
+    INFUSIONS,
+    INGEST_LOG,
+    MARKERS,
+    OBSERVATIONS,
+    PIPELINE_VERSION,
+    SAMPLES,
+    Warehouse,
+    sha256_of,
+)
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Method, Role
-from schemas.warehouse import AssayLimits, Chimerism, Infusions, IngestLog, Markers, Samples
 
 UTC_US = pl.Datetime("us", "UTC")
-SAMPLE_SCHEMA = polars_schema(Samples)
-INFUSION_SCHEMA = polars_schema(Infusions)
-LEDGER_SCHEMA = polars_schema(IngestLog)
-ASSAY_LIMIT_COLUMNS = polars_schema(AssayLimits)
 CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
 REPORTED_ROLES = (Role.POST_DOSE, Role.DILUTION_STANDARD)
 """Roles whose results are reported (a dilution standard is measured like a post-dose sample)."""
@@ -120,18 +124,18 @@ def check_plausible(
 
 def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
     """The whole ledger, oldest event first."""
-    return warehouse.read("ingest_log", LEDGER_SCHEMA).sort("logged_at")
+    return warehouse.read(INGEST_LOG).sort("logged_at")
 
 
 def read_registry(warehouse: Warehouse) -> _Registry:
     """Current samples and doses, with the product lot each patient received."""
     samples = (
-        warehouse.read("samples", SAMPLE_SCHEMA)
+        warehouse.read(SAMPLES)
         .sort("ingested_at", "source_sha256")
         .unique("sample_id", keep="last", maintain_order=True)
     )
     infusions = (
-        warehouse.read("infusions", INFUSION_SCHEMA)
+        warehouse.read(INFUSIONS)
         .sort("ingested_at", "source_sha256")
         .unique(["patient_id", "dose_number"], keep="last", maintain_order=True)
         .sort("patient_id", "dose_number")
@@ -157,7 +161,7 @@ def _lot_for(
 
 
 def _observations(warehouse: Warehouse, method: Method) -> pl.DataFrame:
-    return warehouse.read(OBSERVATION_TABLES[method])
+    return warehouse.read(OBSERVATIONS[method])
 
 
 def current_observations(observations: pl.DataFrame) -> pl.DataFrame:
@@ -423,7 +427,7 @@ def assay_limits(
             lod, loq, index = max(with_lod, key=lambda f: (f[0], f[1] or 0.0))
             rows[index]["applied"] = True
             effective = _with_limits(effective, method, lod=float(lod or 0.0), loq=loq)
-    return pl.DataFrame(rows, schema=ASSAY_LIMIT_COLUMNS), effective
+    return pl.DataFrame(rows, schema=ASSAY_LIMITS.schema), effective
 
 
 def _with_limits(settings: Settings, method: Method, *, lod: float, loq: float | None) -> Settings:
@@ -453,11 +457,9 @@ def recompute_patients(
         return
     warehouse.mark_dirty(todo)
     registry = read_registry(warehouse)
-    current = {m: current_observations(_observations(warehouse, m)) for m in OBSERVATION_TABLES}
+    current = {m: current_observations(_observations(warehouse, m)) for m in OBSERVATIONS}
     limits, settings = assay_limits(registry, current, settings=settings)
-    warehouse.write(
-        "assay_limits", "limits", validate_frame(limits, AssayLimits, file_name="assay_limits")
-    )
+    warehouse.write_single(ASSAY_LIMITS, limits)
     for patient in sorted(todo - series_ids(registry)):
         results, markers = [], []
         for method, observations in current.items():
@@ -468,20 +470,14 @@ def recompute_patients(
             pl.concat(results, how="diagonal_relaxed"), patient, registry, settings
         )
         marker_rows = _finish_markers(pl.concat(markers, how="diagonal_relaxed"), patient)
-        previous = warehouse.read_file("chimerism", patient)
-        previous_markers = warehouse.read_file("markers", patient)
+        previous = warehouse.read_part(CHIMERISM, patient)
+        previous_markers = warehouse.read_part(MARKERS, patient)
         chimerism = _keep_superseded(chimerism, previous, ["sample_id", "method", "source_sha256"])
         marker_rows = _keep_superseded(
             marker_rows, previous_markers, ["sample_id", "method", "source_sha256"]
         )
-        warehouse.write(
-            "chimerism",
-            patient,
-            validate_frame(chimerism, Chimerism, file_name=f"chimerism/{patient}"),
-        )
-        warehouse.write(
-            "markers", patient, validate_frame(marker_rows, Markers, file_name=f"markers/{patient}")
-        )
+        warehouse.write(CHIMERISM, patient, chimerism)
+        warehouse.write(MARKERS, patient, marker_rows)
     warehouse.clear_dirty(todo)
 
 
@@ -499,9 +495,9 @@ def _finish_chimerism(
     results: pl.DataFrame, patient: str, registry: _Registry, settings: Settings
 ) -> pl.DataFrame:
     """Add patient context, study day, absolute counts, headline choice and lineage."""
-    columns = list(Chimerism.to_schema().columns)
+    columns = list(CHIMERISM.schema)
     if results.height == 0:
-        return pl.DataFrame(schema=polars_schema(Chimerism))
+        return pl.DataFrame(schema=CHIMERISM.schema)
     first_dose = registry.infusions.filter(pl.col("patient_id") == patient)["infused_at"].min()
     if not isinstance(first_dose, datetime):
         first_dose = None
@@ -531,9 +527,9 @@ def _finish_chimerism(
 
 
 def _finish_markers(markers: pl.DataFrame, patient: str) -> pl.DataFrame:
-    columns = list(Markers.to_schema().columns)
+    columns = list(MARKERS.schema)
     if markers.height == 0:
-        return pl.DataFrame(schema=polars_schema(Markers))
+        return pl.DataFrame(schema=MARKERS.schema)
     return markers.with_columns(
         patient_id=pl.lit(patient),
         superseded=pl.lit(False),
@@ -564,10 +560,9 @@ def _log(
                 "logged_at": now,
             }
         ],
-        schema=LEDGER_SCHEMA,
+        schema=INGEST_LOG.schema,
     )
-    validate_frame(row, IngestLog, file_name="ingest_log")
-    warehouse.append_log(row, logged_at=now, sha256=outcome.sha256, status=outcome.status.value)
+    warehouse.append_log(row)
 
 
 def _affected_patients(frame: pl.DataFrame, registry: _Registry) -> set[str]:
@@ -731,11 +726,11 @@ def _accept_registry(
     with warehouse.lock():
         if detection.format is ExportFormat.MANIFEST:
             table = _with_lineage(frame, sha, name, now).drop("source_file")
-            warehouse.write("samples", sha, validate_frame(table, Samples, file_name=name))
+            warehouse.write(SAMPLES, sha, table)
             patients = set(frame.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
         else:
             table = _with_lineage(frame, sha, name, now).drop("source_file")
-            warehouse.write("infusions", sha, validate_frame(table, Infusions, file_name=name))
+            warehouse.write(INFUSIONS, sha, table)
             patients = set(frame["patient_id"])
         _recompute_or_defer(warehouse, patients, settings=settings, now=now, recompute=recompute)
         outcome = replace(
@@ -809,7 +804,7 @@ def _accept_assay(
                 _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
             return outcome
         supersedes = _superseded_source(stored, frame, ledger)
-        table = OBSERVATION_TABLES[method]
+        table = OBSERVATIONS[method]
         if not warehouse.has(table, sha):
             warehouse.write(table, sha, _with_lineage(frame, sha, name, now))
         patients = _affected_patients(frame, registry)
