@@ -13,15 +13,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from report_builders import HOSTILE_PATIENT, HOSTILE_PREFIX, HOSTILE_REASON
 
 from chimera.pipeline import ingest_paths
 from chimera.refresh import refresh_after_ingest
 from chimera.settings import Settings, load_settings
 from chimera.warehouse import Warehouse
 
-HOSTILE_PATIENT = '<script>alert("p")</script>"onload="x'
-HOSTILE_PREFIX = '=HYPERLINK("x")<script>'
-HOSTILE_REASON = "<img src=x onerror=alert(1)> reason"
 MONTHS = ("2025-02", "2025-03", "2025-04", "2025-05")
 
 
@@ -60,7 +58,7 @@ def _hostile(frame: pl.DataFrame, patient: str) -> pl.DataFrame:
     )
     for column in ("sample_id", "previous_sample_id", "cmax_sample_id"):
         if column in rows.columns:
-            rows = rows.with_columns(pl.lit(HOSTILE_PREFIX) + pl.col(column))
+            rows = rows.with_columns((pl.lit(HOSTILE_PREFIX) + pl.col(column)).alias(column))
     if "specimen" in rows.columns:
         rows = rows.with_columns(specimen=pl.lit("-cmd|' /C calc'!A0 <b>PB</b>"))
     if "qc_reasons" in rows.columns:
@@ -74,12 +72,14 @@ def _hostile(frame: pl.DataFrame, patient: str) -> pl.DataFrame:
 def hostile_settings(
     report_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
-    """The small warehouse plus a copy of its first patient under hostile ids and texts."""
+    """The small warehouse plus a copy of a patient (one with an alert) under hostile ids and texts."""
     home = tmp_path_factory.mktemp("hostile-home")
     shutil.copytree(report_settings.warehouse, home / "warehouse")
     settings = load_settings(env={}, home=home)
     warehouse = Warehouse(settings.warehouse)
-    patient = sorted(warehouse.read("chimerism")["patient_id"].unique().to_list())[0]
+    alerted = warehouse.read("alerts")
+    candidates = alerted if alerted.height else warehouse.read("chimerism")
+    patient = min(candidates["patient_id"].unique().to_list())
     for table in ("chimerism", "markers", "trends", "kinetics", "infusions", "alerts"):
         rows = _hostile(warehouse.read(table), patient)
         if rows.height:

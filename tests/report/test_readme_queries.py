@@ -81,7 +81,7 @@ def test_readme_block_runs(
     if "genome_model" in code and "genome_model" not in columns:
         pytest.skip("the chimerism table has no three-genome columns yet (genome_model)")
     if language == "python":
-        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own code
+        exec(compile(code, "README.md", "exec"), {})
         assert capsys.readouterr().out.strip()
         return
     for args in _commands(code):
@@ -96,7 +96,7 @@ def test_latest_query_matches_the_headline_rows(
     """The README's latest-value query gives one row per patient and specimen with a headline."""
     code = next(c for lang, c in BLOCKS if lang == "python" and "latest" in c)
     namespace: dict[str, object] = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(code, "README.md", "exec"), namespace)
     latest = namespace["latest"]
     assert isinstance(latest, pl.DataFrame)
     heads = (
