@@ -14,42 +14,9 @@ from dataclasses import dataclass
 import pandera.polars as pa
 import polars as pl
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table as RichTable
 
-from schemas import (
-    AlertDeliveries,
-    Alerts,
-    Chimerism,
-    CohortKinetics,
-    DdpcrWells,
-    Infusions,
-    IngestLog,
-    Kinetics,
-    Markers,
-    QpcrWells,
-    Samples,
-    StrPeaks,
-    Trends,
-)
-from schemas.warehouse import AssayLimits, Lineage
-
-TABLES: tuple[tuple[str, type[pa.DataFrameModel]], ...] = (
-    ("chimerism", Chimerism),
-    ("markers", Markers),
-    ("trends", Trends),
-    ("kinetics", Kinetics),
-    ("kinetics_cohort", CohortKinetics),
-    ("alerts", Alerts),
-    ("alert_deliveries", AlertDeliveries),
-    ("samples", Samples),
-    ("infusions", Infusions),
-    ("assay_limits", AssayLimits),
-    ("ingest_log", IngestLog),
-    ("observations_str", StrPeaks),
-    ("observations_qpcr", QpcrWells),
-    ("observations_ddpcr", DdpcrWells),
-)
-"""Warehouse table -> its contract. ``observations_*`` hold the parser contract plus lineage."""
+from chimera.warehouse import TABLES, Table
 
 CONVENTIONS = """\
 ## Conventions
@@ -137,21 +104,16 @@ def _constraint(check: pa.Check) -> str:
     return str(check.name)
 
 
-def _summary(name: str, model: type[pa.DataFrameModel]) -> str:
-    text = " ".join(inspect.cleandoc(model.__doc__ or "").split())
-    if name.startswith("observations_"):
-        text += (
-            " Stored as parsed, one file per export, with the lineage columns and `source_file`."
-        )
-    return text
+def _summary(model: type[pa.DataFrameModel]) -> str:
+    return " ".join(inspect.cleandoc(model.__doc__ or "").split())
 
 
-def describe_table(name: str, model: type[pa.DataFrameModel]) -> TableEntry:
+def describe_table(table: Table) -> TableEntry:
     """The dictionary entry of one table, from its Pandera contract."""
+    name, model = table.name, table.model
     schema = model.to_schema()
     columns = []
-    extra = Lineage.to_schema().columns if name.startswith("observations_") else {}
-    for column_name, column in {**schema.columns, **extra}.items():
+    for column_name, column in schema.columns.items():
         metadata = column.metadata or {}
         columns.append(
             ColumnEntry(
@@ -171,15 +133,15 @@ def describe_table(name: str, model: type[pa.DataFrameModel]) -> TableEntry:
     return TableEntry(
         name=name,
         contract=f"{model.__module__}.{model.__name__}",
-        summary=_summary(name, model),
+        summary=_summary(model),
         columns=tuple(columns),
         rules=tuple(rules),
     )
 
 
 def data_dictionary() -> list[TableEntry]:
-    """Every warehouse table's entry, in the order of :data:`TABLES`."""
-    return [describe_table(name, model) for name, model in TABLES]
+    """Every warehouse table's entry, in the catalog's order (``chimera.warehouse.TABLES``)."""
+    return [describe_table(table) for table in TABLES]
 
 
 def _cell(text: str) -> str:
@@ -221,7 +183,7 @@ def render_markdown(tables: list[TableEntry]) -> str:
 def print_dictionary(tables: list[TableEntry], console: Console) -> None:
     """Print the dictionary as one rich table per warehouse table."""
     for entry in tables:
-        view = Table(title=f"{entry.name}  ({entry.contract})", title_justify="left", expand=True)
+        view = RichTable(title=f"{entry.name}  ({entry.contract})", title_justify="left", expand=True)
         for header in ("column", "type", "unit", "description", "allowed"):
             view.add_column(header, overflow="fold")
         for c in entry.columns:

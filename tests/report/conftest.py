@@ -18,7 +18,7 @@ from report_builders import HOSTILE_PATIENT, HOSTILE_PREFIX, HOSTILE_REASON
 from chimera.pipeline import ingest_paths
 from chimera.refresh import refresh_after_ingest
 from chimera.settings import Settings, load_settings
-from chimera.warehouse import Warehouse
+from chimera.warehouse import ALERTS, CHIMERISM, INFUSIONS, KINETICS, MARKERS, TRENDS, Warehouse
 
 MONTHS = ("2025-02", "2025-03", "2025-04", "2025-05")
 
@@ -47,7 +47,7 @@ def report_settings(sample_data_path: Path, tmp_path_factory: pytest.TempPathFac
         small_trial_files(sample_data_path), settings=settings, clock=_now, move=False
     )
     refresh_after_ingest(outcomes, settings=settings, now=_now())
-    assert Warehouse(settings.warehouse).read("chimerism").height > 0
+    assert Warehouse(settings.warehouse).read(CHIMERISM).height > 0
     return settings
 
 
@@ -77,11 +77,11 @@ def hostile_settings(
     shutil.copytree(report_settings.warehouse, home / "warehouse")
     settings = load_settings(env={}, home=home)
     warehouse = Warehouse(settings.warehouse)
-    alerted = warehouse.read("alerts")
-    candidates = alerted if alerted.height else warehouse.read("chimerism")
+    alerted = warehouse.read(ALERTS)
+    candidates = alerted if alerted.height else warehouse.read(CHIMERISM)
     patient = min(candidates["patient_id"].unique().to_list())
-    for table in ("chimerism", "markers", "trends", "kinetics", "infusions", "alerts"):
+    for table in (CHIMERISM, MARKERS, TRENDS, KINETICS, INFUSIONS, ALERTS):
         rows = _hostile(warehouse.read(table), patient)
         if rows.height:
-            warehouse.write(table, f"hostile-{table}", rows)
+            warehouse.write(table, f"hostile-{table.name}", rows)
     return settings

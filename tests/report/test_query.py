@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from chimera.cli import app
 from chimera.settings import Settings, load_settings
 from chimera.sql import run_query
-from chimera.warehouse import Warehouse
+from chimera.warehouse import CHIMERISM, INGEST_LOG, SAMPLES, Warehouse
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +27,14 @@ def with_superseded(
     shutil.copytree(report_settings.warehouse, home / "warehouse")
     settings = load_settings(env={}, home=home)
     warehouse = Warehouse(settings.warehouse)
-    old = (
-        warehouse.read("chimerism")
-        .head(5)
-        .with_columns(superseded=pl.lit(True), pct_ink=pl.lit(None, pl.Float64))
-    )
-    warehouse.write("chimerism", "old-export", old)
+    old = warehouse.read(CHIMERISM).head(5).with_columns(superseded=pl.lit(True))
+    warehouse.write(CHIMERISM, "old-export", old)
     return settings
 
 
 def test_views_show_current_rows_unless_all(with_superseded: Settings) -> None:
     """Superseded rows are hidden by default and shown with --all."""
-    warehouse = Warehouse(with_superseded.warehouse).read("chimerism")
+    warehouse = Warehouse(with_superseded.warehouse).read(CHIMERISM)
     current = warehouse.filter(~pl.col("superseded")).height
     count = "select count(*) as n from chimerism"
     assert run_query(with_superseded.warehouse, count)["n"][0] == current
@@ -64,7 +60,7 @@ def test_every_table_is_a_view_and_file_status_is_each_files_latest_event(
         if p.is_dir() and any(p.rglob("*.parquet"))
     }
     assert folders | {"file_status"} == views
-    ledger = Warehouse(report_settings.warehouse).read("ingest_log")
+    ledger = Warehouse(report_settings.warehouse).read(INGEST_LOG)
     status = run_query(report_settings.warehouse, "select * from file_status")
     assert status.height == ledger.select("source_sha256", "file_name").n_unique()
 
@@ -75,13 +71,13 @@ def test_registry_views_keep_the_latest_row_per_sample(
     """A sample registered by two manifests appears once, as the later manifest says."""
     shutil.copytree(report_settings.warehouse, tmp_path / "warehouse")
     warehouse = Warehouse(tmp_path / "warehouse")
-    samples = warehouse.read("samples")
+    samples = warehouse.read(SAMPLES)
     later = samples.head(1).with_columns(
         specimen=pl.lit("PB CD56+"),
         source_sha256=pl.lit("f" * 64),
         ingested_at=pl.col("ingested_at").dt.offset_by("1d"),
     )
-    warehouse.write("samples", "f" * 64, later)
+    warehouse.write(SAMPLES, "f" * 64, later)
     sample = later["sample_id"][0]
     rows = run_query(
         tmp_path / "warehouse", f"select specimen from samples where sample_id = '{sample}'"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from chimera.cli import app
 from chimera.settings import Settings
-from chimera.warehouse import Warehouse
+from chimera.warehouse import CHIMERISM, Warehouse
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CLI = ".venv/bin/chimera"
@@ -77,7 +77,7 @@ def test_readme_block_runs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The block runs against the warehouse without an error and prints a result."""
-    columns = Warehouse(report_settings.warehouse).read("chimerism").columns
+    columns = Warehouse(report_settings.warehouse).read(CHIMERISM).columns
     if "genome_model" in code and "genome_model" not in columns:
         pytest.skip("the chimerism table has no three-genome columns yet (genome_model)")
     if language == "python":
@@ -101,7 +101,7 @@ def test_latest_query_matches_the_headline_rows(
     assert isinstance(latest, pl.DataFrame)
     heads = (
         Warehouse(report_settings.warehouse)
-        .read("chimerism")
+        .read(CHIMERISM)
         .filter(pl.col("is_headline") & ~pl.col("superseded"))
     )
     assert latest.height == heads.select("patient_id", "specimen").n_unique()

@@ -9,10 +9,19 @@ import polars as pl
 
 from chimera.report.charts import METHOD_COLOURS, palette
 from chimera.sql import connect, read_current
-from schemas.base import polars_schema
-from schemas.trends import Alerts, CohortKinetics, Kinetics, Trends
+from chimera.warehouse import (
+    ALERTS,
+    CHIMERISM,
+    INFUSIONS,
+    INGEST_LOG,
+    KINETICS,
+    KINETICS_COHORT,
+    MARKERS,
+    SAMPLES,
+    TRENDS,
+    Table,
+)
 from schemas.vocab import GenomeModel
-from schemas.warehouse import Chimerism, Infusions, IngestLog, Markers, Samples
 
 
 @dataclass(frozen=True)
@@ -58,16 +67,20 @@ class ReportData:
 def load_report_data(warehouse: Path) -> ReportData:
     """Read the current rows of the tables the reports use (absent tables are empty)."""
     con = connect(warehouse)
+
+    def read(table: Table, view: str | None = None) -> pl.DataFrame:
+        return read_current(con, view or table.name, table.schema)
+
     return ReportData(
-        chimerism=read_current(con, "chimerism", polars_schema(Chimerism)),
-        markers=read_current(con, "markers", polars_schema(Markers)),
-        trends=read_current(con, "trends", polars_schema(Trends)),
-        kinetics=read_current(con, "kinetics", polars_schema(Kinetics)),
-        alerts=read_current(con, "alerts", polars_schema(Alerts)),
-        infusions=read_current(con, "infusions", polars_schema(Infusions)),
-        samples=read_current(con, "samples", polars_schema(Samples)),
-        ledger=read_current(con, "file_status", polars_schema(IngestLog)),
-        kinetics_cohort=read_current(con, "kinetics_cohort", polars_schema(CohortKinetics)),
+        chimerism=read(CHIMERISM),
+        markers=read(MARKERS),
+        trends=read(TRENDS),
+        kinetics=read(KINETICS),
+        alerts=read(ALERTS),
+        infusions=read(INFUSIONS),
+        samples=read(SAMPLES),
+        ledger=read(INGEST_LOG, "file_status"),
+        kinetics_cohort=read(KINETICS_COHORT),
     )
 
 
