@@ -31,13 +31,13 @@ def test_every_column_of_every_table_is_described() -> None:
 
 
 def test_percentages_and_days_carry_units() -> None:
-    """Every pct_* column is in percent and every *_days column in days."""
+    """Every pct_* / *_pct column is in percent; every *_days column in days (or %·d)."""
     for table in data_dictionary():
         for column in table.columns:
             if column.name.startswith("pct_") or column.name.endswith("_pct"):
                 assert column.unit.startswith("%"), f"{table.name}.{column.name}"
             if column.name.endswith("_days"):
-                assert column.unit.startswith("d"), f"{table.name}.{column.name}"
+                assert column.unit.endswith("d"), f"{table.name}.{column.name}"
 
 
 def test_tables_command_lists_every_table() -> None:
@@ -45,8 +45,8 @@ def test_tables_command_lists_every_table() -> None:
     runner = CliRunner()
     everything = runner.invoke(app, ["tables"])
     assert everything.exit_code == 0
-    for name, _ in TABLES:
-        assert name in everything.output
+    for table in TABLES:
+        assert table.name in everything.output
     one = runner.invoke(app, ["tables", "--table", "kinetics"])
     assert one.exit_code == 0
     assert "auc_pct_days" in one.output
