@@ -183,7 +183,9 @@ def render_markdown(tables: list[TableEntry]) -> str:
 def print_dictionary(tables: list[TableEntry], console: Console) -> None:
     """Print the dictionary as one rich table per warehouse table."""
     for entry in tables:
-        view = RichTable(title=f"{entry.name}  ({entry.contract})", title_justify="left", expand=True)
+        view = RichTable(
+            title=f"{entry.name}  ({entry.contract})", title_justify="left", expand=True
+        )
         for header in ("column", "type", "unit", "description", "allowed"):
             view.add_column(header, overflow="fold")
         for c in entry.columns:

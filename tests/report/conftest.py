@@ -7,13 +7,12 @@ A second warehouse adds a patient whose ids and texts are hostile HTML and sprea
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
-from report_builders import HOSTILE_PATIENT, HOSTILE_PREFIX, HOSTILE_REASON
+from report_builders import HOSTILE_PATIENT, HOSTILE_PREFIX, HOSTILE_REASON, copy_home
 
 from chimera.pipeline import ingest_paths
 from chimera.refresh import refresh_after_ingest
@@ -73,9 +72,7 @@ def hostile_settings(
     report_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
     """The small warehouse plus a copy of a patient (one with an alert) under hostile ids and texts."""
-    home = tmp_path_factory.mktemp("hostile-home")
-    shutil.copytree(report_settings.warehouse, home / "warehouse")
-    settings = load_settings(env={}, home=home)
+    settings = copy_home(report_settings, tmp_path_factory.mktemp("hostile-home"))
     warehouse = Warehouse(settings.warehouse)
     alerted = warehouse.read(ALERTS)
     candidates = alerted if alerted.height else warehouse.read(CHIMERISM)

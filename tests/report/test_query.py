@@ -10,10 +10,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from report_builders import copy_home
 from typer.testing import CliRunner
 
 from chimera.cli import app
-from chimera.settings import Settings, load_settings
+from chimera.settings import Settings
 from chimera.sql import run_query
 from chimera.warehouse import CHIMERISM, INGEST_LOG, SAMPLES, Warehouse
 
@@ -23,9 +24,7 @@ def with_superseded(
     report_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
     """The small warehouse plus a superseded copy of one patient's chimerism rows."""
-    home = tmp_path_factory.mktemp("superseded-home")
-    shutil.copytree(report_settings.warehouse, home / "warehouse")
-    settings = load_settings(env={}, home=home)
+    settings = copy_home(report_settings, tmp_path_factory.mktemp("superseded-home"))
     warehouse = Warehouse(settings.warehouse)
     old = warehouse.read(CHIMERISM).head(5).with_columns(superseded=pl.lit(True))
     warehouse.write(CHIMERISM, "old-export", old)

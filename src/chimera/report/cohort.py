@@ -10,10 +10,16 @@ from chimera.report.charts import Chart, swimmer_chart, trend_chart
 from chimera.report.data import ReportData, dose_days, headline_points, is_three_genome
 from chimera.report.html import Cell, esc, figure, missing, page, table, text
 from chimera.report.patient import Report
-from chimera.report.sections import alerts_section, footer, result_text
+from chimera.report.sections import (
+    alerts_section,
+    footer,
+    methods_used,
+    result_text,
+    source_hashes,
+)
 from chimera.settings import Settings
 from chimera.warehouse import file_key
-from schemas.vocab import AlertRuleId, AlertState, KineticsScope, Method, ResultStatus
+from schemas.vocab import AlertRuleId, AlertState, KineticsScope, ResultStatus
 
 SUMMARY_PARAMETERS = {
     "cmax_pct": "Cmax %",
@@ -201,12 +207,8 @@ def _charts(data: ReportData) -> tuple[Chart, list[Chart], Chart]:
 def render_cohort_report(data: ReportData, *, settings: Settings, generated_at: datetime) -> Report:
     """The cohort report as one HTML document."""
     everyone, small, swimmer = _charts(data)
-    hashes = {
-        h
-        for f in (data.chimerism, data.infusions, data.samples)
-        for h in f["source_sha256"].drop_nulls().to_list()
-    }
-    methods = [m.value for m in Method if m in set(data.chimerism["method"].to_list())]
+    hashes = source_hashes((data.chimerism, data.infusions, data.samples))
+    methods = methods_used(data.chimerism)
     grid = "".join(figure(c, download_name=c.key) for c in small)
     body = (
         f"<h1>iNK chimerism: cohort report</h1><p class='meta'>{len(data.patients())} patients · "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,8 +21,10 @@ from chimera.report.sections import (
     change_text,
     footer,
     kinetics_table,
+    methods_used,
     qc_badge,
     result_text,
+    source_hashes,
 )
 from chimera.settings import Settings
 from chimera.warehouse import file_key
@@ -191,22 +192,13 @@ def _appendix(data: ReportData) -> str:
     return "".join(blocks)
 
 
-def _hashes(frames: Iterable[pl.DataFrame]) -> set[str]:
-    return {
-        h
-        for f in frames
-        if "source_sha256" in f.columns
-        for h in f["source_sha256"].drop_nulls().to_list()
-    }
-
-
 def render_patient_report(
     data: ReportData, patient: str, *, settings: Settings, generated_at: datetime
 ) -> Report:
     """The patient's report as one HTML document (``data`` already restricted to the patient)."""
     charts = _charts(data, patient)
-    methods = [m for m in (m.value for m in Method) if m in set(data.chimerism["method"].to_list())]
-    hashes = _hashes((data.chimerism, data.markers, data.infusions, data.samples))
+    methods = methods_used(data.chimerism)
+    hashes = source_hashes((data.chimerism, data.markers, data.infusions, data.samples))
     figures = "".join(figure(c, download_name=c.key) for c in charts)
     body = (
         f"<h1>Patient {esc(patient)}: iNK chimerism</h1>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
 
@@ -12,7 +13,7 @@ from chimera import __version__
 from chimera.report.html import Cell, badge, esc, missing, number, table, text
 from chimera.report.summary import evidence_rows, format_result
 from chimera.settings import Settings
-from schemas.vocab import AlertState, CdScale, QcVerdict, Severity
+from schemas.vocab import AlertState, CdScale, Method, QcVerdict, Severity
 
 METHOD_NOTES = {
     "STR": "STR fragment analysis (GeneMapper peak tables): per informative locus, iNK share "
@@ -23,6 +24,22 @@ METHOD_NOTES = {
     "ddPCR": "ddPCR marker/reference copies from Poisson-corrected droplet counts; 95 % CI "
     "from the Poisson counts (methods.md 5).",
 }
+
+
+def source_hashes(frames: Iterable[pl.DataFrame]) -> set[str]:
+    """Every ``source_sha256`` in the frames (the files a report rests on)."""
+    return {
+        h
+        for f in frames
+        if "source_sha256" in f.columns
+        for h in f["source_sha256"].drop_nulls().to_list()
+    }
+
+
+def methods_used(chimerism: pl.DataFrame) -> list[str]:
+    """The methods with at least one result, in the vocabulary's order."""
+    present = set(chimerism["method"].to_list())
+    return [m.value for m in Method if m in present]
 
 
 def result_text(row: dict[str, object]) -> str:
