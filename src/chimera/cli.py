@@ -1,8 +1,8 @@
 """The ``chimera`` command line: ingest files, run the demo, query tables, read alerts.
 
-Exit codes: 0 every file accepted (or already known), 3 at least one file quarantined,
-4 at least one file waiting for a prerequisite (manifest, baseline, product reference),
-2 usage errors. Never a Python traceback for a bad input file.
+Exit codes (:class:`chimera.poll.ExitCode`): 0 every file accepted (or already known), 3 at
+least one file quarantined, 4 at least one file waiting for a prerequisite (manifest, baseline,
+product reference), 2 usage errors. Never a Python traceback for a bad input file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from rich.table import Table
 
 from chimera import __version__
 from chimera.inbox import is_ignored
-from chimera.pipeline import FileOutcome, ingest_paths
+from chimera.ingest import FileOutcome
+from chimera.poll import ExitCode, exit_code, ingest_paths, poll_inbox, refresh_after_ingest
 from chimera.settings import Settings, load_settings
 from schemas.vocab import FileStatus
 
@@ -80,7 +81,7 @@ def _expand(paths: list[Path], settings: Settings) -> list[Path]:
             files.append(path)
         else:
             err_console.print(f"[red]error:[/red] {path} does not exist")
-            raise typer.Exit(2)
+            raise typer.Exit(ExitCode.USAGE)
     return files
 
 
@@ -110,11 +111,7 @@ def _report(outcomes: list[FileOutcome]) -> int:
         if o.status is FileStatus.QUARANTINED:
             for problem in o.problems[:10]:
                 console.print(f"  {o.file_name}: {problem.render()}")
-    if any(o.status is FileStatus.QUARANTINED for o in outcomes):
-        return 3
-    if any(o.status is FileStatus.WAITING for o in outcomes):
-        return 4
-    return 0
+    return exit_code(o.status for o in outcomes)
 
 
 @app.command()
@@ -135,7 +132,7 @@ def ingest(
     """Ingest exports, manifests and infusion logs once, in-process (no Prefect server needed)."""
     if not paths and inbox is None:
         err_console.print("[red]error:[/red] give files/folders to ingest or --inbox DIR")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     settings = _settings(home, warehouse, inbox)
     outcomes: list[FileOutcome] = []
     if paths:
@@ -145,22 +142,11 @@ def ingest(
     if inbox is not None:
         if not inbox.is_dir():
             err_console.print(f"[red]error:[/red] inbox {inbox} is not a folder")
-            raise typer.Exit(2)
-        from chimera.inbox import scan_inbox  # noqa: PLC0415
-
-        ready = [
-            c.path
-            for c in scan_inbox(
-                inbox,
-                now=_now(),
-                settle_seconds=settings.inbox_rules.settle_seconds,
-                ignore_patterns=settings.inbox_rules.ignore_patterns,
-            )
-            if c.ready
-        ]
-        outcomes += ingest_paths(ready, settings=settings, clock=_now, move=True)
-    from chimera.refresh import refresh_after_ingest  # noqa: PLC0415
-
+            raise typer.Exit(ExitCode.USAGE)
+        poll = poll_inbox(settings, clock=_now, refresh=False)
+        outcomes += poll.outcomes
+        for name in poll.errors:
+            err_console.print(f"[red]error:[/red] {name} could not be read; it stays in the inbox")
     refresh_after_ingest(outcomes, settings=settings, now=_now())
     code = _report(outcomes)
     console.print(f"warehouse: {settings.warehouse.resolve()}")
@@ -180,7 +166,6 @@ def demo(
     ] = None,
 ) -> None:
     """Ingest the bundled synthetic trial, then print per-patient results, kinetics and alerts."""
-    from chimera.refresh import refresh_after_ingest  # noqa: PLC0415
     from chimera.report.summary import print_demo_summary  # noqa: PLC0415
 
     settings = _settings(home, warehouse)
@@ -196,7 +181,7 @@ def demo(
         err_console.print(
             f"[red]error:[/red] no sample data under {source}; run `python sample_data/generate.py`"
         )
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     outcomes = ingest_paths(inputs, settings=settings, clock=_now, move=False)
     refresh_after_ingest(outcomes, settings=settings, now=_now())
     counts = {s.value: sum(o.status is s for o in outcomes) for s in FileStatus}
@@ -212,7 +197,7 @@ def demo(
 
     cohort = write_cohort_report(settings, out=default_report_path(settings, None), now=_now())
     console.print(f"cohort report: {cohort.resolve()}")
-    raise typer.Exit(3 if any(o.status is FileStatus.QUARANTINED for o in bad) else 0)
+    raise typer.Exit(exit_code(o.status for o in outcomes))
 
 
 @app.command()
@@ -296,7 +281,7 @@ def watch(
     home: HomeOption = None, inbox: Annotated[Path | None, typer.Option("--inbox")] = None
 ) -> None:
     """Ingest files as soon as they land (local disks; network shares need polling)."""
-    from chimera.service import watch_inbox  # noqa: PLC0415
+    from chimera.poll import watch_inbox  # noqa: PLC0415
 
     raise typer.Exit(watch_inbox(_settings(home, None, inbox), console))
 
@@ -304,7 +289,7 @@ def watch(
 @app.command()
 def status(home: HomeOption = None, warehouse: WarehouseOption = None) -> None:
     """Files waiting, quarantined and accepted today; the last run and its state."""
-    from chimera.service import print_status  # noqa: PLC0415
+    from chimera.status import print_status  # noqa: PLC0415
 
     raise typer.Exit(print_status(_settings(home, warehouse), console))
 
