@@ -126,6 +126,39 @@ DDPCR_MARKERS = {
 """Marker copies per genome of each ddPCR test marker (absent genomes have 0)."""
 
 
+def ddpcr_row(
+    plate: str,
+    well: str,
+    sample: str | None,
+    target: str,
+    positives: int,
+    accepted: int,
+    *,
+    sample_type: str = "unknown",
+    merged_wells: str | None = None,
+) -> dict[str, object]:
+    """One ``DdpcrWells`` row (QX Manager, 0.85 nL droplets); RPP30 is the reference."""
+    return {
+        "sample_id": sample,
+        "well": well,
+        "target": target,
+        "channel": "HEX" if target == REFERENCE else "FAM",
+        "target_role": "reference" if target == REFERENCE else "marker",
+        "sample_type": sample_type,
+        "status": "OK",
+        "accepted_droplets": accepted,
+        "positives": positives,
+        "negatives": accepted - positives,
+        "concentration_copies_per_ul": None,
+        "droplet_volume_nl": 0.85,
+        "merged_wells": merged_wells,
+        "is_merged": merged_wells is not None,
+        "software": "qx_manager",
+        "source_row": 2,
+        "source_sha256": plate,
+    }
+
+
 class DdpcrPlate:
     """``DdpcrWells`` rows of one plate: duplex wells of one marker and RPP30."""
 
@@ -133,29 +166,6 @@ class DdpcrPlate:
         self.plate = plate
         self.rng = rng
         self.rows: list[dict[str, object]] = []
-
-    def _row(
-        self, well: str, sample: str | None, target: str, pos: int, acc: int, sample_type: str
-    ) -> dict[str, object]:
-        return {
-            "sample_id": sample,
-            "well": well,
-            "target": target,
-            "channel": "HEX" if target == REFERENCE else "FAM",
-            "target_role": "reference" if target == REFERENCE else "marker",
-            "sample_type": sample_type,
-            "status": "OK",
-            "accepted_droplets": acc,
-            "positives": pos,
-            "negatives": acc - pos,
-            "concentration_copies_per_ul": None,
-            "droplet_volume_nl": 0.85,
-            "merged_wells": None,
-            "is_merged": False,
-            "software": "qx_manager",
-            "source_row": len(self.rows) + 2,
-            "source_sha256": self.plate,
-        }
 
     def counts(
         self,
@@ -170,10 +180,12 @@ class DdpcrPlate:
         """Add one duplex well with the given counts; returns the well name."""
         n = len({r["well"] for r in self.rows})
         well = f"{'ABCDEFGH'[n % 8]}{n // 8 + 1:02d}"
-        self.rows.append(self._row(well, sample, marker, marker_positives, droplets, sample_type))
-        self.rows.append(
-            self._row(well, sample, REFERENCE, reference_positives, droplets, sample_type)
-        )
+        for target, positives in ((marker, marker_positives), (REFERENCE, reference_positives)):
+            self.rows.append(
+                ddpcr_row(
+                    self.plate, well, sample, target, positives, droplets, sample_type=sample_type
+                )
+            )
         return well
 
     def positives(self, lam: float, droplets: int) -> int:

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pcr_builders import DdpcrPlate
+from pcr_builders import DdpcrPlate, ddpcr_row
 
 from chimera.calculate.ddpcr import assert_chimerism_plate, compute_ddpcr_chimerism
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS
@@ -232,27 +232,9 @@ MARKER, REFERENCE = "iNK-M1", "RPP30"
 
 
 def _row(
-    plate: str, well: str, sample: str, target: str, pos: int, acc: int, **extra: object
+    plate: str, well: str, sample: str, target: str, pos: int, acc: int, **extra: Any
 ) -> dict[str, object]:
-    return {
-        "sample_id": sample,
-        "well": well,
-        "target": target,
-        "channel": "FAM" if target != REFERENCE else "HEX",
-        "target_role": "reference" if target == REFERENCE else "marker",
-        "sample_type": extra.get("sample_type", "unknown"),
-        "status": "OK",
-        "accepted_droplets": acc,
-        "positives": pos,
-        "negatives": acc - pos,
-        "concentration_copies_per_ul": None,
-        "droplet_volume_nl": 0.85,
-        "merged_wells": extra.get("merged_wells"),
-        "is_merged": extra.get("merged_wells") is not None,
-        "software": "qx_manager",
-        "source_row": 2,
-        "source_sha256": plate,
-    }
+    return ddpcr_row(plate, well, sample, target, pos, acc, **extra)
 
 
 class Plate:

@@ -215,6 +215,7 @@ def test_real_relative_quant_plate_through_compute(real_exports: Path) -> None:
         ]
     )
     settings = replace(SETTINGS, reference_genes=("18S",), reference_ct_min=10.0, min_replicates=1)
+    assert_chimerism_plate(wells, settings=settings, file_name=name)  # 18S declared: accepted
     out = compute_qpcr_chimerism(plate.lazy(), samples, settings=settings)
     hs2, hs3 = (_row(out.results, s) for s in ("13Jul2022-Hs-2", "13Jul2022-Hs-3"))
     pct = {
@@ -615,11 +616,15 @@ def test_results_do_not_depend_on_well_order(order: list[int]) -> None:
 # --- plate check --------------------------------------------------------------------------------
 
 
-def test_synthetic_chimerism_plate_passes_the_check() -> None:
-    """A plate with RPP30 and marker targets is a chimerism assay."""
+def test_plate_check_needs_a_marker_beside_the_reference_gene() -> None:
+    """RPP30 + markers is a chimerism plate; the same plate without its markers is refused."""
     plate = QpcrPlate()
     plate.controls()
-    assert_chimerism_plate(plate.frame(), settings=SETTINGS, file_name="plate.txt")
+    frame = plate.frame()
+    assert_chimerism_plate(frame, settings=SETTINGS, file_name="plate.txt")
+    only_reference = frame.filter(pl.col("target") == REFERENCE)
+    with pytest.raises(NotChimerismAssayError, match="no donor-specific marker"):
+        assert_chimerism_plate(only_reference, settings=SETTINGS, file_name="plate.txt")
 
 
 @pytest.mark.parametrize(
@@ -650,14 +655,6 @@ def test_real_exports_are_not_chimerism_assays(
         assert_chimerism_plate(wells, settings=SETTINGS, file_name=name)
     assert name in str(info.value)
     assert info.value.reason == "not_a_chimerism_assay"
-
-
-def test_configured_reference_gene_accepts_the_18s_plate(real_exports: Path) -> None:
-    """Declaring 18S a reference gene makes the 18S/ANPEP plate pass the structural check."""
-    name = "quantstudio_fast96_relative_quant_results.xlsx"
-    wells = parse_appbio((real_exports / "qpcr_appbio" / name).read_bytes(), file_name=name)
-    settings = replace(SETTINGS, reference_genes=("18S",))
-    assert_chimerism_plate(wells, settings=settings, file_name=name)
 
 
 def test_reference_gene_matcher_is_shared_and_token_aware() -> None:

@@ -41,7 +41,7 @@ from dataclasses import replace
 
 import polars as pl
 
-from chimera.calculate.common import ProductBanks, is_reference_gene, sample_table
+from chimera.calculate.common import is_reference_gene, sample_table
 from chimera.calculate.ddpcr_sample import SampleContext, evaluate_sample
 from chimera.calculate.ddpcr_wells import (
     Plate,
@@ -60,7 +60,7 @@ from chimera.calculate.genomes import (
     GenomeCall,
     PatientGenomes,
     classify_marker,
-    patient_genomes,
+    post_dose_samples,
 )
 from chimera.calculate.limits import MethodOutput, SampleResult, markers_frame, results_frame
 from chimera.calculate.poisson import MIN_CARRIER_COPIES, copies_per_ul, poisson_lambda
@@ -192,31 +192,24 @@ def compute_ddpcr_chimerism(
         (``replicate = "pooled"``), excluded wells and non-informative markers included.
     """
     table = sample_table(samples.collect())
-    banks = ProductBanks(table)
     plates = index_plates(collect_wells(wells.collect(), settings), table, settings)
     ordered = [plates[key] for key in sorted(plates)]
     names = sorted({m for p in ordered for ws in p.dna.values() for w in ws for m in w.markers})
-    calls_cache: dict[tuple[str, str | None], tuple[PatientGenomes, Calls]] = {}
     results: list[SampleResult] = []
     rows: list[dict[str, object]] = []
     post_dose = sorted({sid for p in ordered for sid in p.dna if table[sid].role == Role.POST_DOSE})
-    for sample_id in post_dose:
-        info = table[sample_id]
-        bank, bank_note = banks.bank_of_sample(info, table)
-        key = (info.patient_id, bank)
-        if key not in calls_cache:
-            genomes = patient_genomes(info.patient_id, bank, table, banks)
-            calls_cache[key] = (genomes, _marker_calls(genomes, names, ordered, settings))
-        genomes, calls = calls_cache[key]
-        for plate in (p for p in ordered if sample_id in p.dna):
+    for sample in post_dose_samples(
+        post_dose, table, lambda genomes: _marker_calls(genomes, names, ordered, settings)
+    ):
+        for plate in (p for p in ordered if sample.info.sample_id in p.dna):
             context = SampleContext(
-                info=info,
-                genomes=genomes,
-                calls=calls,
+                info=sample.info,
+                genomes=sample.genomes,
+                calls=sample.calls,
                 plate=plate,
                 plates=ordered,
                 settings=settings,
-                notes=[bank_note] if bank_note else [],
+                notes=[sample.note] if sample.note else [],
             )
             result, detail = evaluate_sample(context)
             results.append(replace(result, source_sha256=plate.plate))

@@ -22,6 +22,7 @@ genome X only when X carries it and both other genomes lack it) applied to qPCR/
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -120,6 +121,35 @@ def patient_genomes(
         baseline_ids=baselines,
         germline_is_baseline=from_baseline,
     )
+
+
+@dataclass(frozen=True)
+class PostDoseSample:
+    """A post-dose sample with its patient's references and marker calls."""
+
+    info: SampleInfo
+    genomes: PatientGenomes
+    calls: Calls
+    note: str | None
+    """How the product was found when the sample's lot was not its own, else None."""
+
+
+def post_dose_samples(
+    sample_ids: Iterable[str],
+    table: dict[str, SampleInfo],
+    call_markers: Callable[[PatientGenomes], Calls],
+) -> Iterator[PostDoseSample]:
+    """Each sample with its genomes and marker calls, computed once per patient x cell bank."""
+    banks = ProductBanks(table)
+    cache: dict[tuple[str, str | None], tuple[PatientGenomes, Calls]] = {}
+    for sample_id in sample_ids:
+        info = table[sample_id]
+        bank, note = banks.bank_of_sample(info, table)
+        key = (info.patient_id, bank)
+        if key not in cache:
+            genomes = patient_genomes(info.patient_id, bank, table, banks)
+            cache[key] = (genomes, call_markers(genomes))
+        yield PostDoseSample(info, *cache[key], note)
 
 
 def _says(who: str, call: GenomeCall) -> str:

@@ -51,12 +51,11 @@ from collections.abc import Collection
 import polars as pl
 
 from chimera.calculate.common import (
-    ProductBanks,
     SampleInfo,
     is_reference_gene,
     sample_table,
 )
-from chimera.calculate.genomes import Calls, PatientGenomes, Share, patient_genomes
+from chimera.calculate.genomes import PatientGenomes, Share, post_dose_samples
 from chimera.calculate.limits import MethodOutput, SampleResult, markers_frame, results_frame
 from chimera.calculate.qpcr_plate import marker_calls, plate_contexts
 from chimera.calculate.qpcr_sample import SampleOnPlate, evaluate
@@ -157,38 +156,31 @@ def compute_qpcr_chimerism(
         replicate well of each marker and of the reference gene.
     """
     table = sample_table(samples.collect())
-    banks = ProductBanks(table)
     contexts = plate_contexts(wells.collect(), settings, table)
     ordered = [contexts[key] for key in sorted(contexts)]
-    cache: dict[tuple[str, str | None], tuple[PatientGenomes, Calls]] = {}
     negative_controls = tuple(
         sorted(sid for sid, info in table.items() if info.role == Role.NEGATIVE_CONTROL)
     )
     results: list[SampleResult] = []
     rows: list[dict[str, object]] = []
     post_dose = sorted(
-        sid for sid, info in table.items()
+        sid
+        for sid, info in table.items()
         if info.role == Role.POST_DOSE and any(sid in c.samples for c in ordered)
-    )  # fmt: skip
-    for sample_id in post_dose:
-        info = table[sample_id]
-        bank, bank_note = banks.bank_of_sample(info, table)
-        key = (info.patient_id, bank)
-        if key not in cache:
-            genomes = patient_genomes(info.patient_id, bank, table, banks)
-            cache[key] = (genomes, marker_calls(genomes, ordered))
-        genomes, calls = cache[key]
-        for context in (c for c in ordered if sample_id in c.samples):
-            sample = SampleOnPlate(
-                sample_id=sample_id,
-                context=context,
-                genomes=genomes,
-                calls=calls,
-                table=table,
-                blank_ids=(*negative_controls, *genomes.blank_ids),
-                notes=(bank_note,) if bank_note else (),
+    )
+    for sample in post_dose_samples(post_dose, table, lambda g: marker_calls(g, ordered)):
+        for context in (c for c in ordered if sample.info.sample_id in c.samples):
+            result, detail = evaluate(
+                SampleOnPlate(
+                    sample_id=sample.info.sample_id,
+                    context=context,
+                    genomes=sample.genomes,
+                    calls=sample.calls,
+                    table=table,
+                    blank_ids=(*negative_controls, *sample.genomes.blank_ids),
+                    notes=(sample.note,) if sample.note else (),
+                )
             )
-            result, detail = evaluate(sample)
             results.append(result)
             rows.extend(detail)
     return MethodOutput(results=results_frame(results), markers=markers_frame(rows))
