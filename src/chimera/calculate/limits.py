@@ -247,6 +247,7 @@ MARKER_COLUMNS: dict[str, pl.DataType] = {
     "sharing": pl.String(),
     "donor_alleles": pl.String(),
     "recipient_alleles": pl.String(),
+    "hsct_donor_alleles": pl.String(),
     "signal_ink": pl.Float64(),
     "signal_total": pl.Float64(),
     "ct": pl.Float64(),
@@ -254,6 +255,9 @@ MARKER_COLUMNS: dict[str, pl.DataType] = {
     "accepted_droplets": pl.Int64(),
     "copies_per_ul": pl.Float64(),
     "pct_ink": pl.Float64(),
+    "pct_recipient": pl.Float64(),
+    "pct_hsct_donor": pl.Float64(),
+    "stutter_ratio": pl.Float64(),
     "included": pl.Boolean(),
     "exclusion_reason": pl.String(),
 }
