@@ -43,6 +43,12 @@ class StrSettings:
     default_stutter_ratio: float | None = None
     """Configured ratio for loci neither measured nor in ``stutter_ratios``; None = the published
     average for the locus's repeat length (``chimera.calculate.stutter.PUBLISHED_BACK_STUTTER``)."""
+    forward_stutter_correction: bool = True
+    """Also subtract forward (n+1) stutter where the lab's profiles measure it (methods.md 2.6:
+    rarer and smaller than back stutter, but it lands on minority alleles just the same)."""
+    max_forward_stutter_ratio: float = 0.05
+    """Single-source n+1 observations above this fraction of the parent are not forward stutter
+    (tetranucleotide forward stutter is about 0.5-2 %)."""
     min_stutter_observations: int = 1
     """Single-source observations needed before a measured ratio replaces the configured one."""
     assumed_stutter_cv: float = 0.3
@@ -54,8 +60,11 @@ class StrSettings:
     fraction of its expected signal makes the locus unreliable for that genome: it is excluded
     while at least ``min_informative_loci`` remain (Nollet 2001; methods.md 2.4)."""
     stutter_sigmas: float = 3.0
-    """A peak within this many SDs of its expected stutter is explained by stutter: it is not a
-    foreign allele and not evidence of a minority genome."""
+    """A genome-unique allele counts as detected only with more corrected signal than this many
+    SDs of the stutter expected there (no false iNK from stutter residue)."""
+    unexpected_allele_sigmas: float = 4.0
+    """A peak in no genotype is stutter up to SR * exp(z * CV) of its neighbour (log-normal
+    stutter variation; z this high because every stutter position of a run is tested)."""
     lod_pct: float = 1.0
     """STR limit of detection, % iNK (Children's Mercy 1-5 %, Stahl 2016 >= 1 %)."""
     loq_pct: float = 5.0

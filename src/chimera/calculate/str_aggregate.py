@@ -24,7 +24,7 @@ from chimera.calculate.limits import (
     failed_result,
 )
 from chimera.calculate.stats import t_quantile
-from chimera.calculate.stutter import UniqueAllele
+from chimera.calculate.stutter import UnexpectedAllele, UniqueAllele
 from chimera.settings import StrSettings
 
 
@@ -167,7 +167,7 @@ class SampleWork:
     loci: list[LocusWork] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     review: bool = False
-    unexpected: list[str] = field(default_factory=list)
+    unexpected: list[UnexpectedAllele] = field(default_factory=list)
     stutter_notes: list[str] = field(default_factory=list)
     clamped: list[str] = field(default_factory=list)
     fallback: list[str] = field(default_factory=list)
@@ -287,21 +287,47 @@ def _missing_unique_alleles(
     """Genome-unique alleles without signal where the genome's share predicts a clear peak.
 
     Only for genomes at or above ``missing_allele_min_pct``: an allele below
-    ``missing_allele_fraction`` of its expected signal means the sample does not fit the
-    reference genotypes (methods.md 2.8 D, "DD example").
+    ``missing_allele_fraction`` of its expected signal is missing. One such locus that the
+    outlier rule already removed is a dropout; missing alleles at a retained locus or at two
+    loci mean the sample does not fit the reference genotypes (methods.md 2.8 D, "DD example").
     """
-    missing = []
+    found = []
     for genome, share in shares.items():
         mean = share.agg.mean_pct
         if mean is None or mean < settings.missing_allele_min_pct:
             continue
+        mine, retained = [], False
         for locus in work.loci:
-            for u in locus.unique:
-                if u.genome == genome and u.signal < settings.missing_allele_fraction * u.expected(
-                    mean, locus.total
-                ):
-                    missing.append(f"{genome} {locus.row['marker']} {u.allele}")
-    return missing
+            cutoff = settings.missing_allele_fraction
+            gone = [
+                u.allele
+                for u in locus.unique
+                if u.genome == genome and u.signal < cutoff * u.expected(mean, locus.total)
+            ]
+            if gone:
+                mine.append(f"{genome} {locus.row['marker']} {'/'.join(gone)}")
+                retained = retained or (genome in locus.values and genome not in locus.excluded)
+        if retained or len(mine) >= 2:
+            found.extend(mine)
+    return found
+
+
+def _unexpected_reasons(unexpected: Sequence[UnexpectedAllele]) -> tuple[list[str], bool]:
+    """Contamination / swap finding from peaks in no genotype, and whether it needs review.
+
+    A foreign genome shows alleles away from stutter positions or at several loci; one
+    oversized stutter-position peak at a single locus is reported without review.
+    """
+    if not unexpected:
+        return [], False
+    loci = {u.marker for u in unexpected}
+    if len(loci) >= 2 or any(not u.stutter_position for u in unexpected):
+        listed = ", ".join(str(u) for u in unexpected)
+        return [
+            "possible contamination or sample swap: allele(s) in neither genotype: " + listed
+        ], True
+    listed = ", ".join(str(u) for u in unexpected)
+    return [f"stutter-position peak larger than stutter usually is (single locus): {listed}"], False
 
 
 def _genome_share(share: _Share, *, settings: StrSettings) -> GenomeShare:
@@ -361,12 +387,9 @@ def summarise(sample_id: str, work: SampleWork, *, settings: StrSettings) -> Sam
         )
         reasons.extend(more)
         review = review or flag
-    if work.unexpected:
-        review = True
-        reasons.append(
-            "possible contamination or sample swap: allele(s) in neither genotype: "
-            + ", ".join(work.unexpected)
-        )
+    foreign, review_foreign = _unexpected_reasons(work.unexpected)
+    reasons.extend(foreign)
+    review = review or review_foreign
     if work.model is GenomeModel.THREE_GENOME:
         missing = _missing_unique_alleles(work, shares, settings=settings)
         if missing:

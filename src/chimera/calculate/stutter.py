@@ -44,6 +44,11 @@ PUBLISHED_REFERENCE = (
     "pentanucleotide 2.15 %; Forensic Sci Int Genet 2017, PMID 28445836)"
 )
 
+FORWARD_REFERENCE = (
+    "median of the panel's n+1 observations over all loci (forward stutter does not depend on "
+    "the marker; Bright et al., Electrophoresis 2014, NCJ 249310)"
+)
+
 SINGLE_SOURCE_ROLES = (
     Role.DONOR_REFERENCE,
     Role.CALIBRATOR,
@@ -104,8 +109,9 @@ def _profile_observations(
 
     A position counts only when it is not an allele itself and no other allele also stutters
     into it (n-1 of one allele and n+1 of another); absent stutter peaks give no observation
-    (they may sit below the analytical threshold). A ratio above ``max_stutter_ratio`` is not
-    stutter (an allele removed by the reference filter, pull-up) and is left out.
+    (they may sit below the analytical threshold). A ratio above ``max_stutter_ratio``
+    (``max_forward_stutter_ratio`` for n+1) is not stutter (an allele removed by the reference
+    filter, pull-up) and is left out.
     """
     calls = call_genotype(profile.lazy(), settings=settings).collect()
     genotype: dict[str, set[str]] = {}
@@ -123,7 +129,12 @@ def _profile_observations(
                 if shift_allele(position, step) in alleles or observed[parent] <= 0:
                     continue
                 ratio = observed[position] / observed[parent]
-                if ratio <= settings.max_stutter_ratio:
+                limit = (
+                    settings.max_stutter_ratio
+                    if direction is StutterDirection.BACK
+                    else settings.max_forward_stutter_ratio
+                )
+                if ratio <= limit:
                     found.append((key, direction, ratio))
     return found
 
@@ -221,18 +232,16 @@ def estimate_stutter_ratios(
     rows = []
     for index, panel in enumerate(panels):
         label = ",".join(sorted((names.get(k, k) for k in panel), key=str.casefold))
+        mine = [o for o in observations if o.panel == index]
+        forward = [o for o in mine if o.direction is StutterDirection.FORWARD]
         for marker in sorted(panel):
-            for direction in StutterDirection:
-                mine = [
-                    o
-                    for o in observations
-                    if o.panel == index and o.key == marker and o.direction == direction
-                ]
-                row = _ratio_row(
-                    label, names.get(marker, marker), direction, mine, settings=settings
+            back = [o for o in mine if o.key == marker and o.direction is StutterDirection.BACK]
+            name = names.get(marker, marker)
+            rows.append(_ratio_row(label, name, StutterDirection.BACK, back, settings=settings))
+            if len(forward) >= max(1, settings.min_stutter_observations):
+                rows.append(
+                    _ratio_row(label, name, StutterDirection.FORWARD, forward, settings=settings)
                 )
-                if row is not None:
-                    rows.append(row)
     return pl.DataFrame(rows, schema=STUTTER_COLUMNS, orient="row").sort(
         "panel", "marker", "direction"
     )
@@ -245,16 +254,19 @@ def _ratio_row(
     observations: list[_Observation],
     *,
     settings: StrSettings,
-) -> tuple[object, ...] | None:
+) -> tuple[object, ...]:
+    """One table row: the median of ``observations`` when there are enough, else the fallback.
+
+    Forward rows pool the panel's n+1 observations over all loci: forward stutter does not
+    depend on the marker (Bright et al., Electrophoresis 2014, NCJ 249310).
+    """
     ratios = [o.ratio for o in observations]
     if len(ratios) >= max(1, settings.min_stutter_observations):
         ids = ", ".join(sorted({o.sample_id for o in observations}))
         sd = statistics.stdev(ratios) if len(ratios) >= 2 else None
-        median = statistics.median(ratios)
-        return (panel, marker, direction.value, settings.signal, median, sd, len(ratios),
-                StutterSource.MEASURED.value, ids, None)  # fmt: skip
-    if direction is StutterDirection.FORWARD:
-        return None
+        pooled = FORWARD_REFERENCE if direction is StutterDirection.FORWARD else None
+        return (panel, marker, direction.value, settings.signal, statistics.median(ratios), sd,
+                len(ratios), StutterSource.MEASURED.value, ids, pooled)  # fmt: skip
     ratio, source = configured_back_stutter(marker, settings=settings)
     reference = PUBLISHED_REFERENCE if source is StutterSource.PUBLISHED else "StrSettings"
     return (panel, marker, direction.value, settings.signal, ratio, None, len(ratios),
@@ -308,7 +320,7 @@ class StutterLookup:
             ratio, source = configured_back_stutter(marker, settings=self._settings)
             back = LocusStutter(ratio, self._sd(ratio, None, 0, source.value), source=source)
         forward = self._rows.get((key, StutterDirection.FORWARD.value))
-        if forward is None:
+        if forward is None or not self._settings.forward_stutter_correction:
             return back
         return LocusStutter(back.back, back.back_sd, forward.back, forward.back_sd, back.source)
 
@@ -427,6 +439,56 @@ def unique_alleles(
     return found
 
 
+def stutter_ceiling(
+    allele: str,
+    signals: Mapping[str, float],
+    parents: Collection[str],
+    stutter: LocusStutter,
+    *,
+    settings: StrSettings,
+) -> float:
+    """The most stutter ``allele`` can plausibly carry from its expected neighbours.
+
+    Stutter ratios vary from peak to peak roughly log-normally, so the ceiling per parent is
+    SR * exp(z * CV) (z = ``unexpected_allele_sigmas``), and never below ``max_stutter_ratio``
+    (``max_forward_stutter_ratio`` for n+1) of the parent, which also covers uncorrected runs.
+
+    Examples
+    --------
+    >>> round(stutter_ceiling("13", {"14": 1000.0}, {"14"}, LocusStutter(0.1, 0.02),
+    ...                       settings=StrSettings()), 1)
+    222.6
+    """
+    ceiling = 0.0
+    for step, ratio, sd, floor in (
+        (1, stutter.back, stutter.back_sd, settings.max_stutter_ratio),
+        (-1, stutter.forward, stutter.forward_sd, settings.max_forward_stutter_ratio),
+    ):
+        parent = shift_allele(allele, step)
+        if parent is None or parent not in parents:
+            continue
+        spread = math.exp(settings.unexpected_allele_sigmas * sd / ratio) if ratio > 0 else 1.0
+        ceiling += max(floor, ratio * spread) * signals.get(parent, 0.0)
+    return ceiling
+
+
+@dataclass(frozen=True)
+class UnexpectedAllele:
+    """A peak in no reference genotype with more signal than stutter explains.
+
+    ``stutter_position``: it sits one repeat from an expected allele (an extreme stutter is
+    possible there; a foreign genome shows elsewhere too).
+    """
+
+    marker: str
+    allele: str
+    share: float
+    stutter_position: bool
+
+    def __str__(self) -> str:
+        return f"{self.marker} {self.allele} ({100 * self.share:.0f} % of locus signal)"
+
+
 def unexplained_alleles(
     name: str,
     expected: Collection[str],
@@ -435,23 +497,23 @@ def unexplained_alleles(
     stutter: LocusStutter,
     *,
     settings: StrSettings,
-) -> list[str]:
-    """Alleles in no reference genotype whose residual signal is more than stutter explains.
+) -> list[UnexpectedAllele]:
+    """Alleles in no reference genotype with more signal than stutter can explain.
 
-    Judged after correction: a peak one repeat from an expected allele is stutter when its
-    residual is within ``stutter_sigmas`` SDs of the stutter expected there, or when its raw
-    signal is at most ``max_stutter_ratio`` of that neighbour (methods.md 2.6). Anything else
-    above ``min_unexpected_allele_fraction`` of the locus signal points to a foreign genome.
+    A peak one repeat from an expected allele is stutter up to :func:`stutter_ceiling`
+    (methods.md 2.6). Anything else whose stutter-corrected signal is above
+    ``min_unexpected_allele_fraction`` of the locus points to a foreign genome.
 
     Examples
     --------
-    >>> stutter, settings = LocusStutter(0.13, 0.03), StrSettings()
-    >>> clean = {"14": 900.0, "13": 190.0, "16": 100.0}  # 21 % of 14, residual 73 <= 3 x 27
+    >>> stutter, settings = LocusStutter(0.1, 0.02), StrSettings()
+    >>> clean = {"14": 900.0, "13": 190.0, "16": 100.0}  # 21 % of 14: a high stutter
     >>> unexplained_alleles("D3S1358", {"14", "16"}, clean,
     ...                     correct_stutter(clean, {"14", "16"}, stutter), stutter, settings=settings)
     []
     >>> foreign = {"14": 900.0, "11": 300.0, "16": 100.0}
-    >>> unexplained_alleles("D3S1358", {"14", "16"}, foreign, foreign, stutter, settings=settings)
+    >>> [str(u) for u in unexplained_alleles("D3S1358", {"14", "16"}, foreign, foreign, stutter,
+    ...                                      settings=settings)]
     ['D3S1358 11 (23 % of locus signal)']
     """
     total = sum(corrected.values())
@@ -459,17 +521,10 @@ def unexplained_alleles(
         return []
     found = []
     for allele in sorted(set(corrected) - set(expected), key=allele_sort_key):
-        _, sd = expected_stutter(allele, corrected, expected, stutter)
-        neighbours = [shift_allele(allele, step) for step in (1, -1)]
-        largest = max(
-            (observed.get(n, 0.0) for n in neighbours if n is not None and n in expected),
-            default=0.0,
-        )
-        if corrected[allele] <= settings.stutter_sigmas * sd or (
-            observed.get(allele, 0.0) <= settings.max_stutter_ratio * largest
-        ):
+        ceiling = stutter_ceiling(allele, observed, expected, stutter, settings=settings)
+        if observed.get(allele, 0.0) <= ceiling:
             continue
         share = corrected[allele] / total
         if share > settings.min_unexpected_allele_fraction:
-            found.append(f"{name} {allele} ({100 * share:.0f} % of locus signal)")
+            found.append(UnexpectedAllele(name, allele, share, stutter_position=ceiling > 0))
     return found
