@@ -40,7 +40,7 @@ class SimLocus:
 
 def _ladder(low: int, high: int, extra: Sequence[str] = ()) -> tuple[str, ...]:
     alleles = [str(a) for a in range(low, high + 1)] + list(extra)
-    return tuple(sorted(alleles, key=lambda a: float(a)))
+    return tuple(sorted(alleles, key=float))
 
 
 _PANEL = [
@@ -215,3 +215,33 @@ def accuracy(results: pl.DataFrame, truth: Mapping[str, float], *, min_pct: floa
     median = statistics.median(finite) if finite else math.inf
     within = sum(abs(e) <= 1.0 for e in errors) / len(errors)
     return Accuracy(len(errors), median, within, max(abs(e) for e in errors))
+
+
+def profile_peaks(
+    sample_id: str, loci: Mapping[str, Mapping[str, float]], *, source: str = "run01"
+) -> pl.DataFrame:
+    """``StrPeaks`` rows (+ ``source_sha256``) with the given areas; height = area / 6.5."""
+    rows = [
+        {
+            "sample_id": sample_id,
+            "marker": marker,
+            "allele": allele,
+            "size_bp": 100.0 + i,
+            "height_rfu": area / AREA_PER_HEIGHT,
+            "area_rfu": area,
+            "dye": "B",
+            "source_row": i + 1,
+            "source_sha256": source,
+        }
+        for i, (marker, allele, area) in enumerate(
+            (m, a, v) for m, alleles in loci.items() for a, v in alleles.items()
+        )
+    ]
+    return pl.DataFrame(rows).with_columns(pl.col("source_row").cast(pl.Int32))
+
+
+def manifest(rows: Sequence[tuple[str, str, str, str]]) -> pl.DataFrame:
+    """Samples frame from (sample_id, patient_id, role, product_lot) rows."""
+    return pl.DataFrame(
+        list(rows), schema=["sample_id", "patient_id", "role", "product_lot"], orient="row"
+    )

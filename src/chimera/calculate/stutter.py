@@ -450,8 +450,9 @@ def stutter_ceiling(
     """The most stutter ``allele`` can plausibly carry from its expected neighbours.
 
     Stutter ratios vary from peak to peak roughly log-normally, so the ceiling per parent is
-    SR * exp(z * CV) (z = ``unexpected_allele_sigmas``), and never below ``max_stutter_ratio``
-    (``max_forward_stutter_ratio`` for n+1) of the parent, which also covers uncorrected runs.
+    SR * exp(z * CV) (z = ``unexpected_allele_sigmas``), never below ``max_stutter_ratio``
+    (``max_forward_stutter_ratio`` for n+1) of the parent, which also covers uncorrected runs,
+    and never above twice that.
 
     Examples
     --------
@@ -468,7 +469,7 @@ def stutter_ceiling(
         if parent is None or parent not in parents:
             continue
         spread = math.exp(settings.unexpected_allele_sigmas * sd / ratio) if ratio > 0 else 1.0
-        ceiling += max(floor, ratio * spread) * signals.get(parent, 0.0)
+        ceiling += max(floor, min(ratio * spread, 2 * floor)) * signals.get(parent, 0.0)
     return ceiling
 
 
