@@ -1,4 +1,4 @@
-"""A seeded STR mixture simulator for the stutter and accuracy tests (methods.md 2.1, 2.6).
+"""A seeded STR mixture simulator and peak builders for the STR tests (methods.md 2.1, 2.6).
 
 Independent of ``sample_data/`` (and of the code under test): genotypes are drawn from peaked
 allele distributions, so genomes often hold neighbouring alleles and back stutter lands on
@@ -15,8 +15,12 @@ import random
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
+
+from chimera.parsers.genemapper import parse_genemapper
+from schemas.vocab import Role
 
 THRESHOLD_RFU = 50.0
 AREA_PER_HEIGHT = 6.5
@@ -245,3 +249,21 @@ def manifest(rows: Sequence[tuple[str, str, str, str]]) -> pl.DataFrame:
     return pl.DataFrame(
         list(rows), schema=["sample_id", "patient_id", "role", "product_lot"], orient="row"
     )
+
+
+def real_profile(real_exports: Path, name: str, sample_id: str) -> pl.DataFrame:
+    """A real GeneMapper export (``real-exports/genemapper/<name>``) as one sample's peaks."""
+    data = (real_exports / "genemapper" / name).read_bytes()
+    return parse_genemapper(data, file_name=name).with_columns(
+        sample_id=pl.lit(sample_id), source_sha256=pl.lit(name)
+    )
+
+
+SINGLE_DONOR_SAMPLES = manifest(
+    [
+        ("INK", "LOT1", Role.DONOR_REFERENCE, "LOT1"),
+        ("PRE", "P1", Role.RECIPIENT_BASELINE, "LOT1"),
+        ("S1", "P1", Role.POST_DOSE, "LOT1"),
+    ]
+)
+"""Product reference INK, patient baseline PRE and post-dose S1 of one two-genome patient."""

@@ -11,11 +11,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from str_simulation import (
+    SINGLE_DONOR_SAMPLES,
     SimTrial,
     accuracy,
     make_loci,
     manifest,
     profile_peaks,
+    real_profile,
     simulate_trial,
 )
 
@@ -29,7 +31,6 @@ from chimera.calculate.stutter import (
     expected_stutter,
     single_source_samples,
 )
-from chimera.parsers.genemapper import parse_genemapper
 from chimera.settings import StrSettings
 from schemas.stutter import StutterRatioEstimates
 from schemas.vocab import ResultStatus, Role, StutterDirection, StutterSource
@@ -127,19 +128,6 @@ def test_ratios_measured_on_the_simulated_references_are_close_to_truth() -> Non
 # --- ratio estimation on real single-source profiles -----------------------------------------
 
 
-def _real(real_exports: Path, name: str, sample_id: str) -> pl.DataFrame:
-    data = (real_exports / "genemapper" / name).read_bytes()
-    return parse_genemapper(data, file_name=name).with_columns(
-        sample_id=pl.lit(sample_id), source_sha256=pl.lit(name)
-    )
-
-
-SD_SAMPLES = manifest(
-    [("INK", "LOT1", Role.DONOR_REFERENCE, "LOT1"), ("PRE", "P1", Role.RECIPIENT_BASELINE, "LOT1"),
-     ("S1", "P1", Role.POST_DOSE, "LOT1")]
-)  # fmt: skip
-
-
 def test_real_references_give_measured_configured_and_published_ratios(real_exports: Path) -> None:
     """Rchimerism single-donor references: D5S818 11/12 = 0.1318 (donor), FGA 0.1395 (patient).
 
@@ -149,11 +137,11 @@ def test_real_references_give_measured_configured_and_published_ratios(real_expo
     """
     refs = pl.concat(
         [
-            _real(real_exports, "rchimerism_single_donor_ddata_donor.txt", "INK"),
-            _real(real_exports, "rchimerism_single_donor_rdata_recipient.txt", "PRE"),
+            real_profile(real_exports, "rchimerism_single_donor_ddata_donor.txt", "INK"),
+            real_profile(real_exports, "rchimerism_single_donor_rdata_recipient.txt", "PRE"),
         ]
     )
-    table = estimate_stutter_ratios(refs, SD_SAMPLES, settings=SETTINGS)
+    table = estimate_stutter_ratios(refs, SINGLE_DONOR_SAMPLES, settings=SETTINGS)
     StutterRatioEstimates.validate(table)
     back = {
         m: (r, n, src, ids)
@@ -181,7 +169,7 @@ def test_configured_ratios_come_before_published_ones() -> None:
             profile_peaks("PRE", {"D3S1358": {"17": 5000.0}, "vWA": {"18": 5000.0}}),
         ]
     )
-    samples = SD_SAMPLES.filter(pl.col("sample_id") != "S1")
+    samples = SINGLE_DONOR_SAMPLES.filter(pl.col("sample_id") != "S1")
 
     def ratios(settings: StrSettings) -> dict[str, float]:
         table = estimate_stutter_ratios(refs, samples, settings=settings)
@@ -269,7 +257,7 @@ def test_published_outlier_case_with_correction() -> None:
     peaks = pl.concat(
         [profile_peaks("INK", donor), profile_peaks("PRE", patient), profile_peaks("S1", sample)]
     )
-    out = compute_str_chimerism(peaks.lazy(), SD_SAMPLES.lazy(), settings=SETTINGS)
+    out = compute_str_chimerism(peaks.lazy(), SINGLE_DONOR_SAMPLES.lazy(), settings=SETTINGS)
     ink = 500.0 - TETRA * 500.0
     result = out.results.row(0, named=True)
     assert result["pct_ink"] == pytest.approx(100 * ink / (ink + 500.0))
@@ -310,7 +298,7 @@ def _compute(
     sample: dict[str, dict[str, float]], refs: pl.DataFrame, settings: StrSettings = SETTINGS
 ) -> tuple[dict, pl.DataFrame]:
     peaks = pl.concat([refs, profile_peaks("S1", sample)])
-    out = compute_str_chimerism(peaks.lazy(), SD_SAMPLES.lazy(), settings=settings)
+    out = compute_str_chimerism(peaks.lazy(), SINGLE_DONOR_SAMPLES.lazy(), settings=settings)
     return out.results.row(0, named=True), out.markers
 
 

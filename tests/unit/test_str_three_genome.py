@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from str_simulation import manifest, profile_peaks
+from str_simulation import SINGLE_DONOR_SAMPLES, manifest, profile_peaks, real_profile
 
 from chimera.calculate.stats import t_quantile
 from chimera.calculate.str_chimerism import compute_str_chimerism
@@ -20,7 +20,6 @@ from chimera.calculate.str_three_genome import (
     separable,
     solve_fractions,
 )
-from chimera.parsers.genemapper import parse_genemapper
 from chimera.settings import StrSettings
 from schemas.vocab import GenomeModel, QcVerdict, ResultStatus, Role
 
@@ -245,13 +244,6 @@ def test_three_genome_patient_waits_for_the_germline_profile() -> None:
 # --- methods.md 2.8 D: Rchimerism double-donor and lineage-sorted files ---------------------
 
 
-def _real(real_exports: Path, name: str, sample_id: str) -> pl.DataFrame:
-    data = (real_exports / "genemapper" / name).read_bytes()
-    return parse_genemapper(data, file_name=name).with_columns(
-        sample_id=pl.lit(sample_id), source_sha256=pl.lit(name)
-    )
-
-
 DD_SAMPLES = manifest(
     [
         ("D1", "LOT1", Role.DONOR_REFERENCE, "LOT1"),
@@ -267,10 +259,10 @@ def _double_donor(
 ) -> tuple[dict, pl.DataFrame]:
     peaks = pl.concat(
         [
-            _real(real_exports, "rchimerism_double_donor_d1data_donor1.txt", "D1"),
-            _real(real_exports, "rchimerism_double_donor_d2data_donor2.txt", "D2"),
-            _real(real_exports, "rchimerism_double_donor_rdata_recipient.txt", "R"),
-            _real(real_exports, f"rchimerism_double_donor_{sample}.txt", "S1"),
+            real_profile(real_exports, "rchimerism_double_donor_d1data_donor1.txt", "D1"),
+            real_profile(real_exports, "rchimerism_double_donor_d2data_donor2.txt", "D2"),
+            real_profile(real_exports, "rchimerism_double_donor_rdata_recipient.txt", "R"),
+            real_profile(real_exports, f"rchimerism_double_donor_{sample}.txt", "S1"),
         ]
     )
     out = compute_str_chimerism(peaks.lazy(), DD_SAMPLES.lazy(), settings=settings)
@@ -356,12 +348,6 @@ def test_dd_example_is_flagged_for_review(real_exports: Path) -> None:
     assert reference["pct_hsct_donor"] == pytest.approx(24.20, abs=0.01)
 
 
-SD_SAMPLES = manifest(
-    [("INK", "LOT1", Role.DONOR_REFERENCE, "LOT1"), ("PRE", "P1", Role.RECIPIENT_BASELINE, "LOT1"),
-     ("S1", "P1", Role.POST_DOSE, "LOT1")]
-)  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("sample", "expected", "settings", "tolerance"),
     [
@@ -377,12 +363,12 @@ def test_single_donor_lineage_samples(
     """SD cd3 52.36 % (stutter takes D5S818 from 51.15 to 49.53) and SD cd33 99.90 % (2.8 D)."""
     peaks = pl.concat(
         [
-            _real(real_exports, "rchimerism_single_donor_ddata_donor.txt", "INK"),
-            _real(real_exports, "rchimerism_single_donor_rdata_recipient.txt", "PRE"),
-            _real(real_exports, f"rchimerism_single_donor_{sample}.txt", "S1"),
+            real_profile(real_exports, "rchimerism_single_donor_ddata_donor.txt", "INK"),
+            real_profile(real_exports, "rchimerism_single_donor_rdata_recipient.txt", "PRE"),
+            real_profile(real_exports, f"rchimerism_single_donor_{sample}.txt", "S1"),
         ]
     )
-    out = compute_str_chimerism(peaks.lazy(), SD_SAMPLES.lazy(), settings=settings)
+    out = compute_str_chimerism(peaks.lazy(), SINGLE_DONOR_SAMPLES.lazy(), settings=settings)
     result = out.results.row(0, named=True)
     assert result["genome_model"] == GenomeModel.TWO_GENOME
     assert result["pct_ink"] == pytest.approx(expected, abs=tolerance)

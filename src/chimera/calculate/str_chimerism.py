@@ -183,9 +183,8 @@ def _stutter_column(stutter_ratio: float, *, settings: StrSettings) -> float | N
     return stutter_ratio if settings.stutter_correction else None
 
 
-def _evaluate_two_genome(
-    donor: Genotypes,
-    recipient: Genotypes,
+def evaluate_two_genome(
+    genotypes: Mapping[Genome, Genotypes],
     signals: Mapping[str, Mapping[str, float]],
     *,
     sample_id: str,
@@ -193,6 +192,7 @@ def _evaluate_two_genome(
     settings: StrSettings,
 ) -> SampleWork:
     """Per-locus % iNK of one sample from the 2.2 formulas, after stutter correction."""
+    donor, recipient = genotypes[Genome.INK], genotypes[Genome.RECIPIENT]
     work = SampleWork(GenomeModel.TWO_GENOME)
     sex = {marker_key(m) for m in settings.sex_markers}
     names = {**recipient.names, **donor.names}
@@ -442,18 +442,12 @@ def compute_str_chimerism(
             )  # fmt: skip
             continue
         sample = by_sample[sample_id]
+        three = sources.model is GenomeModel.THREE_GENOME
         signals = sample_signals(sample, signal=settings.signal)
         lookup = StutterLookup(stutter, set(signals), settings=settings)
         genotypes = {genome: genotype for genome, (_, genotype) in sources.genomes.items()}
-        if sources.model is GenomeModel.THREE_GENOME:
-            work = evaluate_three_genome(
-                genotypes, signals, sample_id=sample_id, lookup=lookup, settings=settings
-            )
-        else:
-            work = _evaluate_two_genome(
-                genotypes[Genome.INK], genotypes[Genome.RECIPIENT], signals,
-                sample_id=sample_id, lookup=lookup, settings=settings,
-            )  # fmt: skip
+        evaluate = evaluate_three_genome if three else evaluate_two_genome
+        work = evaluate(genotypes, signals, sample_id=sample_id, lookup=lookup, settings=settings)
         work.notes = _sample_notes(sample, sources, peak_frame, settings=settings)
         work.review = work.review or bool(work.notes)
         results.append(summarise(sample_id, work, settings=settings))
