@@ -1,6 +1,6 @@
 """Contract of the per-locus stutter ratios behind every STR stutter correction (methods.md 2.6).
 
-``StutterRatioEstimates`` is what :func:`chimera.calculate.stutter.estimate_stutter_ratios`
+``StutterRatioEstimates`` is what :func:`chimera.calculate.stutter_ratios.estimate_stutter_ratios`
 returns; ``StutterRatios`` is the same frame as a warehouse table (``stutter_ratios``), with
 lineage.
 """

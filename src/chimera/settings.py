@@ -42,7 +42,7 @@ class StrSettings:
     single-source profiles give no measurement."""
     default_stutter_ratio: float | None = None
     """Configured ratio for loci neither measured nor in ``stutter_ratios``; None = the published
-    average for the locus's repeat length (``chimera.calculate.stutter.PUBLISHED_BACK_STUTTER``)."""
+    average for the locus's repeat length (``chimera.calculate.stutter_ratios.PUBLISHED_BACK_STUTTER``)."""
     forward_stutter_correction: bool = True
     """Also subtract forward (n+1) stutter where the lab's profiles measure it (methods.md 2.6:
     rarer and smaller than back stutter, but it lands on minority alleles just the same)."""

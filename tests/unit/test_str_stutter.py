@@ -22,13 +22,11 @@ from str_simulation import (
 )
 
 from chimera.calculate.str_chimerism import compute_str_chimerism
-from chimera.calculate.stutter import (
+from chimera.calculate.stutter import LocusStutter, correct_stutter, expected_stutter
+from chimera.calculate.stutter_ratios import (
     PUBLISHED_BACK_STUTTER,
-    LocusStutter,
     StutterLookup,
-    correct_stutter,
     estimate_stutter_ratios,
-    expected_stutter,
     single_source_samples,
 )
 from chimera.settings import StrSettings

@@ -39,13 +39,8 @@ from chimera.calculate.str_profiles import (
     unexpected_y,
 )
 from chimera.calculate.str_three_genome import evaluate_three_genome
-from chimera.calculate.stutter import (
-    StutterLookup,
-    correct_stutter,
-    estimate_stutter_ratios,
-    unexplained_alleles,
-    unique_alleles,
-)
+from chimera.calculate.stutter import correct_stutter, unexplained_alleles, unique_alleles
+from chimera.calculate.stutter_ratios import StutterLookup, estimate_stutter_ratios
 from chimera.settings import StrSettings
 from schemas.vocab import Role
 

@@ -25,12 +25,8 @@ from chimera.calculate.str_profiles import (
     marker_key,
     shift_allele,
 )
-from chimera.calculate.stutter import (
-    StutterLookup,
-    correct_stutter,
-    unexplained_alleles,
-    unique_alleles,
-)
+from chimera.calculate.stutter import correct_stutter, unexplained_alleles, unique_alleles
+from chimera.calculate.stutter_ratios import StutterLookup
 from chimera.settings import StrSettings
 
 _TOLERANCE = 1e-9
