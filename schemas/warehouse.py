@@ -33,9 +33,13 @@ class Samples(Lineage):
     role: str
     collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
     specimen: str = pa.Field(nullable=True)
+    specimen_raw: str = pa.Field(nullable=True)
     wbc_per_ul: float = pa.Field(nullable=True)
     lymphocytes_per_ul: float = pa.Field(nullable=True)
+    nk_per_ul: float = pa.Field(nullable=True)
+    purity_pct: float = pa.Field(nullable=True)
     product_lot: str = pa.Field(nullable=True)
+    cell_bank: str = pa.Field(nullable=True)
     nominal_pct: float = pa.Field(nullable=True)
 
 

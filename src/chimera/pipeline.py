@@ -29,11 +29,10 @@ from chimera.calculate.limits import (
     summarise_dilution_series,
 )
 from chimera.calculate.reconcile import choose_headline
-from chimera.detect import Assay, Detection, ExportFormat, detect_format
+from chimera.detect import Assay, Detection, ExportFormat, detect, detect_format
 from chimera.errors import ChimeraError, Problem, RejectReason
 from chimera.inbox import archive_file, quarantine_file
-from chimera.parsers import cfx, genemapper, quantasoft, quantstudio
-from chimera.parsers.manifest import parse_infusion_log, parse_manifest
+from chimera.parsers.dispatch import check_plausible, parse_export
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import OBSERVATION_TABLES, PIPELINE_VERSION, Warehouse, sha256_of
@@ -82,38 +81,6 @@ class _Registry:
     samples: pl.DataFrame
     infusions: pl.DataFrame
     lots: dict[str, str | None] = field(default_factory=dict)
-
-
-def parse_export(
-    data: bytes, detection: Detection, *, file_name: str, settings: Settings
-) -> pl.DataFrame:
-    """Parse an export of a detected format into its validated tidy frame."""
-    fmt = detection.format
-    if fmt is ExportFormat.MANIFEST:
-        return parse_manifest(data, file_name=file_name)
-    if fmt is ExportFormat.INFUSION_LOG:
-        return parse_infusion_log(data, file_name=file_name)
-    if fmt in (ExportFormat.GENEMAPPER_SIZING, ExportFormat.GENEMAPPER_GENOTYPES):
-        return genemapper.parse_genemapper(data, file_name=file_name)
-    if fmt in (ExportFormat.APPBIO_TEXT, ExportFormat.APPBIO_CSV, ExportFormat.APPBIO_EXCEL):
-        return quantstudio.parse_appbio(data, file_name=file_name)
-    if fmt is ExportFormat.CFX_CSV:
-        return cfx.parse_cfx(data, file_name=file_name)
-    if fmt is ExportFormat.DDPCR_AMPLITUDE:
-        quantasoft.reject_amplitude_file(file_name)
-    return quantasoft.parse_ddpcr(
-        data, file_name=file_name, droplet_volume_nl=settings.ddpcr.droplet_volume_nl
-    )
-
-
-def check_plausible(
-    frame: pl.DataFrame, assay: Assay, *, settings: Settings, file_name: str
-) -> None:
-    """Reject readable exports that hold no chimerism assay (no reference gene, no markers)."""
-    if assay is Assay.QPCR:
-        qpcr.assert_chimerism_plate(frame, settings=settings.qpcr, file_name=file_name)
-    elif assay is Assay.DDPCR:
-        ddpcr.assert_chimerism_plate(frame, settings=settings.ddpcr, file_name=file_name)
 
 
 # ---------------------------------------------------------------- registry reads
@@ -649,19 +616,16 @@ def ingest_bytes(
             now,
             flow_run_id,
         )
-    detection = detect_format(data)
-    if detection is None:
-        msg = (
-            "the content matches no known export (GeneMapper sizing/genotypes table, QuantStudio/"
-            "StepOne, CFX Cq results, QuantaSoft, QX Manager, sample manifest, infusion log); "
-            "re-export with the software's standard table export or check the file is the right one"
-        )
+    try:
+        export = detect(data, file_name=file_name)
+    except ChimeraError as err:
         return _reject(
-            warehouse, base, None, RejectReason.UNRECOGNISED_FORMAT, msg, (), now, flow_run_id
+            warehouse, base, None, err.reason, str(err), tuple(err.problems), now, flow_run_id
         )
+    detection = export.detection
     fmt = detection.format.value
     try:
-        frame = parse_export(data, detection, file_name=file_name, settings=settings)
+        frame = parse_export(export, settings=settings, now=now).frame
         check_plausible(frame, detection.assay, settings=settings, file_name=file_name)
     except ChimeraError as err:
         return _reject(

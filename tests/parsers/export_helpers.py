@@ -6,6 +6,9 @@ from pathlib import Path
 
 import polars as pl
 
+REAL_EXPORTS = Path(__file__).resolve().parents[3] / "shared" / "real-exports"
+"""The same folder as ``tests/conftest.py``'s, for module-level use (Hypothesis seeds)."""
+
 
 def read_export(real_exports: Path, folder: str, name: str) -> bytes:
     """Return the bytes of the real export ``folder/name``."""

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import openpyxl
 import pytest
 
+from chimera.detect import detect
 from chimera.errors import UnreadableFileError, ValidationFailedError
 from chimera.parsers.manifest import parse_infusion_log, parse_manifest, parse_timestamp
 
@@ -19,7 +20,7 @@ MANIFEST = (
 
 def test_manifest_csv_parses_to_contract() -> None:
     """Roles, UTC timestamps and optional counts come through typed."""
-    frame = parse_manifest(MANIFEST.encode(), file_name="m.csv")
+    frame = parse_manifest(detect(MANIFEST.encode(), file_name="m.csv")).frame
     assert frame.height == 3
     assert frame["role"].to_list() == ["donor_reference", "recipient_baseline", "post_dose"]
     assert frame["collected_at"][2] == datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
@@ -36,7 +37,7 @@ def test_manifest_xlsx_is_read_like_csv() -> None:
         sheet.append(line.split(","))
     buffer = io.BytesIO()
     book.save(buffer)
-    frame = parse_manifest(buffer.getvalue(), file_name="m.xlsx")
+    frame = parse_manifest(detect(buffer.getvalue(), file_name="m.xlsx")).frame
     assert frame["sample_id"].to_list() == ["LOT1-REF", "P01-BL", "P01-D1"]
 
 
@@ -44,7 +45,7 @@ def test_manifest_problems_name_row_column_value_and_rule() -> None:
     """A bad role and a duplicate id are reported with spreadsheet row numbers."""
     bad = MANIFEST + "P01-D1,P01,postdose,2025-03-05,peripheral blood,\n"
     with pytest.raises(ValidationFailedError) as err:
-        parse_manifest(bad.encode(), file_name="m.csv")
+        parse_manifest(detect(bad.encode(), file_name="m.csv"))
     rendered = [p.render() for p in err.value.problems]
     assert any("row 5" in r and "'role'" in r and "postdose" in r for r in rendered)
     assert any("row 4" in r and "unique" in r for r in rendered)
@@ -53,7 +54,7 @@ def test_manifest_problems_name_row_column_value_and_rule() -> None:
 def test_missing_required_column_is_a_readable_problem() -> None:
     """A manifest without a role column is rejected with the column named."""
     with pytest.raises(ValidationFailedError) as err:
-        parse_manifest(b"sample_id,patient_id\nS1,P1\n", file_name="m.csv")
+        parse_manifest(detect(b"sample_id,patient_id\nS1,P1\n", file_name="m.csv"))
     assert err.value.problems[0].column == "role"
 
 
@@ -61,7 +62,7 @@ def test_unreadable_timestamp_is_reported_with_its_row() -> None:
     """A date Chimera cannot read is named with its row."""
     with pytest.raises(ValidationFailedError) as err:
         parse_manifest(
-            MANIFEST.replace("2025-03-04 09:30", "4th of March").encode(), file_name="m.csv"
+            detect(MANIFEST.replace("2025-03-04 09:30", "4th of March").encode(), file_name="m.csv")
         )
     assert err.value.problems[0].row == 4
     assert err.value.problems[0].value == "4th of March"
@@ -70,13 +71,13 @@ def test_unreadable_timestamp_is_reported_with_its_row() -> None:
 def test_empty_file_is_unreadable() -> None:
     """An empty manifest is rejected, not crashed on."""
     with pytest.raises(UnreadableFileError):
-        parse_manifest(b"\n\n", file_name="m.csv")
+        parse_manifest(detect(b"\n\n", file_name="m.csv"))
 
 
 def test_infusion_log_semicolon_decimal_comma() -> None:
     """A ;-separated log with decimal commas reads cell counts correctly."""
     text = "patient_id;dose_number;infused_at;cells\nP01;1;2025-03-03T10:00:00+01:00;5,5E8\nP01;2;2025-03-06;1000000000\n"
-    frame = parse_infusion_log(text.encode(), file_name="log.csv")
+    frame = parse_infusion_log(detect(text.encode(), file_name="log.csv")).frame
     assert frame["dose_number"].to_list() == [1, 2]
     assert frame["infused_at"][0] == datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
     assert frame["cells"][1] == 1e9
@@ -86,7 +87,7 @@ def test_infusion_log_rejects_repeated_dose() -> None:
     """Dose 1 twice for one patient breaks the one-row-per-dose rule."""
     text = "patient_id,dose_number,infused_at\nP01,1,2025-03-03\nP01,1,2025-03-06\n"
     with pytest.raises(ValidationFailedError) as err:
-        parse_infusion_log(text.encode(), file_name="log.csv")
+        parse_infusion_log(detect(text.encode(), file_name="log.csv"))
     assert any("one row per patient dose" in p.message for p in err.value.problems)
 
 

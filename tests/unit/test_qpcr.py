@@ -28,6 +28,7 @@ from chimera.calculate.qpcr import (
     summarise_replicates,
 )
 from chimera.calculate.stats import t_quantile
+from chimera.detect import detect
 from chimera.errors import NotChimerismAssayError
 from chimera.parsers.cfx import parse_cfx
 from chimera.parsers.quantstudio import parse_appbio
@@ -570,7 +571,7 @@ def test_real_exports_are_not_chimerism_assays(
     """Every real export parses but is rejected: GAPDH, eDNA, RNase P curve, 18S/ANPEP."""
     path = real_exports / folder / name
     parse = parse_cfx if folder == "qpcr_biorad_cfx" else parse_appbio
-    wells = parse(path.read_bytes(), file_name=name)
+    wells = parse(detect(path.read_bytes(), file_name=name)).frame
     with pytest.raises(NotChimerismAssayError, match=needle) as info:
         assert_chimerism_plate(wells, settings=SETTINGS, file_name=name)
     assert name in str(info.value)
@@ -580,7 +581,9 @@ def test_real_exports_are_not_chimerism_assays(
 def test_configured_reference_gene_accepts_the_18s_plate(real_exports: Path) -> None:
     """Declaring 18S a reference gene makes the 18S/ANPEP plate pass the structural check."""
     name = "quantstudio_fast96_relative_quant_results.xlsx"
-    wells = parse_appbio((real_exports / "qpcr_appbio" / name).read_bytes(), file_name=name)
+    wells = parse_appbio(
+        detect((real_exports / "qpcr_appbio" / name).read_bytes(), file_name=name)
+    ).frame
     settings = replace(SETTINGS, reference_genes=("18S",))
     assert_chimerism_plate(wells, settings=settings, file_name=name)
 

@@ -29,6 +29,7 @@ from chimera.calculate.str_chimerism import (
     stutter_corrected,
     stutter_position_alleles,
 )
+from chimera.detect import detect
 from chimera.parsers.genemapper import parse_genemapper
 from chimera.settings import StrSettings
 
@@ -101,7 +102,7 @@ def _rchimerism(real_exports: Path) -> pl.DataFrame:
         ("PRE", "rchimerism_single_donor_rdata_recipient.txt"),
         ("S1", "rchimerism_single_donor_sdata_posttransplant.txt"),
     ]:
-        frame = parse_genemapper((folder / name).read_bytes(), file_name=name)
+        frame = parse_genemapper(detect((folder / name).read_bytes(), file_name=name)).frame
         frames.append(frame.with_columns(sample_id=pl.lit(sample_id), source_sha256=pl.lit("x")))
     return pl.concat(frames)
 
