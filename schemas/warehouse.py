@@ -10,11 +10,15 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.base import UTC, StrictModel
+from schemas.inputs import DdpcrWells, InfusionLog, Manifest, QpcrWells, StrPeaks
+from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus
 
-METHODS = ["STR", "qPCR", "ddPCR"]
-RESULT_STATUSES = ["quantified", "below_loq", "not_detected", "failed"]
-QC_VERDICTS = ["pass", "review", "fail"]
-FILE_STATUSES = ["accepted", "quarantined", "duplicate", "waiting"]
+METHODS = list(Method)
+"""Alias of ``list(Method)`` kept for ``schemas.trends``; new code uses ``schemas.vocab``."""
+RESULT_STATUSES = list(ResultStatus)
+"""Alias of ``list(ResultStatus)`` kept for ``schemas.trends``."""
+QC_VERDICTS = list(QcVerdict)
+"""Alias of ``list(QcVerdict)`` kept for ``schemas.trends``."""
 
 
 class Lineage(StrictModel):
@@ -25,22 +29,30 @@ class Lineage(StrictModel):
     ingested_at: UTC  # type: ignore[valid-type]
 
 
-class Samples(Lineage):
-    """Registered samples (from manifests); the latest manifest row for a sample id wins."""
+class Samples(Manifest, Lineage):
+    """Registered samples: manifest rows with lineage; the latest row for a sample id wins."""
 
-    sample_id: str
-    patient_id: str
-    role: str
-    collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    specimen: str = pa.Field(nullable=True)
-    specimen_raw: str = pa.Field(nullable=True)
-    wbc_per_ul: float = pa.Field(nullable=True)
-    lymphocytes_per_ul: float = pa.Field(nullable=True)
-    nk_per_ul: float = pa.Field(nullable=True)
-    purity_pct: float = pa.Field(nullable=True)
-    product_lot: str = pa.Field(nullable=True)
-    cell_bank: str = pa.Field(nullable=True)
-    nominal_pct: float = pa.Field(nullable=True)
+
+class Infusions(InfusionLog, Lineage):
+    """Registered doses: infusion log rows with lineage; the latest row for a dose wins."""
+
+
+class SourcedLineage(Lineage):
+    """Lineage of raw assay rows, which also keep the name of the file they came from."""
+
+    source_file: str
+
+
+class StrObservations(StrPeaks, SourcedLineage):
+    """Parsed STR peak rows of every accepted GeneMapper export."""
+
+
+class QpcrObservations(QpcrWells, SourcedLineage):
+    """Parsed qPCR wells of every accepted QuantStudio/StepOne/CFX export."""
+
+
+class DdpcrObservations(DdpcrWells, SourcedLineage):
+    """Parsed ddPCR wells of every accepted QuantaSoft/QX Manager export."""
 
 
 class AssayLimits(Lineage):
@@ -50,23 +62,13 @@ class AssayLimits(Lineage):
     ``applied`` marks the series whose limits the method uses (the most conservative).
     """
 
-    method: str = pa.Field(isin=METHODS)
+    method: str = pa.Field(isin=list(Method))
     series_id: str
     lod_pct: float = pa.Field(nullable=True, ge=0)
     loq_pct: float = pa.Field(nullable=True, ge=0)
     n_levels: pl.Int32 = pa.Field(ge=0)
     levels: str
     applied: bool
-
-
-class Infusions(Lineage):
-    """Registered doses (from infusion logs)."""
-
-    patient_id: str
-    dose_number: pl.Int32
-    infused_at: UTC  # type: ignore[valid-type]
-    cells: float = pa.Field(nullable=True)
-    product_lot: str = pa.Field(nullable=True)
 
 
 class Chimerism(Lineage):
@@ -81,7 +83,7 @@ class Chimerism(Lineage):
     collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
     study_day: pl.Int32 = pa.Field(nullable=True)
     specimen: str = pa.Field(nullable=True)
-    method: str = pa.Field(isin=METHODS)
+    method: str = pa.Field(isin=list(Method))
     pct_ink: float = pa.Field(nullable=True, ge=0, le=100)
     pct_ink_raw: float = pa.Field(nullable=True)
     ci_low: float = pa.Field(nullable=True, ge=0, le=100)
@@ -89,8 +91,8 @@ class Chimerism(Lineage):
     ci_quantile: float = pa.Field(nullable=True, gt=0)
     lod_pct: float = pa.Field(nullable=True, ge=0)
     loq_pct: float = pa.Field(nullable=True, ge=0)
-    result_status: str = pa.Field(isin=RESULT_STATUSES)
-    qc_verdict: str = pa.Field(isin=QC_VERDICTS)
+    result_status: str = pa.Field(isin=list(ResultStatus))
+    qc_verdict: str = pa.Field(isin=list(QcVerdict))
     qc_reasons: str = pa.Field(nullable=True)
     n_informative: pl.Int32 = pa.Field(nullable=True, ge=0)
     clamped: bool
@@ -104,7 +106,7 @@ class Chimerism(Lineage):
     @classmethod
     def quantified_results_have_a_value(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """``quantified`` and ``below_loq`` rows carry a value; the other states never a bare 0."""
-        has_value = pl.col("result_status").is_in(["quantified", "below_loq"])
+        has_value = pl.col("result_status").is_in([ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ])
         return data.lazyframe.select(has_value == pl.col("pct_ink").is_not_null())
 
     @pa.dataframe_check
@@ -137,7 +139,7 @@ class Markers(Lineage):
 
     patient_id: str
     sample_id: str
-    method: str = pa.Field(isin=METHODS)
+    method: str = pa.Field(isin=list(Method))
     marker: str
     replicate: str = pa.Field(nullable=True)
     sharing: str = pa.Field(nullable=True)
@@ -163,7 +165,7 @@ class IngestLog(StrictModel):
     file_name: str
     size_bytes: pl.Int64 = pa.Field(ge=0)
     detected_format: str = pa.Field(nullable=True)
-    status: str = pa.Field(isin=FILE_STATUSES)
+    status: str = pa.Field(isin=list(FileStatus))
     reason: str = pa.Field(nullable=True)
     rows: pl.Int64 = pa.Field(ge=0)
     supersedes: str = pa.Field(nullable=True)

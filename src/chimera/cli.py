@@ -88,7 +88,12 @@ def _report(outcomes: list[FileOutcome]) -> int:
     table = Table(title="Files", show_lines=False)
     for column in ("file", "format", "status", "rows", "detail"):
         table.add_column(column)
-    colour = {"accepted": "green", "duplicate": "cyan", "waiting": "yellow", "quarantined": "red"}
+    colour = {
+        FileStatus.ACCEPTED: "green",
+        FileStatus.DUPLICATE: "cyan",
+        FileStatus.WAITING: "yellow",
+        FileStatus.QUARANTINED: "red",
+    }
     for o in outcomes:
         detail = o.reason or ""
         if o.status is FileStatus.QUARANTINED and o.destination is not None:
@@ -96,7 +101,7 @@ def _report(outcomes: list[FileOutcome]) -> int:
         table.add_row(
             o.file_name,
             o.detected_format or "?",
-            f"[{colour[o.status.value]}]{o.status.value}[/]",
+            f"[{colour[o.status]}]{o.status.value}[/]",
             str(o.rows),
             detail,
         )

@@ -34,21 +34,24 @@ from chimera.errors import ChimeraError, Problem, RejectReason
 from chimera.inbox import archive_file, quarantine_file
 from chimera.parsers.dispatch import check_plausible, parse_export
 from chimera.settings import Settings
-from chimera.validation import validate_frame
-from chimera.warehouse import OBSERVATION_TABLES, PIPELINE_VERSION, Warehouse, sha256_of
-from schemas.base import polars_schema
-from schemas.vocab import FileStatus
-from schemas.warehouse import AssayLimits, Chimerism, Infusions, IngestLog, Markers, Samples
+from chimera.warehouse import (
+    ASSAY_LIMITS,
+    CHIMERISM,
+    INFUSIONS,
+    INGEST_LOG,
+    MARKERS,
+    OBSERVATIONS,
+    PIPELINE_VERSION,
+    SAMPLES,
+    Warehouse,
+    sha256_of,
+)
+from schemas.vocab import PRODUCT_ROLES, FileStatus, Method, Role
 
 UTC_US = pl.Datetime("us", "UTC")
-SAMPLE_SCHEMA = polars_schema(Samples)
-INFUSION_SCHEMA = polars_schema(Infusions)
-LEDGER_SCHEMA = polars_schema(IngestLog)
-ASSAY_LIMIT_COLUMNS = polars_schema(AssayLimits)
 CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
-SERIES_ROLE = "dilution_standard"
-"""Known % iNK mixtures of the product; their ``patient_id`` names the dilution series."""
-REPORTED_ROLES = ("post_dose", SERIES_ROLE)
+REPORTED_ROLES = (Role.POST_DOSE, Role.DILUTION_STANDARD)
+"""Roles whose results are reported (a dilution standard is measured like a post-dose sample)."""
 CONTROL_SAMPLE_NAMES = (
     r"(?i)^\s*(ntc|nac|h2o|water|blank|no[ _-]?template|neg(ative)?[ _-]?(ctrl|control))\b"
 )
@@ -88,27 +91,25 @@ class _Registry:
 
 def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
     """The whole ledger, oldest event first."""
-    return warehouse.read("ingest_log", LEDGER_SCHEMA).sort("logged_at")
+    return warehouse.read(INGEST_LOG).sort("logged_at")
 
 
 def read_registry(warehouse: Warehouse) -> _Registry:
     """Current samples and doses, with the product lot each patient received."""
     samples = (
-        warehouse.read("samples", SAMPLE_SCHEMA)
+        warehouse.read(SAMPLES)
         .sort("ingested_at", "source_sha256")
         .unique("sample_id", keep="last", maintain_order=True)
     )
     infusions = (
-        warehouse.read("infusions", INFUSION_SCHEMA)
+        warehouse.read(INFUSIONS)
         .sort("ingested_at", "source_sha256")
         .unique(["patient_id", "dose_number"], keep="last", maintain_order=True)
         .sort("patient_id", "dose_number")
     )
     registry = _Registry(samples, infusions)
-    lots = samples.filter(pl.col("role") == "donor_reference")["patient_id"].unique().to_list()
-    for patient in samples.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))[
-        "patient_id"
-    ].unique():
+    lots = samples.filter(pl.col("role") == Role.DONOR_REFERENCE)["patient_id"].unique().to_list()
+    for patient in samples.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"].unique():
         registry.lots[patient] = _lot_for(patient, samples, infusions, lots)
     return registry
 
@@ -126,8 +127,8 @@ def _lot_for(
     return lots[0] if len(lots) == 1 else None
 
 
-def _observations(warehouse: Warehouse, method: str) -> pl.DataFrame:
-    return warehouse.read(OBSERVATION_TABLES[method])
+def _observations(warehouse: Warehouse, method: Method) -> pl.DataFrame:
+    return warehouse.read(OBSERVATIONS[method])
 
 
 def current_observations(observations: pl.DataFrame) -> pl.DataFrame:
@@ -211,7 +212,7 @@ def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
 
 def missing_prerequisites(
     frame: pl.DataFrame,
-    method: str,
+    method: Method,
     *,
     registry: _Registry,
     measured: set[str],
@@ -233,15 +234,15 @@ def missing_prerequisites(
             f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
         )
         waits.append(f"manifest rows for sample(s) {shown}")
-    reference_roles = ["donor_reference"] if method == "STR" else ["donor_reference", "calibrator"]
+    reference_roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
     references = registry.samples.filter(
         pl.col("sample_id").is_in(list(measured)) & pl.col("role").is_in(reference_roles)
     )
     baselines = registry.samples.filter(
         pl.col("sample_id").is_in(list(baselines_measured))
-        & (pl.col("role") == "recipient_baseline")
+        & (pl.col("role") == Role.RECIPIENT_BASELINE)
     )
-    for patient in sorted(known.filter(pl.col("role") == "post_dose")["patient_id"].unique()):
+    for patient in sorted(known.filter(pl.col("role") == Role.POST_DOSE)["patient_id"].unique()):
         lot = registry.lots.get(patient)
         if lot is None:
             waits.append(
@@ -249,7 +250,7 @@ def missing_prerequisites(
             )
             continue
         if not baselines.filter(pl.col("patient_id") == patient).height:
-            kind = "an STR" if method == "STR" else "a qPCR or ddPCR"
+            kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
             waits.append(f"{kind} result of patient {patient}'s baseline (recipient_baseline)")
         if not references.filter(pl.col("patient_id") == lot).height:
             waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
@@ -266,12 +267,12 @@ def _ids(frame: pl.DataFrame) -> set[str]:
 
 
 def _compute(
-    method: str, observations: pl.DataFrame, samples: pl.DataFrame, settings: Settings
+    method: Method, observations: pl.DataFrame, samples: pl.DataFrame, settings: Settings
 ) -> MethodOutput:
-    compute: dict[str, Callable[..., MethodOutput]] = {
-        "STR": lambda o, s: str_chimerism.compute_str_chimerism(o, s, settings=settings.str),
-        "qPCR": lambda o, s: qpcr.compute_qpcr_chimerism(o, s, settings=settings.qpcr),
-        "ddPCR": lambda o, s: ddpcr.compute_ddpcr_chimerism(o, s, settings=settings.ddpcr),
+    compute: dict[Method, Callable[..., MethodOutput]] = {
+        Method.STR: lambda o, s: str_chimerism.compute_str_chimerism(o, s, settings=settings.str),
+        Method.QPCR: lambda o, s: qpcr.compute_qpcr_chimerism(o, s, settings=settings.qpcr),
+        Method.DDPCR: lambda o, s: ddpcr.compute_ddpcr_chimerism(o, s, settings=settings.ddpcr),
     }
     return compute[method](observations.lazy(), samples.lazy())
 
@@ -282,13 +283,12 @@ def _patient_samples(registry: _Registry, patient: str) -> pl.DataFrame:
     own = registry.samples.filter(pl.col("patient_id") == patient).with_columns(
         product_lot=pl.lit(lot, dtype=pl.String),
         # A dilution standard is measured exactly like a post-dose sample of its series.
-        role=pl.when(pl.col("role") == SERIES_ROLE)
-        .then(pl.lit("post_dose"))
+        role=pl.when(pl.col("role") == Role.DILUTION_STANDARD)
+        .then(pl.lit(Role.POST_DOSE))
         .otherwise(pl.col("role")),
     )
     product = registry.samples.filter(
-        (pl.col("patient_id") == (lot or ""))
-        & pl.col("role").is_in(["donor_reference", "calibrator"])
+        (pl.col("patient_id") == (lot or "")) & pl.col("role").is_in(PRODUCT_ROLES)
     ).with_columns(product_lot=pl.col("patient_id"))
     return pl.concat([own, product], how="vertical_relaxed").select(
         "sample_id", "patient_id", "role", "product_lot"
@@ -296,7 +296,7 @@ def _patient_samples(registry: _Registry, patient: str) -> pl.DataFrame:
 
 
 def _method_rows(
-    method: str, patient: str, registry: _Registry, current: pl.DataFrame, settings: Settings
+    method: Method, patient: str, registry: _Registry, current: pl.DataFrame, settings: Settings
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Results and marker rows of one patient by one method, with the source of each sample."""
     samples = _patient_samples(registry, patient)
@@ -313,7 +313,7 @@ def _method_rows(
     # calibrator sits on every plate, so selecting by product samples would take every plate).
     own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
     plates = current.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"].unique()
-    if method == "STR":
+    if method == Method.STR:
         observations = current.filter(pl.col("sample_id").is_in(ids))
     else:
         observations = current.filter(pl.col("source_sha256").is_in(plates.implode()))
@@ -339,11 +339,13 @@ def _method_rows(
 
 def series_ids(registry: _Registry) -> set[str]:
     """Names of the dilution series in the registry (they are not patients)."""
-    return set(registry.samples.filter(pl.col("role") == SERIES_ROLE)["patient_id"].to_list())
+    return set(
+        registry.samples.filter(pl.col("role") == Role.DILUTION_STANDARD)["patient_id"].to_list()
+    )
 
 
 def assay_limits(
-    registry: _Registry, current: dict[str, pl.DataFrame], *, settings: Settings
+    registry: _Registry, current: dict[Method, pl.DataFrame], *, settings: Settings
 ) -> tuple[pl.DataFrame, Settings]:
     """LoD/LoQ per method from dilution series, and the settings that apply them.
 
@@ -392,14 +394,14 @@ def assay_limits(
             lod, loq, index = max(with_lod, key=lambda f: (f[0], f[1] or 0.0))
             rows[index]["applied"] = True
             effective = _with_limits(effective, method, lod=float(lod or 0.0), loq=loq)
-    return pl.DataFrame(rows, schema=ASSAY_LIMIT_COLUMNS), effective
+    return pl.DataFrame(rows, schema=ASSAY_LIMITS.schema), effective
 
 
-def _with_limits(settings: Settings, method: str, *, lod: float, loq: float | None) -> Settings:
-    if method == "STR":
+def _with_limits(settings: Settings, method: Method, *, lod: float, loq: float | None) -> Settings:
+    if method == Method.STR:
         loq_value = max(loq or settings.str.loq_pct, lod)
         return replace(settings, str=replace(settings.str, lod_pct=lod, loq_pct=loq_value))
-    if method == "qPCR":
+    if method == Method.QPCR:
         loq_value = max(loq or settings.qpcr.loq_pct, lod)
         return replace(settings, qpcr=replace(settings.qpcr, lod_pct=lod, loq_pct=loq_value))
     ddpcr_settings = replace(settings.ddpcr, validated_lod_pct=lod, validated_loq_pct=loq)
@@ -422,11 +424,9 @@ def recompute_patients(
         return
     warehouse.mark_dirty(todo)
     registry = read_registry(warehouse)
-    current = {m: current_observations(_observations(warehouse, m)) for m in OBSERVATION_TABLES}
+    current = {m: current_observations(_observations(warehouse, m)) for m in OBSERVATIONS}
     limits, settings = assay_limits(registry, current, settings=settings)
-    warehouse.write(
-        "assay_limits", "limits", validate_frame(limits, AssayLimits, file_name="assay_limits")
-    )
+    warehouse.write_single(ASSAY_LIMITS, limits)
     for patient in sorted(todo - series_ids(registry)):
         results, markers = [], []
         for method, observations in current.items():
@@ -437,20 +437,14 @@ def recompute_patients(
             pl.concat(results, how="diagonal_relaxed"), patient, registry, settings
         )
         marker_rows = _finish_markers(pl.concat(markers, how="diagonal_relaxed"), patient)
-        previous = warehouse.read_file("chimerism", patient)
-        previous_markers = warehouse.read_file("markers", patient)
+        previous = warehouse.read_part(CHIMERISM, patient)
+        previous_markers = warehouse.read_part(MARKERS, patient)
         chimerism = _keep_superseded(chimerism, previous, ["sample_id", "method", "source_sha256"])
         marker_rows = _keep_superseded(
             marker_rows, previous_markers, ["sample_id", "method", "source_sha256"]
         )
-        warehouse.write(
-            "chimerism",
-            patient,
-            validate_frame(chimerism, Chimerism, file_name=f"chimerism/{patient}"),
-        )
-        warehouse.write(
-            "markers", patient, validate_frame(marker_rows, Markers, file_name=f"markers/{patient}")
-        )
+        warehouse.write(CHIMERISM, patient, chimerism)
+        warehouse.write(MARKERS, patient, marker_rows)
     warehouse.clear_dirty(todo)
 
 
@@ -468,9 +462,9 @@ def _finish_chimerism(
     results: pl.DataFrame, patient: str, registry: _Registry, settings: Settings
 ) -> pl.DataFrame:
     """Add patient context, study day, absolute counts, headline choice and lineage."""
-    columns = list(Chimerism.to_schema().columns)
+    columns = list(CHIMERISM.schema)
     if results.height == 0:
-        return pl.DataFrame(schema=polars_schema(Chimerism))
+        return pl.DataFrame(schema=CHIMERISM.schema)
     first_dose = registry.infusions.filter(pl.col("patient_id") == patient)["infused_at"].min()
     if not isinstance(first_dose, datetime):
         first_dose = None
@@ -500,9 +494,9 @@ def _finish_chimerism(
 
 
 def _finish_markers(markers: pl.DataFrame, patient: str) -> pl.DataFrame:
-    columns = list(Markers.to_schema().columns)
+    columns = list(MARKERS.schema)
     if markers.height == 0:
-        return pl.DataFrame(schema=polars_schema(Markers))
+        return pl.DataFrame(schema=MARKERS.schema)
     return markers.with_columns(
         patient_id=pl.lit(patient),
         superseded=pl.lit(False),
@@ -533,10 +527,9 @@ def _log(
                 "logged_at": now,
             }
         ],
-        schema=LEDGER_SCHEMA,
+        schema=INGEST_LOG.schema,
     )
-    validate_frame(row, IngestLog, file_name="ingest_log")
-    warehouse.append_log(row, logged_at=now, sha256=outcome.sha256, status=outcome.status.value)
+    warehouse.append_log(row)
 
 
 def _affected_patients(frame: pl.DataFrame, registry: _Registry) -> set[str]:
@@ -550,10 +543,8 @@ def _affected_patients(frame: pl.DataFrame, registry: _Registry) -> set[str]:
     if rows.filter(pl.col("patient_id").is_in(list(series))).height:
         # New dilution-series results can change every patient's LoD/LoQ.
         return {p for p in registry.lots if p not in series}
-    patients = set(
-        rows.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"]
-    )
-    lots = set(rows.filter(pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"])
+    patients = set(rows.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
+    lots = set(rows.filter(pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
     patients |= {p for p, lot in registry.lots.items() if lot in lots}
     return patients
 
@@ -568,7 +559,9 @@ def _superseded_source(
     earlier = stored.filter(pl.col("sample_id").is_in(ids))["source_sha256"].unique().to_list()
     if not earlier:
         return None
-    names = ledger.filter(pl.col("source_sha256").is_in(earlier) & (pl.col("status") == "accepted"))
+    names = ledger.filter(
+        pl.col("source_sha256").is_in(earlier) & (pl.col("status") == FileStatus.ACCEPTED)
+    )
     labels = sorted(set(names["file_name"].to_list())) or [s[:12] for s in earlier]
     return ", ".join(labels)
 
@@ -593,7 +586,9 @@ def ingest_bytes(
         file_name=file_name, sha256=sha, size_bytes=len(data), status=FileStatus.WAITING
     )
     ledger = read_ledger(warehouse)
-    accepted = ledger.filter((pl.col("source_sha256") == sha) & (pl.col("status") == "accepted"))
+    accepted = ledger.filter(
+        (pl.col("source_sha256") == sha) & (pl.col("status") == FileStatus.ACCEPTED)
+    )
     if accepted.height:
         first = accepted.row(0, named=True)
         outcome = replace(
@@ -695,13 +690,11 @@ def _accept_registry(
     with warehouse.lock():
         if detection.format is ExportFormat.MANIFEST:
             table = _with_lineage(frame, sha, name, now).drop("source_file")
-            warehouse.write("samples", sha, validate_frame(table, Samples, file_name=name))
-            patients = set(
-                frame.filter(~pl.col("role").is_in(["donor_reference", "calibrator"]))["patient_id"]
-            )
+            warehouse.write(SAMPLES, sha, table)
+            patients = set(frame.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
         else:
             table = _with_lineage(frame, sha, name, now).drop("source_file")
-            warehouse.write("infusions", sha, validate_frame(table, Infusions, file_name=name))
+            warehouse.write(INFUSIONS, sha, table)
             patients = set(frame["patient_id"])
         _recompute_or_defer(warehouse, patients, settings=settings, now=now, recompute=recompute)
         outcome = replace(
@@ -729,7 +722,7 @@ def _accept_assay(
     recompute: bool,
 ) -> FileOutcome:
     sha, name = base.sha256, base.file_name
-    method = detection.assay.value
+    method = Method(detection.assay.value)
     fmt = detection.format.value
     with warehouse.lock():
         registry = read_registry(warehouse)
@@ -738,10 +731,10 @@ def _accept_assay(
         measured = set(_assay_sample_ids(frame)) | _ids(stored)
         pool = (
             measured
-            if method == "STR"
+            if method == Method.STR
             else measured
-            | _ids(_observations(warehouse, "qPCR"))
-            | _ids(_observations(warehouse, "ddPCR"))
+            | _ids(_observations(warehouse, Method.QPCR))
+            | _ids(_observations(warehouse, Method.DDPCR))
         )
         waits = missing_prerequisites(
             frame, method, registry=registry, measured=measured, baselines_measured=pool
@@ -769,13 +762,13 @@ def _accept_assay(
             previous = ledger.filter(pl.col("source_sha256") == sha)
             if (
                 not previous.height
-                or previous["status"][-1] != "waiting"
+                or previous["status"][-1] != FileStatus.WAITING
                 or previous["reason"][-1] != reason
             ):
                 _log(warehouse, outcome, now=now, flow_run_id=flow_run_id)
             return outcome
         supersedes = _superseded_source(stored, frame, ledger)
-        table = OBSERVATION_TABLES[method]
+        table = OBSERVATIONS[method]
         if not warehouse.has(table, sha):
             warehouse.write(table, sha, _with_lineage(frame, sha, name, now))
         patients = _affected_patients(frame, registry)
@@ -795,7 +788,9 @@ def _accept_assay(
 
 def first_waiting_time(ledger: pl.DataFrame, sha256: str) -> datetime | None:
     """When a file was first recorded as waiting (None if never)."""
-    rows = ledger.filter((pl.col("source_sha256") == sha256) & (pl.col("status") == "waiting"))
+    rows = ledger.filter(
+        (pl.col("source_sha256") == sha256) & (pl.col("status") == FileStatus.WAITING)
+    )
     return None if rows.height == 0 else rows["logged_at"].min()  # type: ignore[return-value]
 
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from chimera.report.summary import format_result
 from chimera.settings import Settings
-from chimera.warehouse import Warehouse, file_key
+from chimera.warehouse import ALERTS, CHIMERISM, INFUSIONS, Warehouse, file_key
 
 _COLOURS = {"STR": "#1f77b4", "qPCR": "#2ca02c", "ddPCR": "#d62728"}
 
@@ -77,9 +77,9 @@ def plot_patient(
 def write_reports(settings: Settings, out: Path) -> Path:
     """Write ``<out>/<patient>.png`` for every patient and ``<out>/index.html``; return the index."""
     warehouse = Warehouse(settings.warehouse)
-    chimerism = warehouse.read("chimerism")
-    infusions = warehouse.read("infusions")
-    alerts = warehouse.read("alerts")
+    chimerism = warehouse.read(CHIMERISM)
+    infusions = warehouse.read(INFUSIONS)
+    alerts = warehouse.read(ALERTS)
     out.mkdir(parents=True, exist_ok=True)
     parts = [
         "<html><head><meta charset='utf-8'><title>iNK chimerism</title></head><body>",
