@@ -27,8 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from chimera.pipeline import ingest_paths
-from chimera.refresh import refresh_after_ingest
+from chimera.poll import ingest_paths, refresh_after_ingest
 from chimera.settings import Settings
 from chimera.warehouse import CHIMERISM
 

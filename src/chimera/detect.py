@@ -93,6 +93,42 @@ ASSAY_OF: dict[ExportFormat, Assay] = {
 APPBIO_FORMATS = frozenset(
     {ExportFormat.APPBIO_TEXT, ExportFormat.APPBIO_CSV, ExportFormat.APPBIO_EXCEL}
 )
+REGISTRY_ALIASES = {
+    "sample": "sample_id",
+    "sample id": "sample_id",
+    "sample name": "sample_id",
+    "patient": "patient_id",
+    "patient id": "patient_id",
+    "subject_id": "patient_id",
+    "collection time": "collected_at",
+    "collected": "collected_at",
+    "collection_date": "collected_at",
+    "wbc": "wbc_per_ul",
+    "wbc/ul": "wbc_per_ul",
+    "lymphocytes": "lymphocytes_per_ul",
+    "lymphocytes/ul": "lymphocytes_per_ul",
+    "nk": "nk_per_ul",
+    "nk cells": "nk_per_ul",
+    "nk/ul": "nk_per_ul",
+    "nk cells/ul": "nk_per_ul",
+    "purity": "purity_pct",
+    "purity %": "purity_pct",
+    "purity (%)": "purity_pct",
+    "sort purity": "purity_pct",
+    "cell bank": "cell_bank",
+    "master cell bank": "cell_bank",
+    "mcb": "cell_bank",
+    "nominal": "nominal_pct",
+    "expected_pct": "nominal_pct",
+    "nominal_pct_ink": "nominal_pct",
+    "lot": "product_lot",
+    "product lot": "product_lot",
+    "dose": "dose_number",
+    "dose number": "dose_number",
+    "infusion time": "infused_at",
+    "cell_dose": "cells",
+}
+"""Normalised manifest / infusion-log header names -> contract column names."""
 MANIFEST_COLUMNS = frozenset({"sample_id", "patient_id", "role"})
 """A header with ``sample_id`` and one more of these is a manifest (the parser names the rest)."""
 INFUSION_COLUMNS = frozenset({"patient_id", "dose_number", "infused_at"})
@@ -195,7 +231,7 @@ def _detect_header(cells: list[str], index: int) -> Detection | None:
         return Detection(ExportFormat.GENEMAPPER_SIZING, index)
     if "marker" in names and any(re.fullmatch(r"allele \d+", c) for c in names):
         return Detection(ExportFormat.GENEMAPPER_GENOTYPES, index)
-    columns = {name.replace(" ", "_") for name in names}
+    columns = {REGISTRY_ALIASES.get(name, name.replace(" ", "_")) for name in names}
     if len(columns & MANIFEST_COLUMNS) >= 2 and "sample_id" in columns:
         return Detection(ExportFormat.MANIFEST, index)
     if len(columns & INFUSION_COLUMNS) >= 2 and "patient_id" in columns:

@@ -15,10 +15,11 @@ from pathlib import Path
 import polars as pl
 
 from chimera.detect import ASSAY_OF, ExportFormat
-from chimera.pipeline import read_ledger, read_registry, recompute_patients
+from chimera.rebuild import recompute_patients
+from chimera.registry import read_ledger, read_registry, registry_patients
 from chimera.settings import Settings
 from chimera.warehouse import ALERTS, INFUSIONS, OBSERVATIONS, RAW_TABLES, SAMPLES, Table, Warehouse
-from schemas.vocab import PRODUCT_ROLES, FileStatus
+from schemas.vocab import FileStatus
 
 _CHUNK = 1 << 20
 
@@ -168,18 +169,11 @@ def verify_warehouse(settings: Settings) -> Verification:
     )
 
 
-def registry_patients(settings: Settings) -> set[str]:
-    """Every patient in the sample registry (product lots excluded)."""
-    registry = read_registry(Warehouse(settings.warehouse))
-    people = registry.samples.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"]
-    return {str(p) for p in people.unique().to_list()} | set(registry.lots)
-
-
 def rebuild_all_patients(settings: Settings, *, now: datetime) -> list[str]:
     """Rebuild ``chimerism/`` and ``markers/`` of every registry patient from the raw tables."""
     warehouse = Warehouse(settings.warehouse)
     with warehouse.lock():
-        patients = registry_patients(settings)
+        patients = registry_patients(read_registry(warehouse))
         recompute_patients(warehouse, patients, settings=settings, now=now)
     return sorted(patients)
 

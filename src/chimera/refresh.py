@@ -3,12 +3,12 @@
 Trend and kinetics tables are rebuilt for the patients whose results changed; alert rules
 are re-evaluated and open alerts handed to the notification channels.
 
-Used by ``chimera ingest``/``demo`` in-process and by the ``refresh_trends`` Prefect flow.
+Used after every poll or ingest (:func:`chimera.poll.refresh_after_ingest`), by the
+``refresh_trends`` Prefect flow and the nightly rebuild.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,7 +16,7 @@ import polars as pl
 
 from chimera import alerts as alert_rules
 from chimera import channels, kinetics, trends
-from chimera.pipeline import FileOutcome, read_registry
+from chimera.registry import read_registry
 from chimera.settings import Settings
 from chimera.warehouse import (
     ALERT_DELIVERIES,
@@ -27,7 +27,7 @@ from chimera.warehouse import (
     TRENDS,
     Warehouse,
 )
-from schemas.vocab import AlertState, DeliveryState, FileStatus
+from schemas.vocab import AlertState, DeliveryState
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,6 @@ class RefreshSummary:
     opened_alert_ids: tuple[str, ...]
     open_alerts: int
     failed_deliveries: int
-
-
-def refresh_after_ingest(
-    outcomes: Iterable[FileOutcome], *, settings: Settings, now: datetime
-) -> RefreshSummary:
-    """Refresh the patients touched by accepted files (nothing to do when none were accepted)."""
-    patients: set[str] = set()
-    for outcome in outcomes:
-        if outcome.status is FileStatus.ACCEPTED:
-            patients |= set(outcome.patients)
-    return refresh_patients(patients, settings=settings, now=now)
 
 
 def all_patients(warehouse: Warehouse) -> set[str]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from chimera.detect import DecodedExport, ExportFormat
+from chimera.detect import REGISTRY_ALIASES, DecodedExport, ExportFormat
 from chimera.errors import DirectIdentifierError, Problem, ValidationFailedError
 from chimera.parsers.common import ParsedExport, layout_fingerprint, require_format
 from chimera.parsers.completeness import check_last_line, truncated
@@ -27,41 +27,6 @@ from chimera.validation import validate_frame
 from schemas.inputs import InfusionLog, Manifest, direct_identifier_columns
 from schemas.vocab import Role, Specimen
 
-_ALIASES = {
-    "sample": "sample_id",
-    "sample id": "sample_id",
-    "sample name": "sample_id",
-    "patient": "patient_id",
-    "patient id": "patient_id",
-    "subject_id": "patient_id",
-    "collection time": "collected_at",
-    "collected": "collected_at",
-    "collection_date": "collected_at",
-    "wbc": "wbc_per_ul",
-    "wbc/ul": "wbc_per_ul",
-    "lymphocytes": "lymphocytes_per_ul",
-    "lymphocytes/ul": "lymphocytes_per_ul",
-    "nk": "nk_per_ul",
-    "nk cells": "nk_per_ul",
-    "nk/ul": "nk_per_ul",
-    "nk cells/ul": "nk_per_ul",
-    "purity": "purity_pct",
-    "purity %": "purity_pct",
-    "purity (%)": "purity_pct",
-    "sort purity": "purity_pct",
-    "cell bank": "cell_bank",
-    "master cell bank": "cell_bank",
-    "mcb": "cell_bank",
-    "nominal": "nominal_pct",
-    "expected_pct": "nominal_pct",
-    "nominal_pct_ink": "nominal_pct",
-    "lot": "product_lot",
-    "product lot": "product_lot",
-    "dose": "dose_number",
-    "dose number": "dose_number",
-    "infusion time": "infused_at",
-    "cell_dose": "cells",
-}
 _FORMATS = (
     "%Y-%m-%dT%H:%M:%S.%f%z",
     "%Y-%m-%dT%H:%M:%S%z",
@@ -232,7 +197,7 @@ def _read_table(export: DecodedExport, required: Sequence[str]) -> _Table:
     names = []
     for raw in header:
         name = normalise_header(raw)
-        names.append(_ALIASES.get(name, name.replace(" ", "_")))
+        names.append(REGISTRY_ALIASES.get(name, name.replace(" ", "_")))
     records = []
     for _, row in body:
         padded = row + [""] * (len(names) - len(row))

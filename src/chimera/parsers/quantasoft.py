@@ -424,6 +424,18 @@ def _frame(
         # Positives + Negatives = Accepted is a DdpcrWells rule; the quadrants are checked here.
         if (problem := numbers.counts_add_up(cells, row=row, sums=_COUNT_SUMS[1:])) is not None:
             numbers.problems.append(problem)
+        raw_positives = cells.get("positives", "").strip().strip('"').casefold()
+        if accepted is not None and (not raw_positives or raw_positives in _SENTINELS):
+            numbers.problems.append(
+                Problem(
+                    rule="droplet_counts_add_up",
+                    message=f"'Positives' is empty or not a count while {accepted} droplets "
+                    "were accepted",
+                    row=row,
+                    column="Positives",
+                    fix=_REEXPORT,
+                )
+            )
         if accepted is None and positives is not None and negatives is not None:
             accepted = positives + negatives
         if negatives is None and positives is not None and accepted is not None:
