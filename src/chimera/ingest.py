@@ -187,10 +187,12 @@ def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
     detection = export.detection
     fmt = detection.format.value
     try:
-        frame = parse_export(export, settings=run.settings, now=run.now).frame
-        check_plausible(frame, detection.assay, settings=run.settings, file_name=source.name)
+        parsed = parse_export(export, settings=run.settings, now=run.now)
+        check_plausible(parsed.frame, detection.assay, settings=run.settings, file_name=source.name)
     except ChimeraError as err:
         return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
+    frame = parsed.frame
+    base = replace(base, reason="; ".join(parsed.notes) or None)  # e.g. specimens kept as written
     if detection.assay is Assay.REGISTRY:
         return _accept_registry(run, base, detection, frame)
     return _accept_assay(run, base, detection, frame, ledger)

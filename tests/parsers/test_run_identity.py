@@ -104,6 +104,8 @@ def test_re_export_of_the_same_plate_has_the_same_fingerprint(name: str) -> None
         b"\n".join(reordered).replace(b"1.5,", b"1.6,").replace(b"25.100", b"25.300") + b"\n"
     )
     again = _parse(re_export)
+    assert original.layout_fingerprint is not None
+    assert len(original.layout_fingerprint) == 64
     assert again.layout_fingerprint == original.layout_fingerprint
     assert again.run_id == original.run_id
 

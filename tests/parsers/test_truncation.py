@@ -230,12 +230,18 @@ def test_synthetic_manifest_workbook_cut_anywhere_is_truncated() -> None:
 
 
 @pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-16"])
-def test_utf16_export_cut_at_an_odd_byte_is_truncated(codec: str) -> None:
-    """UTF-16 has two bytes per character: an odd length, or a cut last line, is truncated."""
-    data = SYNTHETIC["appbio.txt"].decode("utf-8").encode(codec)
+def test_utf16_export_cut_inside_its_last_line_is_truncated(codec: str) -> None:
+    """UTF-16 has two bytes per character: a cut at any byte of the last line is truncated
+    (an odd byte count, or a last line without its line end)."""
+    text = SYNTHETIC["appbio.txt"].decode("utf-8")
+    data = text.encode(codec)
     assert isinstance(_outcome(data, "utf16.txt"), ParsedExport)
-    start, end = _last_line(data)
-    for cut in range(start + 1, end):
+    bom = 2 if codec == "utf-16" else 0  # Python writes a BOM for plain "utf-16"
+    start = text.rstrip("\r\n").rfind("\n") + 1
+    end = len(text.rstrip("\r\n"))
+    cuts = range(bom + 2 * start + 1, bom + 2 * end + 2)
+    assert len(cuts) == 2 * (end - start) + 1
+    for cut in cuts:
         _assert_truncated(data[:cut], "utf16.txt", f"at byte {cut}")
 
 

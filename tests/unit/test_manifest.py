@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 
 import openpyxl
 import pytest
@@ -14,10 +15,14 @@ from chimera.errors import (
     UnreadableFileError,
     ValidationFailedError,
 )
+from chimera.ingest import ingest_path
 from chimera.parsers.common import ParsedExport
 from chimera.parsers.manifest import parse_infusion_log, parse_manifest, parse_timestamp
 from chimera.parsers.specimen import normalise_specimen
-from schemas.vocab import Role, Specimen
+from chimera.registry import read_ledger
+from chimera.settings import Settings
+from chimera.warehouse import Warehouse
+from schemas.vocab import FileStatus, Role, Specimen
 
 MANIFEST = (
     "sample_id,patient_id,role,collected_at,specimen,wbc_per_ul\n"
@@ -305,3 +310,14 @@ def test_manifest_cut_mid_line_is_truncated() -> None:
     with pytest.raises(TruncatedExportError, match="truncated"):
         _manifest(MANIFEST[:-3])
     assert _manifest("\ufeff" + MANIFEST[:-1]).frame.height == 3  # Excel CSV UTF-8: no final end
+
+
+def test_specimens_kept_as_written_are_noted_in_the_ledger(tmp_path: Path) -> None:
+    """The ingest puts the parser's notes in the ledger reason of the accepted manifest."""
+    settings = Settings().with_home(tmp_path / "data")
+    path = tmp_path / "manifest.csv"
+    path.write_text(THREE_GENOME)
+    outcome = ingest_path(path, settings=settings, now=datetime(2025, 3, 1, tzinfo=UTC), move=False)
+    assert outcome.status is FileStatus.ACCEPTED
+    ledger = read_ledger(Warehouse(settings.warehouse))
+    assert "specimen 'buccal swab' (1 row(s))" in ledger["reason"][0]

@@ -46,7 +46,7 @@ def truncated(
 
 def excel_resaved(export: DecodedExport) -> bool:
     """True for text with an Excel re-save signature: a UTF-8 BOM or ``;`` separators."""
-    return export.bom or export.delimiter == ";"
+    return (export.bom and export.encoding == "utf-8") or export.delimiter == ";"
 
 
 def check_last_line(
