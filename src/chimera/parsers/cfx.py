@@ -17,11 +17,12 @@ from chimera.parsers.common import (
     ParsedExport,
     join_run_id,
     layout_fingerprint,
+    number_reader,
     require_format,
     unreadable_on_error,
 )
 from chimera.parsers.completeness import check_last_line
-from chimera.parsers.qpcr_cells import QPCR_COLUMNS, header_index, number_reader, parse_ct
+from chimera.parsers.qpcr_cells import QPCR_COLUMNS, header_index, parse_ct
 from chimera.textio import normalise_header, uses_decimal_comma
 from chimera.validation import validate_frame
 from schemas.inputs import QpcrWells

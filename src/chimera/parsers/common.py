@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterator, Sequence
+import re
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import polars as pl
 
 from chimera.detect import DecodedExport, ExportFormat
-from chimera.errors import ChimeraError, UnreadableFileError, WrongFormatError
+from chimera.errors import ChimeraError, Problem, UnreadableFileError, WrongFormatError
+from chimera.textio import parse_number
+
+_POINT_DECIMAL = re.compile(r"^-?\d+\.(\d{1,2}|\d{4,})$")
+_DOTTED_THOUSANDS = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
+
+NO_CT_SENTINELS = frozenset({"", "undetermined", "nan", "n/a", "na", "no ct", "no cq", "-", "none"})
+"""Texts meaning "no value" (for a Ct, "no threshold crossing", methods.md 3.4): never 0."""
 
 READ_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
@@ -97,3 +105,48 @@ def unreadable_on_error(file_name: str, export: str) -> Iterator[None]:
     except READ_ERRORS as err:
         msg = f"{file_name}: could not read the {export} ({err})"
         raise UnreadableFileError(msg) from None
+
+
+def number_reader(
+    *, decimal_comma: bool, problems: list[Problem]
+) -> Callable[[str, int, str], float | None]:
+    """Return ``read(text, row, column)`` parsing instrument numbers and recording bad ones.
+
+    Handles ``118,248.200`` (thousands commas), and with ``decimal_comma`` ``0,85`` and
+    ``118.248,2``; a decimal point in a decimal-comma file is a mixed convention (formats.md 7).
+    """
+
+    def read(text: str, row: int, column: str) -> float | None:
+        value = text.strip().strip('"').replace("\u00a0", "")
+        if not value:
+            return None
+        if decimal_comma:
+            if _DOTTED_THOUSANDS.match(value):
+                value = value.replace(".", "").replace(",", ".")
+            elif _POINT_DECIMAL.match(value):
+                problems.append(
+                    Problem(
+                        rule="mixed_decimal_convention",
+                        message=f"{column!r} uses a decimal point in a decimal-comma file",
+                        row=row,
+                        column=column,
+                        value=text,
+                        fix="re-export with one regional number format (e.g. dot decimals).",
+                    )
+                )
+                return None
+        number = parse_number(value, decimal_comma=decimal_comma)
+        if number is None and value.casefold() not in NO_CT_SENTINELS:
+            problems.append(
+                Problem(
+                    rule="not_a_number",
+                    message=f"{column!r} must be a number",
+                    row=row,
+                    column=column,
+                    value=text,
+                    fix="correct the value or re-export from the instrument software.",
+                )
+            )
+        return number
+
+    return read

@@ -19,10 +19,15 @@ import polars as pl
 
 from chimera.detect import REGISTRY_ALIASES, DecodedExport, ExportFormat
 from chimera.errors import DirectIdentifierError, Problem, ValidationFailedError
-from chimera.parsers.common import ParsedExport, layout_fingerprint, require_format
+from chimera.parsers.common import (
+    ParsedExport,
+    layout_fingerprint,
+    number_reader,
+    require_format,
+)
 from chimera.parsers.completeness import check_last_line, truncated
 from chimera.parsers.specimen import normalise_specimen
-from chimera.textio import normalise_header, parse_number, uses_decimal_comma
+from chimera.textio import normalise_header, uses_decimal_comma
 from chimera.validation import validate_frame
 from schemas.inputs import InfusionLog, Manifest, direct_identifier_columns
 from schemas.vocab import Role, Specimen
@@ -48,7 +53,6 @@ _WRITER = "spreadsheet"
 _REDO = "save it again from the spreadsheet or LIMS"
 _FUTURE_GRACE = timedelta(days=1)
 """A date up to a day after ``now`` is a time-zone slip, not an impossible date."""
-_MISSING = frozenset({"nan", "na", "n/a", "none", "null", "-"})
 _ROLE_SYNONYMS = {
     "baseline": Role.RECIPIENT_BASELINE,
     "pre_dose_baseline": Role.RECIPIENT_BASELINE,
@@ -128,22 +132,12 @@ class _Table:
 
     def numbers(self, column: str) -> list[float | None]:
         """Numbers of ``column``; a cell that is neither empty, ``NaN`` nor a number is refused."""
-        values, problems = [], []
-        for record, row in zip(self.records, self.rows, strict=True):
-            raw = record.get(column, "")
-            value = parse_number(raw, decimal_comma=self.decimal_comma)
-            if value is None and raw and raw.strip().casefold() not in _MISSING:
-                problems.append(
-                    Problem(
-                        rule="not_a_number",
-                        message=f"{column!r} must be a finite number or empty",
-                        row=row,
-                        column=column,
-                        value=raw,
-                        fix="write the number without units, or clear the cell",
-                    )
-                )
-            values.append(value)
+        problems: list[Problem] = []
+        read = number_reader(decimal_comma=self.decimal_comma, problems=problems)
+        values = [
+            read(r.get(column, ""), row, column)
+            for r, row in zip(self.records, self.rows, strict=True)
+        ]
         _raise(problems, f"{self.file_name}: {len(problems)} unreadable number(s) in {column!r}")
         return values
 

@@ -1,24 +1,17 @@
-"""Cells every qPCR results table shares: Ct sentinels, numbers, column positions, the row shape.
+"""Cells every qPCR results table shares: the Ct, column positions, the row shape.
 
 Used by the Applied Biosystems (formats.md 5-7) and CFX (formats.md 8) readers.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
 from chimera.detect import CT_ALIASES
-from chimera.errors import Problem
-from chimera.textio import match_aliases, normalise_header, parse_number
-
-_POINT_DECIMAL = re.compile(r"^-?\d+\.(\d{1,2}|\d{4,})$")
-_DOTTED_THOUSANDS = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
-
-NO_CT_SENTINELS = frozenset({"", "undetermined", "nan", "n/a", "na", "no ct", "no cq", "-", "none"})
-"""Ct texts meaning "no threshold crossing" (methods.md 3.4): a censored value, never 0."""
+from chimera.parsers.common import NO_CT_SENTINELS
+from chimera.textio import match_aliases, normalise_header
 
 QPCR_COLUMNS: dict[str, pl.DataType] = {
     "sample_id": pl.String(),
@@ -48,51 +41,6 @@ def header_index(header: Sequence[str], aliases: Mapping[str, Sequence[str]]) ->
     if ct is not None:
         found["ct"] = ct
     return found
-
-
-def number_reader(
-    *, decimal_comma: bool, problems: list[Problem]
-) -> Callable[[str, int, str], float | None]:
-    """Return ``read(text, row, column)`` parsing instrument numbers and recording bad ones.
-
-    Handles ``118,248.200`` (thousands commas), and with ``decimal_comma`` ``0,85`` and
-    ``118.248,2``; a decimal point in a decimal-comma file is a mixed convention (formats.md 7).
-    """
-
-    def read(text: str, row: int, column: str) -> float | None:
-        value = text.strip().strip('"').replace("\u00a0", "")
-        if not value:
-            return None
-        if decimal_comma:
-            if _DOTTED_THOUSANDS.match(value):
-                value = value.replace(".", "").replace(",", ".")
-            elif _POINT_DECIMAL.match(value):
-                problems.append(
-                    Problem(
-                        rule="mixed_decimal_convention",
-                        message=f"{column!r} uses a decimal point in a decimal-comma file",
-                        row=row,
-                        column=column,
-                        value=text,
-                        fix="re-export with one regional number format (e.g. dot decimals).",
-                    )
-                )
-                return None
-        number = parse_number(value, decimal_comma=decimal_comma)
-        if number is None and value.casefold() not in NO_CT_SENTINELS:
-            problems.append(
-                Problem(
-                    rule="not_a_number",
-                    message=f"{column!r} must be a number",
-                    row=row,
-                    column=column,
-                    value=text,
-                    fix="correct the value or re-export from the instrument software.",
-                )
-            )
-        return number
-
-    return read
 
 
 def parse_ct(
