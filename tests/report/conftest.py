@@ -14,8 +14,7 @@ import polars as pl
 import pytest
 from report_builders import HOSTILE_PATIENT, HOSTILE_PREFIX, HOSTILE_REASON, copy_home
 
-from chimera.pipeline import ingest_paths
-from chimera.refresh import refresh_after_ingest
+from chimera.poll import ingest_paths, refresh_after_ingest
 from chimera.settings import Settings, load_settings
 from chimera.warehouse import ALERTS, CHIMERISM, INFUSIONS, KINETICS, MARKERS, TRENDS, Warehouse
 
