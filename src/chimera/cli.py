@@ -193,6 +193,10 @@ def demo(
     if bad:
         _report(bad)
     print_demo_summary(settings, console)
+    from chimera.report.build import default_report_path, write_cohort_report  # noqa: PLC0415
+
+    cohort = write_cohort_report(settings, out=default_report_path(settings, None), now=_now())
+    console.print(f"cohort report: {cohort.resolve()}")
     raise typer.Exit(exit_code(o.status for o in outcomes))
 
 
@@ -201,45 +205,59 @@ def query(
     sql: Annotated[
         str,
         typer.Argument(
-            help="DuckDB SQL; every table is a view: chimerism, markers, trends, kinetics, alerts, ingest_log, ..."
+            help="DuckDB SQL; every table is a view: chimerism, markers, trends, kinetics, alerts, ingest_log, file_status, ..."
         ),
     ],
     warehouse: WarehouseOption = None,
     home: HomeOption = None,
-    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV (spreadsheet-safe).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="Include superseded rows (default: current rows only).")
+    ] = False,
 ) -> None:
-    """Run SQL over the warehouse with DuckDB."""
-    import duckdb  # noqa: PLC0415
+    """Run SQL over the warehouse with DuckDB (current rows unless --all)."""
+    from chimera.export_safety import safe_csv  # noqa: PLC0415
+    from chimera.sql import QueryError, run_query  # noqa: PLC0415
 
     settings = _settings(home, warehouse)
-    con = duckdb.connect()
-    root = settings.warehouse
-    if root.is_dir():
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and any(p.rglob("*.parquet"))):
-            pattern = (folder / "**" / "*.parquet").as_posix().replace("'", "''")
-            con.execute(
-                f"CREATE VIEW \"{folder.name}\" AS SELECT * FROM read_parquet('{pattern}', "
-                "hive_partitioning=true, union_by_name=true)"
-            )
-        if (root / "ingest_log").is_dir():
-            # The ledger keeps every event; file_status is each file's current fate.
-            con.execute(
-                "CREATE VIEW file_status AS SELECT * FROM ingest_log QUALIFY row_number() "
-                "OVER (PARTITION BY source_sha256, file_name ORDER BY logged_at DESC) = 1"
-            )
     try:
-        result = con.sql(sql)
-    except duckdb.Error as err:
+        frame = run_query(settings.warehouse, sql, include_superseded=all_rows)
+    except QueryError as err:
         err_console.print(f"[red]query failed:[/red] {err}")
         raise typer.Exit(2) from None
-    if result is None:
-        raise typer.Exit(0)
-    frame = result.pl()
     if csv:
-        sys.stdout.write(frame.write_csv())
+        sys.stdout.write(safe_csv(frame))
+    elif as_json:
+        sys.stdout.write(frame.write_json() + "\n")
     else:
         with pl.Config(tbl_rows=50, tbl_cols=20, fmt_str_lengths=40):
             console.print(frame)
+
+
+@app.command()
+def tables(
+    markdown: Annotated[
+        Path | None,
+        typer.Option("--markdown", help="Write the data dictionary as Markdown to this file."),
+    ] = None,
+    table: Annotated[str | None, typer.Option("--table", help="Show one table only.")] = None,
+) -> None:
+    """Every warehouse table with its columns, types, units and descriptions."""
+    from chimera.dictionary import data_dictionary, print_dictionary, render_markdown  # noqa: PLC0415
+
+    entries = data_dictionary()
+    if markdown is not None:
+        markdown.write_text(render_markdown(entries), encoding="utf-8")
+        console.print(f"data dictionary: {markdown}")
+        return
+    chosen = [e for e in entries if table in (None, e.name)]
+    if not chosen:
+        err_console.print(
+            f"[red]error:[/red] no table {table!r}; known: {', '.join(e.name for e in entries)}"
+        )
+        raise typer.Exit(2)
+    print_dictionary(chosen, console)
 
 
 @app.command()
@@ -292,16 +310,53 @@ def alerts(
 def report(
     home: HomeOption = None,
     warehouse: WarehouseOption = None,
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="Write this patient's report.")
+    ] = None,
+    cohort: Annotated[bool, typer.Option("--cohort", help="Write the cohort report.")] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the report (default <home>/reports).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="HTML file (with --patient/--cohort) or folder (default <home>/reports).",
+        ),
     ] = None,
 ) -> None:
-    """Write per-patient trend plots (PNG) and an HTML index of headline results and alerts."""
-    from chimera.report.trend_report import write_reports  # noqa: PLC0415
+    """Write self-contained HTML reports: one patient, the cohort, or (default) all of them."""
+    from chimera.report.build import (  # noqa: PLC0415
+        UnknownPatientError,
+        default_report_path,
+        report_count,
+        write_all_reports,
+        write_cohort_report,
+        write_patient_report,
+    )
 
     settings = _settings(home, warehouse)
-    index = write_reports(settings, out or settings.home / "reports")
-    console.print(f"report: {index.resolve()}")
+    if patient is not None and cohort:
+        err_console.print("[red]error:[/red] give --patient ID or --cohort, not both")
+        raise typer.Exit(2)
+    if patient is not None:
+        target = out or default_report_path(settings, patient)
+        try:
+            path = write_patient_report(settings, patient, out=target, now=_now())
+        except UnknownPatientError as err:
+            err_console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+        console.print(f"report: {path.resolve()}")
+        return
+    if cohort:
+        path = write_cohort_report(
+            settings, out=out or default_report_path(settings, None), now=_now()
+        )
+        console.print(f"report: {path.resolve()}")
+        return
+    from chimera.progress import progress_steps  # noqa: PLC0415
+
+    folder = out or settings.home / "reports"
+    with progress_steps("Writing reports", total=report_count(settings), console=console) as step:
+        paths = write_all_reports(settings, folder, now=_now(), step=step)
+    console.print(f"{len(paths)} reports in {folder.resolve()}; cohort: {paths[0].resolve()}")
 
 
 @app.command()
