@@ -103,6 +103,11 @@ class DdpcrSettings:
     """Assay LoD floor from a dilution series (set by the pipeline from ``dilution_standard``s)."""
     validated_loq_pct: float | None = None
     """Assay LoQ floor from a dilution series."""
+    reference_gene_copies: int = 2
+    """Reference-gene copies per genome n_ref (RPP30: diploid, 2; methods.md 5.2)."""
+    product_marker_copies: Mapping[str, int] = field(default_factory=dict)
+    """Expected copies per iNK genome of a marker (e.g. a transgene), overriding the copy
+    number read from the product reference; k = n_ref / n_M (methods.md 5.2)."""
 
 
 @dataclass(frozen=True)
