@@ -109,28 +109,8 @@ class _Run:
     recompute: bool
 
 
-def ingest_path(
-    path: Path,
-    *,
-    settings: Settings,
-    now: datetime,
-    move: bool,
-    flow_run_id: str | None = None,
-    recompute: bool = True,
-) -> FileOutcome:
-    """Read one file and :func:`ingest_source` it."""
-    return ingest_source(
-        read_source(path),
-        settings=settings,
-        now=now,
-        move=move,
-        flow_run_id=flow_run_id,
-        recompute=recompute,
-    )
-
-
 def ingest_source(
-    source: SourceFile,
+    source: SourceFile | Path,
     *,
     settings: Settings,
     now: datetime,
@@ -138,12 +118,15 @@ def ingest_source(
     flow_run_id: str | None = None,
     recompute: bool = True,
 ) -> FileOutcome:
-    """Ingest one read file and put it where it belongs (archive, quarantine, or left waiting).
+    """Ingest one file and put it where it belongs (archive, quarantine, or left waiting).
 
+    A path is read (and detected) first; a :class:`SourceFile` was read already.
     ``move`` = move the file (inbox use); otherwise copy it, leaving the original untouched.
     ``recompute=False`` only marks the touched patients dirty;
     :func:`chimera.rebuild.recover_dirty` then rebuilds each of them once (what a batch does).
     """
+    if isinstance(source, Path):
+        source = read_source(source)
     run = _Run(Warehouse(settings.warehouse), settings, now, flow_run_id, recompute)
     outcome = _ingest_content(source, run)
     if outcome.status in (FileStatus.ACCEPTED, FileStatus.DUPLICATE):

@@ -15,7 +15,7 @@ from chimera.errors import (
     UnreadableFileError,
     ValidationFailedError,
 )
-from chimera.ingest import ingest_path
+from chimera.ingest import ingest_source
 from chimera.parsers.common import ParsedExport
 from chimera.parsers.manifest import parse_infusion_log, parse_manifest, parse_timestamp
 from chimera.parsers.specimen import normalise_specimen
@@ -317,7 +317,9 @@ def test_specimens_kept_as_written_are_noted_in_the_ledger(tmp_path: Path) -> No
     settings = Settings().with_home(tmp_path / "data")
     path = tmp_path / "manifest.csv"
     path.write_text(THREE_GENOME)
-    outcome = ingest_path(path, settings=settings, now=datetime(2025, 3, 1, tzinfo=UTC), move=False)
+    outcome = ingest_source(
+        path, settings=settings, now=datetime(2025, 3, 1, tzinfo=UTC), move=False
+    )
     assert outcome.status is FileStatus.ACCEPTED
     ledger = read_ledger(Warehouse(settings.warehouse))
     assert "specimen 'buccal swab' (1 row(s))" in ledger["reason"][0]
