@@ -15,21 +15,22 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.base import UTC, StrictModel
-from schemas.warehouse import METHODS, QC_VERDICTS, RESULT_STATUSES, Lineage
+from schemas.vocab import (
+    AlertRuleId,
+    AlertState,
+    CdScale,
+    ChangeDirection,
+    DeliveryState,
+    GenomeModel,
+    KineticsScope,
+    Method,
+    QcVerdict,
+    ResultStatus,
+    Severity,
+)
+from schemas.warehouse import Lineage
 
-CD_SCALES = ["additive", "multiplicative", "detection"]
-CHANGE_DIRECTIONS = ["rise", "fall", "none"]
-KINETICS_SCOPES = ["dose", "overall"]
-ALERT_RULES = [
-    "persistence",
-    "unexpected_expansion",
-    "early_loss",
-    "falling_exposure",
-    "repeated_qc_failure",
-]
-SEVERITIES = ["info", "warning", "critical"]
-ALERT_STATES = ["open", "ongoing", "resolved"]
-DELIVERY_STATES = ["pending", "sent", "failed"]
+_HAS_VALUE = [ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ]
 
 
 def _is_json_object(text: str | None) -> bool:
@@ -44,43 +45,58 @@ def _is_json_object(text: str | None) -> bool:
 
 
 class Trends(Lineage):
-    """One row per patient x sample time: the headline result and its change from the last one.
+    """One row per patient x specimen x sample: the headline result and its change from the last one.
 
-    ``change_pct`` is in percentage points; ``critical_difference_pct`` is the change the pair must
-    exceed (``cd_scale`` says how it was derived, see :func:`chimera.trends.build_trend_table`).
+    Curves never mix specimens: ``previous_sample_id`` is the patient's previous sample of the same
+    ``specimen`` (``schemas.vocab.Specimen``; a missing specimen is ``PB``). ``change_pct`` is in
+    percentage points; ``critical_difference_pct`` is the change the pair must exceed
+    (``cd_scale`` says how it was derived, see :mod:`chimera.critical_difference`: each result's CI
+    turned into an SE with ``ci_quantile`` and combined with the method's between-run variation).
+    ``pct_recipient`` / ``pct_hsct_donor`` (with CIs) and ``genome_model`` come from the chimerism
+    row when it carries them (null otherwise).
     """
 
     patient_id: str
+    specimen: str
     sample_id: str
     collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
     study_day: pl.Int32 = pa.Field(nullable=True)
     days_since_dose1: pl.Float64 = pa.Field(nullable=True)
     days_since_last_infusion: pl.Float64 = pa.Field(nullable=True, ge=0)
     dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
-    specimen: str = pa.Field(nullable=True)
-    method: str = pa.Field(isin=METHODS)
+    method: str = pa.Field(isin=list(Method))
     pct_ink: float = pa.Field(nullable=True, ge=0, le=100)
     ci_low: float = pa.Field(nullable=True, ge=0, le=100)
     ci_high: float = pa.Field(nullable=True, ge=0, le=100)
+    ci_quantile: float = pa.Field(nullable=True, gt=0)
     lod_pct: float = pa.Field(nullable=True, ge=0)
     loq_pct: float = pa.Field(nullable=True, ge=0)
-    result_status: str = pa.Field(isin=RESULT_STATUSES)
-    qc_verdict: str = pa.Field(isin=QC_VERDICTS)
+    result_status: str = pa.Field(isin=list(ResultStatus))
+    qc_verdict: str = pa.Field(isin=list(QcVerdict))
+    genome_model: str = pa.Field(nullable=True, isin=list(GenomeModel))
+    pct_recipient: float = pa.Field(nullable=True, ge=0, le=100)
+    pct_recipient_ci_low: float = pa.Field(nullable=True, ge=0, le=100)
+    pct_recipient_ci_high: float = pa.Field(nullable=True, ge=0, le=100)
+    pct_hsct_donor: float = pa.Field(nullable=True, ge=0, le=100)
+    pct_hsct_donor_ci_low: float = pa.Field(nullable=True, ge=0, le=100)
+    pct_hsct_donor_ci_high: float = pa.Field(nullable=True, ge=0, le=100)
     ink_cells_per_ul: float = pa.Field(nullable=True, ge=0)
     previous_sample_id: str = pa.Field(nullable=True)
     change_pct: pl.Float64 = pa.Field(nullable=True)
     change_ln: pl.Float64 = pa.Field(nullable=True)
     critical_difference_pct: pl.Float64 = pa.Field(nullable=True, ge=0)
     critical_difference_ln: pl.Float64 = pa.Field(nullable=True, ge=0)
-    cd_scale: str = pa.Field(nullable=True, isin=CD_SCALES)
-    change_direction: str = pa.Field(nullable=True, isin=CHANGE_DIRECTIONS)
+    cd_scale: str = pa.Field(nullable=True, isin=list(CdScale))
+    change_direction: str = pa.Field(nullable=True, isin=list(ChangeDirection))
     significant_change: bool = pa.Field(nullable=True)
 
     @pa.dataframe_check
     @classmethod
-    def one_row_per_patient_and_sample(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        """Check that a sample appears once per patient (headline, not superseded)."""
-        return data.lazyframe.select(pl.struct("patient_id", "sample_id").is_duplicated().not_())
+    def one_row_per_patient_specimen_and_sample(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check that a sample appears once per patient and specimen (headline, not superseded)."""
+        return data.lazyframe.select(
+            pl.struct("patient_id", "specimen", "sample_id").is_duplicated().not_()
+        )
 
     @pa.dataframe_check
     @classmethod
@@ -102,14 +118,16 @@ class Trends(Lineage):
     @classmethod
     def quantified_results_have_a_value(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """``quantified`` and ``below_loq`` rows carry a value; the other states never a bare 0."""
-        has_value = pl.col("result_status").is_in(["quantified", "below_loq"])
+        has_value = pl.col("result_status").is_in(_HAS_VALUE)
         return data.lazyframe.select(has_value == pl.col("pct_ink").is_not_null())
 
 
 class Kinetics(Lineage):
-    """Non-compartmental cellular kinetics: per patient x dose interval and per patient overall.
+    """Non-compartmental cellular kinetics per patient x specimen: per dose interval and overall.
 
-    Times are days: ``tmax_days``/``tlast_days`` after the interval start (after dose 1 for the
+    A specimen's curve holds only its own results (a CD56+ value never enters the whole-blood
+    Cmax). ``dose_cells`` is the infusion log's cell count and ``cmax_pct_per_1e9_cells`` the
+    dose-normalised Cmax (``cmax_pct`` x 1e9 / ``dose_cells``). Times are days: ``tmax_days``/``tlast_days`` after the interval start (after dose 1 for the
     ``overall`` row); interval bounds are days since dose 1. ``predose_pct`` is C_pre,n (last
     sample before dose n within the pre-dose window); ``trough_pct`` is the last sample before the
     next dose. ``accumulation_ratio_trough`` = C_pre,n / C_pre,2 and ``accumulation_ratio_auc`` =
@@ -117,20 +135,23 @@ class Kinetics(Lineage):
     """
 
     patient_id: str
-    scope: str = pa.Field(isin=KINETICS_SCOPES)
+    specimen: str
+    scope: str = pa.Field(isin=list(KineticsScope))
     dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
+    dose_cells: pl.Float64 = pa.Field(nullable=True, gt=0)
     interval_start_day: pl.Float64
     interval_end_day: pl.Float64 = pa.Field(nullable=True)
     n_samples: pl.Int32 = pa.Field(ge=0)
     n_quantified: pl.Int32 = pa.Field(ge=0)
     cmax_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
+    cmax_pct_per_1e9_cells: pl.Float64 = pa.Field(nullable=True, ge=0)
     cmax_sample_id: str = pa.Field(nullable=True)
     tmax_days: pl.Float64 = pa.Field(nullable=True, ge=0)
     predose_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
-    predose_status: str = pa.Field(nullable=True, isin=RESULT_STATUSES)
+    predose_status: str = pa.Field(nullable=True, isin=list(ResultStatus))
     predose_sample_id: str = pa.Field(nullable=True)
     trough_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
-    trough_status: str = pa.Field(nullable=True, isin=RESULT_STATUSES)
+    trough_status: str = pa.Field(nullable=True, isin=list(ResultStatus))
     trough_sample_id: str = pa.Field(nullable=True)
     auc_pct_days: pl.Float64 = pa.Field(nullable=True, ge=0)
     auc_0_28_pct_days: pl.Float64 = pa.Field(nullable=True, ge=0)
@@ -146,10 +167,10 @@ class Kinetics(Lineage):
 
     @pa.dataframe_check
     @classmethod
-    def one_row_per_patient_scope_and_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        """Check that a patient has one row per dose interval and one overall row."""
+    def one_row_per_patient_specimen_scope_and_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check that a patient's specimen has one row per dose interval and one overall row."""
         return data.lazyframe.select(
-            pl.struct("patient_id", "scope", "dose_number").is_duplicated().not_()
+            pl.struct("patient_id", "specimen", "scope", "dose_number").is_duplicated().not_()
         )
 
     @pa.dataframe_check
@@ -157,7 +178,7 @@ class Kinetics(Lineage):
     def dose_rows_have_a_dose_number(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """``dose`` rows name their dose; the ``overall`` row does not."""
         return data.lazyframe.select(
-            (pl.col("scope") == "dose") == pl.col("dose_number").is_not_null()
+            (pl.col("scope") == KineticsScope.DOSE) == pl.col("dose_number").is_not_null()
         )
 
     @pa.dataframe_check
@@ -176,9 +197,10 @@ class Kinetics(Lineage):
 
 
 class CohortKinetics(StrictModel):
-    """Median and range of each kinetic parameter per dose across patients (trial report)."""
+    """Median and range of each kinetic parameter per specimen and dose across patients."""
 
-    scope: str = pa.Field(isin=KINETICS_SCOPES)
+    specimen: str
+    scope: str = pa.Field(isin=list(KineticsScope))
     dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
     parameter: str
     n_patients: pl.Int32 = pa.Field(ge=0)
@@ -204,28 +226,33 @@ class CohortKinetics(StrictModel):
 
 
 class Alerts(StrictModel):
-    """Alert states: one row per episode (rule x patient x episode key), updated on every run."""
+    """Alert states: one row per alert (rule x patient x specimen), updated on every run.
+
+    ``alert_id`` hashes rule, patient, specimen and ``episode_key`` (the first episode), so an
+    alert keeps its id while later episodes add evidence.
+    """
 
     alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16}, unique=True)
-    rule: str = pa.Field(isin=ALERT_RULES)
+    rule: str = pa.Field(isin=list(AlertRuleId))
     rule_version: str
-    severity: str = pa.Field(isin=SEVERITIES)
+    severity: str = pa.Field(isin=list(Severity))
     patient_id: str
+    specimen: str
     episode_key: str
-    state: str = pa.Field(isin=ALERT_STATES)
-    first_detected_at: UTC  # type: ignore[valid-type]
-    last_evaluated_at: UTC  # type: ignore[valid-type]
-    resolved_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
     message: str
     evidence: str
     parameters: str
+    state: str = pa.Field(isin=list(AlertState))
+    first_detected_at: UTC  # type: ignore[valid-type]
+    last_evaluated_at: UTC  # type: ignore[valid-type]
+    resolved_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
 
     @pa.dataframe_check
     @classmethod
     def resolved_alerts_have_resolved_at(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """``resolved_at`` is set exactly for resolved alerts."""
         return data.lazyframe.select(
-            (pl.col("state") == "resolved") == pl.col("resolved_at").is_not_null()
+            (pl.col("state") == AlertState.RESOLVED) == pl.col("resolved_at").is_not_null()
         )
 
     @pa.dataframe_check
@@ -249,7 +276,7 @@ class AlertDeliveries(StrictModel):
 
     alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16})
     channel: str
-    state: str = pa.Field(isin=DELIVERY_STATES)
+    state: str = pa.Field(isin=list(DeliveryState))
     attempts: pl.Int32 = pa.Field(ge=0)
     last_attempt_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
     last_error: str = pa.Field(nullable=True)
@@ -266,5 +293,5 @@ class AlertDeliveries(StrictModel):
         """Rows with attempts carry the time of the last one; sent rows have attempts >= 1."""
         return data.lazyframe.select(
             ((pl.col("attempts") > 0) == pl.col("last_attempt_at").is_not_null())
-            & ((pl.col("state") != "sent") | (pl.col("attempts") >= 1))
+            & ((pl.col("state") != DeliveryState.SENT) | (pl.col("attempts") >= 1))
         )

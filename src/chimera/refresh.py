@@ -14,8 +14,9 @@ from datetime import datetime
 
 import polars as pl
 
-from chimera import alerts as alert_rules
 from chimera import channels, kinetics, trends
+from chimera.alerts.detect import detect_alerts
+from chimera.alerts.states import update_alert_states
 from chimera.pipeline import FileOutcome, read_registry
 from chimera.settings import Settings
 from chimera.validation import validate_frame
@@ -64,7 +65,6 @@ def refresh_patients(
 ) -> RefreshSummary:
     """Rebuild trends, kinetics and alerts for ``patients`` (None = everyone), then notify."""
     warehouse = Warehouse(settings.warehouse)
-    rules = alert_rules.load_alert_rules(settings.alert_rules)
     with warehouse.lock():
         todo = all_patients(warehouse) if patients is None else set(patients)
         registry = read_registry(warehouse)
@@ -74,7 +74,9 @@ def refresh_patients(
             if chimerism is None:
                 continue
             doses = infusions.filter(pl.col("patient_id") == patient)
-            trend = trends.build_trend_table(chimerism.lazy(), doses).collect()
+            trend = trends.build_trend_table(
+                chimerism.lazy(), doses, cd=settings.alerts.critical_difference
+            ).collect()
             trend = validate_frame(trend, Trends, file_name=f"trends/{patient}")
             warehouse.write("trends", patient, trend)
             kinetic = kinetics.compute_kinetics(trend.lazy(), doses).collect()
@@ -99,15 +101,15 @@ def refresh_patients(
                 0 if previous is None else previous.filter(pl.col("state") != "resolved").height
             )
             return RefreshSummary(frozenset(todo), (), still_open, 0)
-        current = alert_rules.detect_alerts(
+        current = detect_alerts(
             warehouse.read("trends").lazy(),
             warehouse.read("kinetics").lazy(),
             warehouse.read("chimerism").lazy(),
             infusions,
-            rules=rules,
+            settings=settings.alerts,
         )
         previous_frame = previous if previous is not None else pl.DataFrame()
-        updated = alert_rules.update_alert_states(previous_frame, current, now=now)
+        updated = update_alert_states(previous_frame, current, now=now)
         updated = validate_frame(updated, Alerts, file_name="alerts")
         warehouse.write(ALERTS_KEY, ALERTS_KEY, updated)
         before = set() if previous is None else set(previous["alert_id"].to_list())
@@ -116,7 +118,7 @@ def refresh_patients(
         delivered = channels.deliver_alerts(
             updated,
             deliveries if deliveries is not None else pl.DataFrame(),
-            channels=rules.channels,
+            channels=settings.alerts.channels,
             now=now,
             password=settings.smtp_password,
         )
