@@ -31,6 +31,11 @@ from schemas.vocab import (
 from schemas.warehouse import Lineage
 
 _HAS_VALUE = [ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ]
+_SPECIMEN = (
+    "Specimen or sorted fraction (schemas.vocab.Specimen: PB, PB CD56+, PB CD3+, PB CD33+, BM; "
+    "unknown values verbatim; missing = PB): each is its own curve."
+)
+_PATIENT = "Pseudonymised patient id (product lot or series id for product / dilution rows)."
 
 
 def _is_json_object(text: str | None) -> bool:
@@ -48,47 +53,166 @@ class Trends(Lineage):
     """One row per patient x specimen x sample: the headline result and its change from the last one.
 
     Curves never mix specimens: ``previous_sample_id`` is the patient's previous sample of the same
-    ``specimen`` (``schemas.vocab.Specimen``; a missing specimen is ``PB``). ``change_pct`` is in
-    percentage points; ``critical_difference_pct`` is the change the pair must exceed
-    (``cd_scale`` says how it was derived, see :mod:`chimera.critical_difference`: each result's CI
-    turned into an SE with ``ci_quantile`` and combined with the method's between-run variation).
-    ``pct_recipient`` / ``pct_hsct_donor`` (with CIs) and ``genome_model`` come from the chimerism
-    row when it carries them (null otherwise).
+    ``specimen``. ``change_pct`` is in percentage points; ``critical_difference_pct`` is the change
+    the pair must exceed (``cd_scale`` says how it was derived, see
+    :mod:`chimera.critical_difference`: each result's CI turned into an SE with ``ci_quantile``
+    and combined with the method's between-run variation). ``genome_model`` and the
+    ``pct_recipient`` / ``pct_hsct_donor`` columns come from the chimerism row when it carries them.
     """
 
-    patient_id: str
-    specimen: str
-    sample_id: str
-    collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    study_day: pl.Int32 = pa.Field(nullable=True)
-    days_since_dose1: pl.Float64 = pa.Field(nullable=True)
-    days_since_last_infusion: pl.Float64 = pa.Field(nullable=True, ge=0)
-    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
-    method: str = pa.Field(isin=list(Method))
-    pct_ink: float = pa.Field(nullable=True, ge=0, le=100)
-    ci_low: float = pa.Field(nullable=True, ge=0, le=100)
-    ci_high: float = pa.Field(nullable=True, ge=0, le=100)
-    ci_quantile: float = pa.Field(nullable=True, gt=0)
-    lod_pct: float = pa.Field(nullable=True, ge=0)
-    loq_pct: float = pa.Field(nullable=True, ge=0)
-    result_status: str = pa.Field(isin=list(ResultStatus))
-    qc_verdict: str = pa.Field(isin=list(QcVerdict))
-    genome_model: str = pa.Field(nullable=True, isin=list(GenomeModel))
-    pct_recipient: float = pa.Field(nullable=True, ge=0, le=100)
-    pct_recipient_ci_low: float = pa.Field(nullable=True, ge=0, le=100)
-    pct_recipient_ci_high: float = pa.Field(nullable=True, ge=0, le=100)
-    pct_hsct_donor: float = pa.Field(nullable=True, ge=0, le=100)
-    pct_hsct_donor_ci_low: float = pa.Field(nullable=True, ge=0, le=100)
-    pct_hsct_donor_ci_high: float = pa.Field(nullable=True, ge=0, le=100)
-    ink_cells_per_ul: float = pa.Field(nullable=True, ge=0)
-    previous_sample_id: str = pa.Field(nullable=True)
-    change_pct: pl.Float64 = pa.Field(nullable=True)
-    change_ln: pl.Float64 = pa.Field(nullable=True)
-    critical_difference_pct: pl.Float64 = pa.Field(nullable=True, ge=0)
-    critical_difference_ln: pl.Float64 = pa.Field(nullable=True, ge=0)
-    cd_scale: str = pa.Field(nullable=True, isin=list(CdScale))
-    change_direction: str = pa.Field(nullable=True, isin=list(ChangeDirection))
-    significant_change: bool = pa.Field(nullable=True)
+    patient_id: str = pa.Field(description=_PATIENT)
+    specimen: str = pa.Field(description=_SPECIMEN)
+    sample_id: str = pa.Field(description="Sample id from the manifest (pseudonymised).")
+    collected_at: UTC = pa.Field(description="When the sample was collected.", nullable=True)  # type: ignore[valid-type]
+    study_day: pl.Int32 = pa.Field(
+        description="Calendar days from the date of the first infusion (day 0).",
+        metadata={"unit": "d"},
+        nullable=True,
+    )
+    days_since_dose1: pl.Float64 = pa.Field(
+        description="Days from the first infusion to collection.",
+        metadata={"unit": "d"},
+        nullable=True,
+    )
+    days_since_last_infusion: pl.Float64 = pa.Field(
+        description="Days from the latest preceding dose to collection.",
+        metadata={"unit": "d"},
+        nullable=True,
+        ge=0,
+    )
+    dose_number: pl.Int32 = pa.Field(
+        description="Dose number (1 = first infusion).", nullable=True, ge=1
+    )
+    method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=list(Method))
+    pct_ink: float = pa.Field(
+        description="% of the specimen's DNA from the iNK product, clamped to 0-100; null when not_detected or failed.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    ci_low: float = pa.Field(
+        description="Lower bound of the 95 % CI of pct_ink.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    ci_high: float = pa.Field(
+        description="Upper bound of the 95 % CI of pct_ink.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    ci_quantile: float = pa.Field(
+        description="Quantile the CI was built with (t for few loci/replicates; null = 1.96).",
+        nullable=True,
+        gt=0,
+    )
+    lod_pct: float = pa.Field(
+        description="The sample's own limit of detection.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+    )
+    loq_pct: float = pa.Field(
+        description="The sample's own limit of quantification.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+    )
+    result_status: str = pa.Field(
+        description="quantified, below_loq, not_detected or failed (methods.md 4).",
+        isin=list(ResultStatus),
+    )
+    qc_verdict: str = pa.Field(description="pass, review or fail.", isin=list(QcVerdict))
+    genome_model: str = pa.Field(
+        description="two_genome or three_genome (prior HSCT donor); null when not recorded.",
+        nullable=True,
+        isin=list(GenomeModel),
+    )
+    pct_recipient: float = pa.Field(
+        description="% of the patient's own cells (two genomes: 100 - pct_ink).",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    pct_recipient_ci_low: float = pa.Field(
+        description="Lower 95 % bound of pct_recipient.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    pct_recipient_ci_high: float = pa.Field(
+        description="Upper 95 % bound of pct_recipient.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    pct_hsct_donor: float = pa.Field(
+        description="% of the prior transplant donor's cells (three-genome patients).",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    pct_hsct_donor_ci_low: float = pa.Field(
+        description="Lower 95 % bound of pct_hsct_donor.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    pct_hsct_donor_ci_high: float = pa.Field(
+        description="Upper 95 % bound of pct_hsct_donor.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    ink_cells_per_ul: float = pa.Field(
+        description="iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).",
+        metadata={"unit": "cells/µL"},
+        nullable=True,
+        ge=0,
+    )
+    previous_sample_id: str = pa.Field(
+        description="The previous headline sample of the same specimen the change is measured against.",
+        nullable=True,
+    )
+    change_pct: pl.Float64 = pa.Field(
+        description="Change from the previous sample.", metadata={"unit": "% points"}, nullable=True
+    )
+    change_ln: pl.Float64 = pa.Field(
+        description="ln(pct_ink / previous pct_ink).", metadata={"unit": "ln"}, nullable=True
+    )
+    critical_difference_pct: pl.Float64 = pa.Field(
+        description="Change the pair must exceed to be significant (methods.md 9.1).",
+        metadata={"unit": "% points"},
+        nullable=True,
+        ge=0,
+    )
+    critical_difference_ln: pl.Float64 = pa.Field(
+        description="Critical difference on the ln scale (PCR pairs).",
+        metadata={"unit": "ln"},
+        nullable=True,
+        ge=0,
+    )
+    cd_scale: str = pa.Field(
+        description="How the critical difference was derived: additive, multiplicative or detection.",
+        nullable=True,
+        isin=list(CdScale),
+    )
+    change_direction: str = pa.Field(
+        description="rise, fall or none.", nullable=True, isin=list(ChangeDirection)
+    )
+    significant_change: bool = pa.Field(
+        description="The change exceeds the critical difference.", nullable=True
+    )
 
     @pa.dataframe_check
     @classmethod
@@ -126,44 +250,119 @@ class Kinetics(Lineage):
     """Non-compartmental cellular kinetics per patient x specimen: per dose interval and overall.
 
     A specimen's curve holds only its own results (a CD56+ value never enters the whole-blood
-    Cmax). ``dose_cells`` is the infusion log's cell count and ``cmax_pct_per_1e9_cells`` the
-    dose-normalised Cmax (``cmax_pct`` x 1e9 / ``dose_cells``). Times are days: ``tmax_days``/``tlast_days`` after the interval start (after dose 1 for the
+    Cmax). ``cmax_pct_per_1e9_cells`` is the dose-normalised Cmax. Times are days: ``tmax_days``/``tlast_days`` after the interval start (after dose 1 for the
     ``overall`` row); interval bounds are days since dose 1. ``predose_pct`` is C_pre,n (last
     sample before dose n within the pre-dose window); ``trough_pct`` is the last sample before the
     next dose. ``accumulation_ratio_trough`` = C_pre,n / C_pre,2 and ``accumulation_ratio_auc`` =
     AUC_n / AUC_1 (methods.md 8).
     """
 
-    patient_id: str
-    specimen: str
-    scope: str = pa.Field(isin=list(KineticsScope))
-    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
-    dose_cells: pl.Float64 = pa.Field(nullable=True, gt=0)
-    interval_start_day: pl.Float64
-    interval_end_day: pl.Float64 = pa.Field(nullable=True)
-    n_samples: pl.Int32 = pa.Field(ge=0)
-    n_quantified: pl.Int32 = pa.Field(ge=0)
-    cmax_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
-    cmax_pct_per_1e9_cells: pl.Float64 = pa.Field(nullable=True, ge=0)
-    cmax_sample_id: str = pa.Field(nullable=True)
-    tmax_days: pl.Float64 = pa.Field(nullable=True, ge=0)
-    predose_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
-    predose_status: str = pa.Field(nullable=True, isin=list(ResultStatus))
-    predose_sample_id: str = pa.Field(nullable=True)
-    trough_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
-    trough_status: str = pa.Field(nullable=True, isin=list(ResultStatus))
-    trough_sample_id: str = pa.Field(nullable=True)
-    auc_pct_days: pl.Float64 = pa.Field(nullable=True, ge=0)
-    auc_0_28_pct_days: pl.Float64 = pa.Field(nullable=True, ge=0)
-    tlast_days: pl.Float64 = pa.Field(nullable=True, ge=0)
-    lambda_z_per_day: pl.Float64 = pa.Field(nullable=True)
-    half_life_days: pl.Float64 = pa.Field(nullable=True, gt=0)
-    half_life_r2: pl.Float64 = pa.Field(nullable=True)
-    half_life_points: str = pa.Field(nullable=True)
-    half_life_reason: str = pa.Field(nullable=True)
-    accumulation_ratio_trough: pl.Float64 = pa.Field(nullable=True, ge=0)
-    accumulation_ratio_auc: pl.Float64 = pa.Field(nullable=True, ge=0)
-    blq_imputations: str = pa.Field(nullable=True)
+    patient_id: str = pa.Field(description=_PATIENT)
+    specimen: str = pa.Field(description=_SPECIMEN)
+    scope: str = pa.Field(
+        description="dose (one dose interval) or overall (whole follow-up).",
+        isin=list(KineticsScope),
+    )
+    dose_number: pl.Int32 = pa.Field(
+        description="Dose number (1 = first infusion).", nullable=True, ge=1
+    )
+    dose_cells: pl.Float64 = pa.Field(
+        description="Cells infused with the dose (infusion log).",
+        metadata={"unit": "cells"},
+        nullable=True,
+        gt=0,
+    )
+    interval_start_day: pl.Float64 = pa.Field(
+        description="Interval start, days since dose 1.", metadata={"unit": "d"}
+    )
+    interval_end_day: pl.Float64 = pa.Field(
+        description="Interval end, days since dose 1 (null = end of follow-up).",
+        metadata={"unit": "d"},
+        nullable=True,
+    )
+    n_samples: pl.Int32 = pa.Field(description="Samples in the interval.", ge=0)
+    n_quantified: pl.Int32 = pa.Field(description="Quantified samples in the interval.", ge=0)
+    cmax_pct: pl.Float64 = pa.Field(
+        description="Highest quantified % iNK in the interval (Cmax).",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    cmax_pct_per_1e9_cells: pl.Float64 = pa.Field(
+        description="Dose-normalised Cmax: cmax_pct x 1e9 / dose_cells.",
+        metadata={"unit": "% per 1e9 cells"},
+        nullable=True,
+        ge=0,
+    )
+    cmax_sample_id: str = pa.Field(description="Sample of Cmax.", nullable=True)
+    tmax_days: pl.Float64 = pa.Field(
+        description="Time of Cmax after the interval start (Tmax).",
+        metadata={"unit": "d"},
+        nullable=True,
+        ge=0,
+    )
+    predose_pct: pl.Float64 = pa.Field(
+        description="C_pre,n: last sample before the dose within the pre-dose window.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    predose_status: str = pa.Field(
+        description="result_status of the pre-dose sample.",
+        nullable=True,
+        isin=list(ResultStatus),
+    )
+    predose_sample_id: str = pa.Field(description="The pre-dose sample.", nullable=True)
+    trough_pct: pl.Float64 = pa.Field(
+        description="Last sample before the next dose.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    trough_status: str = pa.Field(
+        description="result_status of the trough sample.",
+        nullable=True,
+        isin=list(ResultStatus),
+    )
+    trough_sample_id: str = pa.Field(description="The trough sample.", nullable=True)
+    auc_pct_days: pl.Float64 = pa.Field(
+        description="AUC over the interval, lin-up/log-down (methods.md 8).",
+        metadata={"unit": "%·d"},
+        nullable=True,
+        ge=0,
+    )
+    auc_0_28_pct_days: pl.Float64 = pa.Field(
+        description="AUC from dose 1 to day 28.", metadata={"unit": "%·d"}, nullable=True, ge=0
+    )
+    tlast_days: pl.Float64 = pa.Field(
+        description="Last time with a quantified result (Tlast).",
+        metadata={"unit": "d"},
+        nullable=True,
+        ge=0,
+    )
+    lambda_z_per_day: pl.Float64 = pa.Field(
+        description="Terminal elimination rate constant λz.",
+        metadata={"unit": "1/d"},
+        nullable=True,
+    )
+    half_life_days: pl.Float64 = pa.Field(
+        description="Terminal half-life ln 2 / λz.", metadata={"unit": "d"}, nullable=True, gt=0
+    )
+    half_life_r2: pl.Float64 = pa.Field(description="Adjusted R² of the λz fit.", nullable=True)
+    half_life_points: str = pa.Field(description="Samples used in the λz fit.", nullable=True)
+    half_life_reason: str = pa.Field(description="Why no half-life was estimated.", nullable=True)
+    accumulation_ratio_trough: pl.Float64 = pa.Field(
+        description="C_pre,n / C_pre,2.", metadata={"unit": "ratio"}, nullable=True, ge=0
+    )
+    accumulation_ratio_auc: pl.Float64 = pa.Field(
+        description="AUC_n / AUC_1.", metadata={"unit": "ratio"}, nullable=True, ge=0
+    )
+    blq_imputations: str = pa.Field(
+        description="Below-LoQ points and how each was imputed (PKNCA rules).", nullable=True
+    )
 
     @pa.dataframe_check
     @classmethod
@@ -199,15 +398,22 @@ class Kinetics(Lineage):
 class CohortKinetics(StrictModel):
     """Median and range of each kinetic parameter per specimen and dose across patients."""
 
-    specimen: str
-    scope: str = pa.Field(isin=list(KineticsScope))
-    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
-    parameter: str
-    n_patients: pl.Int32 = pa.Field(ge=0)
-    n_values: pl.Int32 = pa.Field(ge=0)
-    median: pl.Float64 = pa.Field(nullable=True)
-    min: pl.Float64 = pa.Field(nullable=True)
-    max: pl.Float64 = pa.Field(nullable=True)
+    specimen: str = pa.Field(description=_SPECIMEN)
+    scope: str = pa.Field(
+        description="dose (one dose interval) or overall (whole follow-up).",
+        isin=list(KineticsScope),
+    )
+    dose_number: pl.Int32 = pa.Field(
+        description="Dose number (1 = first infusion).", nullable=True, ge=1
+    )
+    parameter: str = pa.Field(description="Kinetic parameter name (a kinetics column).")
+    n_patients: pl.Int32 = pa.Field(description="Patients with this dose interval.", ge=0)
+    n_values: pl.Int32 = pa.Field(description="Patients with a value for the parameter.", ge=0)
+    median: pl.Float64 = pa.Field(
+        description="Median across patients (the parameter's unit).", nullable=True
+    )
+    min: pl.Float64 = pa.Field(description="Minimum across patients.", nullable=True)
+    max: pl.Float64 = pa.Field(description="Maximum across patients.", nullable=True)
 
     @pa.dataframe_check
     @classmethod
@@ -232,20 +438,31 @@ class Alerts(StrictModel):
     alert keeps its id while later episodes add evidence.
     """
 
-    alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16}, unique=True)
-    rule: str = pa.Field(isin=list(AlertRuleId))
-    rule_version: str
-    severity: str = pa.Field(isin=list(Severity))
-    patient_id: str
-    specimen: str
-    episode_key: str
-    message: str
-    evidence: str
-    parameters: str
-    state: str = pa.Field(isin=list(AlertState))
-    first_detected_at: UTC  # type: ignore[valid-type]
-    last_evaluated_at: UTC  # type: ignore[valid-type]
-    resolved_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
+    alert_id: str = pa.Field(
+        description="Stable id of the alert (rule, patient, specimen, first episode).",
+        str_length={"min_value": 16, "max_value": 16},
+        unique=True,
+    )
+    rule: str = pa.Field(
+        description="Alert rule id (schemas.vocab.AlertRuleId).", isin=list(AlertRuleId)
+    )
+    rule_version: str = pa.Field(description="Version of the rule's parameters.")
+    severity: str = pa.Field(description="info, warning or critical.", isin=list(Severity))
+    patient_id: str = pa.Field(description=_PATIENT)
+    specimen: str = pa.Field(description=_SPECIMEN)
+    episode_key: str = pa.Field(
+        description="The first episode of the rule for this patient and specimen."
+    )
+    message: str = pa.Field(description="Plain-language alert text (ids and values only).")
+    evidence: str = pa.Field(
+        description="JSON: what was compared with which error model; the results (values, CIs, "
+        "LoDs, states, QC) and each pair with the critical difference used."
+    )
+    parameters: str = pa.Field(description="JSON: the rule parameters used.")
+    state: str = pa.Field(description="open, ongoing or resolved.", isin=list(AlertState))
+    first_detected_at: UTC = pa.Field(description="When the alert first fired.")  # type: ignore[valid-type]
+    last_evaluated_at: UTC = pa.Field(description="Last evaluation of the rule.")  # type: ignore[valid-type]
+    resolved_at: UTC = pa.Field(description="When the condition stopped holding.", nullable=True)  # type: ignore[valid-type]
 
     @pa.dataframe_check
     @classmethod
@@ -274,12 +491,14 @@ class Alerts(StrictModel):
 class AlertDeliveries(StrictModel):
     """Delivery log: one row per alert x channel; failed rows are retried, sent rows never resent."""
 
-    alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16})
-    channel: str
-    state: str = pa.Field(isin=list(DeliveryState))
-    attempts: pl.Int32 = pa.Field(ge=0)
-    last_attempt_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    last_error: str = pa.Field(nullable=True)
+    alert_id: str = pa.Field(
+        description="Stable id of the alert episode.", str_length={"min_value": 16, "max_value": 16}
+    )
+    channel: str = pa.Field(description="Delivery channel name.")
+    state: str = pa.Field(description="pending, sent or failed.", isin=list(DeliveryState))
+    attempts: pl.Int32 = pa.Field(description="Delivery attempts so far.", ge=0)
+    last_attempt_at: UTC = pa.Field(description="Time of the last attempt.", nullable=True)  # type: ignore[valid-type]
+    last_error: str = pa.Field(description="Error of the last failed attempt.", nullable=True)
 
     @pa.dataframe_check
     @classmethod

@@ -15,8 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from chimera.pipeline import ingest_paths
-from chimera.refresh import refresh_after_ingest
+from chimera.poll import ingest_paths, refresh_after_ingest
 from chimera.settings import Settings
 from schemas.vocab import FileStatus
 
