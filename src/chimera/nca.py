@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from chimera.calculate.stats import t_quantile
 from schemas.vocab import ResultStatus
 
 
@@ -145,6 +146,32 @@ class HalfLifeFit:
         t_mean = sum(t for t, _ in self.points) / len(self.points)
         y_mean = sum(math.log(c) for _, c in self.points) / len(self.points)
         return math.exp(y_mean - self.lambda_z_per_day * (time_days - t_mean))
+
+    def prediction_half_width_ln(self, time_days: float) -> float | None:
+        """Return the 95 % prediction-interval half-width of ln C at ``time_days``.
+
+        ``t(0.975, n - 2) * s * sqrt(1 + 1/n + (t - t_mean)^2 / Sxx)`` with ``s`` the residual SD
+        of the fit: how far a new result may lie from the fitted decay by chance (None when the
+        fit was not accepted).
+
+        Examples
+        --------
+        >>> fit = estimate_half_life([1.0, 8.0, 15.0, 22.0, 29.0], [16.0, 8.0, 4.0, 2.0, 1.0])
+        >>> round(fit.prediction_half_width_ln(36.0), 9)  # an exact exponential: no scatter
+        0.0
+        """
+        if self.predict(time_days) is None:
+            return None
+        n = len(self.points)
+        ts = [t for t, _ in self.points]
+        t_mean = sum(ts) / n
+        sxx = sum((t - t_mean) ** 2 for t in ts)
+        y_mean = sum(math.log(c) for _, c in self.points) / n
+        slope = -(self.lambda_z_per_day or 0.0)
+        residuals = [math.log(c) - (y_mean + slope * (t - t_mean)) for t, c in self.points]
+        s = math.sqrt(sum(r * r for r in residuals) / (n - 2))
+        leverage = 1 + 1 / n + (time_days - t_mean) ** 2 / sxx
+        return t_quantile(0.975, n - 2) * s * math.sqrt(leverage)
 
 
 def _fit_log_linear(points: Sequence[tuple[float, float]]) -> tuple[float, float]:

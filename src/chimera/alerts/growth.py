@@ -6,8 +6,8 @@
   with R_ac and the observed half-life.
 * ``unexpected_expansion``: growth dosing cannot explain: ``min_consecutive_rises`` consecutive
   significant rises with no dose in between, or a result above the patient's own fitted decay
-  after the dose (accepted PKNCA fit of the earlier points after the interval's Cmax) beyond the
-  critical difference.
+  after the dose (accepted PKNCA fit of the earlier points after the interval's Cmax, its 95 %
+  prediction interval as the expected value's CI) beyond the critical difference.
 
 Each rule is causal: whether an episode exists depends only on results up to its onset, so a
 later sample never removes an alert already raised.
@@ -263,14 +263,14 @@ def _decay_candidates(rows: Sequence[Row]) -> list[tuple[Row, Row, dict[str, Any
         predicted = fit.predict(day_of(rows[j]))
         if predicted is None:
             continue
-        last = prefix[-1]
-        factor = predicted / last["pct_ink"]
+        spread = fit.prediction_half_width_ln(day_of(rows[j])) or 0.0
         expected = {
-            **last,
+            **prefix[-1],
             "sample_id": f"fitted decay (t½ {fit.half_life_days:.3g} d)",
             "pct_ink": predicted,
-            "ci_low": None if last.get("ci_low") is None else last["ci_low"] * factor,
-            "ci_high": None if last.get("ci_high") is None else last["ci_high"] * factor,
+            "ci_low": predicted * math.exp(-spread),
+            "ci_high": predicted * math.exp(spread),
+            "ci_quantile": None,
         }
         out.append(
             (
@@ -311,8 +311,8 @@ def _above_fitted_decay(
         evidence = {
             "compared": f"each result after dose {dose.number} with the log-linear decay fitted to "
             "the earlier quantified results after that interval's Cmax",
-            "error_model": "critical difference of the pair (the last fitted point's CI scaled to "
-            "the prediction + between-run variation)",
+            "error_model": "critical difference of the pair: the fit's 95 % prediction interval "
+            "and the result's CI, each with the between-run variation",
             "dose_number": dose.number,
             "exceedances": [
                 {
