@@ -28,7 +28,7 @@ from schemas.vocab import (
     ResultStatus,
     Severity,
 )
-from schemas.warehouse import Lineage
+from schemas.warehouse import Lineage, share_field
 
 _HAS_VALUE = [ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ]
 _SPECIMEN = (
@@ -132,48 +132,12 @@ class Trends(Lineage):
         nullable=True,
         isin=list(GenomeModel),
     )
-    pct_recipient: float = pa.Field(
-        description="% of the patient's own cells (two genomes: 100 - pct_ink).",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
-    pct_recipient_ci_low: float = pa.Field(
-        description="Lower 95 % bound of pct_recipient.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
-    pct_recipient_ci_high: float = pa.Field(
-        description="Upper 95 % bound of pct_recipient.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
-    pct_hsct_donor: float = pa.Field(
-        description="% of the prior transplant donor's cells (three-genome patients).",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
-    pct_hsct_donor_ci_low: float = pa.Field(
-        description="Lower 95 % bound of pct_hsct_donor.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
-    pct_hsct_donor_ci_high: float = pa.Field(
-        description="Upper 95 % bound of pct_hsct_donor.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
+    pct_recipient: float = share_field("% of the patient's own cells (2 genomes: 100 - pct_ink).")
+    pct_recipient_ci_low: float = share_field("Lower 95 % bound of pct_recipient.")
+    pct_recipient_ci_high: float = share_field("Upper 95 % bound of pct_recipient.")
+    pct_hsct_donor: float = share_field("% of the prior HSCT donor's cells (3 genomes).")
+    pct_hsct_donor_ci_low: float = share_field("Lower 95 % bound of pct_hsct_donor.")
+    pct_hsct_donor_ci_high: float = share_field("Upper 95 % bound of pct_hsct_donor.")
     ink_cells_per_ul: float = pa.Field(
         description="iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).",
         metadata={"unit": "cells/µL"},
