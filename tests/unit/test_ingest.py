@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from chimera import ingest as ingest_module
 from chimera.cli import app
-from chimera.detect import Detection, detect_format
+from chimera.detect import DecodedExport, detect_format
 from chimera.ingest import SourceFile, ingest_path
 from chimera.poll import ingest_paths, processing_order
 from chimera.prerequisites import assay_sample_ids, resolve_sample_ids
@@ -319,18 +319,18 @@ def test_each_file_is_read_and_detected_once_12(
         trial[key] = trial[key].rename(folder / name)  # the post-dose file is tried first: waits
     reads: Counter[str] = Counter()
     detections: Counter[bytes] = Counter()
-    read_bytes, detect = Path.read_bytes, ingest_module.detect_format
+    read_bytes, detect = Path.read_bytes, ingest_module.detect
 
     def counting_read(path: Path) -> bytes:
         reads[path.name] += 1
         return read_bytes(path)
 
-    def counting_detect(data: bytes) -> Detection | None:
+    def counting_detect(data: bytes, *, file_name: str) -> DecodedExport:
         detections[data] += 1
-        return detect(data)
+        return detect(data, file_name=file_name)
 
     monkeypatch.setattr(Path, "read_bytes", counting_read)
-    monkeypatch.setattr(ingest_module, "detect_format", counting_detect)
+    monkeypatch.setattr(ingest_module, "detect", counting_detect)
     outcomes = ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
     assert [o.status for o in outcomes] == [FileStatus.ACCEPTED] * 5
     waited = read_ledger(Warehouse(settings.warehouse)).filter(
