@@ -11,7 +11,7 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 
-from schemas.base import UTC, StrictModel
+from schemas.base import UTC, StrictModel, rows_checked_alone
 from schemas.inputs import DdpcrWells, InfusionLog, Manifest, QpcrWells, StrPeaks
 from schemas.vocab import FileStatus, GenomeModel, Method, QcVerdict, ResultStatus
 
@@ -53,14 +53,17 @@ class SourcedLineage(Lineage):
     source_file: str = pa.Field(description="Name of the source file as received.")
 
 
+@rows_checked_alone
 class StrObservations(StrPeaks, SourcedLineage):
     """Parsed STR peak rows of every accepted GeneMapper export."""
 
 
+@rows_checked_alone
 class QpcrObservations(QpcrWells, SourcedLineage):
     """Parsed qPCR wells of every accepted QuantStudio/StepOne/CFX export."""
 
 
+@rows_checked_alone
 class DdpcrObservations(DdpcrWells, SourcedLineage):
     """Parsed ddPCR wells of every accepted QuantaSoft/QX Manager export."""
 
@@ -91,6 +94,7 @@ class AssayLimits(Lineage):
     applied: bool = pa.Field(description="The method uses this series' limits.")
 
 
+@rows_checked_alone
 class Chimerism(Lineage):
     """One row per sample x method: the headline % iNK and how far to trust it.
 
@@ -229,6 +233,7 @@ class Chimerism(Lineage):
         )
 
 
+@rows_checked_alone
 class Markers(Lineage):
     """Per-locus / per-marker / per-well detail behind each chimerism row."""
 
@@ -278,6 +283,7 @@ class Markers(Lineage):
     source_file: str = pa.Field(description="Name of the source file as received.")
 
 
+@rows_checked_alone
 class IngestLog(StrictModel):
     """The ledger: one row per thing that happened to a file (append-only)."""
 

@@ -21,10 +21,11 @@ from threading import Event
 
 from rich.console import Console
 
+from chimera.batch import open_batch
 from chimera.detect import Assay
 from chimera.inbox import scan_inbox
-from chimera.ingest import FileOutcome, SourceFile, ingest_source, read_source
-from chimera.rebuild import recover_dirty
+from chimera.ingest import FileOutcome, SourceFile, ingest_source, prepare_sources, read_source
+from chimera.rebuild import recompute_patients, recover_dirty
 from chimera.refresh import RefreshSummary, refresh_patients
 from chimera.settings import Settings
 from schemas.vocab import FileStatus
@@ -119,17 +120,29 @@ def ingest_sources(
 ) -> dict[Path, FileOutcome | None]:
     """Ingest read files in dependency order; each touched patient is rebuilt once at the end.
 
-    Patients a crash left dirty are rebuilt first. ``ingest_one`` defaults to
-    :func:`chimera.ingest.ingest_source` (touched patients only marked dirty).
+    Patients a crash left dirty are rebuilt first. By default the files are one batch
+    (:mod:`chimera.batch`): parsed once, checked in one pass per contract, written together.
+    ``ingest_one`` (the Prefect flow's task) ingests each file on its own instead.
     """
-
-    def in_process(source: SourceFile) -> FileOutcome:
-        return ingest_source(source, settings=settings, now=clock(), move=move, recompute=False)
-
     recover_dirty(settings=settings, now=clock())
-    outcomes = ingest_in_rounds(processing_order(sources), ingest_one or in_process)
-    recover_dirty(settings=settings, now=clock())
-    return outcomes
+    ordered = processing_order(sources)
+    if ingest_one is not None:
+        outcomes = ingest_in_rounds(ordered, ingest_one)
+        recover_dirty(settings=settings, now=clock())
+        return outcomes
+    with open_batch(settings) as batch:
+        prepare_sources(ordered, batch, clock=clock)
+
+        def in_batch(source: SourceFile) -> FileOutcome:
+            return ingest_source(
+                source, settings=settings, now=clock(), move=move, recompute=False, batch=batch
+            )
+
+        outcomes = ingest_in_rounds(ordered, in_batch)
+        placed = batch.flush()
+        recompute_patients(batch.warehouse, batch.touched, settings=settings, now=clock())
+        batch.warehouse.persist_snapshots()
+    return {path: placed.get(path, outcome) for path, outcome in outcomes.items()}
 
 
 def ingest_paths(

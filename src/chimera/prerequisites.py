@@ -9,6 +9,8 @@ embed a manifest id (GeneMapper's run-file names) are mapped to the id first.
 from __future__ import annotations
 
 import re
+import string
+from collections.abc import Collection
 
 import polars as pl
 
@@ -51,17 +53,14 @@ def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
     if frame.height == 0 or "sample_id" not in frame.columns:
         return frame
     names = set(frame["sample_id"].drop_nulls().unique().to_list()) - known
+    longest_id = max(map(len, known), default=0)
     mapping: dict[str, str] = {}
     for name in names:
         stem = _INSTRUMENT_SUFFIX.sub("", name.strip())
         if stem in known:
             mapping[name] = stem
             continue
-        hits = [
-            k
-            for k in known
-            if k and re.search(rf"(?<![A-Za-z0-9]){re.escape(k)}(?![A-Za-z0-9])", stem)
-        ]
+        hits = _embedded_ids(stem, known, longest_id)
         longest = [h for h in hits if not any(h != o and h in o for o in hits)]
         if len(longest) == 1:
             mapping[name] = longest[0]
@@ -70,13 +69,33 @@ def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
     return frame.with_columns(pl.col("sample_id").replace(mapping))
 
 
+_ALPHANUMERIC = frozenset(string.ascii_letters + string.digits)
+
+
+def _embedded_ids(stem: str, known: set[str], longest_id: int) -> set[str]:
+    """Known ids in ``stem`` with no ASCII letter or digit right before or after them.
+
+    Looks up every such substring instead of searching ``stem`` once per known id.
+
+    Examples
+    --------
+    >>> sorted(_embedded_ids("A01_P01-D003-PRE", {"P01-D003", "P01-D003-PRE", "D00"}, 12))
+    ['P01-D003', 'P01-D003-PRE']
+    """
+    starts = [i for i in range(len(stem)) if i == 0 or stem[i - 1] not in _ALPHANUMERIC]
+    ends = [j for j in range(1, len(stem) + 1) if j == len(stem) or stem[j] not in _ALPHANUMERIC]
+    return {
+        stem[i:j] for i in starts for j in ends if 0 < j - i <= longest_id and stem[i:j] in known
+    }
+
+
 def missing_prerequisites(
     frame: pl.DataFrame,
     method: Method,
     *,
     registry: Registry,
-    measured: set[str],
-    baselines_measured: set[str],
+    measured: Collection[str],
+    baselines_measured: Collection[str],
 ) -> list[str]:
     """What an assay file still waits for: manifest rows, a baseline, the product reference.
 
@@ -95,13 +114,6 @@ def missing_prerequisites(
         )
         waits.append(f"manifest rows for sample(s) {shown}")
     reference_roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
-    references = registry.samples.filter(
-        pl.col("sample_id").is_in(list(measured)) & pl.col("role").is_in(reference_roles)
-    )
-    baselines = registry.samples.filter(
-        pl.col("sample_id").is_in(list(baselines_measured))
-        & (pl.col("role") == Role.RECIPIENT_BASELINE)
-    )
     for patient in sorted(known.filter(pl.col("role") == Role.POST_DOSE)["patient_id"].unique()):
         lot = registry.lots.get(patient)
         if lot is None:
@@ -109,9 +121,11 @@ def missing_prerequisites(
                 f"the product lot of patient {patient} (add product_lot to the manifest or infusion log)"
             )
             continue
-        if not baselines.filter(pl.col("patient_id") == patient).height:
+        baselines = registry.owned(patient, Role.RECIPIENT_BASELINE)
+        if not any(s in baselines_measured for s in baselines):
             kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
             waits.append(f"{kind} result of patient {patient}'s baseline (recipient_baseline)")
-        if not references.filter(pl.col("patient_id") == lot).height:
+        references = (s for role in reference_roles for s in registry.owned(lot, role))
+        if not any(s in measured for s in references):
             waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
     return waits

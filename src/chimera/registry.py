@@ -25,6 +25,17 @@ class Registry:
     infusions: pl.DataFrame
     lots: dict[str, str | None] = field(default_factory=dict)
     """Product lot of every patient (None when it cannot be told yet)."""
+    _owned: dict[tuple[str, str], list[str]] | None = field(default=None, repr=False)
+
+    def owned(self, owner: str, role: Role) -> list[str]:
+        """Sample ids of ``role`` registered to ``owner`` (a patient, a lot or a series)."""
+        if self._owned is None:
+            self._owned = {}
+            for sample_id, patient_id, sample_role in self.samples.select(
+                "sample_id", "patient_id", "role"
+            ).iter_rows():
+                self._owned.setdefault((patient_id, sample_role), []).append(sample_id)
+        return self._owned.get((owner, role), [])
 
 
 def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
@@ -42,35 +53,36 @@ def first_waiting_time(ledger: pl.DataFrame, sha256: str) -> datetime | None:
 
 def read_registry(warehouse: Warehouse) -> Registry:
     """Current samples and doses, with the product lot each patient received."""
-    samples = (
-        warehouse.read(SAMPLES)
-        .sort("ingested_at", "source_sha256")
-        .unique("sample_id", keep="last", maintain_order=True)
+    return registry_from(warehouse.read(SAMPLES), warehouse.read(INFUSIONS))
+
+
+def registry_from(sample_rows: pl.DataFrame, infusion_rows: pl.DataFrame) -> Registry:
+    """The registry of every stored ``samples`` and ``infusions`` row (latest row wins)."""
+    samples = sample_rows.sort("ingested_at", "source_sha256").unique(
+        "sample_id", keep="last", maintain_order=True
     )
     infusions = (
-        warehouse.read(INFUSIONS)
-        .sort("ingested_at", "source_sha256")
+        infusion_rows.sort("ingested_at", "source_sha256")
         .unique(["patient_id", "dose_number"], keep="last", maintain_order=True)
         .sort("patient_id", "dose_number")
     )
     registry = Registry(samples, infusions)
     lots = samples.filter(pl.col("role") == Role.DONOR_REFERENCE)["patient_id"].unique().to_list()
+    only = lots[0] if len(lots) == 1 else None
+    named = [_last_lot(samples), _last_lot(infusions)]
     for patient in samples.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"].unique():
-        registry.lots[patient] = _lot_for(patient, samples, infusions, lots)
+        registry.lots[patient] = next((n[patient] for n in named if patient in n), only)
     return registry
 
 
-def _lot_for(
-    patient: str, samples: pl.DataFrame, infusions: pl.DataFrame, lots: list[str]
-) -> str | None:
-    """The product lot a patient received: manifest, else infusion log, else the only lot."""
-    for table in (samples, infusions):
-        named = table.filter(
-            (pl.col("patient_id") == patient) & pl.col("product_lot").is_not_null()
-        )
-        if named.height:
-            return str(named["product_lot"][-1])
-    return lots[0] if len(lots) == 1 else None
+def _last_lot(table: pl.DataFrame) -> dict[str, str]:
+    """Each patient's last named product lot in ``table`` (manifest or infusion log order)."""
+    named = (
+        table.filter(pl.col("product_lot").is_not_null())
+        .group_by("patient_id", maintain_order=True)
+        .agg(pl.col("product_lot").last())
+    )
+    return {str(p): str(lot) for p, lot in named.iter_rows()}
 
 
 def series_ids(registry: Registry) -> set[str]:
@@ -121,11 +133,13 @@ def current_observations(observations: pl.DataFrame) -> pl.DataFrame:
     ).drop("current_source")
 
 
-def affected_patients(frame: pl.DataFrame, registry: Registry) -> set[str]:
+def affected_patients(frame: pl.DataFrame, registry: Registry, method: Method) -> set[str]:
     """Patients whose results can change because of the sample ids in ``frame``.
 
-    A product sample touches every patient of its lot; a dilution-series sample every patient
-    (the series sets the assay's LoD/LoQ).
+    A product reference touches every patient of its lot; on a PCR plate a calibrator is that
+    plate's own control and touches only the patients measured on the plate (other plates'
+    product wells enter a patient's results as the registered ``donor_reference`` only). A
+    dilution-series sample touches every patient (the series sets the assay's LoD/LoQ).
     """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
     rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
@@ -133,7 +147,8 @@ def affected_patients(frame: pl.DataFrame, registry: Registry) -> set[str]:
     if rows.filter(pl.col("patient_id").is_in(list(series))).height:
         return {p for p in registry.lots if p not in series}
     patients = set(rows.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
-    lots = set(rows.filter(pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
+    references = PRODUCT_ROLES if method is Method.STR else (Role.DONOR_REFERENCE,)
+    lots = set(rows.filter(pl.col("role").is_in(references))["patient_id"])
     patients |= {p for p, lot in registry.lots.items() if lot in lots}
     return patients
 
