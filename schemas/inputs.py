@@ -8,15 +8,10 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.base import UTC, StrictModel
+from schemas.vocab import Role
 
-ROLES = [
-    "donor_reference",
-    "recipient_baseline",
-    "post_dose",
-    "calibrator",
-    "negative_control",
-    "dilution_standard",
-]
+ROLES = [str(role) for role in Role]
+"""Manifest roles: every member of :class:`schemas.vocab.Role`."""
 
 
 class Manifest(StrictModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -41,7 +42,14 @@ def test_report_writes_a_plot_per_patient_and_an_index(
     runner = CliRunner()
     home = tmp_path / "home"
     files = [str(p) for p in (sample_data_path / "str").glob("*2025-0[3-5]*")]
-    files += [str(sample_data_path / "manifest.csv"), str(sample_data_path / "infusion_log.xlsx")]
+    # Every row names the reference's lot, so this test does not depend on resolving the lots of
+    # one cell bank (test_sample_trial covers that).
+    manifest = pl.read_csv(sample_data_path / "manifest.csv", infer_schema_length=0)
+    manifest = manifest.with_columns(
+        product_lot=pl.coalesce("product_lot", pl.lit("INK-MCB01-L01"))
+    )
+    manifest.write_csv(tmp_path / "manifest.csv")
+    files += [str(tmp_path / "manifest.csv"), str(sample_data_path / "infusion_log.xlsx")]
     ingested = runner.invoke(app, ["ingest", *files, "--home", str(home)])
     assert ingested.exit_code == 0, ingested.output
     result = runner.invoke(app, ["report", "--home", str(home), "--out", str(tmp_path / "report")])
