@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/chimera-data/prefect
 
-.PHONY: demo test lint typecheck pytest bench clean server
+.PHONY: demo test lint typecheck pytest bench clean server docs browser
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 (or python3 >= 3.11) on PATH"; exit 1; }
@@ -27,10 +27,24 @@ typecheck: $(STAMP)
 
 # Tests never touch a real Prefect home: a fresh temporary one per run (tests/flows/conftest.py
 # also sets one, and the real-server test starts and stops its own server on a free port).
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	env -u PREFECT_API_URL PREFECT_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
 test: lint typecheck pytest
+
+# The data dictionary is generated from the Pandera contracts; a test fails when it is stale.
+docs: $(STAMP)
+	$(BIN)/chimera tables --markdown docs/data-dictionary.md
+
+# Headless Chromium for the report browser tests (Debian's package; playwright never downloads
+# a browser). Installs only when missing and when root; otherwise those tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium for the report browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+	    || echo "could not install chromium: the browser tests will skip"; \
+	else echo "chromium missing and not root: the browser tests will skip (apt-get install chromium)"; fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import duckdb
 
-from chimera.pipeline import ingest_paths
-from chimera.refresh import refresh_after_ingest
+from chimera.poll import ingest_paths, refresh_after_ingest
 from chimera.settings import Settings
+from chimera.warehouse import CHIMERISM
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
@@ -103,7 +103,7 @@ def main() -> None:
         seconds = _ingest([new], big)
         label = f"a corrected STR run ({extra.name}) into the x{args.copies} warehouse"
         rows.append((label, f"{seconds:.1f} s"))
-        pattern = (big.warehouse / "chimerism" / "*.parquet").as_posix()
+        pattern = (big.warehouse / CHIMERISM.name / "*.parquet").as_posix()
         start = time.perf_counter()
         duckdb.sql(
             f"select patient_id, method, count(*), max(pct_ink) from read_parquet('{pattern}') "

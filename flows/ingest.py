@@ -23,8 +23,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from chimera import pipeline
-from chimera.pipeline import FileOutcome
+from chimera.ingest import FileOutcome, SourceFile
+from chimera.poll import IngestOne, Poll, RefreshStep, exit_code, poll_once
+from chimera.refresh import RefreshSummary
 from chimera.settings import Settings
 from flows.common import (
     emit_alert_events,
@@ -35,14 +36,7 @@ from flows.common import (
     rename_run,
     settings_for,
 )
-from flows.tasks import (
-    describe_alerts,
-    ingest_path,
-    processing_order,
-    recover_dirty,
-    refresh_after_ingest,
-    scan_inbox,
-)
+from flows.tasks import describe_alerts, ingest_source, refresh_after_ingest
 from schemas.vocab import FileStatus
 
 
@@ -89,14 +83,13 @@ def report_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _ingest_ready(paths: Sequence[Path], settings: Settings) -> tuple[list[FileOutcome], list[str]]:
-    """Ingest in dependency order (one task per file); touched patients are rebuilt after."""
+def _task_steps(settings: Settings) -> tuple[IngestOne, RefreshStep]:
+    """The poll's steps as Prefect tasks: one ``ingest`` task per file, one refresh task."""
     run_id = flow_run.get_id()
-    errors: list[str] = []
 
-    def ingest_one(path: Path) -> FileOutcome | None:
-        state = ingest_path(
-            path,
+    def ingest_one(source: SourceFile) -> FileOutcome | None:
+        state = ingest_source(
+            source,
             settings=settings,
             now=_now(),
             move=True,
@@ -105,14 +98,20 @@ def _ingest_ready(paths: Sequence[Path], settings: Settings) -> tuple[list[FileO
             return_state=True,
         )
         if not state.is_completed():
-            errors.append(path.name)
             return None
         outcome: FileOutcome = state.result()
         return outcome
 
-    outcomes = pipeline.ingest_in_rounds(paths, ingest_one)
-    recover_dirty(settings=settings, now=_now())
-    return [outcomes[p] for p in paths if p in outcomes], errors
+    def refresh(outcomes: Sequence[FileOutcome]) -> RefreshSummary | None:
+        # The files are in place whatever happens here: a failed refresh is reported in the
+        # run name, artifact and log, and the next refresh (trend deployment) redoes it.
+        state = refresh_after_ingest(outcomes, settings=settings, now=_now(), return_state=True)
+        if not state.is_completed():
+            return None
+        summary: RefreshSummary = state.result()
+        return summary
+
+    return ingest_one, refresh
 
 
 @flow(name="ingest-inbox")
@@ -135,47 +134,43 @@ def ingest_inbox(
             logger.warning("skipped: %s", err)
             rename_run("skipped: another poll is running")
             return {"skipped": True, "files": [], "settling": [], "errors": []}
-        recover_dirty(settings=settings, now=_now())
-        rules = settings.inbox_rules
-        candidates = scan_inbox(
-            settings.inbox,
-            now=_now(),
-            settle_seconds=rules.settle_seconds,
-            ignore_patterns=rules.ignore_patterns,
+        ingest_one, refresh = _task_steps(settings)
+        poll = poll_once(
+            settings, clock=_now, ingest_one=ingest_one, refresh=refresh if refresh_trends else None
         )
-        settling = [c.path.name for c in candidates if not c.ready]
-        ready = processing_order([c.path for c in candidates if c.ready])
-        outcomes, errors = _ingest_ready(ready, settings)
-        accepted = [o for o in outcomes if o.status is FileStatus.ACCEPTED]
-        alerts: list[dict[str, str]] = []
-        refresh_failed = False
-        if refresh_trends and accepted:
-            # The files are in place whatever happens here: a failed refresh is reported in the
-            # run name, artifact and log, and the next refresh (trend deployment) redoes it.
-            refreshed = refresh_after_ingest(
-                outcomes, settings=settings, now=_now(), return_state=True
-            )
-            refresh_failed = not refreshed.is_completed()
-            if not refresh_failed:
-                alerts = describe_alerts(settings, refreshed.result().opened_alert_ids)
-    for outcome in outcomes:
+        alerts = (
+            describe_alerts(settings, poll.refreshed.opened_alert_ids)
+            if poll.refreshed is not None
+            else []
+        )
+    for outcome in poll.outcomes:
         emit_file_event(outcome)
-    if accepted:
-        patients = sorted({p for o in accepted for p in o.patients})
-        emit_ingested_event(settings, patients, [o.file_name for o in accepted])
+    if poll.accepted:
+        patients = sorted({p for o in poll.accepted for p in o.patients})
+        emit_ingested_event(settings, patients, [o.file_name for o in poll.accepted])
     emit_alert_events(alerts)
+    failed_note = " (trend refresh failed)" if poll.refresh_failed else ""
     create_markdown_artifact(
-        markdown=report_markdown(outcomes, errors, settling, held)
-        + ("\n**Trend refresh failed**: see the task run log.\n" if refresh_failed else ""),
+        markdown=report_markdown(poll.outcomes, poll.errors, poll.settling, held)
+        + ("\n**Trend refresh failed**: see the task run log.\n" if poll.refresh_failed else ""),
         key="chimera-inbox-poll",
         description="Files seen by this inbox poll and what happened to each",
     )
-    name = run_name(outcomes, errors, settling) + (
-        " (trend refresh failed)" if refresh_failed else ""
-    )
+    name = run_name(poll.outcomes, poll.errors, poll.settling) + failed_note
     rename_run(name)
     logger.info(name)
-    result = {
+    if poll.errors:
+        msg = (
+            f"{len(poll.errors)} file(s) failed with an unexpected error and stay in the inbox: "
+            f"{', '.join(poll.errors)}"
+        )
+        raise RuntimeError(msg)
+    return poll_result(poll, alerts)
+
+
+def poll_result(poll: Poll, alerts: Sequence[dict[str, str]]) -> dict[str, Any]:
+    """The flow's return value: each file's fate, files still settling, alerts opened."""
+    return {
         "skipped": False,
         "files": [
             {
@@ -186,17 +181,13 @@ def ingest_inbox(
                 "supersedes": o.supersedes,
                 "destination": str(o.destination) if o.destination else None,
             }
-            for o in outcomes
+            for o in poll.outcomes
         ],
-        "settling": settling,
-        "errors": errors,
+        "settling": list(poll.settling),
+        "errors": list(poll.errors),
         "opened_alerts": [a["alert_id"] for a in alerts],
-        "refresh_failed": refresh_failed,
+        "refresh_failed": poll.refresh_failed,
     }
-    if errors:
-        msg = f"{len(errors)} file(s) failed with an unexpected error and stay in the inbox: {', '.join(errors)}"
-        raise RuntimeError(msg)
-    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,14 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--home", help="data folder (default: CHIMERA_HOME or ./chimera-data)")
     args = parser.parse_args(argv)
     result = ingest_inbox(args.home)
-    statuses = {f["status"] for f in result["files"]}
     for f in result["files"]:
         sys.stdout.write(
             f"{f['file_name']}: {f['status']}{' - ' + f['reason'] if f['reason'] else ''}\n"
         )
-    if FileStatus.QUARANTINED.value in statuses:
-        return 3
-    return 4 if FileStatus.WAITING.value in statuses else 0
+    return exit_code(FileStatus(f["status"]) for f in result["files"])
 
 
 if __name__ == "__main__":

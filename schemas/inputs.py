@@ -20,15 +20,46 @@ class Manifest(StrictModel):
     ``role = donor_reference`` rows hold the iNK product; their ``patient_id`` is the product lot.
     """
 
-    sample_id: str = pa.Field(str_length={"min_value": 1}, unique=True)
-    patient_id: str = pa.Field(str_length={"min_value": 1})
-    role: str = pa.Field(isin=ROLES)
-    collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    specimen: str = pa.Field(nullable=True)
-    wbc_per_ul: Optional[float] = pa.Field(nullable=True, ge=0)  # noqa: UP045 (pandera reads Optional)
-    lymphocytes_per_ul: Optional[float] = pa.Field(nullable=True, ge=0)  # noqa: UP045
-    product_lot: Optional[str] = pa.Field(nullable=True)  # noqa: UP045
-    nominal_pct: Optional[float] = pa.Field(nullable=True, ge=0, le=100)  # noqa: UP045
+    sample_id: str = pa.Field(
+        description="Sample id from the manifest (pseudonymised).",
+        str_length={"min_value": 1},
+        unique=True,
+    )
+    patient_id: str = pa.Field(
+        description="Pseudonymised patient id (product lot or series id for product / dilution rows).",
+        str_length={"min_value": 1},
+    )
+    role: str = pa.Field(
+        description="What the sample is: donor_reference, recipient_baseline, post_dose, ... (schemas.vocab.Role).",
+        isin=ROLES,
+    )
+    collected_at: UTC = pa.Field(description="When the sample was collected.", nullable=True)  # type: ignore[valid-type]
+    specimen: str = pa.Field(
+        description="Specimen or sorted fraction (PB, PB CD56+, PB CD3+, PB CD33+, BM; unknown values verbatim).",
+        nullable=True,
+    )
+    wbc_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="White blood cell count of the sample.",
+        metadata={"unit": "cells/µL"},
+        nullable=True,
+        ge=0,
+    )
+    lymphocytes_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="Lymphocyte count of the sample.",
+        metadata={"unit": "cells/µL"},
+        nullable=True,
+        ge=0,
+    )
+    product_lot: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="iNK product lot (master cell bank lot) given or received.", nullable=True
+    )
+    nominal_pct: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="Known % iNK of a dilution standard.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
 
     @pa.dataframe_check
     @classmethod
@@ -53,11 +84,21 @@ class Manifest(StrictModel):
 class InfusionLog(StrictModel):
     """One row per administered dose."""
 
-    patient_id: str = pa.Field(str_length={"min_value": 1})
-    dose_number: pl.Int32 = pa.Field(ge=1)
-    infused_at: UTC  # type: ignore[valid-type]
-    cells: float = pa.Field(gt=0, nullable=True)
-    product_lot: Optional[str] = pa.Field(nullable=True)  # noqa: UP045
+    patient_id: str = pa.Field(
+        description="Pseudonymised patient id (product lot or series id for product / dilution rows).",
+        str_length={"min_value": 1},
+    )
+    dose_number: pl.Int32 = pa.Field(description="Dose number (1 = first infusion).", ge=1)
+    infused_at: UTC = pa.Field(description="When the dose was infused.")  # type: ignore[valid-type]
+    cells: float = pa.Field(
+        description="Cells infused in the dose (dose level).",
+        metadata={"unit": "cells"},
+        gt=0,
+        nullable=True,
+    )
+    product_lot: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="iNK product lot (master cell bank lot) given or received.", nullable=True
+    )
 
     @pa.dataframe_check
     @classmethod
@@ -72,34 +113,71 @@ class StrPeaks(StrictModel):
     ``allele`` is the call as text (``9.3``, ``OL``, ``X``, ``?``); null when outside every bin.
     """
 
-    sample_id: str = pa.Field(str_length={"min_value": 1})
-    marker: str = pa.Field(nullable=True)
-    allele: str = pa.Field(nullable=True)
-    size_bp: float = pa.Field(nullable=True, ge=0)
-    height_rfu: float = pa.Field(nullable=True, ge=0)
-    area_rfu: float = pa.Field(nullable=True, ge=0)
-    dye: str = pa.Field(nullable=True)
-    source_row: pl.Int32 = pa.Field(ge=1)
+    sample_id: str = pa.Field(
+        description="Sample id from the manifest (pseudonymised).", str_length={"min_value": 1}
+    )
+    marker: str = pa.Field(
+        description="STR locus, qPCR/ddPCR target or marker name.", nullable=True
+    )
+    allele: str = pa.Field(
+        description="Allele call as text (9.3, OL, X, ?); null outside every bin.", nullable=True
+    )
+    size_bp: float = pa.Field(
+        description="Peak size.", metadata={"unit": "bp"}, nullable=True, ge=0
+    )
+    height_rfu: float = pa.Field(
+        description="Peak height.", metadata={"unit": "RFU"}, nullable=True, ge=0
+    )
+    area_rfu: float = pa.Field(
+        description="Peak area.", metadata={"unit": "RFU"}, nullable=True, ge=0
+    )
+    dye: str = pa.Field(description="Dye colour of the peak.", nullable=True)
+    source_row: pl.Int32 = pa.Field(description="1-based row number in the source export.", ge=1)
 
 
 class QpcrWells(StrictModel):
     """qPCR wells, one row per well x target. ``ct`` null = no amplification (Undetermined/NaN)."""
 
-    sample_id: str = pa.Field(nullable=True)
-    well: str = pa.Field(str_length={"min_value": 1})
-    target: str = pa.Field(nullable=True)
-    task: str = pa.Field(
-        isin=["unknown", "standard", "ntc", "positive_control", "negative_control", "other"]
+    sample_id: str = pa.Field(
+        description="Sample id from the manifest (pseudonymised).", nullable=True
     )
-    reporter: str = pa.Field(nullable=True)
-    ct: float = pa.Field(nullable=True, ge=0, le=100)
-    omitted: bool
-    quantity: float = pa.Field(nullable=True)
-    slope: float = pa.Field(nullable=True)
-    intercept: float = pa.Field(nullable=True)
-    r_squared: float = pa.Field(nullable=True)
-    efficiency_pct: float = pa.Field(nullable=True)
-    source_row: pl.Int32 = pa.Field(ge=1)
+    well: str = pa.Field(description="Plate well (A01 ...).", str_length={"min_value": 1})
+    target: str = pa.Field(description="Target (assay) name as exported.", nullable=True)
+    task: str = pa.Field(
+        description="Well task: unknown, standard, ntc, positive_control, negative_control, other.",
+        isin=["unknown", "standard", "ntc", "positive_control", "negative_control", "other"],
+    )
+    reporter: str = pa.Field(description="Reporter dye.", nullable=True)
+    ct: float = pa.Field(
+        description="Cycle threshold; null = no amplification.",
+        metadata={"unit": "cycles"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    omitted: bool = pa.Field(description="The instrument user omitted the well.")
+    quantity: float = pa.Field(
+        description="Quantity the instrument reported (standard curve).", nullable=True
+    )
+    slope: float = pa.Field(
+        description="Standard-curve slope the instrument reported.",
+        metadata={"unit": "cycles/log10"},
+        nullable=True,
+    )
+    intercept: float = pa.Field(
+        description="Standard-curve intercept the instrument reported.",
+        metadata={"unit": "cycles"},
+        nullable=True,
+    )
+    r_squared: float = pa.Field(
+        description="Standard-curve R² the instrument reported.", nullable=True
+    )
+    efficiency_pct: float = pa.Field(
+        description="Amplification efficiency the instrument reported.",
+        metadata={"unit": "%"},
+        nullable=True,
+    )
+    source_row: pl.Int32 = pa.Field(description="1-based row number in the source export.", ge=1)
 
 
 class DdpcrWells(StrictModel):
@@ -109,22 +187,48 @@ class DdpcrWells(StrictModel):
     export does not say. ``merged_wells`` lists the member wells of a QuantaSoft merged row.
     """
 
-    sample_id: str = pa.Field(nullable=True)
-    well: str = pa.Field(str_length={"min_value": 1})
-    target: str = pa.Field(nullable=True)
-    channel: str = pa.Field(nullable=True)
-    target_role: str = pa.Field(nullable=True)
-    sample_type: str = pa.Field(nullable=True)
-    status: str = pa.Field(nullable=True)
-    accepted_droplets: pl.Int64 = pa.Field(nullable=True, ge=0)
-    positives: pl.Int64 = pa.Field(nullable=True, ge=0)
-    negatives: pl.Int64 = pa.Field(nullable=True, ge=0)
-    concentration_copies_per_ul: float = pa.Field(nullable=True, ge=0)
-    droplet_volume_nl: float = pa.Field(gt=0)
-    merged_wells: str = pa.Field(nullable=True)
-    is_merged: bool
-    software: str = pa.Field(isin=["quantasoft", "quantasoft_old", "qx_manager", "other"])
-    source_row: pl.Int32 = pa.Field(ge=1)
+    sample_id: str = pa.Field(
+        description="Sample id from the manifest (pseudonymised).", nullable=True
+    )
+    well: str = pa.Field(description="Plate well (A01 ...).", str_length={"min_value": 1})
+    target: str = pa.Field(description="Target (assay) name as exported.", nullable=True)
+    channel: str = pa.Field(description="Detection channel (FAM, HEX/VIC ...).", nullable=True)
+    target_role: str = pa.Field(
+        description="reference for the reference gene, marker otherwise; null when the export does not say.",
+        nullable=True,
+    )
+    sample_type: str = pa.Field(description="Sample type as exported.", nullable=True)
+    status: str = pa.Field(description="Well status as exported.", nullable=True)
+    accepted_droplets: pl.Int64 = pa.Field(
+        description="Accepted droplets in the well.",
+        metadata={"unit": "droplets"},
+        nullable=True,
+        ge=0,
+    )
+    positives: pl.Int64 = pa.Field(
+        description="Positive droplets.", metadata={"unit": "droplets"}, nullable=True, ge=0
+    )
+    negatives: pl.Int64 = pa.Field(
+        description="Negative droplets.", metadata={"unit": "droplets"}, nullable=True, ge=0
+    )
+    concentration_copies_per_ul: float = pa.Field(
+        description="Concentration the software reported.",
+        metadata={"unit": "copies/µL"},
+        nullable=True,
+        ge=0,
+    )
+    droplet_volume_nl: float = pa.Field(
+        description="Droplet volume used for the Poisson estimate.", metadata={"unit": "nL"}, gt=0
+    )
+    merged_wells: str = pa.Field(
+        description="Member wells of a QuantaSoft merged row.", nullable=True
+    )
+    is_merged: bool = pa.Field(description="The row is a QuantaSoft merged (M01) row.")
+    software: str = pa.Field(
+        description="Exporting software: quantasoft, quantasoft_old, qx_manager, other.",
+        isin=["quantasoft", "quantasoft_old", "qx_manager", "other"],
+    )
+    source_row: pl.Int32 = pa.Field(description="1-based row number in the source export.", ge=1)
 
     @pa.dataframe_check
     @classmethod

@@ -50,31 +50,111 @@ class Trends(Lineage):
     exceed (``cd_scale`` says how it was derived, see :func:`chimera.trends.build_trend_table`).
     """
 
-    patient_id: str
-    sample_id: str
-    collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    study_day: pl.Int32 = pa.Field(nullable=True)
-    days_since_dose1: pl.Float64 = pa.Field(nullable=True)
-    days_since_last_infusion: pl.Float64 = pa.Field(nullable=True, ge=0)
-    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
-    specimen: str = pa.Field(nullable=True)
-    method: str = pa.Field(isin=METHODS)
-    pct_ink: float = pa.Field(nullable=True, ge=0, le=100)
-    ci_low: float = pa.Field(nullable=True, ge=0, le=100)
-    ci_high: float = pa.Field(nullable=True, ge=0, le=100)
-    lod_pct: float = pa.Field(nullable=True, ge=0)
-    loq_pct: float = pa.Field(nullable=True, ge=0)
-    result_status: str = pa.Field(isin=RESULT_STATUSES)
-    qc_verdict: str = pa.Field(isin=QC_VERDICTS)
-    ink_cells_per_ul: float = pa.Field(nullable=True, ge=0)
-    previous_sample_id: str = pa.Field(nullable=True)
-    change_pct: pl.Float64 = pa.Field(nullable=True)
-    change_ln: pl.Float64 = pa.Field(nullable=True)
-    critical_difference_pct: pl.Float64 = pa.Field(nullable=True, ge=0)
-    critical_difference_ln: pl.Float64 = pa.Field(nullable=True, ge=0)
-    cd_scale: str = pa.Field(nullable=True, isin=CD_SCALES)
-    change_direction: str = pa.Field(nullable=True, isin=CHANGE_DIRECTIONS)
-    significant_change: bool = pa.Field(nullable=True)
+    patient_id: str = pa.Field(
+        description="Pseudonymised patient id (product lot or series id for product / dilution rows)."
+    )
+    sample_id: str = pa.Field(description="Sample id from the manifest (pseudonymised).")
+    collected_at: UTC = pa.Field(description="When the sample was collected.", nullable=True)  # type: ignore[valid-type]
+    study_day: pl.Int32 = pa.Field(
+        description="Calendar days from the date of the first infusion (day 0).",
+        metadata={"unit": "d"},
+        nullable=True,
+    )
+    days_since_dose1: pl.Float64 = pa.Field(
+        description="Days from the first infusion to collection.",
+        metadata={"unit": "d"},
+        nullable=True,
+    )
+    days_since_last_infusion: pl.Float64 = pa.Field(
+        description="Days from the latest preceding dose to collection.",
+        metadata={"unit": "d"},
+        nullable=True,
+        ge=0,
+    )
+    dose_number: pl.Int32 = pa.Field(
+        description="Dose number (1 = first infusion).", nullable=True, ge=1
+    )
+    specimen: str = pa.Field(
+        description="Specimen or sorted fraction (PB, PB CD56+, PB CD3+, PB CD33+, BM; unknown values verbatim).",
+        nullable=True,
+    )
+    method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=METHODS)
+    pct_ink: float = pa.Field(
+        description="% of the specimen's DNA from the iNK product, clamped to 0-100; null when not_detected or failed.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    ci_low: float = pa.Field(
+        description="Lower bound of the 95 % CI of pct_ink.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    ci_high: float = pa.Field(
+        description="Upper bound of the 95 % CI of pct_ink.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    lod_pct: float = pa.Field(
+        description="The sample's own limit of detection.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+    )
+    loq_pct: float = pa.Field(
+        description="The sample's own limit of quantification.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+    )
+    result_status: str = pa.Field(
+        description="quantified, below_loq, not_detected or failed (methods.md 4).",
+        isin=RESULT_STATUSES,
+    )
+    qc_verdict: str = pa.Field(description="pass, review or fail.", isin=QC_VERDICTS)
+    ink_cells_per_ul: float = pa.Field(
+        description="iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).",
+        metadata={"unit": "cells/µL"},
+        nullable=True,
+        ge=0,
+    )
+    previous_sample_id: str = pa.Field(
+        description="The previous headline sample the change is measured against.", nullable=True
+    )
+    change_pct: pl.Float64 = pa.Field(
+        description="Change from the previous sample.", metadata={"unit": "% points"}, nullable=True
+    )
+    change_ln: pl.Float64 = pa.Field(
+        description="ln(pct_ink / previous pct_ink).", metadata={"unit": "ln"}, nullable=True
+    )
+    critical_difference_pct: pl.Float64 = pa.Field(
+        description="Change the pair must exceed to be significant (methods.md 9.1).",
+        metadata={"unit": "% points"},
+        nullable=True,
+        ge=0,
+    )
+    critical_difference_ln: pl.Float64 = pa.Field(
+        description="Critical difference on the ln scale (PCR pairs).",
+        metadata={"unit": "ln"},
+        nullable=True,
+        ge=0,
+    )
+    cd_scale: str = pa.Field(
+        description="How the critical difference was derived: additive, multiplicative or detection.",
+        nullable=True,
+        isin=CD_SCALES,
+    )
+    change_direction: str = pa.Field(
+        description="rise, fall or none.", nullable=True, isin=CHANGE_DIRECTIONS
+    )
+    significant_change: bool = pa.Field(
+        description="The change exceeds the critical difference.", nullable=True
+    )
 
     @pa.dataframe_check
     @classmethod
@@ -116,33 +196,96 @@ class Kinetics(Lineage):
     AUC_n / AUC_1 (methods.md 8).
     """
 
-    patient_id: str
-    scope: str = pa.Field(isin=KINETICS_SCOPES)
-    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
-    interval_start_day: pl.Float64
-    interval_end_day: pl.Float64 = pa.Field(nullable=True)
-    n_samples: pl.Int32 = pa.Field(ge=0)
-    n_quantified: pl.Int32 = pa.Field(ge=0)
-    cmax_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
-    cmax_sample_id: str = pa.Field(nullable=True)
-    tmax_days: pl.Float64 = pa.Field(nullable=True, ge=0)
-    predose_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
-    predose_status: str = pa.Field(nullable=True, isin=RESULT_STATUSES)
-    predose_sample_id: str = pa.Field(nullable=True)
-    trough_pct: pl.Float64 = pa.Field(nullable=True, ge=0, le=100)
-    trough_status: str = pa.Field(nullable=True, isin=RESULT_STATUSES)
-    trough_sample_id: str = pa.Field(nullable=True)
-    auc_pct_days: pl.Float64 = pa.Field(nullable=True, ge=0)
-    auc_0_28_pct_days: pl.Float64 = pa.Field(nullable=True, ge=0)
-    tlast_days: pl.Float64 = pa.Field(nullable=True, ge=0)
-    lambda_z_per_day: pl.Float64 = pa.Field(nullable=True)
-    half_life_days: pl.Float64 = pa.Field(nullable=True, gt=0)
-    half_life_r2: pl.Float64 = pa.Field(nullable=True)
-    half_life_points: str = pa.Field(nullable=True)
-    half_life_reason: str = pa.Field(nullable=True)
-    accumulation_ratio_trough: pl.Float64 = pa.Field(nullable=True, ge=0)
-    accumulation_ratio_auc: pl.Float64 = pa.Field(nullable=True, ge=0)
-    blq_imputations: str = pa.Field(nullable=True)
+    patient_id: str = pa.Field(
+        description="Pseudonymised patient id (product lot or series id for product / dilution rows)."
+    )
+    scope: str = pa.Field(
+        description="dose (one dose interval) or overall (whole follow-up).", isin=KINETICS_SCOPES
+    )
+    dose_number: pl.Int32 = pa.Field(
+        description="Dose number (1 = first infusion).", nullable=True, ge=1
+    )
+    interval_start_day: pl.Float64 = pa.Field(
+        description="Interval start, days since dose 1.", metadata={"unit": "d"}
+    )
+    interval_end_day: pl.Float64 = pa.Field(
+        description="Interval end, days since dose 1 (null = end of follow-up).",
+        metadata={"unit": "d"},
+        nullable=True,
+    )
+    n_samples: pl.Int32 = pa.Field(description="Samples in the interval.", ge=0)
+    n_quantified: pl.Int32 = pa.Field(description="Quantified samples in the interval.", ge=0)
+    cmax_pct: pl.Float64 = pa.Field(
+        description="Highest quantified % iNK in the interval (Cmax).",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    cmax_sample_id: str = pa.Field(description="Sample of Cmax.", nullable=True)
+    tmax_days: pl.Float64 = pa.Field(
+        description="Time of Cmax after the interval start (Tmax).",
+        metadata={"unit": "d"},
+        nullable=True,
+        ge=0,
+    )
+    predose_pct: pl.Float64 = pa.Field(
+        description="C_pre,n: last sample before the dose within the pre-dose window.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    predose_status: str = pa.Field(
+        description="result_status of the pre-dose sample.", nullable=True, isin=RESULT_STATUSES
+    )
+    predose_sample_id: str = pa.Field(description="The pre-dose sample.", nullable=True)
+    trough_pct: pl.Float64 = pa.Field(
+        description="Last sample before the next dose.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    trough_status: str = pa.Field(
+        description="result_status of the trough sample.", nullable=True, isin=RESULT_STATUSES
+    )
+    trough_sample_id: str = pa.Field(description="The trough sample.", nullable=True)
+    auc_pct_days: pl.Float64 = pa.Field(
+        description="AUC over the interval, lin-up/log-down (methods.md 8).",
+        metadata={"unit": "%·d"},
+        nullable=True,
+        ge=0,
+    )
+    auc_0_28_pct_days: pl.Float64 = pa.Field(
+        description="AUC from dose 1 to day 28.", metadata={"unit": "%·d"}, nullable=True, ge=0
+    )
+    tlast_days: pl.Float64 = pa.Field(
+        description="Last time with a quantified result (Tlast).",
+        metadata={"unit": "d"},
+        nullable=True,
+        ge=0,
+    )
+    lambda_z_per_day: pl.Float64 = pa.Field(
+        description="Terminal elimination rate constant λz.",
+        metadata={"unit": "1/d"},
+        nullable=True,
+    )
+    half_life_days: pl.Float64 = pa.Field(
+        description="Terminal half-life ln 2 / λz.", metadata={"unit": "d"}, nullable=True, gt=0
+    )
+    half_life_r2: pl.Float64 = pa.Field(description="Adjusted R² of the λz fit.", nullable=True)
+    half_life_points: str = pa.Field(description="Samples used in the λz fit.", nullable=True)
+    half_life_reason: str = pa.Field(description="Why no half-life was estimated.", nullable=True)
+    accumulation_ratio_trough: pl.Float64 = pa.Field(
+        description="C_pre,n / C_pre,2.", metadata={"unit": "ratio"}, nullable=True, ge=0
+    )
+    accumulation_ratio_auc: pl.Float64 = pa.Field(
+        description="AUC_n / AUC_1.", metadata={"unit": "ratio"}, nullable=True, ge=0
+    )
+    blq_imputations: str = pa.Field(
+        description="Below-LoQ points and how each was imputed (PKNCA rules).", nullable=True
+    )
 
     @pa.dataframe_check
     @classmethod
@@ -178,14 +321,20 @@ class Kinetics(Lineage):
 class CohortKinetics(StrictModel):
     """Median and range of each kinetic parameter per dose across patients (trial report)."""
 
-    scope: str = pa.Field(isin=KINETICS_SCOPES)
-    dose_number: pl.Int32 = pa.Field(nullable=True, ge=1)
-    parameter: str
-    n_patients: pl.Int32 = pa.Field(ge=0)
-    n_values: pl.Int32 = pa.Field(ge=0)
-    median: pl.Float64 = pa.Field(nullable=True)
-    min: pl.Float64 = pa.Field(nullable=True)
-    max: pl.Float64 = pa.Field(nullable=True)
+    scope: str = pa.Field(
+        description="dose (one dose interval) or overall (whole follow-up).", isin=KINETICS_SCOPES
+    )
+    dose_number: pl.Int32 = pa.Field(
+        description="Dose number (1 = first infusion).", nullable=True, ge=1
+    )
+    parameter: str = pa.Field(description="Kinetic parameter name (a kinetics column).")
+    n_patients: pl.Int32 = pa.Field(description="Patients with this dose interval.", ge=0)
+    n_values: pl.Int32 = pa.Field(description="Patients with a value for the parameter.", ge=0)
+    median: pl.Float64 = pa.Field(
+        description="Median across patients (the parameter's unit).", nullable=True
+    )
+    min: pl.Float64 = pa.Field(description="Minimum across patients.", nullable=True)
+    max: pl.Float64 = pa.Field(description="Maximum across patients.", nullable=True)
 
     @pa.dataframe_check
     @classmethod
@@ -206,19 +355,29 @@ class CohortKinetics(StrictModel):
 class Alerts(StrictModel):
     """Alert states: one row per episode (rule x patient x episode key), updated on every run."""
 
-    alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16}, unique=True)
-    rule: str = pa.Field(isin=ALERT_RULES)
-    rule_version: str
-    severity: str = pa.Field(isin=SEVERITIES)
-    patient_id: str
-    episode_key: str
-    state: str = pa.Field(isin=ALERT_STATES)
-    first_detected_at: UTC  # type: ignore[valid-type]
-    last_evaluated_at: UTC  # type: ignore[valid-type]
-    resolved_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    message: str
-    evidence: str
-    parameters: str
+    alert_id: str = pa.Field(
+        description="Stable id of the alert episode.",
+        str_length={"min_value": 16, "max_value": 16},
+        unique=True,
+    )
+    rule: str = pa.Field(description="Alert rule id (schemas.vocab.AlertRuleId).", isin=ALERT_RULES)
+    rule_version: str = pa.Field(description="Version of the rule's parameters.")
+    severity: str = pa.Field(description="info, warning or critical.", isin=SEVERITIES)
+    patient_id: str = pa.Field(
+        description="Pseudonymised patient id (product lot or series id for product / dilution rows)."
+    )
+    episode_key: str = pa.Field(
+        description="What distinguishes episodes of one rule for one patient."
+    )
+    state: str = pa.Field(description="open, ongoing or resolved.", isin=ALERT_STATES)
+    first_detected_at: UTC = pa.Field(description="When the alert first fired.")  # type: ignore[valid-type]
+    last_evaluated_at: UTC = pa.Field(description="Last evaluation of the rule.")  # type: ignore[valid-type]
+    resolved_at: UTC = pa.Field(description="When the condition stopped holding.", nullable=True)  # type: ignore[valid-type]
+    message: str = pa.Field(description="Plain-language alert text (ids and values only).")
+    evidence: str = pa.Field(
+        description="JSON: the results, CIs, LoDs and critical differences behind the alert."
+    )
+    parameters: str = pa.Field(description="JSON: the rule parameters used.")
 
     @pa.dataframe_check
     @classmethod
@@ -247,12 +406,14 @@ class Alerts(StrictModel):
 class AlertDeliveries(StrictModel):
     """Delivery log: one row per alert x channel; failed rows are retried, sent rows never resent."""
 
-    alert_id: str = pa.Field(str_length={"min_value": 16, "max_value": 16})
-    channel: str
-    state: str = pa.Field(isin=DELIVERY_STATES)
-    attempts: pl.Int32 = pa.Field(ge=0)
-    last_attempt_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    last_error: str = pa.Field(nullable=True)
+    alert_id: str = pa.Field(
+        description="Stable id of the alert episode.", str_length={"min_value": 16, "max_value": 16}
+    )
+    channel: str = pa.Field(description="Delivery channel name.")
+    state: str = pa.Field(description="pending, sent or failed.", isin=DELIVERY_STATES)
+    attempts: pl.Int32 = pa.Field(description="Delivery attempts so far.", ge=0)
+    last_attempt_at: UTC = pa.Field(description="Time of the last attempt.", nullable=True)  # type: ignore[valid-type]
+    last_error: str = pa.Field(description="Error of the last failed attempt.", nullable=True)
 
     @pa.dataframe_check
     @classmethod

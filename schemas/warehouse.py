@@ -10,33 +10,52 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.base import UTC, StrictModel
+from schemas.inputs import DdpcrWells, InfusionLog, Manifest, QpcrWells, StrPeaks
+from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus
 
-METHODS = ["STR", "qPCR", "ddPCR"]
-RESULT_STATUSES = ["quantified", "below_loq", "not_detected", "failed"]
-QC_VERDICTS = ["pass", "review", "fail"]
-FILE_STATUSES = ["accepted", "quarantined", "duplicate", "waiting"]
+METHODS = list(Method)
+"""Alias of ``list(Method)`` kept for ``schemas.trends``; new code uses ``schemas.vocab``."""
+RESULT_STATUSES = list(ResultStatus)
+"""Alias of ``list(ResultStatus)`` kept for ``schemas.trends``."""
+QC_VERDICTS = list(QcVerdict)
+"""Alias of ``list(QcVerdict)`` kept for ``schemas.trends``."""
 
 
 class Lineage(StrictModel):
     """Columns every warehouse row carries."""
 
-    source_sha256: str = pa.Field(str_length={"min_value": 64, "max_value": 64})
-    pipeline_version: str
-    ingested_at: UTC  # type: ignore[valid-type]
+    source_sha256: str = pa.Field(
+        description="SHA-256 of the source file the row came from (derived tables: of the sorted source hashes behind it).",
+        str_length={"min_value": 64, "max_value": 64},
+    )
+    pipeline_version: str = pa.Field(description="Chimera version that wrote the row.")
+    ingested_at: UTC = pa.Field(description="When the row's source was ingested.")  # type: ignore[valid-type]
 
 
-class Samples(Lineage):
-    """Registered samples (from manifests); the latest manifest row for a sample id wins."""
+class Samples(Manifest, Lineage):
+    """Registered samples: manifest rows with lineage; the latest row for a sample id wins."""
 
-    sample_id: str
-    patient_id: str
-    role: str
-    collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    specimen: str = pa.Field(nullable=True)
-    wbc_per_ul: float = pa.Field(nullable=True)
-    lymphocytes_per_ul: float = pa.Field(nullable=True)
-    product_lot: str = pa.Field(nullable=True)
-    nominal_pct: float = pa.Field(nullable=True)
+
+class Infusions(InfusionLog, Lineage):
+    """Registered doses: infusion log rows with lineage; the latest row for a dose wins."""
+
+
+class SourcedLineage(Lineage):
+    """Lineage of raw assay rows, which also keep the name of the file they came from."""
+
+    source_file: str = pa.Field(description="Name of the source file as received.")
+
+
+class StrObservations(StrPeaks, SourcedLineage):
+    """Parsed STR peak rows of every accepted GeneMapper export."""
+
+
+class QpcrObservations(QpcrWells, SourcedLineage):
+    """Parsed qPCR wells of every accepted QuantStudio/StepOne/CFX export."""
+
+
+class DdpcrObservations(DdpcrWells, SourcedLineage):
+    """Parsed ddPCR wells of every accepted QuantaSoft/QX Manager export."""
 
 
 class AssayLimits(Lineage):
@@ -46,23 +65,23 @@ class AssayLimits(Lineage):
     ``applied`` marks the series whose limits the method uses (the most conservative).
     """
 
-    method: str = pa.Field(isin=METHODS)
-    series_id: str
-    lod_pct: float = pa.Field(nullable=True, ge=0)
-    loq_pct: float = pa.Field(nullable=True, ge=0)
-    n_levels: pl.Int32 = pa.Field(ge=0)
-    levels: str
-    applied: bool
-
-
-class Infusions(Lineage):
-    """Registered doses (from infusion logs)."""
-
-    patient_id: str
-    dose_number: pl.Int32
-    infused_at: UTC  # type: ignore[valid-type]
-    cells: float = pa.Field(nullable=True)
-    product_lot: str = pa.Field(nullable=True)
+    method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=list(Method))
+    series_id: str = pa.Field(description="Dilution series id.")
+    lod_pct: float = pa.Field(
+        description="Limit of detection from the dilution series (CLSI EP17-A2).",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+    )
+    loq_pct: float = pa.Field(
+        description="Limit of quantification from the dilution series.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+    )
+    n_levels: pl.Int32 = pa.Field(description="Nominal levels in the series.", ge=0)
+    levels: str = pa.Field(description="JSON: per nominal level n, detected, mean and CV.")
+    applied: bool = pa.Field(description="The method uses this series' limits.")
 
 
 class Chimerism(Lineage):
@@ -72,35 +91,96 @@ class Chimerism(Lineage):
     for ``not_detected`` and ``failed``. ``lod_pct``/``loq_pct`` are the sample's own limits.
     """
 
-    patient_id: str
-    sample_id: str
-    collected_at: UTC = pa.Field(nullable=True)  # type: ignore[valid-type]
-    study_day: pl.Int32 = pa.Field(nullable=True)
-    specimen: str = pa.Field(nullable=True)
-    method: str = pa.Field(isin=METHODS)
-    pct_ink: float = pa.Field(nullable=True, ge=0, le=100)
-    pct_ink_raw: float = pa.Field(nullable=True)
-    ci_low: float = pa.Field(nullable=True, ge=0, le=100)
-    ci_high: float = pa.Field(nullable=True, ge=0, le=100)
-    ci_quantile: float = pa.Field(nullable=True, gt=0)
-    lod_pct: float = pa.Field(nullable=True, ge=0)
-    loq_pct: float = pa.Field(nullable=True, ge=0)
-    result_status: str = pa.Field(isin=RESULT_STATUSES)
-    qc_verdict: str = pa.Field(isin=QC_VERDICTS)
-    qc_reasons: str = pa.Field(nullable=True)
-    n_informative: pl.Int32 = pa.Field(nullable=True, ge=0)
-    clamped: bool
-    ink_cells_per_ul: float = pa.Field(nullable=True, ge=0)
-    is_headline: bool
-    headline_rule: str = pa.Field(nullable=True)
-    superseded: bool
-    source_file: str
+    patient_id: str = pa.Field(
+        description="Pseudonymised patient id (product lot or series id for product / dilution rows)."
+    )
+    sample_id: str = pa.Field(description="Sample id from the manifest (pseudonymised).")
+    collected_at: UTC = pa.Field(description="When the sample was collected.", nullable=True)  # type: ignore[valid-type]
+    study_day: pl.Int32 = pa.Field(
+        description="Calendar days from the date of the first infusion (day 0).",
+        metadata={"unit": "d"},
+        nullable=True,
+    )
+    specimen: str = pa.Field(
+        description="Specimen or sorted fraction (PB, PB CD56+, PB CD3+, PB CD33+, BM; unknown values verbatim).",
+        nullable=True,
+    )
+    method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=list(Method))
+    pct_ink: float = pa.Field(
+        description="% of the specimen's DNA from the iNK product, clamped to 0-100; null when not_detected or failed.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    pct_ink_raw: float = pa.Field(
+        description="Unclamped % iNK estimate.", metadata={"unit": "%"}, nullable=True
+    )
+    ci_low: float = pa.Field(
+        description="Lower bound of the 95 % CI of pct_ink.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    ci_high: float = pa.Field(
+        description="Upper bound of the 95 % CI of pct_ink.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
+    )
+    ci_quantile: float = pa.Field(
+        description="Quantile the 95 % CI was built with (t(0.975, dof) or 1.96); null = 1.96.",
+        nullable=True,
+        gt=0,
+    )
+    lod_pct: float = pa.Field(
+        description="The sample's own limit of detection.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+    )
+    loq_pct: float = pa.Field(
+        description="The sample's own limit of quantification.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+    )
+    result_status: str = pa.Field(
+        description="quantified, below_loq, not_detected or failed (methods.md 4).",
+        isin=list(ResultStatus),
+    )
+    qc_verdict: str = pa.Field(description="pass, review or fail.", isin=list(QcVerdict))
+    qc_reasons: str = pa.Field(
+        description="Why QC is not a plain pass (plain language).", nullable=True
+    )
+    n_informative: pl.Int32 = pa.Field(
+        description="Informative loci (STR) or markers/wells (PCR) used.", nullable=True, ge=0
+    )
+    clamped: bool = pa.Field(description="The raw estimate fell outside 0-100 % and was clamped.")
+    ink_cells_per_ul: float = pa.Field(
+        description="iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).",
+        metadata={"unit": "cells/µL"},
+        nullable=True,
+        ge=0,
+    )
+    is_headline: bool = pa.Field(
+        description="This method's result is the sample's headline value (methods.md 7)."
+    )
+    headline_rule: str = pa.Field(
+        description="The reconciliation rule that chose the headline.", nullable=True
+    )
+    superseded: bool = pa.Field(
+        description="A later export of the same sample x method replaced this row."
+    )
+    source_file: str = pa.Field(description="Name of the source file as received.")
 
     @pa.dataframe_check
     @classmethod
     def quantified_results_have_a_value(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """``quantified`` and ``below_loq`` rows carry a value; the other states never a bare 0."""
-        has_value = pl.col("result_status").is_in(["quantified", "below_loq"])
+        has_value = pl.col("result_status").is_in([ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ])
         return data.lazyframe.select(has_value == pl.col("pct_ink").is_not_null())
 
     @pa.dataframe_check
@@ -131,38 +211,75 @@ class Chimerism(Lineage):
 class Markers(Lineage):
     """Per-locus / per-marker / per-well detail behind each chimerism row."""
 
-    patient_id: str
-    sample_id: str
-    method: str = pa.Field(isin=METHODS)
-    marker: str
-    replicate: str = pa.Field(nullable=True)
-    sharing: str = pa.Field(nullable=True)
-    donor_alleles: str = pa.Field(nullable=True)
-    recipient_alleles: str = pa.Field(nullable=True)
-    signal_ink: float = pa.Field(nullable=True)
-    signal_total: float = pa.Field(nullable=True)
-    ct: float = pa.Field(nullable=True)
-    positives: pl.Int64 = pa.Field(nullable=True)
-    accepted_droplets: pl.Int64 = pa.Field(nullable=True)
-    copies_per_ul: float = pa.Field(nullable=True)
-    pct_ink: float = pa.Field(nullable=True)
-    included: bool
-    exclusion_reason: str = pa.Field(nullable=True)
-    superseded: bool
-    source_file: str
+    patient_id: str = pa.Field(
+        description="Pseudonymised patient id (product lot or series id for product / dilution rows)."
+    )
+    sample_id: str = pa.Field(description="Sample id from the manifest (pseudonymised).")
+    method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=list(Method))
+    marker: str = pa.Field(description="STR locus, qPCR/ddPCR target or marker name.")
+    replicate: str = pa.Field(
+        description="Well or replicate id; pooled for the combined row.", nullable=True
+    )
+    sharing: str = pa.Field(
+        description="STR allele-sharing configuration (1/221/211/121/0/fallback) or PCR marker class.",
+        nullable=True,
+    )
+    donor_alleles: str = pa.Field(description="iNK product alleles at the locus.", nullable=True)
+    recipient_alleles: str = pa.Field(description="Patient alleles at the locus.", nullable=True)
+    signal_ink: float = pa.Field(
+        description="Signal attributed to iNK (peak area/height sum or copies).", nullable=True
+    )
+    signal_total: float = pa.Field(description="Total signal at the locus/marker.", nullable=True)
+    ct: float = pa.Field(
+        description="Cycle threshold; null = no amplification.",
+        metadata={"unit": "cycles"},
+        nullable=True,
+    )
+    positives: pl.Int64 = pa.Field(
+        description="Positive droplets.", metadata={"unit": "droplets"}, nullable=True
+    )
+    accepted_droplets: pl.Int64 = pa.Field(
+        description="Accepted droplets in the well.", metadata={"unit": "droplets"}, nullable=True
+    )
+    copies_per_ul: float = pa.Field(
+        description="Poisson-corrected concentration.",
+        metadata={"unit": "copies/µL"},
+        nullable=True,
+    )
+    pct_ink: float = pa.Field(
+        description="Per-locus / per-well % iNK estimate.", metadata={"unit": "%"}, nullable=True
+    )
+    included: bool = pa.Field(description="The locus/well entered the headline estimate.")
+    exclusion_reason: str = pa.Field(description="Why the locus/well was left out.", nullable=True)
+    superseded: bool = pa.Field(
+        description="A later export of the same sample x method replaced this row."
+    )
+    source_file: str = pa.Field(description="Name of the source file as received.")
 
 
 class IngestLog(StrictModel):
     """The ledger: one row per thing that happened to a file (append-only)."""
 
-    source_sha256: str = pa.Field(str_length={"min_value": 64, "max_value": 64})
-    file_name: str
-    size_bytes: pl.Int64 = pa.Field(ge=0)
-    detected_format: str = pa.Field(nullable=True)
-    status: str = pa.Field(isin=FILE_STATUSES)
-    reason: str = pa.Field(nullable=True)
-    rows: pl.Int64 = pa.Field(ge=0)
-    supersedes: str = pa.Field(nullable=True)
-    flow_run_id: str = pa.Field(nullable=True)
-    pipeline_version: str
-    logged_at: UTC  # type: ignore[valid-type]
+    source_sha256: str = pa.Field(
+        description="SHA-256 of the source file the row came from (derived tables: of the sorted source hashes behind it).",
+        str_length={"min_value": 64, "max_value": 64},
+    )
+    file_name: str = pa.Field(description="File name as received.")
+    size_bytes: pl.Int64 = pa.Field(description="File size.", metadata={"unit": "bytes"}, ge=0)
+    detected_format: str = pa.Field(description="Format detected from the content.", nullable=True)
+    status: str = pa.Field(
+        description="The file's fate: accepted, quarantined, duplicate or waiting.",
+        isin=list(FileStatus),
+    )
+    reason: str = pa.Field(
+        description="Why the file is waiting or quarantined (plain language).", nullable=True
+    )
+    rows: pl.Int64 = pa.Field(description="Rows the file contributed.", ge=0)
+    supersedes: str = pa.Field(
+        description="SHA-256 of the earlier file this one supersedes.", nullable=True
+    )
+    flow_run_id: str = pa.Field(
+        description="Prefect flow run that processed the file.", nullable=True
+    )
+    pipeline_version: str = pa.Field(description="Chimera version that wrote the row.")
+    logged_at: UTC = pa.Field(description="When the event was logged.")  # type: ignore[valid-type]

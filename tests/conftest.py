@@ -1,4 +1,10 @@
-"""Shared fixtures: where the sample trial and the real instrument exports live."""
+"""Shared fixtures: where the sample trial and the real instrument exports live.
+
+The real exports are licensed as test fixtures only, so they are read from ``../shared`` (or
+``CHIMERA_REAL_EXPORTS``) and never copied here. Outside CI a missing folder skips the tests that
+need it; under CI (``CI=true``) it fails the run at start, so a fixture test is never skipped
+silently. CI also selects the ``ci`` Hypothesis profile.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,26 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_EXPORTS = ROOT.parent / "shared" / "real-exports"
+REAL_EXPORTS = Path(os.environ.get("CHIMERA_REAL_EXPORTS", ROOT.parent / "shared" / "real-exports"))
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 # Test runs are reproducible (derandomized); HYPOTHESIS_PROFILE=explore searches new examples.
 hypothesis_settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True)
 hypothesis_settings.register_profile("dev", max_examples=25, deadline=None, derandomize=True)
 hypothesis_settings.register_profile("explore", max_examples=500, deadline=None)
-hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI, stop before any test runs when the real-export fixtures are missing."""
+    del session
+    if IN_CI and not REAL_EXPORTS.is_dir():
+        pytest.exit(
+            f"CI=true but the real-export fixtures are missing: expected the folder {REAL_EXPORTS} "
+            "(../shared/real-exports beside the checkout, or set CHIMERA_REAL_EXPORTS). "
+            "Fixture tests must not be skipped in CI.",
+            returncode=1,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +45,7 @@ def sample_data_path() -> Path:
 
 @pytest.fixture(scope="session")
 def real_exports() -> Path:
-    """Real instrument exports from ../shared (licensed as test fixtures only); skip when absent."""
+    """Real instrument exports (licensed as test fixtures only); skip when absent outside CI."""
     if not REAL_EXPORTS.is_dir():
-        pytest.skip("../shared/real-exports is not present in this checkout")
+        pytest.skip(f"{REAL_EXPORTS} is not present in this checkout")
     return REAL_EXPORTS

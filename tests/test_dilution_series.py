@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from chimera.pipeline import ingest_paths
+from chimera.poll import ingest_paths
 from chimera.settings import Settings
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from chimera.pipeline import FileOutcome, ingest_paths
-from chimera.refresh import refresh_after_ingest
+from chimera.ingest import FileOutcome
+from chimera.poll import ingest_paths, refresh_after_ingest
 from chimera.settings import Settings
 from schemas.vocab import FileStatus, GenomeModel, Method, ResultStatus, Role, Specimen
 

@@ -1,8 +1,8 @@
 """The ``chimera`` command line: ingest files, run the demo, query tables, read alerts.
 
-Exit codes: 0 every file accepted (or already known), 3 at least one file quarantined,
-4 at least one file waiting for a prerequisite (manifest, baseline, product reference),
-2 usage errors. Never a Python traceback for a bad input file.
+Exit codes (:class:`chimera.poll.ExitCode`): 0 every file accepted (or already known), 3 at
+least one file quarantined, 4 at least one file waiting for a prerequisite (manifest, baseline,
+product reference), 2 usage errors. Never a Python traceback for a bad input file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from rich.table import Table
 
 from chimera import __version__
 from chimera.inbox import is_ignored
-from chimera.pipeline import FileOutcome, ingest_paths
+from chimera.ingest import FileOutcome
+from chimera.poll import ExitCode, exit_code, ingest_paths, poll_inbox, refresh_after_ingest
 from chimera.settings import Settings, load_settings
 from schemas.vocab import FileStatus
 
@@ -80,7 +81,7 @@ def _expand(paths: list[Path], settings: Settings) -> list[Path]:
             files.append(path)
         else:
             err_console.print(f"[red]error:[/red] {path} does not exist")
-            raise typer.Exit(2)
+            raise typer.Exit(ExitCode.USAGE)
     return files
 
 
@@ -88,7 +89,12 @@ def _report(outcomes: list[FileOutcome]) -> int:
     table = Table(title="Files", show_lines=False)
     for column in ("file", "format", "status", "rows", "detail"):
         table.add_column(column)
-    colour = {"accepted": "green", "duplicate": "cyan", "waiting": "yellow", "quarantined": "red"}
+    colour = {
+        FileStatus.ACCEPTED: "green",
+        FileStatus.DUPLICATE: "cyan",
+        FileStatus.WAITING: "yellow",
+        FileStatus.QUARANTINED: "red",
+    }
     for o in outcomes:
         detail = o.reason or ""
         if o.status is FileStatus.QUARANTINED and o.destination is not None:
@@ -96,7 +102,7 @@ def _report(outcomes: list[FileOutcome]) -> int:
         table.add_row(
             o.file_name,
             o.detected_format or "?",
-            f"[{colour[o.status.value]}]{o.status.value}[/]",
+            f"[{colour[o.status]}]{o.status.value}[/]",
             str(o.rows),
             detail,
         )
@@ -105,11 +111,7 @@ def _report(outcomes: list[FileOutcome]) -> int:
         if o.status is FileStatus.QUARANTINED:
             for problem in o.problems[:10]:
                 console.print(f"  {o.file_name}: {problem.render()}")
-    if any(o.status is FileStatus.QUARANTINED for o in outcomes):
-        return 3
-    if any(o.status is FileStatus.WAITING for o in outcomes):
-        return 4
-    return 0
+    return exit_code(o.status for o in outcomes)
 
 
 @app.command()
@@ -130,7 +132,7 @@ def ingest(
     """Ingest exports, manifests and infusion logs once, in-process (no Prefect server needed)."""
     if not paths and inbox is None:
         err_console.print("[red]error:[/red] give files/folders to ingest or --inbox DIR")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     settings = _settings(home, warehouse, inbox)
     outcomes: list[FileOutcome] = []
     if paths:
@@ -140,22 +142,11 @@ def ingest(
     if inbox is not None:
         if not inbox.is_dir():
             err_console.print(f"[red]error:[/red] inbox {inbox} is not a folder")
-            raise typer.Exit(2)
-        from chimera.inbox import scan_inbox  # noqa: PLC0415
-
-        ready = [
-            c.path
-            for c in scan_inbox(
-                inbox,
-                now=_now(),
-                settle_seconds=settings.inbox_rules.settle_seconds,
-                ignore_patterns=settings.inbox_rules.ignore_patterns,
-            )
-            if c.ready
-        ]
-        outcomes += ingest_paths(ready, settings=settings, clock=_now, move=True)
-    from chimera.refresh import refresh_after_ingest  # noqa: PLC0415
-
+            raise typer.Exit(ExitCode.USAGE)
+        poll = poll_inbox(settings, clock=_now, refresh=False)
+        outcomes += poll.outcomes
+        for name in poll.errors:
+            err_console.print(f"[red]error:[/red] {name} could not be read; it stays in the inbox")
     refresh_after_ingest(outcomes, settings=settings, now=_now())
     code = _report(outcomes)
     console.print(f"warehouse: {settings.warehouse.resolve()}")
@@ -175,7 +166,6 @@ def demo(
     ] = None,
 ) -> None:
     """Ingest the bundled synthetic trial, then print per-patient results, kinetics and alerts."""
-    from chimera.refresh import refresh_after_ingest  # noqa: PLC0415
     from chimera.report.summary import print_demo_summary  # noqa: PLC0415
 
     settings = _settings(home, warehouse)
@@ -191,7 +181,7 @@ def demo(
         err_console.print(
             f"[red]error:[/red] no sample data under {source}; run `python sample_data/generate.py`"
         )
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     outcomes = ingest_paths(inputs, settings=settings, clock=_now, move=False)
     refresh_after_ingest(outcomes, settings=settings, now=_now())
     counts = {s.value: sum(o.status is s for o in outcomes) for s in FileStatus}
@@ -203,7 +193,11 @@ def demo(
     if bad:
         _report(bad)
     print_demo_summary(settings, console)
-    raise typer.Exit(3 if any(o.status is FileStatus.QUARANTINED for o in bad) else 0)
+    from chimera.report.build import default_report_path, write_cohort_report  # noqa: PLC0415
+
+    cohort = write_cohort_report(settings, out=default_report_path(settings, None), now=_now())
+    console.print(f"cohort report: {cohort.resolve()}")
+    raise typer.Exit(exit_code(o.status for o in outcomes))
 
 
 @app.command()
@@ -211,45 +205,59 @@ def query(
     sql: Annotated[
         str,
         typer.Argument(
-            help="DuckDB SQL; every table is a view: chimerism, markers, trends, kinetics, alerts, ingest_log, ..."
+            help="DuckDB SQL; every table is a view: chimerism, markers, trends, kinetics, alerts, ingest_log, file_status, ..."
         ),
     ],
     warehouse: WarehouseOption = None,
     home: HomeOption = None,
-    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV (spreadsheet-safe).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="Include superseded rows (default: current rows only).")
+    ] = False,
 ) -> None:
-    """Run SQL over the warehouse with DuckDB."""
-    import duckdb  # noqa: PLC0415
+    """Run SQL over the warehouse with DuckDB (current rows unless --all)."""
+    from chimera.export_safety import safe_csv  # noqa: PLC0415
+    from chimera.sql import QueryError, run_query  # noqa: PLC0415
 
     settings = _settings(home, warehouse)
-    con = duckdb.connect()
-    root = settings.warehouse
-    if root.is_dir():
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and any(p.rglob("*.parquet"))):
-            pattern = (folder / "**" / "*.parquet").as_posix().replace("'", "''")
-            con.execute(
-                f"CREATE VIEW \"{folder.name}\" AS SELECT * FROM read_parquet('{pattern}', "
-                "hive_partitioning=true, union_by_name=true)"
-            )
-        if (root / "ingest_log").is_dir():
-            # The ledger keeps every event; file_status is each file's current fate.
-            con.execute(
-                "CREATE VIEW file_status AS SELECT * FROM ingest_log QUALIFY row_number() "
-                "OVER (PARTITION BY source_sha256, file_name ORDER BY logged_at DESC) = 1"
-            )
     try:
-        result = con.sql(sql)
-    except duckdb.Error as err:
+        frame = run_query(settings.warehouse, sql, include_superseded=all_rows)
+    except QueryError as err:
         err_console.print(f"[red]query failed:[/red] {err}")
         raise typer.Exit(2) from None
-    if result is None:
-        raise typer.Exit(0)
-    frame = result.pl()
     if csv:
-        sys.stdout.write(frame.write_csv())
+        sys.stdout.write(safe_csv(frame))
+    elif as_json:
+        sys.stdout.write(frame.write_json() + "\n")
     else:
         with pl.Config(tbl_rows=50, tbl_cols=20, fmt_str_lengths=40):
             console.print(frame)
+
+
+@app.command()
+def tables(
+    markdown: Annotated[
+        Path | None,
+        typer.Option("--markdown", help="Write the data dictionary as Markdown to this file."),
+    ] = None,
+    table: Annotated[str | None, typer.Option("--table", help="Show one table only.")] = None,
+) -> None:
+    """Every warehouse table with its columns, types, units and descriptions."""
+    from chimera.dictionary import data_dictionary, print_dictionary, render_markdown  # noqa: PLC0415
+
+    entries = data_dictionary()
+    if markdown is not None:
+        markdown.write_text(render_markdown(entries), encoding="utf-8")
+        console.print(f"data dictionary: {markdown}")
+        return
+    chosen = [e for e in entries if table in (None, e.name)]
+    if not chosen:
+        err_console.print(
+            f"[red]error:[/red] no table {table!r}; known: {', '.join(e.name for e in entries)}"
+        )
+        raise typer.Exit(2)
+    print_dictionary(chosen, console)
 
 
 @app.command()
@@ -273,7 +281,7 @@ def watch(
     home: HomeOption = None, inbox: Annotated[Path | None, typer.Option("--inbox")] = None
 ) -> None:
     """Ingest files as soon as they land (local disks; network shares need polling)."""
-    from chimera.service import watch_inbox  # noqa: PLC0415
+    from chimera.poll import watch_inbox  # noqa: PLC0415
 
     raise typer.Exit(watch_inbox(_settings(home, None, inbox), console))
 
@@ -281,7 +289,7 @@ def watch(
 @app.command()
 def status(home: HomeOption = None, warehouse: WarehouseOption = None) -> None:
     """Files waiting, quarantined and accepted today; the last run and its state."""
-    from chimera.service import print_status  # noqa: PLC0415
+    from chimera.status import print_status  # noqa: PLC0415
 
     raise typer.Exit(print_status(_settings(home, warehouse), console))
 
@@ -302,16 +310,53 @@ def alerts(
 def report(
     home: HomeOption = None,
     warehouse: WarehouseOption = None,
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="Write this patient's report.")
+    ] = None,
+    cohort: Annotated[bool, typer.Option("--cohort", help="Write the cohort report.")] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the report (default <home>/reports).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="HTML file (with --patient/--cohort) or folder (default <home>/reports).",
+        ),
     ] = None,
 ) -> None:
-    """Write per-patient trend plots (PNG) and an HTML index of headline results and alerts."""
-    from chimera.report.trend_report import write_reports  # noqa: PLC0415
+    """Write self-contained HTML reports: one patient, the cohort, or (default) all of them."""
+    from chimera.report.build import (  # noqa: PLC0415
+        UnknownPatientError,
+        default_report_path,
+        report_count,
+        write_all_reports,
+        write_cohort_report,
+        write_patient_report,
+    )
 
     settings = _settings(home, warehouse)
-    index = write_reports(settings, out or settings.home / "reports")
-    console.print(f"report: {index.resolve()}")
+    if patient is not None and cohort:
+        err_console.print("[red]error:[/red] give --patient ID or --cohort, not both")
+        raise typer.Exit(2)
+    if patient is not None:
+        target = out or default_report_path(settings, patient)
+        try:
+            path = write_patient_report(settings, patient, out=target, now=_now())
+        except UnknownPatientError as err:
+            err_console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+        console.print(f"report: {path.resolve()}")
+        return
+    if cohort:
+        path = write_cohort_report(
+            settings, out=out or default_report_path(settings, None), now=_now()
+        )
+        console.print(f"report: {path.resolve()}")
+        return
+    from chimera.progress import progress_steps  # noqa: PLC0415
+
+    folder = out or settings.home / "reports"
+    with progress_steps("Writing reports", total=report_count(settings), console=console) as step:
+        paths = write_all_reports(settings, folder, now=_now(), step=step)
+    console.print(f"{len(paths)} reports in {folder.resolve()}; cohort: {paths[0].resolve()}")
 
 
 @app.command()

@@ -15,13 +15,13 @@ from pathlib import Path
 import polars as pl
 
 from chimera.detect import ASSAY_OF, ExportFormat
-from chimera.pipeline import read_ledger, read_registry, recompute_patients
+from chimera.rebuild import recompute_patients
+from chimera.registry import read_ledger, read_registry, registry_patients
 from chimera.settings import Settings
-from chimera.warehouse import OBSERVATION_TABLES, Warehouse
+from chimera.warehouse import ALERTS, INFUSIONS, OBSERVATIONS, RAW_TABLES, SAMPLES, Table, Warehouse
 from schemas.vocab import FileStatus
 
 _CHUNK = 1 << 20
-_REFERENCE_ROLES = ("donor_reference", "calibrator")
 
 
 class MismatchCode(StrEnum):
@@ -68,14 +68,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def raw_table_for(detected_format: str | None) -> str | None:
+def raw_table_for(detected_format: str | None) -> Table | None:
     """The raw warehouse table an accepted file of this format writes (None when unknown).
 
     Examples
     --------
-    >>> raw_table_for("manifest")
+    >>> raw_table_for("manifest").name
     'samples'
-    >>> raw_table_for("genemapper_sizing")
+    >>> raw_table_for("genemapper_sizing").name
     'observations_str'
     """
     if detected_format is None:
@@ -85,10 +85,11 @@ def raw_table_for(detected_format: str | None) -> str | None:
     except ValueError:
         return None
     if fmt is ExportFormat.MANIFEST:
-        return "samples"
+        return SAMPLES
     if fmt is ExportFormat.INFUSION_LOG:
-        return "infusions"
-    return OBSERVATION_TABLES.get(ASSAY_OF[fmt].value)
+        return INFUSIONS
+    assay = ASSAY_OF[fmt].value
+    return next((table for m, table in OBSERVATIONS.items() if m == assay), None)
 
 
 def _archive_index(archive: Path) -> dict[str, list[Path]]:
@@ -145,7 +146,7 @@ def verify_warehouse(settings: Settings) -> Verification:
                 mismatches.append(Mismatch(MismatchCode.MISSING_FROM_ARCHIVE, sha, name, detail))
         table = raw_table_for(row["detected_format"])
         if table is not None and not warehouse.has(table, sha):
-            detail = f"{table}/{sha}.parquet is missing"
+            detail = f"{table.name}/{sha}.parquet is missing"
             mismatches.append(Mismatch(MismatchCode.MISSING_RAW_ROWS, sha, name, detail))
     for sha, paths in sorted(index.items()):
         if sha not in known:
@@ -154,10 +155,10 @@ def verify_warehouse(settings: Settings) -> Verification:
                 Mismatch(MismatchCode.UNKNOWN_ARCHIVE_FILE, sha, paths[0].name, detail)
             )
     accepted_shas = set(first["source_sha256"].to_list())
-    for table in ("samples", "infusions", *OBSERVATION_TABLES.values()):
+    for table in RAW_TABLES:
         for path in warehouse.files(table):
             if path.stem not in accepted_shas:
-                detail = f"{table}/{path.name} has no accepted ledger entry (a run stopped before logging?)"
+                detail = f"{table.name}/{path.name} has no accepted ledger entry (a run stopped before logging?)"
                 mismatches.append(
                     Mismatch(MismatchCode.RAW_WITHOUT_LEDGER, path.stem, path.name, detail)
                 )
@@ -168,18 +169,11 @@ def verify_warehouse(settings: Settings) -> Verification:
     )
 
 
-def registry_patients(settings: Settings) -> set[str]:
-    """Every patient in the sample registry (product lots excluded)."""
-    registry = read_registry(Warehouse(settings.warehouse))
-    people = registry.samples.filter(~pl.col("role").is_in(_REFERENCE_ROLES))["patient_id"]
-    return {str(p) for p in people.unique().to_list()} | set(registry.lots)
-
-
 def rebuild_all_patients(settings: Settings, *, now: datetime) -> list[str]:
     """Rebuild ``chimerism/`` and ``markers/`` of every registry patient from the raw tables."""
     warehouse = Warehouse(settings.warehouse)
     with warehouse.lock():
-        patients = registry_patients(settings)
+        patients = registry_patients(read_registry(warehouse))
         recompute_patients(warehouse, patients, settings=settings, now=now)
     return sorted(patients)
 
@@ -187,8 +181,8 @@ def rebuild_all_patients(settings: Settings, *, now: datetime) -> list[str]:
 def describe_alerts(settings: Settings, alert_ids: Iterable[str]) -> list[dict[str, str]]:
     """Rule, severity, patient and message of the given alerts (for notifications)."""
     ids = list(alert_ids)
-    alerts = Warehouse(settings.warehouse).read_file("alerts", "alerts")
-    if not ids or alerts is None:
+    alerts = Warehouse(settings.warehouse).read(ALERTS)
+    if not ids:
         return []
     rows = alerts.filter(pl.col("alert_id").is_in(ids)).select(
         "alert_id", "rule", "severity", "patient_id", "state", "message"

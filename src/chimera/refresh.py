@@ -3,12 +3,12 @@
 Trend and kinetics tables are rebuilt for the patients whose results changed; alert rules
 are re-evaluated and open alerts handed to the notification channels.
 
-Used by ``chimera ingest``/``demo`` in-process and by the ``refresh_trends`` Prefect flow.
+Used after every poll or ingest (:func:`chimera.poll.refresh_after_ingest`), by the
+``refresh_trends`` Prefect flow and the nightly rebuild.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,16 +16,18 @@ import polars as pl
 
 from chimera import alerts as alert_rules
 from chimera import channels, kinetics, trends
-from chimera.pipeline import FileOutcome, read_registry
+from chimera.registry import read_registry
 from chimera.settings import Settings
-from chimera.validation import validate_frame
-from chimera.warehouse import Warehouse
-from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
-from schemas.vocab import FileStatus
-
-ALERTS_KEY = "alerts"
-DELIVERIES_KEY = "deliveries"
-COHORT_KEY = "cohort"
+from chimera.warehouse import (
+    ALERT_DELIVERIES,
+    ALERTS,
+    CHIMERISM,
+    KINETICS,
+    KINETICS_COHORT,
+    TRENDS,
+    Warehouse,
+)
+from schemas.vocab import AlertState, DeliveryState
 
 
 @dataclass(frozen=True)
@@ -38,25 +40,9 @@ class RefreshSummary:
     failed_deliveries: int
 
 
-def refresh_after_ingest(
-    outcomes: Iterable[FileOutcome], *, settings: Settings, now: datetime
-) -> RefreshSummary:
-    """Refresh the patients touched by accepted files (nothing to do when none were accepted)."""
-    patients: set[str] = set()
-    for outcome in outcomes:
-        if outcome.status is FileStatus.ACCEPTED:
-            patients |= set(outcome.patients)
-    return refresh_patients(patients, settings=settings, now=now)
-
-
 def all_patients(warehouse: Warehouse) -> set[str]:
     """Every patient with a chimerism table."""
-    return {
-        str(p)
-        for p in warehouse.read("chimerism")
-        .get_column("patient_id", default=pl.Series([]))
-        .unique()
-    }
+    return {str(p) for p in warehouse.read(CHIMERISM)["patient_id"].unique()}
 
 
 def refresh_patients(
@@ -70,64 +56,51 @@ def refresh_patients(
         registry = read_registry(warehouse)
         infusions = registry.infusions.lazy()
         for patient in sorted(todo):
-            chimerism = warehouse.read_file("chimerism", patient)
+            chimerism = warehouse.read_part(CHIMERISM, patient)
             if chimerism is None:
                 continue
             doses = infusions.filter(pl.col("patient_id") == patient)
             trend = trends.build_trend_table(chimerism.lazy(), doses).collect()
-            trend = validate_frame(trend, Trends, file_name=f"trends/{patient}")
-            warehouse.write("trends", patient, trend)
+            trend = warehouse.write(TRENDS, patient, trend)
             kinetic = kinetics.compute_kinetics(trend.lazy(), doses).collect()
-            warehouse.write(
-                "kinetics",
-                patient,
-                validate_frame(kinetic, Kinetics, file_name=f"kinetics/{patient}"),
-            )
-        all_kinetics = warehouse.read("kinetics")
+            warehouse.write(KINETICS, patient, kinetic)
+        all_kinetics = warehouse.read(KINETICS)
         if all_kinetics.height:
             cohort = kinetics.summarise_cohort(all_kinetics.lazy()).collect()
-            warehouse.write(
-                "kinetics_cohort",
-                COHORT_KEY,
-                validate_frame(cohort, CohortKinetics, file_name="kinetics_cohort"),
-            )
-        previous = warehouse.read_file(ALERTS_KEY, ALERTS_KEY)
-        if not warehouse.files("trends"):
+            warehouse.write_single(KINETICS_COHORT, cohort)
+        previous = warehouse.read(ALERTS)
+        if not warehouse.files(TRENDS):
             # Nothing measured yet (e.g. only a manifest or infusion log so far): no rule can
             # be evaluated and existing alerts stay as they are.
-            still_open = (
-                0 if previous is None else previous.filter(pl.col("state") != "resolved").height
-            )
+            still_open = previous.filter(pl.col("state") != AlertState.RESOLVED).height
             return RefreshSummary(frozenset(todo), (), still_open, 0)
         current = alert_rules.detect_alerts(
-            warehouse.read("trends").lazy(),
-            warehouse.read("kinetics").lazy(),
-            warehouse.read("chimerism").lazy(),
+            warehouse.read(TRENDS).lazy(),
+            warehouse.read(KINETICS).lazy(),
+            warehouse.read(CHIMERISM).lazy(),
             infusions,
             rules=rules,
         )
-        previous_frame = previous if previous is not None else pl.DataFrame()
-        updated = alert_rules.update_alert_states(previous_frame, current, now=now)
-        updated = validate_frame(updated, Alerts, file_name="alerts")
-        warehouse.write(ALERTS_KEY, ALERTS_KEY, updated)
-        before = set() if previous is None else set(previous["alert_id"].to_list())
-        opened = tuple(sorted(set(updated.filter(pl.col("state") == "open")["alert_id"]) - before))
-        deliveries = warehouse.read_file("alert_deliveries", DELIVERIES_KEY)
+        updated = alert_rules.update_alert_states(previous, current, now=now)
+        updated = warehouse.write_single(ALERTS, updated)
+        before = set(previous["alert_id"].to_list())
+        opened = tuple(
+            sorted(set(updated.filter(pl.col("state") == AlertState.OPEN)["alert_id"]) - before)
+        )
         delivered = channels.deliver_alerts(
             updated,
-            deliveries if deliveries is not None else pl.DataFrame(),
+            warehouse.read(ALERT_DELIVERIES),
             channels=rules.channels,
             now=now,
             password=settings.smtp_password,
         )
         if delivered.height:
-            delivered = validate_frame(delivered, AlertDeliveries, file_name="alert_deliveries")
-            warehouse.write("alert_deliveries", DELIVERIES_KEY, delivered)
+            delivered = warehouse.write_single(ALERT_DELIVERIES, delivered)
     return RefreshSummary(
         patients=frozenset(todo),
         opened_alert_ids=opened,
-        open_alerts=updated.filter(pl.col("state") != "resolved").height,
-        failed_deliveries=delivered.filter(pl.col("state") != "sent").height
+        open_alerts=updated.filter(pl.col("state") != AlertState.RESOLVED).height,
+        failed_deliveries=delivered.filter(pl.col("state") != DeliveryState.SENT).height
         if delivered.height
         else 0,
     )

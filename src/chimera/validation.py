@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pandera.errors as pa_errors
@@ -79,10 +80,15 @@ def failure_cases_to_problems(
     return problems
 
 
+_ENUM_REPR = re.compile(r"<\w+\.\w+: ('[^']*')>")
+"""``<Method.STR: 'STR'>``: how pandera prints an ``isin=list(Method)`` member."""
+
+
 def _explain(check: str, column: str | None) -> str:
     col = f"{column!r}" if column else "the table"
     if check.startswith("isin("):
-        return f"{col} must be one of {check[5:-1]}"
+        allowed = _ENUM_REPR.sub(r"\1", check[5:-1])
+        return f"{col} must be one of {allowed}"
     if check == "column_in_dataframe":
         return f"required column {col} is missing"
     if check == "column_in_schema":

@@ -1,16 +1,20 @@
-"""The Parquet warehouse: atomic writes, lineage, and reads for everyone else.
+"""The Parquet warehouse: the table catalog, atomic validated writes, reads for everyone else.
 
+Every table is named once, in the catalog below (:class:`Table`: folder, Pandera contract, row
+key, what one file holds), and code says ``warehouse.read(CHIMERISM)``, never a folder name.
 Every table is a folder of plain Parquet files that ``pl.scan_parquet('<table>/**/*.parquet')``
 and DuckDB's ``read_parquet('<table>/**/*.parquet', hive_partitioning=true)`` read directly.
 Files are written to ``<name>.parquet.tmp`` and renamed into place (``os.replace`` is atomic on
 one file system), so a reader or a crash never sees half a file, and the temporary name does not
-match ``*.parquet``.
+match ``*.parquet``. Every write validates the frame against the table's contract first.
 
 Layout (one file per source for raw tables, one per patient for derived tables):
 
 - ``samples/<sha256>.parquet``, ``infusions/<sha256>.parquet``: registry rows per manifest/log;
 - ``observations_str|qpcr|ddpcr/<sha256>.parquet``: parsed assay rows per export;
-- ``chimerism/``, ``markers/``, ``genotypes/``, ``trends/``, ``kinetics/``: ``<patient>.parquet``;
+- ``chimerism/``, ``markers/``, ``trends/``, ``kinetics/``: ``<patient>.parquet``;
+- ``alerts/alerts.parquet``, ``alert_deliveries/deliveries.parquet``,
+  ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``: one file each;
 - ``ingest_log/<YYYY-MM-DD>/<time>-<sha>-<status>.parquet``: the append-only ledger.
 """
 
@@ -24,12 +28,27 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import polars as pl
+from pandera.api.polars.model import DataFrameModel
 
 from chimera import __version__
+from chimera.validation import validate_frame
+from schemas.base import polars_schema
+from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
+from schemas.vocab import Method
+from schemas.warehouse import (
+    AssayLimits,
+    Chimerism,
+    DdpcrObservations,
+    Infusions,
+    IngestLog,
+    Markers,
+    QpcrObservations,
+    Samples,
+    StrObservations,
+)
 
 PIPELINE_VERSION = __version__
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -55,11 +74,97 @@ def read_parquet_cached(path: Path) -> pl.DataFrame:
     return frame
 
 
-OBSERVATION_TABLES = {
-    "STR": "observations_str",
-    "qPCR": "observations_qpcr",
-    "ddPCR": "observations_ddpcr",
+@dataclass(frozen=True)
+class Table:
+    """A warehouse table: the one place its folder, contract, row key and files are named."""
+
+    name: str
+    """Folder under the warehouse root (also the DuckDB view name)."""
+    model: type[DataFrameModel]
+    """The Pandera contract every write is validated against."""
+    key: tuple[str, ...]
+    """Columns that identify a row."""
+    partition_by: tuple[str, ...] = ()
+    """Column(s) whose value names each file, ``<name>/<value>.parquet``; () = a single file."""
+    single_file: str | None = None
+    """Stem of the only file of an unpartitioned table."""
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        """The contract's columns as a polars schema (for empty frames)."""
+        return polars_schema(self.model)
+
+
+SOURCE = ("source_sha256",)
+PATIENT = ("patient_id",)
+
+SAMPLES = Table("samples", Samples, key=("source_sha256", "sample_id"), partition_by=SOURCE)
+INFUSIONS = Table(
+    "infusions", Infusions, key=("source_sha256", "patient_id", "dose_number"), partition_by=SOURCE
+)
+OBSERVATIONS_STR = Table(
+    "observations_str", StrObservations, key=("source_sha256", "source_row"), partition_by=SOURCE
+)
+OBSERVATIONS_QPCR = Table(
+    "observations_qpcr", QpcrObservations, key=("source_sha256", "source_row"), partition_by=SOURCE
+)
+OBSERVATIONS_DDPCR = Table(
+    "observations_ddpcr",
+    DdpcrObservations,
+    key=("source_sha256", "source_row"),
+    partition_by=SOURCE,
+)
+CHIMERISM = Table(
+    "chimerism", Chimerism, key=("sample_id", "method", "source_sha256"), partition_by=PATIENT
+)
+MARKERS = Table(
+    "markers",
+    Markers,
+    key=("sample_id", "method", "marker", "replicate", "source_sha256"),
+    partition_by=PATIENT,
+)
+TRENDS = Table("trends", Trends, key=("patient_id", "sample_id", "method"), partition_by=PATIENT)
+KINETICS = Table(
+    "kinetics", Kinetics, key=("patient_id", "scope", "dose_number"), partition_by=PATIENT
+)
+KINETICS_COHORT = Table(
+    "kinetics_cohort",
+    CohortKinetics,
+    key=("scope", "dose_number", "parameter"),
+    single_file="cohort",
+)
+ALERTS = Table("alerts", Alerts, key=("alert_id",), single_file="alerts")
+ALERT_DELIVERIES = Table(
+    "alert_deliveries", AlertDeliveries, key=("alert_id", "channel"), single_file="deliveries"
+)
+INGEST_LOG = Table("ingest_log", IngestLog, key=("source_sha256", "logged_at"))
+ASSAY_LIMITS = Table("assay_limits", AssayLimits, key=("method", "series_id"), single_file="limits")
+
+TABLES = (
+    SAMPLES,
+    INFUSIONS,
+    OBSERVATIONS_STR,
+    OBSERVATIONS_QPCR,
+    OBSERVATIONS_DDPCR,
+    CHIMERISM,
+    MARKERS,
+    TRENDS,
+    KINETICS,
+    KINETICS_COHORT,
+    ALERTS,
+    ALERT_DELIVERIES,
+    INGEST_LOG,
+    ASSAY_LIMITS,
+)
+"""Every warehouse table."""
+OBSERVATIONS: dict[Method, Table] = {
+    Method.STR: OBSERVATIONS_STR,
+    Method.QPCR: OBSERVATIONS_QPCR,
+    Method.DDPCR: OBSERVATIONS_DDPCR,
 }
+"""The raw table of each assay method."""
+RAW_TABLES = (SAMPLES, INFUSIONS, *OBSERVATIONS.values())
+"""Tables holding one file per accepted source file (``<sha256>.parquet``)."""
 
 
 def file_key(value: str) -> str:
@@ -99,61 +204,87 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
 
 @dataclass(frozen=True)
 class Warehouse:
-    """Paths and reads of one warehouse root."""
+    """Paths, reads and validated writes of one warehouse root."""
 
     root: Path
 
-    def table(self, name: str) -> Path:
-        """Folder of table ``name``."""
-        return self.root / name
+    def folder(self, table: Table) -> Path:
+        """Folder of ``table``."""
+        return self.root / table.name
 
-    def files(self, name: str) -> list[Path]:
+    def files(self, table: Table) -> list[Path]:
         """The Parquet files of a table (temporary files excluded), sorted by path."""
-        folder = self.table(name)
+        folder = self.folder(table)
         if not folder.is_dir():
             return []
         return sorted(folder.rglob("*.parquet"))
 
-    def read(self, name: str, schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
-        """Read a whole table; an absent or empty table gives an empty frame with ``schema``."""
-        paths = self.files(name)
+    def read(self, table: Table) -> pl.DataFrame:
+        """Read a whole table; absent columns (and an absent table) follow its contract."""
+        schema = table.schema
+        paths = self.files(table)
         if not paths:
-            return pl.DataFrame(schema=schema or {})
+            return pl.DataFrame(schema=schema)
         frame = pl.concat([read_parquet_cached(p) for p in paths], how="diagonal_relaxed")
-        if schema is not None:
-            for column, dtype in schema.items():
-                if column not in frame.columns:
-                    frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(column))
-        return frame
+        missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in frame]
+        return frame.with_columns(missing) if missing else frame
 
-    def read_file(self, name: str, key: str) -> pl.DataFrame | None:
-        """Read ``<table>/<key>.parquet`` when it exists."""
-        path = self.table(name) / f"{file_key(key)}.parquet"
+    def _path(self, table: Table, key: str) -> Path:
+        return self.folder(table) / f"{file_key(key)}.parquet"
+
+    def _single(self, table: Table) -> str:
+        if table.single_file is None:
+            msg = f"table {table.name!r} is partitioned by {table.partition_by}; give a key"
+            raise ValueError(msg)
+        return table.single_file
+
+    def read_part(self, table: Table, key: str) -> pl.DataFrame | None:
+        """Read the file ``<table>/<key>.parquet`` (one patient or one source) when it exists."""
+        path = self._path(table, key)
         return read_parquet_cached(path) if path.is_file() else None
 
-    def has(self, name: str, key: str) -> bool:
+    def has(self, table: Table, key: str) -> bool:
         """Whether ``<table>/<key>.parquet`` exists."""
-        return (self.table(name) / f"{file_key(key)}.parquet").is_file()
+        return self._path(table, key).is_file()
 
-    def write(self, name: str, key: str, frame: pl.DataFrame) -> Path:
-        """Atomically (re)write ``<table>/<key>.parquet``; an empty frame removes the file."""
-        path = self.table(name) / f"{file_key(key)}.parquet"
+    def write(self, table: Table, key: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """Validate ``frame`` against the table's contract, then atomically (re)write one file.
+
+        The file is ``<table>/<key>.parquet``; an empty frame removes it. Returns the rows as
+        stored (validated, coerced to the contract's dtypes).
+
+        Raises
+        ------
+        ValidationFailedError
+            When the frame breaks the contract (nothing is written).
+        """
+        path = self._path(table, key)
         if frame.height == 0:
             path.unlink(missing_ok=True)
-            return path
-        return write_parquet_atomic(frame, path)
+            return frame
+        valid = validate_frame(frame, table.model, file_name=f"{table.name}/{key}")
+        write_parquet_atomic(valid, path)
+        return valid
 
-    def append_log(
-        self, frame: pl.DataFrame, *, logged_at: datetime, sha256: str, status: str
-    ) -> Path:
-        """Append one ledger event as its own file (never rewrites history)."""
+    def write_single(self, table: Table, frame: pl.DataFrame) -> pl.DataFrame:
+        """:meth:`write` the only file of an unpartitioned table (alerts, cohort kinetics ...)."""
+        return self.write(table, self._single(table), frame)
+
+    def read_single(self, table: Table) -> pl.DataFrame | None:
+        """The only file of an unpartitioned table, when it exists."""
+        return self.read_part(table, self._single(table))
+
+    def append_log(self, row: pl.DataFrame) -> Path:
+        """Validate one ledger event and append it as its own file (never rewrites history)."""
+        valid = validate_frame(row, INGEST_LOG.model, file_name=INGEST_LOG.name)
+        logged_at, sha256, status = valid.select("logged_at", "source_sha256", "status").row(0)
         stamp = logged_at.strftime("%Y%m%dT%H%M%S%f")
         path = (
-            self.table("ingest_log")
+            self.folder(INGEST_LOG)
             / logged_at.strftime("%Y-%m-%d")
             / f"{stamp}-{sha256[:16]}-{status}-{uuid.uuid4().hex[:6]}.parquet"
         )
-        return write_parquet_atomic(frame, path)
+        return write_parquet_atomic(valid, path)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -256,32 +256,25 @@ def test_waiting_too_long_is_quarantined_with_report(prefect_harness: str, tmp_p
 def test_slowly_copied_file_is_read_only_once_settled(prefect_harness: str, tmp_path: Path) -> None:
     """A file still being written (growing, fresh mtime) is never read; it is accepted once settled."""
     home = tmp_path / "data"
-    write_config(home, "[inbox_rules]\nsettle_seconds = 1.0\n")
+    write_config(home, "[inbox_rules]\nsettle_seconds = 30.0\n")
     inbox = home / "inbox"
     registry_files(inbox)
     assert set(statuses(poll(home)).values()) == {"accepted"}
     data = post_dose_table(1, 12.0)
     target = inbox / "gm_d01.txt"
-    chunks = [data[i : i + len(data) // 6 + 1] for i in range(0, len(data), len(data) // 6 + 1)]
-
-    def copy_slowly() -> None:
-        with target.open("wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-                fh.flush()
-                time.sleep(0.4)
-
-    writer = threading.Thread(target=copy_slowly)
-    writer.start()
+    step = len(data) // 6 + 1
     seen_settling = 0
-    while writer.is_alive():
-        result = poll(home)
-        assert "gm_d01.txt" not in statuses(result)
-        seen_settling += "gm_d01.txt" in result["settling"]
-    writer.join()
+    with target.open("wb") as fh:  # a copy in progress: every chunk refreshes the mtime
+        for start in range(0, len(data), step):
+            fh.write(data[start : start + step])
+            fh.flush()
+            result = poll(home)
+            assert "gm_d01.txt" not in statuses(result)
+            seen_settling += "gm_d01.txt" in result["settling"]
     assert seen_settling >= 1
     assert set(ledger(home)["file_name"]) == {"manifest.csv", "infusions.csv", "gm_refs.txt"}
-    time.sleep(1.2)
+    finished = time.time() - 60  # the copy ended a minute ago: settled
+    os.utime(target, (finished, finished))
     assert statuses(poll(home)) == {"gm_d01.txt": "accepted"}
     assert ledger(home).filter(pl.col("file_name") == "gm_d01.txt")["source_sha256"].to_list() == [
         sha(data)

@@ -10,7 +10,7 @@ import pytest
 from flow_builders import infusion_csv, ledger, manifest_csv, post_dose_table, references_table
 from rich.console import Console
 
-from chimera.service import watch_inbox
+from chimera.poll import watch_inbox
 from chimera.settings import load_settings
 
 pytestmark = pytest.mark.flows

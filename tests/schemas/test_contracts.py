@@ -176,3 +176,11 @@ def test_one_current_row_per_sample_and_method() -> None:
     Chimerism.validate(
         pl.concat([_chimerism(), _chimerism(source_sha256="b" * 64, superseded=True)])
     )
+
+
+def test_isin_problem_lists_plain_vocabulary_values() -> None:
+    """A value outside an enum-backed domain is explained with the plain values, not reprs."""
+    with pytest.raises(ValidationFailedError) as caught:
+        validate_frame(_chimerism(method="PCR"), Chimerism, file_name="chimerism")
+    messages = [p.message for p in caught.value.problems if p.column == "method"]
+    assert messages == ["'method' must be one of ['STR', 'qPCR', 'ddPCR']"]

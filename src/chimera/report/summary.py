@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chimera.settings import Settings
-from chimera.warehouse import Warehouse
+from chimera.warehouse import ALERTS, CHIMERISM, KINETICS_COHORT, Warehouse
 
 METHODS = ("STR", "qPCR", "ddPCR")
 
@@ -50,12 +50,12 @@ def _status_counts(frame: pl.DataFrame, method: str) -> str:
 def print_demo_summary(settings: Settings, console: Console) -> None:
     """Per-patient results by method, the cohort kinetics and the alerts raised."""
     warehouse = Warehouse(settings.warehouse)
-    chimerism = warehouse.read("chimerism")
+    chimerism = warehouse.read(CHIMERISM)
     if chimerism.height == 0:
         console.print("No chimerism results in the warehouse yet.")
         return
     current = chimerism.filter(~pl.col("superseded"))
-    alerts = warehouse.read("alerts")
+    alerts = warehouse.read(ALERTS)
     table = Table(title="Per patient (results: quantified/below LoQ/not detected/failed)")
     for column in (
         "patient",
@@ -142,7 +142,7 @@ def _print_side_by_side(current: pl.DataFrame, console: Console) -> None:
 
 
 def _print_kinetics(warehouse: Warehouse, console: Console) -> None:
-    cohort = warehouse.read("kinetics_cohort")
+    cohort = warehouse.read(KINETICS_COHORT)
     if cohort.height == 0:
         return
     wanted = ["cmax_pct", "auc_pct_days", "half_life_days"]
@@ -200,7 +200,7 @@ def _evidence_line(row: dict[str, object]) -> str:
 
 def print_alerts(settings: Settings, console: Console, *, include_resolved: bool) -> int:
     """List alerts (open and ongoing, or all) with the evidence behind each; return exit code 0."""
-    alerts = Warehouse(settings.warehouse).read("alerts")
+    alerts = Warehouse(settings.warehouse).read(ALERTS)
     if alerts.height and not include_resolved:
         alerts = alerts.filter(pl.col("state") != "resolved")
     if alerts.height == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,17 +11,16 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from chimera import ingest as ingest_module
 from chimera.cli import app
-from chimera.pipeline import (
-    FileStatus,
-    _assay_sample_ids,
-    ingest_path,
-    ingest_paths,
-    read_ledger,
-    resolve_sample_ids,
-)
+from chimera.detect import Detection, detect_format
+from chimera.ingest import SourceFile, ingest_path
+from chimera.poll import ingest_paths, processing_order
+from chimera.prerequisites import assay_sample_ids, resolve_sample_ids
+from chimera.registry import read_ledger
 from chimera.settings import Settings
 from chimera.warehouse import Warehouse, sha256_of
+from schemas.vocab import FileStatus
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 MANIFEST = (
@@ -294,7 +294,7 @@ def test_named_ntc_wells_need_no_manifest_row() -> None:
             "task": ["unknown"] * 6,
         }
     )
-    assert _assay_sample_ids(frame) == ["NTCP-7", "P01-D1"]
+    assert assay_sample_ids(frame) == ["NTCP-7", "P01-D1"]
 
 
 def test_absolute_count_falls_back_to_lymphocytes(
@@ -307,3 +307,59 @@ def test_absolute_count_falls_back_to_lymphocytes(
     ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
     row = _chimerism(settings).row(0, named=True)
     assert row["ink_cells_per_ul"] == pytest.approx(800 * row["pct_ink"] / 100)
+
+
+def test_each_file_is_read_and_detected_once_12(
+    trial: dict[str, Path], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ordering and a waiting file's retry reuse the bytes and the detection read the first time."""
+    folder = trial["sample"].parent
+    renamed = {"sample": "1_sample.txt", "donor": "2_donor.txt", "baseline": "3_baseline.txt"}
+    for key, name in renamed.items():
+        trial[key] = trial[key].rename(folder / name)  # the post-dose file is tried first: waits
+    reads: Counter[str] = Counter()
+    detections: Counter[bytes] = Counter()
+    read_bytes, detect = Path.read_bytes, ingest_module.detect_format
+
+    def counting_read(path: Path) -> bytes:
+        reads[path.name] += 1
+        return read_bytes(path)
+
+    def counting_detect(data: bytes) -> Detection | None:
+        detections[data] += 1
+        return detect(data)
+
+    monkeypatch.setattr(Path, "read_bytes", counting_read)
+    monkeypatch.setattr(ingest_module, "detect_format", counting_detect)
+    outcomes = ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
+    assert [o.status for o in outcomes] == [FileStatus.ACCEPTED] * 5
+    waited = read_ledger(Warehouse(settings.warehouse)).filter(
+        pl.col("file_name") == "1_sample.txt"
+    )
+    assert waited["status"].to_list() == ["waiting", "accepted"]
+    assert {name: reads[name] for name in (p.name for p in trial.values())} == dict.fromkeys(
+        (p.name for p in trial.values()), 1
+    )
+    assert sorted(detections.values()) == [1] * 5
+
+
+def test_processing_order_uses_the_detections_it_is_given(
+    real_exports: Path, tmp_path: Path
+) -> None:
+    """Registry files go first, then assays, then unrecognised files; no file is opened."""
+    manifest = MANIFEST.encode()
+    genemapper = (
+        real_exports / "genemapper" / "rchimerism_single_donor_ddata_donor.txt"
+    ).read_bytes()
+    gone = [tmp_path / "a_str.txt", tmp_path / "b_manifest.csv", tmp_path / "c_notes.txt"]
+    sources = [
+        SourceFile(gone[0], genemapper, sha256_of(genemapper), detect_format(genemapper)),
+        SourceFile(gone[1], manifest, sha256_of(manifest), detect_format(manifest)),
+        SourceFile(gone[2], b"notes", sha256_of(b"notes"), None),
+    ]
+    assert not any(p.exists() for p in gone)
+    assert [s.name for s in processing_order(sources)] == [
+        "b_manifest.csv",
+        "a_str.txt",
+        "c_notes.txt",
+    ]

@@ -1,0 +1,117 @@
+"""What an assay file needs before it can be accepted, and which of its samples those are.
+
+An assay file waits (``waiting`` in the ledger) until the manifest names its samples, each
+post-dose patient's baseline has been measured and the product lot's reference has been
+measured by the same method. Controls need no manifest row. Export sample names that only
+embed a manifest id (GeneMapper's run-file names) are mapped to the id first.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from chimera.registry import Registry
+from schemas.vocab import PRODUCT_ROLES, Method, Role
+
+CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
+CONTROL_SAMPLE_NAMES = (
+    r"(?i)^\s*(ntc|nac|h2o|water|blank|no[ _-]?template|neg(ative)?[ _-]?(ctrl|control))\b"
+)
+"""Well names labs give no-template controls; such wells need no manifest row."""
+CONTROL_SAMPLE_TYPES = ("ntc", "negctrl", "posctrl", "negative control", "positive control")
+
+
+def assay_sample_ids(frame: pl.DataFrame) -> list[str]:
+    """Sample ids in an assay frame that must be in a manifest (controls excluded)."""
+    keep = pl.col("sample_id").is_not_null() & (pl.col("sample_id").str.strip_chars() != "")
+    if "task" in frame.columns:
+        keep &= ~pl.col("task").is_in(CONTROL_TASKS)
+    if "sample_type" in frame.columns:
+        keep &= pl.col("sample_type").is_null() | ~pl.col("sample_type").str.to_lowercase().is_in(
+            CONTROL_SAMPLE_TYPES
+        )
+    if "task" in frame.columns or "sample_type" in frame.columns:  # PCR plates
+        keep &= ~pl.col("sample_id").str.contains(CONTROL_SAMPLE_NAMES)
+    return sorted(frame.filter(keep)["sample_id"].unique().to_list())
+
+
+_INSTRUMENT_SUFFIX = re.compile(r"\.(fsa|hid|ab1|eds|sds)$", re.IGNORECASE)
+
+
+def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
+    """Map export sample names to manifest ``sample_id`` s when the name only embeds the id.
+
+    GeneMapper's Sizing Table names samples by their run file (``A01_P01-D004.fsa``). A name not
+    in the manifest is mapped when, after dropping an instrument file suffix, it equals a
+    manifest id or contains exactly one as a whole token (the longest when one id contains
+    another, so ``P01-D003-PRE`` wins over ``P01-D003``). Ambiguous or unmatched names stay.
+    """
+    if frame.height == 0 or "sample_id" not in frame.columns:
+        return frame
+    names = set(frame["sample_id"].drop_nulls().unique().to_list()) - known
+    mapping: dict[str, str] = {}
+    for name in names:
+        stem = _INSTRUMENT_SUFFIX.sub("", name.strip())
+        if stem in known:
+            mapping[name] = stem
+            continue
+        hits = [
+            k
+            for k in known
+            if k and re.search(rf"(?<![A-Za-z0-9]){re.escape(k)}(?![A-Za-z0-9])", stem)
+        ]
+        longest = [h for h in hits if not any(h != o and h in o for o in hits)]
+        if len(longest) == 1:
+            mapping[name] = longest[0]
+    if not mapping:
+        return frame
+    return frame.with_columns(pl.col("sample_id").replace(mapping))
+
+
+def missing_prerequisites(
+    frame: pl.DataFrame,
+    method: Method,
+    *,
+    registry: Registry,
+    measured: set[str],
+    baselines_measured: set[str],
+) -> list[str]:
+    """What an assay file still waits for: manifest rows, a baseline, the product reference.
+
+    ``measured`` = sample ids already measured by this method (stored or in this file);
+    ``baselines_measured`` = sample ids that count as a measured baseline: for STR the same
+    method (the genotype is needed), for qPCR/ddPCR any PCR plate (marker screening is often
+    done once, by one PCR method). A product reference must be measured by the same method.
+    """
+    ids = assay_sample_ids(frame)
+    known = registry.samples.filter(pl.col("sample_id").is_in(ids))
+    unknown = sorted(set(ids) - set(known["sample_id"].to_list()))
+    waits = []
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (
+            f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        )
+        waits.append(f"manifest rows for sample(s) {shown}")
+    reference_roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
+    references = registry.samples.filter(
+        pl.col("sample_id").is_in(list(measured)) & pl.col("role").is_in(reference_roles)
+    )
+    baselines = registry.samples.filter(
+        pl.col("sample_id").is_in(list(baselines_measured))
+        & (pl.col("role") == Role.RECIPIENT_BASELINE)
+    )
+    for patient in sorted(known.filter(pl.col("role") == Role.POST_DOSE)["patient_id"].unique()):
+        lot = registry.lots.get(patient)
+        if lot is None:
+            waits.append(
+                f"the product lot of patient {patient} (add product_lot to the manifest or infusion log)"
+            )
+            continue
+        if not baselines.filter(pl.col("patient_id") == patient).height:
+            kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
+            waits.append(f"{kind} result of patient {patient}'s baseline (recipient_baseline)")
+        if not references.filter(pl.col("patient_id") == lot).height:
+            waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
+    return waits
