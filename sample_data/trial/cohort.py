@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import replace
 
 from .genetics import MARKERS, TRANSGENE
 from .protocol import PatientDesign, typical_cmax
@@ -26,6 +27,8 @@ SCENARIO_WEIGHTS = (
 )
 SPECIMEN_SPELLINGS = ("Peripheral blood", "PB", "PBMC", "peripheral blood", "Whole blood")
 SORTED_SHARE = 0.1
+SORTED_FRACTION_DAYS = (1, 25, 53)
+EXPANSION_ANCHORS = ((181.0, 0.03), (220.0, 1.0), (276.0, 12.0), (365.0, 17.5))
 ENROLMENT_SHARE_OF_PERIOD = 0.75
 
 
@@ -53,6 +56,36 @@ def _genomes(
             return germline, donor
 
 
+def _scenario(
+    rng: random.Random, base: PatientDesign, donor: dict[str, int] | None
+) -> PatientDesign:
+    """Apply the kinetics of the patient's scenario to a typical design."""
+    scenario = base.scenario
+    if scenario == "accumulating_persistent":
+        cmax = typical_cmax(rng, rng.uniform(3.0, 6.0))
+        return replace(base, half_life_days=rng.uniform(12.0, 25.0), cmax_per_1e9_pct=cmax)
+    if scenario == "unexpected_expansion":
+        return replace(base, expansion_anchors=EXPANSION_ANCHORS)
+    if scenario == "early_loss":
+        return replace(base, rejected_from_dose=rng.choice((2, 3, 4)))
+    if scenario == "never_engrafting":
+        return replace(base, cmax_per_1e9_pct=(0.0,) * len(base.cmax_per_1e9_pct))
+    if scenario == "falling_exposure":
+        falling = tuple(round(v * 0.8**n, 2) for n, v in enumerate(base.cmax_per_1e9_pct))
+        return replace(base, cmax_per_1e9_pct=falling)
+    if donor is not None:
+        start = rng.uniform(1.0, 5.0)
+        relapse = scenario.startswith("relapse")
+        anchors = (
+            ((-7.0, start), (60.0, start), (180.0, 30.0), (365.0, 50.0))
+            if relapse
+            else ((-7.0, start), (365.0, start))
+        )
+        return replace(base, hsct_donor_markers=donor, recipient_share_anchors=anchors,
+                       dilution_by_relapse=relapse)  # fmt: skip
+    return base
+
+
 def random_patient(
     rng: random.Random, index: int, first_infusion: dt.datetime, end: dt.date
 ) -> PatientDesign:
@@ -60,49 +93,18 @@ def random_patient(
     names, weights = zip(*SCENARIO_WEIGHTS, strict=True)
     scenario = rng.choices(names, weights)[0]
     germline, donor = _genomes(rng, three_genome=scenario.endswith("three_genome"))
-    cohort = 1 if index % 2 else 2
-    base = rng.uniform(10.0, 24.0)
-    kwargs: dict[str, object] = {}
-    half_life = rng.uniform(0.8, 1.3)
-    cmax = typical_cmax(rng, base)
-    if scenario == "accumulating_persistent":
-        half_life, cmax = rng.uniform(12.0, 25.0), typical_cmax(rng, rng.uniform(3.0, 6.0))
-    elif scenario == "unexpected_expansion":
-        kwargs["expansion_anchors"] = ((181.0, 0.03), (220.0, 1.0), (276.0, 12.0), (365.0, 17.5))
-    elif scenario == "early_loss":
-        kwargs["rejected_from_dose"] = rng.choice((2, 3, 4))
-    elif scenario == "never_engrafting":
-        cmax = (0.0,) * len(cmax)
-    elif scenario == "falling_exposure":
-        cmax = tuple(round(v * 0.8**n, 2) for n, v in enumerate(cmax))
-    elif scenario.endswith("three_genome"):
-        kwargs["hsct_donor_markers"] = donor
-        start = rng.uniform(1.0, 5.0)
-        relapse = scenario.startswith("relapse")
-        kwargs["recipient_share_anchors"] = (
-            ((-7.0, start), (60.0, start), (180.0, 30.0), (365.0, 50.0))
-            if relapse
-            else ((-7.0, start), (365.0, start))
-        )
-        kwargs["dilution_by_relapse"] = relapse
-    if rng.random() < SORTED_SHARE:
-        kwargs["sorted_fraction_days"] = (1, 25, 53)
-    spelling = rng.choice(SPECIMEN_SPELLINGS)
-    return PatientDesign(
-        f"H{index:03d}",
-        scenario,
-        cohort,
-        first_infusion,
-        half_life,
-        cmax,
-        rng.choice("MF"),
-        germline,
-        rng.uniform(1500.0, 4500.0),
-        spelling,
-        "benchmark patient",
+    base = PatientDesign(
+        patient_id=f"H{index:03d}", scenario=scenario, cohort=1 if index % 2 else 2,
+        first_infusion=first_infusion, half_life_days=rng.uniform(0.8, 1.3),
+        cmax_per_1e9_pct=typical_cmax(rng, rng.uniform(10.0, 24.0)), sex=rng.choice("MF"),
+        germline_markers=germline, wbc_baseline_per_ul=rng.uniform(1500.0, 4500.0),
+        blood_specimen=rng.choice(SPECIMEN_SPELLINGS), note="benchmark patient",
         enrolment_end=end,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    )  # fmt: skip
+    patient = _scenario(rng, base, donor)
+    if rng.random() < SORTED_SHARE:
+        patient = replace(patient, sorted_fraction_days=SORTED_FRACTION_DAYS)
+    return patient
 
 
 def random_cohort(seed: int, patients: int, start: dt.date, months: int) -> list[PatientDesign]:

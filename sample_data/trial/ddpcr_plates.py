@@ -60,60 +60,46 @@ def _plates(trial: Trial, samples: list[Sample]) -> list[list[Sample]]:
     return plates
 
 
+def _extract(
+    trial: Trial,
+    rng: random.Random,
+    sample: Sample,
+    sample_type: str,
+    marker: str,
+    replicates: int = DDPCR_REPLICATES,
+) -> list[DdpcrWell]:
+    """Replicate wells of one sample's extract on one marker."""
+    copies = trial.marker_copies(sample, marker)
+    return plan_wells(rng, sample.sample_id, sample_type, marker, copies,
+                      failed=sample.qc_failure, replicates=replicates)  # fmt: skip
+
+
 def _plan_plate(
     trial: Trial, rng: random.Random, plate: str, plate_samples: list[Sample], ran: dt.date
 ) -> list[DdpcrWell]:
-    events = trial.config.events
+    """Controls first (product, calibrator, baselines, HSCT donors), then samples, then NTCs."""
     patients = sorted({s.patient_id for s in plate_samples})
     ink_markers = sorted({trial.patient[pid].ddpcr_ink_marker() for pid in patients})
     wells: list[DdpcrWell] = []
     reference, calibrator = product_reference(), calibrator_for(ran)
     for marker in ink_markers:
-        wells += plan_wells(
-            rng,
-            reference.sample_id,
-            SAMPLE_TYPE_POSITIVE,
-            marker,
-            trial.marker_copies(reference, marker),
-        )
-        wells += plan_wells(
-            rng,
-            calibrator.sample_id,
-            SAMPLE_TYPE_POSITIVE,
-            marker,
-            trial.marker_copies(calibrator, marker),
-            replicates=1,
-        )
+        wells += _extract(trial, rng, reference, SAMPLE_TYPE_POSITIVE, marker)
+        wells += _extract(trial, rng, calibrator, SAMPLE_TYPE_POSITIVE, marker, replicates=1)
     for pid in patients:
         baseline = trial.sample(f"{pid}-BL")
         for marker in _patient_markers(trial, pid):
-            wells += plan_wells(
-                rng,
-                baseline.sample_id,
-                SAMPLE_TYPE_NEGATIVE,
-                marker,
-                trial.marker_copies(baseline, marker),
-            )
+            wells += _extract(trial, rng, baseline, SAMPLE_TYPE_NEGATIVE, marker)
         hsct = trial.patient[pid].hsct_marker()
         if hsct:
-            donor = trial.sample(hsct_donor_id(pid))
-            wells += plan_wells(
-                rng, donor.sample_id, SAMPLE_TYPE_POSITIVE, hsct, trial.marker_copies(donor, hsct)
+            wells += _extract(
+                trial, rng, trial.sample(hsct_donor_id(pid)), SAMPLE_TYPE_POSITIVE, hsct
             )
     for sample in plate_samples:
         for marker in _patient_markers(trial, sample.patient_id):
-            wells += plan_wells(
-                rng,
-                sample.sample_id,
-                SAMPLE_TYPE_UNKNOWN,
-                marker,
-                trial.marker_copies(sample, marker),
-                failed=sample.qc_failure,
-            )
-    ntc_markers = ink_markers if len(ink_markers) > 1 else ink_markers * 2
-    for marker in ntc_markers:
+            wells += _extract(trial, rng, sample, SAMPLE_TYPE_UNKNOWN, marker)
+    for marker in ink_markers if len(ink_markers) > 1 else ink_markers * 2:
         wells += plan_wells(rng, "NTC", SAMPLE_TYPE_NTC, marker, 0.0, replicates=1)
-    if events is not None:
+    if trial.config.events is not None:
         _false_positives(trial, plate, wells)
     return wells
 
@@ -179,9 +165,12 @@ def _write(
     plate: str,
     ran: dt.date,
     wells: list[DdpcrWell],
-    suffix: str,
-    **kwargs: str,
+    suffix: str = "",
+    *,
+    supersedes: str | None = None,
+    note: str = "",
 ) -> str:
+    """Write one export (QuantaSoft before May 2025, QX Manager after) and record it."""
     qx = ran >= trial.config.quantasoft_before
     positioned = [(well_name(i), w) for i, w in enumerate(wells)]
     data = export_bytes(rng, positioned, qx_manager=qx)
@@ -190,7 +179,8 @@ def _write(
     path.write_bytes(data)
     relative = f"{out_dir.name}/{path.name}"
     fmt = "qx_manager" if qx else "quantasoft"
-    trial.files.append(FileRecord(relative, str(Method.DDPCR), fmt, plate, **kwargs))  # type: ignore[arg-type]
+    record = FileRecord(relative, str(Method.DDPCR), fmt, plate, supersedes=supersedes, note=note)
+    trial.files.append(record)
     return relative
 
 

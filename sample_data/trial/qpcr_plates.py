@@ -70,9 +70,12 @@ class PlateBuilder:
         self.wells += ntc_wells(name, targets)
 
 
-def _record(trial: Trial, path: Path, fmt: str, plate: str, **kwargs: str | None) -> str:
+def _record(
+    trial: Trial, path: Path, fmt: str, plate: str, *, supersedes: str | None = None, note: str = ""
+) -> str:
     relative = f"{path.parent.name}/{path.name}"
-    trial.files.append(FileRecord(relative, str(Method.QPCR), fmt, plate, **kwargs))  # type: ignore[arg-type]
+    record = FileRecord(relative, str(Method.QPCR), fmt, plate, supersedes=supersedes, note=note)
+    trial.files.append(record)
     return relative
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 _VOCAB_PATH = Path(__file__).resolve().parents[2] / "schemas" / "vocab.py"
 
 
-def _load() -> object:
+def _load() -> ModuleType:
     name = "_chimera_trial_vocab"
     if name in sys.modules:
         return sys.modules[name]
@@ -28,8 +29,8 @@ def _load() -> object:
 
 
 _vocab = _load()
-AlertRuleId = _vocab.AlertRuleId  # type: ignore[attr-defined]
-GenomeModel = _vocab.GenomeModel  # type: ignore[attr-defined]
-Method = _vocab.Method  # type: ignore[attr-defined]
-Role = _vocab.Role  # type: ignore[attr-defined]
-Specimen = _vocab.Specimen  # type: ignore[attr-defined]
+AlertRuleId = _vocab.AlertRuleId
+GenomeModel = _vocab.GenomeModel
+Method = _vocab.Method
+Role = _vocab.Role
+Specimen = _vocab.Specimen
