@@ -163,6 +163,8 @@ class InboxSettings:
     waiting_timeout_hours: float = 72.0
     """A waiting file is quarantined after this long."""
     ignore_patterns: tuple[str, ...] = ("~$*", "*.part", "*.tmp", ".~lock*", ".*", "*.problems.txt")
+    max_file_bytes: int | None = 200_000_000
+    """Larger files are refused unread (``chimera.textio.check_size``); None = no limit."""
 
 
 @dataclass(frozen=True)
