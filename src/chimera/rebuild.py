@@ -285,7 +285,9 @@ def _finish_chimerism(
         pipeline_version=pl.lit(PIPELINE_VERSION),
         source_file=pl.col("source_file").fill_null(""),
     )
-    frame = choose_headline(frame, settings=settings.reconcile)
+    frame = choose_headline(
+        frame, settings=settings.reconcile, cd=settings.alerts.critical_difference
+    )
     return frame.select(columns).sort("collected_at", "sample_id", "method", nulls_last=True)
 
 
