@@ -69,7 +69,9 @@ def _hostile(frame: pl.DataFrame, patient: str) -> pl.DataFrame:
         if column in rows.columns:
             rows = rows.with_columns((pl.lit(HOSTILE_PREFIX) + pl.col(column)).alias(column))
     if "specimen" in rows.columns:
-        rows = rows.with_columns(specimen=pl.lit("-cmd|' /C calc'!A0 <b>PB</b>"))
+        # Hostile but still distinct per specimen (a patient may have PB and sorted fractions).
+        hostile = pl.lit("-cmd|' /C calc'!A0 <b>") + pl.col("specimen") + pl.lit("</b>")
+        rows = rows.with_columns(specimen=hostile)
     if "qc_reasons" in rows.columns:
         rows = rows.with_columns(qc_reasons=pl.lit(HOSTILE_REASON))
     if "message" in rows.columns:
