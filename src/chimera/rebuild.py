@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import polars as pl
@@ -62,7 +62,7 @@ def _compute(
 def _patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
     """The patient's samples plus the product samples of their lot, with ``product_lot`` set."""
     lot = registry.lots.get(patient)
-    own = registry.samples.filter(pl.col("patient_id") == patient).with_columns(
+    own = registry.patient_samples(patient).with_columns(
         product_lot=pl.lit(lot, dtype=pl.String),
         # A dilution standard is measured exactly like a post-dose sample of its series.
         role=pl.when(pl.col("role") == Role.DILUTION_STANDARD)
@@ -78,34 +78,82 @@ def _patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class CurrentRows:
+    """One method's current raw rows, indexed so that one patient's share is cheap to take."""
+
+    method: Method
+    frame: pl.DataFrame
+    """Every current row, with :data:`_ROW` (its position, to keep the rows' order)."""
+    by_sample: dict[str, pl.DataFrame]
+    by_source: dict[str, pl.DataFrame]
+    references: pl.DataFrame
+    """Rows of registered product references (``donor_reference``), every file."""
+
+    def sources_of(self, sample_ids: Iterable[str]) -> set[str]:
+        """The files holding any of these samples."""
+        return {
+            sha
+            for sid in sample_ids
+            if sid in self.by_sample
+            for sha in self.by_sample[sid]["source_sha256"].unique().to_list()
+        }
+
+    def take(self, sample_ids: Iterable[str] = (), sources: Iterable[str] = ()) -> pl.DataFrame:
+        """Rows of these samples and of these files (each row once, in stored order)."""
+        parts = [self.by_source[s] for s in sorted(set(sources)) if s in self.by_source]
+        taken = set(sources)
+        parts += [
+            rows.filter(~pl.col("source_sha256").is_in(list(taken)))
+            for sid in sorted(set(sample_ids))
+            if (rows := self.by_sample.get(sid)) is not None
+        ]
+        if not parts:
+            return self.frame.clear()
+        return pl.concat(parts).unique(_ROW, keep="first").sort(_ROW)
+
+
+_ROW = "__row"
+
+
+def index_current(method: Method, current: pl.DataFrame, registry: Registry) -> CurrentRows:
+    """Index one method's current rows by sample and by file."""
+    frame = current.with_row_index(_ROW)
+    references = registry.samples.filter(pl.col("role") == Role.DONOR_REFERENCE)["sample_id"]
+    return CurrentRows(
+        method,
+        frame,
+        {
+            str(k[0]): v
+            for k, v in frame.partition_by("sample_id", as_dict=True).items()
+            if k[0] is not None
+        },
+        {str(k[0]): v for k, v in frame.partition_by("source_sha256", as_dict=True).items()},
+        frame.filter(pl.col("sample_id").is_in(references.implode())),
+    )
+
+
 def _method_rows(
-    method: Method, patient: str, registry: Registry, current: pl.DataFrame, settings: Settings
+    rows: CurrentRows, patient: str, registry: Registry, settings: Settings
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Results and marker rows of one patient by one method, with the source of each sample."""
+    method = rows.method
     samples = _patient_samples(registry, patient)
     ids = samples["sample_id"].to_list()
-    post_dose = registry.samples.filter(
-        (pl.col("patient_id") == patient) & pl.col("role").is_in(REPORTED_ROLES)
-    )
-    if (
-        current.height == 0
-        or not current.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).height
-    ):
+    own = registry.patient_samples(patient)
+    post_dose = own.filter(pl.col("role").is_in(REPORTED_ROLES))
+    if not rows.sources_of(post_dose["sample_id"].to_list()):
         return pl.DataFrame(schema=RESULT_COLUMNS), pl.DataFrame(schema=MARKER_COLUMNS)
-    # Plates that hold the patient's own samples; the product's wells on them come along (a
-    # calibrator sits on every plate, so selecting by product samples would take every plate).
-    own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
-    plates = current.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"].unique()
     if method == Method.STR:
-        observations = current.filter(pl.col("sample_id").is_in(ids))
+        observations = rows.take(sample_ids=ids)
     else:
-        # The product's wells on other plates are its registered reference (ddPCR zygosity);
-        # every DNA sample on the plates gets its manifest role (never the instrument's type).
-        product = registry.samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"]
-        observations = current.filter(
-            pl.col("source_sha256").is_in(plates.implode())
-            | pl.col("sample_id").is_in(product.implode())
-        )
+        # Plates that hold the patient's own samples, with every well on them: a calibrator is
+        # its plate's own control. The product's registered reference (donor_reference) comes
+        # from every plate (ddPCR zygosity, marker carriage); every DNA sample on the plates
+        # gets its manifest role (never the instrument's type).
+        plates = rows.sources_of(own["sample_id"].to_list())
+        references = rows.references["sample_id"].unique().to_list()
+        observations = rows.take(sample_ids=references, sources=plates)
         others = registry.samples.filter(
             pl.col("sample_id").is_in(observations["sample_id"].unique().implode())
             & ~pl.col("sample_id").is_in(samples["sample_id"].implode())
@@ -116,6 +164,7 @@ def _method_rows(
             .otherwise(pl.col("product_lot"))
         )
         samples = pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed")
+    observations = observations.drop(_ROW)
     output = _compute(
         method,
         observations.drop("source_file", "ingested_at", "pipeline_version", strict=False),
@@ -141,7 +190,7 @@ def _method_rows(
 
 
 def assay_limits(
-    registry: Registry, current: dict[Method, pl.DataFrame], *, settings: Settings
+    registry: Registry, current: dict[Method, CurrentRows], *, settings: Settings
 ) -> tuple[pl.DataFrame, Settings]:
     """LoD/LoQ per method from dilution series, and the settings that apply them.
 
@@ -154,10 +203,10 @@ def assay_limits(
     rows: list[dict[str, object]] = []
     effective = settings
     nominal = registry.samples.select("sample_id", "nominal_pct")
-    for method, observations in current.items():
+    for method, method_rows in current.items():
         found: list[tuple[float | None, float | None, int]] = []
         for series in sorted(series_ids(registry)):
-            results, _ = _method_rows(method, series, registry, observations, settings)
+            results, _ = _method_rows(method_rows, series, registry, settings)
             if results.height == 0:
                 continue
             joined = results.join(nominal, on="sample_id", how="inner")
@@ -220,28 +269,44 @@ def recompute_patients(
         return
     warehouse.mark_dirty(todo)
     registry = read_registry(warehouse)
-    current = {m: current_observations(read_observations(warehouse, m)) for m in OBSERVATIONS}
+    current = {
+        m: index_current(m, current_observations(read_observations(warehouse, m)), registry)
+        for m in OBSERVATIONS
+    }
     limits, settings = assay_limits(registry, current, settings=settings)
     warehouse.write_single(ASSAY_LIMITS, limits)
+    chimerism, markers = {}, {}
     for patient in sorted(todo - series_ids(registry)):
-        results, markers = [], []
-        for method, observations in current.items():
-            r, m = _method_rows(method, patient, registry, observations, settings)
-            results.append(r)
-            markers.append(m)
-        chimerism = _finish_chimerism(
-            pl.concat(results, how="diagonal_relaxed"), patient, registry, settings
+        chimerism[patient], markers[patient] = _patient_tables(
+            warehouse, patient, registry, current, settings
         )
-        marker_rows = _finish_markers(pl.concat(markers, how="diagonal_relaxed"), patient)
-        previous = warehouse.read_part(CHIMERISM, patient)
-        previous_markers = warehouse.read_part(MARKERS, patient)
-        chimerism = _keep_superseded(chimerism, previous, ["sample_id", "method", "source_sha256"])
-        marker_rows = _keep_superseded(
-            marker_rows, previous_markers, ["sample_id", "method", "source_sha256"]
-        )
-        warehouse.write(CHIMERISM, patient, chimerism)
-        warehouse.write(MARKERS, patient, marker_rows)
+    warehouse.write_parts(CHIMERISM, chimerism)
+    warehouse.write_parts(MARKERS, markers)
     warehouse.clear_dirty(todo)
+
+
+def _patient_tables(
+    warehouse: Warehouse,
+    patient: str,
+    registry: Registry,
+    current: dict[Method, CurrentRows],
+    settings: Settings,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One patient's new ``chimerism`` and ``markers`` rows, earlier exports' rows kept."""
+    results, markers = [], []
+    for rows in current.values():
+        r, m = _method_rows(rows, patient, registry, settings)
+        results.append(r)
+        markers.append(m)
+    chimerism = _finish_chimerism(
+        pl.concat(results, how="diagonal_relaxed"), patient, registry, settings
+    )
+    marker_rows = _finish_markers(pl.concat(markers, how="diagonal_relaxed"), patient)
+    key = ["sample_id", "method", "source_sha256"]
+    return (
+        _keep_superseded(chimerism, warehouse.read_part(CHIMERISM, patient), key),
+        _keep_superseded(marker_rows, warehouse.read_part(MARKERS, patient), key),
+    )
 
 
 def _keep_superseded(

@@ -26,6 +26,16 @@ class Registry:
     lots: dict[str, str | None] = field(default_factory=dict)
     """Product lot of every patient (None when it cannot be told yet)."""
     _owned: dict[tuple[str, str], list[str]] | None = field(default=None, repr=False)
+    _by_patient: dict[str, pl.DataFrame] | None = field(default=None, repr=False)
+
+    def patient_samples(self, patient: str) -> pl.DataFrame:
+        """The registry rows of one patient (or lot, or series), in registry order."""
+        if self._by_patient is None:
+            self._by_patient = {
+                str(k[0]): v
+                for k, v in self.samples.partition_by("patient_id", as_dict=True).items()
+            }
+        return self._by_patient.get(patient, self.samples.clear())
 
     def owned(self, owner: str, role: Role) -> list[str]:
         """Sample ids of ``role`` registered to ``owner`` (a patient, a lot or a series)."""
