@@ -18,7 +18,7 @@ was. After step 3 a re-run finds each file's content in the ledger (a duplicate,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -99,6 +99,16 @@ class Observed:
     def measured(self) -> set[str]:
         """Sample ids measured by this method."""
         return set(self.sources)
+
+
+class Measured:
+    """Sample ids measured in any of several indexes (membership only; nothing is copied)."""
+
+    def __init__(self, *indexes: Container[str]) -> None:
+        self._indexes = indexes
+
+    def __contains__(self, sample_id: object) -> bool:
+        return any(sample_id in index for index in self._indexes)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from chimera.batch import IngestBatch, open_batch
+from chimera.batch import IngestBatch, Measured, open_batch
 from chimera.detect import Assay, DecodedExport, Detection, ExportFormat, detect
 from chimera.errors import ChimeraError, Problem, RejectReason
 from chimera.parsers.common import ParsedExport
@@ -330,10 +330,11 @@ def _accept_assay(
     batch = run.batch
     registry = batch.registry
     frame = resolve_sample_ids(parsed.frame, batch.known_sample_ids)
-    waits = _waits(batch, frame, method, registry)
+    ids = assay_sample_ids(frame)
+    waits = _waits(batch, frame, ids, method, registry)
     if waits:
         return _wait_or_time_out(run, replace(base, detected_format=fmt), waits)
-    supersedes = _superseded_source(batch, frame, method, base.sha256)
+    supersedes = _superseded_source(batch, ids, method, base.sha256)
     table = OBSERVATIONS[method]
     if not batch.has(table, base.sha256):
         batch.add_rows(table, base.sha256, _with_lineage(frame, base, run.now))
@@ -350,16 +351,24 @@ def _accept_assay(
 
 
 def _waits(
-    batch: IngestBatch, frame: pl.DataFrame, method: Method, registry: Registry
+    batch: IngestBatch, frame: pl.DataFrame, ids: list[str], method: Method, registry: Registry
 ) -> list[str]:
-    """What this assay frame still waits for, given what is already measured."""
-    measured = set(assay_sample_ids(frame)) | batch.observed[method].sources.keys()
+    """What this assay frame still waits for, given what is already measured.
+
+    ``ids`` = the frame's :func:`assay_sample_ids`; they count as measured by this method.
+    """
+    here = set(ids)
+    measured = Measured(here, batch.observed[method].sources)
     pool = measured
     if method != Method.STR:
-        for other in (Method.QPCR, Method.DDPCR):
-            pool = pool | batch.observed[other].sources.keys()
+        pool = Measured(here, *(batch.observed[m].sources for m in (Method.QPCR, Method.DDPCR)))
     return missing_prerequisites(
-        frame, method, registry=registry, measured=measured, baselines_measured=pool
+        frame,
+        method,
+        registry=registry,
+        measured=measured,
+        baselines_measured=pool,
+        sample_ids=ids,
     )
 
 
@@ -388,13 +397,11 @@ def _wait_or_time_out(run: _Run, base: FileOutcome, waits: list[str]) -> FileOut
 
 
 def _superseded_source(
-    batch: IngestBatch, frame: pl.DataFrame, method: Method, sha256: str
+    batch: IngestBatch, ids: list[str], method: Method, sha256: str
 ) -> str | None:
     """Name the earlier export(s) whose samples this file re-measures (a corrected re-export)."""
     sources = batch.observed[method].sources
-    earlier = sorted(
-        {sha for i in assay_sample_ids(frame) for sha in sources.get(i, ())} - {sha256}
-    )
+    earlier = sorted({sha for i in ids for sha in sources.get(i, ())} - {sha256})
     if not earlier:
         return None
     labels = sorted(set(batch.ledger.accepted_names(earlier))) or [s[:12] for s in earlier]

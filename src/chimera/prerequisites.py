@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Collection
+from collections.abc import Container
 
 import polars as pl
 
@@ -53,6 +53,8 @@ def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
     if frame.height == 0 or "sample_id" not in frame.columns:
         return frame
     names = set(frame["sample_id"].drop_nulls().unique().to_list()) - known
+    if not names:
+        return frame
     longest_id = max(map(len, known), default=0)
     mapping: dict[str, str] = {}
     for name in names:
@@ -94,8 +96,9 @@ def missing_prerequisites(
     method: Method,
     *,
     registry: Registry,
-    measured: Collection[str],
-    baselines_measured: Collection[str],
+    measured: Container[str],
+    baselines_measured: Container[str],
+    sample_ids: list[str] | None = None,
 ) -> list[str]:
     """What an assay file still waits for: manifest rows, a baseline, the product reference.
 
@@ -103,8 +106,9 @@ def missing_prerequisites(
     ``baselines_measured`` = sample ids that count as a measured baseline: for STR the same
     method (the genotype is needed), for qPCR/ddPCR any PCR plate (marker screening is often
     done once, by one PCR method). A product reference must be measured by the same method.
+    ``sample_ids`` = :func:`assay_sample_ids` of ``frame`` when the caller has them already.
     """
-    ids = assay_sample_ids(frame)
+    ids = assay_sample_ids(frame) if sample_ids is None else sample_ids
     known = registry.samples.filter(pl.col("sample_id").is_in(ids))
     unknown = sorted(set(ids) - set(known["sample_id"].to_list()))
     waits = []
