@@ -32,6 +32,7 @@ from chimera.registry import (
     read_ledger,
     read_observations,
     read_registry,
+    supersession,
 )
 from chimera.settings import Settings
 from chimera.warehouse import (
@@ -339,20 +340,45 @@ def _accept_assay(
         waits = _waits(run.warehouse, frame, method, registry, stored)
         if waits:
             return _wait_or_time_out(run, replace(base, detected_format=fmt), waits, ledger)
-        supersedes = _superseded_source(stored, frame, ledger)
+        rows = _with_lineage(frame, base, run.now).with_columns(
+            run_id=pl.lit(None, dtype=pl.String)
+        )
+        supersedes, why = _replaced_files(stored, rows, method, base.sha256)
         table = OBSERVATIONS[method]
         if not run.warehouse.has(table, base.sha256):
-            run.warehouse.write(table, base.sha256, _with_lineage(frame, base, run.now))
+            run.warehouse.write(table, base.sha256, rows)
         accepted = replace(
             base,
             status=FileStatus.ACCEPTED,
             detected_format=fmt,
             rows=frame.height,
-            patients=frozenset(affected_patients(frame, registry)),
+            patients=frozenset(affected_patients(frame, registry, method)),
             supersedes=supersedes,
-            reason=f"supersedes {supersedes}" if supersedes else None,
+            reason=f"supersedes {supersedes}: {why}" if supersedes else None,
         )
         return _accept(run, accepted)
+
+
+def _replaced_files(
+    stored: pl.DataFrame, rows: pl.DataFrame, method: Method, sha256: str
+) -> tuple[str | None, str | None]:
+    """Names of the files this one replaces as a re-export of their run, and why (or None).
+
+    The rule is :func:`chimera.registry.supersession`'s: the files current before this one
+    that it replaces now.
+    """
+    if stored.height == 0:
+        return None, None
+    before = supersession(stored, method).filter(pl.col("replaced_by").is_null())
+    after = supersession(pl.concat([stored, rows], how="diagonal_relaxed"), method)
+    mine = after.filter(pl.col("source_sha256") == sha256)
+    replaced = after.filter(
+        (pl.col("replaced_by") == sha256)
+        & pl.col("source_sha256").is_in(before["source_sha256"].implode())
+    )
+    if replaced.height == 0:
+        return None, None
+    return ", ".join(sorted(replaced["source_file"].to_list())), mine["link"][0]
 
 
 def _waits(
@@ -397,20 +423,3 @@ def _wait_or_time_out(
     ):
         _log(run, outcome)
     return outcome
-
-
-def _superseded_source(
-    stored: pl.DataFrame, frame: pl.DataFrame, ledger: pl.DataFrame
-) -> str | None:
-    """Name the earlier export(s) whose samples this file re-measures (a corrected re-export)."""
-    if stored.height == 0:
-        return None
-    ids = assay_sample_ids(frame)
-    earlier = stored.filter(pl.col("sample_id").is_in(ids))["source_sha256"].unique().to_list()
-    if not earlier:
-        return None
-    names = ledger.filter(
-        pl.col("source_sha256").is_in(earlier) & (pl.col("status") == FileStatus.ACCEPTED)
-    )
-    labels = sorted(set(names["file_name"].to_list())) or [s[:12] for s in earlier]
-    return ", ".join(labels)

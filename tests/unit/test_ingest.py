@@ -26,8 +26,8 @@ T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 MANIFEST = (
     "sample_id,patient_id,role,collected_at,specimen,wbc_per_ul\n"
     "LOT1-REF,LOT1,donor_reference,,iNK product,\n"
-    "P01-BL,P01,recipient_baseline,2025-03-01T08:00:00Z,peripheral blood,3000\n"
-    "P01-D1,P01,post_dose,2025-03-04T09:00:00Z,peripheral blood,2500\n"
+    "P01-BL,P01,recipient_baseline,2025-03-01T08:00:00Z,PB,3000\n"
+    "P01-D1,P01,post_dose,2025-03-04T09:00:00Z,PB,2500\n"
 )
 INFUSIONS = "patient_id,dose_number,infused_at,cells\nP01,1,2025-03-03T10:00:00Z,5e8\n"
 
