@@ -24,7 +24,9 @@ class StutterRatioEstimates(StrictModel):
     ``panel`` is the comma-separated sorted marker list of the profiles' kit.
     """
 
-    panel: str = pa.Field(description="The kit: comma-separated sorted marker list of its profiles.")
+    panel: str = pa.Field(
+        description="The kit: comma-separated sorted marker list of its profiles."
+    )
     marker: str = pa.Field(description="STR locus.")
     direction: str = pa.Field(
         description="back (n-1) or forward (n+1) stutter.", isin=list(StutterDirection)
@@ -33,7 +35,9 @@ class StutterRatioEstimates(StrictModel):
         description="Peak signal the ratio is measured on (area or height).",
         isin=["area", "height"],
     )
-    ratio: float = pa.Field(description="Stutter / parent signal, 0-1 (methods.md 2.6).", ge=0, le=1)
+    ratio: float = pa.Field(
+        description="Stutter / parent signal, 0-1 (methods.md 2.6).", ge=0, le=1
+    )
     ratio_sd: float = pa.Field(
         description="SD of the single-source observations (null below 2).", nullable=True, ge=0
     )

@@ -40,30 +40,7 @@ class Lineage(StrictModel):
 
 
 class Samples(Manifest, Lineage):
-    """Registered samples: manifest rows with lineage; the latest row for a sample id wins.
-
-    ``nk_per_ul`` is the denominator of a CD56+ fraction's iNK cells/µL, ``purity_pct`` the
-    measured purity of a sorted fraction, ``cell_bank`` the master cell bank of a product row
-    (null = the trial's one bank). Rows written before a column existed read it as null.
-    """
-
-    nk_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
-        description="NK cell count of the sample (denominator of a CD56+ fraction).",
-        metadata={"unit": "cells/µL"},
-        nullable=True,
-        ge=0,
-    )
-    purity_pct: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
-        description="Measured purity of a sorted fraction.",
-        metadata={"unit": "%"},
-        nullable=True,
-        gt=0,
-        le=100,
-    )
-    cell_bank: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
-        description="Master cell bank of a product row (null = the trial's one bank).",
-        nullable=True,
-    )
+    """Registered samples: manifest rows with lineage; the latest row for a sample id wins."""
 
 
 class Infusions(InfusionLog, Lineage):

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
-from chimera.calculate import ddpcr, qpcr
-from chimera.detect import Assay, Detection, ExportFormat, detect_format
+from chimera.detect import Assay, DecodedExport, Detection, ExportFormat, detect
 from chimera.errors import ChimeraError, Problem, RejectReason
 from chimera.inbox import archive_file, quarantine_file
-from chimera.parsers import cfx, genemapper, quantasoft, quantstudio
-from chimera.parsers.manifest import parse_infusion_log, parse_manifest
+from chimera.parsers.common import ParsedExport
+from chimera.parsers.dispatch import check_plausible, parse_export
 from chimera.prerequisites import assay_sample_ids, missing_prerequisites, resolve_sample_ids
 from chimera.rebuild import recompute_or_defer
 from chimera.registry import (
@@ -47,12 +46,6 @@ from chimera.warehouse import (
 from schemas.base import UTC
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Method
 
-UNRECOGNISED = (
-    "the content matches no known export (GeneMapper sizing/genotypes table, QuantStudio/"
-    "StepOne, CFX Cq results, QuantaSoft, QX Manager, sample manifest, infusion log); "
-    "re-export with the software's standard table export or check the file is the right one"
-)
-
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -63,6 +56,9 @@ class SourceFile:
     sha256: str
     detection: Detection | None
     """None when the content matches no known format."""
+    export: DecodedExport | ChimeraError | None = None
+    """The file as :func:`chimera.detect.detect` read it, or why it refused it (None: not read
+    yet; :func:`read_source` always fills it)."""
 
     @property
     def name(self) -> str:
@@ -73,7 +69,17 @@ class SourceFile:
 def read_source(path: Path) -> SourceFile:
     """Read a file's bytes and detect its format, once (raises ``OSError`` when unreadable)."""
     data = path.read_bytes()
-    return SourceFile(path, data, sha256_of(data), detect_format(data))
+    export = detect_export(data, file_name=path.name)
+    detection = export.detection if isinstance(export, DecodedExport) else None
+    return SourceFile(path, data, sha256_of(data), detection, export)
+
+
+def detect_export(data: bytes, *, file_name: str) -> DecodedExport | ChimeraError:
+    """:func:`chimera.detect.detect`, with its refusal returned instead of raised."""
+    try:
+        return detect(data, file_name=file_name)
+    except ChimeraError as err:
+        return err
 
 
 @dataclass(frozen=True)
@@ -105,60 +111,8 @@ class _Run:
     recompute: bool
 
 
-def parse_export(
-    data: bytes, detection: Detection, *, file_name: str, settings: Settings
-) -> pl.DataFrame:
-    """Parse an export of a detected format into its validated tidy frame."""
-    fmt = detection.format
-    if fmt is ExportFormat.MANIFEST:
-        return parse_manifest(data, file_name=file_name)
-    if fmt is ExportFormat.INFUSION_LOG:
-        return parse_infusion_log(data, file_name=file_name)
-    if fmt in (ExportFormat.GENEMAPPER_SIZING, ExportFormat.GENEMAPPER_GENOTYPES):
-        return genemapper.parse_genemapper(data, file_name=file_name)
-    if fmt in (ExportFormat.APPBIO_TEXT, ExportFormat.APPBIO_CSV, ExportFormat.APPBIO_EXCEL):
-        return quantstudio.parse_appbio(data, file_name=file_name)
-    if fmt is ExportFormat.CFX_CSV:
-        return cfx.parse_cfx(data, file_name=file_name)
-    if fmt is ExportFormat.DDPCR_AMPLITUDE:
-        quantasoft.reject_amplitude_file(file_name)
-    return quantasoft.parse_ddpcr(
-        data, file_name=file_name, droplet_volume_nl=settings.ddpcr.droplet_volume_nl
-    )
-
-
-def check_plausible(
-    frame: pl.DataFrame, assay: Assay, *, settings: Settings, file_name: str
-) -> None:
-    """Reject readable exports that hold no chimerism assay (no reference gene, no markers)."""
-    if assay is Assay.QPCR:
-        qpcr.assert_chimerism_plate(frame, settings=settings.qpcr, file_name=file_name)
-    elif assay is Assay.DDPCR:
-        ddpcr.assert_chimerism_plate(frame, settings=settings.ddpcr, file_name=file_name)
-
-
-def ingest_path(
-    path: Path,
-    *,
-    settings: Settings,
-    now: datetime,
-    move: bool,
-    flow_run_id: str | None = None,
-    recompute: bool = True,
-) -> FileOutcome:
-    """Read one file and :func:`ingest_source` it."""
-    return ingest_source(
-        read_source(path),
-        settings=settings,
-        now=now,
-        move=move,
-        flow_run_id=flow_run_id,
-        recompute=recompute,
-    )
-
-
 def ingest_source(
-    source: SourceFile,
+    source: SourceFile | Path,
     *,
     settings: Settings,
     now: datetime,
@@ -166,12 +120,15 @@ def ingest_source(
     flow_run_id: str | None = None,
     recompute: bool = True,
 ) -> FileOutcome:
-    """Ingest one read file and put it where it belongs (archive, quarantine, or left waiting).
+    """Ingest one file and put it where it belongs (archive, quarantine, or left waiting).
 
+    A path is read (and detected) first; a :class:`SourceFile` was read already.
     ``move`` = move the file (inbox use); otherwise copy it, leaving the original untouched.
     ``recompute=False`` only marks the touched patients dirty;
     :func:`chimera.rebuild.recover_dirty` then rebuilds each of them once (what a batch does).
     """
+    if isinstance(source, Path):
+        source = read_source(source)
     run = _Run(Warehouse(settings.warehouse), settings, now, flow_run_id, recompute)
     outcome = _ingest_content(source, run)
     if outcome.status in (FileStatus.ACCEPTED, FileStatus.DUPLICATE):
@@ -209,20 +166,21 @@ def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
     duplicate = _record_duplicate(run, base, ledger)
     if duplicate is not None:
         return duplicate
-    if not source.data.strip():
-        return _reject(run, base, None, RejectReason.EMPTY_FILE, "the file is empty")
-    detection = source.detection
-    if detection is None:
-        return _reject(run, base, None, RejectReason.UNRECOGNISED_FORMAT, UNRECOGNISED)
+    export = source.export or detect_export(source.data, file_name=source.name)
+    if isinstance(export, ChimeraError):
+        return _reject(run, base, None, export.reason, str(export), tuple(export.problems))
+    detection = export.detection
     fmt = detection.format.value
     try:
-        frame = parse_export(source.data, detection, file_name=source.name, settings=run.settings)
-        check_plausible(frame, detection.assay, settings=run.settings, file_name=source.name)
+        parsed = parse_export(export, settings=run.settings, now=run.now)
+        check_plausible(parsed.frame, detection.assay, settings=run.settings, file_name=source.name)
     except ChimeraError as err:
         return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
+    frame = parsed.frame
+    base = replace(base, reason="; ".join(parsed.notes) or None)  # e.g. specimens kept as written
     if detection.assay is Assay.REGISTRY:
         return _accept_registry(run, base, detection, frame)
-    return _accept_assay(run, base, detection, frame, ledger)
+    return _accept_assay(run, base, detection, parsed, ledger)
 
 
 def _record_duplicate(run: _Run, base: FileOutcome, ledger: pl.DataFrame) -> FileOutcome | None:
@@ -329,24 +287,25 @@ def _accept_registry(
 
 
 def _accept_assay(
-    run: _Run, base: FileOutcome, detection: Detection, frame: pl.DataFrame, ledger: pl.DataFrame
+    run: _Run, base: FileOutcome, detection: Detection, parsed: ParsedExport, ledger: pl.DataFrame
 ) -> FileOutcome:
     method = Method(detection.assay.value)
     fmt = detection.format.value
     with run.warehouse.lock():
         registry = read_registry(run.warehouse)
-        frame = resolve_sample_ids(frame, set(registry.samples["sample_id"].to_list()))
+        frame = resolve_sample_ids(parsed.frame, set(registry.samples["sample_id"].to_list()))
         stored = read_observations(run.warehouse, method)
         waits = _waits(run.warehouse, frame, method, registry, stored)
         if waits:
             return _wait_or_time_out(run, replace(base, detected_format=fmt), waits, ledger)
         rows = _with_lineage(frame, base, run.now).with_columns(
-            run_id=pl.lit(None, dtype=pl.String)
+            run_id=pl.lit(parsed.run_id, dtype=pl.String)
         )
         supersedes, why = _replaced_files(stored, rows, method, base.sha256)
         table = OBSERVATIONS[method]
         if not run.warehouse.has(table, base.sha256):
             run.warehouse.write(table, base.sha256, rows)
+        notes = [f"supersedes {supersedes}: {why}"] if supersedes else []
         accepted = replace(
             base,
             status=FileStatus.ACCEPTED,
@@ -354,7 +313,7 @@ def _accept_assay(
             rows=frame.height,
             patients=frozenset(affected_patients(frame, registry, method)),
             supersedes=supersedes,
-            reason=f"supersedes {supersedes}: {why}" if supersedes else None,
+            reason="; ".join([*notes, *([base.reason] if base.reason else [])]) or None,
         )
         return _accept(run, accepted)
 

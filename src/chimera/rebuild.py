@@ -279,7 +279,9 @@ def _finish_chimerism(
         source_file=pl.col("source_file").fill_null(""),
     )
     live = ~pl.col("superseded")
-    current = choose_headline(frame.filter(live), settings=settings.reconcile)
+    current = choose_headline(
+        frame.filter(live), settings=settings.reconcile, cd=settings.alerts.critical_difference
+    )
     others = frame.filter(~live).with_columns(
         is_headline=pl.lit(False), headline_rule=pl.lit(None, dtype=pl.String)
     )

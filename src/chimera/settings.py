@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from chimera.alerts.config import AlertSettings, load_alert_settings, packaged_alert_settings
+
 SEX_MARKERS = ("AMEL", "AMELOGENIN", "DYS391", "Y INDEL", "Y-INDEL", "YINDEL")
 
 
@@ -163,6 +165,8 @@ class InboxSettings:
     waiting_timeout_hours: float = 72.0
     """A waiting file is quarantined after this long."""
     ignore_patterns: tuple[str, ...] = ("~$*", "*.part", "*.tmp", ".~lock*", ".*", "*.problems.txt")
+    max_file_bytes: int | None = 200_000_000
+    """Larger files are refused unread (``chimera.textio.check_size``); None = no limit."""
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,10 @@ class Settings:
     inbox: Path = Path("chimera-data/inbox")
     archive: Path = Path("chimera-data/archive")
     quarantine: Path = Path("chimera-data/quarantine")
-    alert_rules: Path | None = None
-    """TOML file with alert rules; None = the packaged defaults."""
+    alerts: AlertSettings = field(default_factory=packaged_alert_settings)
+    """Alert rules, channels and critical differences (``chimera.alerts.config``): the packaged
+    ``defaults/alert_rules.toml``, then ``alert_rules = "<file>"`` and the ``[alerts]`` section of
+    ``chimera.toml`` laid over it."""
     qpcr: QpcrSettings = field(default_factory=QpcrSettings)
     ddpcr: DdpcrSettings = field(default_factory=DdpcrSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
@@ -223,6 +229,19 @@ def _merge(obj: Any, overrides: Mapping[str, Any]) -> Any:
     return replace(obj, **changes)
 
 
+def _alert_settings(data: Mapping[str, Any], config_file: Path) -> AlertSettings:
+    """Alert settings from ``alert_rules = "<file>"`` and ``[alerts]`` of ``chimera.toml``."""
+    rules_file = data.get("alert_rules")
+    section = data.get("alerts")
+    if rules_file is None and section is None:
+        return packaged_alert_settings()
+    return load_alert_settings(
+        None if rules_file is None else Path(rules_file),
+        overrides=section,
+        overrides_source=f"{config_file.name} [alerts]",
+    )
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
@@ -249,6 +268,8 @@ def load_settings(
     if path is not None:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
+        settings = replace(settings, alerts=_alert_settings(data, path))
+        data = {k: v for k, v in data.items() if k not in {"alerts", "alert_rules"}}
         settings = _merge(settings, data)
         if "home" in data:
             settings = settings.with_home(Path(data["home"]))

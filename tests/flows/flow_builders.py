@@ -6,7 +6,8 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +30,15 @@ LOCI: dict[str, tuple[tuple[str, str], tuple[str, str], float]] = {
     "Penta E": (("7", "9"), ("12", "14"), 387.0),
     "vWA": (("14", "16"), ("18", "20"), 160.0),
 }
+
+
+@contextmanager
+def prefect_unconfigured() -> Iterator[None]:
+    """No ``PREFECT_API_URL`` in Prefect's settings (the session harness may have set one)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
 
 
 def free_port() -> int:

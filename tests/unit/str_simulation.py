@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from chimera.detect import detect
 from chimera.parsers.genemapper import parse_genemapper
 from schemas.vocab import Role
 
@@ -254,7 +255,7 @@ def manifest(rows: Sequence[tuple[str, str, str, str]]) -> pl.DataFrame:
 def real_profile(real_exports: Path, name: str, sample_id: str) -> pl.DataFrame:
     """A real GeneMapper export (``real-exports/genemapper/<name>``) as one sample's peaks."""
     data = (real_exports / "genemapper" / name).read_bytes()
-    return parse_genemapper(data, file_name=name).with_columns(
+    return parse_genemapper(detect(data, file_name=name)).frame.with_columns(
         sample_id=pl.lit(sample_id), source_sha256=pl.lit(name)
     )
 

@@ -33,6 +33,7 @@ from chimera.calculate.poisson import (
     zero_positive_upper_lambda,
     zygosity_factor,
 )
+from chimera.detect import detect
 from chimera.errors import NotChimerismAssayError
 from chimera.parsers.quantasoft import parse_ddpcr
 from chimera.settings import DdpcrSettings
@@ -67,7 +68,9 @@ def test_p_scale_convention_differs_from_lambda_scale() -> None:
 def qx_frame(real_exports: Path) -> pl.DataFrame:
     name = "qxmanager_cnv_SMN2v2_20220630_162335_752.csv"
     data = (real_exports / "ddpcr_biorad" / name).read_bytes()
-    return parse_ddpcr(data, file_name=name, droplet_volume_nl=SETTINGS.droplet_volume_nl)
+    return parse_ddpcr(
+        detect(data, file_name=name), droplet_volume_nl=SETTINGS.droplet_volume_nl
+    ).frame
 
 
 def _counts(frame: pl.DataFrame, well: str, role: str) -> tuple[int, int, float]:
@@ -208,7 +211,9 @@ def test_pooling_quantasoft_member_wells_equals_merged_row(real_exports: Path) -
     """Pooling the 16 member wells of M01 gives the merged row's 2,476 / 319,765."""
     name = "quantasoft_v1.7_merged_wells_20-0109.csv"
     data = (real_exports / "ddpcr_biorad" / name).read_bytes()
-    frame = parse_ddpcr(data, file_name=name, droplet_volume_nl=SETTINGS.droplet_volume_nl)
+    frame = parse_ddpcr(
+        detect(data, file_name=name), droplet_volume_nl=SETTINGS.droplet_volume_nl
+    ).frame
     hbs = frame.filter(pl.col("target") == "HbS")
     merged = hbs.filter(pl.col("well") == "M01").row(0, named=True)
     members = hbs.filter(pl.col("well").is_in(merged["merged_wells"].split(",")))

@@ -52,6 +52,7 @@ from chimera.calculate.qpcr import (
     informative_markers,
 )
 from chimera.calculate.stats import t_quantile
+from chimera.detect import detect
 from chimera.errors import NotChimerismAssayError
 from chimera.parsers.cfx import parse_cfx
 from chimera.parsers.quantstudio import parse_appbio
@@ -200,7 +201,9 @@ def test_real_relative_quant_plate_through_compute(real_exports: Path) -> None:
     18S is the plate's reference gene (Ct ~14) and each sample has one well per target.
     """
     name = "quantstudio_fast96_relative_quant_results.xlsx"
-    wells = parse_appbio((real_exports / "qpcr_appbio" / name).read_bytes(), file_name=name)
+    wells = parse_appbio(
+        detect((real_exports / "qpcr_appbio" / name).read_bytes(), file_name=name)
+    ).frame
     baseline = wells.filter(pl.col("sample_id") == "13Jul2022-Hs-1").with_columns(
         sample_id=pl.lit("BASELINE"),
         ct=pl.when(pl.col("target") == "18S").then(pl.col("ct")).otherwise(None),
@@ -650,7 +653,7 @@ def test_real_exports_are_not_chimerism_assays(
     """Every real export parses but is rejected: GAPDH, eDNA, RNase P curve, 18S/ANPEP."""
     path = real_exports / folder / name
     parse = parse_cfx if folder == "qpcr_biorad_cfx" else parse_appbio
-    wells = parse(path.read_bytes(), file_name=name)
+    wells = parse(detect(path.read_bytes(), file_name=name)).frame
     with pytest.raises(NotChimerismAssayError, match=needle) as info:
         assert_chimerism_plate(wells, settings=SETTINGS, file_name=name)
     assert name in str(info.value)

@@ -30,6 +30,7 @@ from chimera.calculate.str_profiles import (
     shift_allele,
 )
 from chimera.calculate.stutter import LocusStutter, correct_stutter
+from chimera.detect import detect
 from chimera.parsers.genemapper import parse_genemapper
 from chimera.settings import StrSettings
 
@@ -106,7 +107,7 @@ def _rchimerism(real_exports: Path) -> pl.DataFrame:
         ("PRE", "rchimerism_single_donor_rdata_recipient.txt"),
         ("S1", "rchimerism_single_donor_sdata_posttransplant.txt"),
     ]:
-        frame = parse_genemapper((folder / name).read_bytes(), file_name=name)
+        frame = parse_genemapper(detect((folder / name).read_bytes(), file_name=name)).frame
         frames.append(frame.with_columns(sample_id=pl.lit(sample_id), source_sha256=pl.lit("x")))
     return pl.concat(frames)
 
