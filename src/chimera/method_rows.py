@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from chimera.calculate import ddpcr, qpcr, str_chimerism
+from chimera.calculate.common import sample_table
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
+from chimera.calculate.qpcr_plate import carriage, plate_contexts
 from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
 from chimera.registry import Registry
 from chimera.settings import Settings
@@ -48,6 +50,8 @@ class MethodInputs:
     """:func:`chimera.registry.supersession` of ``observations``."""
     stutter: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STUTTER_COLUMNS))
     """The warehouse stutter table (STR)."""
+    screening: pl.DataFrame | None = None
+    """ddPCR: the current qPCR rows, whose plates type a genome no ddPCR plate holds."""
 
 
 def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
@@ -136,7 +140,31 @@ def _pcr_output(
     frame = wells.drop(*LINEAGE_COLUMNS, strict=False).lazy()
     if inputs.method == Method.QPCR:
         return qpcr.compute_qpcr_chimerism(frame, table, settings=settings.qpcr)
-    return ddpcr.compute_ddpcr_chimerism(frame, table, settings=settings.ddpcr)
+    screening = _screening(inputs.screening, own, registry, settings)
+    return ddpcr.compute_ddpcr_chimerism(frame, table, settings=settings.ddpcr, screening=screening)
+
+
+def _screening(
+    rows: pl.DataFrame | None, own: pl.Series, registry: Registry, settings: Settings
+) -> ddpcr.Screening | None:
+    """Marker carriage from the qPCR plates typing the patient's own genomes (ddPCR's fallback).
+
+    A three-genome patient's germline is often typed once, on a qPCR marker-screening plate;
+    the ddPCR calculation then reads its carriage of each marker from there.
+    """
+    if rows is None or rows.height == 0:
+        return None
+    plates = rows.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"].unique()
+    wells = rows.filter(pl.col("source_sha256").is_in(plates.implode()))
+    if wells.height == 0:
+        return None
+    table = sample_table(
+        registry.samples.filter(pl.col("sample_id").is_in(wells["sample_id"].unique().implode()))
+    )
+    contexts = list(
+        plate_contexts(wells.drop(*LINEAGE_COLUMNS, strict=False), settings.qpcr, table).values()
+    )
+    return lambda marker, ids: carriage(marker, ids, contexts)
 
 
 def method_rows(

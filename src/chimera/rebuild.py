@@ -59,7 +59,11 @@ from schemas.vocab import Method, Specimen
 def method_inputs(
     warehouse: Warehouse, registry: Registry, *, settings: Settings
 ) -> dict[Method, MethodInputs]:
-    """Every method's raw rows, which files count, and (STR) the stutter table they get."""
+    """Every method's raw rows, which files count, and what the calculations share.
+
+    STR gets the stutter table; ddPCR the current qPCR rows, whose plates type genomes no
+    ddPCR plate holds.
+    """
     found = {}
     for method in OBSERVATIONS:
         observations = read_observations(warehouse, method)
@@ -72,6 +76,7 @@ def method_inputs(
         else pl.DataFrame(schema=STUTTER_COLUMNS)
     )
     found[Method.STR] = replace(found[Method.STR], stutter=stutter)
+    found[Method.DDPCR] = replace(found[Method.DDPCR], screening=found[Method.QPCR].current)
     return found
 
 
