@@ -12,8 +12,9 @@ per dose. Rules [R] (issues 9 and 10):
   count. Two files of one method hold the same run when both carry a header run id
   (``run_id``), the ids are equal and they share at least half of the smaller file's wells (STR:
   sample files); or, unless both carry different run ids, when they hold exactly the same set of
-  (well, sample, target) rows (STR: (sample, marker)). The latest file of a run replaces the
-  earlier ones entirely. Recurring control ids on another plate never replace anything.
+  (well, sample, target) rows (STR: (sample, marker)); a file never joins a run whose header
+  id is another. The latest file of a run replaces the earlier ones entirely. Recurring
+  control ids on another plate never replace anything.
 * **Repeat measurements.** A sample measured on several current files (another plate or STR
   run) keeps every row; :func:`mark_repeat_measurements` makes the latest current, unless it
   failed QC (then the latest that did not; all failed: the latest). "Latest" = the file
@@ -264,6 +265,9 @@ def supersession(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
         candidates = by_run_id.get(file.run_id or "", []) + by_layout.get(file.layout, [])
         joined = None
         for index in dict.fromkeys(candidates):
+            ids = {m.run_id for m in runs[index] if m.run_id is not None}
+            if file.run_id is not None and ids - {file.run_id}:
+                continue  # the run's header id is another run's
             link = next((w for w in (_same_run(file, m, method) for m in runs[index]) if w), None)
             if link is not None:
                 file.link, joined = link, index
