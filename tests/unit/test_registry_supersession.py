@@ -23,7 +23,7 @@ from ingest_builders import (
 )
 from pcr_builders import DdpcrPlate, QpcrPlate
 
-from chimera.registry import supersession
+from chimera.registry import mark_repeat_measurements, supersession
 from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus, Role
 
 TRUE_PCT = {"P01-D1": 10.0, "P01-D2": 4.0, "P01-D3": 1.0, "P01-D4": 20.0}
@@ -226,3 +226,33 @@ def test_a_run_id_joins_only_files_sharing_most_of_their_wells() -> None:
     )
     replaced = dict(table.select("source_sha256", "replaced_by").iter_rows())
     assert replaced == {"a": "c", "b": "d", "c": None, "d": None, "e": None}
+
+
+def _results(statuses: list[str]) -> pl.DataFrame:
+    """One sample's qPCR results on files f0, f1, ... ingested in that order."""
+    return pl.DataFrame(
+        [
+            {"sample_id": "S", "method": "qPCR", "source_sha256": f"f{i}", "source_file": f"f{i}",
+             "ingested_at": datetime(2026, 1, i + 1, tzinfo=UTC), "result_status": status,
+             "qc_verdict": QcVerdict.FAIL if status == ResultStatus.FAILED else QcVerdict.PASS,
+             "qc_reasons": None, "superseded": False, "superseded_reason": None}
+            for i, status in enumerate(statuses)
+        ],
+        schema_overrides={"qc_reasons": pl.String, "superseded_reason": pl.String},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("statuses", "current"),
+    [
+        (["quantified", "quantified", "quantified"], "f2"),
+        (["quantified", "not_detected", "failed"], "f1"),
+        (["failed", "failed"], "f1"),
+        (["quantified"], "f0"),
+    ],
+)
+def test_the_latest_repeat_that_did_not_fail_is_current(statuses: list[str], current: str) -> None:
+    """Latest wins unless it failed QC; with every repeat failed the latest stays current."""
+    marked = mark_repeat_measurements(_results(statuses))
+    assert marked.filter(~pl.col("superseded"))["source_sha256"].to_list() == [current]
+    assert marked.filter(pl.col("superseded"))["superseded_reason"].is_not_null().all()
