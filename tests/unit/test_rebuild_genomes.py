@@ -249,3 +249,29 @@ def _with_back_stutter(table: bytes, ratio: float) -> bytes:
         )
         out.append(line)
     return ("\r\n".join(out) + "\r\n").encode()
+
+
+def test_a_sample_on_two_str_runs_gives_two_results_never_one_mixed_profile(
+    tmp_path: Path,
+) -> None:
+    """P01-D1 typed on run 1 (20 %) and again on run 2 (read 24 %, another aliquot): two rows,
+    each from its own run's peaks; run 2 is current."""
+    trial = LabTrial(tmp_path)
+    manifest = manifest_csv(
+        [
+            sample("INK-REF", "LOT1", Role.DONOR_REFERENCE, product_lot="LOT1", specimen="iNK"),
+            sample("P01-BL", "P01", Role.RECIPIENT_BASELINE, at=-5, wbc_per_ul=3000),
+            sample("P01-D1", "P01", Role.POST_DOSE, at=1, wbc_per_ul=3000),
+            sample("P01-D2", "P01", Role.POST_DOSE, at=2, wbc_per_ul=3000),
+        ]
+    )
+    _start(trial, manifest, infusion_csv([("P01", 1, 0, "LOT1")]))
+    run1 = sizing_table([("INK-REF", INK), ("P01-BL", PATIENT), ("P01-D1", _mix(0.20))])
+    run2 = sizing_table([("INK-REF", INK), ("P01-D1", _mix(0.24)), ("P01-D2", _mix(0.05))])
+    outcomes = trial.ingest(trial.drop("run1.txt", run1), trial.drop("run2.txt", run2))
+    assert [o.supersedes for o in outcomes] == [None, None]
+    rows = trial.chimerism().filter(pl.col("sample_id") == "P01-D1").sort("source_file")
+    assert rows["pct_ink"].to_list() == pytest.approx([20.0, 24.0], abs=0.3)
+    assert rows["superseded"].to_list() == [True, False]
+    markers = trial.markers().filter(pl.col("sample_id") == "P01-D1")
+    assert markers.group_by("source_file").len().sort("source_file")["len"].to_list() == [8, 8]
