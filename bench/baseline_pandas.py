@@ -78,13 +78,12 @@ def registry(kinds: dict[str, list[tuple[Path, str]]]) -> tuple[pd.DataFrame, di
     return samples, reference
 
 
-def str_results(texts: list[tuple[Path, str]], samples: pd.DataFrame, reference: dict) -> pd.DataFrame:
+def str_results(
+    texts: list[tuple[Path, str]], samples: pd.DataFrame, reference: dict
+) -> pd.DataFrame:
     """STR % iNK per post-dose sample and run."""
     peaks = pd.concat(
-        [
-            pd.read_csv(io.StringIO(t), sep="\t").assign(run=p.name)
-            for p, t in texts
-        ]
+        [pd.read_csv(io.StringIO(t), sep="\t").assign(run=p.name) for p, t in texts]
     ).rename(columns={"Sample File Name": "sample_id"})
     peaks = peaks.dropna(subset=["Allele"])
     peaks = peaks[peaks["Allele"].astype(str).str.contains(r"\d")]
@@ -96,7 +95,9 @@ def str_results(texts: list[tuple[Path, str]], samples: pd.DataFrame, reference:
 
     roles = samples.set_index("sample_id")["role"]
     patient_of = samples.set_index("sample_id")["patient_id"]
-    baseline = samples[samples["role"] == "recipient_baseline"].groupby("patient_id")["sample_id"].first()
+    baseline = (
+        samples[samples["role"] == "recipient_baseline"].groupby("patient_id")["sample_id"].first()
+    )
     genotypes: dict[str, dict[str, set[str]]] = {}
 
     def locus(rows: pd.DataFrame, donor: dict, recipient: dict) -> float:
@@ -104,8 +105,11 @@ def str_results(texts: list[tuple[Path, str]], samples: pd.DataFrame, reference:
         d, r = donor.get(marker, set()), recipient.get(marker, set())
         if not d or not r or d == r or marker.upper() in SEX_MARKERS:
             return np.nan
-        s = rows.groupby(rows["Allele"].astype(str))["Area"].sum()
-        sig = lambda alleles: float(s.reindex(list(alleles)).fillna(0).sum())  # noqa: E731
+        allele = rows["Allele"].astype(str)
+
+        def sig(alleles: set[str]) -> float:
+            return float(rows.loc[allele.isin(alleles), "Area"].sum())
+
         d_only, r_only, shared = d - r, r - d, d & r
         if not shared:
             total = sig(d | r)
@@ -178,12 +182,18 @@ def qpcr_results(wells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     wells = wells.merge(samples[["sample_id", "patient_id", "role"]], on="sample_id", how="left")
     is_ref = wells["target"].str.upper().isin(REFERENCE_GENES)
     product = wells[wells["role"].isin(["calibrator", "donor_reference"]) & ~is_ref]
-    carried = set(product.groupby("target")["ct"].apply(lambda c: c.notna().mean() > 0.5).pipe(lambda s: s[s].index))
+    carried = set(
+        product.groupby("target")["ct"]
+        .apply(lambda c: c.notna().mean() > 0.5)
+        .pipe(lambda s: s[s].index)
+    )
     baseline = wells[(wells["role"] == "recipient_baseline") & ~is_ref]
     absent = baseline.groupby(["patient_id", "target"])["ct"].apply(lambda c: c.isna().all())
     mean_ct = wells.groupby(["plate", "sample_id", "target"])["ct"].mean().reset_index()
     mean_ct["is_ref"] = mean_ct["target"].str.upper().isin(REFERENCE_GENES)
-    ref_ct = mean_ct[mean_ct["is_ref"]].groupby(["plate", "sample_id"])["ct"].mean().rename("ref_ct")
+    ref_ct = (
+        mean_ct[mean_ct["is_ref"]].groupby(["plate", "sample_id"])["ct"].mean().rename("ref_ct")
+    )
     mean_ct = mean_ct[~mean_ct["is_ref"]].join(ref_ct, on=["plate", "sample_id"])
     mean_ct["dct"] = mean_ct["ct"] - mean_ct["ref_ct"]
     roles = samples.set_index("sample_id")["role"]
@@ -203,8 +213,11 @@ def qpcr_results(wells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     result = post.groupby(["plate", "sample_id"])["f"].apply(
         lambda f: 100 * math.exp(np.log(f[f > 0]).mean()) if (f > 0).any() else 0.0
     )
-    return result.rename("pct_ink").reset_index().rename(columns={"plate": "source"}).assign(
-        method="qPCR"
+    return (
+        result.rename("pct_ink")
+        .reset_index()
+        .rename(columns={"plate": "source"})
+        .assign(method="qPCR")
     )
 
 
@@ -234,7 +247,9 @@ def ddpcr_results(texts: list[tuple[Path, str]], samples: pd.DataFrame) -> pd.Da
     ref = pooled[pooled["is_ref"]].set_index(["plate", "sample_id"])["lam"].rename("lam_ref")
     markers = pooled[~pooled["is_ref"]].join(ref, on=["plate", "sample_id"])
     markers["ratio"] = markers["lam"] / markers["lam_ref"]
-    markers = markers.merge(samples[["sample_id", "patient_id", "role"]], on="sample_id", how="left")
+    markers = markers.merge(
+        samples[["sample_id", "patient_id", "role"]], on="sample_id", how="left"
+    )
     product = markers[markers["role"].isin(["calibrator", "donor_reference"])]
     copies = product.groupby("target")["ratio"].median() * 2
     k = (2 / copies.round().clip(lower=1)).where(copies >= 0.5)
@@ -244,13 +259,18 @@ def ddpcr_results(texts: list[tuple[Path, str]], samples: pd.DataFrame) -> pd.Da
     post["k"] = post["target"].map(k)
     post["informative"] = [
         bool(absent.get((p, t), False)) and not math.isnan(kk)
-        for p, t, kk in zip(post["patient_id"], post["target"], post["k"].fillna(np.nan), strict=True)
+        for p, t, kk in zip(
+            post["patient_id"], post["target"], post["k"].fillna(np.nan), strict=True
+        )
     ]
     post = post[post["informative"]]
     post["pct"] = 100 * post["k"] * post["ratio"]
     result = post.groupby(["plate", "sample_id"])["pct"].mean()
-    return result.rename("pct_ink").reset_index().rename(columns={"plate": "source"}).assign(
-        method="ddPCR"
+    return (
+        result.rename("pct_ink")
+        .reset_index()
+        .rename(columns={"plate": "source"})
+        .assign(method="ddPCR")
     )
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from chimera.inbox import archive_file, quarantine_file
-from chimera.registry import Registry, registry_from
+from chimera.registry import Registry, RunBook, registry_from, run_files
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import INFUSIONS, INGEST_LOG, OBSERVATIONS, SAMPLES, Table, Warehouse
@@ -129,6 +129,8 @@ class IngestBatch:
     settings: Settings
     ledger: Ledger
     observed: dict[Method, Observed]
+    runs: dict[Method, RunBook]
+    """Each method's raw files grouped into runs (which file a re-export replaces)."""
     sample_rows: list[pl.DataFrame]
     infusion_rows: list[pl.DataFrame]
     prepared: dict[str, Prepared] = field(default_factory=dict)
@@ -248,16 +250,18 @@ def open_batch(settings: Settings) -> Iterator[IngestBatch]:
     """
     warehouse = Warehouse(settings.warehouse)
     with warehouse.lock():
-        observed = {}
+        observed, runs = {}, {}
         for method, table in OBSERVATIONS.items():
-            index = Observed()
-            index.add(warehouse.read(table))
-            observed[method] = index
+            stored = warehouse.read(table)
+            observed[method] = Observed()
+            observed[method].add(stored)
+            runs[method] = RunBook(method, run_files(stored, method) if stored.height else [])
         yield IngestBatch(
             warehouse=warehouse,
             settings=settings,
             ledger=Ledger(warehouse.read(INGEST_LOG)),
             observed=observed,
+            runs=runs,
             sample_rows=[warehouse.read(SAMPLES)],
             infusion_rows=[warehouse.read(INFUSIONS)],
         )

@@ -24,7 +24,7 @@ from chimera.parsers.common import ParsedExport
 from chimera.parsers.dispatch import check_plausible, parse_export
 from chimera.prerequisites import assay_sample_ids, missing_prerequisites, resolve_sample_ids
 from chimera.rebuild import recompute_patients
-from chimera.registry import Registry, affected_patients
+from chimera.registry import Registry, affected_patients, run_files
 from chimera.settings import Settings
 from chimera.validation import Deferred, check_deferred, deferred_validation
 from chimera.warehouse import (
@@ -334,10 +334,14 @@ def _accept_assay(
     waits = _waits(batch, frame, ids, method, registry)
     if waits:
         return _wait_or_time_out(run, replace(base, detected_format=fmt), waits)
-    supersedes = _superseded_source(batch, ids, method, base.sha256)
+    rows = _with_lineage(frame, base, run.now).with_columns(
+        run_id=pl.lit(parsed.run_id, dtype=pl.String)
+    )
+    supersedes, why = _replaced_files(batch, rows, method, base.sha256)
     table = OBSERVATIONS[method]
     if not batch.has(table, base.sha256):
-        batch.add_rows(table, base.sha256, _with_lineage(frame, base, run.now))
+        batch.add_rows(table, base.sha256, rows)
+    notes = [f"supersedes {supersedes}: {why}"] if supersedes else []
     accepted = replace(
         base,
         status=FileStatus.ACCEPTED,
@@ -345,9 +349,31 @@ def _accept_assay(
         rows=frame.height,
         patients=frozenset(affected_patients(frame, registry, method)),
         supersedes=supersedes,
-        reason=f"supersedes {supersedes}" if supersedes else None,
+        reason="; ".join([*notes, *([base.reason] if base.reason else [])]) or None,
     )
     return _accept(run, accepted)
+
+
+def _replaced_files(
+    batch: IngestBatch, rows: pl.DataFrame, method: Method, sha256: str
+) -> tuple[str | None, str | None]:
+    """Names of the files this one replaces as a re-export of their run, and why (or None).
+
+    The rule is :func:`chimera.registry.supersession`'s: the files current before this one
+    that it replaces now (the batch's :class:`~chimera.registry.RunBook` of the method).
+    """
+    book = batch.runs[method]
+    if sha256 in book:
+        return None, None
+    before = {run[-1].sha256 for run in book.runs}
+    file = run_files(rows, method)[0]
+    members = book.add(file)
+    if members[-1] is not file:
+        return None, None
+    replaced = sorted(m.name for m in members[:-1] if m.sha256 in before)
+    if not replaced:
+        return None, None
+    return ", ".join(replaced), file.link
 
 
 def _waits(
@@ -394,15 +420,3 @@ def _wait_or_time_out(run: _Run, base: FileOutcome, waits: list[str]) -> FileOut
     ):
         _log(run, outcome)
     return outcome
-
-
-def _superseded_source(
-    batch: IngestBatch, ids: list[str], method: Method, sha256: str
-) -> str | None:
-    """Name the earlier export(s) whose samples this file re-measures (a corrected re-export)."""
-    sources = batch.observed[method].sources
-    earlier = sorted({sha for i in ids for sha in sources.get(i, ())} - {sha256})
-    if not earlier:
-        return None
-    labels = sorted(set(batch.ledger.accepted_names(earlier))) or [s[:12] for s in earlier]
-    return ", ".join(labels)

@@ -1,8 +1,9 @@
 """What an assay file needs before it can be accepted, and which of its samples those are.
 
 An assay file waits (``waiting`` in the ledger) until the manifest names its samples, each
-post-dose patient's baseline has been measured and the product lot's reference has been
-measured by the same method. Controls need no manifest row. Export sample names that only
+post-dose patient's genotype source has been measured (the baseline; for a three-genome patient
+the germline and the prior HSCT donor) and a reference of the patient's product cell bank has
+been measured by the same method. Controls need no manifest row. Export sample names that only
 embed a manifest id (GeneMapper's run-file names) are mapped to the id first.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Container
 
 import polars as pl
 
-from chimera.registry import Registry
+from chimera.registry import PatientProduct, Registry, three_genome_patients
 from schemas.vocab import PRODUCT_ROLES, Method, Role
 
 CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
@@ -100,13 +101,17 @@ def missing_prerequisites(
     baselines_measured: Container[str],
     sample_ids: list[str] | None = None,
 ) -> list[str]:
-    """What an assay file still waits for: manifest rows, a baseline, the product reference.
+    """What an assay file still waits for: manifest rows, the patient's genotype, the product.
 
     ``measured`` = sample ids already measured by this method (stored or in this file);
-    ``baselines_measured`` = sample ids that count as a measured baseline: for STR the same
-    method (the genotype is needed), for qPCR/ddPCR any PCR plate (marker screening is often
-    done once, by one PCR method). A product reference must be measured by the same method.
-    ``sample_ids`` = :func:`assay_sample_ids` of ``frame`` when the caller has them already.
+    ``baselines_measured`` = sample ids that count as a measured genotype source: for STR the
+    same method (the genotype is needed), for qPCR/ddPCR any PCR plate (marker screening is often
+    done once, by one PCR method). A two-genome patient needs a measured ``recipient_baseline``;
+    a three-genome patient (an ``hsct_donor`` sample on record) a measured
+    ``recipient_germline`` and ``hsct_donor`` (their pre-dose blood is a mixed chimera, not a
+    genotype). The product (any lot of the patient's cell bank; STR: a ``donor_reference``, PCR:
+    also a ``calibrator``) must be measured by the same method. ``sample_ids`` =
+    :func:`assay_sample_ids` of ``frame`` when the caller has them already.
     """
     ids = assay_sample_ids(frame) if sample_ids is None else sample_ids
     known = registry.samples.filter(pl.col("sample_id").is_in(ids))
@@ -117,19 +122,55 @@ def missing_prerequisites(
             f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
         )
         waits.append(f"manifest rows for sample(s) {shown}")
-    reference_roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
+    three_genome = three_genome_patients(registry)
     for patient in sorted(known.filter(pl.col("role") == Role.POST_DOSE)["patient_id"].unique()):
-        lot = registry.lots.get(patient)
-        if lot is None:
-            waits.append(
-                f"the product lot of patient {patient} (add product_lot to the manifest or infusion log)"
-            )
+        waits += _genotype_waits(
+            patient, method, registry, baselines_measured, three=patient in three_genome
+        )
+        product = registry.products[patient]
+        if product.bank is None:
+            waits.append(str(product.problem))
             continue
-        baselines = registry.owned(patient, Role.RECIPIENT_BASELINE)
-        if not any(s in baselines_measured for s in baselines):
-            kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
-            waits.append(f"{kind} result of patient {patient}'s baseline (recipient_baseline)")
-        references = (s for role in reference_roles for s in registry.owned(lot, role))
-        if not any(s in measured for s in references):
-            waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
+        waits += _product_waits(product, method, registry, measured)
     return waits
+
+
+def _genotype_waits(
+    patient: str, method: Method, registry: Registry, genotyped: Container[str], *, three: bool
+) -> list[str]:
+    """The patient's genotype sources not measured yet (see :func:`missing_prerequisites`)."""
+    kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
+
+    def measured(role: Role) -> bool:
+        return any(s in genotyped for s in registry.owned(patient, role))
+
+    if not three:
+        if measured(Role.RECIPIENT_BASELINE):
+            return []
+        return [f"{kind} result of patient {patient}'s baseline (recipient_baseline)"]
+    waits = []
+    if not measured(Role.RECIPIENT_GERMLINE):
+        waits.append(
+            f"{kind} result of patient {patient}'s own genome (recipient_germline: buccal swab, "
+            "fibroblasts or pre-transplant DNA); the patient has a prior HSCT donor, so the "
+            "pre-dose blood is a mixed chimera, not a genotype"
+        )
+    if not measured(Role.HSCT_DONOR):
+        waits.append(f"{kind} result of patient {patient}'s prior HSCT donor (hsct_donor)")
+    return waits
+
+
+def _product_waits(
+    product: PatientProduct, method: Method, registry: Registry, measured: Container[str]
+) -> list[str]:
+    """The product reference of the patient's cell bank, when no lot of it was measured yet."""
+    roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
+    members = registry.samples.filter(
+        pl.col("sample_id").is_in(registry.product_ids(product.bank)) & pl.col("role").is_in(roles)
+    )
+    if any(s in measured for s in members["sample_id"].to_list()):
+        return []
+    lots = ", ".join(sorted(set(members["patient_id"].to_list())) or product.lots) or "none yet"
+    what = "donor_reference" if method == Method.STR else "donor_reference or calibrator"
+    wait = f"a {method} result of the iNK product ({what} of any lot of cell bank {product.bank}"
+    return [f"{wait}: lots {lots})"]

@@ -10,7 +10,8 @@ rows of files that changed or vanished, and reads only the new or changed files.
 this process are handed over by the writer (:func:`note_written`), so they are not read back.
 
 Snapshots live in memory and, after :func:`persist`, in ``<warehouse>/.cache/`` (a hidden folder,
-not a table: deleting it only costs speed). A persisted snapshot is used only when its own file
+not a table: deleting it only costs speed; the files are Parquet but not named ``*.parquet``, so
+no ``**/*.parquet`` pattern over the warehouse counts a row twice). A persisted snapshot is used only when its own file
 still has the identity its index recorded, and a read never trusts a snapshot row whose file is
 no longer on disk with the same identity, so another process's writes are always seen.
 """
@@ -83,8 +84,7 @@ def listing(folder: Path) -> dict[str, Identity]:
 def read_table(folder: Path, cache: Path, read_file: ReadFile) -> pl.DataFrame:
     """Rows of every Parquet file under ``folder`` in path order (empty frame: no file).
 
-    ``cache`` is the persisted snapshot's path (``.parquet``; its index is ``.json`` beside
-    it); ``read_file`` reads one file the snapshot does not cover.
+    ``cache`` is the persisted snapshot's path (Parquet; its index is ``.json`` beside it); ``read_file`` reads one file the snapshot does not cover.
     """
     current = listing(folder)
     snapshot = _memory.get(folder) or _load(cache)

@@ -14,7 +14,8 @@ Layout (one file per source for raw tables, one per patient for derived tables):
 - ``observations_str|qpcr|ddpcr/<sha256>.parquet``: parsed assay rows per export;
 - ``chimerism/``, ``markers/``, ``trends/``, ``kinetics/``: ``<patient>.parquet``;
 - ``alerts/alerts.parquet``, ``alert_deliveries/deliveries.parquet``,
-  ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``: one file each;
+  ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``,
+  ``stutter_ratios/ratios.parquet``: one file each;
 - ``ingest_log/<YYYY-MM-DD>/<time>-<sha>-<status>.parquet``: the append-only ledger.
 """
 
@@ -37,6 +38,7 @@ from pandera.api.polars.model import DataFrameModel
 from chimera import __version__, table_cache
 from chimera.validation import validate_frame, validate_many
 from schemas.base import polars_schema
+from schemas.stutter import StutterRatios
 from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
 from schemas.vocab import Method
 from schemas.warehouse import (
@@ -148,6 +150,9 @@ ALERT_DELIVERIES = Table(
 )
 INGEST_LOG = Table("ingest_log", IngestLog, key=("source_sha256", "logged_at"))
 ASSAY_LIMITS = Table("assay_limits", AssayLimits, key=("method", "series_id"), single_file="limits")
+STUTTER_RATIOS = Table(
+    "stutter_ratios", StutterRatios, key=("panel", "marker", "direction"), single_file="ratios"
+)
 
 TABLES = (
     SAMPLES,
@@ -164,6 +169,7 @@ TABLES = (
     ALERT_DELIVERIES,
     INGEST_LOG,
     ASSAY_LIMITS,
+    STUTTER_RATIOS,
 )
 """Every warehouse table."""
 OBSERVATIONS: dict[Method, Table] = {
@@ -242,7 +248,7 @@ class Warehouse:
         return frame.with_columns(missing) if missing else frame
 
     def _cache_path(self, table: Table) -> Path:
-        return self.root / ".cache" / f"{table.name}.parquet"
+        return self.root / ".cache" / f"{table.name}.snapshot"
 
     def persist_snapshots(self) -> list[str]:
         """Write back the consolidated snapshots of tables that changed much; return their names.
