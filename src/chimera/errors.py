@@ -23,6 +23,9 @@ class RejectReason(StrEnum):
     EMPTY_FILE = "empty_file"
     WAITED_TOO_LONG = "waited_too_long"
     CONFLICT = "conflict"
+    TOO_LARGE = "too_large"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    IMPOSSIBLE_DATE = "impossible_date"
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,21 @@ class AmbiguousSampleIdError(ChimeraError):
     """One sample id maps to conflicting manifest rows."""
 
     reason = RejectReason.CONFLICT
+
+
+class FileTooLargeError(ChimeraError):
+    """The file is larger than ``InboxSettings.max_file_bytes``; it was not read."""
+
+    reason = RejectReason.TOO_LARGE
+
+
+class NotARegularFileError(ChimeraError):
+    """A symbolic link, named pipe or device in the inbox: never followed, never read."""
+
+    reason = RejectReason.NOT_A_REGULAR_FILE
+
+
+class ImpossibleDateError(ChimeraError):
+    """A registry date contradicts another or the ingest clock (sample before baseline ...)."""
+
+    reason = RejectReason.IMPOSSIBLE_DATE

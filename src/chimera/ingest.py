@@ -10,6 +10,8 @@ outcome with reasons.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -17,9 +19,10 @@ from pathlib import Path
 import polars as pl
 
 from chimera.calculate import ddpcr, qpcr
+from chimera.consistency import check_infusion_log, check_manifest
 from chimera.detect import Assay, Detection, ExportFormat, detect_format
-from chimera.errors import ChimeraError, Problem, RejectReason
-from chimera.inbox import archive_file, quarantine_file
+from chimera.errors import ChimeraError, FileTooLargeError, Problem, RejectReason
+from chimera.filing import archive_file, display_name, quarantine_file
 from chimera.parsers import cfx, genemapper, quantasoft, quantstudio
 from chimera.parsers.manifest import parse_infusion_log, parse_manifest
 from chimera.prerequisites import assay_sample_ids, missing_prerequisites, resolve_sample_ids
@@ -62,16 +65,65 @@ class SourceFile:
     sha256: str
     detection: Detection | None
     """None when the content matches no known format."""
+    refusal: ChimeraError | None = None
+    """Why the file was refused unread (a link, too large); ``data`` is then empty."""
+    unread_bytes: int = 0
+    """Size of a file refused unread."""
 
     @property
     def name(self) -> str:
-        """The file's name (never used to decide its format)."""
-        return self.path.name
+        """The file's name as the ledger shows it (never used to decide its format)."""
+        return display_name(self.path.name)
+
+    @property
+    def size_bytes(self) -> int:
+        """The file's size in bytes."""
+        return len(self.data) or self.unread_bytes
 
 
-def read_source(path: Path) -> SourceFile:
-    """Read a file's bytes and detect its format, once (raises ``OSError`` when unreadable)."""
-    data = path.read_bytes()
+def refused_source(path: Path, refusal: ChimeraError, *, size_bytes: int) -> SourceFile:
+    """A file refused without reading its content.
+
+    Its ``sha256`` is that of its path, size and modification time (the content is unknown).
+    """
+    info = path.lstat()
+    identity = f"unread:{path.name}:{size_bytes}:{info.st_mtime_ns}".encode(
+        "utf-8", "surrogateescape"
+    )
+    return SourceFile(path, b"", sha256_of(identity), None, refusal, size_bytes)
+
+
+def _read_no_follow(path: Path) -> bytes:
+    """Read a regular file without following a link to it (``OSError`` otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name}: not a regular file")  # noqa: EM102
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def read_source(
+    path: Path, *, max_bytes: int | None = None, follow_links: bool = True
+) -> SourceFile:
+    """Read a file's bytes and detect its format, once (raises ``OSError`` when unreadable).
+
+    A file above ``max_bytes`` is refused from its size alone, never read.
+    ``follow_links=False`` (the inbox) refuses to open a symbolic link.
+    """
+    size = path.stat().st_size if follow_links else path.lstat().st_size
+    if max_bytes is not None and size > max_bytes:
+        msg = (
+            f"{display_name(path.name)}: {size / 1e6:.1f} MB is larger than the "
+            f"{max_bytes / 1e6:.1f} MB limit (inbox_rules.max_file_bytes), so it was not read; "
+            "check it is the right file, or export fewer sections or raise the limit"
+        )
+        return refused_source(path, FileTooLargeError(msg), size_bytes=size)
+    data = path.read_bytes() if follow_links else _read_no_follow(path)
     return SourceFile(path, data, sha256_of(data), detect_format(data))
 
 
@@ -201,9 +253,12 @@ def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
     base = FileOutcome(
         file_name=source.name,
         sha256=source.sha256,
-        size_bytes=len(source.data),
+        size_bytes=source.size_bytes,
         status=FileStatus.WAITING,
     )
+    if source.refusal is not None:
+        refusal = source.refusal
+        return _reject(run, base, None, refusal.reason, str(refusal), tuple(refusal.problems))
     ledger = read_ledger(run.warehouse)
     duplicate = _record_duplicate(run, base, ledger)
     if duplicate is not None:
@@ -220,7 +275,7 @@ def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
     except ChimeraError as err:
         return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
     if detection.assay is Assay.REGISTRY:
-        return _accept_registry(run, base, detection, frame)
+        return _accept_registry(run, base, detection, frame, ledger)
     return _accept_assay(run, base, detection, frame, ledger)
 
 
@@ -307,11 +362,21 @@ def _accept(run: _Run, outcome: FileOutcome) -> FileOutcome:
 
 
 def _accept_registry(
-    run: _Run, base: FileOutcome, detection: Detection, frame: pl.DataFrame
+    run: _Run, base: FileOutcome, detection: Detection, frame: pl.DataFrame, ledger: pl.DataFrame
 ) -> FileOutcome:
+    manifest = detection.format is ExportFormat.MANIFEST
+    check = check_manifest if manifest else check_infusion_log
+    tolerance = run.settings.inbox_rules.future_tolerance_hours
     with run.warehouse.lock():
+        try:
+            verdict = check(
+                frame, read_registry(run.warehouse), ledger, now=run.now, tolerance_hours=tolerance
+            )
+        except ChimeraError as err:
+            fmt = detection.format.value
+            return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
         rows = _with_lineage(frame, base, run.now).drop("source_file")
-        if detection.format is ExportFormat.MANIFEST:
+        if manifest:
             run.warehouse.write(SAMPLES, base.sha256, rows)
             patients = set(frame.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
         else:
@@ -322,7 +387,8 @@ def _accept_registry(
             status=FileStatus.ACCEPTED,
             detected_format=detection.format.value,
             rows=frame.height,
-            patients=frozenset(patients),
+            patients=frozenset(patients | verdict.also_touches),
+            reason=verdict.reason,
         )
         return _accept(run, accepted)
 

@@ -26,6 +26,7 @@ from chimera.calculate.limits import (
     summarise_dilution_series,
 )
 from chimera.calculate.reconcile import choose_headline
+from chimera.lineage import parameters_sha256, record_parameters
 from chimera.registry import (
     Registry,
     current_observations,
@@ -188,11 +189,13 @@ def recompute_patients(
     patients: Iterable[str],
     *,
     settings: Settings,
-    now: datetime,  # noqa: ARG001 - part of every writer's signature; derived rows keep their source's time
+    now: datetime,
 ) -> None:
     """Rebuild ``chimerism/`` and ``markers/`` for ``patients`` from the raw tables.
 
     Rows of an earlier export of the same sample x method are kept, flagged ``superseded``.
+    Every row names the settings that computed it (``parameters_sha256``, recorded at ``now``
+    in the ``parameters`` table; derived rows keep their source's ``ingested_at``).
     """
     todo = set(patients)
     if not todo:
@@ -200,8 +203,11 @@ def recompute_patients(
     warehouse.mark_dirty(todo)
     registry = read_registry(warehouse)
     current = {m: current_observations(read_observations(warehouse, m)) for m in OBSERVATIONS}
+    configured = record_parameters(warehouse, settings, now=now)
     limits, settings = assay_limits(registry, current, settings=settings)
+    limits = limits.with_columns(parameters_sha256=pl.lit(configured, dtype=pl.String))
     warehouse.write_single(ASSAY_LIMITS, limits)
+    effective = record_parameters(warehouse, settings, now=now)
     for patient in sorted(todo - series_ids(registry)):
         results, markers = [], []
         for method, observations in current.items():
@@ -211,7 +217,9 @@ def recompute_patients(
         chimerism = _finish_chimerism(
             pl.concat(results, how="diagonal_relaxed"), patient, registry, settings
         )
-        marker_rows = _finish_markers(pl.concat(markers, how="diagonal_relaxed"), patient)
+        marker_rows = _finish_markers(
+            pl.concat(markers, how="diagonal_relaxed"), patient, effective
+        )
         previous = warehouse.read_part(CHIMERISM, patient)
         previous_markers = warehouse.read_part(MARKERS, patient)
         chimerism = _keep_superseded(chimerism, previous, ["sample_id", "method", "source_sha256"])
@@ -230,6 +238,8 @@ def _keep_superseded(
         return new
     current_keys = new.select(key).unique()
     old = previous.join(current_keys, on=key, how="anti").with_columns(superseded=pl.lit(True))
+    absent = [pl.lit(None, dtype=new.schema[c]).alias(c) for c in new.columns if c not in old]
+    old = old.with_columns(absent)
     return pl.concat([new, old.select(new.columns)], how="vertical_relaxed") if old.height else new
 
 
@@ -262,13 +272,14 @@ def _finish_chimerism(
         * pl.coalesce(pl.col("wbc_per_ul"), pl.col("lymphocytes_per_ul")),
         superseded=pl.lit(False),
         pipeline_version=pl.lit(PIPELINE_VERSION),
+        parameters_sha256=pl.lit(parameters_sha256(settings)),
         source_file=pl.col("source_file").fill_null(""),
     )
     frame = choose_headline(frame, settings=settings.reconcile)
     return frame.select(columns).sort("collected_at", "sample_id", "method", nulls_last=True)
 
 
-def _finish_markers(markers: pl.DataFrame, patient: str) -> pl.DataFrame:
+def _finish_markers(markers: pl.DataFrame, patient: str, parameters: str) -> pl.DataFrame:
     columns = list(MARKERS.schema)
     if markers.height == 0:
         return pl.DataFrame(schema=MARKERS.schema)
@@ -276,6 +287,7 @@ def _finish_markers(markers: pl.DataFrame, patient: str) -> pl.DataFrame:
         patient_id=pl.lit(patient),
         superseded=pl.lit(False),
         pipeline_version=pl.lit(PIPELINE_VERSION),
+        parameters_sha256=pl.lit(parameters),
         source_file=pl.col("source_file").fill_null(""),
     ).select(columns)
 

@@ -15,25 +15,36 @@ Layout (one file per source for raw tables, one per patient for derived tables):
 - ``chimerism/``, ``markers/``, ``trends/``, ``kinetics/``: ``<patient>.parquet``;
 - ``alerts/alerts.parquet``, ``alert_deliveries/deliveries.parquet``,
   ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``: one file each;
-- ``ingest_log/<YYYY-MM-DD>/<time>-<sha>-<status>.parquet``: the append-only ledger.
+- ``ingest_log/<YYYY-MM-DD>/<time>-<sha>-<status>.parquet``: the append-only ledger;
+- ``parameters/<sha256>.parquet``: each settings snapshot derived rows name by hash;
+- ``inbox_state/<inbox>.parquet``: the poller's last look at each inbox file (settling).
+
+Files and folders are created readable by owner and group only (:mod:`chimera.filemodes`). A
+write that fails (disk full, read-only file system) leaves no temporary file behind and raises
+the ``OSError``; :func:`storage_problem` words it for a lab user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 from pandera.api.polars.model import DataFrameModel
 
 from chimera import __version__
+from chimera.filemodes import private_dirs, private_file
+from chimera.filing import TEMPORARY_PREFIX, write_new
 from chimera.validation import validate_frame
 from schemas.base import polars_schema
 from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
@@ -42,15 +53,18 @@ from schemas.warehouse import (
     AssayLimits,
     Chimerism,
     DdpcrObservations,
+    InboxState,
     Infusions,
     IngestLog,
     Markers,
+    Parameters,
     QpcrObservations,
     Samples,
     StrObservations,
 )
 
 PIPELINE_VERSION = __version__
+LOGGER = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 _CACHE_LIMIT = 20_000
@@ -139,6 +153,10 @@ ALERT_DELIVERIES = Table(
 )
 INGEST_LOG = Table("ingest_log", IngestLog, key=("source_sha256", "logged_at"))
 ASSAY_LIMITS = Table("assay_limits", AssayLimits, key=("method", "series_id"), single_file="limits")
+PARAMETERS = Table(
+    "parameters", Parameters, key=("parameters_sha256",), partition_by=("parameters_sha256",)
+)
+INBOX_STATE = Table("inbox_state", InboxState, key=("inbox", "path"), partition_by=("inbox",))
 
 TABLES = (
     SAMPLES,
@@ -155,6 +173,8 @@ TABLES = (
     ALERT_DELIVERIES,
     INGEST_LOG,
     ASSAY_LIMITS,
+    PARAMETERS,
+    INBOX_STATE,
 )
 """Every warehouse table."""
 OBSERVATIONS: dict[Method, Table] = {
@@ -188,18 +208,57 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to ``path`` via a temporary file and a rename; return ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_parquet_atomic(frame: pl.DataFrame, path: Path, *, replace: bool = True) -> Path:
+    """Write ``frame`` to ``path`` via a temporary file and a rename; return ``path``.
+
+    ``replace=False`` never replaces an existing ``path`` (``FileExistsError``): the ledger.
+    On any failure (``ENOSPC``, ``EROFS`` ...) the temporary file is removed and the error raised.
+    """
+    private_dirs(path.parent)
+    if not replace:
+        return write_new(path, lambda tmp: _write_synced(frame, tmp))
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.parquet.tmp")
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
+        _write_synced(frame, tmp)
+        private_file(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_text(path: Path, *, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _write_synced(frame: pl.DataFrame, path: Path) -> None:
+    frame.write_parquet(path, compression="zstd", statistics=True)
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+_STORAGE_WORDS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "Chimera may not write there (permission denied)",
+    errno.EPERM: "Chimera may not write there (operation not permitted)",
+    errno.EFBIG: "the file would exceed the size limit for one file",
+    errno.EIO: "the disk reported an input/output error",
+}
+
+
+def storage_problem(err: OSError) -> str:
+    """A failed write in plain words: what happened, where, and what to do.
+
+    Examples
+    --------
+    >>> storage_problem(OSError(errno.ENOSPC, "No space left on device", "/data/w/x.parquet"))
+    'the disk is full (writing /data/w/x.parquet); free space (or fix the disk) and run again'
+    """
+    what = _STORAGE_WORDS.get(err.errno or 0, err.strerror or str(err))
+    where = f" (writing {err.filename})" if err.filename else ""
+    return f"{what}{where}; free space (or fix the disk) and run again"
 
 
 @dataclass(frozen=True)
@@ -284,14 +343,21 @@ class Warehouse:
             / logged_at.strftime("%Y-%m-%d")
             / f"{stamp}-{sha256[:16]}-{status}-{uuid.uuid4().hex[:6]}.parquet"
         )
-        return write_parquet_atomic(valid, path)
+        return write_parquet_atomic(valid, path, replace=False)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the warehouse's writer lock (one writer at a time, across processes)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Hold the warehouse's writer lock (one writer at a time, across processes).
+
+        Waiting for another writer is logged (``chimera.warehouse``), never silent.
+        """
+        private_dirs(self.root)
         with (self.root / ".lock").open("a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                LOGGER.info("waiting for another writer of %s to finish", self.root)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
             finally:
@@ -299,10 +365,11 @@ class Warehouse:
 
     def mark_dirty(self, patients: set[str]) -> None:
         """Record patients whose derived tables are being rebuilt (crash recovery)."""
-        folder = self.root / ".dirty"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dirs(self.root / ".dirty")
         for patient in patients:
-            (folder / file_key(patient)).write_text(patient, encoding="utf-8")
+            path = folder / file_key(patient)
+            if not path.is_file():
+                write_new(path, partial(_write_text, text=patient))
 
     def clear_dirty(self, patients: set[str]) -> None:
         """Forget patients whose derived tables are complete again."""
@@ -314,4 +381,9 @@ class Warehouse:
         folder = self.root / ".dirty"
         if not folder.is_dir():
             return set()
-        return {p.read_text(encoding="utf-8") for p in folder.iterdir() if p.is_file()}
+        names = (
+            p.read_text(encoding="utf-8")
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(TEMPORARY_PREFIX)
+        )
+        return {name for name in names if name}

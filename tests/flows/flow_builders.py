@@ -168,3 +168,23 @@ def quarantined(home: Path) -> dict[str, Path]:
         for p in root.iterdir()
         if p.is_file() and not p.name.endswith((".problems.txt", ".failures.parquet"))
     }
+
+
+class FakeClock:
+    """A clock the test moves: ``sleep`` advances it instead of waiting (deterministic settling)."""
+
+    def __init__(self, start: datetime = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += timedelta(seconds=seconds)
+
+    def sleep(self, seconds: float) -> None:
+        """What the poll calls instead of ``time.sleep``: the clock moves, nothing waits."""
+        self.slept.append(seconds)
+        self.advance(seconds)
