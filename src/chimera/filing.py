@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import unicodedata
 import uuid
@@ -32,6 +33,7 @@ NAME_MAX_BYTES = 255
 REPORT_SUFFIXES = (".problems.txt", ".failures.parquet")
 TEMPORARY_PREFIX = ".incoming-"
 """Name prefix of a file being written (never read as data)."""
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
 
@@ -172,6 +174,24 @@ def write_new(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def write_parquet_synced(frame: pl.DataFrame, path: Path) -> None:
+    """Write and fsync one Parquet file; a failed write raises ``OSError`` with its errno.
+
+    polars reports an I/O failure (disk full ...) as a ``ComputeError`` naming the OS error;
+    it becomes the ``OSError`` it was, so callers handle a full disk in one place.
+    """
+    try:
+        frame.write_parquet(path, compression="zstd", statistics=True)
+    except pl.exceptions.PolarsError as err:
+        found = _OS_ERROR.search(str(err))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from err
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def archive_file(
     source: Path, archive_root: Path, *, sha256: str, when: datetime, move: bool
 ) -> Path:
@@ -241,14 +261,23 @@ def quarantine_file(
     """Move (or copy) a rejected file to quarantine beside its problem report; return its path.
 
     The report says what is wrong (row, column, value, rule) and how to fix it, in plain words;
-    ``<name>.failures.parquet`` holds the same list as a table.
+    ``<name>.failures.parquet`` holds the same list as a table. When a report cannot be
+    written (disk full) the file goes back where it was and the error is raised: a file is
+    never in quarantine without its report.
     """
     target = place(source, quarantine_root, sha256=sha256, move=move, reserved=REPORT_SUFFIXES)
     text = problems_report(source.name, sha256, headline, problems, when)
-    write_new(
-        target.with_name(target.name + REPORT_SUFFIXES[0]),
-        lambda tmp: tmp.write_text(text, encoding="utf-8"),
-    )
     failures = failures_frame(problems)
-    write_new(target.with_name(target.name + REPORT_SUFFIXES[1]), failures.write_parquet)
+    reports = [target.with_name(target.name + suffix) for suffix in REPORT_SUFFIXES]
+    try:
+        write_new(reports[0], lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_new(reports[1], lambda tmp: write_parquet_synced(failures, tmp))
+    except OSError:
+        for report in reports:
+            report.unlink(missing_ok=True)
+        if move:
+            _put(target, source, move=True)
+        else:
+            target.unlink()
+        raise
     return target

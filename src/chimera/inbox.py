@@ -198,7 +198,7 @@ def scan_inbox(
 ) -> list[Candidate]:
     """List inbox entries (recursively, links never followed) with whether each may be read.
 
-    ``seen`` holds the previous looks by path relative to ``inbox`` (:func:`load_sightings`);
+    ``seen`` holds the previous looks by :func:`state_key` (:func:`load_sightings`);
     a file not in it was never seen, so it is not ready (unless ``settle_seconds`` is 0).
     """
     if not inbox.is_dir():
@@ -210,7 +210,7 @@ def scan_inbox(
         if refusal is not None:
             found.append(Candidate(path, info.st_size, ready=False, refusal=refusal))
             continue
-        key = path.relative_to(inbox).as_posix()
+        key = state_key(inbox, path)
         found.append(
             _look(
                 path,
@@ -224,12 +224,21 @@ def scan_inbox(
     return found
 
 
+def state_key(inbox: Path, path: Path) -> str:
+    r"""A file's key in ``inbox_state``: its path relative to the inbox, as valid text.
+
+    Bytes that are not UTF-8 are written as ``\xNN`` (the key is only ever compared).
+    """
+    relative = path.relative_to(inbox).as_posix()
+    return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _inbox_id(inbox: Path) -> str:
     return str(inbox.absolute())
 
 
 def load_sightings(warehouse: Warehouse, inbox: Path) -> dict[str, Sighting]:
-    """The previous looks at ``inbox``'s files, by path relative to it."""
+    """The previous looks at ``inbox``'s files, by :func:`state_key`."""
     frame = warehouse.read_part(INBOX_STATE, _inbox_id(inbox))
     if frame is None:
         return {}
@@ -246,7 +255,7 @@ def save_sightings(
     rows = [
         {
             "inbox": _inbox_id(inbox),
-            "path": c.path.relative_to(inbox).as_posix(),
+            "path": state_key(inbox, c.path),
             "size_bytes": c.sighting.size_bytes,
             "mtime_ns": c.sighting.mtime_ns,
             "unchanged_since": c.sighting.unchanged_since,
@@ -309,7 +318,7 @@ def settle_inbox(
         )
         save_sightings(warehouse, settings.inbox, candidates, now=now)
         seen = {
-            c.path.relative_to(settings.inbox).as_posix(): c.sighting
+            state_key(settings.inbox, c.path): c.sighting
             for c in candidates
             if c.sighting is not None
         }

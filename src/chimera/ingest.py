@@ -10,6 +10,7 @@ outcome with reasons.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass, replace
@@ -21,7 +22,13 @@ import polars as pl
 from chimera.calculate import ddpcr, qpcr
 from chimera.consistency import check_infusion_log, check_manifest
 from chimera.detect import Assay, Detection, ExportFormat, detect_format
-from chimera.errors import ChimeraError, FileTooLargeError, Problem, RejectReason
+from chimera.errors import (
+    ChimeraError,
+    FileTooLargeError,
+    Problem,
+    RejectReason,
+    UnreadableFileError,
+)
 from chimera.filing import archive_file, display_name, quarantine_file
 from chimera.parsers import cfx, genemapper, quantasoft, quantstudio
 from chimera.parsers.manifest import parse_infusion_log, parse_manifest
@@ -49,6 +56,7 @@ from chimera.warehouse import (
 from schemas.base import UTC
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Method
 
+LOGGER = logging.getLogger(__name__)
 UNRECOGNISED = (
     "the content matches no known export (GeneMapper sizing/genotypes table, QuantStudio/"
     "StepOne, CFX Cq results, QuantaSoft, QX Manager, sample manifest, infusion log); "
@@ -124,7 +132,15 @@ def read_source(
         )
         return refused_source(path, FileTooLargeError(msg), size_bytes=size)
     data = path.read_bytes() if follow_links else _read_no_follow(path)
-    return SourceFile(path, data, sha256_of(data), detect_format(data))
+    try:
+        detection = detect_format(data)
+    except Exception as err:  # noqa: BLE001 - a detector bug must not stop the other files
+        # The type only: an exception's message may quote the content, which logs never carry.
+        kind = type(err).__name__
+        LOGGER.error("%s could not be recognised (%s)", display_name(path.name), kind)
+        msg = f"{display_name(path.name)}: the content could not be decoded or recognised ({kind})"
+        return SourceFile(path, data, sha256_of(data), None, UnreadableFileError(msg))
+    return SourceFile(path, data, sha256_of(data), detection)
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,16 @@ from typing import Any
 
 from rich.console import Console
 
-from chimera.detect import Assay
+from chimera.detect import Assay, ExportFormat
 from chimera.errors import NotARegularFileError
 from chimera.filemodes import private_dirs
 from chimera.filing import display_name
-from chimera.inbox import Candidate, Notify, Unread, settle_inbox
+from chimera.inbox import Candidate, Notify, Unread, save_sightings, settle_inbox
 from chimera.ingest import FileOutcome, SourceFile, ingest_source, read_source, refused_source
 from chimera.rebuild import recover_dirty
 from chimera.refresh import RefreshSummary, refresh_patients
 from chimera.settings import Settings
-from chimera.warehouse import storage_problem
+from chimera.warehouse import Warehouse, is_storage_error, storage_problem
 from schemas.vocab import FileStatus
 
 LOGGER = logging.getLogger(__name__)
@@ -105,11 +105,14 @@ _FORMAT_ORDER = {Assay.REGISTRY: 0, Assay.STR: 1, Assay.QPCR: 2, Assay.DDPCR: 2,
 
 
 def processing_order(sources: Sequence[SourceFile]) -> list[SourceFile]:
-    """Manifests and infusion logs first, then assays, each group by name (detected once)."""
+    """Manifests, then infusion logs, then assays, each group by name (detected once)."""
 
-    def rank(source: SourceFile) -> tuple[int, str]:
+    def rank(source: SourceFile) -> tuple[int, bool, str]:
         detection = source.detection
-        return (_FORMAT_ORDER[detection.assay] if detection else 3, source.name)
+        if detection is None:
+            return (3, True, source.name)
+        later = detection.format is not ExportFormat.MANIFEST
+        return (_FORMAT_ORDER[detection.assay], later, source.name)
 
     return sorted(sources, key=rank)
 
@@ -134,6 +137,8 @@ def ingest_in_rounds(
             except StorageFailure as failure:
                 failure.outcomes = {**outcomes, source.path: None}
                 raise
+            if outcome is not None:
+                LOGGER.info("%s: %s %s", outcome.file_name, outcome.status, outcome.reason or "")
             outcomes[source.path] = outcome
             if outcome is not None and outcome.status is FileStatus.WAITING:
                 still_waiting.append(source)
@@ -162,11 +167,17 @@ def ingest_sources(
         When a write failed (in-process ingest and the rebuilds); the file stays in place.
     """
 
-    def in_process(source: SourceFile) -> FileOutcome:
+    def in_process(source: SourceFile) -> FileOutcome | None:
         try:
             return ingest_source(source, settings=settings, now=clock(), move=move, recompute=False)
         except OSError as err:
-            raise StorageFailure(source.name, err) from err
+            if is_storage_error(err):
+                raise StorageFailure(source.name, err) from err
+            LOGGER.error("%s failed (%s); it stays where it is", source.name, err.strerror)
+        except Exception as err:  # noqa: BLE001 - one file's bug must not stop the others
+            # The type only: a message may quote the file's content, which logs never carry.
+            LOGGER.error("%s failed (%s); it stays where it is", source.name, type(err).__name__)
+        return None
 
     with _storage("rebuilding patients left by an interrupted run"):
         recover_dirty(settings=settings, now=clock())
@@ -276,6 +287,9 @@ def poll_once(
         done, stopped_because = stopped.outcomes, str(stopped)
         LOGGER.error("the run stopped: %s", stopped_because)
     errors += [display_name(path.name) for path, outcome in done.items() if outcome is None]
+    if sources and stopped_because is None:
+        with contextlib.suppress(OSError):  # only bookkeeping: the next poll forgets them too
+            save_sightings(Warehouse(settings.warehouse), settings.inbox, candidates, now=clock())
     outcomes = tuple(o for o in (done.get(s.path) for s in sources) if o is not None)
     unread = tuple(
         Unread(display_name(c.path.name), c.why, c.wait_seconds)
@@ -379,6 +393,7 @@ def poll_inbox(
     lock_timeout_seconds: float = 600.0,
     refresh: bool = True,
     max_wait_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
     notify: Notify | None = None,
 ) -> Poll:
     """Take the inbox lock and poll once in-process, without Prefect (``chimera watch``)."""
@@ -396,6 +411,7 @@ def poll_inbox(
             clock=clock,
             refresh=in_process if refresh else None,
             max_wait_seconds=max_wait_seconds,
+            sleep=sleep,
             notify=notify,
         )
 

@@ -31,7 +31,6 @@ import errno
 import fcntl
 import hashlib
 import logging
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -44,7 +43,7 @@ from pandera.api.polars.model import DataFrameModel
 
 from chimera import __version__
 from chimera.filemodes import private_dirs, private_file
-from chimera.filing import TEMPORARY_PREFIX, write_new
+from chimera.filing import TEMPORARY_PREFIX, write_new, write_parquet_synced
 from chimera.validation import validate_frame
 from schemas.base import polars_schema
 from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
@@ -216,10 +215,10 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path, *, replace: bool = Tru
     """
     private_dirs(path.parent)
     if not replace:
-        return write_new(path, lambda tmp: _write_synced(frame, tmp))
+        return write_new(path, lambda tmp: write_parquet_synced(frame, tmp))
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.parquet.tmp")
     try:
-        _write_synced(frame, tmp)
+        write_parquet_synced(frame, tmp)
         private_file(tmp)
         tmp.replace(path)
     finally:
@@ -231,12 +230,6 @@ def _write_text(path: Path, *, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _write_synced(frame: pl.DataFrame, path: Path) -> None:
-    frame.write_parquet(path, compression="zstd", statistics=True)
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
-
-
 _STORAGE_WORDS = {
     errno.ENOSPC: "the disk is full",
     errno.EDQUOT: "the disk quota is used up",
@@ -246,6 +239,11 @@ _STORAGE_WORDS = {
     errno.EFBIG: "the file would exceed the size limit for one file",
     errno.EIO: "the disk reported an input/output error",
 }
+
+
+def is_storage_error(err: OSError) -> bool:
+    """Whether a failed write means the disk or file system is at fault (stop the run)."""
+    return err.errno in _STORAGE_WORDS
 
 
 def storage_problem(err: OSError) -> str:

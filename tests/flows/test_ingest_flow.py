@@ -15,9 +15,11 @@ from typing import Any
 import polars as pl
 import pytest
 from flow_builders import (
+    SENTINEL,
     FakeClock,
     archived,
     drop,
+    files_with_sentinel,
     infusion_csv,
     ledger,
     manifest_csv,
@@ -30,7 +32,15 @@ from flow_builders import (
     write_config,
 )
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.logging.handlers import APILogWorker
 
 import flows.common
 from chimera import maintenance
@@ -156,6 +166,46 @@ def test_run_is_named_and_reported(prefect_harness: str, home: Path) -> None:
     mine = [a for a in artifacts if a.flow_run_id == run.id]
     assert len(mine) == 1
     assert "not_an_export.txt | quarantined" in str(mine[0].data)
+
+
+def test_file_contents_never_reach_prefect(
+    prefect_harness: str, home: Path, events: list[dict[str, Any]]
+) -> None:
+    """A sentinel planted in file contents is in no flow or task run, log, artifact or event.
+
+    Ids and values may appear there; the content of a file (its free text, a cut line, the
+    bytes of an unreadable file) never does.
+    """
+    write_config(home, "[inbox_rules]\nsettle_seconds = 0.5\nincomplete_settle_seconds = 0\n")
+    inbox = home / "inbox"
+    registry_files(inbox)
+    for name, data in files_with_sentinel().items():
+        drop(inbox, name, data)
+    state = ingest_inbox(str(home), return_state=True)
+    APILogWorker.drain_all(timeout=60)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["chimera-inbox-poll"]))
+        )
+    mine = [a for a in artifacts if a.flow_run_id == run.id]
+    assert len(mine) == 1 and len(tasks) >= 7
+    assert any(log.message.startswith("7 files: ") for log in logs), [log.message for log in logs][
+        -3:
+    ]
+    seen = [
+        run.model_dump_json(),
+        *(t.model_dump_json() for t in tasks),
+        *(log.message for log in logs),
+        *(str(a.data) for a in mine),
+        *(repr(e) for e in events),
+    ]
+    assert not [text for text in seen if SENTINEL in text]
 
 
 def test_duplicate_bytes_under_another_name(

@@ -1,0 +1,190 @@
+"""Registry files that disagree with the registry or the clock: a clear fate each, no crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from flow_builders import (
+    FIRST_DOSE,
+    PATIENT,
+    FakeClock,
+    genemapper_table,
+    infusion_csv,
+    ledger,
+    manifest_csv,
+    post_dose_id,
+)
+from reliability_builders import make_home, poll, put, trial_files
+
+from chimera.registry import read_registry
+from chimera.warehouse import CHIMERISM, Warehouse
+from schemas.vocab import FileStatus
+
+
+def _fates(result: object) -> dict[str, tuple[FileStatus, str]]:
+    return {o.file_name: (o.status, o.reason or "") for o in result.outcomes}  # type: ignore[attr-defined]
+
+
+def _reason(home: Path, name: str) -> str:
+    rows = ledger(home).filter(pl.col("file_name") == name)
+    return str(rows["reason"][-1])
+
+
+def test_a_later_manifest_that_disagrees_wins_and_the_ledger_says_what_changed(
+    tmp_path: Path,
+) -> None:
+    """Changed collection time and WBC count: accepted, the registry takes the new values."""
+    settings = make_home(tmp_path)
+    clock = FakeClock()
+    put(settings.inbox, trial_files())
+    poll(settings, clock)
+    corrected = manifest_csv().replace(
+        b"2025-01-11T09:00:00Z,PB,4801", b"2025-01-12T09:00:00Z,PB,4900"
+    )
+    put(settings.inbox, {"manifest_corrected.csv": corrected})
+    clock.advance(60)
+
+    result = poll(settings, clock)
+
+    status, reason = _fates(result)["manifest_corrected.csv"]
+    assert status is FileStatus.ACCEPTED
+    assert reason == (
+        "replaces earlier manifest rows (the later file wins): P01-D01 collected_at "
+        "2025-01-11 09:00 → 2025-01-12 09:00, wbc_per_ul 4801.0 → 4900.0 (was manifest.csv); "
+        "3 sample id(s) already registered, unchanged"
+    )
+    assert _reason(settings.home, "manifest_corrected.csv") == reason
+    samples = read_registry(Warehouse(settings.warehouse)).samples
+    row = samples.filter(pl.col("sample_id") == post_dose_id(1)).row(0, named=True)
+    assert (row["collected_at"].day, row["wbc_per_ul"]) == (12, 4900.0)
+    chimerism = Warehouse(settings.warehouse).read(CHIMERISM).filter(~pl.col("superseded"))
+    assert chimerism.filter(pl.col("sample_id") == post_dose_id(1))["study_day"].to_list() == [2]
+
+
+def test_a_sample_moved_to_another_patient_leaves_the_first_patient(tmp_path: Path) -> None:
+    """The later manifest gives P01-D02 to P02: P01 is rebuilt without it (kept as superseded)."""
+    settings = make_home(tmp_path)
+    clock = FakeClock()
+    put(settings.inbox, trial_files())
+    poll(settings, clock)
+    moved = manifest_csv(range(2, 3)).replace(b"P01-D02,P01,", b"P01-D02,P02,")
+    put(settings.inbox, {"manifest_fix.csv": moved})
+    clock.advance(60)
+
+    status, reason = _fates(poll(settings, clock))["manifest_fix.csv"]
+
+    assert status is FileStatus.ACCEPTED
+    assert "P01-D02 patient_id P01 → P02" in reason
+    rows = Warehouse(settings.warehouse).read_part(CHIMERISM, PATIENT)
+    assert rows is not None
+    current = rows.filter(~pl.col("superseded"))["sample_id"].to_list()
+    assert current == [post_dose_id(1)]
+    assert rows.filter(pl.col("superseded"))["sample_id"].to_list() == [post_dose_id(2)]
+
+
+def test_impossible_dates_quarantine_the_file_with_the_rows_named(tmp_path: Path) -> None:
+    """A post-dose sample before its baseline, a sample and a dose after the ingest clock.
+
+    Each file is quarantined with a report naming the sample and the date; the valid files of
+    the same poll are accepted.
+    """
+    settings = make_home(tmp_path)
+    clock = FakeClock()  # 2026-12-01
+    before_baseline = manifest_csv().replace(b"2025-01-11T09:00:00Z", b"2025-01-02T09:00:00Z")
+    future_sample = manifest_csv(range(5, 6)).replace(
+        b"2025-01-15T09:00:00Z", b"2027-01-15T09:00:00Z"
+    )
+    future_dose = infusion_csv().replace(b"2025-01-10", b"2027-01-10")
+    put(
+        settings.inbox,
+        {
+            "manifest_early.csv": before_baseline,
+            "manifest_future.csv": future_sample,
+            "infusions_future.csv": future_dose,
+            "infusions.csv": infusion_csv(),
+        },
+    )
+
+    fates = _fates(poll(settings, clock))
+
+    assert fates["infusions.csv"][0] is FileStatus.ACCEPTED
+    for name in ("manifest_early.csv", "manifest_future.csv", "infusions_future.csv"):
+        status, reason = fates[name]
+        assert status is FileStatus.QUARANTINED, name
+        assert reason.startswith("impossible_date: 1 "), reason
+    report = (settings.quarantine / "manifest_early.csv.problems.txt").read_text()
+    assert (
+        "[sample_before_baseline] column 'collected_at', value 'P01-D01: 2025-01-02 09:00 UTC'"
+        in report
+    )
+    assert "before its baseline BL-P01 (2025-01-08 08:00 UTC)" in report
+    future = (settings.quarantine / "infusions_future.csv.problems.txt").read_text()
+    assert "[date_in_future] column 'infused_at', value 'P01: 2027-01-10 09:00 UTC'" in future
+
+
+def test_a_baseline_dated_after_registered_samples_is_refused(tmp_path: Path) -> None:
+    """The check spans files: a new baseline later than an accepted post-dose sample."""
+    settings = make_home(tmp_path)
+    clock = FakeClock()
+    put(settings.inbox, trial_files())
+    poll(settings, clock)
+    late = (
+        b"sample_id,patient_id,role,collected_at,specimen\n"
+        b"BL2-P01,P01,recipient_baseline,2025-02-01T08:00:00Z,PB\n"
+    )
+    put(settings.inbox, {"baseline_late.csv": late})
+    status, reason = _fates(poll(settings, clock))["baseline_late.csv"]
+    assert status is FileStatus.QUARANTINED
+    assert reason.startswith("impossible_date: 2 impossible date(s): P01-D01")
+
+
+@pytest.mark.parametrize("tolerance_hours", [24.0, 0.5])
+def test_the_future_tolerance_is_a_setting(tmp_path: Path, tolerance_hours: float) -> None:
+    """A sample 2 h after the ingest clock (a clock off by a time zone) passes a 24 h tolerance."""
+    settings = make_home(
+        tmp_path,
+        f"[inbox_rules]\nsettle_seconds = 0.0\nfuture_tolerance_hours = {tolerance_hours}\n",
+    )
+    clock = FakeClock()
+    soon = f"{clock():%Y-%m-%d}T11:00:00Z".encode()
+    put(
+        settings.inbox,
+        {"manifest.csv": manifest_csv(range(1, 2)).replace(b"2025-01-11T09:00:00Z", soon)},
+    )
+    status, _ = _fates(poll(settings, clock))["manifest.csv"]
+    assert status is (FileStatus.ACCEPTED if tolerance_hours == 24.0 else FileStatus.QUARANTINED)
+
+
+def test_unknown_patients_and_samples_are_accepted_or_wait_with_a_reason(tmp_path: Path) -> None:
+    """A dose for a patient with no manifest rows: accepted with a note. An export of unknown
+    samples: waiting, naming them. The rest of the poll goes on."""
+    settings = make_home(tmp_path)
+    doses = infusion_csv() + f"P09,1,{FIRST_DOSE:%Y-%m-%dT%H:%M:%SZ},1.0e9,LOT-A\n".encode()
+    put(
+        settings.inbox,
+        trial_files()
+        | {"infusions.csv": doses, "gm_p09.txt": genemapper_table([("P09-D01", 20.0)])},
+    )
+    fates = _fates(poll(settings))
+    assert fates["infusions.csv"] == (
+        FileStatus.ACCEPTED,
+        "no manifest rows yet for patient(s) P09",
+    )
+    assert fates["gm_p09.txt"] == (
+        FileStatus.WAITING,
+        "waiting for manifest rows for sample(s) P09-D01",
+    )
+    assert {fates[n][0] for n in trial_files() if n != "infusions.csv"} == {FileStatus.ACCEPTED}
+
+
+def test_duplicate_sample_ids_inside_one_manifest_quarantine_it(tmp_path: Path) -> None:
+    """One sample id twice in a manifest cannot be resolved: quarantined; others go on."""
+    settings = make_home(tmp_path)
+    doubled = manifest_csv() + b"P01-D01,P01,post_dose,2025-01-20T09:00:00Z,PB,4000,LOT-A\n"
+    put(settings.inbox, {"manifest_doubled.csv": doubled, "infusions.csv": infusion_csv()})
+    fates = _fates(poll(settings))
+    assert fates["manifest_doubled.csv"][0] is FileStatus.QUARANTINED
+    assert fates["manifest_doubled.csv"][1].startswith("schema_violation")
+    assert fates["infusions.csv"][0] is FileStatus.ACCEPTED
