@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_HOME ?= $(CURDIR)/chimera-data/prefect
+# PREFECT_HOME is left alone so Prefect profiles (PREFECT_API_URL) apply; chimera's own local
+# server keeps its SQLite database under chimera-data/prefect by itself.
 
 .PHONY: demo test lint typecheck pytest bench clean server docs browser
 

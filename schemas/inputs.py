@@ -2,27 +2,59 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from collections.abc import Sequence
 from typing import Optional
 
 import pandera.polars as pa
 import polars as pl
 
 from schemas.base import UTC, StrictModel
+from schemas.vocab import Role
 
-ROLES = [
-    "donor_reference",
-    "recipient_baseline",
-    "post_dose",
-    "calibrator",
-    "negative_control",
-    "dilution_standard",
-]
+EARLIEST_DATE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+"""No sample or dose of this trial predates 2000: an earlier date is a typo (issue 13)."""
+MAX_CELLS_PER_UL = 1e7
+"""More cells per µL than any blood or marrow count (hyperleukocytosis ~1e6/µL)."""
+
+_DIRECT_IDENTIFIER = re.compile(
+    r"(patient |subject |first |last |given |family |full |middle |maiden |sur)?names?"
+    r"|(patient )?initials"
+    r"|dob|d o b|date of birth|birth ?date|birthday"
+    r"|mrn|medical record( number| no| nr)?|hospital (number|no)|nhs (number|no)|ssn"
+    r"|social security( number| no)?|insurance (number|no)|national id"
+    r"|(home |postal |street )?address|street|post ?code|zip( code)?"
+    r"|(tele)?phone( number| no)?|mobile( number)?|cell ?phone|tel"
+    r"|e ?mail( address)?"
+)
+"""Column names of direct identifiers (issue 13): names, birth dates, record numbers, contacts."""
+
+
+def direct_identifier_columns(names: Sequence[str]) -> list[str]:
+    """Return the column names that look like direct identifiers, as written.
+
+    Examples
+    --------
+    >>> direct_identifier_columns(["sample_id", "Patient Name", "DOB", "E-mail", "Sample Name"])
+    ['Patient Name', 'DOB', 'E-mail']
+    """
+    found = []
+    for name in names:
+        key = re.sub(r"[\s_\-.:/]+", " ", name.replace("\ufeff", "").strip().casefold()).strip()
+        if key and _DIRECT_IDENTIFIER.fullmatch(key):
+            found.append(name.strip())
+    return found
 
 
 class Manifest(StrictModel):
     """Sample manifest: who each sample id belongs to and what it is.
 
-    ``role = donor_reference`` rows hold the iNK product; their ``patient_id`` is the product lot.
+    ``role = donor_reference``/``calibrator`` rows hold the iNK product; their ``patient_id``
+    is the product lot and ``cell_bank`` the master cell bank (null = the trial's one bank).
+    ``specimen`` is normalised to :class:`schemas.vocab.Specimen` where recognised, else kept
+    as written; ``specimen_raw`` keeps the manifest's own spelling. Counts are cells/µL;
+    ``purity_pct`` is the measured purity of a sorted fraction (0-100 %).
     """
 
     sample_id: str = pa.Field(
@@ -36,27 +68,52 @@ class Manifest(StrictModel):
     )
     role: str = pa.Field(
         description="What the sample is: donor_reference, recipient_baseline, post_dose, ... (schemas.vocab.Role).",
-        isin=ROLES,
+        isin=list(Role),
     )
-    collected_at: UTC = pa.Field(description="When the sample was collected.", nullable=True)  # type: ignore[valid-type]
+    collected_at: UTC = pa.Field(  # type: ignore[valid-type]
+        description="When the sample was collected.", nullable=True, ge=EARLIEST_DATE
+    )
     specimen: str = pa.Field(
         description="Specimen or sorted fraction (PB, PB CD56+, PB CD3+, PB CD33+, BM; unknown values verbatim).",
         nullable=True,
+    )
+    specimen_raw: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="The specimen as the manifest wrote it, before normalisation.", nullable=True
     )
     wbc_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
         description="White blood cell count of the sample.",
         metadata={"unit": "cells/µL"},
         nullable=True,
         ge=0,
+        le=MAX_CELLS_PER_UL,
     )
     lymphocytes_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
         description="Lymphocyte count of the sample.",
         metadata={"unit": "cells/µL"},
         nullable=True,
         ge=0,
+        le=MAX_CELLS_PER_UL,
+    )
+    nk_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="NK cell count of the sample (denominator of a CD56+ fraction).",
+        metadata={"unit": "cells/µL"},
+        nullable=True,
+        ge=0,
+        le=MAX_CELLS_PER_UL,
+    )
+    purity_pct: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="Measured purity of a sorted fraction.",
+        metadata={"unit": "%"},
+        nullable=True,
+        gt=0,
+        le=100,
     )
     product_lot: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
         description="iNK product lot (master cell bank lot) given or received.", nullable=True
+    )
+    cell_bank: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="Master cell bank of a product row (null = the trial's one bank).",
+        nullable=True,
     )
     nominal_pct: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
         description="Known % iNK of a dilution standard.",
@@ -72,9 +129,9 @@ class Manifest(StrictModel):
         """A dilution standard (a known % iNK mixture) must say its nominal % iNK."""
         frame = data.lazyframe
         if "nominal_pct" not in frame.collect_schema().names():
-            return frame.select(pl.col("role") != "dilution_standard")
+            return frame.select(pl.col("role") != Role.DILUTION_STANDARD)
         return frame.select(
-            (pl.col("role") != "dilution_standard") | pl.col("nominal_pct").is_not_null()
+            (pl.col("role") != Role.DILUTION_STANDARD) | pl.col("nominal_pct").is_not_null()
         )
 
     @pa.dataframe_check
@@ -82,19 +139,36 @@ class Manifest(StrictModel):
     def post_dose_samples_have_collection_time(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """A post-dose sample without collected_at cannot be placed on the study timeline."""
         return data.lazyframe.select(
-            (pl.col("role") != "post_dose") | pl.col("collected_at").is_not_null()
+            (pl.col("role") != Role.POST_DOSE) | pl.col("collected_at").is_not_null()
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def post_dose_samples_not_before_baseline(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """A post-dose sample cannot be collected before its patient's earliest baseline."""
+        baseline = (
+            pl.col("collected_at")
+            .filter(pl.col("role") == Role.RECIPIENT_BASELINE)
+            .min()
+            .over("patient_id")
+        )
+        return data.lazyframe.select(
+            (pl.col("role") != Role.POST_DOSE)
+            | pl.col("collected_at").is_null()
+            | baseline.is_null()
+            | (pl.col("collected_at") >= baseline)
         )
 
 
 class InfusionLog(StrictModel):
-    """One row per administered dose."""
+    """One row per administered dose; ``cells`` is the dose in cells."""
 
     patient_id: str = pa.Field(
         description="Pseudonymised patient id (product lot or series id for product / dilution rows).",
         str_length={"min_value": 1},
     )
     dose_number: pl.Int32 = pa.Field(description="Dose number (1 = first infusion).", ge=1)
-    infused_at: UTC = pa.Field(description="When the dose was infused.")  # type: ignore[valid-type]
+    infused_at: UTC = pa.Field(description="When the dose was infused.", ge=EARLIEST_DATE)  # type: ignore[valid-type]
     cells: float = pa.Field(
         description="Cells infused in the dose (dose level).",
         metadata={"unit": "cells"},
@@ -110,6 +184,15 @@ class InfusionLog(StrictModel):
     def one_row_per_patient_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """A dose number appears once per patient."""
         return data.lazyframe.select(pl.struct("patient_id", "dose_number").is_duplicated().not_())
+
+    @pa.dataframe_check
+    @classmethod
+    def doses_in_time_order(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """A patient's dose n+1 is infused after dose n (dose and time ranks agree)."""
+        return data.lazyframe.select(
+            pl.col("dose_number").rank("min").over("patient_id")
+            == pl.col("infused_at").rank("min").over("patient_id")
+        )
 
 
 class StrPeaks(StrictModel):
@@ -243,4 +326,14 @@ class DdpcrWells(StrictModel):
             pl.col("positives").is_null()
             | pl.col("accepted_droplets").is_null()
             | (pl.col("positives") <= pl.col("accepted_droplets"))
+        )
+
+    @pa.dataframe_check
+    @classmethod
+    def positives_and_negatives_add_up_to_accepted(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Every accepted droplet is positive or negative (formats.md 9-10)."""
+        counts = ("positives", "negatives", "accepted_droplets")
+        return data.lazyframe.select(
+            pl.any_horizontal(pl.col(c).is_null() for c in counts)
+            | (pl.col("positives") + pl.col("negatives") == pl.col("accepted_droplets"))
         )

@@ -15,21 +15,27 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.base import UTC, StrictModel
-from schemas.warehouse import METHODS, QC_VERDICTS, RESULT_STATUSES, Lineage
+from schemas.vocab import (
+    AlertRuleId,
+    AlertState,
+    CdScale,
+    ChangeDirection,
+    DeliveryState,
+    GenomeModel,
+    KineticsScope,
+    Method,
+    QcVerdict,
+    ResultStatus,
+    Severity,
+)
+from schemas.warehouse import Lineage, share_field
 
-CD_SCALES = ["additive", "multiplicative", "detection"]
-CHANGE_DIRECTIONS = ["rise", "fall", "none"]
-KINETICS_SCOPES = ["dose", "overall"]
-ALERT_RULES = [
-    "persistence",
-    "unexpected_expansion",
-    "early_loss",
-    "falling_exposure",
-    "repeated_qc_failure",
-]
-SEVERITIES = ["info", "warning", "critical"]
-ALERT_STATES = ["open", "ongoing", "resolved"]
-DELIVERY_STATES = ["pending", "sent", "failed"]
+_HAS_VALUE = [ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ]
+_SPECIMEN = (
+    "Specimen or sorted fraction (schemas.vocab.Specimen: PB, PB CD56+, PB CD3+, PB CD33+, BM; "
+    "unknown values verbatim; missing = PB): each is its own curve."
+)
+_PATIENT = "Pseudonymised patient id (product lot or series id for product / dilution rows)."
 
 
 def _is_json_object(text: str | None) -> bool:
@@ -44,15 +50,18 @@ def _is_json_object(text: str | None) -> bool:
 
 
 class Trends(Lineage):
-    """One row per patient x sample time: the headline result and its change from the last one.
+    """One row per patient x specimen x sample: the headline result and its change from the last one.
 
-    ``change_pct`` is in percentage points; ``critical_difference_pct`` is the change the pair must
-    exceed (``cd_scale`` says how it was derived, see :func:`chimera.trends.build_trend_table`).
+    Curves never mix specimens: ``previous_sample_id`` is the patient's previous sample of the same
+    ``specimen``. ``change_pct`` is in percentage points; ``critical_difference_pct`` is the change
+    the pair must exceed (``cd_scale`` says how it was derived, see
+    :mod:`chimera.critical_difference`: each result's CI turned into an SE with ``ci_quantile``
+    and combined with the method's between-run variation). ``genome_model`` and the
+    ``pct_recipient`` / ``pct_hsct_donor`` columns come from the chimerism row when it carries them.
     """
 
-    patient_id: str = pa.Field(
-        description="Pseudonymised patient id (product lot or series id for product / dilution rows)."
-    )
+    patient_id: str = pa.Field(description=_PATIENT)
+    specimen: str = pa.Field(description=_SPECIMEN)
     sample_id: str = pa.Field(description="Sample id from the manifest (pseudonymised).")
     collected_at: UTC = pa.Field(description="When the sample was collected.", nullable=True)  # type: ignore[valid-type]
     study_day: pl.Int32 = pa.Field(
@@ -74,11 +83,7 @@ class Trends(Lineage):
     dose_number: pl.Int32 = pa.Field(
         description="Dose number (1 = first infusion).", nullable=True, ge=1
     )
-    specimen: str = pa.Field(
-        description="Specimen or sorted fraction (PB, PB CD56+, PB CD3+, PB CD33+, BM; unknown values verbatim).",
-        nullable=True,
-    )
-    method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=METHODS)
+    method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=list(Method))
     pct_ink: float = pa.Field(
         description="% of the specimen's DNA from the iNK product, clamped to 0-100; null when not_detected or failed.",
         metadata={"unit": "%"},
@@ -100,6 +105,11 @@ class Trends(Lineage):
         ge=0,
         le=100,
     )
+    ci_quantile: float = pa.Field(
+        description="Quantile the CI was built with (t for few loci/replicates; null = 1.96).",
+        nullable=True,
+        gt=0,
+    )
     lod_pct: float = pa.Field(
         description="The sample's own limit of detection.",
         metadata={"unit": "%"},
@@ -114,9 +124,20 @@ class Trends(Lineage):
     )
     result_status: str = pa.Field(
         description="quantified, below_loq, not_detected or failed (methods.md 4).",
-        isin=RESULT_STATUSES,
+        isin=list(ResultStatus),
     )
-    qc_verdict: str = pa.Field(description="pass, review or fail.", isin=QC_VERDICTS)
+    qc_verdict: str = pa.Field(description="pass, review or fail.", isin=list(QcVerdict))
+    genome_model: str = pa.Field(
+        description="two_genome or three_genome (prior HSCT donor); null when not recorded.",
+        nullable=True,
+        isin=list(GenomeModel),
+    )
+    pct_recipient: float = share_field("% of the patient's own cells (2 genomes: 100 - pct_ink).")
+    pct_recipient_ci_low: float = share_field("Lower 95 % bound of pct_recipient.")
+    pct_recipient_ci_high: float = share_field("Upper 95 % bound of pct_recipient.")
+    pct_hsct_donor: float = share_field("% of the prior HSCT donor's cells (3 genomes).")
+    pct_hsct_donor_ci_low: float = share_field("Lower 95 % bound of pct_hsct_donor.")
+    pct_hsct_donor_ci_high: float = share_field("Upper 95 % bound of pct_hsct_donor.")
     ink_cells_per_ul: float = pa.Field(
         description="iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).",
         metadata={"unit": "cells/µL"},
@@ -124,7 +145,8 @@ class Trends(Lineage):
         ge=0,
     )
     previous_sample_id: str = pa.Field(
-        description="The previous headline sample the change is measured against.", nullable=True
+        description="The previous headline sample of the same specimen the change is measured against.",
+        nullable=True,
     )
     change_pct: pl.Float64 = pa.Field(
         description="Change from the previous sample.", metadata={"unit": "% points"}, nullable=True
@@ -147,10 +169,10 @@ class Trends(Lineage):
     cd_scale: str = pa.Field(
         description="How the critical difference was derived: additive, multiplicative or detection.",
         nullable=True,
-        isin=CD_SCALES,
+        isin=list(CdScale),
     )
     change_direction: str = pa.Field(
-        description="rise, fall or none.", nullable=True, isin=CHANGE_DIRECTIONS
+        description="rise, fall or none.", nullable=True, isin=list(ChangeDirection)
     )
     significant_change: bool = pa.Field(
         description="The change exceeds the critical difference.", nullable=True
@@ -158,9 +180,11 @@ class Trends(Lineage):
 
     @pa.dataframe_check
     @classmethod
-    def one_row_per_patient_and_sample(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        """Check that a sample appears once per patient (headline, not superseded)."""
-        return data.lazyframe.select(pl.struct("patient_id", "sample_id").is_duplicated().not_())
+    def one_row_per_patient_specimen_and_sample(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check that a sample appears once per patient and specimen (headline, not superseded)."""
+        return data.lazyframe.select(
+            pl.struct("patient_id", "specimen", "sample_id").is_duplicated().not_()
+        )
 
     @pa.dataframe_check
     @classmethod
@@ -182,28 +206,35 @@ class Trends(Lineage):
     @classmethod
     def quantified_results_have_a_value(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """``quantified`` and ``below_loq`` rows carry a value; the other states never a bare 0."""
-        has_value = pl.col("result_status").is_in(["quantified", "below_loq"])
+        has_value = pl.col("result_status").is_in(_HAS_VALUE)
         return data.lazyframe.select(has_value == pl.col("pct_ink").is_not_null())
 
 
 class Kinetics(Lineage):
-    """Non-compartmental cellular kinetics: per patient x dose interval and per patient overall.
+    """Non-compartmental cellular kinetics per patient x specimen: per dose interval and overall.
 
-    Times are days: ``tmax_days``/``tlast_days`` after the interval start (after dose 1 for the
+    A specimen's curve holds only its own results (a CD56+ value never enters the whole-blood
+    Cmax). ``cmax_pct_per_1e9_cells`` is the dose-normalised Cmax. Times are days: ``tmax_days``/``tlast_days`` after the interval start (after dose 1 for the
     ``overall`` row); interval bounds are days since dose 1. ``predose_pct`` is C_pre,n (last
     sample before dose n within the pre-dose window); ``trough_pct`` is the last sample before the
     next dose. ``accumulation_ratio_trough`` = C_pre,n / C_pre,2 and ``accumulation_ratio_auc`` =
     AUC_n / AUC_1 (methods.md 8).
     """
 
-    patient_id: str = pa.Field(
-        description="Pseudonymised patient id (product lot or series id for product / dilution rows)."
-    )
+    patient_id: str = pa.Field(description=_PATIENT)
+    specimen: str = pa.Field(description=_SPECIMEN)
     scope: str = pa.Field(
-        description="dose (one dose interval) or overall (whole follow-up).", isin=KINETICS_SCOPES
+        description="dose (one dose interval) or overall (whole follow-up).",
+        isin=list(KineticsScope),
     )
     dose_number: pl.Int32 = pa.Field(
         description="Dose number (1 = first infusion).", nullable=True, ge=1
+    )
+    dose_cells: pl.Float64 = pa.Field(
+        description="Cells infused with the dose (infusion log).",
+        metadata={"unit": "cells"},
+        nullable=True,
+        gt=0,
     )
     interval_start_day: pl.Float64 = pa.Field(
         description="Interval start, days since dose 1.", metadata={"unit": "d"}
@@ -222,6 +253,12 @@ class Kinetics(Lineage):
         ge=0,
         le=100,
     )
+    cmax_pct_per_1e9_cells: pl.Float64 = pa.Field(
+        description="Dose-normalised Cmax: cmax_pct x 1e9 / dose_cells.",
+        metadata={"unit": "% per 1e9 cells"},
+        nullable=True,
+        ge=0,
+    )
     cmax_sample_id: str = pa.Field(description="Sample of Cmax.", nullable=True)
     tmax_days: pl.Float64 = pa.Field(
         description="Time of Cmax after the interval start (Tmax).",
@@ -237,7 +274,9 @@ class Kinetics(Lineage):
         le=100,
     )
     predose_status: str = pa.Field(
-        description="result_status of the pre-dose sample.", nullable=True, isin=RESULT_STATUSES
+        description="result_status of the pre-dose sample.",
+        nullable=True,
+        isin=list(ResultStatus),
     )
     predose_sample_id: str = pa.Field(description="The pre-dose sample.", nullable=True)
     trough_pct: pl.Float64 = pa.Field(
@@ -248,7 +287,9 @@ class Kinetics(Lineage):
         le=100,
     )
     trough_status: str = pa.Field(
-        description="result_status of the trough sample.", nullable=True, isin=RESULT_STATUSES
+        description="result_status of the trough sample.",
+        nullable=True,
+        isin=list(ResultStatus),
     )
     trough_sample_id: str = pa.Field(description="The trough sample.", nullable=True)
     auc_pct_days: pl.Float64 = pa.Field(
@@ -289,10 +330,10 @@ class Kinetics(Lineage):
 
     @pa.dataframe_check
     @classmethod
-    def one_row_per_patient_scope_and_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        """Check that a patient has one row per dose interval and one overall row."""
+    def one_row_per_patient_specimen_scope_and_dose(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Check that a patient's specimen has one row per dose interval and one overall row."""
         return data.lazyframe.select(
-            pl.struct("patient_id", "scope", "dose_number").is_duplicated().not_()
+            pl.struct("patient_id", "specimen", "scope", "dose_number").is_duplicated().not_()
         )
 
     @pa.dataframe_check
@@ -300,7 +341,7 @@ class Kinetics(Lineage):
     def dose_rows_have_a_dose_number(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """``dose`` rows name their dose; the ``overall`` row does not."""
         return data.lazyframe.select(
-            (pl.col("scope") == "dose") == pl.col("dose_number").is_not_null()
+            (pl.col("scope") == KineticsScope.DOSE) == pl.col("dose_number").is_not_null()
         )
 
     @pa.dataframe_check
@@ -319,10 +360,12 @@ class Kinetics(Lineage):
 
 
 class CohortKinetics(StrictModel):
-    """Median and range of each kinetic parameter per dose across patients (trial report)."""
+    """Median and range of each kinetic parameter per specimen and dose across patients."""
 
+    specimen: str = pa.Field(description=_SPECIMEN)
     scope: str = pa.Field(
-        description="dose (one dose interval) or overall (whole follow-up).", isin=KINETICS_SCOPES
+        description="dose (one dose interval) or overall (whole follow-up).",
+        isin=list(KineticsScope),
     )
     dose_number: pl.Int32 = pa.Field(
         description="Dose number (1 = first infusion).", nullable=True, ge=1
@@ -353,38 +396,44 @@ class CohortKinetics(StrictModel):
 
 
 class Alerts(StrictModel):
-    """Alert states: one row per episode (rule x patient x episode key), updated on every run."""
+    """Alert states: one row per alert (rule x patient x specimen), updated on every run.
+
+    ``alert_id`` hashes rule, patient, specimen and ``episode_key`` (the first episode), so an
+    alert keeps its id while later episodes add evidence.
+    """
 
     alert_id: str = pa.Field(
-        description="Stable id of the alert episode.",
+        description="Stable id of the alert (rule, patient, specimen, first episode).",
         str_length={"min_value": 16, "max_value": 16},
         unique=True,
     )
-    rule: str = pa.Field(description="Alert rule id (schemas.vocab.AlertRuleId).", isin=ALERT_RULES)
+    rule: str = pa.Field(
+        description="Alert rule id (schemas.vocab.AlertRuleId).", isin=list(AlertRuleId)
+    )
     rule_version: str = pa.Field(description="Version of the rule's parameters.")
-    severity: str = pa.Field(description="info, warning or critical.", isin=SEVERITIES)
-    patient_id: str = pa.Field(
-        description="Pseudonymised patient id (product lot or series id for product / dilution rows)."
-    )
+    severity: str = pa.Field(description="info, warning or critical.", isin=list(Severity))
+    patient_id: str = pa.Field(description=_PATIENT)
+    specimen: str = pa.Field(description=_SPECIMEN)
     episode_key: str = pa.Field(
-        description="What distinguishes episodes of one rule for one patient."
+        description="The first episode of the rule for this patient and specimen."
     )
-    state: str = pa.Field(description="open, ongoing or resolved.", isin=ALERT_STATES)
+    message: str = pa.Field(description="Plain-language alert text (ids and values only).")
+    evidence: str = pa.Field(
+        description="JSON: what was compared with which error model; the results (values, CIs, "
+        "LoDs, states, QC) and each pair with the critical difference used."
+    )
+    parameters: str = pa.Field(description="JSON: the rule parameters used.")
+    state: str = pa.Field(description="open, ongoing or resolved.", isin=list(AlertState))
     first_detected_at: UTC = pa.Field(description="When the alert first fired.")  # type: ignore[valid-type]
     last_evaluated_at: UTC = pa.Field(description="Last evaluation of the rule.")  # type: ignore[valid-type]
     resolved_at: UTC = pa.Field(description="When the condition stopped holding.", nullable=True)  # type: ignore[valid-type]
-    message: str = pa.Field(description="Plain-language alert text (ids and values only).")
-    evidence: str = pa.Field(
-        description="JSON: the results, CIs, LoDs and critical differences behind the alert."
-    )
-    parameters: str = pa.Field(description="JSON: the rule parameters used.")
 
     @pa.dataframe_check
     @classmethod
     def resolved_alerts_have_resolved_at(cls, data: pa.PolarsData) -> pl.LazyFrame:
         """``resolved_at`` is set exactly for resolved alerts."""
         return data.lazyframe.select(
-            (pl.col("state") == "resolved") == pl.col("resolved_at").is_not_null()
+            (pl.col("state") == AlertState.RESOLVED) == pl.col("resolved_at").is_not_null()
         )
 
     @pa.dataframe_check
@@ -410,7 +459,7 @@ class AlertDeliveries(StrictModel):
         description="Stable id of the alert episode.", str_length={"min_value": 16, "max_value": 16}
     )
     channel: str = pa.Field(description="Delivery channel name.")
-    state: str = pa.Field(description="pending, sent or failed.", isin=DELIVERY_STATES)
+    state: str = pa.Field(description="pending, sent or failed.", isin=list(DeliveryState))
     attempts: pl.Int32 = pa.Field(description="Delivery attempts so far.", ge=0)
     last_attempt_at: UTC = pa.Field(description="Time of the last attempt.", nullable=True)  # type: ignore[valid-type]
     last_error: str = pa.Field(description="Error of the last failed attempt.", nullable=True)
@@ -427,5 +476,5 @@ class AlertDeliveries(StrictModel):
         """Rows with attempts carry the time of the last one; sent rows have attempts >= 1."""
         return data.lazyframe.select(
             ((pl.col("attempts") > 0) == pl.col("last_attempt_at").is_not_null())
-            & ((pl.col("state") != "sent") | (pl.col("attempts") >= 1))
+            & ((pl.col("state") != DeliveryState.SENT) | (pl.col("attempts") >= 1))
         )

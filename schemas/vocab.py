@@ -153,3 +153,23 @@ class ChangeDirection(StrEnum):
     RISE = "rise"
     FALL = "fall"
     NONE = "none"
+
+
+class StutterDirection(StrEnum):
+    """Which way a stutter peak sits from its parent allele (methods.md 2.6)."""
+
+    BACK = "back"
+    """One repeat shorter (n-1), the common kind."""
+    FORWARD = "forward"
+    """One repeat longer (n+1), rarer and smaller."""
+
+
+class StutterSource(StrEnum):
+    """Where a locus's stutter ratio came from, in order of preference."""
+
+    MEASURED = "measured"
+    """Median over the lab's own single-source profiles of the same panel."""
+    CONFIGURED = "configured"
+    """``StrSettings.stutter_ratios`` / ``default_stutter_ratio``."""
+    PUBLISHED = "published"
+    """Published kit average for the repeat length (tetra- or pentanucleotide)."""

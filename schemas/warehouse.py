@@ -6,14 +6,14 @@ derived tables, in ``source_sha256``), ``pipeline_version`` and a UTC timestamp.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import pandera.polars as pa
 import polars as pl
 
 from schemas.base import UTC, StrictModel
 from schemas.inputs import DdpcrWells, InfusionLog, Manifest, QpcrWells, StrPeaks
-from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus
+from schemas.vocab import FileStatus, GenomeModel, Method, QcVerdict, ResultStatus
 
 METHODS = list(Method)
 """Alias of ``list(Method)`` kept for ``schemas.trends``; new code uses ``schemas.vocab``."""
@@ -21,6 +21,11 @@ RESULT_STATUSES = list(ResultStatus)
 """Alias of ``list(ResultStatus)`` kept for ``schemas.trends``."""
 QC_VERDICTS = list(QcVerdict)
 """Alias of ``list(QcVerdict)`` kept for ``schemas.trends``."""
+
+
+def share_field(description: str) -> Any:
+    """A nullable 0-100 % column of one genome's share (recipient or HSCT donor)."""
+    return pa.Field(description=description, metadata={"unit": "%"}, nullable=True, ge=0, le=100)
 
 
 class Lineage(StrictModel):
@@ -142,6 +147,20 @@ class Chimerism(Lineage):
         nullable=True,
         gt=0,
     )
+    # X | None: the three-genome columns may be absent (results written before they existed).
+    genome_model: str | None = pa.Field(
+        description="two_genome or three_genome (prior HSCT donor).",
+        nullable=True,
+        isin=list(GenomeModel),
+    )
+    pct_recipient: float | None = share_field(
+        "% of the patient's own cells (2 genomes: 100 - pct_ink)."
+    )
+    pct_recipient_ci_low: float | None = share_field("Lower 95 % bound of pct_recipient.")
+    pct_recipient_ci_high: float | None = share_field("Upper 95 % bound of pct_recipient.")
+    pct_hsct_donor: float | None = share_field("% of the prior HSCT donor's cells (3 genomes).")
+    pct_hsct_donor_ci_low: float | None = share_field("Lower 95 % bound of pct_hsct_donor.")
+    pct_hsct_donor_ci_high: float | None = share_field("Upper 95 % bound of pct_hsct_donor.")
     lod_pct: float = pa.Field(
         description="The sample's own limit of detection.",
         metadata={"unit": "%"},

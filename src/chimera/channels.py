@@ -21,20 +21,16 @@ from typing import Any
 
 import polars as pl
 
-from chimera.alerts import ChannelSettings, EmailChannel
+from chimera.alerts.config import ChannelSettings, EmailChannel
+from schemas.base import polars_schema
+from schemas.trends import AlertDeliveries
+from schemas.vocab import AlertState, DeliveryState
 
-DELIVERY_COLUMNS: dict[str, pl.DataType] = {
-    "alert_id": pl.String(),
-    "channel": pl.String(),
-    "state": pl.String(),
-    "attempts": pl.Int32(),
-    "last_attempt_at": pl.Datetime("us", "UTC"),
-    "last_error": pl.String(),
-}
-"""Columns of the delivery log (schema ``schemas.trends.AlertDeliveries``)."""
+DELIVERY_COLUMNS = polars_schema(AlertDeliveries)
+"""Columns of the delivery log (from ``schemas.trends.AlertDeliveries``)."""
 
 EMAIL_CHANNEL = "email"
-_DELIVERABLE_STATES = ("open", "ongoing")
+_DELIVERABLE_STATES = (AlertState.OPEN, AlertState.ONGOING)
 
 
 class DeliveryError(Exception):
@@ -111,6 +107,7 @@ def render_email(
     severity = str(alert.get("severity", "")).upper()
     message["Subject"] = (
         f"[Chimera {severity}] {alert.get('rule')} - patient {alert.get('patient_id')}"
+        + (f" ({alert['specimen']})" if alert.get("specimen") else "")
     )
     message["From"] = sender
     message["To"] = ", ".join(recipients)
@@ -118,6 +115,7 @@ def render_email(
         str(alert.get("message", "")),
         "",
         f"Patient: {alert.get('patient_id')}",
+        f"Specimen: {alert.get('specimen')}",
         f"Rule: {alert.get('rule')} (version {alert.get('rule_version')})",
         f"Severity: {alert.get('severity')}",
         f"State: {alert.get('state')}",
@@ -185,7 +183,7 @@ def _payload(alert: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _due(row: Mapping[str, Any], channels: ChannelSettings, now: datetime) -> bool:
-    if row["state"] == "sent":
+    if row["state"] == DeliveryState.SENT:
         return False
     attempts = int(row["attempts"] or 0)
     last = row["last_attempt_at"]
@@ -218,7 +216,7 @@ def deliver_alerts(
     deliveries
         The last ``schemas.trends.AlertDeliveries`` log (may be empty).
     channels
-        From :func:`chimera.alerts.load_alert_rules`.
+        ``Settings.alerts.channels``.
     now
         Time of this delivery round (timezone-aware).
     password
@@ -249,7 +247,7 @@ def deliver_alerts(
                 {
                     "alert_id": aid,
                     "channel": name,
-                    "state": "pending",
+                    "state": DeliveryState.PENDING.value,
                     "attempts": 0,
                     "last_attempt_at": None,
                     "last_error": None,
@@ -269,9 +267,9 @@ def deliver_alerts(
             else:
                 send_webhook(hooks[name], _payload(target), timeout_s=channels.timeout_s)
         except DeliveryError as exc:
-            row.update(state="failed", last_error=str(exc))
+            row.update(state=DeliveryState.FAILED.value, last_error=str(exc))
         else:
-            row.update(state="sent", last_error=None)
+            row.update(state=DeliveryState.SENT.value, last_error=None)
         row.update(attempts=int(row["attempts"] or 0) + 1, last_attempt_at=now)
     frame = pl.DataFrame(list(log.values()), schema=DELIVERY_COLUMNS)
     return frame.sort("alert_id", "channel")

@@ -1,10 +1,11 @@
-"""A new manifest or infusion log checked against the registry and the clock (issue 13).
+"""A new manifest or infusion log checked against what the registry already holds (issue 13).
 
 A registry file that parses is still checked against what the warehouse already holds:
 
-- **Impossible dates** quarantine the file (:class:`~chimera.errors.ImpossibleDateError`): a
-  sample or dose dated more than ``future_tolerance_hours`` after the ingest clock, or a
-  post-dose sample collected before its patient's baseline (either date in this file).
+- **Impossible dates across files** quarantine the file
+  (:class:`~chimera.errors.ImpossibleDateError`): a post-dose sample collected before its
+  patient's baseline when one of the two dates is already registered. (Within one file, and
+  dates after the ingest clock, the manifest contract refuses them, ``schemas.inputs``.)
 - **Disagreement with an earlier file** is accepted, the later file wins (the registry keeps
   the latest row per sample and per dose), and the ledger reason lists every changed value
   with the file it replaces. A sample moved to another patient also rebuilds the patient it
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
+import pandera.polars as pa
 import polars as pl
 
 from chimera.errors import ImpossibleDateError, Problem
 from chimera.registry import Registry
+from schemas.inputs import Manifest
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Role
 
 LINEAGE = ("source_sha256", "pipeline_version", "ingested_at", "source_file")
@@ -49,41 +52,38 @@ def _shown(items: Sequence[str]) -> str:
     return ", ".join(items[:_SHOWN]) + extra
 
 
-def _future(frame: pl.DataFrame, column: str, key: str, limit: datetime) -> list[Problem]:
-    late = frame.filter(pl.col(column) > limit)
-    return [
-        Problem(
-            rule="date_in_future",
-            column=column,
-            value=f"{row[key]}: {row[column]:%Y-%m-%d %H:%M} UTC",
-            message=f"{column} lies after the time of ingest ({limit:%Y-%m-%d %H:%M} UTC + tolerance)",
-            fix="correct the date (a typo in the year?) and drop the file again",
-        )
-        for row in late.iter_rows(named=True)
-    ]
-
-
 def _before_baseline(frame: pl.DataFrame, registry: Registry) -> list[Problem]:
-    """Post-dose samples collected before their patient's baseline, one date in ``frame``."""
-    ours = set(frame["sample_id"].to_list())
+    """Post-dose samples before their patient's earliest baseline once this file is registered.
+
+    The rule is the manifest contract's own check, applied to the registry as it would be;
+    a problem is this file's when its post-dose row or the patient's earliest baseline is.
+    """
+    ours = frame["sample_id"].to_list()
     columns = ["sample_id", "patient_id", "role", "collected_at"]
     merged = pl.concat(
         [
-            registry.samples.select(columns).filter(~pl.col("sample_id").is_in(list(ours))),
+            registry.samples.select(columns).filter(~pl.col("sample_id").is_in(ours)),
             frame.select(columns),
         ],
         how="vertical_relaxed",
-    ).filter(pl.col("collected_at").is_not_null())
-    baselines = merged.filter(pl.col("role") == Role.RECIPIENT_BASELINE).select(
-        "patient_id",
-        pl.col("sample_id").alias("baseline_id"),
-        pl.col("collected_at").alias("baseline_at"),
     )
-    pairs = (
-        merged.filter(pl.col("role") == Role.POST_DOSE)
+    valid = Manifest.post_dose_samples_not_before_baseline(pa.PolarsData(merged.lazy()))
+    baselines = (
+        merged.filter(pl.col("role") == Role.RECIPIENT_BASELINE)
+        .sort("collected_at")
+        .group_by("patient_id", maintain_order=True)
+        .first()
+        .select(
+            "patient_id",
+            pl.col("sample_id").alias("baseline_id"),
+            pl.col("collected_at").alias("baseline_at"),
+        )
+    )
+    wrong = (
+        merged.with_columns(valid.collect().to_series().alias("_valid"))
+        .filter(~pl.col("_valid"))
         .join(baselines, on="patient_id")
-        .filter(pl.col("collected_at") < pl.col("baseline_at"))
-        .filter(pl.col("sample_id").is_in(list(ours)) | pl.col("baseline_id").is_in(list(ours)))
+        .filter(pl.col("sample_id").is_in(ours) | pl.col("baseline_id").is_in(ours))
         .sort("patient_id", "sample_id")
     )
     return [
@@ -97,7 +97,7 @@ def _before_baseline(frame: pl.DataFrame, registry: Registry) -> list[Problem]:
             ),
             fix="correct the collection date or the role, then drop the file again",
         )
-        for row in pairs.iter_rows(named=True)
+        for row in wrong.iter_rows(named=True)
     ]
 
 
@@ -140,24 +140,15 @@ def accepted_names(ledger: pl.DataFrame) -> dict[str, str]:
     return dict(accepted.select("source_sha256", "file_name").unique("source_sha256").iter_rows())
 
 
-def check_manifest(
-    frame: pl.DataFrame,
-    registry: Registry,
-    ledger: pl.DataFrame,
-    *,
-    now: datetime,
-    tolerance_hours: float,
-) -> RegistryCheck:
-    """Check a parsed manifest against the registry and the clock.
+def check_manifest(frame: pl.DataFrame, registry: Registry, ledger: pl.DataFrame) -> RegistryCheck:
+    """Check a parsed manifest against the registry.
 
     Raises
     ------
     ImpossibleDateError
-        A sample dated in the future, or a post-dose sample before its baseline.
+        A post-dose sample before its patient's baseline (one of the dates registered).
     """
-    limit = now + timedelta(hours=tolerance_hours)
-    problems = _future(frame, "collected_at", "sample_id", limit)
-    problems += _before_baseline(frame, registry)
+    problems = _before_baseline(frame, registry)
     if problems:
         msg = f"{len(problems)} impossible date(s): " + _shown([p.value or "" for p in problems])
         raise ImpossibleDateError(msg, problems)
@@ -173,27 +164,9 @@ def check_manifest(
 
 
 def check_infusion_log(
-    frame: pl.DataFrame,
-    registry: Registry,
-    ledger: pl.DataFrame,
-    *,
-    now: datetime,
-    tolerance_hours: float,
+    frame: pl.DataFrame, registry: Registry, ledger: pl.DataFrame
 ) -> RegistryCheck:
-    """Check a parsed infusion log against the registry and the clock.
-
-    Raises
-    ------
-    ImpossibleDateError
-        A dose dated in the future.
-    """
-    limit = now + timedelta(hours=tolerance_hours)
-    problems = _future(frame, "infused_at", "patient_id", limit)
-    if problems:
-        msg = f"{len(problems)} infusion(s) dated in the future: " + _shown(
-            [p.value or "" for p in problems]
-        )
-        raise ImpossibleDateError(msg, problems)
+    """Check a parsed infusion log against the registry (conflicting doses, unknown patients)."""
     changed, _, _ = _changes(
         frame, registry.infusions, ("patient_id", "dose_number"), accepted_names(ledger)
     )

@@ -23,7 +23,9 @@ class RejectReason(StrEnum):
     EMPTY_FILE = "empty_file"
     WAITED_TOO_LONG = "waited_too_long"
     CONFLICT = "conflict"
+    TRUNCATED = "truncated"
     TOO_LARGE = "too_large"
+    DIRECT_IDENTIFIER = "direct_identifier"
     NOT_A_REGULAR_FILE = "not_a_regular_file"
     IMPOSSIBLE_DATE = "impossible_date"
 
@@ -78,6 +80,45 @@ class UnreadableFileError(ChimeraError):
     reason = RejectReason.UNREADABLE
 
 
+class EmptyFileError(UnreadableFileError):
+    """The file holds no bytes, or only blanks and line ends."""
+
+    reason = RejectReason.EMPTY_FILE
+
+
+class BinaryContentError(UnrecognisedExportError, UnreadableFileError):
+    """Binary bytes (NULs, control characters) that are neither a workbook nor text."""
+
+    reason = RejectReason.UNRECOGNISED_FORMAT
+
+
+class WrongFormatError(UnrecognisedExportError, UnreadableFileError):
+    """A parser was handed an export that detection recognised as another format."""
+
+    reason = RejectReason.UNRECOGNISED_FORMAT
+
+
+class TruncatedExportError(UnreadableFileError):
+    """The export ends early: mid-row, mid-workbook, or short of the rows its layout promises.
+
+    The message always says "truncated" and what to do (copy or export the file again).
+    """
+
+    reason = RejectReason.TRUNCATED
+
+
+class FileTooLargeError(ChimeraError):
+    """The file is larger than ``InboxSettings.max_file_bytes``; it was not read."""
+
+    reason = RejectReason.TOO_LARGE
+
+
+class DirectIdentifierError(ChimeraError):
+    """A registry file carries a column of direct identifiers (name, date of birth, MRN, ...)."""
+
+    reason = RejectReason.DIRECT_IDENTIFIER
+
+
 class ValidationFailedError(ChimeraError):
     """Parsed rows break the input's data contract; ``problems`` lists each broken rule."""
 
@@ -100,12 +141,6 @@ class AmbiguousSampleIdError(ChimeraError):
     """One sample id maps to conflicting manifest rows."""
 
     reason = RejectReason.CONFLICT
-
-
-class FileTooLargeError(ChimeraError):
-    """The file is larger than ``InboxSettings.max_file_bytes``; it was not read."""
-
-    reason = RejectReason.TOO_LARGE
 
 
 class NotARegularFileError(ChimeraError):

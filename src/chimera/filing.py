@@ -37,6 +37,18 @@ _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
 
+def printable(text: str) -> str:
+    r"""``text`` as valid UTF-8 without control characters (what the ledger can store).
+
+    Examples
+    --------
+    >>> printable("a\udcffb\tc")
+    'a\ufffdb?c'
+    """
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def display_name(name: str) -> str:
     r"""A file name as the ledger and reports show it: valid UTF-8, NFC, no control characters.
 
@@ -47,9 +59,7 @@ def display_name(name: str) -> str:
     >>> display_name("bad\udcffname\n.csv")
     'bad\ufffdname?.csv'
     """
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    text = "".join(c if c.isprintable() else "?" for c in unicodedata.normalize("NFC", text))
-    return text or "unnamed"
+    return printable(unicodedata.normalize("NFC", printable(name))) or "unnamed"
 
 
 def fit_name(name: str, *, reserve: int = 0) -> str:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import polars as pl
 
-from chimera.calculate import ddpcr, qpcr
 from chimera.consistency import check_infusion_log, check_manifest
-from chimera.detect import Assay, Detection, ExportFormat, detect_format
+from chimera.detect import Assay, DecodedExport, Detection, ExportFormat, detect
 from chimera.errors import (
     ChimeraError,
     FileTooLargeError,
@@ -29,9 +28,8 @@ from chimera.errors import (
     RejectReason,
     UnreadableFileError,
 )
-from chimera.filing import archive_file, display_name, quarantine_file
-from chimera.parsers import cfx, genemapper, quantasoft, quantstudio
-from chimera.parsers.manifest import parse_infusion_log, parse_manifest
+from chimera.filing import archive_file, display_name, printable, quarantine_file
+from chimera.parsers.dispatch import check_plausible, parse_export
 from chimera.prerequisites import assay_sample_ids, missing_prerequisites, resolve_sample_ids
 from chimera.rebuild import recompute_or_defer
 from chimera.registry import (
@@ -44,6 +42,7 @@ from chimera.registry import (
     read_registry,
 )
 from chimera.settings import Settings
+from chimera.textio import check_size
 from chimera.warehouse import (
     INFUSIONS,
     INGEST_LOG,
@@ -57,11 +56,6 @@ from schemas.base import UTC
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Method
 
 LOGGER = logging.getLogger(__name__)
-UNRECOGNISED = (
-    "the content matches no known export (GeneMapper sizing/genotypes table, QuantStudio/"
-    "StepOne, CFX Cq results, QuantaSoft, QX Manager, sample manifest, infusion log); "
-    "re-export with the software's standard table export or check the file is the right one"
-)
 
 
 @dataclass(frozen=True)
@@ -73,10 +67,11 @@ class SourceFile:
     sha256: str
     detection: Detection | None
     """None when the content matches no known format."""
-    refusal: ChimeraError | None = None
-    """Why the file was refused unread (a link, too large); ``data`` is then empty."""
+    export: DecodedExport | ChimeraError | None = None
+    """The file as :func:`chimera.detect.detect` read it, or why it was refused (a link, too
+    large, undecodable; None: not read yet; :func:`read_source` always fills it)."""
     unread_bytes: int = 0
-    """Size of a file refused unread."""
+    """Size of a file refused unread (``data`` is then empty)."""
 
     @property
     def name(self) -> str:
@@ -123,24 +118,32 @@ def read_source(
     A file above ``max_bytes`` is refused from its size alone, never read.
     ``follow_links=False`` (the inbox) refuses to open a symbolic link.
     """
-    size = path.stat().st_size if follow_links else path.lstat().st_size
-    if max_bytes is not None and size > max_bytes:
-        msg = (
-            f"{display_name(path.name)}: {size / 1e6:.1f} MB is larger than the "
-            f"{max_bytes / 1e6:.1f} MB limit (inbox_rules.max_file_bytes), so it was not read; "
-            "check it is the right file, or export fewer sections or raise the limit"
-        )
-        return refused_source(path, FileTooLargeError(msg), size_bytes=size)
-    data = path.read_bytes() if follow_links else _read_no_follow(path)
     try:
-        detection = detect_format(data)
+        check_size(path, max_bytes)
+    except FileTooLargeError as err:
+        refusal = FileTooLargeError(printable(str(err)))
+        return refused_source(path, refusal, size_bytes=path.stat().st_size)
+    data = path.read_bytes() if follow_links else _read_no_follow(path)
+    export = detect_export(data, file_name=display_name(path.name))
+    detection = export.detection if isinstance(export, DecodedExport) else None
+    return SourceFile(path, data, sha256_of(data), detection, export)
+
+
+def detect_export(data: bytes, *, file_name: str) -> DecodedExport | ChimeraError:
+    """:func:`chimera.detect.detect`, with its refusal returned instead of raised.
+
+    Any other exception (a detector bug) is a refusal too, so one file never stops the others.
+    """
+    try:
+        return detect(data, file_name=file_name)
+    except ChimeraError as err:
+        return err
     except Exception as err:  # noqa: BLE001 - a detector bug must not stop the other files
         # The type only: an exception's message may quote the content, which logs never carry.
         kind = type(err).__name__
-        LOGGER.error("%s could not be recognised (%s)", display_name(path.name), kind)
-        msg = f"{display_name(path.name)}: the content could not be decoded or recognised ({kind})"
-        return SourceFile(path, data, sha256_of(data), None, UnreadableFileError(msg))
-    return SourceFile(path, data, sha256_of(data), detection)
+        LOGGER.error("%s could not be recognised (%s)", file_name, kind)
+        msg = f"{file_name}: the content could not be decoded or recognised ({kind})"
+        return UnreadableFileError(msg)
 
 
 @dataclass(frozen=True)
@@ -172,60 +175,8 @@ class _Run:
     recompute: bool
 
 
-def parse_export(
-    data: bytes, detection: Detection, *, file_name: str, settings: Settings
-) -> pl.DataFrame:
-    """Parse an export of a detected format into its validated tidy frame."""
-    fmt = detection.format
-    if fmt is ExportFormat.MANIFEST:
-        return parse_manifest(data, file_name=file_name)
-    if fmt is ExportFormat.INFUSION_LOG:
-        return parse_infusion_log(data, file_name=file_name)
-    if fmt in (ExportFormat.GENEMAPPER_SIZING, ExportFormat.GENEMAPPER_GENOTYPES):
-        return genemapper.parse_genemapper(data, file_name=file_name)
-    if fmt in (ExportFormat.APPBIO_TEXT, ExportFormat.APPBIO_CSV, ExportFormat.APPBIO_EXCEL):
-        return quantstudio.parse_appbio(data, file_name=file_name)
-    if fmt is ExportFormat.CFX_CSV:
-        return cfx.parse_cfx(data, file_name=file_name)
-    if fmt is ExportFormat.DDPCR_AMPLITUDE:
-        quantasoft.reject_amplitude_file(file_name)
-    return quantasoft.parse_ddpcr(
-        data, file_name=file_name, droplet_volume_nl=settings.ddpcr.droplet_volume_nl
-    )
-
-
-def check_plausible(
-    frame: pl.DataFrame, assay: Assay, *, settings: Settings, file_name: str
-) -> None:
-    """Reject readable exports that hold no chimerism assay (no reference gene, no markers)."""
-    if assay is Assay.QPCR:
-        qpcr.assert_chimerism_plate(frame, settings=settings.qpcr, file_name=file_name)
-    elif assay is Assay.DDPCR:
-        ddpcr.assert_chimerism_plate(frame, settings=settings.ddpcr, file_name=file_name)
-
-
-def ingest_path(
-    path: Path,
-    *,
-    settings: Settings,
-    now: datetime,
-    move: bool,
-    flow_run_id: str | None = None,
-    recompute: bool = True,
-) -> FileOutcome:
-    """Read one file and :func:`ingest_source` it."""
-    return ingest_source(
-        read_source(path),
-        settings=settings,
-        now=now,
-        move=move,
-        flow_run_id=flow_run_id,
-        recompute=recompute,
-    )
-
-
 def ingest_source(
-    source: SourceFile,
+    source: SourceFile | Path,
     *,
     settings: Settings,
     now: datetime,
@@ -233,12 +184,15 @@ def ingest_source(
     flow_run_id: str | None = None,
     recompute: bool = True,
 ) -> FileOutcome:
-    """Ingest one read file and put it where it belongs (archive, quarantine, or left waiting).
+    """Ingest one file and put it where it belongs (archive, quarantine, or left waiting).
 
+    A path is read (and detected) first; a :class:`SourceFile` was read already.
     ``move`` = move the file (inbox use); otherwise copy it, leaving the original untouched.
     ``recompute=False`` only marks the touched patients dirty;
     :func:`chimera.rebuild.recover_dirty` then rebuilds each of them once (what a batch does).
     """
+    if isinstance(source, Path):
+        source = read_source(source)
     run = _Run(Warehouse(settings.warehouse), settings, now, flow_run_id, recompute)
     outcome = _ingest_content(source, run)
     if outcome.status in (FileStatus.ACCEPTED, FileStatus.DUPLICATE):
@@ -272,24 +226,22 @@ def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
         size_bytes=source.size_bytes,
         status=FileStatus.WAITING,
     )
-    if source.refusal is not None:
-        refusal = source.refusal
-        return _reject(run, base, None, refusal.reason, str(refusal), tuple(refusal.problems))
     ledger = read_ledger(run.warehouse)
     duplicate = _record_duplicate(run, base, ledger)
     if duplicate is not None:
         return duplicate
-    if not source.data.strip():
-        return _reject(run, base, None, RejectReason.EMPTY_FILE, "the file is empty")
-    detection = source.detection
-    if detection is None:
-        return _reject(run, base, None, RejectReason.UNRECOGNISED_FORMAT, UNRECOGNISED)
+    export = source.export or detect_export(source.data, file_name=source.name)
+    if isinstance(export, ChimeraError):
+        return _reject(run, base, None, export.reason, str(export), tuple(export.problems))
+    detection = export.detection
     fmt = detection.format.value
     try:
-        frame = parse_export(source.data, detection, file_name=source.name, settings=run.settings)
-        check_plausible(frame, detection.assay, settings=run.settings, file_name=source.name)
+        parsed = parse_export(export, settings=run.settings, now=run.now)
+        check_plausible(parsed.frame, detection.assay, settings=run.settings, file_name=source.name)
     except ChimeraError as err:
         return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
+    frame = parsed.frame
+    base = replace(base, reason="; ".join(parsed.notes) or None)  # e.g. specimens kept as written
     if detection.assay is Assay.REGISTRY:
         return _accept_registry(run, base, detection, frame, ledger)
     return _accept_assay(run, base, detection, frame, ledger)
@@ -382,12 +334,9 @@ def _accept_registry(
 ) -> FileOutcome:
     manifest = detection.format is ExportFormat.MANIFEST
     check = check_manifest if manifest else check_infusion_log
-    tolerance = run.settings.inbox_rules.future_tolerance_hours
     with run.warehouse.lock():
         try:
-            verdict = check(
-                frame, read_registry(run.warehouse), ledger, now=run.now, tolerance_hours=tolerance
-            )
+            verdict = check(frame, read_registry(run.warehouse), ledger)
         except ChimeraError as err:
             fmt = detection.format.value
             return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))

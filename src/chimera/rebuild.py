@@ -73,8 +73,9 @@ def _patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
     product = registry.samples.filter(
         (pl.col("patient_id") == (lot or "")) & pl.col("role").is_in(PRODUCT_ROLES)
     ).with_columns(product_lot=pl.col("patient_id"))
+    optional = [c for c in ("specimen", "cell_bank") if c in registry.samples.columns]
     return pl.concat([own, product], how="vertical_relaxed").select(
-        "sample_id", "patient_id", "role", "product_lot"
+        "sample_id", "patient_id", "role", "product_lot", *optional
     )
 
 
@@ -99,25 +100,45 @@ def _method_rows(
     if method == Method.STR:
         observations = current.filter(pl.col("sample_id").is_in(ids))
     else:
-        observations = current.filter(pl.col("source_sha256").is_in(plates.implode()))
+        # The product's wells on other plates are its registered reference (ddPCR zygosity);
+        # every DNA sample on the plates gets its manifest role (never the instrument's type).
+        product = registry.samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"]
+        observations = current.filter(
+            pl.col("source_sha256").is_in(plates.implode())
+            | pl.col("sample_id").is_in(product.implode())
+        )
+        others = registry.samples.filter(
+            pl.col("sample_id").is_in(observations["sample_id"].unique().implode())
+            & ~pl.col("sample_id").is_in(samples["sample_id"].implode())
+            & ~pl.col("role").is_in(REPORTED_ROLES)
+        ).with_columns(
+            product_lot=pl.when(pl.col("role").is_in(PRODUCT_ROLES))
+            .then(pl.col("patient_id"))
+            .otherwise(pl.col("product_lot"))
+        )
+        samples = pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed")
     output = _compute(
         method,
         observations.drop("source_file", "ingested_at", "pipeline_version", strict=False),
         samples,
         settings,
     )
-    sources = observations.group_by("sample_id").agg(
-        pl.col("source_sha256").first(),
-        pl.col("source_file").first(),
-        pl.col("ingested_at").first(),
+    # PCR results name their plate (one result per sample x plate); STR its first source.
+    sources = observations.group_by("sample_id", "source_sha256").agg(
+        pl.col("source_file").first(), pl.col("ingested_at").first()
     )
-    results = output.results.filter(
-        pl.col("sample_id").is_in(post_dose["sample_id"].implode())
-    ).join(sources, on="sample_id", how="left")
-    markers = output.markers.filter(
-        pl.col("sample_id").is_in(post_dose["sample_id"].implode())
-    ).join(sources, on="sample_id", how="left")
-    return results, markers
+    first = sources.group_by("sample_id").agg(pl.col("source_sha256").min().alias("_first"))
+
+    def with_source(frame: pl.DataFrame) -> pl.DataFrame:
+        return (
+            frame.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode()))
+            .join(first, on="sample_id", how="left")
+            .with_columns(source_sha256=pl.coalesce("source_sha256", "_first"))
+            .drop("_first")
+            .join(sources, on=["sample_id", "source_sha256"], how="left")
+        )
+
+    return with_source(output.results), with_source(output.markers)
 
 
 def assay_limits(
@@ -275,7 +296,9 @@ def _finish_chimerism(
         parameters_sha256=pl.lit(parameters_sha256(settings)),
         source_file=pl.col("source_file").fill_null(""),
     )
-    frame = choose_headline(frame, settings=settings.reconcile)
+    frame = choose_headline(
+        frame, settings=settings.reconcile, cd=settings.alerts.critical_difference
+    )
     return frame.select(columns).sort("collected_at", "sample_id", "method", nulls_last=True)
 
 

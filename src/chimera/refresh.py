@@ -14,8 +14,9 @@ from datetime import datetime
 
 import polars as pl
 
-from chimera import alerts as alert_rules
 from chimera import channels, kinetics, trends
+from chimera.alerts.detect import detect_alerts
+from chimera.alerts.states import update_alert_states
 from chimera.registry import read_registry
 from chimera.settings import Settings
 from chimera.warehouse import (
@@ -50,7 +51,6 @@ def refresh_patients(
 ) -> RefreshSummary:
     """Rebuild trends, kinetics and alerts for ``patients`` (None = everyone), then notify."""
     warehouse = Warehouse(settings.warehouse)
-    rules = alert_rules.load_alert_rules(settings.alert_rules)
     with warehouse.lock():
         todo = all_patients(warehouse) if patients is None else set(patients)
         registry = read_registry(warehouse)
@@ -60,7 +60,9 @@ def refresh_patients(
             if chimerism is None:
                 continue
             doses = infusions.filter(pl.col("patient_id") == patient)
-            trend = trends.build_trend_table(chimerism.lazy(), doses).collect()
+            trend = trends.build_trend_table(
+                chimerism.lazy(), doses, cd=settings.alerts.critical_difference
+            ).collect()
             trend = warehouse.write(TRENDS, patient, trend)
             kinetic = kinetics.compute_kinetics(trend.lazy(), doses).collect()
             warehouse.write(KINETICS, patient, kinetic)
@@ -74,14 +76,14 @@ def refresh_patients(
             # be evaluated and existing alerts stay as they are.
             still_open = previous.filter(pl.col("state") != AlertState.RESOLVED).height
             return RefreshSummary(frozenset(todo), (), still_open, 0)
-        current = alert_rules.detect_alerts(
+        current = detect_alerts(
             warehouse.read(TRENDS).lazy(),
             warehouse.read(KINETICS).lazy(),
             warehouse.read(CHIMERISM).lazy(),
             infusions,
-            rules=rules,
+            settings=settings.alerts,
         )
-        updated = alert_rules.update_alert_states(previous, current, now=now)
+        updated = update_alert_states(previous, current, now=now)
         updated = warehouse.write_single(ALERTS, updated)
         before = set(previous["alert_id"].to_list())
         opened = tuple(
@@ -90,7 +92,7 @@ def refresh_patients(
         delivered = channels.deliver_alerts(
             updated,
             warehouse.read(ALERT_DELIVERIES),
-            channels=rules.channels,
+            channels=settings.alerts.channels,
             now=now,
             password=settings.smtp_password,
         )

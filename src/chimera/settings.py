@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from chimera.alerts.config import AlertSettings, load_alert_settings, packaged_alert_settings
+
 SEX_MARKERS = ("AMEL", "AMELOGENIN", "DYS391", "Y INDEL", "Y-INDEL", "YINDEL")
 
 
@@ -34,10 +36,37 @@ class StrSettings:
     """Outlier floor delta in percentage points; also the spread limit for n <= 2 (methods.md 2.7)."""
     spread_review_pct: float = 10.0
     """SD of retained loci above this (percentage points) gives QC ``review``."""
+    stutter_correction: bool = True
+    """Subtract expected stutter before the per-locus formulas (methods.md 2.6). False reproduces
+    published uncorrected numbers (Rchimerism)."""
     stutter_ratios: Mapping[str, float] = field(default_factory=dict)
-    """Back-stutter ratio per locus (stutter area / parent area); empty = no correction."""
-    default_stutter_ratio: float = 0.0
-    """Stutter ratio for loci missing from ``stutter_ratios``."""
+    """Configured back-stutter ratio per locus (stutter / parent signal), used where the lab's
+    single-source profiles give no measurement."""
+    default_stutter_ratio: float | None = None
+    """Configured ratio for loci neither measured nor in ``stutter_ratios``; None = the published
+    average for the locus's repeat length (``chimera.calculate.stutter_ratios.PUBLISHED_BACK_STUTTER``)."""
+    forward_stutter_correction: bool = True
+    """Also subtract forward (n+1) stutter where the lab's profiles measure it (methods.md 2.6:
+    rarer and smaller than back stutter, but it lands on minority alleles just the same)."""
+    max_forward_stutter_ratio: float = 0.05
+    """Single-source n+1 observations above this fraction of the parent are not forward stutter
+    (tetranucleotide forward stutter is about 0.5-2 %)."""
+    min_stutter_observations: int = 1
+    """Single-source observations needed before a measured ratio replaces the configured one."""
+    assumed_stutter_cv: float = 0.3
+    """Sample-to-sample CV of a stutter ratio measured fewer than 3 times or configured."""
+    published_stutter_cv: float = 0.5
+    """CV of a published ratio applied to this lab (Identifiler locus means span 3.1-10.7 %)."""
+    stutter_uncertainty_limit: float = 0.25
+    """A genome-unique allele at a stutter position whose correction uncertainty exceeds this
+    fraction of its expected signal makes the locus unreliable for that genome: it is excluded
+    while at least ``min_informative_loci`` remain (Nollet 2001; methods.md 2.4)."""
+    stutter_sigmas: float = 3.0
+    """A genome-unique allele counts as detected only with more corrected signal than this many
+    SDs of the stutter expected there (no false iNK from stutter residue)."""
+    unexpected_allele_sigmas: float = 4.0
+    """A peak in no genotype is stutter up to SR * exp(z * CV) of its neighbour (log-normal
+    stutter variation; z this high because every stutter position of a run is tested)."""
     lod_pct: float = 1.0
     """STR limit of detection, % iNK (Children's Mercy 1-5 %, Stahl 2016 >= 1 %)."""
     loq_pct: float = 5.0
@@ -51,7 +80,13 @@ class StrSettings:
     broad artefact: QC ``review`` (methods.md 2.8: D7S820 ratio 23 vs 6-7)."""
     max_stutter_ratio: float = 0.15
     """A peak one repeat from an expected allele and at most this fraction of it is stutter, not a
-    foreign allele (Identifiler stutter 3-11 %, methods.md 2.6; margin for n-1 of a homozygote)."""
+    foreign allele (Identifiler stutter 3-11 %, methods.md 2.6; margin for n-1 of a homozygote).
+    Single-source observations above it are not used to measure stutter."""
+    missing_allele_fraction: float = 0.1
+    """Three genomes: a genome-unique allele below this fraction of the signal the genome's share
+    predicts is missing (methods.md 2.8 D, "DD example")."""
+    missing_allele_min_pct: float = 10.0
+    """Three genomes: look for missing unique alleles only for genomes at or above this share."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,11 @@ class DdpcrSettings:
     """Assay LoD floor from a dilution series (set by the pipeline from ``dilution_standard``s)."""
     validated_loq_pct: float | None = None
     """Assay LoQ floor from a dilution series."""
+    reference_gene_copies: int = 2
+    """Reference-gene copies per genome n_ref (RPP30: diploid, 2; methods.md 5.2)."""
+    product_marker_copies: Mapping[str, int] = field(default_factory=dict)
+    """Expected copies per iNK genome of a marker (e.g. a transgene), overriding the copy
+    number read from the product reference; k = n_ref / n_M (methods.md 5.2)."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +169,6 @@ class InboxSettings:
     """Larger files are refused unread (``chimera.textio.check_size``); None = no limit."""
     incomplete_settle_seconds: float = 30.0
     """A file whose end looks cut off (no final line end) is read only once unchanged this long."""
-    future_tolerance_hours: float = 24.0
-    """A sample or infusion dated more than this after the ingest clock is impossible."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +180,10 @@ class Settings:
     inbox: Path = Path("chimera-data/inbox")
     archive: Path = Path("chimera-data/archive")
     quarantine: Path = Path("chimera-data/quarantine")
-    alert_rules: Path | None = None
-    """TOML file with alert rules; None = the packaged defaults."""
+    alerts: AlertSettings = field(default_factory=packaged_alert_settings)
+    """Alert rules, channels and critical differences (``chimera.alerts.config``): the packaged
+    ``defaults/alert_rules.toml``, then ``alert_rules = "<file>"`` and the ``[alerts]`` section of
+    ``chimera.toml`` laid over it."""
     qpcr: QpcrSettings = field(default_factory=QpcrSettings)
     ddpcr: DdpcrSettings = field(default_factory=DdpcrSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
@@ -191,6 +231,19 @@ def _merge(obj: Any, overrides: Mapping[str, Any]) -> Any:
     return replace(obj, **changes)
 
 
+def _alert_settings(data: Mapping[str, Any], config_file: Path) -> AlertSettings:
+    """Alert settings from ``alert_rules = "<file>"`` and ``[alerts]`` of ``chimera.toml``."""
+    rules_file = data.get("alert_rules")
+    section = data.get("alerts")
+    if rules_file is None and section is None:
+        return packaged_alert_settings()
+    return load_alert_settings(
+        None if rules_file is None else Path(rules_file),
+        overrides=section,
+        overrides_source=f"{config_file.name} [alerts]",
+    )
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
@@ -217,6 +270,8 @@ def load_settings(
     if path is not None:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
+        settings = replace(settings, alerts=_alert_settings(data, path))
+        data = {k: v for k, v in data.items() if k not in {"alerts", "alert_rules"}}
         settings = _merge(settings, data)
         if "home" in data:
             settings = settings.with_home(Path(data["home"]))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from chimera.inbox import scan_inbox
 from chimera.registry import read_ledger
-from chimera.service import prefect_api_url, server_healthy, ui_url
+from chimera.service import PrefectApi, prefect_api, server_healthy, ui_url
 from chimera.settings import Settings
 from chimera.warehouse import Warehouse, sha256_of
 from schemas.vocab import FileStatus
@@ -22,12 +22,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _last_run(api: str) -> str:
+def _last_run(api: PrefectApi) -> str:
     from prefect.client.orchestration import SyncPrefectClient  # noqa: PLC0415
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime  # noqa: PLC0415
     from prefect.client.schemas.sorting import FlowRunSort  # noqa: PLC0415
 
-    with SyncPrefectClient(api) as client:
+    with SyncPrefectClient(api.url, api_key=api.api_key) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
             sort=FlowRunSort.START_TIME_DESC,
@@ -59,10 +59,7 @@ def _quarantine_headline(report: Path) -> str:
     return ""
 
 
-def print_status(settings: Settings, console: Console) -> int:
-    """Files waiting (and for what), quarantined, accepted today; the last flow run's state."""
-    now = _now()
-    ledger = read_ledger(Warehouse(settings.warehouse))
+def _print_inbox(settings: Settings, ledger: pl.DataFrame, now: datetime, console: Console) -> None:
     latest = _latest_status(ledger)
     waiting = Table(title=f"Inbox {settings.inbox}")
     for column in ("file", "state", "waiting for"):
@@ -84,37 +81,60 @@ def print_status(settings: Settings, console: Console) -> int:
         reason = entry.get("reason") or ""
         waiting.add_row(candidate.path.name, state, reason.removeprefix("waiting for "))
     console.print(waiting if candidates else f"inbox {settings.inbox}: empty")
-    reports = (
-        sorted(settings.quarantine.glob("*.problems.txt")) if settings.quarantine.is_dir() else []
-    )
-    if reports:
-        table = Table(title=f"Quarantined ({settings.quarantine})")
-        table.add_column("file")
-        table.add_column("why")
-        for report in reports:
-            table.add_row(report.name.removesuffix(".problems.txt"), _quarantine_headline(report))
-        console.print(table)
-    else:
+
+
+def _print_quarantine(settings: Settings, console: Console) -> None:
+    folder = settings.quarantine
+    reports = sorted(folder.glob("*.problems.txt")) if folder.is_dir() else []
+    if not reports:
         console.print("quarantine: empty")
+        return
+    table = Table(title=f"Quarantined ({folder})")
+    table.add_column("file")
+    table.add_column("why")
+    for report in reports:
+        table.add_row(report.name.removesuffix(".problems.txt"), _quarantine_headline(report))
+    console.print(table)
+
+
+def _print_accepted_today(ledger: pl.DataFrame, now: datetime, console: Console) -> None:
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    accepted = (
-        ledger.filter(
-            (pl.col("status") == FileStatus.ACCEPTED.value) & (pl.col("logged_at") >= today)
-        )
-        if ledger.height
-        else ledger
+    accepted = ledger.filter(
+        (pl.col("status") == FileStatus.ACCEPTED) & (pl.col("logged_at") >= today)
     )
     console.print(f"accepted today (UTC): {accepted.height}")
     for row in accepted.iter_rows(named=True):
         console.print(
             f"  {row['logged_at']:%H:%M:%S}  {row['file_name']}  ({row['detected_format']}, {row['rows']} rows)"
         )
-    api = prefect_api_url(settings)
-    if server_healthy(api):
-        try:
-            console.print(f"last flow run: {_last_run(api)}  (UI {ui_url(api)})")
-        except httpx.HTTPError as err:
-            console.print(f"Prefect server at {api} answered health but not the run query: {err}")
-    else:
-        console.print(f"no Prefect server running at {api} (start one with `chimera server`)")
+
+
+def _print_last_run(api: PrefectApi, console: Console) -> None:
+    if not server_healthy(api.url, api_key=api.api_key):
+        if api.managed:
+            console.print(
+                f"no Prefect server running at {api.url} (start one with `chimera server`)"
+            )
+        else:
+            console.print(
+                f"the Prefect server configured by {api.configured_by} ({api.url}) does not answer"
+            )
+        return
+    try:
+        console.print(f"last flow run: {_last_run(api)}  (UI {ui_url(api.url)})")
+    except httpx.HTTPError as err:
+        console.print(f"Prefect server at {api.url} answered health but not the run query: {err}")
+
+
+def print_status(settings: Settings, console: Console) -> int:
+    """Files waiting (and for what), quarantined, accepted today; the last flow run's state.
+
+    The last run comes from the server Prefect is configured with, else chimera's local one.
+    """
+    now = _now()
+    ledger = read_ledger(Warehouse(settings.warehouse))
+    _print_inbox(settings, ledger, now, console)
+    _print_quarantine(settings, console)
+    _print_accepted_today(ledger, now, console)
+    _print_last_run(prefect_api(settings), console)
     return 0

@@ -136,14 +136,19 @@ MARKERS = Table(
     key=("sample_id", "method", "marker", "replicate", "source_sha256"),
     partition_by=PATIENT,
 )
-TRENDS = Table("trends", Trends, key=("patient_id", "sample_id", "method"), partition_by=PATIENT)
+TRENDS = Table(
+    "trends", Trends, key=("patient_id", "specimen", "sample_id", "method"), partition_by=PATIENT
+)
 KINETICS = Table(
-    "kinetics", Kinetics, key=("patient_id", "scope", "dose_number"), partition_by=PATIENT
+    "kinetics",
+    Kinetics,
+    key=("patient_id", "specimen", "scope", "dose_number"),
+    partition_by=PATIENT,
 )
 KINETICS_COHORT = Table(
     "kinetics_cohort",
     CohortKinetics,
-    key=("scope", "dose_number", "parameter"),
+    key=("specimen", "scope", "dose_number", "parameter"),
     single_file="cohort",
 )
 ALERTS = Table("alerts", Alerts, key=("alert_id",), single_file="alerts")

@@ -6,7 +6,8 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,15 +20,25 @@ BASELINE = "BL-P01"
 FIRST_DOSE = datetime(2025, 1, 10, 9, 0, tzinfo=UTC)
 
 # marker -> (iNK product alleles, patient alleles, size of the first allele); none shared, so
-# every locus is informative.
+# every locus is informative. No two alleles sit one repeat apart: these tables carry no
+# stutter peaks, so STR stutter correction (on by default) must have nothing to subtract.
 LOCI: dict[str, tuple[tuple[str, str], tuple[str, str], float]] = {
-    "D3S1358": (("14", "15"), ("16", "17"), 120.0),
-    "TH01": (("6", "7"), ("9", "9.3"), 162.0),
-    "D21S11": (("28", "30"), ("31", "32.2"), 215.0),
-    "D18S51": (("13", "14"), ("16", "19"), 290.0),
-    "Penta E": (("7", "8"), ("12", "13"), 387.0),
-    "vWA": (("14", "16"), ("17", "18"), 160.0),
+    "D3S1358": (("13", "15"), ("17", "19"), 120.0),
+    "TH01": (("6", "8"), ("9.3", "11"), 162.0),
+    "D21S11": (("28", "30"), ("32.2", "34"), 215.0),
+    "D18S51": (("12", "14"), ("16", "19"), 290.0),
+    "Penta E": (("7", "9"), ("12", "14"), 387.0),
+    "vWA": (("14", "16"), ("18", "20"), 160.0),
 }
+
+
+@contextmanager
+def prefect_unconfigured() -> Iterator[None]:
+    """No ``PREFECT_API_URL`` in Prefect's settings (the session harness may have set one)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
 
 
 def free_port() -> int:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
+
+REAL_EXPORTS = Path(
+    os.environ.get(
+        "CHIMERA_REAL_EXPORTS", Path(__file__).resolve().parents[3] / "shared" / "real-exports"
+    )
+)
+"""The folder of ``tests/conftest.py``'s ``real_exports``, for module-level use (fuzz seeds)."""
 
 
 def read_export(real_exports: Path, folder: str, name: str) -> bytes:

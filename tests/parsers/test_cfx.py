@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from export_helpers import read_export, single_row
 
+from chimera.detect import detect
 from chimera.errors import ChimeraError, UnreadableFileError, UnrecognisedExportError
 from chimera.parsers.cfx import map_content, parse_cfx
 
@@ -26,7 +27,7 @@ def _read(real_exports: Path, name: str) -> bytes:
 
 
 def _parse(real_exports: Path, name: str) -> pl.DataFrame:
-    return parse_cfx(_read(real_exports, name), file_name=name)
+    return parse_cfx(detect(_read(real_exports, name), file_name=name)).frame
 
 
 def _well(frame: pl.DataFrame, well: str, fluor: str | None = None) -> dict[str, object]:
@@ -92,7 +93,9 @@ def test_run_information_header_and_biological_set(real_exports: Path) -> None:
         "File Name,sam_2024-03-25.pcrd\r\nCreated By User,sam\r\n"
         "Run Started,03/25/2024 06:10:54 UTC\r\nCFX Maestro Version,2.3\r\n\r\n"
     )
-    frame = parse_cfx(preamble.encode() + _read(real_exports, CONNECT), file_name="info.csv")
+    frame = parse_cfx(
+        detect(preamble.encode() + _read(real_exports, CONNECT), file_name="info.csv")
+    ).frame
     assert frame.drop("source_row").equals(original.drop("source_row"))
     assert (frame["source_row"] - original["source_row"]).to_list() == [5] * original.height
 
@@ -102,7 +105,7 @@ def test_semicolon_decimal_comma_variant() -> None:
     body = (
         HEADER.replace(",", ";") + "\r\n" + ";A01;FAM;S04;Unkn-01;P01-D1;;31,25;0;0;NaN;NaN;0;0;60;"
     )
-    frame = parse_cfx(body.encode(), file_name="semi.csv")
+    frame = parse_cfx(detect(body.encode(), file_name="semi.csv")).frame
     assert frame["ct"].to_list() == [31.25]
     assert frame["target"].to_list() == ["S04"]
 
@@ -110,7 +113,7 @@ def test_semicolon_decimal_comma_variant() -> None:
 def test_biological_set_name_used_when_sample_empty() -> None:
     """Without a Sample value the Biological Set Name identifies the sample."""
     body = HEADER + "\r\n,B02,HEX,RPP30,Std-03,,CAL-1,24.5,24.5,0,1000,3,1000,0,60,\r\n"
-    frame = parse_cfx(body.encode(), file_name="bio.csv")
+    frame = parse_cfx(detect(body.encode(), file_name="bio.csv")).frame
     row = frame.row(0, named=True)
     assert row["sample_id"] == "CAL-1"
     assert row["task"] == "standard"
@@ -148,12 +151,12 @@ def test_content_mapping(content: str, task: str) -> None:
 def test_bad_files_raise_chimera_errors(data: bytes, error: type[ChimeraError]) -> None:
     """Empty, foreign, header-only and corrupt files raise a readable ChimeraError."""
     with pytest.raises(error, match=r"c\.csv"):
-        parse_cfx(data, file_name="c.csv")
+        parse_cfx(detect(data, file_name="c.csv"))
 
 
 def test_unreadable_cq_is_listed() -> None:
     """A Cq that is not a number names its row."""
     body = HEADER + "\r\n,A01,FAM,S04,Unkn-01,P1,,abc,0,0,NaN,NaN,0,0,60,\r\n"
     with pytest.raises(ChimeraError) as info:
-        parse_cfx(body.encode(), file_name="c.csv")
+        parse_cfx(detect(body.encode(), file_name="c.csv"))
     assert info.value.problems[0].row == 2

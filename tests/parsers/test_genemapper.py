@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chimera.detect import detect
 from chimera.errors import ChimeraError, UnreadableFileError, ValidationFailedError
 from chimera.parsers.genemapper import parse_genemapper
 
@@ -21,7 +22,7 @@ GENOTYPES_FILE = "gmconvert_genotypes_table_test.genemapper.txt"
 
 def _genemapper(real_exports: Path, name: str) -> pl.DataFrame:
     path = real_exports / "genemapper" / name
-    return parse_genemapper(path.read_bytes(), file_name=name)
+    return parse_genemapper(detect(path.read_bytes(), file_name=name)).frame
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,7 @@ def test_microvariants_stay_strings() -> None:
         '"B,2"\tS1\tD21S11\t10.10\t200.0\t800\t4000\t2100\t',
         '"B,3"\tS1\tD21S11\t30.2\t224.0\t700\t3500\t2200\t',
     )
-    frame = parse_genemapper(data, file_name="micro.txt")
+    frame = parse_genemapper(detect(data, file_name="micro.txt")).frame
     assert frame["allele"].to_list() == ["9.3", "10.10", "30.2"]
     assert frame.schema["allele"] == pl.String
 
@@ -143,7 +144,7 @@ def test_sizing_with_preamble_bom_and_bare_cr() -> None:
         '"G,7"\tS2\tvWA\t17\t160.2\t1500\t9000\t3000\t',
     ]
     body = "\r".join(lines)
-    frame = parse_genemapper(b"\xef\xbb\xbf" + body.encode(), file_name="pre.txt")
+    frame = parse_genemapper(detect(b"\xef\xbb\xbf" + body.encode(), file_name="pre.txt")).frame
     assert frame.select("sample_id", "marker", "allele", "dye", "source_row").row(0) == (
         "S2",
         "vWA",
@@ -161,7 +162,7 @@ def test_sizing_decimal_comma_semicolon() -> None:
         '"G,9";S3;D7S820;10;228,25;248;5730;3128;',
         '"G,10";S3;D7S820;13;240,35;980;6509;3247;',
     ]
-    frame = parse_genemapper(("\n".join(lines) + "\n").encode(), file_name="semi.txt")
+    frame = parse_genemapper(detect(("\n".join(lines) + "\n").encode(), file_name="semi.txt")).frame
     assert frame["size_bp"].to_list() == [228.25, 240.35]
     assert frame["area_rfu"].to_list() == [5730.0, 6509.0]
     assert frame["dye"].to_list() == ["G", "G"]
@@ -170,9 +171,9 @@ def test_sizing_decimal_comma_semicolon() -> None:
 def test_sizing_decimal_comma_tab() -> None:
     """A TAB table written under a decimal-comma locale is read, not rejected."""
     data = _sizing('"B,3"\tS1\tD3S1358\t14\t120,33\t941\t5862,5\t2086\t')
-    assert parse_genemapper(data, file_name="tabcomma.txt").select("size_bp", "area_rfu").row(
-        0
-    ) == (
+    assert parse_genemapper(detect(data, file_name="tabcomma.txt")).frame.select(
+        "size_bp", "area_rfu"
+    ).row(0) == (
         120.33,
         5862.5,
     )
@@ -181,7 +182,9 @@ def test_sizing_decimal_comma_tab() -> None:
 def test_sizing_thousands_separator_with_decimal_point() -> None:
     """With decimal points in the file, 11,323 is a thousands group (11323)."""
     data = _sizing('"B,3"\tS1\tD18S51\t19\t324.9\t1681\t"11,323"\t4091\t')
-    assert parse_genemapper(data, file_name="k.txt")["area_rfu"].to_list() == [11323.0]
+    assert parse_genemapper(detect(data, file_name="k.txt")).frame["area_rfu"].to_list() == [
+        11323.0
+    ]
 
 
 def _genotypes(header: list[str], rows: list[list[str]]) -> bytes:
@@ -200,7 +203,7 @@ def test_genotypes_eight_slots_with_area_alias() -> None:
     heights = ["1000", "900", "300", "200", "", "", "", ""]
     areas = ["5000", "4500", "1500", "1000", "", "", "", ""]
     row = ["f1.fsa", "MIX1", "D8S1179", "G", *alleles, *sizes, *heights, *areas, "0.9"]
-    frame = parse_genemapper(_genotypes(header, [row]), file_name="idx.txt")
+    frame = parse_genemapper(detect(_genotypes(header, [row]), file_name="idx.txt")).frame
     assert frame.select("allele", "size_bp", "height_rfu", "area_rfu").rows() == [
         ("12", 100.1, 1000.0, 5000.0),
         ("13", 104.2, 900.0, 4500.0),
@@ -236,7 +239,7 @@ def test_genotypes_ragged_rows_and_sample_file_fallback() -> None:
         ],
         ["c.fsa", "C", "FGA", "Y"],
     ]
-    frame = parse_genemapper(_genotypes(header, rows), file_name="ragged.txt")
+    frame = parse_genemapper(detect(_genotypes(header, rows), file_name="ragged.txt")).frame
     assert frame.select("sample_id", "allele", "area_rfu", "source_row").rows() == [
         ("a.fsa", "8", 7000.0, 2),
         ("B", "8", 3000.0, 3),
@@ -248,8 +251,8 @@ def test_genotypes_homozygote_is_one_peak() -> None:
     """A homozygote (Allele 1 filled, Allele 2 empty) is a single peak, not two."""
     header = ["Sample Name", "Marker", "Allele 1", "Allele 2", "Height 1", "Height 2"]
     frame = parse_genemapper(
-        _genotypes(header, [["S", "CSF1PO", "11", "", "2551", ""]]), file_name="hom.txt"
-    )
+        detect(_genotypes(header, [["S", "CSF1PO", "11", "", "2551", ""]]), file_name="hom.txt")
+    ).frame
     assert frame.select("allele", "height_rfu", "area_rfu").rows() == [("11", 2551.0, None)]
 
 
@@ -257,26 +260,26 @@ def test_genotypes_homozygote_is_one_peak() -> None:
 def test_empty_file_is_unreadable(data: bytes) -> None:
     """An empty export gives UnreadableFileError with the file name in the message."""
     with pytest.raises(UnreadableFileError, match=r"empty\.txt"):
-        parse_genemapper(data, file_name="empty.txt")
+        parse_genemapper(detect(data, file_name="empty.txt"))
 
 
 def test_header_only_is_unreadable() -> None:
     """A header without peak rows is reported, not returned as an empty table."""
     with pytest.raises(UnreadableFileError, match="no peaks"):
-        parse_genemapper(_sizing(), file_name="h.txt")
+        parse_genemapper(detect(_sizing(), file_name="h.txt"))
 
 
 @pytest.mark.parametrize("data", [b"PK\x03\x04junk", b"\xd0\xcf\x11\xe0junk", b"\x00\x01\x02bin"])
 def test_non_text_container_is_unreadable(data: bytes) -> None:
     """Spreadsheets and binary files are rejected with a re-export hint."""
     with pytest.raises(UnreadableFileError, match="text"):
-        parse_genemapper(data, file_name="x.bin")
+        parse_genemapper(detect(data, file_name="x.bin"))
 
 
 def test_no_header_is_unreadable() -> None:
     """A text file without a GeneMapper header names what was looked for."""
     with pytest.raises(UnreadableFileError, match="Dye/Sample Peak"):
-        parse_genemapper(b"Well,Sample,Cq\nA1,S,20\n", file_name="qpcr.csv")
+        parse_genemapper(detect(b"Well,Sample,Cq\nA1,S,20\n", file_name="qpcr.csv"))
 
 
 def test_bad_number_points_at_line() -> None:
@@ -286,7 +289,7 @@ def test_bad_number_points_at_line() -> None:
         '"B,2"\tS1\tTH01\t7\t165.91\tabc\t6174\t2517\t',
     )
     with pytest.raises(ValidationFailedError) as info:
-        parse_genemapper(data, file_name="bad.txt")
+        parse_genemapper(detect(data, file_name="bad.txt"))
     problem = info.value.problems[0]
     assert (problem.row, problem.column, problem.value) == (3, "Height", "abc")
 
@@ -295,7 +298,7 @@ def test_negative_area_breaks_contract() -> None:
     """A negative area fails the StrPeaks contract with the file's line number."""
     data = _sizing('"B,1"\tS1\tTH01\t6\t161.97\t1040\t-5\t2479\t')
     with pytest.raises(ValidationFailedError) as info:
-        parse_genemapper(data, file_name="neg.txt")
+        parse_genemapper(detect(data, file_name="neg.txt"))
     assert any(p.row == 2 and p.column == "area_rfu" for p in info.value.problems)
 
 
@@ -303,21 +306,21 @@ def test_missing_sample_id_breaks_contract() -> None:
     """A peak without a sample name cannot be attributed and is rejected."""
     data = _sizing('"B,1"\t\tTH01\t6\t161.97\t1040\t6080\t2479\t')
     with pytest.raises(ValidationFailedError):
-        parse_genemapper(data, file_name="nosample.txt")
+        parse_genemapper(detect(data, file_name="nosample.txt"))
 
 
 def test_missing_required_column() -> None:
     """A genotypes table without a sample column names the missing column."""
     header = ["Marker", "Allele 1", "Allele 2"]
     with pytest.raises(ValidationFailedError, match="Sample Name"):
-        parse_genemapper(_genotypes(header, [["TH01", "6", "7"]]), file_name="nos.txt")
+        parse_genemapper(detect(_genotypes(header, [["TH01", "6", "7"]]), file_name="nos.txt"))
 
 
 @given(st.binary(max_size=400))
 def test_any_bytes_give_frame_or_chimera_error(data: bytes) -> None:
     """Whatever the bytes, the parser returns a frame or raises a ChimeraError."""
     with contextlib.suppress(ChimeraError):
-        parse_genemapper(data, file_name="fuzz.txt")
+        parse_genemapper(detect(data, file_name="fuzz.txt"))
 
 
 @given(
@@ -334,7 +337,7 @@ def test_fuzzed_sizing_rows_never_traceback(rows: list[tuple[str, str, str]]) ->
     """Sizing rows with arbitrary cell text never raise anything but a ChimeraError."""
     lines = [f'"B,{i}"\tS\t{m}\t{a}\t100\t{v}\t{v}\t1\t' for i, (m, a, v) in enumerate(rows)]
     try:
-        frame = parse_genemapper(_sizing(*lines), file_name="fuzz.txt")
+        frame = parse_genemapper(detect(_sizing(*lines), file_name="fuzz.txt")).frame
     except ChimeraError:
         return
     assert frame.height <= len(rows)

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chimera.calculate.ddpcr import assert_chimerism_plate, copies_per_ul, poisson_lambda
+from chimera.detect import detect
 from chimera.errors import (
     ChimeraError,
     NotChimerismAssayError,
@@ -34,7 +35,7 @@ QX_AMPLITUDE = "qxmanager_cnv_SMN2v2_20220630_162335_752_A01_Amplitude.csv"
 
 
 def _parse(data: bytes, name: str = "plate.csv") -> pl.DataFrame:
-    return parse_ddpcr(data, file_name=name, droplet_volume_nl=VOLUMES)
+    return parse_ddpcr(detect(data, file_name=name), droplet_volume_nl=VOLUMES).frame
 
 
 def _problems(data: bytes) -> list[Problem]:

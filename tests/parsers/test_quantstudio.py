@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from export_helpers import read_export, single_row
 
+from chimera.detect import detect
 from chimera.errors import (
     ChimeraError,
     UnreadableFileError,
@@ -36,7 +37,7 @@ def _read(real_exports: Path, name: str) -> bytes:
 
 
 def _parse(real_exports: Path, name: str) -> pl.DataFrame:
-    return parse_appbio(_read(real_exports, name), file_name=name)
+    return parse_appbio(detect(_read(real_exports, name), file_name=name)).frame
 
 
 def _well(frame: pl.DataFrame, well: str, target: str | None = None) -> dict[str, object]:
@@ -116,7 +117,7 @@ def test_rnasep_full_skips_other_sections(real_exports: Path) -> None:
 
 def test_metadata_from_the_text_preamble(real_exports: Path) -> None:
     """Instrument, experiment type and run end come from the ``* key = value`` preamble."""
-    meta = read_appbio_metadata(_read(real_exports, RNASEP_FULL))
+    meta = read_appbio_metadata(detect(_read(real_exports, RNASEP_FULL), file_name="x"))
     assert meta.instrument_type == "QuantStudio(TM) 7 Flex System"
     assert meta.experiment_type == "Standard Curve"
     assert meta.run_end_time == "2010-10-21 00:51:26 AM EDT"
@@ -136,7 +137,7 @@ def test_xlsx_results_sheet_two_targets_per_well(real_exports: Path) -> None:
     assert _well(frame, "C5", "18S")["reporter"] == "VIC"
     assert frame["source_row"].min() == 44
     assert frame["source_row"].max() == 79
-    meta = read_appbio_metadata(_read(real_exports, FAST96_XLSX))
+    meta = read_appbio_metadata(detect(_read(real_exports, FAST96_XLSX), file_name="x"))
     assert meta.get("Reference Sample") == "13Jul2022-Hs-1"
     assert meta.get("Endogenous Control") == "18S"
     assert "ΔΔC" in (meta.experiment_type or "")
@@ -153,7 +154,7 @@ def test_stepone_xls_and_resaved_csv(real_exports: Path) -> None:
     assert _well(csv, "E9")["sample_id"] == "SCr-817-1:5"
     assert _well(csv, "A1")["ct"] == pytest.approx(20.21873093)
     assert _well(csv, "A1")["source_row"] == 9
-    meta = read_appbio_metadata(_read(real_exports, STEPONE_CSV))
+    meta = read_appbio_metadata(detect(_read(real_exports, STEPONE_CSV), file_name="x"))
     assert meta.instrument_type == "steponeplus"
 
 
@@ -178,7 +179,9 @@ def test_semicolon_decimal_comma_variant(real_exports: Path) -> None:
     text = decode_text(_read(real_exports, RESULTS_ONLY))
     variant_text = _decimal_comma_variant(text)
     assert "118.248,200" in variant_text
-    variant = parse_appbio(b"\xef\xbb\xbf" + variant_text.encode("utf-8"), file_name="v.csv")
+    variant = parse_appbio(
+        detect(b"\xef\xbb\xbf" + variant_text.encode("utf-8"), file_name="v.csv")
+    ).frame
     assert variant.drop("source_row").equals(original.drop("source_row"))
 
 
@@ -191,7 +194,7 @@ def test_excel_resave_without_star_prefix(real_exports: Path) -> None:
     for line in lines[start + 1 :]:
         cells = line.split("\t")
         resaved.append(",".join(f'"{c}"' if "," in c else c for c in cells))
-    frame = parse_appbio("\r\n".join(resaved).encode(), file_name="resaved.csv")
+    frame = parse_appbio(detect("\r\n".join(resaved).encode(), file_name="resaved.csv")).frame
     assert frame.drop("source_row").equals(original.drop("source_row"))
 
 
@@ -214,14 +217,14 @@ SYNTHETIC = (
 
 def test_generator_style_minimal_export() -> None:
     """A minimal generator-style export (few columns, no Omit) parses and keeps the footer."""
-    frame = parse_appbio(SYNTHETIC.encode(), file_name="synthetic.txt")
+    frame = parse_appbio(detect(SYNTHETIC.encode(), file_name="synthetic.txt")).frame
     assert frame["well"].to_list() == ["A1", "A2", "B1"]
     assert frame["task"].to_list() == ["unknown", "unknown", "ntc"]
     assert frame["ct"].to_list() == [25.1, None, None]
     assert frame["sample_id"].to_list() == ["P01-D1", "P01-D1", None]
     assert not frame["omitted"].any()
     assert frame["source_row"].to_list() == [8, 9, 10]
-    meta = read_appbio_metadata(SYNTHETIC.encode())
+    meta = read_appbio_metadata(detect(SYNTHETIC.encode(), file_name="x"))
     assert meta.get("Reference Sample") == "CAL-1"
     assert meta.run_ended_at is not None
     assert meta.run_ended_at.utcoffset() is not None
@@ -231,14 +234,14 @@ def test_generator_style_minimal_export() -> None:
 def test_ct_header_variants(ct_header: str) -> None:
     """Every Ct column spelling is read as ``ct``."""
     data = SYNTHETIC.replace("\tCт\n", f"\t{ct_header}\n").encode()
-    assert parse_appbio(data, file_name="x.txt")["ct"].to_list() == [25.1, None, None]
+    assert parse_appbio(detect(data, file_name="x.txt")).frame["ct"].to_list() == [25.1, None, None]
 
 
 def test_index_only_well_column_becomes_position() -> None:
     """Without Well Position the 1-based index maps to A1..H12 (96-well block)."""
     text = SYNTHETIC.replace("Well\tWell Position\t", "Well\t").replace("\tA1\t", "\t")
     text = text.replace("\tA2\t", "\t").replace("\tB1\t", "\t")
-    frame = parse_appbio(text.encode(), file_name="x.txt")
+    frame = parse_appbio(detect(text.encode(), file_name="x.txt")).frame
     assert frame["well"].to_list() == ["A1", "A2", "B1"]
 
 
@@ -247,7 +250,7 @@ def test_omit_booleans_any_case() -> None:
     text = SYNTHETIC.replace("Well Position\t", "Well Position\tOmit\t")
     text = text.replace("\tA1\t", "\tA1\tTRUE\t").replace("\tA2\t", "\tA2\tfalse\t")
     text = text.replace("\tB1\t", "\tB1\ttrue\t")
-    frame = parse_appbio(text.encode(), file_name="x.txt")
+    frame = parse_appbio(detect(text.encode(), file_name="x.txt")).frame
     assert frame["omitted"].to_list() == [True, False, True]
 
 
@@ -255,7 +258,7 @@ def test_bad_ct_value_is_reported_with_its_line() -> None:
     """A Ct that is neither a number nor a no-amplification sentinel is a listed problem."""
     data = SYNTHETIC.replace("25.100", "twenty").encode()
     with pytest.raises(ValidationFailedError) as info:
-        parse_appbio(data, file_name="bad.txt")
+        parse_appbio(detect(data, file_name="bad.txt"))
     problem = info.value.problems[0]
     assert problem.row == 8
     assert problem.value == "twenty"
@@ -270,13 +273,13 @@ def test_bad_omit_value_is_reported() -> None:
         .replace("\tB1\t", "\tB1\t\t")
     )
     with pytest.raises(ValidationFailedError, match="cannot be read"):
-        parse_appbio(text.encode(), file_name="bad.txt")
+        parse_appbio(detect(text.encode(), file_name="bad.txt"))
 
 
 def test_negative_ct_breaks_the_contract() -> None:
     """A negative Ct fails QpcrWells validation (not a raw traceback)."""
     with pytest.raises(ValidationFailedError):
-        parse_appbio(SYNTHETIC.replace("25.100", "-3").encode(), file_name="bad.txt")
+        parse_appbio(detect(SYNTHETIC.replace("25.100", "-3").encode(), file_name="bad.txt"))
 
 
 @pytest.mark.parametrize(
@@ -294,7 +297,7 @@ def test_negative_ct_breaks_the_contract() -> None:
 def test_bad_files_raise_chimera_errors(data: bytes, error: type[ChimeraError]) -> None:
     """Empty, foreign, corrupt and header-only files raise a readable ChimeraError."""
     with pytest.raises(error, match=r"x\.txt"):
-        parse_appbio(data, file_name="x.txt")
+        parse_appbio(detect(data, file_name="x.txt"))
 
 
 def test_mixed_decimal_conventions_are_refused() -> None:
@@ -305,7 +308,7 @@ def test_mixed_decimal_conventions_are_refused() -> None:
         .replace("Undetermined\n", "25.13\n", 1)
     )
     with pytest.raises(ValidationFailedError) as info:
-        parse_appbio(text.encode(), file_name="mixed.csv")
+        parse_appbio(detect(text.encode(), file_name="mixed.csv"))
     assert info.value.problems[0].rule == "mixed_decimal_convention"
 
 

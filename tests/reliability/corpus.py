@@ -1,7 +1,7 @@
 """A generated corpus of inbox files: valid trial files and every kind of damage a lab sends.
 
-Each entry is ``kind -> (bytes, allowed fates)``. Fates the parsers decide (truncation, bad
-values) allow only ``quarantined``; registry-level damage has one exact fate.
+Each entry is ``kind -> (bytes, allowed fates, reason code)``: every damaged file has one
+exact fate and, when quarantined, the reason code dashboards group on.
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ def damaged_entries() -> dict[str, Entry]:
     return {
         "empty": Entry(b"", QUARANTINED, "empty_file"),
         "whitespace_only": Entry(b"\r\n \t\r\n", QUARANTINED, "empty_file"),
-        "binary_garbage": Entry(_garbage(1, 4096), QUARANTINED),
-        "png_named_csv": Entry(b"\x89PNG\r\n\x1a\n" + _garbage(2, 512), QUARANTINED),
+        "binary_garbage": Entry(_garbage(1, 4096), QUARANTINED, "unrecognised_format"),
+        "png_named_csv": Entry(
+            b"\x89PNG\r\n\x1a\n" + _garbage(2, 512), QUARANTINED, "unrecognised_format"
+        ),
         "prose": Entry(b"Dear lab,\nthe plate is attached.\n", QUARANTINED, "unrecognised_format"),
         "wrong_schema_csv": Entry(b"a,b,c\n1,2,3\n4,5,6\n", QUARANTINED, "unrecognised_format"),
         "manifest_bad_role": Entry(
@@ -79,15 +81,15 @@ def damaged_entries() -> dict[str, Entry]:
         "manifest_before_baseline": Entry(
             manifest.replace(b"2025-01-11T09:00:00Z", b"2025-01-02T09:00:00Z"),
             QUARANTINED,
-            "impossible_date",
+            "schema_violation",
         ),
         "manifest_in_future": Entry(
             manifest.replace(b"2025-01-13T09:00:00Z", b"2031-01-13T09:00:00Z"),
             QUARANTINED,
-            "impossible_date",
+            "schema_violation",
         ),
         "infusion_in_future": Entry(
-            infusion_csv().replace(b"2025-01-10", b"2031-01-10"), QUARANTINED, "impossible_date"
+            infusion_csv().replace(b"2025-01-10", b"2031-01-10"), QUARANTINED, "schema_violation"
         ),
         "manifest_conflicting": Entry(
             manifest.replace(b"4802", b"5100").replace(b"2025-01-13T09", b"2025-01-13T10"),
@@ -95,11 +97,10 @@ def damaged_entries() -> dict[str, Entry]:
         ),
         "plate_unknown_samples": Entry(genemapper_table([("P07-D01", 30.0)]), WAITING),
         "plate_nan_area": Entry(
-            plate.replace(b"\t3333\t", b"\tNaN\t").replace(b"\t2000\t", b"\tNaN\t"),
-            QUARANTINED | ACCEPTED,
+            plate.replace(b"\t2000\t", b"\tNaN\t"), QUARANTINED, "schema_violation"
         ),
-        "plate_cut_mid_line": Entry(_cut_mid_line(plate), QUARANTINED | ACCEPTED),
-        "plate_header_only": Entry(plate.split(b"\r\n")[0] + b"\r\n", QUARANTINED),
+        "plate_cut_mid_line": Entry(_cut_mid_line(plate), QUARANTINED, "truncated"),
+        "plate_header_only": Entry(plate.split(b"\r\n")[0] + b"\r\n", QUARANTINED, "truncated"),
         "formula_sample_id": Entry(
             manifest_csv(range(9, 10)).replace(b"P01-D09", b"=HYPERLINK(1)"), ACCEPTED
         ),

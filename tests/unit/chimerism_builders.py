@@ -34,13 +34,20 @@ def result(
     headline: bool = True,
     superseded: bool = False,
     qc: str = "pass",
+    specimen: str | None = "PB",
+    ci_quantile: float | None = None,
+    recipient: tuple[float, float, float] | None = None,
 ) -> dict[str, Any]:
-    """Return one Chimerism row; the default CI of a value is x/1.25 .. x*1.25 (x +/- 2 for STR)."""
+    """Return one Chimerism row; the default CI of a value is x/1.25 .. x*1.25 (x +/- 2 for STR).
+
+    ``recipient`` = (pct, ci_low, ci_high) makes it a three-genome row: the HSCT donor holds the
+    rest (100 - iNK - recipient).
+    """
     if status in ("quantified", "below_loq") and ci is None and pct is not None:
         ci = (
             (max(pct - 2.0, 0.0), min(pct + 2.0, 100.0))
             if method == "STR"
-            else (pct / 1.25, pct * 1.25)
+            else (pct / 1.25, min(pct * 1.25, 100.0))
         )
     if status == "not_detected":
         ci = (0.0, lod)
@@ -52,13 +59,13 @@ def result(
         "sample_id": sample_id,
         "collected_at": at(day),
         "study_day": math.floor(day + 1e-9),
-        "specimen": "PB",
+        "specimen": specimen,
         "method": method,
         "pct_ink": pct,
         "pct_ink_raw": pct,
         "ci_low": None if ci is None else ci[0],
         "ci_high": None if ci is None else ci[1],
-        "ci_quantile": None,
+        "ci_quantile": ci_quantile,
         "lod_pct": lod,
         "loq_pct": 0.2,
         "result_status": status,
@@ -71,6 +78,22 @@ def result(
         "headline_rule": None,
         "superseded": superseded,
         "source_file": "test.csv",
+        **_genomes(pct if status in ("quantified", "below_loq") else 0.0, recipient),
+    }
+
+
+def _genomes(ink: float | None, recipient: tuple[float, float, float] | None) -> dict[str, Any]:
+    if recipient is None:
+        return {}
+    rest = 100.0 - (ink or 0.0) - recipient[0]
+    return {
+        "genome_model": "three_genome",
+        "pct_recipient": recipient[0],
+        "pct_recipient_ci_low": recipient[1],
+        "pct_recipient_ci_high": recipient[2],
+        "pct_hsct_donor": max(rest, 0.0),
+        "pct_hsct_donor_ci_low": None,
+        "pct_hsct_donor_ci_high": None,
     }
 
 
@@ -84,8 +107,31 @@ def value_result(
     return result(patient_id, sample_id, day, status, round(pct, 6), **kw)
 
 
+THREE_GENOME_COLUMNS = {
+    "genome_model": pl.String,
+    "pct_recipient": pl.Float64,
+    "pct_recipient_ci_low": pl.Float64,
+    "pct_recipient_ci_high": pl.Float64,
+    "pct_hsct_donor": pl.Float64,
+    "pct_hsct_donor_ci_low": pl.Float64,
+    "pct_hsct_donor_ci_high": pl.Float64,
+}
+
+
 def chimerism_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
-    """Return validated Chimerism rows."""
+    """Return validated Chimerism rows, plus the three-genome columns when any row has them."""
+    three = any("genome_model" in r for r in rows)
+    base = [{k: v for k, v in r.items() if k not in THREE_GENOME_COLUMNS} for r in rows]
+    frame = _validated(base)
+    if not three:
+        return frame
+    extra = pl.DataFrame(
+        [{k: r.get(k) for k in THREE_GENOME_COLUMNS} for r in rows], schema=THREE_GENOME_COLUMNS
+    )
+    return frame.hstack(extra)
+
+
+def _validated(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
     schema = {
         "pct_ink": pl.Float64,
         "pct_ink_raw": pl.Float64,
@@ -101,8 +147,10 @@ def chimerism_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
     return Chimerism.validate(frame, lazy=True)
 
 
-def infusions_frame(doses: dict[str, Sequence[float]]) -> pl.DataFrame:
-    """Return validated Infusions rows: ``{patient: [dose days]}``."""
+def infusions_frame(
+    doses: dict[str, Sequence[float]], cells: dict[str, Sequence[float]] | None = None
+) -> pl.DataFrame:
+    """Return validated Infusions rows: ``{patient: [dose days]}`` (cells per dose, default 1e9)."""
     rows = [
         {
             "source_sha256": SHA,
@@ -111,7 +159,7 @@ def infusions_frame(doses: dict[str, Sequence[float]]) -> pl.DataFrame:
             "patient_id": patient_id,
             "dose_number": i,
             "infused_at": at(day),
-            "cells": 1e9,
+            "cells": (cells or {}).get(patient_id, [1e9] * len(days))[i - 1],
             "product_lot": "LOT1",
         }
         for patient_id, days in doses.items()
@@ -120,22 +168,47 @@ def infusions_frame(doses: dict[str, Sequence[float]]) -> pl.DataFrame:
     return Infusions.validate(pl.DataFrame(rows), lazy=True)
 
 
+def kinetic_patient(
+    patient_id: str,
+    *,
+    peak_pct: float = 2.0,
+    half_life_days: float = 1.5,
+    dose_days: Sequence[float] = PROTOCOL_DOSE_DAYS,
+    peaks: Sequence[float] | None = None,
+    follow_up: Sequence[float] = (171.0, 192.0, 365.0),
+    **kw: Any,
+) -> list[dict[str, Any]]:
+    """Return a patient whose level is a sum of exponential decays, one per dose.
+
+    Each dose adds ``peaks[i]`` (default ``peak_pct``) one day after it and decays with
+    ``half_life_days``; samples are a baseline, a pre-dose trough 2 h before every later dose, a
+    sample one day after every dose and the ``follow_up`` days. States follow the value (LoD 0.05,
+    LoQ 0.2); ``kw`` goes to every row (e.g. ``method``).
+    """
+    k = math.log(2) / half_life_days
+    heights = list(peaks) if peaks is not None else [peak_pct] * len(dose_days)
+
+    def level(t: float) -> float:
+        return sum(
+            h * math.exp(-k * (t - d - 1))
+            for d, h in zip(dose_days, heights, strict=True)
+            if t >= d + 1
+        )
+
+    times = [-2.0]
+    for d in dose_days:
+        if d > 0:
+            times.append(d - 2 / 24)
+        times.append(d + 1)
+    times += list(follow_up)
+    return [
+        value_result(patient_id, f"{patient_id}-S{i:02d}", t, level(t), **kw)
+        for i, t in enumerate(sorted(times))
+    ]
+
+
 def typical_patient(
     patient_id: str, *, peak_pct: float = 2.0, half_life_days: float = 1.5
 ) -> list[dict[str, Any]]:
     """Return a transient-engraftment patient: baseline, pre-dose and day+1 samples, clearance."""
-    k = math.log(2) / half_life_days
-
-    def level(t: float) -> float:
-        return sum(peak_pct * math.exp(-k * (t - d - 1)) for d in PROTOCOL_DOSE_DAYS if t >= d + 1)
-
-    times = [-2.0]
-    for d in PROTOCOL_DOSE_DAYS:
-        if d > 0:
-            times.append(d - 2 / 24)
-        times.append(d + 1)
-    times += [171.0, 192.0, 365.0]
-    rows = []
-    for i, t in enumerate(sorted(times)):
-        rows.append(value_result(patient_id, f"{patient_id}-S{i:02d}", t, level(t)))
-    return rows
+    return kinetic_patient(patient_id, peak_pct=peak_pct, half_life_days=half_life_days)

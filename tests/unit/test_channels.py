@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,11 +17,13 @@ import polars as pl
 import pytest
 from aiosmtpd.controller import Controller
 
-from chimera.alerts import ALERT_COLUMNS, ChannelSettings, EmailChannel, WebhookChannel
+from chimera.alerts.config import ChannelSettings, WebhookChannel, packaged_alert_settings
+from chimera.alerts.detect import ALERT_COLUMNS
 from chimera.channels import DeliveryError, deliver_alerts, send_webhook
 from schemas.trends import AlertDeliveries
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+PACKAGED = packaged_alert_settings().channels
 EVIDENCE = {
     "samples": [
         {
@@ -42,6 +45,7 @@ def _alerts(state: str = "open", alert_id: str = "a" * 16) -> pl.DataFrame:
         "rule_version": "1",
         "severity": "warning",
         "patient_id": "P01",
+        "specimen": "PB",
         "episode_key": "after dose 13",
         "state": state,
         "first_detected_at": NOW,
@@ -109,7 +113,8 @@ def _smtp_server() -> Iterator[tuple[int, _Inbox]]:
 
 
 def _hooks(port: int) -> ChannelSettings:
-    return ChannelSettings(
+    return replace(
+        PACKAGED,
         webhooks=(WebhookChannel("ops", f"http://127.0.0.1:{port}/hook"),),
         timeout_s=5.0,
         retry_base_s=60.0,
@@ -135,8 +140,10 @@ def test_webhook_receives_the_alert_as_json() -> None:
 def test_email_is_delivered_with_readable_evidence() -> None:
     """The SMTP server receives one plain-text mail with the message and the evidence values."""
     with _smtp_server() as (port, inbox):
-        channels = ChannelSettings(
-            email=EmailChannel(
+        channels = replace(
+            PACKAGED,
+            email=replace(
+                PACKAGED.email,
                 enabled=True,
                 host="127.0.0.1",
                 port=port,
@@ -151,7 +158,7 @@ def test_email_is_delivered_with_readable_evidence() -> None:
         sender, recipients, content = inbox.messages[0]
         assert (sender, recipients) == ("chimera@example.org", ["haem@example.org"])
         mail = message_from_bytes(content)
-        assert mail["Subject"] == "[Chimera WARNING] persistence - patient P01"
+        assert mail["Subject"] == "[Chimera WARNING] persistence - patient P01 (PB)"
         body = mail.get_payload(decode=True).decode()
         assert "iNK still quantified 35 days after dose 13." in body
         assert "ci_low: 0.64" in body
@@ -205,8 +212,10 @@ def test_resolved_alerts_are_not_newly_queued() -> None:
 
 def test_email_login_without_password_fails_without_contacting_the_server() -> None:
     """A configured SMTP login with no password is a failed delivery naming the env variable."""
-    channels = ChannelSettings(
-        email=EmailChannel(
+    channels = replace(
+        PACKAGED,
+        email=replace(
+            PACKAGED.email,
             enabled=True,
             host="127.0.0.1",
             port=_free_port(),
@@ -230,4 +239,4 @@ def test_naive_time_is_rejected() -> None:
     """Delivery times must be timezone-aware."""
     naive = datetime(2026, 1, 1)  # noqa: DTZ001 - the case under test
     with pytest.raises(ValueError, match="timezone-aware"):
-        deliver_alerts(_alerts(), pl.DataFrame(), channels=ChannelSettings(), now=naive)
+        deliver_alerts(_alerts(), pl.DataFrame(), channels=PACKAGED, now=naive)

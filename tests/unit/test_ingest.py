@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from chimera import ingest as ingest_module
 from chimera.cli import app
-from chimera.detect import Detection, detect_format
-from chimera.ingest import SourceFile, ingest_path
+from chimera.detect import DecodedExport, detect_format
+from chimera.ingest import SourceFile, ingest_source
 from chimera.poll import ingest_paths, processing_order
 from chimera.prerequisites import assay_sample_ids, resolve_sample_ids
 from chimera.registry import read_ledger
@@ -128,7 +128,7 @@ def test_same_bytes_under_another_name_is_a_logged_duplicate(
     ingest_paths(list(trial.values()), settings=settings, clock=clock, move=False)
     copy = tmp_path / "copy_of_sample.txt"
     copy.write_bytes(trial["sample"].read_bytes())
-    outcome = ingest_path(copy, settings=settings, now=clock(), move=True)
+    outcome = ingest_source(copy, settings=settings, now=clock(), move=True)
     assert outcome.status is FileStatus.DUPLICATE
     assert "sample.txt" in (outcome.reason or "")
     assert not copy.exists()
@@ -144,24 +144,24 @@ def test_assay_before_manifest_waits_then_is_accepted(
 ) -> None:
     """An export whose samples are in no manifest waits, saying what for, until the manifest arrives."""
     clock = Clock()
-    first = ingest_path(trial["sample"], settings=settings, now=clock(), move=False)
+    first = ingest_source(trial["sample"], settings=settings, now=clock(), move=False)
     assert first.status is FileStatus.WAITING
     assert "P01-D1" in (first.reason or "")
-    ingest_path(trial["manifest"], settings=settings, now=clock(), move=False)
-    second = ingest_path(trial["sample"], settings=settings, now=clock(), move=False)
+    ingest_source(trial["manifest"], settings=settings, now=clock(), move=False)
+    second = ingest_source(trial["sample"], settings=settings, now=clock(), move=False)
     assert second.status is FileStatus.WAITING
     assert "baseline" in (second.reason or "") and "LOT1" in (second.reason or "")
     for key in ("donor", "baseline", "sample"):
-        outcome = ingest_path(trial[key], settings=settings, now=clock(), move=False)
+        outcome = ingest_source(trial[key], settings=settings, now=clock(), move=False)
         assert outcome.status is FileStatus.ACCEPTED
     assert _chimerism(settings)["sample_id"].to_list() == ["P01-D1"]
 
 
 def test_waiting_too_long_is_quarantined(trial: dict[str, Path], settings: Settings) -> None:
     """After the waiting time-out the export goes to quarantine with a report."""
-    ingest_path(trial["sample"], settings=settings, now=T0, move=False)
+    ingest_source(trial["sample"], settings=settings, now=T0, move=False)
     late = T0 + timedelta(hours=settings.inbox_rules.waiting_timeout_hours + 1)
-    outcome = ingest_path(trial["sample"], settings=settings, now=late, move=False)
+    outcome = ingest_source(trial["sample"], settings=settings, now=late, move=False)
     assert outcome.status is FileStatus.QUARANTINED
     assert outcome.reason is not None and outcome.reason.startswith("waited_too_long")
     report = Path(f"{outcome.destination}.problems.txt")
@@ -176,7 +176,7 @@ def test_corrected_reexport_supersedes_and_keeps_old_rows(
     ingest_paths(list(trial.values()), settings=settings, clock=clock, move=False)
     corrected = tmp_path / "sample_corrected.txt"
     corrected.write_bytes(trial["sample"].read_bytes().replace(b"\t5730\t", b"\t2865\t"))
-    outcome = ingest_path(corrected, settings=settings, now=clock(), move=False)
+    outcome = ingest_source(corrected, settings=settings, now=clock(), move=False)
     assert outcome.status is FileStatus.ACCEPTED
     assert outcome.supersedes == "sample.txt"
     rows = _chimerism(settings).sort("superseded")
@@ -319,18 +319,18 @@ def test_each_file_is_read_and_detected_once_12(
         trial[key] = trial[key].rename(folder / name)  # the post-dose file is tried first: waits
     reads: Counter[str] = Counter()
     detections: Counter[bytes] = Counter()
-    read_bytes, detect = Path.read_bytes, ingest_module.detect_format
+    read_bytes, detect = Path.read_bytes, ingest_module.detect
 
     def counting_read(path: Path) -> bytes:
         reads[path.name] += 1
         return read_bytes(path)
 
-    def counting_detect(data: bytes) -> Detection | None:
+    def counting_detect(data: bytes, *, file_name: str) -> DecodedExport:
         detections[data] += 1
-        return detect(data)
+        return detect(data, file_name=file_name)
 
     monkeypatch.setattr(Path, "read_bytes", counting_read)
-    monkeypatch.setattr(ingest_module, "detect_format", counting_detect)
+    monkeypatch.setattr(ingest_module, "detect", counting_detect)
     outcomes = ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
     assert [o.status for o in outcomes] == [FileStatus.ACCEPTED] * 5
     waited = read_ledger(Warehouse(settings.warehouse)).filter(

@@ -3,47 +3,58 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import polars as pl
 import pytest
 from chimerism_builders import (
     PROTOCOL_DOSE_DAYS,
+    T0,
     chimerism_frame,
     infusions_frame,
     result,
     typical_patient,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
-from chimera.kinetics import (
-    auc_lin_up_log_down,
-    compute_kinetics,
-    estimate_half_life,
-    summarise_cohort,
-)
+from chimera.alerts.config import packaged_alert_settings
+from chimera.kinetics import compute_kinetics, summarise_cohort
+from chimera.nca import auc_lin_up_log_down, estimate_half_life
 from chimera.trends import build_trend_table
 from schemas.trends import CohortKinetics, Kinetics
+
+CD = packaged_alert_settings().critical_difference
 
 LN2 = math.log(2)
 
 
-def _kinetics(rows: list[dict[str, object]], doses: dict[str, list[float]]) -> pl.DataFrame:
+def _kinetics(
+    rows: list[dict[str, object]],
+    doses: dict[str, list[float]],
+    cells: dict[str, list[float]] | None = None,
+) -> pl.DataFrame:
     chim = chimerism_frame(rows).lazy()
-    inf = infusions_frame(doses).lazy()
-    trends = build_trend_table(chim, inf)
+    inf = infusions_frame(doses, cells).lazy()
+    trends = build_trend_table(chim, inf, cd=CD)
     out = compute_kinetics(trends, inf).collect()
     return Kinetics.validate(out, lazy=True)
 
 
-def _dose(k: pl.DataFrame, n: int, patient: str = "P1") -> dict[str, object]:
-    return k.filter((pl.col("patient_id") == patient) & (pl.col("dose_number") == n)).row(
-        0, named=True
-    )
+def _dose(k: pl.DataFrame, n: int, patient: str = "P1", specimen: str = "PB") -> dict[str, Any]:
+    return k.filter(
+        (pl.col("patient_id") == patient)
+        & (pl.col("specimen") == specimen)
+        & (pl.col("dose_number") == n)
+    ).row(0, named=True)
 
 
-def _overall(k: pl.DataFrame, patient: str = "P1") -> dict[str, object]:
-    return k.filter((pl.col("patient_id") == patient) & (pl.col("scope") == "overall")).row(
-        0, named=True
-    )
+def _overall(k: pl.DataFrame, patient: str = "P1", specimen: str = "PB") -> dict[str, Any]:
+    return k.filter(
+        (pl.col("patient_id") == patient)
+        & (pl.col("specimen") == specimen)
+        & (pl.col("scope") == "overall")
+    ).row(0, named=True)
 
 
 def test_auc_hand_computed_lin_up_log_down() -> None:
@@ -190,8 +201,10 @@ def test_troughs_predose_anchor_and_accumulation() -> None:
     assert d1["accumulation_ratio_trough"] is None
     assert d2["accumulation_ratio_trough"] == pytest.approx(1.0)
     assert d3["accumulation_ratio_trough"] == pytest.approx(2.0)
-    # dose 2: (0, 1.0 pre-dose) -> (1, 5) linear 3.0; (1, 5) -> (4 - 1/12, 2) log down
-    auc2 = 3.0 + (3 - 1 / 12) * 3 / math.log(5 / 2)
+    # dose 2 starts at its pre-dose sample where it was drawn: (3 - 1/12, 1.0) -> (4, 5) linear
+    # over 1 + 1/12 days, then (4, 5) -> (7 - 1/12, 2) log down.
+    gap = 1 + 2 / 24
+    auc2 = (1.0 + 5.0) / 2 * gap + (3 - 1 / 12) * 3 / math.log(5 / 2)
     assert d2["auc_pct_days"] == pytest.approx(auc2)
     auc1 = 2.0 + (2 - 1 / 12) * 3 / math.log(4)
     assert d1["auc_pct_days"] == pytest.approx(auc1)
@@ -201,8 +214,7 @@ def test_troughs_predose_anchor_and_accumulation() -> None:
     assert d2["interval_end_day"] == pytest.approx(7.0)
     assert d3["interval_end_day"] is None
     # The overall AUC runs through every sample once: (0,0) (1,4) (3-1/12,1) (4,5) (7-1/12,2)
-    # (8,6) (9,3); troughs are not counted twice and the pre-dose anchors add nothing.
-    gap = 1 + 2 / 24
+    # (8,6) (9,3); troughs are not counted twice, and the intervals tile it exactly.
     overall = (
         2.0
         + (2 - 1 / 12) * 3 / math.log(4)
@@ -211,6 +223,7 @@ def test_troughs_predose_anchor_and_accumulation() -> None:
         + (2.0 + 6.0) / 2 * gap
         + 3 / math.log(2)
     )
+    assert overall == pytest.approx(auc1 + auc2 + d3["auc_pct_days"])
     assert _overall(k)["auc_pct_days"] == pytest.approx(overall)
 
 
@@ -241,6 +254,7 @@ def test_one_patient_alone_gives_the_same_rows_as_in_a_cohort() -> None:
         all_k.drop("source_sha256", "ingested_at")
     )
     assert one.height == 14
+    assert set(one["specimen"]) == {"PB"}
     assert one.filter(pl.col("scope") == "dose")["cmax_pct"].min() == pytest.approx(4.0)
 
 
@@ -254,9 +268,91 @@ def test_cohort_summary_gives_median_and_range_per_dose() -> None:
     )
     cohort = summarise_cohort(_kinetics(rows, doses).lazy()).collect()
     CohortKinetics.validate(cohort, lazy=True)
+    assert set(cohort["specimen"]) == {"PB"}
     cmax1 = cohort.filter((pl.col("dose_number") == 1) & (pl.col("parameter") == "cmax_pct")).row(
         0, named=True
     )
     assert (cmax1["n_patients"], cmax1["n_values"]) == (3, 3)
     assert (cmax1["median"], cmax1["min"], cmax1["max"]) == pytest.approx((2.0, 1.0, 6.0))
-    assert cohort.filter(pl.col("scope") == "overall").height == 10
+    assert cohort.filter(pl.col("scope") == "overall").height == 11
+
+
+def test_cd56_values_never_enter_the_whole_blood_curve() -> None:
+    """A CD56+ sorted value (10x higher) is its own curve: the whole-blood Cmax ignores it."""
+    rows = [
+        result("P1", "pb", 1.0, "quantified", 2.0),
+        result("P1", "nk", 1.0, "quantified", 35.0, specimen="PB CD56+"),
+        result("P1", "pb2", 2.0, "quantified", 1.0),
+    ]
+    k = _kinetics(rows, {"P1": [0.0]})
+    assert _dose(k, 1)["cmax_pct"] == 2.0
+    assert _overall(k)["cmax_pct"] == 2.0
+    assert _dose(k, 1, specimen="PB CD56+")["cmax_pct"] == 35.0
+    assert _dose(k, 1)["n_samples"] == 2
+
+
+def test_dose_normalised_cmax_uses_the_cells_infused() -> None:
+    """cmax_pct_per_1e9_cells = Cmax x 1e9 / cells (5e8 twice weekly, 1e9 monthly)."""
+    rows = [
+        result("P1", "a", 1.0, "quantified", 2.0),
+        result("P1", "b", 4.0, "quantified", 3.0),
+    ]
+    k = _kinetics(rows, {"P1": [0.0, 3.0]}, {"P1": [5e8, 1e9]})
+    assert (_dose(k, 1)["dose_cells"], _dose(k, 1)["cmax_pct_per_1e9_cells"]) == (5e8, 4.0)
+    assert (_dose(k, 2)["dose_cells"], _dose(k, 2)["cmax_pct_per_1e9_cells"]) == (1e9, 3.0)
+    assert _overall(k)["cmax_pct_per_1e9_cells"] is None
+
+
+_STATE = st.sampled_from(["quantified", "quantified", "below_loq", "not_detected"])
+
+
+@st.composite
+def _dosed_patient(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[float]]:
+    """Doses on the protocol days; each interval has post-dose samples and a pre-dose trough."""
+    n_doses = draw(st.integers(1, 6))
+    days = list(PROTOCOL_DOSE_DAYS[:n_doses])
+    ends = [*days[1:], days[-1] + 5.0]
+    rows: list[dict[str, Any]] = []
+    for i, (start, end) in enumerate(zip(days, ends, strict=True)):
+        offsets = draw(st.lists(st.floats(0.05, end - start - 1.2), min_size=1, max_size=3))
+        trough = draw(st.floats(0.05, 0.9))
+        for j, t in enumerate([*sorted(set(offsets)), end - start - trough]):
+            state = draw(_STATE)
+            value = draw(st.floats(0.2, 60.0)) if state == "quantified" else 0.1
+            pct = None if state == "not_detected" else value
+            rows.append(result("P1", f"s{i}-{j}", start + t, state, pct))
+    return rows, days
+
+
+@given(_dosed_patient())
+def test_interval_aucs_add_up_to_the_overall_auc(
+    patient: tuple[list[dict[str, Any]], list[float]],
+) -> None:
+    """With a pre-dose sample before every dose, the dose intervals tile the overall AUC."""
+    rows, days = patient
+    k = _kinetics(rows, {"P1": days})
+    doses = k.filter(pl.col("scope") == "dose")
+    assert doses.height == len(days)
+    assert _overall(k)["auc_pct_days"] == pytest.approx(doses["auc_pct_days"].sum(), rel=1e-9)
+
+
+@given(_dosed_patient())
+def test_cmax_is_at_least_every_quantified_value(
+    patient: tuple[list[dict[str, Any]], list[float]],
+) -> None:
+    """Each interval's Cmax >= every quantified value in it; the overall Cmax >= all of them."""
+    rows, days = patient
+    k = _kinetics(rows, {"P1": days})
+    quantified = [r for r in rows if r["result_status"] == "quantified"]
+    bounds = [*days[1:], math.inf]
+    for n, (start, end) in enumerate(zip(days, bounds, strict=True), start=1):
+        inside = [
+            r["pct_ink"]
+            for r in quantified
+            if start <= (r["collected_at"] - T0).total_seconds() / 86400 < end
+        ]
+        cmax = _dose(k, n)["cmax_pct"]
+        assert (cmax is None) == (not inside)
+        assert all(cmax >= v for v in inside)
+    overall = _overall(k)["cmax_pct"]
+    assert all(overall >= r["pct_ink"] for r in quantified)

@@ -16,23 +16,29 @@ from polars.testing import assert_frame_equal
 
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS
 from chimera.calculate.stats import t_quantile
+from chimera.calculate.str_aggregate import aggregate_loci, aggregate_loci_two_sd
 from chimera.calculate.str_chimerism import (
-    aggregate_loci,
-    aggregate_loci_two_sd,
-    call_genotype,
     classify_sharing,
     compute_str_chimerism,
-    filtered_reference_peaks,
     locus_pct_ink,
-    repeat_unit_bp,
-    shift_allele,
-    stutter_corrected,
     stutter_position_alleles,
 )
+from chimera.calculate.str_profiles import (
+    call_genotype,
+    filtered_reference_peaks,
+    repeat_unit_bp,
+    shift_allele,
+)
+from chimera.calculate.stutter import LocusStutter, correct_stutter
+from chimera.detect import detect
 from chimera.parsers.genemapper import parse_genemapper
 from chimera.settings import StrSettings
 
 SETTINGS = StrSettings()
+UNCORRECTED = replace(SETTINGS, stutter_correction=False)
+"""Hand-built and published (Rchimerism test_chiSD.R) cases are computed without stutter
+correction; their alleles sit one repeat apart, so the default would correct them (see
+tests/unit/test_str_stutter.py for the corrected expectations)."""
 RCHIM_MARKERS = [
     "D3S1358", "TH01", "D21S11", "D18S51", "Penta E", "D5S818", "D13S317", "D7S820",
     "D16S539", "CSF1PO", "Penta D", "vWA", "D8S1179", "TPOX", "FGA",
@@ -101,7 +107,7 @@ def _rchimerism(real_exports: Path) -> pl.DataFrame:
         ("PRE", "rchimerism_single_donor_rdata_recipient.txt"),
         ("S1", "rchimerism_single_donor_sdata_posttransplant.txt"),
     ]:
-        frame = parse_genemapper((folder / name).read_bytes(), file_name=name)
+        frame = parse_genemapper(detect((folder / name).read_bytes(), file_name=name)).frame
         frames.append(frame.with_columns(sample_id=pl.lit(sample_id), source_sha256=pl.lit("x")))
     return pl.concat(frames)
 
@@ -371,7 +377,7 @@ def test_outlier_case_seven_loci() -> None:
     two_sd = aggregate_loci_two_sd(values)
     assert two_sd.excluded == (False,) * 6 + (True,)
     assert two_sd.mean_pct == 50.0
-    result, markers = _run(donor, recipient, sample)
+    result, markers = _run(donor, recipient, sample, UNCORRECTED)
     assert result["pct_ink"] == 50.0
     assert result["qc_verdict"] == "pass"
     assert markers.filter(pl.col("exclusion_reason") == "outlier")["marker"].to_list() == ["L6"]
@@ -389,8 +395,8 @@ def test_unknown_allele_ignored_and_flagged(unknown: str) -> None:
         "FGA": {"20": 600.0, "22": 400.0},
     }
     noisy = {**clean, "D8": {**clean["D8"], unknown: 250.0}}
-    clean_result, _ = _run(donor, recipient, clean)
-    noisy_result, noisy_markers = _run(donor, recipient, noisy)
+    clean_result, _ = _run(donor, recipient, clean, UNCORRECTED)
+    noisy_result, noisy_markers = _run(donor, recipient, noisy, UNCORRECTED)
     assert clean_result["pct_ink"] == pytest.approx(60.0)
     assert noisy_result["pct_ink"] == pytest.approx(clean_result["pct_ink"])
     assert clean_result["qc_verdict"] == "pass"
@@ -500,7 +506,7 @@ def test_t_interval() -> None:
         "B": {"10": 50.0, "11": 50.0},
         "C": {"10": 60.0, "11": 40.0},
     }
-    result, _ = _run(donor, recipient, sample)
+    result, _ = _run(donor, recipient, sample, UNCORRECTED)
     half = 4.302653 * 10.0 / math.sqrt(3)
     assert result["pct_ink"] == pytest.approx(50.0)
     assert result["ci_low"] == pytest.approx(50.0 - half, abs=1e-4)
@@ -512,27 +518,37 @@ def test_t_interval() -> None:
 
 
 def test_stutter_correction_removes_back_stutter() -> None:
-    """An iNK-only allele at n-1 of a patient allele loses SR x the parent signal."""
+    """An iNK-only allele at n-1 of a patient allele loses SR x the parent signal (2.6)."""
     donor = {"A": ["8"], "B": ["20"], "C": ["30"]}
     recipient = {"A": ["9"], "B": ["21"], "C": ["31"]}
     sample = {
         m: {d[0]: 100.0, r[0]: 1000.0}
         for (m, d), r in zip(donor.items(), recipient.values(), strict=True)
     }
-    plain, _ = _run(donor, recipient, sample)
+    plain, _ = _run(donor, recipient, sample, UNCORRECTED)
     assert plain["result_status"] == "quantified"
     assert plain["pct_ink"] == pytest.approx(100 * 100 / 1100)
     assert "stutter position" in plain["qc_reasons"]
+    assert "not stutter-corrected" in plain["qc_reasons"]
     corrected, markers = _run(
         donor, recipient, sample, replace(SETTINGS, default_stutter_ratio=0.1)
     )
     assert corrected["result_status"] == "not_detected"
     assert corrected["pct_ink"] is None
     assert markers["signal_ink"].to_list() == [0.0, 0.0, 0.0]
+    assert markers["stutter_ratio"].to_list() == [0.1, 0.1, 0.1]
     partial, _ = _run(donor, recipient, sample, replace(SETTINGS, default_stutter_ratio=0.05))
     assert partial["pct_ink"] == pytest.approx(100 * 50 / 1050)
-    _, markers = _run(donor, recipient, sample, replace(SETTINGS, stutter_ratios={"a": 0.1}))
+    only_a = replace(SETTINGS, stutter_ratios={"a": 0.1}, default_stutter_ratio=0.0)
+    _, markers = _run(donor, recipient, sample, only_a)
     assert markers["signal_ink"].to_list() == [0.0, 100.0, 100.0]  # key matched case-insensitively
+    # Default: nothing measurable in the references, so the published tetranucleotide mean. The
+    # residual (26.8) is within 3 SD of that uncertain ratio (3 x 0.5 x 73.2): not iNK evidence.
+    published, markers = _run(donor, recipient, sample)
+    residual = 100.0 - 0.0732 * 1000.0
+    assert markers["signal_ink"].to_list() == pytest.approx([residual] * 3)
+    assert markers["pct_ink"].to_list() == pytest.approx([100 * residual / (residual + 1000)] * 3)
+    assert published["result_status"] == "not_detected"
 
 
 def test_stutter_helpers() -> None:
@@ -542,10 +558,9 @@ def test_stutter_helpers() -> None:
     assert shift_allele("X", -1) is None
     assert repeat_unit_bp("PENTA D") == 5
     assert repeat_unit_bp("TH01") == 4
-    assert stutter_corrected({"8.3": 100.0, "9.3": 500.0}, stutter_ratio=0.1) == {
-        "8.3": 50.0,
-        "9.3": 500.0,
-    }
+    assert correct_stutter(
+        {"8.3": 100.0, "9.3": 500.0}, {"8.3", "9.3"}, LocusStutter(back=0.1)
+    ) == {"8.3": 50.0, "9.3": 500.0}
     assert stutter_position_alleles({"13", "15", "11"}, {"14", "9"}) == ["13", "15"]
 
 
@@ -577,7 +592,7 @@ def _mix(pct: float) -> dict[str, dict[str, float]]:
 )
 def test_result_states(pct: float, status: str, shown: float | None) -> None:
     """Three states: quantified >= LoQ, below_loq with signal, not_detected without iNK signal."""
-    result, markers = _run(THREE_LOCI_D, THREE_LOCI_R, _mix(pct))
+    result, markers = _run(THREE_LOCI_D, THREE_LOCI_R, _mix(pct), UNCORRECTED)
     assert result["result_status"] == status
     assert result["pct_ink"] == (pytest.approx(shown) if shown is not None else None)
     assert result["n_informative"] == 3
@@ -642,7 +657,7 @@ def test_marker_names_match_case_insensitively() -> None:
             _peaks("S1", {"penta e": {"7": 100.0, "8": 100.0, "10": 800.0}}),
         ]
     )
-    out = compute_str_chimerism(peaks.lazy(), SAMPLES.lazy(), settings=SETTINGS)
+    out = compute_str_chimerism(peaks.lazy(), SAMPLES.lazy(), settings=UNCORRECTED)
     assert out.markers.select("marker", "sharing", "pct_ink").rows() == [("Penta E", "1", 20.0)]
 
 

@@ -1,18 +1,29 @@
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
+import openpyxl
 import pytest
 
+from chimera.errors import FileTooLargeError
+from chimera.settings import Settings
 from chimera.textio import (
     Container,
+    check_size,
     decode_text,
+    has_open_quote,
     normalise_header,
     parse_number,
     read_rows,
     rows_to_records,
     sniff_container,
     sniff_delimiter,
+    split_line,
     split_lines,
+    split_rows,
     uses_decimal_comma,
+    workbook_is_truncated,
 )
 
 
@@ -88,3 +99,63 @@ def test_decimal_comma_only_for_semicolon_tables() -> None:
     """A comma-separated table never switches to decimal commas."""
     assert uses_decimal_comma([["1,5", "x"]], ";")
     assert not uses_decimal_comma([["1,5", "x"]], ",")
+
+
+def test_check_size_reads_the_size_not_the_file(tmp_path: Path) -> None:
+    """The size limit is judged from stat: a file over it is refused with both sizes named."""
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"x" * 5000)
+    assert check_size(path, 5000) == 5000
+    assert check_size(path, None) == 5000
+    with pytest.raises(FileTooLargeError, match=r"big\.txt.*0\.0 MB limit") as info:
+        check_size(path, 4999)
+    assert info.value.reason == "too_large"
+
+
+def test_default_size_limit_is_a_setting() -> None:
+    """The limit lives in Settings.inbox_rules (one settings object)."""
+    assert Settings().inbox_rules.max_file_bytes == 200_000_000
+
+
+def test_workbook_truncation_is_told_from_the_container() -> None:
+    """A zip without its end record or an OLE2 file short of a sector is truncated."""
+    book = openpyxl.Workbook()
+    buffer = io.BytesIO()
+    book.save(buffer)
+    data = buffer.getvalue()
+    assert not workbook_is_truncated(data)
+    assert all(workbook_is_truncated(data[:cut]) for cut in range(4, len(data), 37))
+    assert workbook_is_truncated(b"\xd0\xcf\x11\xe0" + b"\x00" * 1000)
+    assert not workbook_is_truncated(b"Well,Sample\r\n")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ['"B,1"\txxxx\tD3S1358\t', "", "  ", '"B,2"\tyy\tTH01\t'],
+        ['a\t"open', 'b"\tc', "d\te"],
+        ["plain\tline", "x\ty\tz"],
+    ],
+)
+def test_split_rows_gives_one_row_per_line(lines: list[str]) -> None:
+    """Splitting all lines at once equals splitting each line on its own, even with an open
+    quote (a quoted field never runs on into the next line)."""
+    assert split_rows(lines, "\t") == [split_line(line, "\t") for line in lines]
+
+
+def test_open_quote_marks_a_cut_inside_a_quoted_field() -> None:
+    """An odd number of double quotes means the line ends inside a quoted field."""
+    assert has_open_quote('"M01",x,"(A01,B01')
+    assert not has_open_quote('"M01",x,"(A01,B01)"')
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "1e400", "NaN", "nan"])
+def test_non_finite_numbers_are_no_values(text: str) -> None:
+    """Infinity and NaN are no measurement: parse_number gives None and callers refuse or null."""
+    assert parse_number(text) is None
+
+
+def test_decimal_comma_with_exponent() -> None:
+    """5,5E8 in a decimal-comma file is 5.5e8 cells."""
+    assert parse_number("5,5E8", decimal_comma=True) == 5.5e8
+    assert uses_decimal_comma([["P01", "5,5E8"]], ";")

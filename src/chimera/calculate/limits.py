@@ -189,6 +189,8 @@ class SampleResult:
     """% recipient (the patient's own cells); None = 100 - % iNK (two genomes)."""
     hsct_donor: GenomeShare | None = None
     """% prior HSCT donor (three-genome patients only)."""
+    source_sha256: str | None = None
+    """The plate (source file) a PCR result was measured on: one result per sample x plate."""
 
 
 def failed_result(
@@ -237,6 +239,7 @@ RESULT_COLUMNS: dict[str, pl.DataType] = {
     "pct_hsct_donor": pl.Float64(),
     "pct_hsct_donor_ci_low": pl.Float64(),
     "pct_hsct_donor_ci_high": pl.Float64(),
+    "source_sha256": pl.String(),
 }
 
 MARKER_COLUMNS: dict[str, pl.DataType] = {
@@ -247,6 +250,7 @@ MARKER_COLUMNS: dict[str, pl.DataType] = {
     "sharing": pl.String(),
     "donor_alleles": pl.String(),
     "recipient_alleles": pl.String(),
+    "hsct_donor_alleles": pl.String(),
     "signal_ink": pl.Float64(),
     "signal_total": pl.Float64(),
     "ct": pl.Float64(),
@@ -254,8 +258,13 @@ MARKER_COLUMNS: dict[str, pl.DataType] = {
     "accepted_droplets": pl.Int64(),
     "copies_per_ul": pl.Float64(),
     "pct_ink": pl.Float64(),
+    "pct_ink_control_normalised": pl.Float64(),
+    "pct_recipient": pl.Float64(),
+    "pct_hsct_donor": pl.Float64(),
+    "stutter_ratio": pl.Float64(),
     "included": pl.Boolean(),
     "exclusion_reason": pl.String(),
+    "source_sha256": pl.String(),
 }
 
 
@@ -295,6 +304,7 @@ def results_frame(results: Sequence[SampleResult]) -> pl.DataFrame:
                 "n_informative": r.n_informative,
                 "clamped": clamped,
                 "ci_quantile": r.ci_quantile,
+                "source_sha256": r.source_sha256,
             }
         )
     return pl.DataFrame(rows, schema=RESULT_COLUMNS)

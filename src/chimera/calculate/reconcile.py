@@ -8,87 +8,155 @@ Declared rule, in order:
    ("PCR below STR LoQ"): only PCR sees the 0.01-5 % range.
 3. Otherwise (every method failed) the first failed row ("all methods failed").
 
-Values are never averaged across methods. When two methods both quantified and differ by more
-than 1.96·√(u_a² + u_b²) (u = CI half-width / 1.96), the headline row's rule names the
-discordance (``METHOD_DISCORDANCE``) so a reviewer sees both.
+Values are never averaged across methods, and method disagreement is never hidden
+(``METHOD_DISCORDANCE``), judged with the critical difference of :mod:`chimera.critical_difference`
+(each CI turned into an SE with its ``ci_quantile``, plus each method's between-run variation):
+
+* two ``quantified`` results that differ beyond the critical difference; the headline is then the
+  one with the smaller standard uncertainty (methods.md 7);
+* a ``quantified`` result against another method's ``not_detected`` whose LoD lies below the
+  quantified value's lower bound (that method should have seen it). An STR ``not_detected`` with
+  a PCR value below the STR LoD is concordant.
+
+Either makes the headline's ``qc_verdict`` ``review`` (a ``fail`` stays ``fail``), with both
+values named in ``qc_reasons`` and ``headline_rule``.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
+from chimera.alerts.config import CriticalDifferenceSettings
+from chimera.critical_difference import compare_pairs, standard_uncertainty
+from chimera.result_text import describe
 from chimera.settings import ReconcileSettings
+from schemas.vocab import Method, QcVerdict, ResultStatus
 
-_Z95 = 1.959963984540054
-
-
-def _uncertainty(row: dict[str, object]) -> float | None:
-    low, high = row.get("ci_low"), row.get("ci_high")
-    if not isinstance(low, float) or not isinstance(high, float):
-        return None
-    return (high - low) / (2 * _Z95)
+DISCORDANCE = "METHOD_DISCORDANCE"
+_JUDGED = (ResultStatus.QUANTIFIED, ResultStatus.NOT_DETECTED)
 
 
-def discordant(a: dict[str, object], b: dict[str, object]) -> bool:
-    """Whether two quantified results differ beyond 1.96·√(u_a² + u_b²) (methods.md 9.1).
+def discordances(
+    rows: Sequence[Mapping[str, Any]], *, cd: CriticalDifferenceSettings
+) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """Return the pairs of one sample's results (different methods) that disagree.
 
     Examples
     --------
-    >>> discordant({"pct_ink": 10.0, "ci_low": 9.0, "ci_high": 11.0},
-    ...            {"pct_ink": 20.0, "ci_low": 19.0, "ci_high": 21.0})
-    True
+    >>> from chimera.alerts.config import packaged_alert_settings
+    >>> cd = packaged_alert_settings().critical_difference
+    >>> str_row = {"method": "STR", "pct_ink": 12.0, "ci_low": 10.0, "ci_high": 14.0,
+    ...            "result_status": "quantified"}
+    >>> nd = {"method": "ddPCR", "result_status": "not_detected", "lod_pct": 0.05}
+    >>> len(discordances([str_row, nd], cd=cd))
+    1
     """
-    ua, ub = _uncertainty(a), _uncertainty(b)
-    xa, xb = a.get("pct_ink"), b.get("pct_ink")
-    if ua is None or ub is None or not isinstance(xa, float) or not isinstance(xb, float):
-        return False
-    return abs(xa - xb) > _Z95 * math.sqrt(ua**2 + ub**2)
+    judged = [r for r in rows if r.get("result_status") in _JUDGED]
+    pairs = [
+        (a, b)
+        for a, b in itertools.combinations(judged, 2)
+        if ResultStatus.QUANTIFIED in (a["result_status"], b["result_status"])
+    ]
+    changes = compare_pairs(pairs, cd=cd)
+    return [
+        pair for pair, change in zip(pairs, changes, strict=True) if change["significant_change"]
+    ]
 
 
-def choose_headline(results: pl.DataFrame, *, settings: ReconcileSettings) -> pl.DataFrame:
-    """Add ``is_headline`` and ``headline_rule`` to current (not superseded) result rows.
-
-    ``results`` holds ``sample_id, method, pct_ink, ci_low, ci_high, result_status,
-    qc_verdict`` for one or more samples, one row per sample x method.
-    """
-    flags: dict[tuple[str, str], str] = {}
-    for (sample_id,), group in results.group_by(["sample_id"], maintain_order=True):
-        rows = {str(r["method"]): r for r in group.iter_rows(named=True)}
-        chosen, rule = _pick(rows, settings=settings)
-        quantified = [r for r in rows.values() if r["result_status"] == "quantified"]
-        others = [r for r in quantified if r["method"] != chosen]
-        if chosen in rows and rows[chosen]["result_status"] == "quantified":
-            clash = [r["method"] for r in others if discordant(rows[chosen], r)]
-            if clash:
-                rule += f"; METHOD_DISCORDANCE with {', '.join(sorted(clash))}"
-        flags[(str(sample_id), chosen)] = rule
-    chosen_frame = pl.DataFrame(
-        [{"sample_id": k[0], "method": k[1], "headline_rule": v} for k, v in flags.items()],
-        schema={"sample_id": pl.String, "method": pl.String, "headline_rule": pl.String},
-    )
-    return (
-        results.drop("is_headline", "headline_rule", strict=False)
-        .join(chosen_frame, on=["sample_id", "method"], how="left", maintain_order="left")
-        .with_columns(is_headline=pl.col("headline_rule").is_not_null())
-    )
-
-
-def _pick(rows: dict[str, dict[str, object]], *, settings: ReconcileSettings) -> tuple[str, str]:
-    str_row = rows.get("STR")
+def _pick(rows: Mapping[str, Mapping[str, Any]], *, settings: ReconcileSettings) -> tuple[str, str]:
+    str_row = rows.get(Method.STR)
     if (
         str_row is not None
-        and str_row["result_status"] == "quantified"
+        and str_row["result_status"] == ResultStatus.QUANTIFIED
         and isinstance(str_row["pct_ink"], float)
         and str_row["pct_ink"] >= settings.str_headline_above_pct
     ):
-        return "STR", f"STR above its LoQ ({settings.str_headline_above_pct:g} %)"
+        return Method.STR.value, f"STR above its LoQ ({settings.str_headline_above_pct:g} %)"
     for method in settings.pcr_preference:
         row = rows.get(method)
-        if row is not None and row["result_status"] != "failed":
+        if row is not None and row["result_status"] != ResultStatus.FAILED:
             if len(rows) == 1:
                 return method, "only method measured"
             return method, f"preference {' > '.join(settings.pcr_preference)} below STR LoQ"
-    first = next(iter(rows))
-    return first, "all methods failed"
+    return next(iter(rows)), "all methods failed"
+
+
+def _uncertainty_or_inf(row: Mapping[str, Any], cd: CriticalDifferenceSettings) -> float:
+    u = standard_uncertainty(row, cd=cd)
+    return float("inf") if u is None else u
+
+
+def _named(row: Mapping[str, Any]) -> str:
+    return f"{row['method']} {describe(row)}"
+
+
+def _sample_verdict(
+    rows: dict[str, dict[str, Any]],
+    *,
+    settings: ReconcileSettings,
+    cd: CriticalDifferenceSettings,
+) -> tuple[str, str, str | None]:
+    """Return the headline method, its rule and the discordance text (None = concordant)."""
+    chosen, rule = _pick(rows, settings=settings)
+    clashes = discordances(list(rows.values()), cd=cd)
+    if not clashes:
+        return chosen, rule, None
+    both = [p for p in clashes if all(r["result_status"] == ResultStatus.QUANTIFIED for r in p)]
+    if any(rows[chosen] in p for p in both):
+        candidates = [r for p in both for r in p]
+        best = min(candidates, key=lambda r: _uncertainty_or_inf(r, cd))
+        if best["method"] != chosen:
+            chosen, rule = str(best["method"]), f"{rule}; smaller uncertainty of discordant results"
+    text = "; ".join(f"{DISCORDANCE}: {_named(a)} vs {_named(b)}" for a, b in clashes)
+    return chosen, f"{rule}; {text}", text
+
+
+def choose_headline(
+    results: pl.DataFrame, *, settings: ReconcileSettings, cd: CriticalDifferenceSettings
+) -> pl.DataFrame:
+    """Add ``is_headline`` and ``headline_rule`` to current (not superseded) result rows.
+
+    ``results`` holds ``sample_id, method, pct_ink, ci_low, ci_high, ci_quantile, lod_pct,
+    result_status, qc_verdict, qc_reasons`` for one or more samples, one row per sample x method.
+    A discordant sample's headline gets ``qc_verdict = review`` and the discordance in
+    ``qc_reasons``.
+    """
+    flags: list[dict[str, Any]] = []
+    for (sample_id,), group in results.group_by(["sample_id"], maintain_order=True):
+        rows = {str(r["method"]): r for r in group.iter_rows(named=True)}
+        chosen, rule, clash = _sample_verdict(rows, settings=settings, cd=cd)
+        flags.append(
+            {"sample_id": str(sample_id), "method": chosen, "headline_rule": rule, "_clash": clash}
+        )
+    chosen_frame = pl.DataFrame(
+        flags,
+        schema={
+            "sample_id": pl.String,
+            "method": pl.String,
+            "headline_rule": pl.String,
+            "_clash": pl.String,
+        },
+    )
+    discordant = pl.col("_clash").is_not_null()
+    return (
+        results.drop("is_headline", "headline_rule", strict=False)
+        .join(chosen_frame, on=["sample_id", "method"], how="left", maintain_order="left")
+        .with_columns(
+            is_headline=pl.col("headline_rule").is_not_null(),
+            qc_verdict=pl.when(discordant & (pl.col("qc_verdict") != QcVerdict.FAIL))
+            .then(pl.lit(QcVerdict.REVIEW.value))
+            .otherwise(pl.col("qc_verdict")),
+            qc_reasons=pl.when(discordant)
+            .then(
+                pl.concat_str(
+                    [pl.col("qc_reasons"), pl.col("_clash")], separator="; ", ignore_nulls=True
+                )
+            )
+            .otherwise(pl.col("qc_reasons")),
+        )
+        .drop("_clash")
+    )

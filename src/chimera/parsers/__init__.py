@@ -1,1 +1,6 @@
-"""One module per instrument family; each turns export bytes into a tidy, validated polars frame."""
+"""Instrument exports, manifests and infusion logs to validated tidy frames.
+
+Entry points: :func:`chimera.detect.detect` (read and decode a file once), then
+:func:`chimera.parsers.dispatch.parse_export` and
+:func:`chimera.parsers.dispatch.check_plausible`.
+"""

@@ -11,23 +11,19 @@ import re
 
 import polars as pl
 
-from chimera.errors import (
-    Problem,
-    UnreadableFileError,
-    UnrecognisedExportError,
-    ValidationFailedError,
+from chimera.detect import DecodedExport, ExportFormat
+from chimera.errors import Problem, TruncatedExportError, ValidationFailedError
+from chimera.parsers.common import (
+    ParsedExport,
+    join_run_id,
+    layout_fingerprint,
+    number_reader,
+    require_format,
+    unreadable_on_error,
 )
-from chimera.parsers.common import open_workbook, unreadable_on_error
-from chimera.parsers.quantstudio import QPCR_COLUMNS, header_index, number_reader, parse_ct
-from chimera.textio import (
-    Container,
-    decode_text,
-    normalise_header,
-    numbered_text_rows,
-    sniff_container,
-    split_lines,
-    uses_decimal_comma,
-)
+from chimera.parsers.completeness import check_last_line
+from chimera.parsers.qpcr_cells import QPCR_COLUMNS, header_index, parse_ct
+from chimera.textio import normalise_header, uses_decimal_comma
 from chimera.validation import validate_frame
 from schemas.inputs import QpcrWells
 
@@ -55,6 +51,7 @@ _CONTENT: dict[str, str] = {
     "nrt": "negative_control",
 }
 _GROUP_SUFFIX = re.compile(r"[-_ ]*\d+$")
+_RUN_KEYS = ("File Name", "Run Started", "Run Ended", "Base Serial Number")
 
 
 def map_content(text: str) -> str:
@@ -69,69 +66,68 @@ def map_content(text: str) -> str:
     return _CONTENT.get(code, "other")
 
 
-def _is_header(cells: list[str]) -> bool:
-    names = {normalise_header(c.strip().strip('"')) for c in cells}
-    return {"well", "cq"} <= names and bool(names & {"fluor", "content", "sample", "target"})
+def _run_information(rows: list[list[str]]) -> str | None:
+    """Run identity from the run-information ``key,value`` rows above the table (formats.md 8)."""
+    entries: dict[str, str] = {}
+    for cells in rows:
+        filled = [c.strip() for c in cells if c.strip()]
+        if len(filled) == 2:
+            entries.setdefault(normalise_header(filled[0]), filled[1])
+    return join_run_id([(key, entries.get(normalise_header(key))) for key in _RUN_KEYS])
 
 
-def _rows(data: bytes, *, file_name: str) -> tuple[list[tuple[int, list[str]]], str]:
-    container = sniff_container(data)
-    if container in (Container.XLS, Container.XLSX):
-        sheets = open_workbook(data, file_name=file_name, advice="export it again")
-        for sheet in sheets.values():
-            if any(_is_header(row) for row in sheet):
-                return [(n, row) for n, row in enumerate(sheet, start=1)], ""
-        return [], ""
-    if container is Container.BINARY:
-        return [], ""
-    return numbered_text_rows(split_lines(decode_text(data)), _is_header)
-
-
-def parse_cfx(data: bytes, *, file_name: str) -> pl.DataFrame:
+def parse_cfx(export: DecodedExport) -> ParsedExport:
     """Parse a CFX "Quantification Cq Results" export into a validated ``QpcrWells`` frame.
 
     Run-information ``key,value`` rows before the table are skipped (the header is found by
-    content); the nameless leading column is ignored; ``NaN`` Cq is no amplification (null);
-    ``Fluor`` becomes ``reporter``; ``Sample`` (else ``Biological Set Name``) the sample id.
+    content) and give ``run_id`` (``File Name``, ``Run Started``, ...); the nameless leading
+    column is ignored; ``NaN`` Cq is no amplification (null); ``Fluor`` becomes ``reporter``;
+    ``Sample`` (else ``Biological Set Name``) the sample id.
 
     Raises
     ------
     UnrecognisedExportError
-        No header with ``Well``, ``Cq`` and ``Fluor``/``Content`` was found.
-    UnreadableFileError
-        Empty file, corrupt workbook or a table without wells.
+        Another format.
+    TruncatedExportError
+        The file ends mid-line, or has a header but no wells.
     ValidationFailedError
         Values that cannot be read or break the ``QpcrWells`` contract.
     """
-    if not data.strip():
-        msg = f"{file_name}: the file is empty; export the Quantification Cq Results again"
-        raise UnreadableFileError(msg)
-    with unreadable_on_error(file_name, "CFX export"):
-        return _parse(data, file_name=file_name)
+    require_format(
+        export, {ExportFormat.CFX_CSV}, expected="a CFX Quantification Cq Results export"
+    )
+    with unreadable_on_error(export.file_name, "CFX export"):
+        frame = _parse(export)
+    return ParsedExport(
+        frame,
+        export.format,
+        run_id=_run_information(export.rows[: export.header_row]),
+        layout_fingerprint=layout_fingerprint(frame, ["well", "sample_id", "target", "reporter"]),
+    )
 
 
-def _parse(data: bytes, *, file_name: str) -> pl.DataFrame:
-    rows, delimiter = _rows(data, file_name=file_name)
-    start = next((i for i, (_, cells) in enumerate(rows) if _is_header(cells)), None)
-    if start is None:
-        msg = (
-            f"{file_name}: no CFX Quantification Cq Results table found (looked for a header with "
-            "'Well', 'Fluor', 'Content' and 'Cq'); export 'Quantification Cq Results' as CSV"
-        )
-        raise UnrecognisedExportError(msg)
+def _parse(export: DecodedExport) -> pl.DataFrame:
+    file_name = export.file_name
+    rows = export.numbered()
+    start = export.header_row
     header = rows[start][1]
     columns = header_index(header, _ALIASES)
-    body: list[tuple[int, list[str]]] = []
+    raw: list[tuple[int, list[str]]] = []
     for number, cells in rows[start + 1 :]:
         if not any(c.strip() for c in cells):
             break
-        body.append((number, cells + [""] * (len(header) - len(cells))))
-    if not body:
-        msg = f"{file_name}: the Cq results table has a header but no wells"
-        raise UnreadableFileError(msg)
+        raw.append((number, cells))
+    if not raw:
+        msg = (
+            f"{file_name}: the Cq results table has a header but no wells: the export is "
+            "truncated or empty below its header; copy the file again or export it again"
+        )
+        raise TruncatedExportError(msg)
+    check_last_line(export, raw, software="CFX Maestro")
+    body = [(number, cells + [""] * (len(header) - len(cells))) for number, cells in raw]
     problems: list[Problem] = []
     read = number_reader(
-        decimal_comma=uses_decimal_comma([c for _, c in body], delimiter), problems=problems
+        decimal_comma=uses_decimal_comma([c for _, c in body], export.delimiter), problems=problems
     )
 
     def cell(cells: list[str], key: str) -> str:

@@ -1,14 +1,24 @@
-"""Steps every instrument parser shares that raise Chimera errors (the plain reading is textio)."""
+"""What every parser returns, and the steps they share that raise Chimera errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import re
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import polars as pl
 
-from chimera.errors import ChimeraError, UnreadableFileError
-from chimera.textio import read_excel_rows
+from chimera.detect import DecodedExport, ExportFormat
+from chimera.errors import ChimeraError, Problem, UnreadableFileError, WrongFormatError
+from chimera.textio import parse_number
+
+_POINT_DECIMAL = re.compile(r"^-?\d+\.(\d{1,2}|\d{4,})$")
+_DOTTED_THOUSANDS = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
+
+NO_CT_SENTINELS = frozenset({"", "undetermined", "nan", "n/a", "na", "no ct", "no cq", "-", "none"})
+"""Texts meaning "no value" (for a Ct, "no threshold crossing", methods.md 3.4): never 0."""
 
 READ_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
@@ -16,21 +26,70 @@ READ_ERRORS: tuple[type[Exception], ...] = (
     IndexError,
     KeyError,
     UnicodeError,
+    OverflowError,
     pl.exceptions.PolarsError,
 )
 """What a malformed export makes the reading code raise, as opposed to a bug elsewhere."""
 
 
-def open_workbook(data: bytes, *, file_name: str, advice: str) -> dict[str, list[list[str]]]:
-    """Return every sheet of a workbook as rows; a corrupt one raises ``UnreadableFileError``.
+@dataclass(frozen=True)
+class ParsedExport:
+    """A validated tidy frame and what the file itself says about the run it came from."""
 
-    ``advice`` ends the message and says what to do (e.g. ``"re-export as CSV"``).
+    frame: pl.DataFrame
+    format: ExportFormat
+    run_id: str | None = None
+    """Run or plate identity from the file's own header (AB ``Experiment Name``/barcode/run end,
+    CFX run information, GeneMapper ``Run Name``); None when the file carries none."""
+    layout_fingerprint: str | None = None
+    """sha256 of the sorted set of (well, sample, target) rows (STR: (sample, marker)): equal for
+    a re-export or re-analysis of one plate, different for another plate with the same controls."""
+    notes: tuple[str, ...] = ()
+    """Plain-language remarks for the ledger reason (e.g. specimens kept as written)."""
+
+
+def layout_fingerprint(frame: pl.DataFrame, columns: Sequence[str]) -> str:
+    """Return the sha256 (hex) of the frame's distinct ``columns`` rows, order-independent.
+
+    Examples
+    --------
+    >>> a = pl.DataFrame({"well": ["A1", "B1"], "sample_id": ["S1", None]})
+    >>> layout_fingerprint(a, ["well", "sample_id"]) == layout_fingerprint(a.reverse(), ["well", "sample_id"])
+    True
     """
-    try:
-        return read_excel_rows(data)
-    except Exception as err:  # noqa: BLE001 - fastexcel raises its own types for corrupt workbooks
-        msg = f"{file_name}: the workbook cannot be opened ({err}); {advice}"
-        raise UnreadableFileError(msg) from None
+    keys = frame.select(pl.col(c).cast(pl.String).fill_null("") for c in columns).unique()
+    digest = hashlib.sha256()
+    for row in sorted(keys.iter_rows()):
+        digest.update(("\x1f".join(row) + "\x1e").encode())
+    return digest.hexdigest()
+
+
+def join_run_id(parts: Sequence[tuple[str, str | None]]) -> str | None:
+    """``"key: value; key: value"`` of the parts with a value (``NA`` and blanks dropped)."""
+    kept = [
+        f"{key}: {value.strip()}"
+        for key, value in parts
+        if value and value.strip() not in ("", "NA")
+    ]
+    return "; ".join(kept) or None
+
+
+def require_format(
+    export: DecodedExport, formats: Collection[ExportFormat], *, expected: str
+) -> None:
+    """Refuse an export that detection recognised as another format.
+
+    Raises
+    ------
+    WrongFormatError
+        Naming the expected and the found format.
+    """
+    if export.format not in formats:
+        msg = (
+            f"{export.file_name}: expected {expected}, found a {export.format.value} export; "
+            "send it to the matching reader"
+        )
+        raise WrongFormatError(msg)
 
 
 @contextmanager
@@ -46,3 +105,48 @@ def unreadable_on_error(file_name: str, export: str) -> Iterator[None]:
     except READ_ERRORS as err:
         msg = f"{file_name}: could not read the {export} ({err})"
         raise UnreadableFileError(msg) from None
+
+
+def number_reader(
+    *, decimal_comma: bool, problems: list[Problem]
+) -> Callable[[str, int, str], float | None]:
+    """Return ``read(text, row, column)`` parsing instrument numbers and recording bad ones.
+
+    Handles ``118,248.200`` (thousands commas), and with ``decimal_comma`` ``0,85`` and
+    ``118.248,2``; a decimal point in a decimal-comma file is a mixed convention (formats.md 7).
+    """
+
+    def read(text: str, row: int, column: str) -> float | None:
+        value = text.strip().strip('"').replace("\u00a0", "")
+        if not value:
+            return None
+        if decimal_comma:
+            if _DOTTED_THOUSANDS.match(value):
+                value = value.replace(".", "").replace(",", ".")
+            elif _POINT_DECIMAL.match(value):
+                problems.append(
+                    Problem(
+                        rule="mixed_decimal_convention",
+                        message=f"{column!r} uses a decimal point in a decimal-comma file",
+                        row=row,
+                        column=column,
+                        value=text,
+                        fix="re-export with one regional number format (e.g. dot decimals).",
+                    )
+                )
+                return None
+        number = parse_number(value, decimal_comma=decimal_comma)
+        if number is None and value.casefold() not in NO_CT_SENTINELS:
+            problems.append(
+                Problem(
+                    rule="not_a_number",
+                    message=f"{column!r} must be a number",
+                    row=row,
+                    column=column,
+                    value=text,
+                    fix="correct the value or re-export from the instrument software.",
+                )
+            )
+        return number
+
+    return read

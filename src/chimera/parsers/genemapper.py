@@ -16,19 +16,27 @@ from enum import StrEnum
 
 import polars as pl
 
-from chimera.errors import ChimeraError, Problem, UnreadableFileError, ValidationFailedError
+from chimera.detect import DecodedExport, ExportFormat
+from chimera.errors import (
+    Problem,
+    TruncatedExportError,
+    UnreadableFileError,
+    ValidationFailedError,
+    WrongFormatError,
+)
+from chimera.parsers.common import (
+    ParsedExport,
+    join_run_id,
+    layout_fingerprint,
+    unreadable_on_error,
+)
+from chimera.parsers.completeness import check_last_line, check_layout
 from chimera.textio import (
-    Container,
     clean_cell,
-    decode_text,
     dedupe_header,
     normalise_header,
     parse_number,
     rows_to_records,
-    sniff_container,
-    sniff_delimiter,
-    split_line,
-    split_lines,
 )
 from chimera.validation import validate_frame
 from schemas.inputs import StrPeaks
@@ -62,6 +70,13 @@ class _Layout(StrEnum):
     GENOTYPES = "Genotypes Table"
 
 
+_LAYOUTS = {
+    ExportFormat.GENEMAPPER_SIZING: _Layout.SIZING,
+    ExportFormat.GENEMAPPER_GENOTYPES: _Layout.GENOTYPES,
+}
+_SOFTWARE = "GeneMapper"
+
+
 @dataclass(frozen=True)
 class _Header:
     layout: _Layout
@@ -70,7 +85,7 @@ class _Header:
     names: list[str]
 
 
-def parse_genemapper(data: bytes, *, file_name: str) -> pl.DataFrame:
+def parse_genemapper(export: DecodedExport) -> ParsedExport:
     r"""Parse a GeneMapper Sizing Table or Genotypes Table export into ``StrPeaks`` rows.
 
     One output row per peak: a sizing-table line, or a filled allele slot of a genotypes-table
@@ -78,110 +93,131 @@ def parse_genemapper(data: bytes, *, file_name: str) -> pl.DataFrame:
 
     Parameters
     ----------
-    data
-        The export's bytes (TAB, ``;`` or ``,`` separated; CRLF, LF or CR line ends).
-    file_name
-        Name used in error messages.
+    export
+        The file as :func:`chimera.detect.detect` read it (TAB, ``;`` or ``,`` separated).
 
     Returns
     -------
-    pl.DataFrame
-        Validated against :class:`schemas.inputs.StrPeaks`.
+    ParsedExport
+        ``frame`` validated against :class:`schemas.inputs.StrPeaks`; ``run_id`` from the
+        Genotypes Table ``Run Name``; the fingerprint covers (sample, marker).
 
     Raises
     ------
     UnreadableFileError
-        Empty file, a binary/spreadsheet container, or no GeneMapper header or peaks found.
+        A spreadsheet container, another format, or no peaks below the header.
+    TruncatedExportError
+        The file ends mid-line, or the last sample of a Genotypes Table lacks markers.
     ValidationFailedError
         Required columns missing, unreadable numbers, or rows breaking the ``StrPeaks`` contract.
 
     Examples
     --------
+    >>> from chimera.detect import detect
     >>> text = 'Dye/Sample Peak\tSample File Name\tMarker\tAllele\tSize\tHeight\tArea\t\r\n'
     >>> text += '"B,3"\tS1\tD3S1358\t14\t120.33\t941\t5862\t\r\n'
-    >>> parse_genemapper(text.encode(), file_name="x.txt").row(0)
+    >>> parse_genemapper(detect(text.encode(), file_name="x.txt")).frame.row(0)
     ('S1', 'D3S1358', '14', 120.33, 941.0, 5862.0, 'B', 2)
     """
-    try:
-        return _parse(data, file_name=file_name)
-    except ChimeraError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a bad file must give a plain message, not a traceback
-        msg = (
-            f"{file_name}: could not be read as a GeneMapper export ({type(err).__name__}: {err}); "
-            "re-export the Sizing Table or Genotypes Table as tab-delimited text"
-        )
-        raise UnreadableFileError(msg) from None
+    with unreadable_on_error(export.file_name, "GeneMapper export"):
+        return _parse(export)
 
 
-def _parse(data: bytes, *, file_name: str) -> pl.DataFrame:
-    if not data.strip():
-        msg = f"{file_name}: the file is empty; expected a GeneMapper Sizing or Genotypes Table"
-        raise UnreadableFileError(msg)
-    container = sniff_container(data)
-    if container is not Container.TEXT:
+def _parse(export: DecodedExport) -> ParsedExport:
+    file_name = export.file_name
+    if export.is_workbook:
         msg = (
             f"{file_name}: expected a tab-delimited GeneMapper text export, found a "
-            f"{container.value} file; export the table from GeneMapper as text (.txt)"
+            f"{export.container.value} file; export the table from GeneMapper as text (.txt)"
         )
         raise UnreadableFileError(msg)
-    lines = split_lines(decode_text(data))
-    header = _find_header(lines)
-    if header is None:
+    layout = _LAYOUTS.get(export.format)
+    if layout is None:
         msg = (
-            f"{file_name}: no GeneMapper header found; expected a line with 'Dye/Sample Peak', "
-            "'Marker', 'Allele', 'Size', 'Height', 'Area' (Sizing Table) or 'Sample Name', "
-            "'Marker', 'Allele 1', 'Allele 2', ... (Genotypes Table)"
+            f"{file_name}: no GeneMapper header found (the content is a {export.format.value} "
+            "export); expected a line with 'Dye/Sample Peak', 'Marker', 'Allele', 'Size', "
+            "'Height', 'Area' (Sizing Table) or 'Sample Name', 'Marker', 'Allele 1', "
+            "'Allele 2', ... (Genotypes Table)"
         )
-        raise UnreadableFileError(msg)
-    body = _read_body(lines, header)
+        raise WrongFormatError(msg)
+    header = _Header(layout, export.header_row, export.delimiter, _header_names(export))
+    body = _read_body(export, header)
+    check_last_line(
+        export,
+        body,
+        software=_SOFTWARE,
+        short_by=None if layout is _Layout.GENOTYPES else 0,
+    )
     if header.layout is _Layout.SIZING:
         rows = _sizing_rows(header, body, file_name=file_name)
     else:
+        keys = [(str(sample), str(marker)) for sample, marker in _marker_rows(header, body)]
+        check_layout(export, keys, software=_SOFTWARE, what="marker")
         rows = _genotype_rows(header, body, file_name=file_name)
     if not rows:
         msg = (
             f"{file_name}: the GeneMapper {header.layout.value} has a header on line "
-            f"{header.line_index + 1} but no peaks below it; check the export selected samples"
+            f"{header.line_index + 1} but no peaks below it: truncated, or the export selected "
+            "no samples; copy the file again or export it again"
         )
-        raise UnreadableFileError(msg)
-    frame = pl.DataFrame(rows, schema=_PEAK_SCHEMA, orient="row")
-    return validate_frame(frame, StrPeaks, file_name=file_name)
+        raise TruncatedExportError(msg)
+    frame = validate_frame(
+        pl.DataFrame(rows, schema=_PEAK_SCHEMA, orient="row"), StrPeaks, file_name=file_name
+    )
+    return ParsedExport(
+        frame,
+        export.format,
+        run_id=_run_name(header, body),
+        layout_fingerprint=layout_fingerprint(frame, ["sample_id", "marker"]),
+    )
 
 
-def _find_header(lines: Sequence[str]) -> _Header | None:
-    """Locate the table header by content (preambles vary), never by line number."""
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
-        delimiter = sniff_delimiter(line)
-        raw = [cell.strip() for cell in split_line(line, delimiter)]
-        names = {normalise_header(cell) for cell in raw} - {""}
-        if {"marker", "allele"} <= names and (
-            "dye/sample peak" in names or names & set(_SIZING_SAMPLE_COLUMNS)
-        ):
-            return _Header(_Layout.SIZING, index, delimiter, raw)
-        if "marker" in names and any(re.fullmatch(r"allele \d+", name) for name in names):
-            return _Header(_Layout.GENOTYPES, index, delimiter, raw)
-    return None
+def _header_names(export: DecodedExport) -> list[str]:
+    return [cell.strip() for cell in export.rows[export.header_row]]
 
 
-def _read_body(lines: Sequence[str], header: _Header) -> list[tuple[int, list[str]]]:
+def _read_body(export: DecodedExport, header: _Header) -> list[tuple[int, list[str]]]:
     """Return ``(line number, cells)`` for every non-blank line below the header.
 
-    Each line is split on its own so the line number stays exact; a repeated header line
-    (two exports pasted together) is skipped.
+    A repeated header line (two exports pasted together) is skipped.
     """
     header_key = [normalise_header(name) for name in header.names]
     body = []
-    for index in range(header.line_index + 1, len(lines)):
-        cells = split_line(lines[index], header.delimiter)
+    for number, cells in export.numbered(header.line_index + 1):
         if not any(cell.strip() for cell in cells):
             continue  # blank or trailing CRLF-only line
-        if [normalise_header(cell) for cell in cells[: len(header_key)]] == header_key:
+        if (
+            normalise_header(cells[0]) == header_key[0]
+            and [normalise_header(cell) for cell in cells[: len(header_key)]] == header_key
+        ):
             continue
-        body.append((index + 1, cells))
+        body.append((number, cells))
     return body
+
+
+def _marker_rows(
+    header: _Header, body: list[tuple[int, list[str]]]
+) -> list[tuple[str | None, str | None]]:
+    """(sample, marker) of every Genotypes Table row, in file order."""
+    lookup = _column_lookup(header.names)
+    sample_keys = [lookup.get(name) for name in _GENOTYPES_SAMPLE_COLUMNS]
+    marker_key = lookup.get("marker")
+    records = rows_to_records(header.names, [cells for _, cells in body])
+    return [
+        (_first_value(record, sample_keys), clean_cell(record.get(marker_key or "")))
+        for record in records
+    ]
+
+
+def _run_name(header: _Header, body: list[tuple[int, list[str]]]) -> str | None:
+    """The Genotypes Table ``Run Name`` value(s) (formats.md 3); None for a sizing table."""
+    lookup = _column_lookup(header.names)
+    key = lookup.get("run name")
+    if key is None:
+        return None
+    records = rows_to_records(header.names, [cells for _, cells in body])
+    names = sorted({value for r in records if (value := clean_cell(r.get(key))) is not None})
+    return join_run_id([("Run Name", ", ".join(names))])
 
 
 def _column_lookup(names: Sequence[str]) -> dict[str, str]:

@@ -1,54 +1,37 @@
 """Sample manifests and infusion logs (CSV, TSV, ``;``-CSV or Excel), matched by column name.
 
-Timestamps without a zone are taken as UTC; a date alone means midnight UTC.
+Timestamps without a zone are taken as UTC; a date alone means midnight UTC. Roles use
+:class:`schemas.vocab.Role`; specimens are normalised by :mod:`chimera.parsers.specimen`.
+Columns that look like direct identifiers (names, dates of birth, MRNs, contacts) refuse the
+whole file (issue 13); a date after the ingest's ``now`` is impossible and refused too.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from chimera.errors import Problem, UnreadableFileError, ValidationFailedError
-from chimera.parsers.common import open_workbook
-from chimera.textio import (
-    Container,
-    decode_text,
-    normalise_header,
-    parse_number,
-    read_rows,
-    sniff_container,
-    sniff_delimiter,
-    split_lines,
-    uses_decimal_comma,
+from chimera.detect import REGISTRY_ALIASES, DecodedExport, ExportFormat
+from chimera.errors import DirectIdentifierError, Problem, ValidationFailedError
+from chimera.parsers.common import (
+    ParsedExport,
+    layout_fingerprint,
+    number_reader,
+    require_format,
 )
+from chimera.parsers.completeness import check_last_line, truncated
+from chimera.parsers.specimen import normalise_specimen
+from chimera.textio import normalise_header, uses_decimal_comma
 from chimera.validation import validate_frame
-from schemas.inputs import ROLES, InfusionLog, Manifest
+from schemas.inputs import InfusionLog, Manifest, direct_identifier_columns
+from schemas.vocab import Role, Specimen
 
-_ALIASES = {
-    "sample": "sample_id",
-    "sample id": "sample_id",
-    "sample name": "sample_id",
-    "patient": "patient_id",
-    "patient id": "patient_id",
-    "subject_id": "patient_id",
-    "collection time": "collected_at",
-    "collected": "collected_at",
-    "collection_date": "collected_at",
-    "wbc": "wbc_per_ul",
-    "wbc_per_ul": "wbc_per_ul",
-    "lymphocytes": "lymphocytes_per_ul",
-    "nominal": "nominal_pct",
-    "expected_pct": "nominal_pct",
-    "nominal_pct_ink": "nominal_pct",
-    "lot": "product_lot",
-    "product lot": "product_lot",
-    "dose": "dose_number",
-    "dose number": "dose_number",
-    "infusion time": "infused_at",
-    "cell_dose": "cells",
-}
 _FORMATS = (
     "%Y-%m-%dT%H:%M:%S.%f%z",
     "%Y-%m-%dT%H:%M:%S%z",
@@ -66,6 +49,27 @@ _FORMATS = (
     "%d.%m.%Y %H:%M",
     "%d.%m.%Y",
 )
+_WRITER = "spreadsheet"
+_REDO = "save it again from the spreadsheet or LIMS"
+_FUTURE_GRACE = timedelta(days=1)
+"""A date up to a day after ``now`` is a time-zone slip, not an impossible date."""
+_ROLE_SYNONYMS = {
+    "baseline": Role.RECIPIENT_BASELINE,
+    "pre_dose_baseline": Role.RECIPIENT_BASELINE,
+    "recipient": Role.RECIPIENT_BASELINE,
+    "germline": Role.RECIPIENT_GERMLINE,
+    "recipient_germline_dna": Role.RECIPIENT_GERMLINE,
+    "product": Role.DONOR_REFERENCE,
+    "ink_product": Role.DONOR_REFERENCE,
+    "donor": Role.DONOR_REFERENCE,
+    "transplant_donor": Role.HSCT_DONOR,
+    "hsct": Role.HSCT_DONOR,
+    "allo_donor": Role.HSCT_DONOR,
+    "prior_donor": Role.HSCT_DONOR,
+    "follow_up": Role.POST_DOSE,
+    "ntc": Role.NEGATIVE_CONTROL,
+    "blank": Role.NEGATIVE_CONTROL,
+}
 
 
 def parse_timestamp(text: str | None) -> datetime | None:
@@ -89,51 +93,122 @@ def parse_timestamp(text: str | None) -> datetime | None:
             continue
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except (OverflowError, ValueError):
+            return None
     return None
 
 
-def _table_rows(data: bytes, file_name: str) -> tuple[list[str], list[list[str]], int, bool]:
-    """Return header, data rows, the 1-based line of the header, and the decimal-comma flag."""
-    container = sniff_container(data)
-    if container in (Container.XLS, Container.XLSX):
-        sheets = open_workbook(data, file_name=file_name, advice="re-save it as .xlsx or CSV")
-        rows = next(iter(sheets.values()), [])
-        decimal_comma = False
-    else:
-        lines = split_lines(decode_text(data))
-        if not any(line.strip() for line in lines):
-            msg = f"{file_name}: the file is empty"
-            raise UnreadableFileError(msg)
-        first = next(line for line in lines if line.strip())
-        delimiter = sniff_delimiter(first)
-        rows = read_rows(lines, delimiter)
-        decimal_comma = uses_decimal_comma(rows, delimiter)
-    for index, row in enumerate(rows):
-        if any(cell.strip() for cell in row):
-            return row, rows[index + 1 :], index + 1, decimal_comma
-    msg = f"{file_name}: no header row found"
-    raise UnreadableFileError(msg)
+def normalise_role(text: str | None) -> str | None:
+    """Spell a role the contract's way: case, spaces and hyphens are forgiven, a few synonyms mapped.
+
+    Examples
+    --------
+    >>> normalise_role(" Post-Dose "), normalise_role("Recipient Baseline"), normalise_role("NTC")
+    ('post_dose', 'recipient_baseline', 'negative_control')
+    >>> normalise_role("HSCT donor"), normalise_role("Recipient germline")
+    ('hsct_donor', 'recipient_germline')
+    """
+    if text is None or not text.strip():
+        return None
+    role = re.sub(r"[\s\-]+", "_", text.strip().lower())
+    role = _ROLE_SYNONYMS.get(role, role)
+    # An unknown role keeps the lab's own spelling, so the problem report quotes it as written.
+    return str(role) if role in list(Role) else text.strip()
 
 
-def _records(data: bytes, file_name: str) -> tuple[list[dict[str, str]], list[int], bool]:
-    header, rows, header_line, decimal_comma = _table_rows(data, file_name)
+@dataclass(frozen=True)
+class _Table:
+    """A registry table: records keyed by contract column names, with their file rows."""
+
+    records: list[dict[str, str]]
+    rows: list[int]
+    decimal_comma: bool
+    file_name: str
+
+    def text(self, column: str) -> list[str | None]:
+        return [r.get(column) or None for r in self.records]
+
+    def numbers(self, column: str) -> list[float | None]:
+        """Numbers of ``column``; a cell that is neither empty, ``NaN`` nor a number is refused."""
+        problems: list[Problem] = []
+        read = number_reader(decimal_comma=self.decimal_comma, problems=problems)
+        values = [
+            read(r.get(column, ""), row, column)
+            for r, row in zip(self.records, self.rows, strict=True)
+        ]
+        _raise(problems, f"{self.file_name}: {len(problems)} unreadable number(s) in {column!r}")
+        return values
+
+    def timestamps(self, column: str, *, now: datetime | None) -> list[datetime | None]:
+        """Timestamps of ``column``; unreadable ones, and ones after ``now``, are refused."""
+        values, problems = [], []
+        for record, row in zip(self.records, self.rows, strict=True):
+            raw = record.get(column, "")
+            parsed = parse_timestamp(raw)
+            if raw and parsed is None:
+                rule, message, fix = "timestamp_format", f"{column!r} is not a date/time", _TIME_FIX
+            elif parsed is not None and now is not None and parsed > now + _FUTURE_GRACE:
+                rule = "timestamp_in_future"
+                message = f"{column!r} is in the future (after {now:%Y-%m-%d %H:%M} UTC)"
+                fix = "correct the date (day, month and year) and drop the file again"
+            else:
+                values.append(parsed)
+                continue
+            problems.append(Problem(rule, message, row=row, column=column, value=raw, fix=fix))
+            values.append(None)
+        _raise(problems, f"{self.file_name}: {len(problems)} impossible date/time(s) in {column!r}")
+        return values
+
+
+_TIME_FIX = "write it as 2025-03-03T09:30:00Z (ISO 8601, UTC) or 2025-03-03 09:30"
+
+
+def _raise(problems: list[Problem], message: str) -> None:
+    if problems:
+        raise ValidationFailedError(message, problems)
+
+
+def _read_table(export: DecodedExport, required: Sequence[str]) -> _Table:
+    """Header names mapped to contract columns, rows checked whole, identifiers refused."""
+    header = export.rows[export.header_row]
+    identifiers = direct_identifier_columns(header)
+    if identifiers:
+        shown = ", ".join(repr(name) for name in identifiers)
+        msg = (
+            f"{export.file_name}: remove column {shown}: Chimera stores only pseudonymised ids "
+            "(no names, dates of birth, record numbers, addresses, phone numbers or e-mail); "
+            "delete the column(s) and drop the file again"
+        )
+        problems = [
+            Problem("direct_identifier", "direct identifiers are not accepted", column=name)
+            for name in identifiers
+        ]
+        raise DirectIdentifierError(msg, problems)
+    body = [(n, r) for n, r in export.numbered(export.header_row + 1) if any(c.strip() for c in r)]
+    check_last_line(export, body, software=_WRITER, redo=_REDO)
     names = []
     for raw in header:
         name = normalise_header(raw)
-        names.append(_ALIASES.get(name, name.replace(" ", "_")))
-    records, lines = [], []
-    for offset, row in enumerate(rows, start=1):
-        if not any(cell.strip() for cell in row):
-            continue
+        names.append(REGISTRY_ALIASES.get(name, name.replace(" ", "_")))
+    records = []
+    for _, row in body:
         padded = row + [""] * (len(names) - len(row))
         records.append({n: padded[i].strip() for i, n in enumerate(names) if n})
-        lines.append(header_line + offset)
-    return records, lines, decimal_comma
+    table = _Table(
+        records,
+        [n for n, _ in body],
+        uses_decimal_comma([r for _, r in body], export.delimiter),
+        export.file_name,
+    )
+    _require(export, table, list(required), present=set(names))
+    return table
 
 
-def _require(records: list[dict[str, str]], columns: list[str], file_name: str) -> None:
-    present = set(records[0]) if records else set()
+def _require(
+    export: DecodedExport, table: _Table, columns: list[str], *, present: set[str]
+) -> None:
     missing = [c for c in columns if c not in present]
     if missing:
         problems = [
@@ -145,122 +220,129 @@ def _require(records: list[dict[str, str]], columns: list[str], file_name: str) 
             )
             for c in missing
         ]
-        msg = f"{file_name}: missing column(s) {', '.join(missing)}"
+        msg = f"{table.file_name}: missing column(s) {', '.join(missing)}"
         raise ValidationFailedError(msg, problems)
-    if not records:
-        msg = f"{file_name}: the table has a header but no rows"
-        raise ValidationFailedError(msg, [Problem(rule="not_empty", message="no data rows")])
+    if not table.records:
+        raise truncated(export, "it has a header but no rows", software=_WRITER, redo=_REDO)
 
 
-def _timestamps(
-    records: list[dict[str, str]], lines: list[int], column: str, file_name: str
-) -> list[datetime | None]:
-    values, problems = [], []
-    for record, line in zip(records, lines, strict=True):
-        raw = record.get(column, "")
-        parsed = parse_timestamp(raw)
-        if raw and parsed is None:
-            problems.append(
-                Problem(
-                    rule="timestamp_format",
-                    message=f"{column!r} is not a date/time Chimera can read",
-                    row=line,
-                    column=column,
-                    value=raw,
-                    fix="write it as 2025-03-03T09:30:00Z (ISO 8601, UTC) or 2025-03-03 09:30",
-                )
-            )
-        values.append(parsed)
-    if problems:
-        msg = f"{file_name}: {len(problems)} unreadable date/time value(s) in {column!r}"
-        raise ValidationFailedError(msg, problems)
-    return values
+def _specimens(table: _Table) -> tuple[list[str | None], list[str | None], list[str]]:
+    """(normalised specimen, as written, notes on values kept as written)."""
+    raw = table.text("specimen")
+    normalised, unknown = [], Counter[str]()
+    for value in raw:
+        specimen, known = normalise_specimen(value)
+        normalised.append(specimen)
+        if not known and specimen is not None:
+            unknown[specimen] += 1
+    vocabulary = ", ".join(s.value for s in Specimen)
+    notes = [
+        f"specimen {value!r} ({count} row(s)) is not one of {vocabulary}; kept as written"
+        for value, count in sorted(unknown.items())
+    ]
+    return normalised, raw, notes
 
 
-def _numbers(
-    records: list[dict[str, str]], column: str, *, decimal_comma: bool
-) -> list[float | None]:
-    return [parse_number(r.get(column), decimal_comma=decimal_comma) for r in records]
-
-
-def _text(records: list[dict[str, str]], column: str) -> list[str | None]:
-    return [r.get(column) or None for r in records]
-
-
-_ROLE_SYNONYMS = {
-    "baseline": "recipient_baseline",
-    "pre_dose_baseline": "recipient_baseline",
-    "recipient": "recipient_baseline",
-    "product": "donor_reference",
-    "ink_product": "donor_reference",
-    "donor": "donor_reference",
-    "follow_up": "post_dose",
-    "ntc": "negative_control",
-    "blank": "negative_control",
-}
-
-
-def normalise_role(text: str | None) -> str | None:
-    """Spell a role the contract's way: case, spaces and hyphens are forgiven, a few synonyms mapped.
-
-    Examples
-    --------
-    >>> normalise_role(" Post-Dose "), normalise_role("Recipient Baseline"), normalise_role("NTC")
-    ('post_dose', 'recipient_baseline', 'negative_control')
-    """
-    if text is None or not text.strip():
-        return None
-    role = re.sub(r"[\s\-]+", "_", text.strip().lower())
-    role = _ROLE_SYNONYMS.get(role, role)
-    # An unknown role keeps the lab's own spelling, so the problem report quotes it as written.
-    return role if role in ROLES else text.strip()
-
-
-def parse_manifest(data: bytes, *, file_name: str) -> pl.DataFrame:
+def parse_manifest(export: DecodedExport, *, now: datetime | None = None) -> ParsedExport:
     """Read a sample manifest into the :class:`schemas.inputs.Manifest` contract.
 
     Required columns: ``sample_id, patient_id, role``; ``collected_at`` is required for
-    ``post_dose`` rows; ``specimen``, ``wbc_per_ul``, ``lymphocytes_per_ul`` (cells/µL) and
-    ``product_lot`` are optional.
+    ``post_dose`` rows; optional ``specimen``, ``wbc_per_ul``, ``lymphocytes_per_ul``,
+    ``nk_per_ul`` (cells/µL), ``purity_pct`` (sorted fractions, %), ``product_lot``,
+    ``cell_bank`` and ``nominal_pct``. ``now`` (the ingest's clock) refuses future dates.
+    ``notes`` lists specimens kept as written.
+
+    Raises
+    ------
+    DirectIdentifierError
+        A column looks like a direct identifier.
+    TruncatedExportError
+        The last line was cut off, or no rows below the header.
+    ValidationFailedError
+        Missing columns, unreadable or impossible values, rows breaking the contract.
     """
-    records, lines, decimal_comma = _records(data, file_name)
-    _require(records, ["sample_id", "patient_id", "role"], file_name)
+    require_format(export, {ExportFormat.MANIFEST}, expected="a sample manifest")
+    table = _read_table(export, ["sample_id", "patient_id", "role"])
+    specimen, specimen_raw, notes = _specimens(table)
     frame = pl.DataFrame(
         {
-            "sample_id": _text(records, "sample_id"),
-            "patient_id": _text(records, "patient_id"),
-            "role": [normalise_role(r.get("role")) for r in records],
-            "collected_at": _timestamps(records, lines, "collected_at", file_name),
-            "specimen": _text(records, "specimen"),
-            "wbc_per_ul": _numbers(records, "wbc_per_ul", decimal_comma=decimal_comma),
-            "lymphocytes_per_ul": _numbers(
-                records, "lymphocytes_per_ul", decimal_comma=decimal_comma
-            ),
-            "product_lot": _text(records, "product_lot"),
-            "nominal_pct": _numbers(records, "nominal_pct", decimal_comma=decimal_comma),
+            "sample_id": table.text("sample_id"),
+            "patient_id": table.text("patient_id"),
+            "role": [normalise_role(r.get("role")) for r in table.records],
+            "collected_at": table.timestamps("collected_at", now=now),
+            "specimen": specimen,
+            "specimen_raw": specimen_raw,
+            "wbc_per_ul": table.numbers("wbc_per_ul"),
+            "lymphocytes_per_ul": table.numbers("lymphocytes_per_ul"),
+            "nk_per_ul": table.numbers("nk_per_ul"),
+            "purity_pct": table.numbers("purity_pct"),
+            "product_lot": table.text("product_lot"),
+            "cell_bank": table.text("cell_bank"),
+            "nominal_pct": table.numbers("nominal_pct"),
         },
         schema_overrides={"collected_at": pl.Datetime("us", "UTC")},
     )
-    return validate_frame(frame, Manifest, file_name=file_name, source_rows=lines)
+    frame = validate_frame(frame, Manifest, file_name=export.file_name, source_rows=table.rows)
+    purity = frame["purity_pct"].drop_nulls()
+    if purity.len() and bool((purity <= 1).all()):
+        notes.append("every purity_pct is at most 1: if these are fractions, write them as %")
+    return ParsedExport(
+        frame,
+        export.format,
+        layout_fingerprint=layout_fingerprint(frame, ["sample_id"]),
+        notes=tuple(notes),
+    )
 
 
-def parse_infusion_log(data: bytes, *, file_name: str) -> pl.DataFrame:
+def parse_infusion_log(export: DecodedExport, *, now: datetime | None = None) -> ParsedExport:
     """Read an infusion log into the :class:`schemas.inputs.InfusionLog` contract.
 
     Required columns: ``patient_id, dose_number, infused_at``; ``cells`` and ``product_lot``
-    are optional.
+    are optional. ``now`` (the ingest's clock) refuses infusions in the future.
+
+    Raises
+    ------
+    DirectIdentifierError
+        A column looks like a direct identifier.
+    TruncatedExportError
+        The last line was cut off, or no rows below the header.
+    ValidationFailedError
+        Missing columns, unreadable or impossible values, rows breaking the contract.
     """
-    records, lines, decimal_comma = _records(data, file_name)
-    _require(records, ["patient_id", "dose_number", "infused_at"], file_name)
-    doses = _numbers(records, "dose_number", decimal_comma=decimal_comma)
+    require_format(export, {ExportFormat.INFUSION_LOG}, expected="an infusion log")
+    table = _read_table(export, ["patient_id", "dose_number", "infused_at"])
     frame = pl.DataFrame(
         {
-            "patient_id": _text(records, "patient_id"),
-            "dose_number": [None if d is None else int(d) for d in doses],
-            "infused_at": _timestamps(records, lines, "infused_at", file_name),
-            "cells": _numbers(records, "cells", decimal_comma=decimal_comma),
-            "product_lot": _text(records, "product_lot"),
+            "patient_id": table.text("patient_id"),
+            "dose_number": _dose_numbers(table),
+            "infused_at": table.timestamps("infused_at", now=now),
+            "cells": table.numbers("cells"),
+            "product_lot": table.text("product_lot"),
         },
         schema_overrides={"infused_at": pl.Datetime("us", "UTC"), "dose_number": pl.Int32},
     )
-    return validate_frame(frame, InfusionLog, file_name=file_name, source_rows=lines)
+    frame = validate_frame(frame, InfusionLog, file_name=export.file_name, source_rows=table.rows)
+    return ParsedExport(
+        frame, export.format, layout_fingerprint=layout_fingerprint(frame, ["patient_id"])
+    )
+
+
+def _dose_numbers(table: _Table) -> list[int | None]:
+    """Dose numbers as whole numbers from 1 to 1000; ``2.5`` or ``1e12`` is refused."""
+    doses, problems = [], []
+    for value, row in zip(table.numbers("dose_number"), table.rows, strict=True):
+        if value is None or (math.isfinite(value) and value.is_integer() and 1 <= value <= 1000):
+            doses.append(None if value is None else int(value))
+            continue
+        problems.append(
+            Problem(
+                "dose_number",
+                "'dose_number' must be a whole number from 1 to 1000",
+                row=row,
+                column="dose_number",
+                value=str(value),
+            )
+        )
+        doses.append(None)
+    _raise(problems, f"{table.file_name}: {len(problems)} impossible dose number(s)")
+    return doses

@@ -15,34 +15,34 @@ The parser is instrument-only: ``target_role`` comes from the export's own label
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
 import polars as pl
 
-from chimera.detect import Detection, ExportFormat, detect_rows
+from chimera.detect import DecodedExport, ExportFormat
 from chimera.errors import (
     NotChimerismAssayError,
     Problem,
-    UnreadableFileError,
-    UnrecognisedExportError,
+    TruncatedExportError,
     ValidationFailedError,
 )
-from chimera.parsers.common import open_workbook
+from chimera.parsers.common import (
+    ParsedExport,
+    join_run_id,
+    layout_fingerprint,
+    require_format,
+    unreadable_on_error,
+)
+from chimera.parsers.completeness import check_last_line, check_layout, truncated
 from chimera.textio import (
-    Container,
     clean_cell,
-    decode_text,
     dedupe_header,
     match_aliases,
     normalise_header,
     parse_number,
     rows_to_records,
-    sniff_container,
-    sniff_delimiter,
-    split_line,
-    split_lines,
     uses_decimal_comma,
 )
 from chimera.validation import validate_frame
@@ -68,7 +68,27 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "negatives": ("negatives",),
     "concentration": ("concentration", "conc(copies/ul)"),
     "merged": ("mergedwells", "merged wells"),
+    "experiment": ("experiment",),
+    "ch1+ch2+": ("ch1+ch2+",),
+    "ch1+ch2-": ("ch1+ch2-",),
+    "ch1-ch2+": ("ch1-ch2+",),
+    "ch1-ch2-": ("ch1-ch2-",),
 }
+_CountSum = tuple[str, tuple[str, ...], bool]
+_COUNT_SUMS: tuple[_CountSum, ...] = (
+    ("Positives + Negatives", ("positives", "negatives"), False),
+    ("the Ch1/Ch2 quadrant counts", ("ch1+ch2+", "ch1+ch2-", "ch1-ch2+", "ch1-ch2-"), True),
+)
+"""Sums that equal Accepted Droplets on every row (formats.md 9-10); ``True``: an empty part
+while the others are filled breaks the sum (a row cut inside its last count leaves it empty)."""
+_MAX_DROPLETS = 10_000_000
+"""No well or merged row holds more droplets (a QX200 well ~20,000; 16 merged wells ~400,000)."""
+_LABELS = {"quantasoft": "QuantaSoft", "quantasoft_old": "QuantaSoft", "qx_manager": "QX Manager"}
+# Experiment *type* codes QuantaSoft/QX Manager write in the ``Experiment`` column (not run names).
+_EXPERIMENT_TYPES = frozenset(
+    {"abs", "cnv", "dq", "red", "gex", "mut", "snp", "rar", "rare event detection"}
+    | {"absolute quantification", "copy number variation", "direct quantification", "ratio"}
+)
 _REQUIRED = ("well", "target", "accepted", "positives")
 
 _CHANNEL_PREFIX = re.compile(r"^\s*(ch\s*\d+)\s*(.*)$", re.IGNORECASE)
@@ -128,67 +148,26 @@ def reject_amplitude_file(file_name: str) -> NoReturn:
 
 @dataclass(frozen=True)
 class _Table:
-    detection: Detection
+    software: str
     header: list[str]
     rows: list[tuple[int, list[str]]]
     """(1-based source row, fields) of every non-blank line after the header."""
     decimal_comma: bool
 
 
-def _read_table(data: bytes, *, file_name: str) -> _Table:
-    """Find the header by content and split the rows (formats.md section 1)."""
-    container = sniff_container(data)
-    if container is Container.BINARY:
-        msg = f"{file_name}: binary file; expected a QuantaSoft or QX Manager CSV export"
-        raise UnrecognisedExportError(msg)
-    numbered: list[tuple[int, list[str]]]
-    delimiter = ","
-    lines: list[str] = []
-    if container in (Container.XLS, Container.XLSX):
-        sheets = open_workbook(data, file_name=file_name, advice="re-export as CSV")
-        numbered = []
-        for rows in sheets.values():
-            if detect_rows(rows) is not None:
-                numbered = [(i + 1, row) for i, row in enumerate(rows)]
-                break
-    else:
-        try:
-            text = decode_text(data)
-        except UnicodeDecodeError:  # pragma: no cover - cp1252 decodes almost everything
-            msg = f"{file_name}: cannot be decoded as UTF-8 or cp1252 text; re-export the CSV"
-            raise UnreadableFileError(msg) from None
-        numbered = []
-        lines = split_lines(text)
-        for index, line in enumerate(lines):
-            numbered.append((index + 1, split_line(line, sniff_delimiter(line))))
-    detection = detect_rows([fields for _, fields in numbered])
-    if detection is None or detection.header_line is None:
-        msg = (
-            f"{file_name}: expected a QuantaSoft or QX Manager well export (header with Well, "
-            "Target/Assay, AcceptedDroplets/Accepted Droplets, Positives); found no such header "
-            "in the first 60 lines. Re-export with QuantaSoft 'Export CSV' or QX Manager "
-            "'Export well data'."
-        )
-        raise UnrecognisedExportError(msg)
-    if detection.format is ExportFormat.DDPCR_AMPLITUDE:
-        reject_amplitude_file(file_name)
-    if detection.format not in _SOFTWARE:
-        msg = (
-            f"{file_name}: expected a ddPCR well export (QuantaSoft, QX Manager), found a "
-            f"{detection.format.value} export; send it to the matching reader"
-        )
-        raise UnrecognisedExportError(msg)
-    header_index = detection.header_line
-    header = numbered[header_index][1]
-    if lines:
-        delimiter = sniff_delimiter(lines[header_index])
+def _read_table(export: DecodedExport) -> _Table:
+    """The header found by detection and the non-blank rows below it (formats.md section 1)."""
+    if export.format is ExportFormat.DDPCR_AMPLITUDE:
+        reject_amplitude_file(export.file_name)
+    require_format(export, _SOFTWARE, expected="a QuantaSoft or QX Manager well export")
+    header = export.rows[export.header_row]
     body = [
         (row, fields)
-        for row, fields in numbered[header_index + 1 :]
+        for row, fields in export.numbered(export.header_row + 1)
         if any(f.strip() for f in fields)
     ]
-    decimal_comma = uses_decimal_comma([fields for _, fields in body], delimiter)
-    return _Table(detection, header, body, decimal_comma)
+    decimal_comma = uses_decimal_comma([fields for _, fields in body], export.delimiter)
+    return _Table(_SOFTWARE[export.format], header, body, decimal_comma)
 
 
 def _column_map(header: list[str]) -> dict[str, str]:
@@ -243,16 +222,45 @@ class _Numbers:
         number = self.real(value, column=column, row=row)
         if number is None:
             return None
-        if not number.is_integer():
+        if not number.is_integer() or abs(number) > _MAX_DROPLETS:
             self._reject(
                 "not_a_count",
-                f"{column!r} must be a whole number of droplets",
+                f"{column!r} must be a whole number of droplets (at most {_MAX_DROPLETS:,})",
                 column=column,
                 row=row,
                 value=value.strip(),
             )
             return None
         return int(number)
+
+    def counts_add_up(
+        self, cells: Mapping[str, str], *, row: int, sums: Sequence[_CountSum] | None = None
+    ) -> Problem | None:
+        """Each of ``sums`` (default: all of :data:`_COUNT_SUMS`) must equal Accepted Droplets.
+
+        Returns the first sum that does not add up as a problem, or None when they all agree.
+        """
+
+        def value(name: str) -> float | None:
+            text = (cells.get(name) or "").strip().strip('"')
+            return parse_number(text, decimal_comma=self.decimal_comma) if text else None
+
+        accepted = value("accepted")
+        if accepted is None:
+            return None
+        for label, names, empty_breaks in _COUNT_SUMS if sums is None else sums:
+            parts = [value(name) for name in names]
+            known = [part for part in parts if part is not None]
+            if not known or (len(known) < len(parts) and not empty_breaks):
+                continue
+            if len(known) < len(parts) or sum(known) != accepted:
+                return Problem(
+                    rule="droplet_counts_add_up",
+                    message=f"{label} do not add up to the accepted droplets ({accepted:.0f})",
+                    row=row,
+                    fix=_REEXPORT,
+                )
+        return None
 
 
 def _merged_members(value: str | None) -> str | None:
@@ -290,9 +298,7 @@ def _roles(
     return channel, role, resolved
 
 
-def parse_ddpcr(
-    data: bytes, *, file_name: str, droplet_volume_nl: Mapping[str, float]
-) -> pl.DataFrame:
+def parse_ddpcr(export: DecodedExport, *, droplet_volume_nl: Mapping[str, float]) -> ParsedExport:
     r"""Parse a QuantaSoft (1.7 or older) or QX Manager well export into ``DdpcrWells`` rows.
 
     One row per well per target (a duplex well gives two rows); QuantaSoft merged rows
@@ -301,10 +307,9 @@ def parse_ddpcr(
 
     Parameters
     ----------
-    data
-        The export's bytes (comma, ``;`` with decimal comma, or TAB; BOM and CRLF/LF/CR fine).
-    file_name
-        Used in messages only.
+    export
+        The file as :func:`chimera.detect.detect` read it (comma, ``;`` with decimal comma, or
+        TAB; BOM and CRLF/LF/CR fine).
     droplet_volume_nl
         Droplet volume per software (``quantasoft``, ``quantasoft_old``, ``qx_manager``) in nL;
         ``DdpcrSettings.droplet_volume_nl``.
@@ -314,7 +319,10 @@ def parse_ddpcr(
     NotChimerismAssayError
         For a per-droplet amplitude export.
     UnrecognisedExportError
-        When no ddPCR well-export header is found.
+        For another format.
+    TruncatedExportError
+        When the file ends mid-row, the last row's droplet counts do not add up, or the wells at
+        the end lack a channel every other well has (:mod:`chimera.parsers.completeness`).
     ValidationFailedError
         When cells are not numbers or rows break the ``DdpcrWells`` contract.
 
@@ -326,63 +334,133 @@ def parse_ddpcr(
     ...     b'"A01",Absolute Quantification,"","P1-D8",Ch1Unknown,"M1",,1.2,20,16000,16020,""\n'
     ... )
     >>> volumes = {"quantasoft": 0.85, "quantasoft_old": 0.91, "qx_manager": 0.85}
-    >>> frame = parse_ddpcr(csv, file_name="plate.csv", droplet_volume_nl=volumes)
-    >>> frame.select("well", "target", "channel", "positives", "software").row(0)
+    >>> from chimera.detect import detect
+    >>> parsed = parse_ddpcr(detect(csv, file_name="plate.csv"), droplet_volume_nl=volumes)
+    >>> parsed.frame.select("well", "target", "channel", "positives", "software").row(0)
     ('A01', 'M1', 'Ch1', 20, 'quantasoft')
     """
-    table = _read_table(data, file_name=file_name)
-    software = _SOFTWARE[table.detection.format]
+    table = _read_table(export)
+    software = table.software
     if software not in droplet_volume_nl:
         msg = f"no droplet volume configured for {software!r}; set ddpcr.droplet_volume_nl"
         raise ValueError(msg)
-    volume = float(droplet_volume_nl[software])
     columns = _column_map(table.header)
     missing = [name for name in _REQUIRED if name not in columns]
     if missing:
         msg = (
-            f"{file_name}: the {software} export lacks column(s) {', '.join(missing)}; "
+            f"{export.file_name}: the {software} export lacks column(s) {', '.join(missing)}; "
             "re-export the well data with all columns"
         )
         raise ValidationFailedError(
             msg, [Problem(rule="column_in_dataframe", message=msg, column=m) for m in missing]
         )
-    numbers = _Numbers(decimal_comma=table.decimal_comma)
+    if not table.rows:
+        msg = (
+            f"{export.file_name}: the {software} export has a header but no well rows: it is "
+            "truncated or empty below its header; copy the file again or re-export the plate"
+        )
+        raise TruncatedExportError(msg)
     records = rows_to_records(table.header, [fields for _, fields in table.rows])
+    _check_complete(export, table, [_columns_of(record, columns) for record in records])
+    with unreadable_on_error(export.file_name, f"{software} export"):
+        frame = _frame(export, table, records, columns, float(droplet_volume_nl[software]))
+    return ParsedExport(
+        frame,
+        export.format,
+        run_id=_experiment(frame, records, columns),
+        layout_fingerprint=layout_fingerprint(frame, ["well", "sample_id", "target"]),
+    )
+
+
+def _columns_of(record: dict[str, str], columns: Mapping[str, str]) -> dict[str, str]:
+    """A record keyed by canonical names (``well``, ``positives``, ``ch1+ch2+``, ...)."""
+    return {name: record.get(column, "") for name, column in columns.items()}
+
+
+def _check_complete(export: DecodedExport, table: _Table, cells: list[dict[str, str]]) -> None:
+    """Refuse a cut-off export (issue 9.3): last line, droplet-count sums, channels per well."""
+    software = _LABELS[table.software]
+    check_last_line(
+        export,
+        table.rows,
+        software=software,
+        writer_ends_lines=table.software != "qx_manager",
+        short_by=1 if table.software == "quantasoft_old" else 0,
+    )
+    last_row = table.rows[-1][0]
+    if last_row == len(export.lines) and not export.ends_with_newline:
+        numbers = _Numbers(decimal_comma=table.decimal_comma)
+        problem = numbers.counts_add_up(cells[-1], row=last_row)
+        if problem is not None:
+            raise truncated(export, problem.message + f" on line {last_row}", software=software)
+    keys = [(record.get("well", "").strip().strip('"'), _channel_key(record)) for record in cells]
+    check_layout(export, keys, software=software, what="channel")
+
+
+def _channel_key(record: Mapping[str, str]) -> str:
+    """What tells a well's rows apart: ``TargetType`` (``Ch1Unknown``, ``Reference``) or dye."""
+    for name in ("target_type", "dye", "target"):
+        value = clean_cell(record.get(name))
+        if value is not None:
+            return value
+    return ""
+
+
+def _frame(
+    export: DecodedExport,
+    table: _Table,
+    records: list[dict[str, str]],
+    columns: Mapping[str, str],
+    volume: float,
+) -> pl.DataFrame:
+    numbers = _Numbers(decimal_comma=table.decimal_comma)
+    software = table.software
     out: list[dict[str, object]] = []
     for (row, _fields), record in zip(table.rows, records, strict=True):
-
-        def cell(name: str, record: dict[str, str] = record) -> str | None:
-            column = columns.get(name)
-            return None if column is None else record.get(column)
-
-        positives = numbers.count(cell("positives") or "", column="Positives", row=row)
-        accepted = numbers.count(cell("accepted") or "", column="AcceptedDroplets", row=row)
-        negatives = numbers.count(cell("negatives") or "", column="Negatives", row=row)
+        cells = _columns_of(record, columns)
+        positives = numbers.count(cells.get("positives", ""), column="Positives", row=row)
+        accepted = numbers.count(cells.get("accepted", ""), column="AcceptedDroplets", row=row)
+        negatives = numbers.count(cells.get("negatives", ""), column="Negatives", row=row)
+        # Positives + Negatives = Accepted is a DdpcrWells rule; the quadrants are checked here.
+        if (problem := numbers.counts_add_up(cells, row=row, sums=_COUNT_SUMS[1:])) is not None:
+            numbers.problems.append(problem)
+        raw_positives = cells.get("positives", "").strip().strip('"').casefold()
+        if accepted is not None and (not raw_positives or raw_positives in _SENTINELS):
+            numbers.problems.append(
+                Problem(
+                    rule="droplet_counts_add_up",
+                    message=f"'Positives' is empty or not a count while {accepted} droplets "
+                    "were accepted",
+                    row=row,
+                    column="Positives",
+                    fix=_REEXPORT,
+                )
+            )
         if accepted is None and positives is not None and negatives is not None:
             accepted = positives + negatives
         if negatives is None and positives is not None and accepted is not None:
             negatives = accepted - positives
         channel, role, sample_type = _roles(
-            clean_cell(cell("target_type")),
-            clean_cell(cell("dye")),
-            clean_cell(cell("sample_type")),
+            clean_cell(cells.get("target_type")),
+            clean_cell(cells.get("dye")),
+            clean_cell(cells.get("sample_type")),
             software=software,
         )
-        members = _merged_members(cell("merged"))
+        members = _merged_members(cells.get("merged"))
         out.append(
             {
-                "sample_id": clean_cell(cell("sample")),
-                "well": clean_cell(cell("well")),
-                "target": clean_cell(cell("target")),
+                "sample_id": clean_cell(cells.get("sample")),
+                "well": clean_cell(cells.get("well")),
+                "target": clean_cell(cells.get("target")),
                 "channel": channel,
                 "target_role": role,
                 "sample_type": sample_type,
-                "status": clean_cell(cell("status")),
+                "status": clean_cell(cells.get("status")),
                 "accepted_droplets": accepted,
                 "positives": positives,
                 "negatives": negatives,
                 "concentration_copies_per_ul": numbers.real(
-                    cell("concentration") or "", column="Concentration", row=row
+                    cells.get("concentration", ""), column="Concentration", row=row
                 ),
                 "droplet_volume_nl": volume,
                 "merged_wells": members,
@@ -393,14 +471,25 @@ def parse_ddpcr(
         )
     if numbers.problems:
         msg = (
-            f"{file_name}: {len(numbers.problems)} cell(s) of the {software} export are not "
-            "valid numbers; see the list below"
+            f"{export.file_name}: {len(numbers.problems)} cell(s) of the {software} export are "
+            "not valid numbers or counts that add up; see the list below"
         )
         raise ValidationFailedError(msg, numbers.problems)
-    if not out:
-        msg = (
-            f"{file_name}: the {software} export has a header but no well rows; re-export the plate"
-        )
-        raise UnreadableFileError(msg)
     frame = pl.DataFrame(out, schema=_WELL_SCHEMA)
-    return validate_frame(frame, DdpcrWells, file_name=file_name)
+    return validate_frame(frame, DdpcrWells, file_name=export.file_name)
+
+
+def _experiment(
+    frame: pl.DataFrame, records: list[dict[str, str]], columns: Mapping[str, str]
+) -> str | None:
+    """Run identity from the ``Experiment`` column when it holds a name, not a type code.
+
+    QuantaSoft and QX Manager write the experiment *type* there (``ABS``, ``CNV``, ``DQ``, ...;
+    formats.md 9-10), which two different plates share, so such codes identify nothing.
+    """
+    column = columns.get("experiment")
+    if column is None or frame.is_empty():
+        return None
+    names = {value for r in records if (value := clean_cell(r.get(column))) is not None}
+    names = {n for n in names if n.casefold() not in _EXPERIMENT_TYPES}
+    return join_run_id([("Experiment", ", ".join(sorted(names)))])

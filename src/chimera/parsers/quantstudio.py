@@ -5,60 +5,40 @@ One reader for every container the lab drops: the TAB text export (``* key = val
 ``.csv`` (BOM, padded commas, no ``* ``; ``;`` + decimal comma under some locales) and the native
 ``.xls`` (BIFF) / ``.xlsx`` workbooks (sheet ``Results``). Only the ``[Results]`` table is used.
 
-The helpers ``header_index``, ``number_reader`` and ``parse_ct`` are shared with the CFX reader.
+Completeness (issue 9.3): the last line must end with a line end (Excel re-saves excepted: then
+the last row's fields decide), and a file ending inside another section is truncated.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import NoReturn
 
 import polars as pl
 
+from chimera.detect import APPBIO_FORMATS, DecodedExport, is_appbio_results_header
 from chimera.errors import (
     Problem,
-    UnreadableFileError,
+    TruncatedExportError,
     UnrecognisedExportError,
     ValidationFailedError,
 )
-from chimera.parsers.common import open_workbook, unreadable_on_error
-from chimera.textio import (
-    Container,
-    decode_text,
-    match_aliases,
-    normalise_header,
-    numbered_text_rows,
-    parse_number,
-    sniff_container,
-    split_lines,
-    uses_decimal_comma,
+from chimera.parsers.common import (
+    ParsedExport,
+    join_run_id,
+    layout_fingerprint,
+    number_reader,
+    require_format,
+    unreadable_on_error,
 )
+from chimera.parsers.completeness import check_last_line, truncated
+from chimera.parsers.qpcr_cells import QPCR_COLUMNS, header_index, parse_ct
+from chimera.textio import normalise_header, parse_number, uses_decimal_comma
 from chimera.validation import validate_frame
 from schemas.inputs import QpcrWells
-
-CT_ALIASES = frozenset({"ct", "crt", "cq"})
-"""Normalised names of the per-well Ct column (``CT``, ``Ct``, ``Cт``, ``CRT``, ``Crt``, ``Cq``)."""
-
-NO_CT_SENTINELS = frozenset({"", "undetermined", "nan", "n/a", "na", "no ct", "no cq", "-", "none"})
-"""Ct texts meaning "no threshold crossing" (methods.md 3.4): a censored value, never 0."""
-
-QPCR_COLUMNS: dict[str, pl.DataType] = {
-    "sample_id": pl.String(),
-    "well": pl.String(),
-    "target": pl.String(),
-    "task": pl.String(),
-    "reporter": pl.String(),
-    "ct": pl.Float64(),
-    "omitted": pl.Boolean(),
-    "quantity": pl.Float64(),
-    "slope": pl.Float64(),
-    "intercept": pl.Float64(),
-    "r_squared": pl.Float64(),
-    "efficiency_pct": pl.Float64(),
-    "source_row": pl.Int32(),
-}
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "well": ("well",),
@@ -87,13 +67,12 @@ _TASKS: dict[str, str] = {
     "accuracy control": "positive_control",
 }
 
+_SOFTWARE = "Applied Biosystems"
+_EXPECTED = "an Applied Biosystems (QuantStudio/StepOne/7500) results export"
 _TRUE = frozenset({"true", "yes", "y", "1", "1.0"})
 _FALSE = frozenset({"false", "no", "n", "0", "0.0", ""})
 _WELL_POSITION = re.compile(r"^([A-Za-z]{1,2})0*(\d{1,3})$")
 _SECTION = re.compile(r"^\s*\[(?P<name>[^\]]+)\]\s*$")
-_KEY_VALUE = re.compile(r"^\s*(?:\*\s*)?(?P<key>[^=]+?)\s*=\s*(?P<value>.*?)\s*$")
-_POINT_DECIMAL = re.compile(r"^-?\d+\.(\d{1,2}|\d{4,})$")
-_DOTTED_THOUSANDS = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
 _RUN_TIME = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})\s+(?P<h>\d{1,2}):(?P<m>\d{2}):(?P<s>\d{2})"
     r"(?:\s*(?P<ampm>[AaPp][Mm]))?(?:\s+(?P<zone>[A-Za-z]{2,5}))?\s*$"
@@ -189,73 +168,6 @@ class _Table:
     metadata: AppbioMetadata
 
 
-def header_index(header: Sequence[str], aliases: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Map canonical names to column positions; the first of duplicate header names wins."""
-    positions: dict[str, int] = {}
-    for index, raw in enumerate(header):
-        name = normalise_header(raw.strip().strip('"'))
-        positions.setdefault(name, index)
-    found = match_aliases(positions, aliases)
-    ct = next((i for i, raw in enumerate(header) if normalise_header(raw) in CT_ALIASES), None)
-    if ct is not None:
-        found["ct"] = ct
-    return found
-
-
-def number_reader(
-    *, decimal_comma: bool, problems: list[Problem]
-) -> Callable[[str, int, str], float | None]:
-    """Return ``read(text, row, column)`` parsing instrument numbers and recording bad ones.
-
-    Handles ``118,248.200`` (thousands commas), and with ``decimal_comma`` ``0,85`` and
-    ``118.248,2``; a decimal point in a decimal-comma file is a mixed convention (formats.md 7).
-    """
-
-    def read(text: str, row: int, column: str) -> float | None:
-        value = text.strip().strip('"').replace("\u00a0", "")
-        if not value:
-            return None
-        if decimal_comma:
-            if _DOTTED_THOUSANDS.match(value):
-                value = value.replace(".", "").replace(",", ".")
-            elif _POINT_DECIMAL.match(value):
-                problems.append(
-                    Problem(
-                        rule="mixed_decimal_convention",
-                        message=f"{column!r} uses a decimal point in a decimal-comma file",
-                        row=row,
-                        column=column,
-                        value=text,
-                        fix="re-export with one regional number format (e.g. dot decimals).",
-                    )
-                )
-                return None
-        number = parse_number(value, decimal_comma=decimal_comma)
-        if number is None and value.casefold() not in NO_CT_SENTINELS:
-            problems.append(
-                Problem(
-                    rule="not_a_number",
-                    message=f"{column!r} must be a number",
-                    row=row,
-                    column=column,
-                    value=text,
-                    fix="correct the value or re-export from the instrument software.",
-                )
-            )
-        return number
-
-    return read
-
-
-def parse_ct(
-    text: str, *, row: int, read: Callable[[str, int, str], float | None], column: str = "Ct"
-) -> float | None:
-    """Return the Ct of one well; ``Undetermined``/``NaN``/blank (no amplification) give None."""
-    if text.strip().strip('"').casefold() in NO_CT_SENTINELS:
-        return None
-    return read(text, row, column)
-
-
 def well_position(well: str, *, plate_columns: int) -> str:
     """Return an ``A1``-style position from ``A1``/``A01`` or a 1-based index (``1``, ``1.0``).
 
@@ -291,9 +203,11 @@ def _is_blank(row: Sequence[str]) -> bool:
     return not any(cell.strip().strip('"') for cell in row)
 
 
-def _is_header(cells: Sequence[str]) -> bool:
-    names = {normalise_header(c.strip().strip('"')) for c in cells}
-    return bool(names & CT_ALIASES) and "well" in names
+def _split_key_value(text: str) -> tuple[str, str] | None:
+    """``* Key = Value`` (a preamble or footer line) as ``(key, value)``; None without ``=``."""
+    key, equals, value = text.partition("=")
+    key = key.strip().removeprefix("*").strip()
+    return (key, value.strip()) if equals and key else None
 
 
 def _key_value(cells: Sequence[str]) -> tuple[str, str] | None:
@@ -302,19 +216,15 @@ def _key_value(cells: Sequence[str]) -> tuple[str, str] | None:
     if not filled:
         return None
     if len(filled) == 1:
-        match = _KEY_VALUE.match(filled[0])
-        if match:
-            return match["key"].strip(), match["value"]
-        return filled[0].lstrip("* ").strip(), ""
+        return _split_key_value(filled[0]) or (filled[0].lstrip("* ").strip(), "")
     if len(filled) == 2:
         return filled[0].lstrip("* ").strip(), filled[1]
     return None
 
 
-def _locate_table(
-    rows: Sequence[tuple[int, list[str]]], *, delimiter: str, file_name: str
-) -> _Table:
+def _locate_table(export: DecodedExport) -> _Table:
     """Find the results header by content; collect preamble, data rows and footer."""
+    rows = export.numbered()
     entries: dict[str, str] = {}
     header_at: int | None = None
     section: str | None = None
@@ -323,18 +233,13 @@ def _locate_table(
             section = match["name"].strip().casefold()
             continue
         if section is None or section == "results":
-            if _is_header(cells):
+            if is_appbio_results_header(cells):
                 header_at = position
                 break
             if section is None and (pair := _key_value(cells)) is not None:
                 entries[pair[0]] = pair[1]
     if header_at is None:
-        msg = (
-            f"{file_name}: no Applied Biosystems results table found (looked for a header row "
-            "with 'Well' and a Ct column named CT, Ct, Cт, CRT or Cq); re-export the Results "
-            "from QuantStudio/StepOne software"
-        )
-        raise UnrecognisedExportError(msg)
+        _no_results_table(export, section)
     header = rows[header_at][1]
     data: list[tuple[int, list[str]]] = []
     position = header_at + 1
@@ -342,7 +247,7 @@ def _locate_table(
         number, cells = rows[position]
         if _is_blank(cells) or (len(cells) == 1 and _SECTION.match(cells[0])):
             break
-        if len(cells) == 1 and _KEY_VALUE.match(cells[0]) and "=" in cells[0]:
+        if len(cells) == 1 and _split_key_value(cells[0]) is not None:
             break  # a text footer directly after the table
         data.append((number, cells))
         position += 1
@@ -351,48 +256,37 @@ def _locate_table(
             break
         if (pair := _key_value(cells)) is not None and pair[0]:
             entries.setdefault(pair[0], pair[1])
-    return _Table(header, data, delimiter, AppbioMetadata(entries))
+    return _Table(header, data, export.delimiter, AppbioMetadata(entries))
 
 
-def _text_rows(data: bytes) -> tuple[list[tuple[int, list[str]]], str]:
-    """Split a text export into numbered rows, with the delimiter sniffed on the header line."""
-    lines = split_lines(decode_text(data))
-    return numbered_text_rows(lines, _is_header, default_header=lines[0] if lines else "")
+def _no_results_table(export: DecodedExport, section: str | None) -> NoReturn:
+    """Refuse a file without a results header: truncated when it ends inside a section.
 
-
-def _excel_rows(data: bytes, *, file_name: str) -> list[tuple[int, list[str]]]:
-    sheets = open_workbook(data, file_name=file_name, advice="re-export it or save it again")
-    by_name = {name.strip().casefold(): rows for name, rows in sheets.items()}
-    candidates = [by_name["results"]] if "results" in by_name else list(sheets.values())
-    for rows in candidates:
-        if any(_is_header(row) for row in rows):
-            return [(number, row) for number, row in enumerate(rows, start=1)]
+    Each section of an AB text export ends with a blank line before the next one (formats.md 5);
+    a file whose last line is not blank and whose last section is not ``[Results]`` was cut off.
+    """
+    if section is not None and export.lines and export.lines[-1].strip():
+        where = f"inside the [{section}] section" if section != "results" else "after [Results]"
+        detail = f"the file ends {where}, before the results table"
+        raise truncated(export, detail, software=_SOFTWARE)
     msg = (
-        f"{file_name}: no sheet holds an Applied Biosystems results table (expected sheet "
-        f"'Results' with a 'Well' and a Ct column); found sheets {sorted(sheets)}"
+        f"{export.file_name}: no Applied Biosystems results table found (looked for a header row "
+        "with 'Well' and a Ct column named CT, Ct, Cт, CRT or Cq); re-export the Results "
+        "from QuantStudio/StepOne software"
     )
     raise UnrecognisedExportError(msg)
 
 
-def _read_table(data: bytes, *, file_name: str) -> _Table:
-    if not data.strip():
-        msg = f"{file_name}: the file is empty; export the Results again and drop the new file"
-        raise UnreadableFileError(msg)
-    container = sniff_container(data)
-    if container is Container.BINARY:
-        msg = f"{file_name}: binary content that is neither .xls nor .xlsx; export as text or Excel"
-        raise UnrecognisedExportError(msg)
-    if container in (Container.XLS, Container.XLSX):
-        return _locate_table(
-            _excel_rows(data, file_name=file_name), delimiter="", file_name=file_name
-        )
-    rows, delimiter = _text_rows(data)
-    return _locate_table(rows, delimiter=delimiter, file_name=file_name)
-
-
-def read_appbio_metadata(data: bytes, *, file_name: str = "export") -> AppbioMetadata:
+def read_appbio_metadata(export: DecodedExport) -> AppbioMetadata:
     """Return the preamble/footer run information of an AB export (instrument, type, run end)."""
-    return _read_table(data, file_name=file_name).metadata
+    require_format(export, APPBIO_FORMATS, expected=_EXPECTED)
+    return _locate_table(export).metadata
+
+
+def appbio_run_id(metadata: AppbioMetadata) -> str | None:
+    """Run identity from the preamble: ``Experiment Name``, barcode and run end (formats.md 5)."""
+    keys = ("Experiment Name", "Experiment Barcode", "Experiment Run End Time")
+    return join_run_id([(key, metadata.get(key)) for key in keys])
 
 
 def _boolean(text: str, *, row: int, column: str, problems: list[Problem]) -> bool:
@@ -418,25 +312,36 @@ def map_task(text: str) -> str:
     return _TASKS.get(normalise_header(text.replace("_", " ")), "other")
 
 
-def parse_appbio(data: bytes, *, file_name: str) -> pl.DataFrame:
+def parse_appbio(export: DecodedExport) -> ParsedExport:
     """Parse an Applied Biosystems results export into a validated ``QpcrWells`` frame.
 
     Reads ``.txt`` (``* key = value`` preamble, ``[Results]`` section), Excel-re-saved ``.csv``
-    (also ``;`` with decimal commas) and ``.xls``/``.xlsx`` (sheet ``Results``); the container is
-    sniffed from the bytes. ``source_row`` is the 1-based line (text) or sheet row (Excel).
+    (also ``;`` with decimal commas) and ``.xls``/``.xlsx`` (sheet ``Results``).
+    ``source_row`` is the 1-based line (text) or sheet row (Excel). ``run_id`` comes from the
+    preamble (:func:`appbio_run_id`); the fingerprint covers (well, sample, target).
 
     Raises
     ------
     UnrecognisedExportError
-        No results header (``Well`` + a Ct column) was found.
+        No results header (``Well`` + a Ct column) was found, or another format.
+    TruncatedExportError
+        The file ends mid-line, or inside a section before the results table.
     UnreadableFileError
-        Empty file, corrupt workbook or a results table without wells.
+        A results table without wells.
     ValidationFailedError
         Values that cannot be read or break the ``QpcrWells`` contract.
     """
-    with unreadable_on_error(file_name, "Applied Biosystems export"):
-        table = _read_table(data, file_name=file_name)
-        return _to_frame(table, file_name=file_name)
+    require_format(export, APPBIO_FORMATS, expected=_EXPECTED)
+    with unreadable_on_error(export.file_name, "Applied Biosystems export"):
+        table = _locate_table(export)
+        check_last_line(export, table.rows, software=_SOFTWARE)
+        frame = _to_frame(table, file_name=export.file_name)
+    return ParsedExport(
+        frame,
+        export.format,
+        run_id=appbio_run_id(table.metadata),
+        layout_fingerprint=layout_fingerprint(frame, ["well", "sample_id", "target"]),
+    )
 
 
 def _to_frame(table: _Table, *, file_name: str) -> pl.DataFrame:
@@ -445,8 +350,11 @@ def _to_frame(table: _Table, *, file_name: str) -> pl.DataFrame:
         msg = f"{file_name}: the results table has no 'Well' or 'Well Position' column"
         raise UnrecognisedExportError(msg)
     if not table.rows:
-        msg = f"{file_name}: the results table has a header but no wells"
-        raise UnreadableFileError(msg)
+        msg = (
+            f"{file_name}: the results table has a header but no wells: the export is truncated "
+            "or empty below its header; copy the file again or export the Results again"
+        )
+        raise TruncatedExportError(msg)
     decimal_comma = uses_decimal_comma([cells for _, cells in table.rows], table.delimiter)
     problems: list[Problem] = []
     read = number_reader(decimal_comma=decimal_comma, problems=problems)

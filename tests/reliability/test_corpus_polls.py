@@ -10,18 +10,20 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from corpus import WAITING, corpus, damaged_entries, valid_entries
-from flow_builders import sha
+from flow_builders import SENTINEL, sha
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_builders import make_home, poll, put
+from reliability_builders import make_home, poll, put, trial_files
 
+from chimera import ingest as ingest_module
 from chimera.filing import display_name
 from chimera.maintenance import verify_warehouse
 from schemas.vocab import FileStatus
 
 CORPUS = corpus()
-ASSAYS = {"references", "d01", "d02", "plate_cut_mid_line", "plate_nan_area"}
+ASSAYS = {"references", "d01", "d02"}
 """Exports that wait when their manifest or references are not in the same drop."""
 NAMES = [
     "plate.txt",
@@ -131,3 +133,37 @@ def test_the_corpus_covers_every_kind_of_damage() -> None:
     """The corpus README counts: valid and damaged kinds (README "Reliability" quotes these)."""
     assert len(valid_entries()) == 5
     assert len(damaged_entries()) == 18
+
+
+def test_a_crashing_detector_or_parser_never_stops_the_other_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (not a refusal) while recognising one file quarantines it as unreadable; a bug
+    while ingesting another leaves it in the inbox; the rest of the poll is accepted."""
+    settings = make_home(tmp_path)
+    put(settings.inbox, trial_files() | {"odd.txt": b"odd\n", "crash.csv": b"x,y\n1,2\n"})
+    detect = ingest_module.detect
+
+    def flaky_detect(data: bytes, *, file_name: str) -> object:
+        if file_name == "odd.txt":
+            raise ValueError(SENTINEL)
+        return detect(data, file_name=file_name)
+
+    ingest = ingest_module._ingest_content
+
+    def flaky_ingest(source: ingest_module.SourceFile, run: object) -> object:
+        if source.name == "crash.csv":
+            raise KeyError(SENTINEL)
+        return ingest(source, run)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest_module, "detect", flaky_detect)
+    monkeypatch.setattr(ingest_module, "_ingest_content", flaky_ingest)
+    result = poll(settings)
+    fates = {o.file_name: o for o in result.outcomes}
+    assert fates.pop("odd.txt").reason == (
+        "unreadable: odd.txt: the content could not be decoded or recognised (ValueError)"
+    )
+    assert {o.status for o in fates.values()} == {FileStatus.ACCEPTED}
+    assert set(fates) == set(trial_files())
+    assert result.errors == ("crash.csv",)
+    assert (settings.inbox / "crash.csv").is_file()

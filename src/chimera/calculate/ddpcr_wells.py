@@ -1,0 +1,279 @@
+"""ddPCR wells: droplet counts per well and target, QC gates, pooled estimates (methods.md 5).
+
+A duplex well holds one marker and the reference gene; its counts are grouped here, a
+QuantaSoft merged row is used only when its member wells are absent (5.4), wells failing the
+droplet gates are excluded with a reason (5.5), and several wells' counts are pooled into one
+Poisson estimate of % genome with its CI (5.3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from chimera.calculate.common import SampleInfo, is_no_template, is_reference_gene
+from chimera.calculate.poisson import (
+    EXACT_MAX_POSITIVES,
+    lambda_ci_exact,
+    limit_of_blank_droplets,
+    p_scale_standard_error,
+    poisson_lambda,
+    z_value,
+)
+from chimera.settings import DdpcrSettings
+from schemas.vocab import Role
+
+
+@dataclass(frozen=True)
+class Count:
+    """Positive and accepted droplets of one target; droplet volume in nL."""
+
+    positives: int
+    accepted: int
+    volume_nl: float
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        """(positives, accepted)."""
+        return self.positives, self.accepted
+
+
+@dataclass
+class Well:
+    """One well (or kept merged row) of one plate: marker counts and reference counts."""
+
+    plate: str
+    well: str
+    sample_id: str | None
+    sample_type: str | None
+    markers: dict[str, Count] = field(default_factory=dict)
+    reference: Count | None = None
+    missing_counts: bool = False
+    exclusion: str | None = None
+    """Why the well is left out (:func:`well_exclusion`), None when used."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One marker's pooled counts, the reference counts of the same wells, and k = n_ref/n_M."""
+
+    marker: Count
+    reference: Count
+    k: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A pooled % genome estimate, its CI and the genome equivalents behind it."""
+
+    pct: float
+    low: float
+    high: float
+    marker_copies: float
+    reference_genome_equivalents: float
+
+
+def target_key(target: str | None, channel: str | None) -> str:
+    """The name a target is known by: its name, else its channel."""
+    return target or channel or "unnamed target"
+
+
+def pooled(counts: Iterable[Count]) -> Count | None:
+    """Sum counts over wells (methods.md 5.4); the volume is the droplet-weighted mean."""
+    items = list(counts)
+    if not items:
+        return None
+    accepted = sum(c.accepted for c in items)
+    volume = sum(c.volume_nl * c.accepted for c in items) / accepted if accepted else 0.0
+    return Count(sum(c.positives for c in items), accepted, volume)
+
+
+def estimate(parts: Sequence[Part], *, confidence: float) -> Estimate:
+    """Pooled % genome = 100·Σ marker copies / Σ (reference copies / k) over the parts.
+
+    For one part this is 100·k·c_M/c_ref (methods.md 5.2). CI (methods.md 5.3): exact
+    (Clopper-Pearson) on the pooled marker droplets for <= 25 positives, else the linear
+    ratio interval with the p-scale SEs of QX Manager (one duplex well reproduces its
+    ``PoissonRatioMin/Max`` x 100·k); the reference gene's relative SE is added in both cases.
+    """
+    z = z_value(confidence)
+    marker_copies = genomes = var_marker = 0.0
+    positives = accepted = 0
+    for part in parts:
+        lam_m = poisson_lambda(part.marker.positives, part.marker.accepted)
+        lam_r = poisson_lambda(part.reference.positives, part.reference.accepted)
+        c_ref = lam_r / part.reference.volume_nl  # copies per nL
+        marker_copies += lam_m * part.marker.accepted
+        genomes += c_ref * part.marker.accepted * part.marker.volume_nl / part.k
+        se = p_scale_standard_error(*part.marker.pair, confidence=confidence)
+        var_marker += (part.marker.accepted * se) ** 2
+        positives += part.marker.positives
+        accepted += part.marker.accepted
+    reference = pooled(p.reference for p in parts)
+    assert reference is not None
+    cv_ref = p_scale_standard_error(*reference.pair, confidence=confidence) / poisson_lambda(
+        *reference.pair
+    )
+    pct = 100.0 * marker_copies / genomes
+    if positives <= EXACT_MAX_POSITIVES:
+        lam_low, lam_high = lambda_ci_exact(positives, accepted, confidence=confidence)
+        low = 100.0 * lam_low * accepted / genomes * math.exp(-z * cv_ref)
+        high = 100.0 * lam_high * accepted / genomes * math.exp(z * cv_ref)
+    else:
+        rel = math.hypot(math.sqrt(var_marker) / marker_copies, cv_ref)
+        low, high = max(0.0, pct * (1.0 - z * rel)), pct * (1.0 + z * rel)
+    return Estimate(pct, low, high, marker_copies, genomes)
+
+
+def ratio(marker: Count, reference: Count) -> float:
+    """λ_M/λ_ref across wells: concentrations, so unequal droplet counts cancel (5.2)."""
+    return estimate([Part(marker, reference, 1.0)], confidence=0.95).pct / 100.0
+
+
+def reference_for(used: Sequence[Well], fallback: Sequence[Well]) -> Count | None:
+    """Pool the reference counts of the wells a marker was read in, else of ``fallback``."""
+    own = [w.reference for w in used if w.reference is not None]
+    if own:
+        return pooled(own)
+    return pooled(w.reference for w in fallback if w.reference is not None)
+
+
+def marker_counts(
+    name: str, wells: Sequence[Well], fallback: Sequence[Well]
+) -> tuple[Count, Count] | None:
+    """Pooled (marker, reference) counts of ``name`` over ``wells``; None when unmeasured."""
+    used = [w for w in wells if name in w.markers]
+    marker = pooled(w.markers[name] for w in used)
+    reference = reference_for(used, fallback)
+    if marker is None or reference is None:
+        return None
+    return marker, reference
+
+
+def collect_wells(frame: pl.DataFrame, settings: DdpcrSettings) -> list[Well]:
+    """Group rows into wells; drop merged rows whose member wells are present (methods.md 5.4)."""
+    if "source_sha256" not in frame.columns:
+        frame = frame.with_columns(pl.lit("plate").alias("source_sha256"))
+    rows = list(frame.iter_rows(named=True))
+    present = {
+        (row["source_sha256"], row["well"], target_key(row["target"], row["channel"]))
+        for row in rows
+        if not row["is_merged"]
+    }
+    wells: dict[tuple[str, str], Well] = {}
+    for row in rows:
+        plate, key = row["source_sha256"], target_key(row["target"], row["channel"])
+        if row["is_merged"]:
+            members = [m.strip() for m in (row["merged_wells"] or "").split(",") if m.strip()]
+            if any((plate, m, key) in present for m in members):
+                continue  # pooled from its member wells instead; never count both
+        unit = wells.setdefault(
+            (plate, row["well"]), Well(plate, row["well"], row["sample_id"], row["sample_type"])
+        )
+        if not row["accepted_droplets"] or row["positives"] is None:
+            unit.missing_counts = True
+            continue
+        count = Count(
+            int(row["positives"]), int(row["accepted_droplets"]), row["droplet_volume_nl"]
+        )
+        if is_reference_gene(row["target"], settings.reference_genes):
+            if unit.reference is None:
+                unit.reference = count
+        else:
+            unit.markers[key] = count
+    return sorted(wells.values(), key=lambda w: (w.plate, w.well))
+
+
+def well_exclusion(well: Well, settings: DdpcrSettings) -> str | None:
+    """Why a DNA well is left out (QC gates, methods.md 5.5), or None when it is used.
+
+    A well without a reference-gene row (singleplex layout) is kept; its marker is then set
+    against the sample's pooled reference wells.
+    """
+    if well.missing_counts:
+        return "droplet counts missing in the export (No Call without counts)"
+    counts = [c for c in (well.reference, *well.markers.values()) if c is not None]
+    accepted = max((c.accepted for c in counts), default=0)
+    if accepted < settings.min_accepted_droplets:
+        return f"{accepted:,} accepted droplets < {settings.min_accepted_droplets:,} minimum"
+    if well.reference is None:
+        return None
+    if well.reference.positives == 0:
+        return "no reference-gene positive droplets (no DNA template)"
+    if well.reference.positives == well.reference.accepted:
+        return "reference gene positive in every droplet (saturated; dilute and re-run)"
+    return None
+
+
+@dataclass
+class Plate:
+    """The wells of one plate, sorted by what they hold."""
+
+    plate: str
+    dna: dict[str, list[Well]] = field(default_factory=lambda: defaultdict(list))
+    """Genomic DNA wells with a manifest row, by sample id (excluded wells too)."""
+    no_template: list[Well] = field(default_factory=list)
+    controls: list[Well] = field(default_factory=list)
+    """Usable negative controls: the no-template wells and genomic 0 % controls."""
+    notes: list[str] = field(default_factory=list)
+    """Control findings: QC review for every sample of the plate."""
+    contaminated: set[tuple[str, str]] = field(default_factory=set)
+    """(well, marker) of controls above the LoB, left out of the background."""
+
+
+def index_plates(
+    wells: Sequence[Well], table: dict[str, SampleInfo], settings: DdpcrSettings
+) -> dict[str, Plate]:
+    """Sort every well by plate into DNA wells, no-template wells and negative controls."""
+    plates: dict[str, Plate] = {}
+    for well in wells:
+        plate = plates.setdefault(well.plate, Plate(well.plate))
+        info = table.get(well.sample_id or "")
+        well.exclusion = well_exclusion(well, settings)
+        if is_no_template(info, well.sample_id, well.sample_type):
+            if not well.missing_counts:
+                plate.no_template.append(well)
+                plate.controls.append(well)
+        elif info is not None and info.role == Role.NEGATIVE_CONTROL:
+            if well.exclusion is None:
+                plate.controls.append(well)
+        elif info is not None:
+            plate.dna[info.sample_id].append(well)
+    for plate in plates.values():
+        judge_controls(plate, settings)
+    return plates
+
+
+def judge_controls(plate: Plate, settings: DdpcrSettings) -> None:
+    """Contamination calls of a plate's negative controls (rules in :mod:`chimera.calculate.ddpcr`)."""
+    floor = settings.lod_positive_droplets
+    for well in plate.no_template:
+        if well.reference is not None and well.reference.positives >= floor:
+            plate.notes.append(
+                f"no-template well {well.well} has {well.reference.positives} reference-gene "
+                "positive droplets (genomic DNA contamination)"
+            )
+    for well in plate.controls:
+        for name, count in sorted(well.markers.items()):
+            others = [
+                w.markers[name] for w in plate.controls if w is not well and name in w.markers
+            ]
+            accepted = sum(c.accepted for c in others)
+            rate = sum(c.positives for c in others) / accepted if accepted else 0.0
+            lob = limit_of_blank_droplets(rate * count.accepted, confidence=settings.confidence)
+            if count.positives >= floor and count.positives > lob:
+                plate.contaminated.add((well.well, name))
+                plate.notes.append(
+                    f"negative control {well.well} ({well.sample_id or 'no name'}) has "
+                    f"{count.positives} {name} positive droplets, above the LoB of {lob} "
+                    "(contamination, or the control DNA carries the marker)"
+                )
+
+
+def wells_of(ids: Sequence[str], plates: Sequence[Plate]) -> list[Well]:
+    """Usable DNA wells of ``ids`` on ``plates``."""
+    return [w for p in plates for sid in ids for w in p.dna.get(sid, []) if w.exclusion is None]

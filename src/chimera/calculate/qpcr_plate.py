@@ -1,0 +1,230 @@
+"""One qPCR plate's wells, its controls, and which genome each marker measures (methods.md 3).
+
+A plate's own control wells belong to that plate: its no-template wells (NTC, water, blank;
+roles from the manifest, :func:`chimera.calculate.common.is_no_template`) gate it and set its
+blank cut-off (:func:`chimera.calculate.ddct.blank_ct_cutoff`). Marker carriage is read from
+every plate passed in, each well against its own plate's cut-off.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from chimera.calculate.common import SampleInfo, is_no_template, is_reference_gene
+from chimera.calculate.ddct import ReplicateSummary, amplification_factor, blank_ct_cutoff
+from chimera.calculate.ddct import summarise_replicates as summarise
+from chimera.calculate.genomes import (
+    UNTESTED,
+    Calls,
+    Carriage,
+    GenomeCall,
+    PatientGenomes,
+    classify_marker,
+)
+from chimera.settings import QpcrSettings
+
+
+@dataclass(frozen=True)
+class QpcrWell:
+    """One well's Ct for one target on one plate."""
+
+    plate: str
+    sample_id: str | None
+    target: str | None
+    well: str
+    ct: float | None
+    omitted: bool
+    no_template: bool
+
+
+def _factors(plate_rows: pl.DataFrame, target: str) -> float | None:
+    """Amplification factor E of ``target`` on one plate from its slope or efficiency, if any."""
+    rows = plate_rows.filter(pl.col("target") == target)
+    slopes = [s for s in rows.get_column("slope").to_list() if s is not None and s < 0]
+    factor: float | None = None
+    if slopes:
+        factor = amplification_factor(statistics.median(slopes))
+    else:
+        effs = [e for e in rows.get_column("efficiency_pct").to_list() if e is not None and e > 0]
+        if effs:
+            factor = 1.0 + statistics.median(effs) / 100.0
+    # A factor outside (1, 3) is not a usable standard curve (E = 2 is 100 % efficiency).
+    return factor if factor is not None and 1.0 < factor < 3.0 else None
+
+
+class PlateContext:
+    """Everything about one plate that the sample evaluations share."""
+
+    def __init__(
+        self,
+        plate: str,
+        rows: pl.DataFrame,
+        settings: QpcrSettings,
+        table: dict[str, SampleInfo],
+    ) -> None:
+        self.plate = plate
+        self.rows = rows
+        self.settings = settings
+        self.by_sample_target: dict[tuple[str | None, str | None], list[QpcrWell]] = defaultdict(
+            list
+        )
+        self.no_template: dict[str | None, list[QpcrWell]] = defaultdict(list)
+        self.ntc_failures: list[str] = []
+        for row in rows.sort("well", "target", nulls_last=True).iter_rows(named=True):
+            info = table.get(row["sample_id"] or "")
+            well = QpcrWell(
+                plate=plate,
+                sample_id=row["sample_id"],
+                target=row["target"],
+                well=row["well"],
+                ct=row["ct"],
+                omitted=bool(row["omitted"]),
+                no_template=is_no_template(info, row["sample_id"], row["task"]),
+            )
+            if well.no_template:
+                self._add_no_template(well)
+            else:
+                self.by_sample_target[(well.sample_id, well.target)].append(well)
+        self.samples = {s for s, _ in self.by_sample_target if s is not None}
+        self._factor_cache: dict[str, float | None] = {}
+        self._cutoff_cache: dict[str | None, float] = {}
+
+    def _add_no_template(self, well: QpcrWell) -> None:
+        self.no_template[well.target].append(well)
+        if not well.omitted and well.ct is not None and well.ct < self.settings.ntc_ct_min:
+            self.ntc_failures.append(
+                f"no-template well {well.well} ({well.target}) amplified at Ct {well.ct:.2f} "
+                f"(< {self.settings.ntc_ct_min:g}): plate contaminated"
+            )
+
+    def wells(self, sample_id: str, target: str) -> list[QpcrWell]:
+        """Non-omitted wells of one sample and target."""
+        return [w for w in self.by_sample_target.get((sample_id, target), []) if not w.omitted]
+
+    def all_wells(self, sample_id: str, target: str) -> list[QpcrWell]:
+        """Every well of one sample and target, omitted ones too."""
+        return list(self.by_sample_target.get((sample_id, target), []))
+
+    def blank_wells(self, target: str) -> list[QpcrWell]:
+        """Non-omitted no-template wells of a target."""
+        return [w for w in self.no_template.get(target, []) if not w.omitted]
+
+    def summary(self, sample_id: str, target: str) -> ReplicateSummary:
+        """Replicate summary (methods.md 3.3) of one sample and target on this plate."""
+        return summarise(
+            [w.ct for w in self.wells(sample_id, target)],
+            ct_cutoff=self.settings.ct_cutoff,
+            max_sd=self.settings.max_replicate_sd,
+            min_replicates=self.settings.min_replicates,
+        )
+
+    def reference_summary(self, sample_id: str, reference: str, marker: str) -> ReplicateSummary:
+        """Reference-gene replicates paired with a marker: the same wells when multiplexed.
+
+        A duplex/multiplex well holds the marker and the reference gene, and its ΔCt cancels
+        that well's DNA input (QuantStudio computes ΔCt per well); in a singleplex layout
+        (no shared well) every reference well of the sample is used.
+        """
+        shared = {w.well for w in self.wells(sample_id, marker)}
+        paired = [w.ct for w in self.wells(sample_id, reference) if w.well in shared]
+        if not paired:
+            return self.summary(sample_id, reference)
+        return summarise(
+            paired,
+            ct_cutoff=self.settings.ct_cutoff,
+            max_sd=self.settings.max_replicate_sd,
+            min_replicates=self.settings.min_replicates,
+        )
+
+    def factor(self, target: str) -> float | None:
+        """Amplification factor of a target from this plate's standard curve, if any."""
+        if target not in self._factor_cache:
+            self._factor_cache[target] = _factors(self.rows, target)
+        return self._factor_cache[target]
+
+    def blank_cutoff(self, target: str | None) -> float:
+        """Ct after which a well of ``target`` is blank background on this plate."""
+        if target not in self._cutoff_cache:
+            self._cutoff_cache[target] = blank_ct_cutoff(
+                [w.ct for w in self.no_template.get(target, []) if not w.omitted],
+                ct_cutoff=self.settings.ct_cutoff,
+                tolerance=self.settings.ntc_ct_min,
+            )
+        return self._cutoff_cache[target]
+
+    def above_blank(self, well: QpcrWell) -> bool:
+        """Whether a well amplified before this plate's blank cut-off (a real signal)."""
+        return well.ct is not None and well.ct <= self.blank_cutoff(well.target)
+
+    def reference_target(self, sample_id: str) -> str | None:
+        """Return the first configured reference gene this sample has wells for on this plate."""
+        targets = [t for (s, t) in self.by_sample_target if s == sample_id and t is not None]
+        for gene in self.settings.reference_genes:
+            for target in targets:
+                if is_reference_gene(target, (gene,)):
+                    return target
+        return None
+
+    def targets(self) -> set[str]:
+        """Every target name on the plate."""
+        return {t for _, t in self.by_sample_target if t is not None}
+
+
+def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> GenomeCall:
+    """A reference genome's carriage of a marker from its wells on every plate.
+
+    Carries: more than half of its wells amplify before their plate's blank cut-off. Lacks it:
+    every well Undetermined or later than the cut-off (methods.md 3.4, 4; issue 11).
+    Otherwise ambiguous.
+    """
+    n = k = 0
+    for context in contexts:
+        for sample_id in ids:
+            for well in context.wells(sample_id, target):
+                n += 1
+                k += context.above_blank(well)
+    if n == 0:
+        return UNTESTED
+    if k == 0:
+        return GenomeCall(Carriage.ABSENT, f"0/{n} wells before the blank cut-off")
+    detail = f"amplified in {k}/{n} wells"
+    return GenomeCall(Carriage.CARRIES if 2 * k > n else Carriage.AMBIGUOUS, detail)
+
+
+def marker_calls(genomes: PatientGenomes, contexts: Sequence[PlateContext]) -> Calls:
+    """What each non-reference target measures for this patient (genomes.classify_marker)."""
+    if not contexts:
+        return {}
+    genes = contexts[0].settings.reference_genes
+    targets = sorted({t for c in contexts for t in c.targets() if not is_reference_gene(t, genes)})
+    calls: Calls = {}
+    for target in targets:
+        calls[target] = classify_marker(
+            genomes,
+            product=carriage(target, genomes.product_ids, contexts),
+            germline=carriage(target, genomes.germline_ids, contexts),
+            hsct=carriage(target, genomes.hsct_ids, contexts),
+            baseline=carriage(target, genomes.baseline_ids, contexts),
+        )
+    return calls
+
+
+def plate_contexts(
+    wells: pl.DataFrame, settings: QpcrSettings, table: dict[str, SampleInfo]
+) -> dict[str, PlateContext]:
+    """One :class:`PlateContext` per ``source_sha256`` (a frame without it is one plate)."""
+    if "source_sha256" not in wells.columns:
+        wells = wells.with_columns(source_sha256=pl.lit("plate"))
+    wells = wells.with_columns(
+        pl.col("source_sha256").cast(pl.String).fill_null("plate"),
+        pl.col("omitted").fill_null(value=False),
+    )
+    return {
+        str(plate): PlateContext(str(plate), rows, settings, table)
+        for (plate,), rows in wells.partition_by("source_sha256", as_dict=True).items()
+    }

@@ -1,0 +1,217 @@
+"""Three-genome STR chimerism (patient + prior HSCT donor + iNK) per locus (methods.md 2.3).
+
+Signal model (2.1) with three genomes: each allele's share of the locus signal is
+Σ_G f_G · d_G(x) / 2, the fractions non-negative and summing to 1. Per locus the fractions are
+the constrained least-squares fit of that model to the stutter-corrected allele shares (the
+"quirk-free" reference computation of methods.md 2.8 D). Where every genome has an allele of
+its own this equals the unique-allele form f_X = k_X · Σ s(X-only) / Σ s(all) of Rchimerism
+``locDD.R``; it also gives a value wherever the three dosage profiles separate a genome (e.g.
+D3S1358 15/18 vs 15 vs 16/17 for the HSCT donor), and none where they cannot.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+
+from chimera.calculate.limits import GenomeModel, Method
+from chimera.calculate.str_aggregate import Genome, LocusWork, SampleWork
+from chimera.calculate.str_profiles import (
+    Genotypes,
+    allele_sort_key,
+    join_alleles,
+    marker_key,
+    shift_allele,
+)
+from chimera.calculate.stutter import correct_stutter, unexplained_alleles, unique_alleles
+from chimera.calculate.stutter_ratios import StutterLookup
+from chimera.settings import StrSettings
+
+_TOLERANCE = 1e-9
+GENOME_ORDER = (Genome.INK, Genome.HSCT_DONOR, Genome.RECIPIENT)
+_ROW_ALLELES = {
+    Genome.INK: "donor_alleles",
+    Genome.HSCT_DONOR: "hsct_donor_alleles",
+    Genome.RECIPIENT: "recipient_alleles",
+}
+_REFERENCE_NAMES = {
+    Genome.INK: "iNK product",
+    Genome.HSCT_DONOR: "HSCT donor",
+    Genome.RECIPIENT: "patient germline",
+}
+
+
+def dosage_matrix(genotypes: Sequence[Collection[str]], alleles: Sequence[str]) -> np.ndarray:
+    """A[x, G] = d_G(x) / 2: share of genome G's signal on allele x (methods.md 2.1).
+
+    A homozygote (one called allele) puts both copies, i.e. all its signal, on that allele.
+
+    Examples
+    --------
+    >>> dosage_matrix([{"12"}, {"11", "12"}, {"11"}], ["11", "12"]).tolist()
+    [[0.0, 0.5, 1.0], [1.0, 0.5, 0.0]]
+    """
+    return np.array(
+        [[1.0 / len(g) if allele in g else 0.0 for g in genotypes] for allele in alleles]
+    )
+
+
+def solve_fractions(dosage: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Fractions f >= 0 with Σ f = 1 minimising ||A f - p||² (exact, small problems).
+
+    Every support S of the simplex is tried: the equality-constrained fit on S (its KKT system,
+    least-norm when the columns are dependent) is kept when feasible, and the best objective
+    wins. The optimum has a vertex whose support fit is unique, so this is exact.
+
+    Examples
+    --------
+    >>> a = dosage_matrix([{"15", "18"}, {"15"}, {"16", "17"}], ["15", "16", "17", "18"])
+    >>> truth = np.array([0.6, 0.3, 0.1])
+    >>> np.round(solve_fractions(a, a @ truth), 12).tolist()
+    [0.6, 0.3, 0.1]
+    """
+    k = dosage.shape[1]
+    best: tuple[float, np.ndarray] | None = None
+    for size in range(1, k + 1):
+        for support in itertools.combinations(range(k), size):
+            sub = dosage[:, support]
+            kkt = np.block(
+                [[2 * sub.T @ sub, np.ones((size, 1))], [np.ones((1, size)), np.zeros((1, 1))]]
+            )
+            rhs = np.concatenate([2 * sub.T @ shares, [1.0]])
+            solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:size]
+            if (solution < -_TOLERANCE).any():
+                continue
+            fractions = np.zeros(k)
+            fractions[list(support)] = np.clip(solution, 0.0, None)
+            objective = float(np.sum((dosage @ fractions - shares) ** 2))
+            if best is None or objective < best[0] - 1e-15:
+                best = (objective, fractions)
+    assert best is not None
+    fractions = best[1]
+    return np.asarray(fractions / fractions.sum(), dtype=float)
+
+
+def separable(dosage: np.ndarray) -> list[bool]:
+    """Which genome fractions the dosage profiles determine (given Σ f = 1).
+
+    f_G is determined iff no direction in the null space of [A; 1ᵀ] moves it.
+
+    Examples
+    --------
+    >>> separable(dosage_matrix([{"6", "7"}, {"6", "8"}, {"6", "7"}], ["6", "7", "8"]))
+    [False, True, False]
+    """
+    system = np.vstack([dosage, np.ones(dosage.shape[1])])
+    _, singular, vt = np.linalg.svd(system)
+    rank = int(np.sum(singular > _TOLERANCE))
+    null = vt[rank:]
+    return [bool(np.all(np.abs(null[:, g]) < 1e-7)) for g in range(dosage.shape[1])]
+
+
+def locus_fractions(
+    genotypes: Sequence[Collection[str]], signals: Mapping[str, float]
+) -> tuple[list[float | None], float, list[bool]]:
+    """Per-locus % of each genome, the signal used and which genomes the locus separates.
+
+    A genome's % is None where the locus cannot separate it or has no signal. Only alleles of
+    the reference genotypes enter; unexpected peaks are a QC finding.
+
+    Examples
+    --------
+    >>> pct, total, which = locus_fractions([{"30", "31"}, {"29", "30"}, {"30", "35"}],
+    ...                                     {"29": 150.0, "30": 500.0, "31": 300.0, "35": 50.0})
+    >>> [round(p, 6) for p in pct], total, which
+    ([60.0, 30.0, 10.0], 1000.0, [True, True, True])
+    """
+    alleles = sorted(set().union(*genotypes), key=allele_sort_key)
+    total = float(sum(signals.get(a, 0.0) for a in alleles))
+    dosage = dosage_matrix(genotypes, alleles)
+    which = separable(dosage)
+    if total <= 0 or not any(which):
+        return [None] * len(genotypes), total, which
+    shares = np.array([signals.get(a, 0.0) / total for a in alleles])
+    fractions = solve_fractions(dosage, shares)
+    pct = [100.0 * float(f) if ok else None for f, ok in zip(fractions, which, strict=True)]
+    return pct, total, which
+
+
+def _sharing(values: Mapping[Genome, float]) -> str:
+    """Marker-row code of a three-genome locus: the genomes it separates, ``3G none`` if none."""
+    return "3G " + ("/".join(g.value for g in GENOME_ORDER if g in values) or "none")
+
+
+def evaluate_three_genome(
+    genotypes: Mapping[Genome, Genotypes],
+    signals: Mapping[str, Mapping[str, float]],
+    *,
+    sample_id: str,
+    lookup: StutterLookup,
+    settings: StrSettings,
+) -> SampleWork:
+    """Per-locus % of iNK, HSCT donor and recipient of one sample, after stutter correction."""
+    work = SampleWork(GenomeModel.THREE_GENOME)
+    sex = {marker_key(m) for m in settings.sex_markers}
+    names = {k: v for g in reversed(GENOME_ORDER) for k, v in genotypes[g].names.items()}
+    for key in sorted(names, key=lambda k: names[k]):
+        name = names[key]
+        typed = {g: genotypes[g].alleles.get(key, set()) for g in GENOME_ORDER}
+        row: dict[str, object] = {"sample_id": sample_id, "method": Method.STR.value,
+                                  "marker": name, "included": False}  # fmt: skip
+        row.update({_ROW_ALLELES[g]: join_alleles(a) or None for g, a in typed.items()})
+        work.marker_rows.append(row)
+        missing = [_REFERENCE_NAMES[g] for g, a in typed.items() if not a]
+        if missing:
+            row["exclusion_reason"] = f"no {' or '.join(missing)} reference call"
+            continue
+        expected = set().union(*typed.values())
+        observed = dict(signals.get(key, {}))
+        stutter = lookup.at(name)
+        corrected = correct_stutter(observed, expected, stutter)
+        pct, total, which = locus_fractions([typed[g] for g in GENOME_ORDER], corrected)
+        values = {g: p for g, p in zip(GENOME_ORDER, pct, strict=True) if p is not None}
+        unique = unique_alleles({g.value: a for g, a in typed.items()}, corrected, stutter)
+        row.update(
+            sharing=_sharing(values),
+            signal_ink=sum(u.signal for u in unique if u.genome == Genome.INK),
+            signal_total=total,
+            pct_ink=values.get(Genome.INK),
+            stutter_ratio=stutter.back if settings.stutter_correction else None,
+        )
+        work.unexpected += unexplained_alleles(
+            name, expected, observed, corrected, stutter, settings=settings
+        )
+        reason = _not_used(informative=any(which), sex_marker=key in sex, total=total)
+        if reason is not None:
+            row["exclusion_reason"] = reason
+            continue
+        if Genome.INK not in values:
+            row["exclusion_reason"] = "iNK not separable from the other genomes"
+        work.loci.append(LocusWork(row, values, unique, total))
+        near = _stutter_positions(typed)
+        if near:
+            work.stutter_notes.append(f"{name} ({', '.join(near)})")
+    return work
+
+
+def _not_used(*, informative: bool, sex_marker: bool, total: float) -> str | None:
+    if not informative:
+        return "not informative (the three genotypes separate no genome)"
+    if sex_marker:
+        return "sex marker"
+    if total <= 0:
+        return "no sample signal at the expected alleles"
+    return None
+
+
+def _stutter_positions(typed: Mapping[Genome, Collection[str]]) -> list[str]:
+    """Genome-unique alleles one repeat below or above another genome's allele."""
+    found = []
+    for genome, alleles in typed.items():
+        others = set().union(*(a for g, a in typed.items() if g is not genome))
+        for allele in sorted(set(alleles) - others, key=allele_sort_key):
+            if shift_allele(allele, 1) in others or shift_allele(allele, -1) in others:
+                found.append(f"{genome} {allele}")
+    return found

@@ -1,0 +1,240 @@
+"""STR stutter correction: subtract the expected stutter of every allele (methods.md 2.6).
+
+Stutter is an artefact peak one repeat shorter (back, n-1) or, rarer, longer (forward, n+1) than
+its parent allele; its signal is a locus-specific fraction of the parent's. A minority-genome
+allele in a stutter position of a majority-genome allele is inflated by it, so the expected
+stutter of every parent is subtracted before the per-locus formulas (additive model, NIJ 2019):
+s_corr(x) = max(0, s(x) - SR_back * s(x + 1) - SR_forward * s(x - 1)). This module also says how
+uncertain that correction is at an allele and how much stutter a foreign-looking peak can be.
+The ratios come from :mod:`chimera.calculate.stutter_ratios`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from chimera.calculate.str_profiles import allele_sort_key, shift_allele
+from chimera.settings import StrSettings
+from schemas.vocab import StutterSource
+
+
+@dataclass(frozen=True)
+class LocusStutter:
+    """Stutter ratios at one locus and their per-sample SD (fractions of the parent signal)."""
+
+    back: float = 0.0
+    back_sd: float = 0.0
+    forward: float = 0.0
+    forward_sd: float = 0.0
+    source: StutterSource = StutterSource.CONFIGURED
+
+
+NO_STUTTER = LocusStutter()
+
+
+def expected_stutter(
+    allele: str, signals: Mapping[str, float], parents: Collection[str], stutter: LocusStutter
+) -> tuple[float, float]:
+    """Expected stutter signal at ``allele`` from its parents and the SD of that expectation.
+
+    Back stutter of the allele one repeat longer plus forward stutter of the one shorter, both
+    only when that neighbour is an expected allele (``parents``).
+
+    Examples
+    --------
+    >>> expected_stutter("13", {"14": 1000.0}, {"14"}, LocusStutter(0.08, 0.02))
+    (80.0, 20.0)
+    """
+    mean, variance = 0.0, 0.0
+    for step, ratio, sd in (
+        (1, stutter.back, stutter.back_sd),
+        (-1, stutter.forward, stutter.forward_sd),
+    ):
+        parent = shift_allele(allele, step)
+        if parent is not None and parent in parents:
+            value = signals.get(parent, 0.0)
+            mean += ratio * value
+            variance += (sd * value) ** 2
+    return mean, math.sqrt(variance)
+
+
+def correct_stutter(
+    signals: Mapping[str, float], parents: Collection[str], stutter: LocusStutter
+) -> dict[str, float]:
+    """Subtract every expected allele's stutter from the peak one repeat away (methods.md 2.6).
+
+    s_corr(x) = max(0, s(x) - SR_back * s_corr(x + 1) - SR_forward * s(x - 1)), where only
+    expected alleles (``parents``) stutter. Alleles are corrected from the longest down, so a
+    parent is itself corrected before its stutter is subtracted.
+
+    Examples
+    --------
+    >>> out = correct_stutter({"9": 100.0, "10": 1000.0, "11": 50.0}, {"10", "11"}, LocusStutter(0.08))
+    >>> {allele: round(value, 2) for allele, value in out.items()}
+    {'9': 20.32, '10': 996.0, '11': 50.0}
+    """
+    corrected: dict[str, float] = {}
+    for allele in sorted(signals, key=allele_sort_key, reverse=True):
+        view = {**signals, **corrected}
+        mean, _ = expected_stutter(allele, view, parents, stutter)
+        corrected[allele] = max(0.0, signals[allele] - mean)
+    return {allele: corrected[allele] for allele in signals}
+
+
+@dataclass(frozen=True)
+class UniqueAllele:
+    """An allele only one genome carries at a locus, with the stutter other alleles add to it.
+
+    ``signal`` is the stutter-corrected signal; ``dosage`` the share of the genome's signal on
+    this allele (1 homozygote, 1/2 heterozygote; methods.md 2.1); ``stutter_sd`` the SD of the
+    stutter expected at the allele (signal units, 0 when no expected allele stutters into it).
+    """
+
+    genome: str
+    allele: str
+    signal: float
+    dosage: float
+    stutter_sd: float = 0.0
+    stutter_parents: str = ""
+
+    def expected(self, share_pct: float, total: float) -> float:
+        """Signal the allele carries when its genome is ``share_pct`` % of a locus of ``total``."""
+        return max(share_pct, 0.0) / 100.0 * total * self.dosage
+
+    def stutter_severity(self, share_pct: float, total: float) -> float:
+        """Stutter uncertainty over the expected signal (inf when nothing is expected)."""
+        if self.stutter_sd <= 0:
+            return 0.0
+        expected = self.expected(share_pct, total)
+        return math.inf if expected <= 0 else self.stutter_sd / expected
+
+    def seen(self, sigmas: float) -> bool:
+        """Signal beyond what stutter can explain (any signal where no stutter is expected)."""
+        return self.signal > sigmas * self.stutter_sd
+
+
+def unique_alleles(
+    genomes: Mapping[str, Collection[str]],
+    corrected: Mapping[str, float],
+    stutter: LocusStutter,
+) -> list[UniqueAllele]:
+    """Every genome-unique allele of a locus with its corrected signal and stutter SD.
+
+    Examples
+    --------
+    >>> found = unique_alleles({"iNK": {"13"}, "recipient": {"14", "16"}},
+    ...                        {"13": 50.0, "14": 950.0, "16": 1000.0}, LocusStutter(0.08, 0.02))
+    >>> [(u.genome, u.allele, u.dosage, u.stutter_sd, u.stutter_parents) for u in found]
+    [('iNK', '13', 1.0, 19.0, '14'), ('recipient', '14', 0.5, 0.0, ''), ('recipient', '16', 0.5, 0.0, '')]
+    """
+    parents = set().union(*genomes.values())
+    found = []
+    for genome, alleles in genomes.items():
+        others = set().union(*(a for g, a in genomes.items() if g != genome))
+        for allele in sorted(set(alleles) - others, key=allele_sort_key):
+            _, sd = expected_stutter(allele, corrected, parents, stutter)
+            near = [
+                parent
+                for parent, spread in ((shift_allele(allele, 1), stutter.back_sd),
+                                       (shift_allele(allele, -1), stutter.forward_sd))
+                if parent is not None and parent in parents and spread > 0
+            ]  # fmt: skip
+            found.append(
+                UniqueAllele(genome, allele, corrected.get(allele, 0.0), 1 / len(alleles), sd,
+                             "/".join(near))
+            )  # fmt: skip
+    return found
+
+
+def stutter_ceiling(
+    allele: str,
+    signals: Mapping[str, float],
+    parents: Collection[str],
+    stutter: LocusStutter,
+    *,
+    settings: StrSettings,
+) -> float:
+    """The most stutter ``allele`` can plausibly carry from its expected neighbours.
+
+    Stutter ratios vary from peak to peak roughly log-normally, so the ceiling per parent is
+    SR * exp(z * CV) (z = ``unexpected_allele_sigmas``), never below ``max_stutter_ratio``
+    (``max_forward_stutter_ratio`` for n+1) of the parent, which also covers uncorrected runs,
+    and never above twice that.
+
+    Examples
+    --------
+    >>> round(stutter_ceiling("13", {"14": 1000.0}, {"14"}, LocusStutter(0.1, 0.02),
+    ...                       settings=StrSettings()), 1)
+    222.6
+    """
+    ceiling = 0.0
+    for step, ratio, sd, floor in (
+        (1, stutter.back, stutter.back_sd, settings.max_stutter_ratio),
+        (-1, stutter.forward, stutter.forward_sd, settings.max_forward_stutter_ratio),
+    ):
+        parent = shift_allele(allele, step)
+        if parent is None or parent not in parents:
+            continue
+        spread = math.exp(settings.unexpected_allele_sigmas * sd / ratio) if ratio > 0 else 1.0
+        ceiling += max(floor, min(ratio * spread, 2 * floor)) * signals.get(parent, 0.0)
+    return ceiling
+
+
+@dataclass(frozen=True)
+class UnexpectedAllele:
+    """A peak in no reference genotype with more signal than stutter explains.
+
+    ``stutter_position``: it sits one repeat from an expected allele (an extreme stutter is
+    possible there; a foreign genome shows elsewhere too).
+    """
+
+    marker: str
+    allele: str
+    share: float
+    stutter_position: bool
+
+    def __str__(self) -> str:
+        return f"{self.marker} {self.allele} ({100 * self.share:.0f} % of locus signal)"
+
+
+def unexplained_alleles(
+    name: str,
+    expected: Collection[str],
+    observed: Mapping[str, float],
+    corrected: Mapping[str, float],
+    stutter: LocusStutter,
+    *,
+    settings: StrSettings,
+) -> list[UnexpectedAllele]:
+    """Alleles in no reference genotype with more signal than stutter can explain.
+
+    A peak one repeat from an expected allele is stutter up to :func:`stutter_ceiling`
+    (methods.md 2.6). Anything else whose stutter-corrected signal is above
+    ``min_unexpected_allele_fraction`` of the locus points to a foreign genome.
+
+    Examples
+    --------
+    >>> stutter, settings = LocusStutter(0.1, 0.02), StrSettings()
+    >>> clean = {"14": 900.0, "13": 190.0, "16": 100.0}  # 21 % of 14: a high stutter
+    >>> unexplained_alleles("D3S1358", {"14", "16"}, clean,
+    ...                     correct_stutter(clean, {"14", "16"}, stutter), stutter, settings=settings)
+    []
+    >>> foreign = {"14": 900.0, "11": 300.0, "16": 100.0}
+    >>> [str(u) for u in unexplained_alleles("D3S1358", {"14", "16"}, foreign, foreign, stutter,
+    ...                                      settings=settings)]
+    ['D3S1358 11 (23 % of locus signal)']
+    """
+    total = sum(corrected.values())
+    if total <= 0:
+        return []
+    found = []
+    for allele in sorted(set(corrected) - set(expected), key=allele_sort_key):
+        ceiling = stutter_ceiling(allele, observed, expected, stutter, settings=settings)
+        if observed.get(allele, 0.0) <= ceiling:
+            continue
+        share = corrected[allele] / total
+        if share > settings.min_unexpected_allele_fraction:
+            found.append(UnexpectedAllele(name, allele, share, stutter_position=ceiling > 0))
+    return found
