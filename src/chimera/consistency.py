@@ -16,9 +16,10 @@ A registry file that parses is still checked against what the warehouse already 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 import pandera.polars as pa
 import polars as pl
@@ -28,6 +29,10 @@ from chimera.registry import Registry
 from schemas.inputs import Manifest
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Role
 
+_CONTRACT_RULE = cast(
+    "Callable[[pa.PolarsData], pl.LazyFrame]", Manifest.post_dose_samples_not_before_baseline
+)
+"""The manifest contract's "post-dose not before the earliest baseline" check."""
 LINEAGE = ("source_sha256", "pipeline_version", "ingested_at", "source_file")
 _SHOWN = 5
 
@@ -67,7 +72,7 @@ def _before_baseline(frame: pl.DataFrame, registry: Registry) -> list[Problem]:
         ],
         how="vertical_relaxed",
     )
-    valid = Manifest.post_dose_samples_not_before_baseline(pa.PolarsData(merged.lazy()))
+    valid = _CONTRACT_RULE(pa.PolarsData(merged.lazy()))
     baselines = (
         merged.filter(pl.col("role") == Role.RECIPIENT_BASELINE)
         .sort("collected_at")
