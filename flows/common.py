@@ -141,6 +141,13 @@ def emit_alert_events(alerts: list[dict[str, str]]) -> None:
         )
 
 
+ALERT_SUBJECT = (
+    "Chimera {{ event.payload.severity | e }} alert: {{ event.payload.rule | e }} "
+    "({{ event.payload.patient_id | e }})"
+)
+ALERT_BODY = "{{ event.payload.message | e }}"
+"""Notification templates: ids come from lab files, so HTML in them is escaped (``| e``) for
+channels that render it (Slack, Teams, HTML e-mail)."""
 ALERT_AUTOMATION = "chimera-alert-opened"
 """Automation that forwards ``chimera.alert.opened`` events to a Prefect notification block."""
 
@@ -169,9 +176,8 @@ def ensure_alert_automation(block_name: str) -> UUID | None:
         actions=[
             SendNotification(
                 block_document_id=block_id,
-                subject="Chimera {{ event.payload.severity }} alert: {{ event.payload.rule }} "
-                "({{ event.payload.patient_id }})",
-                body="{{ event.payload.message }}",
+                subject=ALERT_SUBJECT,
+                body=ALERT_BODY,
             )
         ],
     )

@@ -554,3 +554,22 @@ def test_deployments_build() -> None:
     assert poll_d.parameters == {"refresh_trends": False}
     assert [t.expect for t in trends_d.triggers] == [{"chimera.inbox.ingested"}]  # type: ignore[union-attr]
     assert nightly_d.schedules[0].schedule.cron == NIGHTLY_CRON  # type: ignore[union-attr]
+
+
+def test_alert_notifications_escape_html_from_lab_ids() -> None:
+    """The Prefect notification of a new alert renders ids and message with HTML escaped."""
+    from prefect.server.utilities.user_templates import render_user_template_sync  # noqa: PLC0415
+
+    from flows.common import ALERT_BODY, ALERT_SUBJECT  # noqa: PLC0415
+
+    payload = {
+        "severity": "high",
+        "rule": "persistence",
+        "patient_id": "<img src=x onerror=alert(1)>",
+        "message": "iNK still quantified in <script>alert(1)</script> & more",
+    }
+    context = {"event": {"payload": payload}}
+    subject = render_user_template_sync(ALERT_SUBJECT, context)
+    body = render_user_template_sync(ALERT_BODY, context)
+    assert subject == "Chimera high alert: persistence (&lt;img src=x onerror=alert(1)&gt;)"
+    assert body == "iNK still quantified in &lt;script&gt;alert(1)&lt;/script&gt; &amp; more"

@@ -36,7 +36,7 @@ NAMES = [
     "n" * 230 + ".txt",
 ]
 FOLDERS = ["", "sub/", "sub/deeper/", "other/"]
-FUZZ_EXAMPLES = 12
+FUZZ_EXAMPLES = 25
 """Random polls per run (each ~1 s); the corpus test covers every kind every run."""
 
 
