@@ -353,7 +353,7 @@ def _accept_registry(
             detected_format=detection.format.value,
             rows=frame.height,
             patients=frozenset(patients | verdict.also_touches),
-            reason=verdict.reason,
+            reason="; ".join(r for r in (base.reason, verdict.reason) if r) or None,
         )
         return _accept(run, accepted)
 

@@ -68,7 +68,8 @@ def test_a_sample_moved_to_another_patient_leaves_the_first_patient(tmp_path: Pa
     clock = FakeClock()
     put(settings.inbox, trial_files())
     poll(settings, clock)
-    moved = manifest_csv(range(2, 3)).replace(b"P01-D02,P01,", b"P01-D02,P02,")
+    header, *rows = manifest_csv(range(2, 3)).splitlines(keepends=True)
+    moved = header + rows[-1].replace(b"P01-D02,P01,", b"P01-D02,P02,")  # only the moved row
     put(settings.inbox, {"manifest_fix.csv": moved})
     clock.advance(60)
 
