@@ -93,20 +93,30 @@ def _names(name: str, sha256: str, reserve: int) -> Iterator[str]:
         yield f"{stem}.{sha256[:8]}-{n}{suffix}"
 
 
-def _claim(tmp: Path, target: Path) -> None:
-    """Give ``tmp`` the name ``target`` unless something holds it (``FileExistsError``)."""
+def _hard_link(source: Path, target: Path) -> bool:
+    """Hard-link ``source`` as ``target``, never replacing it; False where links are unsupported.
+
+    Raises ``FileExistsError`` when ``target`` exists.
+    """
     try:
-        os.link(tmp, target, follow_symlinks=False)
+        os.link(source, target, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError as err:
         if err.errno not in _NO_HARD_LINKS:
             raise
-        if os.path.lexists(target):
-            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from err
-        tmp.rename(target)
+        return False
+    return True
+
+
+def _claim(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the name ``target`` unless something holds it (``FileExistsError``)."""
+    if _hard_link(tmp, target):
+        tmp.unlink()
         return
-    tmp.unlink()
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "file exists", str(target))
+    tmp.rename(target)
 
 
 def _temporary(folder: Path) -> Path:
@@ -122,17 +132,9 @@ def _copy_into(source: Path, tmp: Path) -> None:
 
 def _put(source: Path, target: Path, *, move: bool) -> None:
     """Move (hard link, then unlink) or copy ``source`` to ``target``, never replacing it."""
-    if move:
-        try:
-            os.link(source, target, follow_symlinks=False)
-        except FileExistsError:
-            raise
-        except OSError as err:
-            if err.errno not in _NO_HARD_LINKS:
-                raise
-        else:
-            source.unlink()
-            return
+    if move and _hard_link(source, target):
+        source.unlink()
+        return
     tmp = _temporary(target.parent)
     try:
         _copy_into(source, tmp)
