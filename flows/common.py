@@ -72,8 +72,10 @@ def exclusive_inbox(settings: Settings, *, timeout_seconds: float) -> Iterator[s
             held = f"global concurrency limit {INBOX_LIMIT!r} + file lock"
         except ConcurrencySlotAcquisitionError:
             pass  # no such limit (test harness, temporary server): the file lock alone serialises
-        stack.enter_context(inbox_lock(settings, timeout_seconds=timeout_seconds))
-        yield held
+        lock = stack.enter_context(
+            inbox_lock(settings, timeout_seconds=timeout_seconds, what="Prefect flow")
+        )
+        yield held + (f" ({lock.render()})" if lock.waited_seconds else "")
 
 
 def rename_run(name: str) -> None:
