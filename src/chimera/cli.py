@@ -146,6 +146,41 @@ def _report_poll(poll: Poll) -> None:
         console.print(f"[yellow]not read:[/yellow] {unread.render()}")
 
 
+def _ingest_locked(
+    settings: Settings, files: list[Path], *, inbox: bool, wait: float
+) -> tuple[list[FileOutcome], Poll]:
+    """Ingest ``files`` and poll the inbox under the inbox lock, then refresh trends.
+
+    A failed write ends the run early: what was done so far, and why it stopped, come back.
+    """
+    outcomes: list[FileOutcome] = []
+    poll = Poll(())
+    with inbox_lock(
+        settings,
+        timeout_seconds=3600,
+        what="chimera ingest",
+        on_wait=lambda holder: err_console.print(
+            f"another ingest is running ({holder}); waiting for it to finish"
+        ),
+    ) as lock:
+        if lock.waited_seconds:
+            err_console.print(lock.render())
+        try:
+            if files:
+                outcomes += ingest_paths(files, settings=settings, clock=_now, move=False)
+            if inbox:
+                poll = poll_once(settings, max_wait_seconds=wait, notify=_waiting_for)
+                outcomes += poll.outcomes
+            if poll.failure is None:
+                refresh_after_ingest(outcomes, settings=settings, now=_now())
+        except StorageFailure as failure:
+            outcomes += [o for o in failure.outcomes.values() if o is not None]
+            poll = Poll((), failure=str(failure))
+        except OSError as err:
+            poll = Poll((), failure=f"refreshing trends and alerts: {storage_problem(err)}")
+    return outcomes, poll
+
+
 @app.command()
 def ingest(
     paths: Annotated[
@@ -184,35 +219,14 @@ def ingest(
         raise typer.Exit(ExitCode.USAGE)
     settings = _settings(home, warehouse, inbox)
     files = _expand(paths, settings) if paths else []
-    outcomes: list[FileOutcome] = []
-    poll = Poll(())
+    wait = 0.0 if no_wait else max_wait
     try:
-        with inbox_lock(
-            settings,
-            timeout_seconds=3600,
-            what="chimera ingest",
-            on_wait=lambda holder: err_console.print(
-                f"another ingest is running ({holder}); waiting for it to finish"
-            ),
-        ) as lock:
-            if lock.waited_seconds:
-                err_console.print(lock.render())
-            if files:
-                outcomes += ingest_paths(files, settings=settings, clock=_now, move=False)
-            if inbox is not None:
-                wait = 0.0 if no_wait else max_wait
-                poll = poll_once(settings, max_wait_seconds=wait, notify=_waiting_for)
-                outcomes += poll.outcomes
-            if poll.failure is None:
-                refresh_after_ingest(outcomes, settings=settings, now=_now())
-    except StorageFailure as failure:
-        outcomes += [o for o in failure.outcomes.values() if o is not None]
-        poll = Poll((), failure=str(failure))
-    except OSError as err:
-        poll = Poll((), failure=f"refreshing trends and alerts: {storage_problem(err)}")
+        outcomes, poll = _ingest_locked(settings, files, inbox=inbox is not None, wait=wait)
     except TimeoutError as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(ExitCode.FAILED) from None
+    except OSError as err:  # the lock itself could not be taken (read-only warehouse ...)
+        outcomes, poll = [], Poll((), failure=f"taking the inbox lock: {storage_problem(err)}")
     code = _report(outcomes)
     _report_poll(poll)
     console.print(f"warehouse: {settings.warehouse.resolve()}")

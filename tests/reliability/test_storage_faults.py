@@ -26,6 +26,7 @@ from reliability_builders import files_under, make_home, poll, put, temporaries,
 from typer.testing import CliRunner
 
 from chimera import filing
+from chimera import poll as poll_module
 from chimera.cli import app
 from chimera.maintenance import verify_warehouse
 from chimera.settings import Settings
@@ -209,3 +210,23 @@ def test_a_real_file_size_limit_fails_the_run_cleanly(tmp_path: Path) -> None:
     ok = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
     assert ok.returncode == 3, ok.stdout + ok.stderr
     assert verify_warehouse(settings).ok
+
+
+def test_a_read_only_warehouse_is_said_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even the inbox lock cannot be written: exit 1, plain words, every file still in the inbox."""
+    settings = make_home(tmp_path)
+    put(settings.inbox, _files())
+
+    def read_only(folder: Path) -> Path:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
+
+    monkeypatch.setattr(poll_module, "private_dirs", read_only)
+    result = CliRunner().invoke(
+        app, ["ingest", "--inbox", str(settings.inbox), "--home", str(settings.home)]
+    )
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "taking the inbox lock: the file system is read-only (writing" in text
+    assert files_under(settings.inbox) == {n: sha(d) for n, d in _files().items()}
