@@ -14,7 +14,8 @@ Layout (one file per source for raw tables, one per patient for derived tables):
 - ``observations_str|qpcr|ddpcr/<sha256>.parquet``: parsed assay rows per export;
 - ``chimerism/``, ``markers/``, ``trends/``, ``kinetics/``: ``<patient>.parquet``;
 - ``alerts/alerts.parquet``, ``alert_deliveries/deliveries.parquet``,
-  ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``: one file each;
+  ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``,
+  ``stutter_ratios/ratios.parquet``: one file each;
 - ``ingest_log/<YYYY-MM-DD>/<time>-<sha>-<status>.parquet``: the append-only ledger;
 - ``parameters/<sha256>.parquet``: each settings snapshot derived rows name by hash;
 - ``inbox_state/<inbox>.parquet``: the poller's last look at each inbox file (settling).
@@ -46,6 +47,7 @@ from chimera.filemodes import private_dirs, private_file
 from chimera.filing import TEMPORARY_PREFIX, write_new, write_parquet_synced
 from chimera.validation import validate_frame
 from schemas.base import polars_schema
+from schemas.stutter import StutterRatios
 from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
 from schemas.vocab import Method
 from schemas.warehouse import (
@@ -157,6 +159,9 @@ ALERT_DELIVERIES = Table(
 )
 INGEST_LOG = Table("ingest_log", IngestLog, key=("source_sha256", "logged_at"))
 ASSAY_LIMITS = Table("assay_limits", AssayLimits, key=("method", "series_id"), single_file="limits")
+STUTTER_RATIOS = Table(
+    "stutter_ratios", StutterRatios, key=("panel", "marker", "direction"), single_file="ratios"
+)
 PARAMETERS = Table(
     "parameters", Parameters, key=("parameters_sha256",), partition_by=("parameters_sha256",)
 )
@@ -177,6 +182,7 @@ TABLES = (
     ALERT_DELIVERIES,
     INGEST_LOG,
     ASSAY_LIMITS,
+    STUTTER_RATIOS,
     PARAMETERS,
     INBOX_STATE,
 )

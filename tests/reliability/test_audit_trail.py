@@ -57,8 +57,13 @@ def test_no_ledger_file_is_ever_rewritten_or_deleted(tmp_path: Path) -> None:
     assert len(history[-1]) == len(trial_files()) + 2 + 1 + 1
 
 
-def test_superseded_rows_are_kept_exactly_as_they_were(tmp_path: Path) -> None:
-    """A corrected export supersedes a result; the old row stays, unchanged, through rebuilds."""
+BOOKKEEPING = ["superseded", "superseded_reason", "is_headline", "headline_rule"]
+"""What supersession changes on a row: its flag, the reason, and that it is no headline."""
+
+
+def test_superseded_rows_keep_every_value_through_rebuilds(tmp_path: Path) -> None:
+    """A corrected export supersedes a result: the old row keeps every value (only the
+    supersession flags change), and later rebuilds leave it exactly as it is."""
     settings = make_home(tmp_path)
     clock = FakeClock()
     put(settings.inbox, trial_files())
@@ -68,13 +73,17 @@ def test_superseded_rows_are_kept_exactly_as_they_were(tmp_path: Path) -> None:
     put(settings.inbox, {"gm_d01_fixed.txt": post_dose_table(1, 30.0, scale=1.1)})
     clock.advance(3600)
     poll(settings, clock)
+    superseded = []
     for _ in range(2):
+        rows = warehouse.read(CHIMERISM).filter(pl.col("sample_id") == post_dose_id(1))
+        superseded.append(rows.filter(pl.col("superseded")))
         rebuild_all_patients(settings, now=clock())
         clock.advance(timedelta(days=1).total_seconds())
-    rows = warehouse.read(CHIMERISM).filter(pl.col("sample_id") == post_dose_id(1))
-    kept = rows.filter(pl.col("superseded")).drop("superseded")
-    assert kept.equals(original.drop("superseded"))
-    assert rows.filter(~pl.col("superseded"))["pct_ink"].item() > original["pct_ink"].item()
+    assert superseded[0].drop(BOOKKEEPING).equals(original.drop(BOOKKEEPING))
+    assert superseded[0]["superseded_reason"].item().startswith("re-export: replaced by")
+    assert superseded[1].equals(superseded[0])
+    current = rows.filter(~pl.col("superseded"))
+    assert current["pct_ink"].item() > original["pct_ink"].item()
 
 
 def test_every_derived_row_names_its_source_version_and_parameters(tmp_path: Path) -> None:
