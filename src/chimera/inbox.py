@@ -251,7 +251,10 @@ def load_sightings(warehouse: Warehouse, inbox: Path) -> dict[str, Sighting]:
 def save_sightings(
     warehouse: Warehouse, inbox: Path, candidates: Sequence[Candidate], *, now: datetime
 ) -> None:
-    """Remember this look at ``inbox`` for the next poll (files gone since are forgotten)."""
+    """Remember this look at ``inbox`` for the next poll (files gone since are forgotten).
+
+    ``checked_at`` is only rewritten with a change, so an idle inbox costs no write.
+    """
     rows = [
         {
             "inbox": _inbox_id(inbox),
@@ -268,6 +271,8 @@ def save_sightings(
     previous = warehouse.read_part(INBOX_STATE, _inbox_id(inbox))
     if previous is None and frame.height == 0:
         return
+    if previous is not None and previous.drop("checked_at").equals(frame.drop("checked_at")):
+        return  # nothing changed since the last look: no write
     warehouse.write(INBOX_STATE, _inbox_id(inbox), frame)
 
 
