@@ -16,7 +16,11 @@ def test_dilution_series_limits_replace_the_configured_ones(
 ) -> None:
     """P01's samples re-declared as dilution standards (nominal = truth) give per-method limits
     that every patient's results then carry; the series itself is not a patient."""
-    truth = pl.read_csv(sample_data_path / "truth" / "truth.csv").select("sample_id", "pct_ink")
+    truth = pl.read_csv(
+        sample_data_path / "truth" / "truth.csv",
+        columns=["sample_id", "pct_ink"],
+        schema_overrides={"pct_ink": pl.Float64},
+    )
     manifest = pl.read_csv(sample_data_path / "manifest.csv", infer_schema_length=0)
     series = manifest.filter(pl.col("patient_id") == "P01").join(truth, on="sample_id", how="left")
     series = series.with_columns(
@@ -31,7 +35,11 @@ def test_dilution_series_limits_replace_the_configured_ones(
     )
     drop = tmp_path / "drop"
     drop.mkdir()
-    pl.concat([rest, series.select(rest.columns)]).write_csv(drop / "manifest.csv")
+    # Every row names the reference's lot, so this test does not depend on resolving the lots of
+    # one cell bank (test_sample_trial covers that).
+    pl.concat([rest, series.select(rest.columns)]).with_columns(
+        product_lot=pl.coalesce("product_lot", pl.lit("INK-MCB01-L01"))
+    ).write_csv(drop / "manifest.csv")
     files = [drop / "manifest.csv", sample_data_path / "infusion_log.xlsx"]
     files += [
         p for p in sorted(sample_data_path.glob("*/*")) if p.parent.name in {"str", "qpcr", "ddpcr"}

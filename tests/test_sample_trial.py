@@ -1,220 +1,485 @@
 """The whole pipeline on the bundled synthetic trial recovers the generator's truth.
 
-Tolerances are the issues' acceptance criteria: STR within 1 percentage point above 5 % iNK;
-qPCR within 25 % relative error above its LoQ; ddPCR truth inside the 95 % CI in >= 90 % of
-samples; a true zero never reported as quantified; exactly the designed patients per alert.
+The trial is written the way labs work (sample_data/README.md): the same product reference,
+calibrator and baseline ids on every plate and run, NTCs with a few background droplets or a late
+Ct, realistic back/forward stutter also on informative alleles, one re-exported and one
+re-analysed plate, one repeat measurement, one truncated copy, three-genome patients after a
+prior transplant, sorted CD56+/CD3+ fractions, two product lots of one cell bank, and patients
+designed for each alert rule. Every expectation is computed here from ``truth/truth.csv`` and
+``truth/design.json``; the thresholds are the issues' "Done when" targets (issues 9, 10, 11, 16),
+and every exception is a designed sample named in the truth files, never a loosened threshold.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from chimera.ingest import FileOutcome
 from chimera.poll import ingest_paths, refresh_after_ingest
 from chimera.settings import Settings
-from schemas.vocab import FileStatus
+from schemas.vocab import FileStatus, GenomeModel, Method, ResultStatus, Role, Specimen
 
-RULE_NAMES = {
-    "EARLY_LOSS": "early_loss",
-    "FALLING_EXPOSURE": "falling_exposure",
-    "UNEXPECTED_PERSISTENCE": "persistence",
-    "UNEXPECTED_EXPANSION": "unexpected_expansion",
-    "REPEATED_QC_FAILURE": "repeated_qc_failure",
-}
+STR_TOLERANCE_PP = 1.0
+STR_MIN_WITHIN = 0.95
+STR_MAX_MEDIAN_BIAS_PP = 0.3
+STR_FLOOR_PCT = 5.0
+THREE_GENOME_INK_TOLERANCE_PP = 1.5
+THREE_GENOME_HSCT_TOLERANCE_PP = 3.0
+THREE_GENOME_MIN_WITHIN = 0.90
+QPCR_MAX_RELATIVE_ERROR = 0.25
+QPCR_MIN_WITHIN = 0.95
+PCR_FLOOR_PCT = 0.1
+DDPCR_MIN_COVERAGE = 0.90
+THREE_GENOME_DDPCR_MIN_COVERAGE = 0.85
+CD3_MAX_PCT = 5.0
+CONTAMINATION_FLAG = "possible contamination or sample swap"
+TRUTH_PCT_COLUMNS = ("pct_ink", "pct_hsct_donor", "pct_recipient", "pct_ink_whole_blood",
+                     "purity_pct", "pct_ink_purity_corrected")  # fmt: skip
+TRUTH_TEXT_COLUMNS = ("fraction", "expected_qc_failure", "repeat_measurement", "hsct_marker")
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """The ingested trial: outcomes, warehouse tables and the generator's truth."""
+
+    outcomes: list[FileOutcome]
+    chimerism_all: pl.DataFrame
+    ledger: pl.DataFrame
+    alerts: pl.DataFrame
+    kinetics: pl.DataFrame
+    truth: pl.DataFrame
+    design: dict[str, object]
+
+    @property
+    def chimerism(self) -> pl.DataFrame:
+        """Current rows (not superseded)."""
+        return self.chimerism_all.filter(~pl.col("superseded"))
+
+    def joined(self, method: Method) -> pl.DataFrame:
+        """Current rows of one method joined with the truth of their sample."""
+        truth = self.truth.select(
+            "sample_id",
+            pl.col("pct_ink").alias("true_pct"),
+            pl.col("pct_hsct_donor").alias("true_hsct_pct"),
+            pl.col("genome_model").alias("true_genome_model"),
+            "specimen_normalised",
+            "fraction",
+            "expected_qc_failure",
+            "str_contaminated",
+        )
+        return self.chimerism.filter(pl.col("method") == method).join(truth, on="sample_id")
+
+    def design_files(self) -> list[dict[str, str | None]]:
+        """The file list of design.json with each file's designed fate."""
+        files = self.design["files"]
+        assert isinstance(files, list)
+        return files
+
+    def patients(self) -> dict[str, dict[str, object]]:
+        """Per-patient design (scenario, rules that must and must not fire, parameters)."""
+        patients = self.design["patients"]
+        assert isinstance(patients, dict)
+        return patients
+
+
+def _trial_files(root: Path) -> list[Path]:
+    return [
+        p
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+        and p.suffix in {".csv", ".txt", ".xlsx"}
+        and not {"truth", "trial"} & set(p.relative_to(root).parts)
+    ]
 
 
 @pytest.fixture(scope="session")
-def trial_run(
-    sample_data_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, object]:
+def trial_run(sample_data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> TrialRun:
     """Ingest the sample trial once into a temporary warehouse."""
     settings = Settings().with_home(tmp_path_factory.mktemp("trial"))
-    files = [
-        p
-        for p in sorted(sample_data_path.rglob("*"))
-        if p.is_file() and p.suffix in {".csv", ".txt", ".xlsx"} and "truth" not in p.parts
-    ]
     clock_state = [datetime(2026, 11, 1, tzinfo=UTC)]
 
     def clock() -> datetime:
         clock_state[0] += timedelta(seconds=1)
         return clock_state[0]
 
-    outcomes = ingest_paths(files, settings=settings, clock=clock, move=False)
+    outcomes = ingest_paths(
+        _trial_files(sample_data_path), settings=settings, clock=clock, move=False
+    )
     refresh_after_ingest(outcomes, settings=settings, now=clock())
     root = settings.warehouse
-    return {
-        "outcomes": outcomes,
-        "chimerism": pl.read_parquet(root / "chimerism" / "*.parquet").filter(
-            ~pl.col("superseded")
-        ),
-        "alerts": pl.read_parquet(root / "alerts" / "*.parquet"),
-        "kinetics": pl.read_parquet(root / "kinetics" / "*.parquet"),
-        "truth": pl.read_csv(sample_data_path / "truth" / "truth.csv"),
-        "design": json.loads((sample_data_path / "truth" / "design.json").read_text()),
+
+    def table(name: str, *empty_columns: str) -> pl.DataFrame:
+        files = sorted((root / name).rglob("*.parquet"))
+        if not files:
+            return pl.DataFrame(schema=dict.fromkeys(empty_columns, pl.String))
+        return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+
+    truth = pl.read_csv(
+        sample_data_path / "truth" / "truth.csv",
+        schema_overrides={
+            **dict.fromkeys(TRUTH_PCT_COLUMNS, pl.Float64),
+            **dict.fromkeys(TRUTH_TEXT_COLUMNS, pl.String),
+        },
+    )
+    return TrialRun(
+        outcomes=outcomes,
+        chimerism_all=table("chimerism"),
+        ledger=table("ingest_log"),
+        alerts=table("alerts", "patient_id", "rule"),
+        kinetics=table("kinetics"),
+        truth=truth.with_columns(pl.col("fraction").fill_null("")),
+        design=json.loads((sample_data_path / "truth" / "design.json").read_text()),
+    )
+
+
+def _name(path: str | None) -> str | None:
+    return None if path is None else Path(path).name
+
+
+def _designed_exceptions(truth: pl.DataFrame) -> pl.Expr:
+    """Samples designed to fail QC (too little DNA) or spiked with third-party DNA (STR)."""
+    qc_failures = truth.filter(pl.col("expected_qc_failure").is_not_null())["sample_id"]
+    contaminated = truth.filter(pl.col("str_contaminated"))["sample_id"]
+    return pl.col("sample_id").is_in(pl.concat([qc_failures, contaminated]).implode())
+
+
+# ---- every file accounted for (issue 9.1, 9.3)
+
+
+def test_every_file_has_its_designed_fate(trial_run: TrialRun) -> None:
+    """Exactly the designed outcome per file: all accepted but the truncated copy (quarantined)."""
+    designed = {_name(f["path"]): f["fate"] for f in trial_run.design_files()}
+    found = {o.file_name: str(o.status) for o in trial_run.outcomes}
+    assert found == designed
+    counts = trial_run.design["file_counts"]
+    assert isinstance(counts, dict)
+    assert sum(o.status is FileStatus.ACCEPTED for o in trial_run.outcomes) == counts["accepted"]
+    assert sum(o.status is FileStatus.QUARANTINED for o in trial_run.outcomes) == 1
+
+
+def test_truncated_copy_is_quarantined_as_truncated(trial_run: TrialRun) -> None:
+    """The copy cut mid-row is quarantined with "truncated" in its reason and replaces nothing."""
+    truncated = [_name(f["path"]) for f in trial_run.design_files() if f["reason_contains"]]
+    assert len(truncated) == 1
+    outcome = next(o for o in trial_run.outcomes if o.file_name == truncated[0])
+    assert outcome.status is FileStatus.QUARANTINED
+    assert "truncated" in (outcome.reason or "").lower()
+    assert outcome.supersedes is None
+
+
+def test_only_true_reexports_supersede_and_the_ledger_names_the_original(
+    trial_run: TrialRun,
+) -> None:
+    """The re-exported QuantStudio plate and the re-analysed QX plate replace their original;
+    no other file supersedes anything, although every plate repeats the same control ids."""
+    designed = {_name(f["path"]): _name(f["supersedes"]) for f in trial_run.design_files()}
+    found = {o.file_name: o.supersedes for o in trial_run.outcomes}
+    assert found == designed
+    assert sum(v is not None for v in designed.values()) == 2
+    ledger = trial_run.ledger.filter(pl.col("supersedes").is_not_null())
+    assert dict(ledger.select("file_name", "supersedes").iter_rows()) == {
+        k: v for k, v in designed.items() if v is not None
     }
 
 
-def _joined(trial_run: dict[str, object], method: str) -> pl.DataFrame:
-    chimerism = trial_run["chimerism"]
-    truth = trial_run["truth"]
-    assert isinstance(chimerism, pl.DataFrame)
-    assert isinstance(truth, pl.DataFrame)
-    return chimerism.filter(pl.col("method") == method).join(
-        truth.select("sample_id", pl.col("pct_ink").alias("true_pct")), on="sample_id"
+def test_reexported_plates_give_the_current_results(trial_run: TrialRun) -> None:
+    """Samples of a re-exported plate are current from the re-export; the original's rows stay,
+    marked superseded."""
+    for entry in (f for f in trial_run.design_files() if f["supersedes"]):
+        new, old = _name(entry["path"]), _name(entry["supersedes"])
+        method = entry["method"]
+        rows = trial_run.chimerism_all.filter(pl.col("method") == method)
+        current = rows.filter(~pl.col("superseded") & pl.col("source_file").is_in([new, old]))
+        assert current.height > 0, new
+        assert set(current["source_file"]) == {new}
+        old_rows = rows.filter(pl.col("source_file") == old)
+        assert old_rows.height == current.height
+        assert old_rows["superseded"].all()
+
+
+def test_repeat_measurement_keeps_both_and_the_later_is_current(trial_run: TrialRun) -> None:
+    """A post-dose sample measured again on a later plate: both rows kept, the later current."""
+    repeat = trial_run.truth.filter(pl.col("repeat_measurement").is_not_null())
+    assert repeat.height == 1
+    sample_id = repeat["sample_id"][0]
+    method = repeat["repeat_measurement"][0]
+    files = sorted(
+        _name(f) or "" for f in repeat["files"][0].split(";") if f.startswith(method.lower())
     )
+    assert len(files) == 2
+    rows = trial_run.chimerism_all.filter(
+        (pl.col("sample_id") == sample_id) & (pl.col("method") == method)
+    )
+    assert sorted(rows["source_file"]) == files
+    current = rows.filter(~pl.col("superseded"))
+    assert current["source_file"].to_list() == [files[-1]]
+    explanation = f"{current['headline_rule'][0] or ''} {current['qc_reasons'][0] or ''}"
+    assert "repeat" in explanation.lower()
+    later = next(o for o in trial_run.outcomes if o.file_name == files[-1])
+    assert later.supersedes is None
 
 
-def test_every_sample_file_is_accepted(trial_run: dict[str, object]) -> None:
-    """All 78 sample files are accepted; none waits or is quarantined."""
-    outcomes = trial_run["outcomes"]
-    assert isinstance(outcomes, list)
-    assert len(outcomes) >= 70
-    assert {o.status for o in outcomes} == {FileStatus.ACCEPTED}
+def test_every_measured_sample_has_a_current_result_per_method(trial_run: TrialRun) -> None:
+    """Each post-dose sample has one current row for every method it was measured with."""
+    post_dose = trial_run.truth.filter(pl.col("role") == Role.POST_DOSE)
+    for method in Method:
+        expected = post_dose.filter(pl.col("methods").str.contains(method.value))["sample_id"]
+        found = trial_run.chimerism.filter(pl.col("method") == method)["sample_id"]
+        assert sorted(found.to_list()) == sorted(expected.to_list()), method
 
 
-def test_every_post_dose_sample_has_a_result_per_method(trial_run: dict[str, object]) -> None:
-    """Each truth sample has a current row for every method it was measured with."""
-    truth = trial_run["truth"]
-    assert isinstance(truth, pl.DataFrame)
-    for method in ("STR", "qPCR", "ddPCR"):
-        expected = truth.filter(pl.col("methods").str.contains(method))["sample_id"].to_list()
-        found = _joined(trial_run, method)["sample_id"].to_list()
-        assert sorted(found) == sorted(expected), method
-
-
-def test_study_day_counts_calendar_days_from_the_first_infusion(
-    trial_run: dict[str, object],
-) -> None:
+def test_study_day_counts_calendar_days_from_the_first_infusion(trial_run: TrialRun) -> None:
     """study_day equals the generator's day numbering (day 0 = date of the first infusion)."""
-    chimerism = trial_run["chimerism"]
-    truth = trial_run["truth"]
-    assert isinstance(chimerism, pl.DataFrame)
-    assert isinstance(truth, pl.DataFrame)
-    joined = chimerism.join(
-        truth.select("sample_id", pl.col("study_day").alias("true_day")), on="sample_id"
+    joined = trial_run.chimerism.join(
+        trial_run.truth.select("sample_id", pl.col("study_day").alias("true_day")), on="sample_id"
     )
-    assert joined.height > 1000
+    assert joined.height > 1200
     assert (joined["study_day"] == joined["true_day"]).all()
 
 
-def test_str_recovers_truth_within_one_point_above_5_pct(trial_run: dict[str, object]) -> None:
-    """STR within 1 percentage point of the truth wherever the truth is above 5 % iNK."""
-    rows = _joined(trial_run, "STR").filter(
-        (pl.col("true_pct") > 5) & (pl.col("qc_verdict") == "pass")
+# ---- STR (issues 9.2, 10, 16)
+
+
+def test_str_within_one_point_at_or_above_5_pct(trial_run: TrialRun) -> None:
+    """Two-genome STR over ALL rows with true >= 5 % (whole blood and sorted fractions up to
+    ~70 %): >= 95 % within 1 pp and median bias < 0.3 pp. Excluded by design: the aliquot
+    spiked with third-party DNA."""
+    rows = trial_run.joined(Method.STR).filter(
+        (pl.col("true_pct") >= STR_FLOOR_PCT)
+        & (pl.col("true_genome_model") == GenomeModel.TWO_GENOME)
+        & ~pl.col("str_contaminated")
     )
     assert rows.height > 100
-    error = (rows["pct_ink"] - rows["true_pct"]).abs()
-    assert error.max() <= 1.0, rows.filter(error > 1.0).select("sample_id", "pct_ink", "true_pct")
+    assert rows["true_pct"].max() > 50  # the sorted CD56+ fractions reach the upper range
+    error = rows["pct_ink"] - rows["true_pct"]
+    within = (error.abs() <= STR_TOLERANCE_PP).fill_null(value=False)
+    worst = rows.with_columns(error=error).sort(pl.col("error").abs(), descending=True)
+    assert within.mean() >= STR_MIN_WITHIN, worst.select("sample_id", "pct_ink", "true_pct")
+    assert abs(error.median() or math.inf) < STR_MAX_MEDIAN_BIAS_PP
 
 
-def test_str_contamination_is_sent_to_review(trial_run: dict[str, object]) -> None:
+def test_no_clean_str_sample_is_flagged_as_contamination(trial_run: TrialRun) -> None:
+    """Stutter (also on informative alleles) and HSCT-donor alleles are never read as a foreign
+    genome: only the designed spiked aliquot carries the contamination flag."""
+    rows = trial_run.joined(Method.STR)
+    assert rows.height > 400
+    flagged = rows.filter(pl.col("qc_reasons").fill_null("").str.contains(CONTAMINATION_FLAG))
+    spiked = rows.filter(pl.col("str_contaminated"))["sample_id"].to_list()
+    assert sorted(flagged["sample_id"].to_list()) == spiked
+
+
+def test_str_contamination_is_sent_to_review(trial_run: TrialRun) -> None:
     """The sample spiked with a third genome is flagged, not reported as clean."""
-    truth = trial_run["truth"]
-    assert isinstance(truth, pl.DataFrame)
-    spiked = truth.filter(pl.col("str_contaminated"))["sample_id"].to_list()
-    rows = _joined(trial_run, "STR").filter(pl.col("sample_id").is_in(spiked))
-    assert rows.height == len(spiked) > 0
+    spiked = trial_run.truth.filter(pl.col("str_contaminated"))["sample_id"].to_list()
+    rows = trial_run.joined(Method.STR).filter(pl.col("sample_id").is_in(spiked))
+    assert rows.height == len(spiked) == 1
     assert set(rows["qc_verdict"]) == {"review"}
     assert all("contamination" in r for r in rows["qc_reasons"])
 
 
-def test_qpcr_relative_error_within_25_pct_above_loq(trial_run: dict[str, object]) -> None:
-    """qPCR quantified results above LoQ are within 25 % of the truth."""
-    rows = _joined(trial_run, "qPCR").filter(
-        (pl.col("result_status") == "quantified") & (pl.col("true_pct") >= pl.col("loq_pct"))
+def test_three_genome_str_ink_and_hsct_donor(trial_run: TrialRun) -> None:
+    """Three-genome patients: % iNK within 1.5 pp for >= 90 % of samples >= 5 %; % HSCT donor
+    within 3 pp for >= 90 % of their samples; rows say genome_model = three_genome."""
+    rows = trial_run.joined(Method.STR).filter(
+        pl.col("true_genome_model") == GenomeModel.THREE_GENOME
     )
-    assert rows.height > 100
+    assert rows.height > 80
+    assert "genome_model" in rows.columns
+    assert set(rows["genome_model"]) == {GenomeModel.THREE_GENOME}
+    high = rows.filter(pl.col("true_pct") >= STR_FLOOR_PCT)
+    assert high.height > 20
+    ink_ok = (
+        (high["pct_ink"] - high["true_pct"]).abs() <= THREE_GENOME_INK_TOLERANCE_PP
+    ).fill_null(value=False)
+    assert ink_ok.mean() >= THREE_GENOME_MIN_WITHIN
+    assert "pct_hsct_donor" in rows.columns
+    hsct_ok = (
+        (rows["pct_hsct_donor"] - rows["true_hsct_pct"]).abs() <= THREE_GENOME_HSCT_TOLERANCE_PP
+    ).fill_null(value=False)
+    assert hsct_ok.mean() >= THREE_GENOME_MIN_WITHIN
+
+
+# ---- qPCR and ddPCR (issues 9, 10, 11)
+
+
+def test_qpcr_within_25_pct_relative_at_or_above_0_1_pct(trial_run: TrialRun) -> None:
+    """qPCR: >= 95 % of samples with true >= 0.1 % within 25 % relative error (any status; the
+    samples designed with too little DNA are excluded by name)."""
+    rows = trial_run.joined(Method.QPCR).filter(
+        (pl.col("true_pct") >= PCR_FLOOR_PCT) & ~_designed_exceptions(trial_run.truth)
+    )
+    assert rows.height > 200
     relative = ((rows["pct_ink"] - rows["true_pct"]) / rows["true_pct"]).abs()
-    assert relative.max() <= 0.25
+    assert (relative <= QPCR_MAX_RELATIVE_ERROR).fill_null(value=False).mean() >= QPCR_MIN_WITHIN
 
 
-def test_ddpcr_confidence_interval_covers_truth(trial_run: dict[str, object]) -> None:
-    """The truth lies inside the 95 % CI in at least 90 % of detected ddPCR samples."""
-    rows = _joined(trial_run, "ddPCR").filter(
-        pl.col("result_status").is_in(["quantified", "below_loq"]) & (pl.col("true_pct") > 0)
+def test_true_zeros_are_never_quantified(trial_run: TrialRun) -> None:
+    """A sample with no iNK DNA is never reported as quantified by any method (NTC background
+    droplets, late baseline wells and stutter notwithstanding)."""
+    for method in Method:
+        zeros = trial_run.joined(method).filter(pl.col("true_pct") == 0)
+        assert zeros.height > 50, method
+        assert ResultStatus.QUANTIFIED not in set(zeros["result_status"]), method
+
+
+def _covered(rows: pl.DataFrame, value: str, low: str, high: str) -> pl.Series:
+    return ((pl.Series(rows[low]) <= rows[value]) & (rows[value] <= rows[high])).fill_null(
+        value=False
     )
-    assert rows.height > 100
-    inside = (rows["ci_low"] <= rows["true_pct"]) & (rows["true_pct"] <= rows["ci_high"])
-    assert inside.mean() >= 0.90
 
 
-def test_true_zeros_are_never_quantified(trial_run: dict[str, object]) -> None:
-    """A sample with no iNK DNA is never reported as quantified by any method."""
-    for method in ("STR", "qPCR", "ddPCR"):
-        zeros = _joined(trial_run, method).filter(pl.col("true_pct") == 0)
-        assert zeros.height > 20, method
-        assert "quantified" not in set(zeros["result_status"]), method
+def test_ddpcr_ci_covers_truth(trial_run: TrialRun) -> None:
+    """ddPCR: the truth lies inside the 95 % CI for >= 90 % of two-genome samples >= 0.1 %
+    (whole blood and sorted fractions; any status; designed DNA failures excluded)."""
+    rows = trial_run.joined(Method.DDPCR).filter(
+        (pl.col("true_pct") >= PCR_FLOOR_PCT)
+        & (pl.col("true_genome_model") == GenomeModel.TWO_GENOME)
+        & ~_designed_exceptions(trial_run.truth)
+    )
+    assert rows.height > 200
+    assert _covered(rows, "true_pct", "ci_low", "ci_high").mean() >= DDPCR_MIN_COVERAGE
 
 
-def test_results_below_detection_are_never_a_bare_zero(trial_run: dict[str, object]) -> None:
+def test_three_genome_ddpcr_ci_covers_truth(trial_run: TrialRun) -> None:
+    """Three-genome ddPCR: truth inside the CI for >= 85 % of samples, for iNK (iNK-only marker)
+    and for the HSCT donor (a marker only the transplant donor carries)."""
+    rows = trial_run.joined(Method.DDPCR).filter(
+        pl.col("true_genome_model") == GenomeModel.THREE_GENOME
+    )
+    ink = rows.filter(pl.col("true_pct") >= PCR_FLOOR_PCT)
+    assert ink.height > 40
+    assert _covered(ink, "true_pct", "ci_low", "ci_high").mean() >= THREE_GENOME_DDPCR_MIN_COVERAGE
+    assert {"pct_hsct_donor_ci_low", "pct_hsct_donor_ci_high"} <= set(rows.columns)
+    hsct = _covered(rows, "true_hsct_pct", "pct_hsct_donor_ci_low", "pct_hsct_donor_ci_high")
+    assert hsct.mean() >= THREE_GENOME_DDPCR_MIN_COVERAGE
+
+
+def test_results_below_detection_are_never_a_bare_zero(trial_run: TrialRun) -> None:
     """not_detected rows carry no value but an LoD; failed rows a reason."""
-    chimerism = trial_run["chimerism"]
-    assert isinstance(chimerism, pl.DataFrame)
-    nd = chimerism.filter(pl.col("result_status") == "not_detected")
+    nd = trial_run.chimerism.filter(pl.col("result_status") == ResultStatus.NOT_DETECTED)
+    assert nd.height > 0
     assert nd["pct_ink"].null_count() == nd.height
     assert nd["lod_pct"].null_count() == 0
-    failed = chimerism.filter(pl.col("result_status") == "failed")
+    failed = trial_run.chimerism.filter(pl.col("result_status") == ResultStatus.FAILED)
     assert failed["qc_reasons"].null_count() == 0
 
 
-def test_designed_qc_failures_fail(trial_run: dict[str, object]) -> None:
-    """The samples designed to fail QC are reported failed, and nobody else's are."""
-    chimerism = trial_run["chimerism"]
-    truth = trial_run["truth"]
-    assert isinstance(chimerism, pl.DataFrame)
-    assert isinstance(truth, pl.DataFrame)
-    designed = set(truth.filter(pl.col("expected_qc_failure").is_not_null())["sample_id"])
-    failed = set(chimerism.filter(pl.col("result_status") == "failed")["sample_id"])
-    assert designed
-    assert failed == designed
+def test_designed_qc_failures_fail_and_nothing_else(trial_run: TrialRun) -> None:
+    """Exactly the designed DNA-input failures are failed (their qPCR and ddPCR results):
+    recurring controls, NTC background and the late baseline well fail nothing."""
+    designed = {
+        (row["sample_id"], method)
+        for row in trial_run.truth.filter(pl.col("expected_qc_failure").is_not_null()).iter_rows(
+            named=True
+        )
+        for method in row["expected_qc_failure"].split(";")
+    }
+    failed = trial_run.chimerism.filter(pl.col("result_status") == ResultStatus.FAILED)
+    assert len(designed) == 6
+    assert set(failed.select("sample_id", "method").iter_rows()) == designed
 
 
-def test_exactly_the_designed_patients_raise_each_alert(trial_run: dict[str, object]) -> None:
-    """Each alert rule fires for the patients the trial was designed to trigger, and no others."""
-    alerts = trial_run["alerts"]
-    design = trial_run["design"]
-    assert isinstance(alerts, pl.DataFrame)
-    assert isinstance(design, dict)
-    current = alerts.filter(pl.col("state") != "resolved")
-    for name, patients in design["expected_alerts"].items():
-        fired = sorted(set(current.filter(pl.col("rule") == RULE_NAMES[name])["patient_id"]))
-        assert fired == sorted(patients), name
-    assert current.group_by("patient_id", "rule").len()["len"].max() == 1
+# ---- sorted fractions and specimens (issue 10)
 
 
-def test_headline_picks_str_above_loq_and_pcr_below(trial_run: dict[str, object]) -> None:
-    """One headline per sample: STR when quantified >= 5 %, otherwise a PCR method."""
-    chimerism = trial_run["chimerism"]
-    assert isinstance(chimerism, pl.DataFrame)
-    heads = chimerism.filter(pl.col("is_headline"))
-    assert heads.group_by("sample_id").len()["len"].max() == 1
-    str_heads = heads.filter(pl.col("method") == "STR")
-    assert (str_heads.filter(pl.col("result_status") == "quantified")["pct_ink"] >= 5).all()
-    low = heads.filter(pl.col("method") != "STR")
-    assert low.height > 0
-
-
-def test_kinetics_of_p04_dose_1_match_hand_computation(trial_run: dict[str, object]) -> None:
-    """P04's dose-1 Cmax, Tmax and lin-up/log-down AUC equal the arithmetic on its two samples."""
-    kinetics = trial_run["kinetics"]
-    chimerism = trial_run["chimerism"]
-    assert isinstance(kinetics, pl.DataFrame)
-    assert isinstance(chimerism, pl.DataFrame)
-    heads = chimerism.filter((pl.col("patient_id") == "P04") & pl.col("is_headline")).sort(
-        "collected_at"
+def test_specimens_are_normalised_and_kept(trial_run: TrialRun) -> None:
+    """Every result carries its sample's normalised specimen (lab spellings such as 'PBMC',
+    'CD56+ sorted PB', 'PB CD3+' become PB / PB CD56+ / PB CD3+)."""
+    joined = trial_run.chimerism.join(
+        trial_run.truth.select("sample_id", "specimen_normalised"), on="sample_id"
     )
+    assert set(joined["specimen_normalised"]) == {Specimen.PB, Specimen.PB_CD56, Specimen.PB_CD3}
+    assert (joined["specimen"] == joined["specimen_normalised"]).all()
+
+
+def _sorted_ids(trial_run: TrialRun) -> list[str]:
+    return trial_run.truth.filter(pl.col("fraction") != "")["sample_id"].to_list()
+
+
+def test_cd56_values_never_become_a_whole_blood_cmax(trial_run: TrialRun) -> None:
+    """Whole-blood kinetics (Cmax, trough, pre-dose) never use a sorted-fraction sample."""
+    kinetics = trial_run.kinetics
+    if "specimen" in kinetics.columns:
+        kinetics = kinetics.filter(pl.col("specimen") == Specimen.PB)
+    sorted_ids = _sorted_ids(trial_run)
+    assert kinetics.filter(pl.col("cmax_sample_id").is_not_null()).height > 50
+    for column in ("cmax_sample_id", "trough_sample_id", "predose_sample_id"):
+        used = kinetics.filter(pl.col(column).is_in(sorted_ids))
+        assert used.height == 0, used.select("patient_id", "dose_number", column)
+
+
+def test_cd3_rows_never_read_above_5_pct(trial_run: TrialRun) -> None:
+    """CD3+ T-cell fractions hold iNK only through NK contamination: never above 5 %."""
+    truth = trial_run.truth.filter(pl.col("specimen_normalised") == Specimen.PB_CD3)
+    cd3 = trial_run.chimerism.join(truth.select("sample_id"), on="sample_id")
+    assert cd3.height == truth["methods"].str.split(";").list.len().sum() > 30
+    assert (cd3["pct_ink"].fill_null(0.0) <= CD3_MAX_PCT).all()
+
+
+# ---- alerts (issue 11)
+
+
+def test_alerts_fire_exactly_as_designed(trial_run: TrialRun) -> None:
+    """Per patient, every rule that must fire did (in any state) and no rule that must not fire
+    ever opened (transient patients: nothing)."""
+    fired = {
+        (patient, rule)
+        for patient, rule in trial_run.alerts.select("patient_id", "rule").unique().iter_rows()
+    }
+    missing, unexpected = [], []
+    for patient, doc in trial_run.patients().items():
+        must_fire, must_not_fire = doc["must_fire"], doc["must_not_fire"]
+        assert isinstance(must_fire, list)
+        assert isinstance(must_not_fire, list)
+        missing += [(patient, r) for r in must_fire if (patient, r) not in fired]
+        unexpected += [(patient, r) for r in must_not_fire if (patient, r) in fired]
+    assert (missing, unexpected) == ([], [])
+
+
+def test_repeated_qc_failure_only_for_the_designed_patient(trial_run: TrialRun) -> None:
+    """Only the patient with three DNA-input failures gets repeated_qc_failure."""
+    fired = trial_run.alerts.filter(pl.col("rule") == "repeated_qc_failure")["patient_id"]
+    designed = [
+        p for p, doc in trial_run.patients().items() if "repeated_qc_failure" in doc["must_fire"]
+    ]
+    assert sorted(set(fired)) == designed == ["P07"]
+
+
+# ---- headline and kinetics arithmetic
+
+
+def test_headline_picks_str_above_loq_and_pcr_below(trial_run: TrialRun) -> None:
+    """One headline per sample: STR when quantified >= 5 %, otherwise a PCR method."""
+    heads = trial_run.chimerism.filter(pl.col("is_headline"))
+    post_dose = trial_run.truth.filter(pl.col("role") == Role.POST_DOSE)
+    assert sorted(heads["sample_id"].to_list()) == sorted(post_dose["sample_id"].to_list())
+    str_heads = heads.filter(pl.col("method") == Method.STR)
+    quantified = str_heads.filter(pl.col("result_status") == ResultStatus.QUANTIFIED)
+    assert (quantified["pct_ink"] >= STR_FLOOR_PCT).all()
+    assert heads.filter(pl.col("method") != Method.STR).height > 0
+
+
+def test_kinetics_of_the_rejecter_dose_1_match_hand_computation(trial_run: TrialRun) -> None:
+    """P06's dose-1 Cmax, Tmax and lin-up/log-down AUC equal the arithmetic on its two samples
+    (whole blood only: P06 has no sorted fractions)."""
+    heads = trial_run.chimerism.filter(
+        (pl.col("patient_id") == "P06") & pl.col("is_headline")
+    ).sort("collected_at")
     peak, trough = heads.row(0, named=True), heads.row(1, named=True)
-    assert (peak["sample_id"], trough["sample_id"]) == ("P04-D001", "P04-D003-PRE")
-    dose1 = kinetics.filter(
-        (pl.col("patient_id") == "P04") & (pl.col("scope") == "dose") & (pl.col("dose_number") == 1)
+    assert (peak["sample_id"], trough["sample_id"]) == ("P06-D001", "P06-D003-PRE")
+    dose1 = trial_run.kinetics.filter(
+        (pl.col("patient_id") == "P06") & (pl.col("scope") == "dose") & (pl.col("dose_number") == 1)
     ).row(0, named=True)
-    infused = datetime(2025, 5, 6, 11, 20, tzinfo=UTC)
+    infused_at = trial_run.patients()["P06"]["infused_at"]
+    assert isinstance(infused_at, list)
+    infused = datetime.fromisoformat(infused_at[0])
     t1 = (peak["collected_at"] - infused).total_seconds() / 86400
     t2 = (trough["collected_at"] - infused).total_seconds() / 86400
     c1, c2 = peak["pct_ink"], trough["pct_ink"]

@@ -19,6 +19,7 @@ from chimera.settings import Settings, load_settings
 from chimera.warehouse import ALERTS, CHIMERISM, INFUSIONS, KINETICS, MARKERS, TRENDS, Warehouse
 
 MONTHS = ("2025-02", "2025-03", "2025-04", "2025-05")
+REFERENCE_LOT = "INK-MCB01-L01"
 
 
 def _now() -> datetime:
@@ -36,14 +37,24 @@ def small_trial_files(sample_data: Path) -> list[Path]:
     return [sample_data / "manifest.csv", sample_data / "infusion_log.xlsx", *exports]
 
 
+def _single_lot_manifest(manifest: Path, target: Path) -> Path:
+    """The manifest with every row naming the reference's lot, so the report tests do not depend
+    on resolving the lots of one cell bank (tests/test_sample_trial.py covers that)."""
+    frame = pl.read_csv(manifest, infer_schema_length=0)
+    frame.with_columns(product_lot=pl.coalesce("product_lot", pl.lit(REFERENCE_LOT))).write_csv(
+        target
+    )
+    return target
+
+
 @pytest.fixture(scope="session")
 def report_settings(sample_data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of a home whose warehouse holds the first months of the trial."""
     home = tmp_path_factory.mktemp("report-home")
     settings = load_settings(env={}, home=home)
-    outcomes = ingest_paths(
-        small_trial_files(sample_data_path), settings=settings, clock=_now, move=False
-    )
+    files = small_trial_files(sample_data_path)
+    files[0] = _single_lot_manifest(files[0], tmp_path_factory.mktemp("manifest") / files[0].name)
+    outcomes = ingest_paths(files, settings=settings, clock=_now, move=False)
     refresh_after_ingest(outcomes, settings=settings, now=_now())
     assert Warehouse(settings.warehouse).read(CHIMERISM).height > 0
     return settings
@@ -58,7 +69,9 @@ def _hostile(frame: pl.DataFrame, patient: str) -> pl.DataFrame:
         if column in rows.columns:
             rows = rows.with_columns((pl.lit(HOSTILE_PREFIX) + pl.col(column)).alias(column))
     if "specimen" in rows.columns:
-        rows = rows.with_columns(specimen=pl.lit("-cmd|' /C calc'!A0 <b>PB</b>"))
+        # Hostile but still distinct per specimen (a patient may have PB and sorted fractions).
+        hostile = pl.lit("-cmd|' /C calc'!A0 <b>") + pl.col("specimen") + pl.lit("</b>")
+        rows = rows.with_columns(specimen=hostile)
     if "qc_reasons" in rows.columns:
         rows = rows.with_columns(qc_reasons=pl.lit(HOSTILE_REASON))
     if "message" in rows.columns:
