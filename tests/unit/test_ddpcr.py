@@ -341,9 +341,14 @@ def test_synthetic_plate_recovers_truth_and_never_quantifies_zero() -> None:
         assert r["source_sha256"] == "plate1"
     assert res["S-05"]["result_status"] in ("quantified", "below_loq")
     assert res["S-005"]["result_status"] in ("not_detected", "below_loq")
-    # Sample-specific LoD = 100·k·3/C_ref with C_ref ≈ 3 wells x 18,000 x 0.6 copies.
-    assert res["S-2"]["lod_pct"] == pytest.approx(100 * 2 * 3 / (3 * 18_000 * 0.6), rel=0.05)
-    assert res["S-2"]["loq_pct"] == pytest.approx(100 * 2 * 16 / (3 * 18_000 * 0.6), rel=0.05)
+    # Sample-specific LoD = 100·k·3/C_ref (methods.md 4), C_ref = the reference copies in the
+    # pooled wells = N·λ_ref (≈ 3 wells x 18,000 x 0.6); LoQ the same with 16 droplets.
+    ref = wells.collect().filter((pl.col("sample_id") == "S-2") & (pl.col("target") == REFERENCE))
+    positives, accepted = int(ref["positives"].sum()), int(ref["accepted_droplets"].sum())
+    c_ref = accepted * -math.log(1 - positives / accepted)
+    assert c_ref == pytest.approx(3 * 18_000 * 0.6, rel=0.02)
+    assert res["S-2"]["lod_pct"] == pytest.approx(100 * 2 * 3 / c_ref, rel=1e-9)
+    assert res["S-2"]["loq_pct"] == pytest.approx(100 * 2 * 16 / c_ref, rel=1e-9)
     assert all(r["qc_verdict"] == "pass" for r in res.values())
 
 
@@ -651,6 +656,7 @@ def test_poppcr_interval_through_the_table() -> None:
     se = (1.410592 - 1.362573) / (2 * 1.96)
     assert row["pct_ink"] == pytest.approx(100.0, abs=1e-9)
     assert row["ci_low"] == pytest.approx(100 * (1 - 1.96 * math.sqrt(2) * se / 1.386294), abs=1e-3)
+    assert row["ci_high"] == 100.0  # 102.45 before the table clamps to the 0-100 scale
     pooled = markers.filter(pl.col("replicate") == "pooled").row(0, named=True)
     assert 20 * pooled["copies_per_ul"] == pytest.approx(32_618.69, abs=0.005)
 
