@@ -80,7 +80,9 @@ def test_quantasoft_17_merged_counts_are_sums_of_member_wells(real_exports: Path
     """Every merged row's counts equal the sums over its member wells (methods.md 5.4)."""
     frame = _parse(_read(real_exports, QS17), QS17)
     members = frame.filter(~pl.col("is_merged"))
-    for row in frame.filter(pl.col("is_merged")).iter_rows(named=True):
+    merged = frame.filter(pl.col("is_merged"))
+    assert merged.height == 12
+    for row in merged.iter_rows(named=True):
         wells = row["merged_wells"].split(",")
         part = members.filter(pl.col("well").is_in(wells) & (pl.col("target") == row["target"]))
         assert part.height == len(wells)
@@ -167,6 +169,7 @@ def test_qx_manager_rows_no_call_and_micro_headers(real_exports: Path) -> None:
     assert a01["sample_type"].to_list() == ["positive_control"] * 2
     assert a01["sample_id"].to_list() == ["SMN2 Control 2 copies"] * 2
     called = frame.filter(pl.col("concentration_copies_per_ul").is_not_null())
+    assert called.height == 24  # methods.md 5.3: "all 24 called rows"
     for row in called.iter_rows(named=True):
         lam = poisson_lambda(row["positives"], row["accepted_droplets"])
         assert copies_per_ul(lam, 0.85) == pytest.approx(
