@@ -451,13 +451,16 @@ def test_tuebingen_homozygote_vs_heterozygote() -> None:
 # --- 2.7: aggregation and Samuelson's bound --------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [3, 4, 5])
-def test_robust_rule_excludes_where_two_sd_cannot(n: int) -> None:
-    """At n <= 5 no locus can exceed 2 SD (Samuelson), but the robust rule drops the outlier."""
+@pytest.mark.parametrize(("n", "bound"), [(3, 1.155), (4, 1.5), (5, 1.789), (6, 2.041), (7, 2.268)])
+def test_samuelson_bounds_of_methods_md_decide_the_two_sd_rule(n: int, bound: float) -> None:
+    """methods.md 2.7: the largest possible z is (n - 1)/sqrt(n) = 1.155, 1.5, 1.789, 2.041,
+    2.268 for n = 3..7, reached by n - 1 equal loci and one outlier; so the 2-SD rule can
+    drop the outlier only from n = 6 on, while the robust rule drops it at every n."""
     values = [50.0] * (n - 1) + [95.0]
-    mean = statistics.fmean(values)
-    assert (95.0 - mean) / statistics.stdev(values) == pytest.approx((n - 1) / math.sqrt(n))
-    assert aggregate_loci_two_sd(values).n_excluded == 0
+    z = (95.0 - statistics.fmean(values)) / statistics.stdev(values)
+    assert z == pytest.approx((n - 1) / math.sqrt(n))
+    assert round(z, 3) == bound
+    assert aggregate_loci_two_sd(values).excluded == (False,) * (n - 1) + (n >= 6,)
     robust = aggregate_loci(values, mad_factor=3.0, delta_pct=5.0)
     assert robust.excluded == (False,) * (n - 1) + (True,)
     assert robust.mean_pct == 50.0
