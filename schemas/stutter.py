@@ -24,16 +24,36 @@ class StutterRatioEstimates(StrictModel):
     ``panel`` is the comma-separated sorted marker list of the profiles' kit.
     """
 
-    panel: str
-    marker: str
-    direction: str = pa.Field(isin=list(StutterDirection))
-    signal: str = pa.Field(isin=["area", "height"])
-    ratio: float = pa.Field(ge=0, le=1)
-    ratio_sd: float = pa.Field(nullable=True, ge=0)
-    n_observations: pl.Int32 = pa.Field(ge=0)
-    source: str = pa.Field(isin=list(StutterSource))
-    source_sample_ids: str = pa.Field(nullable=True)
-    reference: str = pa.Field(nullable=True)
+    panel: str = pa.Field(
+        description="The kit: comma-separated sorted marker list of its profiles."
+    )
+    marker: str = pa.Field(description="STR locus.")
+    direction: str = pa.Field(
+        description="back (n-1) or forward (n+1) stutter.", isin=list(StutterDirection)
+    )
+    signal: str = pa.Field(
+        description="Peak signal the ratio is measured on (area or height).",
+        isin=["area", "height"],
+    )
+    ratio: float = pa.Field(
+        description="Stutter / parent signal, 0-1 (methods.md 2.6).", ge=0, le=1
+    )
+    ratio_sd: float = pa.Field(
+        description="SD of the single-source observations (null below 2).", nullable=True, ge=0
+    )
+    n_observations: pl.Int32 = pa.Field(
+        description="Single-source stutter observations behind a measured ratio.", ge=0
+    )
+    source: str = pa.Field(
+        description="measured, configured or published.", isin=list(StutterSource)
+    )
+    source_sample_ids: str = pa.Field(
+        description="Single-source samples the ratio was measured on (comma-separated).",
+        nullable=True,
+    )
+    reference: str = pa.Field(
+        description="Setting or publication a ratio not measured comes from.", nullable=True
+    )
 
     @pa.dataframe_check
     @classmethod

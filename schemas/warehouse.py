@@ -6,7 +6,7 @@ derived tables, in ``source_sha256``), ``pipeline_version`` and a UTC timestamp.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import pandera.polars as pa
 import polars as pl
@@ -48,9 +48,13 @@ class Infusions(InfusionLog, Lineage):
 
 
 class SourcedLineage(Lineage):
-    """Lineage of raw assay rows, which also keep the name of the file they came from."""
+    """Lineage of raw assay rows: the name of the file they came from and the run it holds."""
 
     source_file: str = pa.Field(description="Name of the source file as received.")
+    run_id: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="Run or plate identity from the file's own header (experiment name, barcode, run end time; GeneMapper run name); null when the file carries none.",
+        nullable=True,
+    )
 
 
 class StrObservations(StrPeaks, SourcedLineage):
@@ -174,17 +178,32 @@ class Chimerism(Lineage):
     )
     qc_verdict: str = pa.Field(description="pass, review or fail.", isin=list(QcVerdict))
     qc_reasons: str = pa.Field(
-        description="Why QC is not a plain pass (plain language).", nullable=True
+        description="Why QC is not a plain pass, and what a reader must know (repeat measurement, missing cell count), in plain language.",
+        nullable=True,
     )
     n_informative: pl.Int32 = pa.Field(
         description="Informative loci (STR) or markers/wells (PCR) used.", nullable=True, ge=0
     )
     clamped: bool = pa.Field(description="The raw estimate fell outside 0-100 % and was clamped.")
     ink_cells_per_ul: float = pa.Field(
-        description="iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).",
+        description="iNK cells per µL blood = pct_ink/100 × the specimen's cell count: WBC (else lymphocytes) for whole blood, nk_per_ul for PB CD56+; null for other specimens or without the count (methods.md 6).",
         metadata={"unit": "cells/µL"},
         nullable=True,
         ge=0,
+    )
+    purity_pct: float | None = pa.Field(
+        description="Measured purity of a sorted fraction, from the manifest.",
+        metadata={"unit": "%"},
+        nullable=True,
+        gt=0,
+        le=100,
+    )
+    pct_ink_purity_corrected: float | None = pa.Field(
+        description="PB CD56+ only: pct_ink / (purity_pct / 100), clamped to 100 (the impure cells are taken as non-iNK; methods.md 6); null for other specimens or without purity_pct.",
+        metadata={"unit": "%"},
+        nullable=True,
+        ge=0,
+        le=100,
     )
     is_headline: bool = pa.Field(
         description="This method's result is the sample's headline value (methods.md 7)."
@@ -193,7 +212,11 @@ class Chimerism(Lineage):
         description="The reconciliation rule that chose the headline.", nullable=True
     )
     superseded: bool = pa.Field(
-        description="A later export of the same sample x method replaced this row."
+        description="Not the current row of its sample x method (see superseded_reason): a re-export of the same run replaced its file, or it is the other row of a repeat measurement."
+    )
+    superseded_reason: str | None = pa.Field(
+        description="Why a superseded row is not current (which file replaced it, or which repeat measurement is current); null for current rows.",
+        nullable=True,
     )
     source_file: str = pa.Field(description="Name of the source file as received.")
 
@@ -246,7 +269,13 @@ class Markers(Lineage):
         nullable=True,
     )
     donor_alleles: str = pa.Field(description="iNK product alleles at the locus.", nullable=True)
-    recipient_alleles: str = pa.Field(description="Patient alleles at the locus.", nullable=True)
+    recipient_alleles: str = pa.Field(
+        description="Patient alleles at the locus (three genomes: from recipient_germline).",
+        nullable=True,
+    )
+    hsct_donor_alleles: str | None = pa.Field(
+        description="Prior HSCT donor alleles at the locus (three-genome patients).", nullable=True
+    )
     signal_ink: float = pa.Field(
         description="Signal attributed to iNK (peak area/height sum or copies).", nullable=True
     )
@@ -270,10 +299,30 @@ class Markers(Lineage):
     pct_ink: float = pa.Field(
         description="Per-locus / per-well % iNK estimate.", metadata={"unit": "%"}, nullable=True
     )
+    pct_ink_control_normalised: float | None = pa.Field(
+        description="ddPCR pooled marker row: % iNK scaled by the expected / observed marker copies of the product control, when that control reads off.",
+        metadata={"unit": "%"},
+        nullable=True,
+    )
+    pct_recipient: float | None = pa.Field(
+        description="Per-locus / per-marker % of the patient's own cells (three genomes).",
+        metadata={"unit": "%"},
+        nullable=True,
+    )
+    pct_hsct_donor: float | None = pa.Field(
+        description="Per-locus / per-marker % of the prior HSCT donor's cells (three genomes).",
+        metadata={"unit": "%"},
+        nullable=True,
+    )
+    stutter_ratio: float | None = pa.Field(
+        description="STR back-stutter ratio (stutter / parent signal) subtracted at the locus; null when uncorrected.",
+        nullable=True,
+        ge=0,
+    )
     included: bool = pa.Field(description="The locus/well entered the headline estimate.")
     exclusion_reason: str = pa.Field(description="Why the locus/well was left out.", nullable=True)
     superseded: bool = pa.Field(
-        description="A later export of the same sample x method replaced this row."
+        description="The chimerism row this detail belongs to is superseded (see chimerism.superseded_reason)."
     )
     source_file: str = pa.Field(description="Name of the source file as received.")
 
@@ -297,7 +346,8 @@ class IngestLog(StrictModel):
     )
     rows: pl.Int64 = pa.Field(description="Rows the file contributed.", ge=0)
     supersedes: str = pa.Field(
-        description="SHA-256 of the earlier file this one supersedes.", nullable=True
+        description="Name(s) of the earlier file(s) of the same run (a re-export or re-analysis) this file replaces; the reason says why.",
+        nullable=True,
     )
     flow_run_id: str = pa.Field(
         description="Prefect flow run that processed the file.", nullable=True

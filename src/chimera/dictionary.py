@@ -26,8 +26,10 @@ CONVENTIONS = """\
 - **Results are never a bare 0.** `result_status` is `quantified` (value + 95 % CI),
   `below_loq` (detected, estimate kept), `not_detected` (no value; the sample's `lod_pct` is the
   upper bound) or `failed` (no value; `qc_reasons` says why). methods.md 4.
-- **Current rows.** Rows of an earlier export of the same sample × method stay with
-  `superseded = true`; `chimera query` hides them unless `--all`.
+- **Current rows.** One row per sample × method is current. Rows of a file that a re-export or
+  re-analysis of the same run replaced, and the other rows of a repeat measurement (the same
+  sample on another plate or STR run: the latest is current unless it failed QC), stay with
+  `superseded = true` and `superseded_reason`; `chimera query` hides them unless `--all`.
 - **Sorted fractions** (`specimen` = `PB CD56+`, `PB CD3+`, `PB CD33+`): `pct_ink` is the share
   measured in the sorted fraction. When the manifest gives `purity_pct` (0–100),
   `pct_ink_purity_corrected` = `pct_ink` / (`purity_pct` / 100), clamped to 0–100 (assumes the

@@ -19,6 +19,7 @@ import polars as pl
 from chimera.detect import Assay, DecodedExport, Detection, ExportFormat, detect
 from chimera.errors import ChimeraError, Problem, RejectReason
 from chimera.inbox import archive_file, quarantine_file
+from chimera.parsers.common import ParsedExport
 from chimera.parsers.dispatch import check_plausible, parse_export
 from chimera.prerequisites import assay_sample_ids, missing_prerequisites, resolve_sample_ids
 from chimera.rebuild import recompute_or_defer
@@ -30,6 +31,7 @@ from chimera.registry import (
     read_ledger,
     read_observations,
     read_registry,
+    supersession,
 )
 from chimera.settings import Settings
 from chimera.warehouse import (
@@ -178,7 +180,7 @@ def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
     base = replace(base, reason="; ".join(parsed.notes) or None)  # e.g. specimens kept as written
     if detection.assay is Assay.REGISTRY:
         return _accept_registry(run, base, detection, frame)
-    return _accept_assay(run, base, detection, frame, ledger)
+    return _accept_assay(run, base, detection, parsed, ledger)
 
 
 def _record_duplicate(run: _Run, base: FileOutcome, ledger: pl.DataFrame) -> FileOutcome | None:
@@ -285,31 +287,57 @@ def _accept_registry(
 
 
 def _accept_assay(
-    run: _Run, base: FileOutcome, detection: Detection, frame: pl.DataFrame, ledger: pl.DataFrame
+    run: _Run, base: FileOutcome, detection: Detection, parsed: ParsedExport, ledger: pl.DataFrame
 ) -> FileOutcome:
     method = Method(detection.assay.value)
     fmt = detection.format.value
     with run.warehouse.lock():
         registry = read_registry(run.warehouse)
-        frame = resolve_sample_ids(frame, set(registry.samples["sample_id"].to_list()))
+        frame = resolve_sample_ids(parsed.frame, set(registry.samples["sample_id"].to_list()))
         stored = read_observations(run.warehouse, method)
         waits = _waits(run.warehouse, frame, method, registry, stored)
         if waits:
             return _wait_or_time_out(run, replace(base, detected_format=fmt), waits, ledger)
-        supersedes = _superseded_source(stored, frame, ledger)
+        rows = _with_lineage(frame, base, run.now).with_columns(
+            run_id=pl.lit(parsed.run_id, dtype=pl.String)
+        )
+        supersedes, why = _replaced_files(stored, rows, method, base.sha256)
         table = OBSERVATIONS[method]
         if not run.warehouse.has(table, base.sha256):
-            run.warehouse.write(table, base.sha256, _with_lineage(frame, base, run.now))
+            run.warehouse.write(table, base.sha256, rows)
+        notes = [f"supersedes {supersedes}: {why}"] if supersedes else []
         accepted = replace(
             base,
             status=FileStatus.ACCEPTED,
             detected_format=fmt,
             rows=frame.height,
-            patients=frozenset(affected_patients(frame, registry)),
+            patients=frozenset(affected_patients(frame, registry, method)),
             supersedes=supersedes,
-            reason=f"supersedes {supersedes}" if supersedes else None,
+            reason="; ".join([*notes, *([base.reason] if base.reason else [])]) or None,
         )
         return _accept(run, accepted)
+
+
+def _replaced_files(
+    stored: pl.DataFrame, rows: pl.DataFrame, method: Method, sha256: str
+) -> tuple[str | None, str | None]:
+    """Names of the files this one replaces as a re-export of their run, and why (or None).
+
+    The rule is :func:`chimera.registry.supersession`'s: the files current before this one
+    that it replaces now.
+    """
+    if stored.height == 0:
+        return None, None
+    before = supersession(stored, method).filter(pl.col("replaced_by").is_null())
+    after = supersession(pl.concat([stored, rows], how="diagonal_relaxed"), method)
+    mine = after.filter(pl.col("source_sha256") == sha256)
+    replaced = after.filter(
+        (pl.col("replaced_by") == sha256)
+        & pl.col("source_sha256").is_in(before["source_sha256"].implode())
+    )
+    if replaced.height == 0:
+        return None, None
+    return ", ".join(sorted(replaced["source_file"].to_list())), mine["link"][0]
 
 
 def _waits(
@@ -354,20 +382,3 @@ def _wait_or_time_out(
     ):
         _log(run, outcome)
     return outcome
-
-
-def _superseded_source(
-    stored: pl.DataFrame, frame: pl.DataFrame, ledger: pl.DataFrame
-) -> str | None:
-    """Name the earlier export(s) whose samples this file re-measures (a corrected re-export)."""
-    if stored.height == 0:
-        return None
-    ids = assay_sample_ids(frame)
-    earlier = stored.filter(pl.col("sample_id").is_in(ids))["source_sha256"].unique().to_list()
-    if not earlier:
-        return None
-    names = ledger.filter(
-        pl.col("source_sha256").is_in(earlier) & (pl.col("status") == FileStatus.ACCEPTED)
-    )
-    labels = sorted(set(names["file_name"].to_list())) or [s[:12] for s in earlier]
-    return ", ".join(labels)

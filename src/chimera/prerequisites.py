@@ -1,8 +1,9 @@
 """What an assay file needs before it can be accepted, and which of its samples those are.
 
 An assay file waits (``waiting`` in the ledger) until the manifest names its samples, each
-post-dose patient's baseline has been measured and the product lot's reference has been
-measured by the same method. Controls need no manifest row. Export sample names that only
+post-dose patient's genotype source has been measured (the baseline; for a three-genome patient
+the germline and the prior HSCT donor) and a reference of the patient's product cell bank has
+been measured by the same method. Controls need no manifest row. Export sample names that only
 embed a manifest id (GeneMapper's run-file names) are mapped to the id first.
 """
 
@@ -12,7 +13,7 @@ import re
 
 import polars as pl
 
-from chimera.registry import Registry
+from chimera.registry import PatientProduct, Registry, three_genome_patients
 from schemas.vocab import PRODUCT_ROLES, Method, Role
 
 CONTROL_TASKS = ("ntc", "standard", "negative_control", "positive_control")
@@ -78,12 +79,16 @@ def missing_prerequisites(
     measured: set[str],
     baselines_measured: set[str],
 ) -> list[str]:
-    """What an assay file still waits for: manifest rows, a baseline, the product reference.
+    """What an assay file still waits for: manifest rows, the patient's genotype, the product.
 
     ``measured`` = sample ids already measured by this method (stored or in this file);
-    ``baselines_measured`` = sample ids that count as a measured baseline: for STR the same
-    method (the genotype is needed), for qPCR/ddPCR any PCR plate (marker screening is often
-    done once, by one PCR method). A product reference must be measured by the same method.
+    ``baselines_measured`` = sample ids that count as a measured genotype source: for STR the
+    same method (the genotype is needed), for qPCR/ddPCR any PCR plate (marker screening is often
+    done once, by one PCR method). A two-genome patient needs a measured ``recipient_baseline``;
+    a three-genome patient (an ``hsct_donor`` sample on record) a measured
+    ``recipient_germline`` and ``hsct_donor`` (their pre-dose blood is a mixed chimera, not a
+    genotype). The product (any lot of the patient's cell bank; STR: a ``donor_reference``, PCR:
+    also a ``calibrator``) must be measured by the same method.
     """
     ids = assay_sample_ids(frame)
     known = registry.samples.filter(pl.col("sample_id").is_in(ids))
@@ -94,24 +99,51 @@ def missing_prerequisites(
             f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
         )
         waits.append(f"manifest rows for sample(s) {shown}")
-    reference_roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
-    references = registry.samples.filter(
-        pl.col("sample_id").is_in(list(measured)) & pl.col("role").is_in(reference_roles)
-    )
-    baselines = registry.samples.filter(
-        pl.col("sample_id").is_in(list(baselines_measured))
-        & (pl.col("role") == Role.RECIPIENT_BASELINE)
-    )
+    genotyped = registry.samples.filter(pl.col("sample_id").is_in(list(baselines_measured)))
+    three_genome = three_genome_patients(registry)
     for patient in sorted(known.filter(pl.col("role") == Role.POST_DOSE)["patient_id"].unique()):
-        lot = registry.lots.get(patient)
-        if lot is None:
-            waits.append(
-                f"the product lot of patient {patient} (add product_lot to the manifest or infusion log)"
-            )
+        waits += _genotype_waits(patient, method, genotyped, three=patient in three_genome)
+        product = registry.products[patient]
+        if product.bank is None:
+            waits.append(str(product.problem))
             continue
-        if not baselines.filter(pl.col("patient_id") == patient).height:
-            kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
-            waits.append(f"{kind} result of patient {patient}'s baseline (recipient_baseline)")
-        if not references.filter(pl.col("patient_id") == lot).height:
-            waits.append(f"a {method} result of the iNK product lot {lot} (donor_reference)")
+        waits += _product_waits(product, method, registry, measured)
     return waits
+
+
+def _genotype_waits(
+    patient: str, method: Method, genotyped: pl.DataFrame, *, three: bool
+) -> list[str]:
+    """The patient's genotype sources not measured yet (see :func:`missing_prerequisites`)."""
+    kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
+    own = genotyped.filter(pl.col("patient_id") == patient)
+    if not three:
+        if own.filter(pl.col("role") == Role.RECIPIENT_BASELINE).height:
+            return []
+        return [f"{kind} result of patient {patient}'s baseline (recipient_baseline)"]
+    waits = []
+    if not own.filter(pl.col("role") == Role.RECIPIENT_GERMLINE).height:
+        waits.append(
+            f"{kind} result of patient {patient}'s own genome (recipient_germline: buccal swab, "
+            "fibroblasts or pre-transplant DNA); the patient has a prior HSCT donor, so the "
+            "pre-dose blood is a mixed chimera, not a genotype"
+        )
+    if not own.filter(pl.col("role") == Role.HSCT_DONOR).height:
+        waits.append(f"{kind} result of patient {patient}'s prior HSCT donor (hsct_donor)")
+    return waits
+
+
+def _product_waits(
+    product: PatientProduct, method: Method, registry: Registry, measured: set[str]
+) -> list[str]:
+    """The product reference of the patient's cell bank, when no lot of it was measured yet."""
+    roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
+    members = registry.samples.filter(
+        pl.col("sample_id").is_in(registry.product_ids(product.bank)) & pl.col("role").is_in(roles)
+    )
+    if members.filter(pl.col("sample_id").is_in(list(measured))).height:
+        return []
+    lots = ", ".join(sorted(set(members["patient_id"].to_list())) or product.lots) or "none yet"
+    what = "donor_reference" if method == Method.STR else "donor_reference or calibrator"
+    wait = f"a {method} result of the iNK product ({what} of any lot of cell bank {product.bank}"
+    return [f"{wait}: lots {lots})"]

@@ -1,37 +1,46 @@
 """Derived tables rebuilt from the raw tables, for the patients a change touches.
 
-``chimerism/`` and ``markers/`` of a patient are recomputed from the current observations of
-every method (see :func:`chimera.registry.current_observations`) with the registry's samples,
-so the order files arrive in does not matter and a re-run adds nothing. Dilution series set
-the assay limits first (``assay_limits/``). A patient is marked dirty before its tables are
-rewritten and cleared after, so a crash leaves at worst a dirty patient that
-:func:`recover_dirty` rebuilds on the next run.
+``chimerism/`` and ``markers/`` of a patient are recomputed from the raw rows of every method
+(:mod:`chimera.method_rows`; which files count: :func:`chimera.registry.supersession`) with the
+registry's samples, so the order files arrive in does not matter and a re-run adds nothing.
+Dilution series set the assay limits first (``assay_limits/``); the STR stutter ratios are
+measured once per rebuild on every current single-source profile (``stutter_ratios/``). A
+patient is marked dirty before its tables are rewritten and cleared after, so a crash leaves at
+worst a dirty patient that :func:`recover_dirty` rebuilds on the next run.
+
+Current rows [R] (issue 9): rows of a file a re-export replaced are ``superseded`` with the
+reason; of a repeat measurement (one sample on several current files) the latest is current
+unless it failed QC (:func:`chimera.registry.mark_repeat_measurements`); the headline is chosen
+among current rows only (:func:`chimera.calculate.reconcile.choose_headline`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
 import polars as pl
 
-from chimera.calculate import ddpcr, qpcr, str_chimerism
 from chimera.calculate.limits import (
-    MARKER_COLUMNS,
-    RESULT_COLUMNS,
-    MethodOutput,
     limits_from_dilution_series,
     summarise_dilution_series,
 )
 from chimera.calculate.reconcile import choose_headline
+from chimera.calculate.stutter_ratios import (
+    STUTTER_COLUMNS,
+    estimate_stutter_ratios,
+    single_source_samples,
+)
+from chimera.method_rows import MethodInputs, method_rows, replaced_rows
 from chimera.registry import (
     Registry,
-    current_observations,
+    mark_repeat_measurements,
     read_observations,
     read_registry,
     series_ids,
+    split_current,
 )
 from chimera.settings import Settings
 from chimera.warehouse import (
@@ -40,108 +49,57 @@ from chimera.warehouse import (
     MARKERS,
     OBSERVATIONS,
     PIPELINE_VERSION,
+    STUTTER_RATIOS,
     Warehouse,
+    sha256_of,
 )
-from schemas.vocab import PRODUCT_ROLES, Method, Role
-
-REPORTED_ROLES = (Role.POST_DOSE, Role.DILUTION_STANDARD)
-"""Roles whose results are reported (a dilution standard is measured like a post-dose sample)."""
+from schemas.vocab import Method, Specimen
 
 
-def _compute(
-    method: Method, observations: pl.DataFrame, samples: pl.DataFrame, settings: Settings
-) -> MethodOutput:
-    compute: dict[Method, Callable[..., MethodOutput]] = {
-        Method.STR: lambda o, s: str_chimerism.compute_str_chimerism(o, s, settings=settings.str),
-        Method.QPCR: lambda o, s: qpcr.compute_qpcr_chimerism(o, s, settings=settings.qpcr),
-        Method.DDPCR: lambda o, s: ddpcr.compute_ddpcr_chimerism(o, s, settings=settings.ddpcr),
-    }
-    return compute[method](observations.lazy(), samples.lazy())
+def method_inputs(
+    warehouse: Warehouse, registry: Registry, *, settings: Settings
+) -> dict[Method, MethodInputs]:
+    """Every method's raw rows, which files count, and what the calculations share.
 
-
-def _patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
-    """The patient's samples plus the product samples of their lot, with ``product_lot`` set."""
-    lot = registry.lots.get(patient)
-    own = registry.samples.filter(pl.col("patient_id") == patient).with_columns(
-        product_lot=pl.lit(lot, dtype=pl.String),
-        # A dilution standard is measured exactly like a post-dose sample of its series.
-        role=pl.when(pl.col("role") == Role.DILUTION_STANDARD)
-        .then(pl.lit(Role.POST_DOSE))
-        .otherwise(pl.col("role")),
+    STR gets the stutter table; ddPCR the current qPCR rows, whose plates type genomes no
+    ddPCR plate holds.
+    """
+    found = {}
+    for method in OBSERVATIONS:
+        observations = read_observations(warehouse, method)
+        current, supersession = split_current(observations, method)
+        found[method] = MethodInputs(method, observations, current, supersession)
+    peaks = found[Method.STR].current
+    stutter = (
+        estimate_stutter_ratios(peaks, registry.samples, settings=settings.str)
+        if settings.str.stutter_correction and peaks.height
+        else pl.DataFrame(schema=STUTTER_COLUMNS)
     )
-    product = registry.samples.filter(
-        (pl.col("patient_id") == (lot or "")) & pl.col("role").is_in(PRODUCT_ROLES)
-    ).with_columns(product_lot=pl.col("patient_id"))
-    optional = [c for c in ("specimen", "cell_bank") if c in registry.samples.columns]
-    return pl.concat([own, product], how="vertical_relaxed").select(
-        "sample_id", "patient_id", "role", "product_lot", *optional
-    )
+    found[Method.STR] = replace(found[Method.STR], stutter=stutter)
+    found[Method.DDPCR] = replace(found[Method.DDPCR], screening=found[Method.QPCR].current)
+    return found
 
 
-def _method_rows(
-    method: Method, patient: str, registry: Registry, current: pl.DataFrame, settings: Settings
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Results and marker rows of one patient by one method, with the source of each sample."""
-    samples = _patient_samples(registry, patient)
-    ids = samples["sample_id"].to_list()
-    post_dose = registry.samples.filter(
-        (pl.col("patient_id") == patient) & pl.col("role").is_in(REPORTED_ROLES)
-    )
-    if (
-        current.height == 0
-        or not current.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode())).height
-    ):
-        return pl.DataFrame(schema=RESULT_COLUMNS), pl.DataFrame(schema=MARKER_COLUMNS)
-    # Plates that hold the patient's own samples; the product's wells on them come along (a
-    # calibrator sits on every plate, so selecting by product samples would take every plate).
-    own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
-    plates = current.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"].unique()
-    if method == Method.STR:
-        observations = current.filter(pl.col("sample_id").is_in(ids))
-    else:
-        # The product's wells on other plates are its registered reference (ddPCR zygosity);
-        # every DNA sample on the plates gets its manifest role (never the instrument's type).
-        product = registry.samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"]
-        observations = current.filter(
-            pl.col("source_sha256").is_in(plates.implode())
-            | pl.col("sample_id").is_in(product.implode())
-        )
-        others = registry.samples.filter(
-            pl.col("sample_id").is_in(observations["sample_id"].unique().implode())
-            & ~pl.col("sample_id").is_in(samples["sample_id"].implode())
-            & ~pl.col("role").is_in(REPORTED_ROLES)
-        ).with_columns(
-            product_lot=pl.when(pl.col("role").is_in(PRODUCT_ROLES))
-            .then(pl.col("patient_id"))
-            .otherwise(pl.col("product_lot"))
-        )
-        samples = pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed")
-    output = _compute(
-        method,
-        observations.drop("source_file", "ingested_at", "pipeline_version", strict=False),
-        samples,
-        settings,
-    )
-    # PCR results name their plate (one result per sample x plate); STR its first source.
-    sources = observations.group_by("sample_id", "source_sha256").agg(
-        pl.col("source_file").first(), pl.col("ingested_at").first()
-    )
-    first = sources.group_by("sample_id").agg(pl.col("source_sha256").min().alias("_first"))
+def stutter_table(stutter: pl.DataFrame, peaks: pl.DataFrame, registry: Registry) -> pl.DataFrame:
+    """The stutter estimates as warehouse rows, lineage = the single-source files measured.
 
-    def with_source(frame: pl.DataFrame) -> pl.DataFrame:
-        return (
-            frame.filter(pl.col("sample_id").is_in(post_dose["sample_id"].implode()))
-            .join(first, on="sample_id", how="left")
-            .with_columns(source_sha256=pl.coalesce("source_sha256", "_first"))
-            .drop("_first")
-            .join(sources, on=["sample_id", "source_sha256"], how="left")
-        )
-
-    return with_source(output.results), with_source(output.markers)
+    ``source_sha256`` is the SHA-256 of the sorted hashes of the current STR files holding a
+    single-source profile; ``ingested_at`` the latest of them.
+    """
+    if stutter.height == 0:
+        return pl.DataFrame(schema=STUTTER_RATIOS.schema)
+    single = single_source_samples(registry.samples)["sample_id"]
+    files = peaks.filter(pl.col("sample_id").is_in(single.implode()))
+    hashes = sorted(files["source_sha256"].unique().to_list())
+    return stutter.with_columns(
+        source_sha256=pl.lit(sha256_of("".join(hashes).encode())),
+        pipeline_version=pl.lit(PIPELINE_VERSION),
+        ingested_at=pl.lit(files["ingested_at"].max(), dtype=pl.Datetime("us", "UTC")),
+    ).select(list(STUTTER_RATIOS.schema))
 
 
 def assay_limits(
-    registry: Registry, current: dict[Method, pl.DataFrame], *, settings: Settings
+    registry: Registry, inputs: dict[Method, MethodInputs], *, settings: Settings
 ) -> tuple[pl.DataFrame, Settings]:
     """LoD/LoQ per method from dilution series, and the settings that apply them.
 
@@ -149,15 +107,15 @@ def assay_limits(
     series' ``recipient_baseline``) is computed like a patient with the configured limits; the
     most conservative series per method then replaces the configured assay LoD/LoQ (STR, qPCR)
     or sets a floor under the sample-specific Poisson limits (ddPCR). Without a series the
-    configured values stay.
+    configured values stay. A level measured on several plates counts each plate's result.
     """
     rows: list[dict[str, object]] = []
     effective = settings
     nominal = registry.samples.select("sample_id", "nominal_pct")
-    for method, observations in current.items():
+    for method, method_input in inputs.items():
         found: list[tuple[float | None, float | None, int]] = []
         for series in sorted(series_ids(registry)):
-            results, _ = _method_rows(method, series, registry, observations, settings)
+            results, _ = method_rows(method_input, series, registry, settings)
             if results.height == 0:
                 continue
             joined = results.join(nominal, on="sample_id", how="inner")
@@ -213,59 +171,97 @@ def recompute_patients(
 ) -> None:
     """Rebuild ``chimerism/`` and ``markers/`` for ``patients`` from the raw tables.
 
-    Rows of an earlier export of the same sample x method are kept, flagged ``superseded``.
+    Rows of a file a re-export replaced, and the other rows of a repeat measurement, are kept
+    with ``superseded = true`` and the reason (module docstring).
     """
     todo = set(patients)
     if not todo:
         return
     warehouse.mark_dirty(todo)
     registry = read_registry(warehouse)
-    current = {m: current_observations(read_observations(warehouse, m)) for m in OBSERVATIONS}
-    limits, settings = assay_limits(registry, current, settings=settings)
+    inputs = method_inputs(warehouse, registry, settings=settings)
+    stutter = inputs[Method.STR]
+    warehouse.write_single(
+        STUTTER_RATIOS, stutter_table(stutter.stutter, stutter.current, registry)
+    )
+    limits, settings = assay_limits(registry, inputs, settings=settings)
     warehouse.write_single(ASSAY_LIMITS, limits)
     for patient in sorted(todo - series_ids(registry)):
-        results, markers = [], []
-        for method, observations in current.items():
-            r, m = _method_rows(method, patient, registry, observations, settings)
-            results.append(r)
-            markers.append(m)
-        chimerism = _finish_chimerism(
-            pl.concat(results, how="diagonal_relaxed"), patient, registry, settings
-        )
-        marker_rows = _finish_markers(pl.concat(markers, how="diagonal_relaxed"), patient)
-        previous = warehouse.read_part(CHIMERISM, patient)
-        previous_markers = warehouse.read_part(MARKERS, patient)
-        chimerism = _keep_superseded(chimerism, previous, ["sample_id", "method", "source_sha256"])
-        marker_rows = _keep_superseded(
-            marker_rows, previous_markers, ["sample_id", "method", "source_sha256"]
-        )
+        chimerism, markers = patient_tables(patient, registry, inputs, settings=settings)
         warehouse.write(CHIMERISM, patient, chimerism)
-        warehouse.write(MARKERS, patient, marker_rows)
+        warehouse.write(MARKERS, patient, markers)
     warehouse.clear_dirty(todo)
 
 
-def _keep_superseded(
-    new: pl.DataFrame, previous: pl.DataFrame | None, key: list[str]
-) -> pl.DataFrame:
-    if previous is None or previous.height == 0:
-        return new
-    current_keys = new.select(key).unique()
-    old = previous.join(current_keys, on=key, how="anti").with_columns(superseded=pl.lit(True))
-    return pl.concat([new, old.select(new.columns)], how="vertical_relaxed") if old.height else new
+def patient_tables(
+    patient: str, registry: Registry, inputs: dict[Method, MethodInputs], *, settings: Settings
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One patient's ``chimerism`` and ``markers`` rows from every method's raw rows."""
+    results, markers = [], []
+    for method_input in inputs.values():
+        current, detail = method_rows(method_input, patient, registry, settings)
+        results.append(current.with_columns(superseded=pl.lit(False)))
+        markers.append(detail)
+        old, old_detail = replaced_rows(method_input, patient, registry, settings)
+        if old.height:
+            results.append(old.with_columns(superseded=pl.lit(True)))
+            markers.append(old_detail)
+    frame = pl.concat(results, how="diagonal_relaxed")
+    if frame.height == 0:
+        return pl.DataFrame(schema=CHIMERISM.schema), pl.DataFrame(schema=MARKERS.schema)
+    if "superseded_reason" not in frame.columns:
+        frame = frame.with_columns(superseded_reason=pl.lit(None, dtype=pl.String))
+    chimerism = _finish_chimerism(mark_repeat_measurements(frame), patient, registry, settings)
+    return chimerism, _finish_markers(pl.concat(markers, how="diagonal_relaxed"), chimerism)
+
+
+def specimen_counts() -> dict[str, pl.Expr]:
+    """INK cells/µL and the purity-corrected % iNK of each row, by its specimen (methods.md 6).
+
+    iNK cells/µL = pct_ink/100 x the count of the cells the DNA came from: WBC (else the
+    lymphocyte count) for whole blood (``PB`` or no specimen given), the NK count
+    (``nk_per_ul``) for a ``PB CD56+`` fraction; no count for any other specimen (CD3+, CD33+,
+    BM or a specimen kept verbatim): the manifest carries no denominator for them. The purity
+    correction (``PB CD56+`` only: iNK are NK cells, so the impure cells are taken as non-iNK)
+    is pct_ink / (purity_pct / 100), clamped to 100; an off-lineage fraction is never corrected
+    upward.
+    """
+    whole = pl.col("specimen").is_null() | (pl.col("specimen") == Specimen.PB.value)
+    cd56 = pl.col("specimen") == Specimen.PB_CD56.value
+    fraction = pl.col("pct_ink") / 100
+    return {
+        "ink_cells_per_ul": pl.when(whole)
+        .then(fraction * pl.coalesce("wbc_per_ul", "lymphocytes_per_ul"))
+        .when(cd56)
+        .then(fraction * pl.col("nk_per_ul"))
+        .otherwise(None),
+        "pct_ink_purity_corrected": pl.when(cd56)
+        .then(pl.min_horizontal(pl.col("pct_ink") / (pl.col("purity_pct") / 100), pl.lit(100.0)))
+        .otherwise(None),
+    }
+
+
+NO_NK_COUNT = (
+    "iNK cells/µL not given: a PB CD56+ fraction needs the NK cell count (nk_per_ul) in the "
+    "manifest"
+)
 
 
 def _finish_chimerism(
     results: pl.DataFrame, patient: str, registry: Registry, settings: Settings
 ) -> pl.DataFrame:
     """Add patient context, study day, absolute counts, headline choice and lineage."""
-    columns = list(CHIMERISM.schema)
-    if results.height == 0:
-        return pl.DataFrame(schema=CHIMERISM.schema)
     first_dose = registry.infusions.filter(pl.col("patient_id") == patient)["infused_at"].min()
     if not isinstance(first_dose, datetime):
         first_dose = None
     context = registry.samples.select(
-        "sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul", "lymphocytes_per_ul"
+        "sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul",
+        "lymphocytes_per_ul", "nk_per_ul", "purity_pct",
+    )  # fmt: skip
+    no_nk = (
+        (pl.col("specimen") == Specimen.PB_CD56.value)
+        & pl.col("pct_ink").is_not_null()
+        & pl.col("nk_per_ul").is_null()
     )
     frame = results.join(context, on="sample_id", how="left").with_columns(
         # Study day = calendar days (UTC) from the date of the first infusion (day 0).
@@ -276,31 +272,45 @@ def _finish_chimerism(
             if first_dose is not None
             else pl.lit(None, dtype=pl.Int32)
         ),
-        # iNK cells/µL = f x the count of the cells the DNA came from: WBC for whole blood,
-        # else the lymphocyte count (methods.md section 6).
-        ink_cells_per_ul=pl.col("pct_ink")
-        / 100
-        * pl.coalesce(pl.col("wbc_per_ul"), pl.col("lymphocytes_per_ul")),
-        superseded=pl.lit(False),
+        **specimen_counts(),
+        qc_reasons=pl.when(no_nk)
+        .then(
+            pl.concat_str(
+                pl.col("qc_reasons"), pl.lit(NO_NK_COUNT), separator="; ", ignore_nulls=True
+            )
+        )
+        .otherwise(pl.col("qc_reasons")),
         pipeline_version=pl.lit(PIPELINE_VERSION),
         source_file=pl.col("source_file").fill_null(""),
     )
-    frame = choose_headline(
-        frame, settings=settings.reconcile, cd=settings.alerts.critical_difference
+    live = ~pl.col("superseded")
+    current = choose_headline(
+        frame.filter(live), settings=settings.reconcile, cd=settings.alerts.critical_difference
     )
-    return frame.select(columns).sort("collected_at", "sample_id", "method", nulls_last=True)
+    others = frame.filter(~live).with_columns(
+        is_headline=pl.lit(False), headline_rule=pl.lit(None, dtype=pl.String)
+    )
+    return (
+        pl.concat([current, others], how="diagonal_relaxed")
+        .select(list(CHIMERISM.schema))
+        .sort("collected_at", "sample_id", "method", "superseded", "source_file", nulls_last=True)
+    )
 
 
-def _finish_markers(markers: pl.DataFrame, patient: str) -> pl.DataFrame:
-    columns = list(MARKERS.schema)
+def _finish_markers(markers: pl.DataFrame, chimerism: pl.DataFrame) -> pl.DataFrame:
+    """Marker rows with their result's patient and current/superseded flag, and lineage."""
     if markers.height == 0:
         return pl.DataFrame(schema=MARKERS.schema)
-    return markers.with_columns(
-        patient_id=pl.lit(patient),
-        superseded=pl.lit(False),
-        pipeline_version=pl.lit(PIPELINE_VERSION),
-        source_file=pl.col("source_file").fill_null(""),
-    ).select(columns)
+    key = ["sample_id", "method", "source_sha256"]
+    flags = chimerism.select(*key, "patient_id", "superseded")
+    return (
+        markers.join(flags, on=key, how="inner")
+        .with_columns(
+            pipeline_version=pl.lit(PIPELINE_VERSION),
+            source_file=pl.col("source_file").fill_null(""),
+        )
+        .select(list(MARKERS.schema))
+    )
 
 
 def recompute_or_defer(

@@ -1,9 +1,24 @@
-"""What the warehouse currently knows: samples, doses, product lots, the ledger, current rows.
+"""What the warehouse currently knows: samples, doses, product banks, the ledger, current rows.
 
 Reads only. The registry is the latest manifest row per sample and the latest infusion-log row
-per dose; each patient's product lot comes from the manifest, else the infusion log, else the
-only lot there is. :func:`current_observations` is the one place that decides which raw assay
-rows count (an export re-measuring a sample supersedes the earlier one).
+per dose. Rules [R] (issues 9 and 10):
+
+* **Product.** Every lot of one master cell bank is one genome (``cell_bank`` on product rows;
+  :class:`chimera.calculate.common.ProductBanks`). A patient's bank comes from the lots the
+  manifest and the infusion log name for them (a patient may receive several lots of one
+  bank); without a named lot, the only bank there is. Lots of different banks never mix: such a
+  patient has no bank, and the reason says why.
+* **Re-exports.** :func:`supersession` is the one place that decides which raw assay files
+  count. Two files of one method hold the same run when both carry a header run id
+  (``run_id``), the ids are equal and they share at least half of the smaller file's wells (STR:
+  sample files); or, unless both carry different run ids, when they hold exactly the same set of
+  (well, sample, target) rows (STR: (sample, marker)); a file never joins a run whose header
+  id is another. The latest file of a run replaces the earlier ones entirely. Recurring
+  control ids on another plate never replace anything.
+* **Repeat measurements.** A sample measured on several current files (another plate or STR
+  run) keeps every row; :func:`mark_repeat_measurements` makes the latest current, unless it
+  failed QC (then the latest that did not; all failed: the latest). "Latest" = the file
+  ingested last (then the file name).
 """
 
 from __future__ import annotations
@@ -13,8 +28,23 @@ from datetime import datetime
 
 import polars as pl
 
+from chimera.calculate.common import ProductBanks, sample_table
+from chimera.calculate.stutter_ratios import single_source_samples
 from chimera.warehouse import INFUSIONS, INGEST_LOG, OBSERVATIONS, SAMPLES, Warehouse
-from schemas.vocab import PRODUCT_ROLES, FileStatus, Method, Role
+from schemas.vocab import PRODUCT_ROLES, FileStatus, Method, QcVerdict, ResultStatus, Role
+
+
+@dataclass(frozen=True)
+class PatientProduct:
+    """The iNK product a patient received: master cell bank and the lot the calculations use."""
+
+    bank: str | None
+    """None when it cannot be told (``problem`` says why)."""
+    lot: str | None = None
+    """A lot of ``bank`` with product samples (the patient's own when it has any)."""
+    lots: tuple[str, ...] = ()
+    """Lots the manifest and the infusion log name for the patient."""
+    problem: str | None = None
 
 
 @dataclass
@@ -23,8 +53,13 @@ class Registry:
 
     samples: pl.DataFrame
     infusions: pl.DataFrame
-    lots: dict[str, str | None] = field(default_factory=dict)
-    """Product lot of every patient (None when it cannot be told yet)."""
+    banks: ProductBanks = field(default_factory=lambda: ProductBanks({}))
+    products: dict[str, PatientProduct] = field(default_factory=dict)
+    """The product of every patient (and dilution series)."""
+
+    def product_ids(self, bank: str | None) -> list[str]:
+        """Sample ids of every product sample (any lot) of ``bank``."""
+        return sorted(self.banks.members.get(bank, ())) if bank is not None else []
 
 
 def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
@@ -41,7 +76,7 @@ def first_waiting_time(ledger: pl.DataFrame, sha256: str) -> datetime | None:
 
 
 def read_registry(warehouse: Warehouse) -> Registry:
-    """Current samples and doses, with the product lot each patient received."""
+    """Current samples and doses, with the product each patient received."""
     samples = (
         warehouse.read(SAMPLES)
         .sort("ingested_at", "source_sha256")
@@ -53,24 +88,55 @@ def read_registry(warehouse: Warehouse) -> Registry:
         .unique(["patient_id", "dose_number"], keep="last", maintain_order=True)
         .sort("patient_id", "dose_number")
     )
-    registry = Registry(samples, infusions)
-    lots = samples.filter(pl.col("role") == Role.DONOR_REFERENCE)["patient_id"].unique().to_list()
+    products = sample_table(samples.filter(pl.col("role").is_in(PRODUCT_ROLES)))
+    registry = Registry(samples, infusions, ProductBanks(products))
+    bank_lots: dict[str | None, set[str]] = {}
+    for info in products.values():
+        bank_lots.setdefault(registry.banks.bank_of_lot(info.lot), set()).add(info.lot)
     for patient in samples.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"].unique():
-        registry.lots[patient] = _lot_for(patient, samples, infusions, lots)
+        registry.products[patient] = _product_of(patient, registry, bank_lots)
     return registry
 
 
-def _lot_for(
-    patient: str, samples: pl.DataFrame, infusions: pl.DataFrame, lots: list[str]
-) -> str | None:
-    """The product lot a patient received: manifest, else infusion log, else the only lot."""
-    for table in (samples, infusions):
+def _lots_named(patient: str, registry: Registry) -> tuple[str, ...]:
+    """Lots the manifest rows and the infusion log name for ``patient``, in order of appearance."""
+    lots: list[str] = []
+    for table in (registry.samples, registry.infusions):
         named = table.filter(
             (pl.col("patient_id") == patient) & pl.col("product_lot").is_not_null()
         )
-        if named.height:
-            return str(named["product_lot"][-1])
-    return lots[0] if len(lots) == 1 else None
+        lots += [str(lot) for lot in named["product_lot"].to_list()]
+    return tuple(dict.fromkeys(lots))
+
+
+def _product_of(
+    patient: str, registry: Registry, bank_lots: dict[str | None, set[str]]
+) -> PatientProduct:
+    """The bank a patient's lots belong to (module docstring), and a lot of it to compute with."""
+    lots = _lots_named(patient, registry)
+    found = [registry.banks.bank_of_lot(lot) for lot in lots or (None,)]
+    banks = sorted({b for b in found if b is not None})
+    named = ", ".join(lots)
+    if not banks:
+        problem = (
+            f"the cell bank of lot {named} of patient {patient} (a donor_reference or "
+            "calibrator row of that lot, with cell_bank)"
+            if lots
+            else f"the product lot of patient {patient} (add product_lot to the manifest or "
+            "infusion log)"
+        )
+        return PatientProduct(None, lots=lots, problem=problem)
+    if len(banks) > 1:
+        problem = (
+            f"one cell bank for patient {patient}: lots {named} belong to different master cell "
+            f"banks ({', '.join(banks)}), which are different genomes; correct product_lot or "
+            "cell_bank"
+        )
+        return PatientProduct(None, lots=lots, problem=problem)
+    with_samples = sorted(bank_lots.get(banks[0], set()))
+    own = [lot for lot in reversed(lots) if lot in with_samples]
+    choices = own or with_samples or list(reversed(lots))
+    return PatientProduct(banks[0], choices[0] if choices else None, lots)
 
 
 def series_ids(registry: Registry) -> set[str]:
@@ -78,6 +144,12 @@ def series_ids(registry: Registry) -> set[str]:
     return set(
         registry.samples.filter(pl.col("role") == Role.DILUTION_STANDARD)["patient_id"].to_list()
     )
+
+
+def three_genome_patients(registry: Registry) -> set[str]:
+    """Patients with a prior HSCT donor on record (an ``hsct_donor`` sample): three genomes."""
+    rows = registry.samples.filter(pl.col("role") == Role.HSCT_DONOR)
+    return {str(p) for p in rows["patient_id"].unique().to_list()}
 
 
 def read_observations(warehouse: Warehouse, method: Method) -> pl.DataFrame:
@@ -92,53 +164,243 @@ def measured_ids(frame: pl.DataFrame) -> set[str]:
     return set(frame["sample_id"].drop_nulls().to_list())
 
 
-def current_observations(observations: pl.DataFrame) -> pl.DataFrame:
-    """Keep, for each sample, the rows of the latest export that measured it.
+LAYOUT_COLUMNS: dict[Method, tuple[str, ...]] = {
+    Method.STR: ("sample_id", "marker"),
+    Method.QPCR: ("well", "sample_id", "target"),
+    Method.DDPCR: ("well", "sample_id", "target"),
+}
+"""What a file's layout is: its set of these rows (a re-export keeps them, another plate not)."""
+POSITION_COLUMN = {Method.STR: "sample_id", Method.QPCR: "well", Method.DDPCR: "well"}
+"""Where a file holds a measurement: the well (PCR) or the sample file (STR)."""
+SAME_RUN_OVERLAP = 0.5
+"""Two files with one header run id are one run when they share this share of positions."""
 
-    An earlier export of the same sample is superseded; control wells without a sample id stay
-    with their plate while the plate still holds any current sample.
+SUPERSESSION_SCHEMA = {
+    "source_sha256": pl.String(),
+    "source_file": pl.String(),
+    "ingested_at": pl.Datetime("us", "UTC"),
+    "replaced_by": pl.String(),
+    "replaced_by_file": pl.String(),
+    "link": pl.String(),
+    "reason": pl.String(),
+}
+
+
+@dataclass
+class _File:
+    sha256: str
+    name: str
+    ingested_at: datetime
+    run_id: str | None
+    layout: int
+    positions: frozenset[str]
+    link: str | None = None
+
+
+def _same_run(new: _File, old: _File, method: Method) -> str | None:
+    """Why ``new`` holds the same run as ``old`` (the module docstring's rule), else None."""
+    if new.run_id is not None and old.run_id is not None:
+        if new.run_id != old.run_id:
+            return None
+        shared = len(new.positions & old.positions)
+        smaller = min(len(new.positions), len(old.positions))
+        if smaller and shared >= SAME_RUN_OVERLAP * smaller:
+            return f"same run id in the file header ({new.run_id})"
+        return None
+    if new.layout == old.layout:
+        what = "samples and markers" if method == Method.STR else "wells, samples and targets"
+        return f"the same {what}"
+    return None
+
+
+def _files(observations: pl.DataFrame, method: Method) -> list[_File]:
+    layout = [pl.col(c).cast(pl.String).fill_null("") for c in LAYOUT_COLUMNS[method]]
+    run_id = (
+        pl.col("run_id").drop_nulls().first()
+        if "run_id" in observations.columns
+        else pl.lit(None, dtype=pl.String)
+    )
+    per_file = (
+        observations.group_by("source_sha256")
+        .agg(
+            pl.col("source_file").first(),
+            pl.col("ingested_at").max(),
+            run_id.alias("run_id"),
+            pl.concat_str(layout, separator="\x1f")
+            .unique()
+            .sort()
+            .str.join("\x1e")
+            .hash(0)
+            .alias("layout"),
+            pl.col(POSITION_COLUMN[method]).drop_nulls().unique().alias("positions"),
+        )
+        .sort("ingested_at", "source_file", "source_sha256")
+    )
+    return [
+        _File(
+            sha256=r["source_sha256"],
+            name=r["source_file"],
+            ingested_at=r["ingested_at"],
+            run_id=r["run_id"],
+            layout=r["layout"],
+            positions=frozenset(r["positions"]),
+        )
+        for r in per_file.iter_rows(named=True)
+    ]
+
+
+def supersession(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
+    """One row per raw file of ``method``: the later file of its run that replaces it, and why.
+
+    ``replaced_by``/``replaced_by_file`` name the run's current (latest) file, null for a file
+    that is current; ``link`` says why a file joined an earlier file's run (null for the first
+    of a run); ``reason`` is the plain-language note of a replaced file. Rules: module docstring.
     """
     if observations.height == 0:
-        return observations
-    per_source = (
-        observations.filter(pl.col("sample_id").is_not_null())
-        .group_by("sample_id", "source_sha256")
-        .agg(pl.col("ingested_at").max())
-        .sort("ingested_at", "source_sha256")
-        .group_by("sample_id", maintain_order=True)
-        .agg(pl.col("source_sha256").last().alias("current_source"))
-    )
-    tagged = observations.join(per_source, on="sample_id", how="left")
-    live_plates = tagged.filter(pl.col("current_source") == pl.col("source_sha256"))[
-        "source_sha256"
-    ].unique()
-    return tagged.filter(
-        (pl.col("current_source") == pl.col("source_sha256"))
-        | (
-            pl.col("current_source").is_null()
-            & pl.col("source_sha256").is_in(live_plates.implode())
+        return pl.DataFrame(schema=SUPERSESSION_SCHEMA)
+    runs: list[list[_File]] = []
+    by_run_id: dict[str, list[int]] = {}
+    by_layout: dict[int, list[int]] = {}
+    for file in _files(observations, method):
+        candidates = by_run_id.get(file.run_id or "", []) + by_layout.get(file.layout, [])
+        joined = None
+        for index in dict.fromkeys(candidates):
+            ids = {m.run_id for m in runs[index] if m.run_id is not None}
+            if file.run_id is not None and ids - {file.run_id}:
+                continue  # the run's header id is another run's
+            link = next((w for w in (_same_run(file, m, method) for m in runs[index]) if w), None)
+            if link is not None:
+                file.link, joined = link, index
+                break
+        if joined is None:
+            joined = len(runs)
+            runs.append([])
+        runs[joined].append(file)
+        if file.run_id is not None:
+            by_run_id.setdefault(file.run_id, []).append(joined)
+        by_layout.setdefault(file.layout, []).append(joined)
+    rows = []
+    for members in runs:
+        current = members[-1]
+        for file in members:
+            replaced = file is not current
+            rows.append(
+                {
+                    "source_sha256": file.sha256,
+                    "source_file": file.name,
+                    "ingested_at": file.ingested_at,
+                    "replaced_by": current.sha256 if replaced else None,
+                    "replaced_by_file": current.name if replaced else None,
+                    "link": file.link,
+                    "reason": (
+                        f"re-export: replaced by {current.name} ({current.link or file.link})"
+                        if replaced
+                        else None
+                    ),
+                }
+            )
+    return pl.DataFrame(rows, schema=SUPERSESSION_SCHEMA)
+
+
+def split_current(observations: pl.DataFrame, method: Method) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the rows of the files no re-export replaced, the :func:`supersession` table)."""
+    table = supersession(observations, method)
+    replaced = table.filter(pl.col("replaced_by").is_not_null())["source_sha256"]
+    return observations.filter(~pl.col("source_sha256").is_in(replaced.implode())), table
+
+
+def current_observations(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
+    """The rows of the files no re-export of the same run replaced (:func:`supersession`)."""
+    return split_current(observations, method)[0]
+
+
+def _failed(row: dict[str, object]) -> bool:
+    return row["result_status"] == ResultStatus.FAILED or row["qc_verdict"] == QcVerdict.FAIL
+
+
+def mark_repeat_measurements(results: pl.DataFrame) -> pl.DataFrame:
+    """Keep one current row per sample x method among repeat measurements (module docstring).
+
+    ``results`` has ``sample_id, method, source_sha256, source_file, ingested_at,
+    result_status, qc_verdict, qc_reasons, superseded, superseded_reason``; rows already
+    superseded (replaced files) take no part. The other rows become ``superseded`` with the
+    reason; the current row's ``qc_reasons`` say that it is a repeat measurement and which.
+    """
+    live = ~pl.col("superseded")
+    repeated = results.filter(live).filter(pl.struct("sample_id", "method").is_duplicated())
+    if repeated.height == 0:
+        return results
+    notes: list[dict[str, object]] = []
+    ordered = repeated.sort("ingested_at", "source_file", "source_sha256")
+    for _, group in ordered.group_by(["sample_id", "method"], maintain_order=True):
+        rows = group.to_dicts()
+        passing = [r for r in rows if not _failed(r)]
+        current = (passing or rows)[-1]
+        later = [r["source_file"] for r in rows[rows.index(current) + 1 :]]
+        others = ", ".join(r["source_file"] for r in rows if r is not current)
+        why = "later" if not later else "the latest that did not fail QC"
+        note = f"repeat measurement: current = {current['source_file']} ({why}); {others} kept"
+        if later:
+            note += f" ({', '.join(later)} failed QC)"
+        for row in rows:
+            chosen = row is current
+            notes.append(
+                {
+                    "sample_id": row["sample_id"],
+                    "method": row["method"],
+                    "source_sha256": row["source_sha256"],
+                    "_superseded": not chosen,
+                    "_note": note,
+                    "_reason": None
+                    if chosen
+                    else f"repeat measurement: {current['source_file']} is current ({why})",
+                }
+            )
+    marks = pl.DataFrame(notes, schema_overrides={"_reason": pl.String})
+    key = ["sample_id", "method", "source_sha256"]
+    joined = results.join(marks, on=key, how="left", maintain_order="left")
+    marked = pl.col("_note").is_not_null() & live
+    return joined.with_columns(
+        superseded=pl.when(marked).then(pl.col("_superseded")).otherwise(pl.col("superseded")),
+        superseded_reason=pl.when(marked)
+        .then(pl.col("_reason"))
+        .otherwise(pl.col("superseded_reason")),
+        qc_reasons=pl.when(marked & ~pl.col("_superseded"))
+        .then(
+            pl.when(pl.col("qc_reasons").is_null())
+            .then(pl.col("_note"))
+            .otherwise(pl.concat_str("qc_reasons", pl.lit("; "), "_note"))
         )
-    ).drop("current_source")
+        .otherwise(pl.col("qc_reasons")),
+    ).drop("_superseded", "_note", "_reason")
 
 
-def affected_patients(frame: pl.DataFrame, registry: Registry) -> set[str]:
+def affected_patients(
+    frame: pl.DataFrame, registry: Registry, method: Method | None = None
+) -> set[str]:
     """Patients whose results can change because of the sample ids in ``frame``.
 
-    A product sample touches every patient of its lot; a dilution-series sample every patient
-    (the series sets the assay's LoD/LoQ).
+    A product sample touches every patient of its cell bank; a dilution-series sample every
+    patient (the series sets the assay's LoD/LoQ); an STR single-source profile (product,
+    germline, HSCT donor, two-genome baseline) every patient, because it changes the stutter
+    table every STR result is corrected with.
     """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
     rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
     series = series_ids(registry)
+    everyone = {p for p in registry.products if p not in series}
     if rows.filter(pl.col("patient_id").is_in(list(series))).height:
-        return {p for p in registry.lots if p not in series}
+        return everyone
+    if method == Method.STR and single_source_samples(rows).height:
+        return everyone
     patients = set(rows.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
-    lots = set(rows.filter(pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
-    patients |= {p for p, lot in registry.lots.items() if lot in lots}
+    products = rows.filter(pl.col("role").is_in(PRODUCT_ROLES))
+    banks = {registry.banks.bank_of_lot(info.lot) for info in sample_table(products).values()}
+    patients |= {p for p, product in registry.products.items() if product.bank in banks}
     return patients
 
 
 def registry_patients(registry: Registry) -> set[str]:
     """Every patient in the sample registry (product lots excluded)."""
     people = registry.samples.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"]
-    return {str(p) for p in people.unique().to_list()} | set(registry.lots)
+    return {str(p) for p in people.unique().to_list()} | set(registry.products)

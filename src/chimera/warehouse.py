@@ -14,7 +14,8 @@ Layout (one file per source for raw tables, one per patient for derived tables):
 - ``observations_str|qpcr|ddpcr/<sha256>.parquet``: parsed assay rows per export;
 - ``chimerism/``, ``markers/``, ``trends/``, ``kinetics/``: ``<patient>.parquet``;
 - ``alerts/alerts.parquet``, ``alert_deliveries/deliveries.parquet``,
-  ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``: one file each;
+  ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``,
+  ``stutter_ratios/ratios.parquet``: one file each;
 - ``ingest_log/<YYYY-MM-DD>/<time>-<sha>-<status>.parquet``: the append-only ledger.
 """
 
@@ -36,6 +37,7 @@ from pandera.api.polars.model import DataFrameModel
 from chimera import __version__
 from chimera.validation import validate_frame
 from schemas.base import polars_schema
+from schemas.stutter import StutterRatios
 from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
 from schemas.vocab import Method
 from schemas.warehouse import (
@@ -144,6 +146,9 @@ ALERT_DELIVERIES = Table(
 )
 INGEST_LOG = Table("ingest_log", IngestLog, key=("source_sha256", "logged_at"))
 ASSAY_LIMITS = Table("assay_limits", AssayLimits, key=("method", "series_id"), single_file="limits")
+STUTTER_RATIOS = Table(
+    "stutter_ratios", StutterRatios, key=("panel", "marker", "direction"), single_file="ratios"
+)
 
 TABLES = (
     SAMPLES,
@@ -160,6 +165,7 @@ TABLES = (
     ALERT_DELIVERIES,
     INGEST_LOG,
     ASSAY_LIMITS,
+    STUTTER_RATIOS,
 )
 """Every warehouse table."""
 OBSERVATIONS: dict[Method, Table] = {

@@ -60,7 +60,17 @@ def _chimerism(**overrides: object) -> pl.DataFrame:
         "is_headline": True,
         "headline_rule": "only method measured",
         "superseded": False,
+        "superseded_reason": None,
         "source_file": "plate.csv",
+        "genome_model": "two_genome",
+        "pct_recipient": 99.58,
+        "pct_recipient_ci_low": 99.45,
+        "pct_recipient_ci_high": 99.69,
+        "pct_hsct_donor": None,
+        "pct_hsct_donor_ci_low": None,
+        "pct_hsct_donor_ci_high": None,
+        "purity_pct": None,
+        "pct_ink_purity_corrected": None,
     }
     row.update(overrides)
     return pl.DataFrame(
@@ -75,6 +85,12 @@ def _chimerism(**overrides: object) -> pl.DataFrame:
             "ci_low": pl.Float64,
             "ci_high": pl.Float64,
             "ci_quantile": pl.Float64,
+            "superseded_reason": pl.String,
+            "pct_hsct_donor": pl.Float64,
+            "pct_hsct_donor_ci_low": pl.Float64,
+            "pct_hsct_donor_ci_high": pl.Float64,
+            "purity_pct": pl.Float64,
+            "pct_ink_purity_corrected": pl.Float64,
         },
     )
 
@@ -174,6 +190,10 @@ def test_valid_chimerism_row_passes() -> None:
         ({"ci_low": 0.5}, "ci_brackets_the_value"),
         ({"method": "PCR"}, "isin"),
         ({"pct_ink": 120.0, "ci_high": 130.0}, "less_than_or_equal_to"),
+        ({"genome_model": "four_genome"}, "isin"),
+        ({"pct_hsct_donor": 101.0}, "less_than_or_equal_to"),
+        ({"pct_ink_purity_corrected": 104.0}, "less_than_or_equal_to"),
+        ({"purity_pct": 0.0}, "greater_than"),
     ],
 )
 def test_chimerism_rules_reject_bad_rows(overrides: dict[str, object], rule: str) -> None:
@@ -187,8 +207,14 @@ def test_one_current_row_per_sample_and_method() -> None:
     two = pl.concat([_chimerism(), _chimerism(source_sha256="b" * 64)])
     with pytest.raises(pa_errors.SchemaErrors, match="one_current_row_per_sample_and_method"):
         Chimerism.validate(two, lazy=True)
+    repeat = "repeat measurement: plate.csv is current (later)"
     Chimerism.validate(
-        pl.concat([_chimerism(), _chimerism(source_sha256="b" * 64, superseded=True)])
+        pl.concat(
+            [
+                _chimerism(),
+                _chimerism(source_sha256="b" * 64, superseded=True, superseded_reason=repeat),
+            ]
+        )
     )
 
 

@@ -77,6 +77,9 @@ def result(
         "is_headline": headline,
         "headline_rule": None,
         "superseded": superseded,
+        "superseded_reason": "replaced in a test" if superseded else None,
+        "purity_pct": None,
+        "pct_ink_purity_corrected": None,
         "source_file": "test.csv",
         **_genomes(pct if status in ("quantified", "below_loq") else 0.0, recipient),
     }
@@ -142,6 +145,9 @@ def _validated(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
         "n_informative": pl.Int32,
         "ink_cells_per_ul": pl.Float64,
         "headline_rule": pl.String,
+        "superseded_reason": pl.String,
+        "purity_pct": pl.Float64,
+        "pct_ink_purity_corrected": pl.Float64,
     }
     frame = pl.DataFrame(rows, schema_overrides=schema)
     return Chimerism.validate(frame, lazy=True)

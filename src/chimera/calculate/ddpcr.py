@@ -10,7 +10,9 @@ Rules recorded here [R]:
   control wells belong to that plate.
 * Carriage of a marker by a reference genome (pooled over every plate passed in): >= 0.5 copies
   per genome (n_ref·λ_M/λ_ref) carries it; fewer than ``lod_positive_droplets`` positives or at
-  most ``ABSENT_MAX_COPIES`` copies per genome lacks it; in between is ambiguous.
+  most ``ABSENT_MAX_COPIES`` copies per genome lacks it; in between is ambiguous. A genome
+  without ddPCR wells of a marker is judged by the caller's ``screening`` calls (another
+  assay's marker-screening plate, e.g. a germline typed by qPCR only), when given.
 * Zygosity factor k = n_ref/n_M per marker from the reference genome of the share it measures
   (the product for iNK, the HSCT donor, the germline) on the same plate; when that plate has no
   usable wells of it, the registered reference (its wells on the other plates). n_M is
@@ -36,7 +38,7 @@ Rules recorded here [R]:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import polars as pl
@@ -148,28 +150,47 @@ def _carriage(name: str, wells: Sequence[Well], settings: DdpcrSettings) -> Geno
     return GenomeCall(Carriage.AMBIGUOUS, detail)
 
 
+Screening = Callable[[str, Sequence[str]], GenomeCall]
+"""Carriage of a marker (name) by reference samples (ids) measured by another assay, e.g. the
+qPCR marker-screening plate (:func:`chimera.calculate.qpcr_plate.carriage`)."""
+
+
 def _marker_calls(
     genomes: PatientGenomes,
     names: Sequence[str],
     plates: Sequence[Plate],
     settings: DdpcrSettings,
+    screening: Screening | None = None,
 ) -> Calls:
-    """What each marker measures for this patient (genomes.classify_marker), every plate."""
-    refs = {
-        "product": wells_of(genomes.product_ids, plates),
-        "germline": wells_of(genomes.germline_ids, plates),
-        "hsct": wells_of(genomes.hsct_ids, plates),
-        "baseline": wells_of(genomes.baseline_ids, plates),
+    """What each marker measures for this patient (genomes.classify_marker), every plate.
+
+    A reference genome without ddPCR wells of the marker is judged by ``screening`` (the
+    marker-screening plate of another assay), when given.
+    """
+    ids = {
+        "product": genomes.product_ids,
+        "germline": genomes.germline_ids,
+        "hsct": genomes.hsct_ids,
+        "baseline": genomes.baseline_ids,
     }
     calls: Calls = {}
     for name in names:
-        found = {who: _carriage(name, wells, settings) for who, wells in refs.items()}
+        found = {}
+        for who, samples in ids.items():
+            call = _carriage(name, wells_of(samples, plates), settings)
+            if call.carriage is Carriage.UNTESTED and screening is not None and samples:
+                call = screening(name, samples)
+            found[who] = call
         calls[name] = classify_marker(genomes, **found)
     return calls
 
 
 def compute_ddpcr_chimerism(
-    wells: pl.LazyFrame, samples: pl.LazyFrame, *, settings: DdpcrSettings
+    wells: pl.LazyFrame,
+    samples: pl.LazyFrame,
+    *,
+    settings: DdpcrSettings,
+    screening: Screening | None = None,
 ) -> MethodOutput:
     """% iNK per post-dose sample x plate from ddPCR wells (methods.md sections 4 and 5).
 
@@ -184,6 +205,9 @@ def compute_ddpcr_chimerism(
         for every sample on those plates (roles from the manifest).
     settings
         Droplet gate, LoD/LoQ droplets, copy numbers, confidence.
+    screening
+        Carriage of a marker by reference samples no ddPCR plate holds (e.g. a three-genome
+        patient's ``recipient_germline`` typed on the qPCR screening plate only).
 
     Returns
     -------
@@ -199,7 +223,9 @@ def compute_ddpcr_chimerism(
     rows: list[dict[str, object]] = []
     post_dose = sorted({sid for p in ordered for sid in p.dna if table[sid].role == Role.POST_DOSE})
     for sample in post_dose_samples(
-        post_dose, table, lambda genomes: _marker_calls(genomes, names, ordered, settings)
+        post_dose,
+        table,
+        lambda genomes: _marker_calls(genomes, names, ordered, settings, screening),
     ):
         for plate in (p for p in ordered if sample.info.sample_id in p.dna):
             context = SampleContext(

@@ -1,0 +1,239 @@
+"""One patient's results and marker rows by one method, from the current raw assay rows.
+
+What each calculation gets (issues 9 and 10):
+
+* the patient's samples (post-dose, baseline, germline, HSCT donor) and every product sample of
+  the patient's master cell bank, all with one lot of that bank as ``product_lot``: every lot
+  of a bank is one genome, so a reference or calibrator of any lot serves every lot;
+* STR: each run (file) holding the patient's post-dose samples is computed on its own, with
+  the genotype sources from every current run and the warehouse stutter table, so a sample
+  measured on two runs gives two results (a repeat measurement), never one mixed profile;
+* qPCR/ddPCR: every plate holding the patient's samples, with all its DNA wells in their
+  manifest roles, plus the product's wells on other plates (its registered reference); the
+  calculations give one result per sample x plate.
+
+Results of a file a re-export replaced (:func:`chimera.registry.supersession`) are computed
+as they were while it was current (its run's current file taken out, it put back), and come
+back ``superseded`` with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from chimera.calculate import ddpcr, qpcr, str_chimerism
+from chimera.calculate.common import sample_table
+from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
+from chimera.calculate.qpcr_plate import carriage, plate_contexts
+from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
+from chimera.registry import Registry
+from chimera.settings import Settings
+from schemas.vocab import PRODUCT_ROLES, Method, Role
+
+REPORTED_ROLES = (Role.POST_DOSE, Role.DILUTION_STANDARD)
+"""Roles whose results are reported (a dilution standard is measured like a post-dose sample)."""
+LINEAGE_COLUMNS = ("source_file", "ingested_at", "pipeline_version", "run_id")
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """One method's raw rows as a rebuild sees them."""
+
+    method: Method
+    observations: pl.DataFrame
+    """Every stored row, current or replaced."""
+    current: pl.DataFrame
+    """Rows of the files no re-export replaced."""
+    supersession: pl.DataFrame
+    """:func:`chimera.registry.supersession` of ``observations``."""
+    stutter: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STUTTER_COLUMNS))
+    """The warehouse stutter table (STR)."""
+    screening: pl.DataFrame | None = None
+    """ddPCR: the current qPCR rows, whose plates type a genome no ddPCR plate holds."""
+
+
+def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
+    """The patient's samples and the product samples of their cell bank, with one lot of it."""
+    product = registry.products.get(patient)
+    lot = product.lot if product is not None else None
+    bank = product.bank if product is not None else None
+    own = registry.samples.filter(pl.col("patient_id") == patient).with_columns(
+        # A dilution standard is measured exactly like a post-dose sample of its series.
+        role=pl.when(pl.col("role") == Role.DILUTION_STANDARD)
+        .then(pl.lit(Role.POST_DOSE))
+        .otherwise(pl.col("role")),
+    )
+    products = registry.samples.filter(pl.col("sample_id").is_in(registry.product_ids(bank)))
+    columns = ["sample_id", "patient_id", "role", "product_lot", "specimen", "cell_bank"]
+    return pl.concat([own, products], how="vertical_relaxed").select(
+        *columns[:3], pl.lit(lot, dtype=pl.String).alias("product_lot"), *columns[4:]
+    )
+
+
+def _empty() -> MethodOutput:
+    return MethodOutput(pl.DataFrame(schema=RESULT_COLUMNS), pl.DataFrame(schema=MARKER_COLUMNS))
+
+
+def _str_output(
+    inputs: MethodInputs,
+    observations: pl.DataFrame,
+    samples: pl.DataFrame,
+    reported: pl.Series,
+    settings: Settings,
+    only: str | None,
+) -> MethodOutput:
+    """STR results run by run: each run's post-dose peaks with every genotype source's peaks."""
+    genotypes = observations.filter(
+        pl.col("sample_id").is_in(samples["sample_id"].implode())
+        & ~pl.col("sample_id").is_in(reported.implode())
+    )
+    own = observations.filter(pl.col("sample_id").is_in(reported.implode()))
+    results, markers = [], []
+    for (sha,), run in sorted(own.partition_by("source_sha256", as_dict=True).items()):
+        if only is not None and sha != only:
+            continue
+        output = str_chimerism.compute_str_chimerism(
+            pl.concat([run, genotypes], how="vertical_relaxed").lazy(),
+            samples.lazy(),
+            settings=settings.str,
+            stutter=inputs.stutter,
+        )
+        results.append(output.results.with_columns(source_sha256=pl.lit(sha)))
+        markers.append(output.markers.with_columns(source_sha256=pl.lit(sha)))
+    if not results:
+        return _empty()
+    return MethodOutput(pl.concat(results), pl.concat(markers))
+
+
+def _pcr_output(
+    inputs: MethodInputs,
+    observations: pl.DataFrame,
+    samples: pl.DataFrame,
+    registry: Registry,
+    patient: str,
+    settings: Settings,
+) -> MethodOutput:
+    """PCR results of every plate holding the patient's samples (one per sample x plate)."""
+    # Plates that hold the patient's own samples; the product's wells on them come along (a
+    # calibrator sits on every plate, so selecting by product samples would take every plate).
+    own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
+    plates = observations.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"]
+    product = samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"]
+    # The product's wells on other plates are its registered reference (ddPCR zygosity); every
+    # DNA sample on the plates gets its manifest role (never the instrument's type).
+    wells = observations.filter(
+        pl.col("source_sha256").is_in(plates.unique().implode())
+        | pl.col("sample_id").is_in(product.implode())
+    )
+    others = registry.samples.filter(
+        pl.col("sample_id").is_in(wells["sample_id"].unique().implode())
+        & ~pl.col("sample_id").is_in(samples["sample_id"].implode())
+        & ~pl.col("role").is_in(REPORTED_ROLES)
+    ).with_columns(
+        product_lot=pl.when(pl.col("role").is_in(PRODUCT_ROLES))
+        .then(pl.col("patient_id"))
+        .otherwise(pl.col("product_lot"))
+    )
+    table = pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed").lazy()
+    frame = wells.drop(*LINEAGE_COLUMNS, strict=False).lazy()
+    if inputs.method == Method.QPCR:
+        return qpcr.compute_qpcr_chimerism(frame, table, settings=settings.qpcr)
+    screening = _screening(inputs.screening, own, registry, settings)
+    return ddpcr.compute_ddpcr_chimerism(frame, table, settings=settings.ddpcr, screening=screening)
+
+
+def _screening(
+    rows: pl.DataFrame | None, own: pl.Series, registry: Registry, settings: Settings
+) -> ddpcr.Screening | None:
+    """Marker carriage from the qPCR plates typing the patient's own genomes (ddPCR's fallback).
+
+    A three-genome patient's germline is often typed once, on a qPCR marker-screening plate;
+    the ddPCR calculation then reads its carriage of each marker from there.
+    """
+    if rows is None or rows.height == 0:
+        return None
+    plates = rows.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"].unique()
+    wells = rows.filter(pl.col("source_sha256").is_in(plates.implode()))
+    if wells.height == 0:
+        return None
+    table = sample_table(
+        registry.samples.filter(pl.col("sample_id").is_in(wells["sample_id"].unique().implode()))
+    )
+    contexts = list(
+        plate_contexts(wells.drop(*LINEAGE_COLUMNS, strict=False), settings.qpcr, table).values()
+    )
+    return lambda marker, ids: carriage(marker, ids, contexts)
+
+
+def method_rows(
+    inputs: MethodInputs,
+    patient: str,
+    registry: Registry,
+    settings: Settings,
+    *,
+    observations: pl.DataFrame | None = None,
+    only: str | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Results and marker rows of one patient by one method, each with its source file.
+
+    ``observations`` defaults to the current rows; ``only`` keeps the rows of one file.
+    """
+    rows = inputs.current if observations is None else observations
+    samples = patient_samples(registry, patient)
+    reported = registry.samples.filter(
+        (pl.col("patient_id") == patient) & pl.col("role").is_in(REPORTED_ROLES)
+    )["sample_id"]
+    if rows.height == 0 or not rows.filter(pl.col("sample_id").is_in(reported.implode())).height:
+        return _empty().results, _empty().markers
+    if inputs.method == Method.STR:
+        output = _str_output(inputs, rows, samples, reported, settings, only)
+    else:
+        output = _pcr_output(inputs, rows, samples, registry, patient, settings)
+    sources = rows.group_by("sample_id", "source_sha256").agg(
+        pl.col("source_file").first(), pl.col("ingested_at").first()
+    )
+
+    def with_source(frame: pl.DataFrame) -> pl.DataFrame:
+        kept = frame.filter(pl.col("sample_id").is_in(reported.implode()))
+        if only is not None:
+            kept = kept.filter(pl.col("source_sha256") == only)
+        return kept.join(sources, on=["sample_id", "source_sha256"], how="left")
+
+    return with_source(output.results), with_source(output.markers)
+
+
+def replaced_rows(
+    inputs: MethodInputs, patient: str, registry: Registry, settings: Settings
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows of the replaced files holding the patient's samples, as computed while current.
+
+    Each replaced file is put back in place of its run's current file; its rows come back
+    ``superseded`` with the supersession reason.
+    """
+    replaced = inputs.supersession.filter(pl.col("replaced_by").is_not_null())
+    own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
+    holding = inputs.observations.filter(
+        pl.col("source_sha256").is_in(replaced["source_sha256"].implode())
+        & pl.col("sample_id").is_in(own.implode())
+    )["source_sha256"].unique()
+    results, markers = [], []
+    for row in replaced.filter(pl.col("source_sha256").is_in(holding.implode())).iter_rows(
+        named=True
+    ):
+        view = pl.concat(
+            [
+                inputs.current.filter(pl.col("source_sha256") != row["replaced_by"]),
+                inputs.observations.filter(pl.col("source_sha256") == row["source_sha256"]),
+            ],
+            how="diagonal_relaxed",
+        )
+        r, m = method_rows(
+            inputs, patient, registry, settings, observations=view, only=row["source_sha256"]
+        )
+        results.append(r.with_columns(superseded_reason=pl.lit(row["reason"])))
+        markers.append(m)
+    if not results:
+        return pl.DataFrame(), pl.DataFrame()
+    return pl.concat(results, how="diagonal_relaxed"), pl.concat(markers, how="diagonal_relaxed")
