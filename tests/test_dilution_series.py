@@ -1,7 +1,8 @@
 """A dilution series of the product sets each method's LoD/LoQ (issue 4: limits from data).
 
 P01's samples are re-declared as the dilution standards of a series ``DIL-1`` (nominal = the
-generator's truth), so every method measures the same known levels. The expected levels come
+generator's truth), so every method measures the same known levels; the exports that hold them
+are ingested with the manifest and the infusion log. The expected levels come
 from ``truth/truth.csv``; the LoD rule is methods.md section 4: the lowest level detected in
 >= 95 % of its replicates with every higher level detected as well.
 """
@@ -64,9 +65,13 @@ def series_run(sample_data_path: Path, tmp_path_factory: pytest.TempPathFactory)
     pl.concat([rest, series.select(rest.columns)]).with_columns(
         product_lot=pl.coalesce("product_lot", pl.lit("INK-MCB01-L01"))
     ).write_csv(drop / "manifest.csv")
+    # The runs and plates that hold a standard of the series (with every other sample on them):
+    # the limits are the same as from the whole trial, at two thirds of the ingest time.
     files = [drop / "manifest.csv", sample_data_path / "infusion_log.xlsx"]
     files += [
-        p for p in sorted(sample_data_path.glob("*/*")) if p.parent.name in {"str", "qpcr", "ddpcr"}
+        p
+        for p in sorted(sample_data_path.glob("*/*"))
+        if p.parent.name in {"str", "qpcr", "ddpcr"} and b"P01-" in p.read_bytes()
     ]
     settings = Settings().with_home(tmp_path / "home")
     clock = iter(datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=i) for i in range(10_000))
