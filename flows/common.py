@@ -72,8 +72,10 @@ def exclusive_inbox(settings: Settings, *, timeout_seconds: float) -> Iterator[s
             held = f"global concurrency limit {INBOX_LIMIT!r} + file lock"
         except ConcurrencySlotAcquisitionError:
             pass  # no such limit (test harness, temporary server): the file lock alone serialises
-        stack.enter_context(inbox_lock(settings, timeout_seconds=timeout_seconds))
-        yield held
+        lock = stack.enter_context(
+            inbox_lock(settings, timeout_seconds=timeout_seconds, what="Prefect flow")
+        )
+        yield held + (f" ({lock.render()})" if lock.waited_seconds else "")
 
 
 def rename_run(name: str) -> None:
@@ -141,6 +143,13 @@ def emit_alert_events(alerts: list[dict[str, str]]) -> None:
         )
 
 
+ALERT_SUBJECT = (
+    "Chimera {{ event.payload.severity | e }} alert: {{ event.payload.rule | e }} "
+    "({{ event.payload.patient_id | e }})"
+)
+ALERT_BODY = "{{ event.payload.message | e }}"
+"""Notification templates: ids come from lab files, so HTML in them is escaped (``| e``) for
+channels that render it (Slack, Teams, HTML e-mail)."""
 ALERT_AUTOMATION = "chimera-alert-opened"
 """Automation that forwards ``chimera.alert.opened`` events to a Prefect notification block."""
 
@@ -169,9 +178,8 @@ def ensure_alert_automation(block_name: str) -> UUID | None:
         actions=[
             SendNotification(
                 block_document_id=block_id,
-                subject="Chimera {{ event.payload.severity }} alert: {{ event.payload.rule }} "
-                "({{ event.payload.patient_id }})",
-                body="{{ event.payload.message }}",
+                subject=ALERT_SUBJECT,
+                body=ALERT_BODY,
             )
         ],
     )

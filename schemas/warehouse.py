@@ -96,6 +96,11 @@ class AssayLimits(Lineage):
     n_levels: pl.Int32 = pa.Field(description="Nominal levels in the series.", ge=0)
     levels: str = pa.Field(description="JSON: per nominal level n, detected, mean and CV.")
     applied: bool = pa.Field(description="The method uses this series' limits.")
+    parameters_sha256: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="SHA-256 of the settings that computed the row (table parameters holds them); null before it was recorded.",
+        nullable=True,
+        str_length={"min_value": 64, "max_value": 64},
+    )
 
 
 @rows_checked_alone
@@ -223,6 +228,11 @@ class Chimerism(Lineage):
         nullable=True,
     )
     source_file: str = pa.Field(description="Name of the source file as received.")
+    parameters_sha256: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="SHA-256 of the settings that computed the row (table parameters holds them); null before it was recorded.",
+        nullable=True,
+        str_length={"min_value": 64, "max_value": 64},
+    )
 
     @pa.dataframe_check
     @classmethod
@@ -330,6 +340,11 @@ class Markers(Lineage):
         description="The chimerism row this detail belongs to is superseded (see chimerism.superseded_reason)."
     )
     source_file: str = pa.Field(description="Name of the source file as received.")
+    parameters_sha256: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
+        description="SHA-256 of the settings that computed the row (table parameters holds them); null before it was recorded.",
+        nullable=True,
+        str_length={"min_value": 64, "max_value": 64},
+    )
 
 
 @rows_checked_alone
@@ -360,3 +375,32 @@ class IngestLog(StrictModel):
     )
     pipeline_version: str = pa.Field(description="Chimera version that wrote the row.")
     logged_at: UTC = pa.Field(description="When the event was logged.")  # type: ignore[valid-type]
+
+
+class Parameters(StrictModel):
+    """Every settings snapshot that computed derived rows, by hash (``parameters_sha256``)."""
+
+    parameters_sha256: str = pa.Field(
+        description="SHA-256 of settings_json (the id derived rows name).",
+        str_length={"min_value": 64, "max_value": 64},
+    )
+    settings_json: str = pa.Field(
+        description="The computation settings as canonical JSON (no paths, no secrets)."
+    )
+    pipeline_version: str = pa.Field(description="Chimera version that first used them.")
+    recorded_at: UTC = pa.Field(description="When they were first used.")  # type: ignore[valid-type]
+
+
+class InboxState(StrictModel):
+    """The inbox poller's last look at each waiting file (settling bookkeeping, not data)."""
+
+    inbox: str = pa.Field(description="The inbox folder (absolute path).")
+    path: str = pa.Field(description="The file's path relative to the inbox.")
+    size_bytes: pl.Int64 = pa.Field(
+        description="Size at the last look.", metadata={"unit": "bytes"}, ge=0
+    )
+    mtime_ns: pl.Int64 = pa.Field(
+        description="Modification time at the last look.", metadata={"unit": "ns since 1970"}
+    )
+    unchanged_since: UTC = pa.Field(description="Since when size and mtime stayed the same.")  # type: ignore[valid-type]
+    checked_at: UTC = pa.Field(description="When the poller last looked.")  # type: ignore[valid-type]

@@ -11,6 +11,9 @@ and written by :meth:`IngestBatch.flush` in the order a crash can survive:
 3. the ledger events of the batch, as one new ledger file;
 4. the files archived or quarantined.
 
+A write that fails (disk full, read-only file system) stops the flush with a
+:class:`StorageFailure` naming the file (or step) it was on; what was placed before it is kept.
+
 Before step 1 nothing is on disk: a crash leaves every file in the inbox and the warehouse as it
 was. After step 3 a re-run finds each file's content in the ledger (a duplicate, archived).
 """
@@ -26,15 +29,45 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from chimera.inbox import archive_file, quarantine_file
+from chimera.filing import archive_file, quarantine_file
 from chimera.registry import Registry, RunBook, registry_from, run_files
 from chimera.settings import Settings
 from chimera.validation import validate_frame
-from chimera.warehouse import INFUSIONS, INGEST_LOG, OBSERVATIONS, SAMPLES, Table, Warehouse
+from chimera.warehouse import (
+    INFUSIONS,
+    INGEST_LOG,
+    OBSERVATIONS,
+    SAMPLES,
+    Table,
+    Warehouse,
+    storage_problem,
+)
 from schemas.vocab import FileStatus, Method
 
 if TYPE_CHECKING:
     from chimera.ingest import FileOutcome, Prepared, SourceFile
+
+
+class StorageFailure(Exception):
+    """A write to the warehouse, archive or quarantine failed; the run stops, the file stays.
+
+    ``outcomes`` holds what the run did before it stopped.
+    """
+
+    def __init__(self, file_name: str, error: OSError) -> None:
+        super().__init__(f"{file_name}: {storage_problem(error)}")
+        self.file_name = file_name
+        self.error = error
+        self.outcomes: dict[Path, FileOutcome | None] = {}
+
+
+@contextlib.contextmanager
+def writing(what: str) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``what`` (a file's name, a step) into a failure."""
+    try:
+        yield
+    except OSError as err:
+        raise StorageFailure(what, err) from err
 
 
 class Ledger:
@@ -198,6 +231,8 @@ class IngestBatch:
         ------
         ValidationFailedError
             When held rows break their table's contract (a bug: nothing is written then).
+        StorageFailure
+            When a write failed; ``outcomes`` holds the files placed before it.
         """
         tables = {t.name: t for t in (SAMPLES, INFUSIONS, *OBSERVATIONS.values())}
         valid = {
@@ -208,14 +243,36 @@ class IngestBatch:
         if self.events:
             frame = pl.DataFrame(self.events, schema=INGEST_LOG.schema)
             events = validate_frame(frame, INGEST_LOG.model, file_name=INGEST_LOG.name)
-        for name, parts in valid.items():
-            self.warehouse.store_parts(tables[name], parts)
-        self.warehouse.mark_dirty(self.touched)
-        if events is not None:
-            self.warehouse.append_log(events)
-        placed = {path: _place(p, self.settings) for path, p in self.placements.items()}
-        self.raw, self.events, self.placements = {}, [], {}
+        placements, self.placements = self.placements, {}
+        placed: dict[Path, FileOutcome] = {}
+        try:
+            self._write(tables, valid, events)
+            for path, placement in placements.items():
+                with writing(placement.source.name):
+                    placed[path] = _place(placement, self.settings)
+        except StorageFailure as failure:
+            failure.outcomes = {path: placed.get(path) for path in placements}
+            raise
         return placed
+
+    def _write(
+        self,
+        tables: dict[str, Table],
+        valid: dict[str, dict[str, pl.DataFrame]],
+        events: pl.DataFrame | None,
+    ) -> None:
+        """Write validated raw rows (one file per source), the dirty marks and the ledger."""
+        names = {e["source_sha256"]: e["file_name"] for e in self.events}
+        self.raw, self.events = {}, []
+        for name, parts in valid.items():
+            for sha, rows in parts.items():
+                with writing(names.get(sha, name)):
+                    self.warehouse.store(tables[name], sha, rows)
+        with writing("marking the touched patients for rebuilding"):
+            self.warehouse.mark_dirty(self.touched)
+        if events is not None:
+            with writing("recording the files' fates in the ledger"):
+                self.warehouse.append_log(events)
 
 
 def _place(placement: Placement, settings: Settings) -> FileOutcome:

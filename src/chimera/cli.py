@@ -1,13 +1,16 @@
 """The ``chimera`` command line: ingest files, run the demo, query tables, read alerts.
 
-Exit codes (:class:`chimera.poll.ExitCode`): 0 every file accepted (or already known), 3 at
-least one file quarantined, 4 at least one file waiting for a prerequisite (manifest, baseline,
-product reference), 2 usage errors. Never a Python traceback for a bad input file.
+Exit codes (:class:`chimera.poll.ExitCode`): 0 every file accepted (or already known), 1 the
+run stopped on a failed write (disk full, read-only warehouse) or ``verify`` found drift, 2 usage
+errors, 3 at least one file quarantined, 4 at least one file waiting for a prerequisite
+(manifest, baseline, product reference) or still being copied. Never a Python traceback for a
+bad input file or a full disk. Every command creates files readable by owner and group only.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +22,21 @@ from rich.console import Console
 from rich.table import Table
 
 from chimera import __version__
-from chimera.inbox import is_ignored
+from chimera.batch import StorageFailure
+from chimera.filemodes import restrict_umask
+from chimera.inbox import Candidate, is_ignored
 from chimera.ingest import FileOutcome
-from chimera.poll import ExitCode, exit_code, ingest_paths, poll_inbox, refresh_after_ingest
+from chimera.poll import (
+    ExitCode,
+    Poll,
+    exit_code,
+    inbox_lock,
+    ingest_paths,
+    poll_once,
+    refresh_after_ingest,
+)
 from chimera.settings import Settings, load_settings
+from chimera.warehouse import storage_problem
 from schemas.vocab import FileStatus
 
 app = typer.Typer(
@@ -49,6 +63,12 @@ HomeOption = Annotated[
         help="Data root holding inbox/, archive/, quarantine/, warehouse/ (default ./chimera-data or $CHIMERA_HOME).",
     ),
 ]
+
+
+@app.callback()
+def _private_files() -> None:
+    """Chimerism monitoring for the iNK trial: ingest exports, query results, read alerts."""
+    restrict_umask()
 
 
 def _now() -> datetime:
@@ -114,6 +134,53 @@ def _report(outcomes: list[FileOutcome]) -> int:
     return exit_code(o.status for o in outcomes)
 
 
+def _waiting_for(files: Sequence[Candidate], seconds: float) -> None:
+    names = ", ".join(c.path.name for c in files[:5]) + (" ..." if len(files) > 5 else "")
+    err_console.print(f"waiting {seconds:.0f} s for {len(files)} file(s) still settling: {names}")
+
+
+def _report_poll(poll: Poll) -> None:
+    for name in poll.errors:
+        err_console.print(f"[red]error:[/red] {name} could not be read; it stays in the inbox")
+    for unread in poll.unread:
+        console.print(f"[yellow]not read:[/yellow] {unread.render()}")
+
+
+def _ingest_locked(
+    settings: Settings, files: list[Path], *, inbox: bool, wait: float
+) -> tuple[list[FileOutcome], Poll]:
+    """Ingest ``files`` and poll the inbox under the inbox lock, then refresh trends.
+
+    A failed write ends the run early: what was done so far, and why it stopped, come back.
+    """
+    outcomes: list[FileOutcome] = []
+    poll = Poll(())
+    with inbox_lock(
+        settings,
+        timeout_seconds=3600,
+        what="chimera ingest",
+        on_wait=lambda holder: err_console.print(
+            f"another ingest is running ({holder}); waiting for it to finish"
+        ),
+    ) as lock:
+        if lock.waited_seconds:
+            err_console.print(lock.render())
+        try:
+            if files:
+                outcomes += ingest_paths(files, settings=settings, clock=_now, move=False)
+            if inbox:
+                poll = poll_once(settings, max_wait_seconds=wait, notify=_waiting_for)
+                outcomes += poll.outcomes
+            if poll.failure is None:
+                refresh_after_ingest(outcomes, settings=settings, now=_now())
+        except StorageFailure as failure:
+            outcomes += [o for o in failure.outcomes.values() if o is not None]
+            poll = Poll((), failure=str(failure))
+        except OSError as err:
+            poll = Poll((), failure=f"refreshing trends and alerts: {storage_problem(err)}")
+    return outcomes, poll
+
+
 @app.command()
 def ingest(
     paths: Annotated[
@@ -128,28 +195,49 @@ def ingest(
     ] = None,
     warehouse: WarehouseOption = None,
     home: HomeOption = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait", help="Do not wait for inbox files still being copied; list them."
+        ),
+    ] = False,
+    max_wait: Annotated[
+        float,
+        typer.Option("--max-wait", help="Wait at most this many seconds for files to settle."),
+    ] = 300.0,
 ) -> None:
-    """Ingest exports, manifests and infusion logs once, in-process (no Prefect server needed)."""
+    """Ingest exports, manifests and infusion logs once, in-process (no Prefect server needed).
+
+    With ``--inbox`` files that just arrived are read once they have settled (the command
+    waits); every file not read is listed with why.
+    """
     if not paths and inbox is None:
         err_console.print("[red]error:[/red] give files/folders to ingest or --inbox DIR")
         raise typer.Exit(ExitCode.USAGE)
+    if inbox is not None and not inbox.is_dir():
+        err_console.print(f"[red]error:[/red] inbox {inbox} is not a folder")
+        raise typer.Exit(ExitCode.USAGE)
     settings = _settings(home, warehouse, inbox)
-    outcomes: list[FileOutcome] = []
-    if paths:
-        outcomes += ingest_paths(
-            _expand(paths, settings), settings=settings, clock=_now, move=False
-        )
-    if inbox is not None:
-        if not inbox.is_dir():
-            err_console.print(f"[red]error:[/red] inbox {inbox} is not a folder")
-            raise typer.Exit(ExitCode.USAGE)
-        poll = poll_inbox(settings, clock=_now, refresh=False)
-        outcomes += poll.outcomes
-        for name in poll.errors:
-            err_console.print(f"[red]error:[/red] {name} could not be read; it stays in the inbox")
-    refresh_after_ingest(outcomes, settings=settings, now=_now())
+    files = _expand(paths, settings) if paths else []
+    wait = 0.0 if no_wait else max_wait
+    try:
+        outcomes, poll = _ingest_locked(settings, files, inbox=inbox is not None, wait=wait)
+    except TimeoutError as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(ExitCode.FAILED) from None
+    except OSError as err:  # the lock itself could not be taken (read-only warehouse ...)
+        outcomes, poll = [], Poll((), failure=f"taking the inbox lock: {storage_problem(err)}")
     code = _report(outcomes)
+    _report_poll(poll)
     console.print(f"warehouse: {settings.warehouse.resolve()}")
+    if poll.failure is not None:
+        err_console.print(
+            f"[red]error:[/red] the run stopped: {poll.failure}. Files not yet processed stay "
+            "where they are; nothing partial was written."
+        )
+        raise typer.Exit(ExitCode.FAILED)
+    if poll.unread and code == ExitCode.OK:
+        code = ExitCode.WAITING
     raise typer.Exit(code)
 
 
@@ -357,6 +445,16 @@ def report(
     with progress_steps("Writing reports", total=report_count(settings), console=console) as step:
         paths = write_all_reports(settings, folder, now=_now(), step=step)
     console.print(f"{len(paths)} reports in {folder.resolve()}; cohort: {paths[0].resolve()}")
+
+
+@app.command()
+def verify(home: HomeOption = None, warehouse: WarehouseOption = None) -> None:
+    """Check the archive, ledger and tables agree (the nightly check); exit 1 on drift."""
+    from chimera.maintenance import print_verification, verify_warehouse  # noqa: PLC0415
+
+    verification = verify_warehouse(_settings(home, warehouse))
+    print_verification(verification, console)
+    raise typer.Exit(ExitCode.OK if verification.ok else ExitCode.FAILED)
 
 
 @app.command()

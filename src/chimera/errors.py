@@ -26,6 +26,8 @@ class RejectReason(StrEnum):
     TRUNCATED = "truncated"
     TOO_LARGE = "too_large"
     DIRECT_IDENTIFIER = "direct_identifier"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    IMPOSSIBLE_DATE = "impossible_date"
 
 
 @dataclass(frozen=True)
@@ -139,3 +141,15 @@ class AmbiguousSampleIdError(ChimeraError):
     """One sample id maps to conflicting manifest rows."""
 
     reason = RejectReason.CONFLICT
+
+
+class NotARegularFileError(ChimeraError):
+    """A symbolic link, named pipe or device in the inbox: never followed, never read."""
+
+    reason = RejectReason.NOT_A_REGULAR_FILE
+
+
+class ImpossibleDateError(ChimeraError):
+    """A registry date contradicts another or the ingest clock (sample before baseline ...)."""
+
+    reason = RejectReason.IMPOSSIBLE_DATE

@@ -10,6 +10,9 @@ outcome with reasons.
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -18,14 +21,23 @@ from pathlib import Path
 import polars as pl
 
 from chimera.batch import IngestBatch, Measured, open_batch
+from chimera.consistency import check_infusion_log, check_manifest
 from chimera.detect import Assay, DecodedExport, Detection, ExportFormat, detect
-from chimera.errors import ChimeraError, Problem, RejectReason
+from chimera.errors import (
+    ChimeraError,
+    FileTooLargeError,
+    Problem,
+    RejectReason,
+    UnreadableFileError,
+)
+from chimera.filing import display_name, printable
 from chimera.parsers.common import ParsedExport
 from chimera.parsers.dispatch import check_plausible, parse_export
 from chimera.prerequisites import assay_sample_ids, missing_prerequisites, resolve_sample_ids
 from chimera.rebuild import recompute_patients
 from chimera.registry import Registry, affected_patients, run_files
 from chimera.settings import Settings
+from chimera.textio import check_size
 from chimera.validation import Deferred, check_deferred, deferred_validation
 from chimera.warehouse import (
     INFUSIONS,
@@ -36,6 +48,8 @@ from chimera.warehouse import (
 )
 from schemas.base import UTC
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Method
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,29 +62,82 @@ class SourceFile:
     detection: Detection | None
     """None when the content matches no known format."""
     export: DecodedExport | ChimeraError | None = None
-    """The file as :func:`chimera.detect.detect` read it, or why it refused it (None: not read
-    yet; :func:`read_source` always fills it)."""
+    """The file as :func:`chimera.detect.detect` read it, or why it was refused (a link, too
+    large, undecodable; None: not read yet; :func:`read_source` always fills it)."""
+    unread_bytes: int = 0
+    """Size of a file refused unread (``data`` is then empty)."""
 
     @property
     def name(self) -> str:
-        """The file's name (never used to decide its format)."""
-        return self.path.name
+        """The file's name as the ledger shows it (never used to decide its format)."""
+        return display_name(self.path.name)
+
+    @property
+    def size_bytes(self) -> int:
+        """The file's size in bytes."""
+        return len(self.data) or self.unread_bytes
 
 
-def read_source(path: Path) -> SourceFile:
-    """Read a file's bytes and detect its format, once (raises ``OSError`` when unreadable)."""
-    data = path.read_bytes()
-    export = detect_export(data, file_name=path.name)
+def refused_source(path: Path, refusal: ChimeraError, *, size_bytes: int) -> SourceFile:
+    """A file refused without reading its content.
+
+    Its ``sha256`` is that of its path, size and modification time (the content is unknown).
+    """
+    info = path.lstat()
+    identity = f"unread:{path.name}:{size_bytes}:{info.st_mtime_ns}".encode(
+        "utf-8", "surrogateescape"
+    )
+    return SourceFile(path, b"", sha256_of(identity), None, refusal, size_bytes)
+
+
+def _read_no_follow(path: Path) -> bytes:
+    """Read a regular file without following a link to it (``OSError`` otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name}: not a regular file")  # noqa: EM102
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def read_source(
+    path: Path, *, max_bytes: int | None = None, follow_links: bool = True
+) -> SourceFile:
+    """Read a file's bytes and detect its format, once (raises ``OSError`` when unreadable).
+
+    A file above ``max_bytes`` is refused from its size alone, never read.
+    ``follow_links=False`` (the inbox) refuses to open a symbolic link.
+    """
+    try:
+        check_size(path, max_bytes)
+    except FileTooLargeError as err:
+        refusal = FileTooLargeError(printable(str(err)))
+        return refused_source(path, refusal, size_bytes=path.stat().st_size)
+    data = path.read_bytes() if follow_links else _read_no_follow(path)
+    export = detect_export(data, file_name=display_name(path.name))
     detection = export.detection if isinstance(export, DecodedExport) else None
     return SourceFile(path, data, sha256_of(data), detection, export)
 
 
 def detect_export(data: bytes, *, file_name: str) -> DecodedExport | ChimeraError:
-    """:func:`chimera.detect.detect`, with its refusal returned instead of raised."""
+    """:func:`chimera.detect.detect`, with its refusal returned instead of raised.
+
+    Any other exception (a detector bug) is a refusal too, so one file never stops the others.
+    """
     try:
         return detect(data, file_name=file_name)
     except ChimeraError as err:
         return err
+    except Exception as err:  # noqa: BLE001 - a detector bug must not stop the other files
+        # The type only: an exception's message may quote the content, which logs never carry.
+        kind = type(err).__name__
+        LOGGER.error("%s could not be recognised (%s)", file_name, kind)
+        msg = f"{file_name}: the content could not be decoded or recognised ({kind})"
+        return UnreadableFileError(msg)
 
 
 @dataclass(frozen=True)
@@ -135,16 +202,22 @@ def prepare_sources(
     """Parse every file of a batch that is not known yet, checking all frames in one pass.
 
     Content already accepted (a duplicate) is not parsed. Frames of one contract are validated
-    together; a file whose frame breaks its contract gets that file's own report.
+    together; a file whose frame breaks its contract gets that file's own report. A file whose
+    parser crashes is left unprepared: ingesting it alone re-raises the crash for that file.
     """
-    todo = {
-        s.sha256: s
-        for s in sources
-        if s.sha256 not in batch.prepared and batch.ledger.first_accepted(s.sha256) is None
-    }
-    results = [prepare_source(s, settings=batch.settings, now=clock()) for s in todo.values()]
-    errors = check_deferred([deferred for _, deferred in results])
-    for sha, (prepared, _), error in zip(todo, results, errors, strict=True):
+    results: dict[str, tuple[Prepared, list[Deferred]]] = {}
+    for source in sources:
+        sha = source.sha256
+        if sha in batch.prepared or sha in results or batch.ledger.first_accepted(sha) is not None:
+            continue
+        try:
+            results[sha] = prepare_source(source, settings=batch.settings, now=clock())
+        except Exception:
+            # A parser bug: ingesting this file alone raises it again, for this file only.
+            if len(sources) == 1:
+                raise
+    errors = check_deferred([deferred for _, deferred in results.values()])
+    for (sha, (prepared, _)), error in zip(results.items(), errors, strict=True):
         batch.prepared[sha] = prepared if error is None else replace(prepared, error=error)
 
 
@@ -207,7 +280,7 @@ def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
     base = FileOutcome(
         file_name=source.name,
         sha256=source.sha256,
-        size_bytes=len(source.data),
+        size_bytes=source.size_bytes,
         status=FileStatus.WAITING,
     )
     duplicate = _record_duplicate(run, base)
@@ -306,9 +379,20 @@ def _accept(run: _Run, outcome: FileOutcome) -> FileOutcome:
 def _accept_registry(
     run: _Run, base: FileOutcome, fmt: str | None, parsed: ParsedExport
 ) -> FileOutcome:
+    """Accept a manifest or infusion log, checked against the registry as the batch holds it.
+
+    An impossible date across files quarantines it; changed values are accepted with a note
+    (:mod:`chimera.consistency`), and a sample moved away also rebuilds the patient it left.
+    """
     frame = parsed.frame
+    manifest = parsed.format is ExportFormat.MANIFEST
+    check = check_manifest if manifest else check_infusion_log
+    try:
+        verdict = check(frame, run.batch.registry, run.batch.ledger.frame())
+    except ChimeraError as err:
+        return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
     rows = _with_lineage(frame, base, run.now).drop("source_file")
-    if parsed.format is ExportFormat.MANIFEST:
+    if manifest:
         run.batch.add_rows(SAMPLES, base.sha256, rows)
         patients = set(frame.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
     else:
@@ -319,7 +403,8 @@ def _accept_registry(
         status=FileStatus.ACCEPTED,
         detected_format=fmt,
         rows=frame.height,
-        patients=frozenset(patients),
+        patients=frozenset(patients | verdict.also_touches),
+        reason="; ".join(r for r in (base.reason, verdict.reason) if r) or None,
     )
     return _accept(run, accepted)
 

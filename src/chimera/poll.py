@@ -1,34 +1,55 @@
-"""One inbox poll: scan -> read once -> order -> ingest -> rebuild -> refresh.
+"""One inbox poll: settle -> read once -> order -> ingest -> rebuild -> refresh.
 
 The same poll runs ``chimera ingest --inbox``, ``chimera watch`` and the Prefect
 ``ingest-inbox`` flow (which passes Prefect tasks as its ``ingest_one``/``refresh`` steps).
-Files are ingested in dependency order (manifests and infusion logs first); waiting files are
-retried while a round accepts anything, and every touched patient is rebuilt once at the end.
-:func:`exit_code` is the one mapping from file fates to a command's exit status.
+A poll first looks at the inbox until its files have settled (:func:`settle_inbox`: two looks
+``settle_seconds`` apart, remembered across polls), waiting up to ``max_wait_seconds``; every
+file it does not read is listed with why (:attr:`Poll.unread`). Files are ingested in
+dependency order (manifests and infusion logs first); waiting files are retried while a round
+accepts anything, and every touched patient is rebuilt once at the end. A failed write (disk
+full, read-only warehouse) stops the run with a plain message (:class:`StorageFailure`); the
+file stays in the inbox. :func:`exit_code` is the one mapping from file fates to a command's
+exit status.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from threading import Event
+from typing import Any
 
 from rich.console import Console
 
-from chimera.batch import open_batch
-from chimera.detect import Assay
-from chimera.inbox import scan_inbox
-from chimera.ingest import FileOutcome, SourceFile, ingest_source, prepare_sources, read_source
+from chimera.batch import StorageFailure, open_batch, writing
+from chimera.detect import Assay, ExportFormat
+from chimera.errors import NotARegularFileError
+from chimera.filemodes import private_dirs
+from chimera.filing import display_name
+from chimera.inbox import Candidate, Notify, Unread, save_sightings, settle_inbox
+from chimera.ingest import (
+    FileOutcome,
+    SourceFile,
+    ingest_source,
+    prepare_sources,
+    read_source,
+    refused_source,
+)
 from chimera.rebuild import recompute_patients, recover_dirty
 from chimera.refresh import RefreshSummary, refresh_patients
 from chimera.settings import Settings
+from chimera.warehouse import Warehouse, is_storage_error, storage_problem
 from schemas.vocab import FileStatus
+
+LOGGER = logging.getLogger(__name__)
 
 LOCK_FILE = ".inbox.lock"
 
@@ -43,11 +64,14 @@ class ExitCode(IntEnum):
 
     OK = 0
     """Every file accepted (or already known)."""
+    FAILED = 1
+    """The run stopped: a write failed (disk full, read-only warehouse) or verification drifted."""
     USAGE = 2
     QUARANTINED = 3
     """At least one file was quarantined."""
     WAITING = 4
-    """At least one file waits for a prerequisite (manifest, baseline, product reference)."""
+    """At least one file waits for a prerequisite (manifest, baseline, product reference), or
+    is still being copied."""
 
 
 def exit_code(statuses: Iterable[FileStatus]) -> ExitCode:
@@ -76,11 +100,14 @@ _FORMAT_ORDER = {Assay.REGISTRY: 0, Assay.STR: 1, Assay.QPCR: 2, Assay.DDPCR: 2,
 
 
 def processing_order(sources: Sequence[SourceFile]) -> list[SourceFile]:
-    """Manifests and infusion logs first, then assays, each group by name (detected once)."""
+    """Manifests, then infusion logs, then assays, each group by name (detected once)."""
 
-    def rank(source: SourceFile) -> tuple[int, str]:
+    def rank(source: SourceFile) -> tuple[int, bool, str]:
         detection = source.detection
-        return (_FORMAT_ORDER[detection.assay] if detection else 3, source.name)
+        if detection is None:
+            return (3, True, source.name)
+        later = detection.format is not ExportFormat.MANIFEST
+        return (_FORMAT_ORDER[detection.assay], later, source.name)
 
     return sorted(sources, key=rank)
 
@@ -100,7 +127,13 @@ def ingest_in_rounds(
         progress = False
         still_waiting = []
         for source in pending:
-            outcome = ingest_one(source)
+            try:
+                outcome = ingest_one(source)
+            except StorageFailure as failure:
+                failure.outcomes = {**outcomes, source.path: None}
+                raise
+            if outcome is not None:
+                LOGGER.info("%s: %s %s", outcome.file_name, outcome.status, outcome.reason or "")
             outcomes[source.path] = outcome
             if outcome is not None and outcome.status is FileStatus.WAITING:
                 still_waiting.append(source)
@@ -122,14 +155,51 @@ def ingest_sources(
 
     Patients a crash left dirty are rebuilt first. By default the files are one batch
     (:mod:`chimera.batch`): parsed once, checked in one pass per contract, written together.
-    ``ingest_one`` (the Prefect flow's task) ingests each file on its own instead.
+    ``ingest_one`` (the Prefect flow's task) ingests each file on its own instead (touched
+    patients only marked dirty, rebuilt at the end).
+
+    Raises
+    ------
+    StorageFailure
+        When a write failed (in-process ingest and the rebuilds); the file stays in place.
     """
-    recover_dirty(settings=settings, now=clock())
-    ordered = processing_order(sources)
-    if ingest_one is not None:
-        outcomes = ingest_in_rounds(ordered, ingest_one)
+    with writing("rebuilding patients left by an interrupted run"):
         recover_dirty(settings=settings, now=clock())
-        return outcomes
+    ordered = processing_order(sources)
+    if ingest_one is None:
+        return _ingest_batch(ordered, settings=settings, clock=clock, move=move)
+    outcomes = ingest_in_rounds(ordered, ingest_one)
+    try:
+        with writing("rebuilding the touched patients"):
+            recover_dirty(settings=settings, now=clock())
+    except StorageFailure as failure:
+        failure.outcomes = outcomes
+        raise
+    return outcomes
+
+
+def _one_in_batch(
+    source: SourceFile, ingest: Callable[[SourceFile], FileOutcome]
+) -> FileOutcome | None:
+    """Ingest one file of the batch; a bug in one file leaves it in place, never stops the rest."""
+    try:
+        return ingest(source)
+    except StorageFailure:
+        raise
+    except OSError as err:
+        if is_storage_error(err):
+            raise StorageFailure(source.name, err) from err
+        LOGGER.error("%s failed (%s); it stays where it is", source.name, err.strerror)
+    except Exception as err:  # noqa: BLE001 - one file's bug must not stop the others
+        # The type only: a message may quote the file's content, which logs never carry.
+        LOGGER.error("%s failed (%s); it stays where it is", source.name, type(err).__name__)
+    return None
+
+
+def _ingest_batch(
+    ordered: Sequence[SourceFile], *, settings: Settings, clock: Callable[[], datetime], move: bool
+) -> dict[Path, FileOutcome | None]:
+    """Ingest ordered files as one batch, flush it, then rebuild every touched patient once."""
     with open_batch(settings) as batch:
         prepare_sources(ordered, batch, clock=clock)
 
@@ -138,10 +208,17 @@ def ingest_sources(
                 source, settings=settings, now=clock(), move=move, recompute=False, batch=batch
             )
 
-        outcomes = ingest_in_rounds(ordered, in_batch)
-        placed = batch.flush()
-        recompute_patients(batch.warehouse, batch.touched, settings=settings, now=clock())
-        batch.warehouse.persist_snapshots()
+        outcomes = ingest_in_rounds(ordered, lambda source: _one_in_batch(source, in_batch))
+        placed: dict[Path, FileOutcome | None] = {}
+        try:
+            placed.update(batch.flush())
+            with writing("rebuilding the touched patients"):
+                recompute_patients(batch.warehouse, batch.touched, settings=settings, now=clock())
+                batch.warehouse.persist_snapshots()
+        except StorageFailure as failure:
+            placed.update(failure.outcomes)
+            failure.outcomes = {path: placed.get(path, o) for path, o in outcomes.items()}
+            raise
     return {path: placed.get(path, outcome) for path, outcome in outcomes.items()}
 
 
@@ -165,11 +242,27 @@ class Poll:
     """Files that could not be read or failed unexpectedly; they stay in the inbox."""
     refreshed: RefreshSummary | None = None
     refresh_failed: bool = False
+    unread: tuple[Unread, ...] = ()
+    """Every file not read, with why and when it will be (the ``settling`` files)."""
+    failure: str | None = None
+    """Why the run stopped early (a failed write: disk full, read-only), in plain words."""
 
     @property
     def accepted(self) -> tuple[FileOutcome, ...]:
         """The files accepted by this poll."""
         return tuple(o for o in self.outcomes if o.status is FileStatus.ACCEPTED)
+
+
+def _read(candidate: Candidate, settings: Settings) -> SourceFile:
+    """Read a settled inbox file once (links refused unread, huge files refused by size)."""
+    if candidate.refusal is not None:
+        refusal = NotARegularFileError(
+            f"{display_name(candidate.path.name)} is {candidate.refusal}"
+        )
+        return refused_source(candidate.path, refusal, size_bytes=candidate.size_bytes)
+    return read_source(
+        candidate.path, max_bytes=settings.inbox_rules.max_file_bytes, follow_links=False
+    )
 
 
 def poll_once(
@@ -178,32 +271,60 @@ def poll_once(
     clock: Callable[[], datetime] = _now,
     ingest_one: IngestOne | None = None,
     refresh: RefreshStep | None = None,
+    max_wait_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    notify: Notify | None = None,
 ) -> Poll:
     """Ingest every settled inbox file once (the caller holds the inbox lock).
 
     ``ingest_one`` ingests one read file (default: in-process, moving the file); ``refresh``
     runs when files were accepted (None: no refresh, e.g. a deployment triggered by events).
+    ``max_wait_seconds`` bounds the wait for files still settling (None: twice
+    ``settle_seconds``, enough for files that just arrived).
     """
-    candidates = scan_inbox(
-        settings.inbox,
-        now=clock(),
-        settle_seconds=settings.inbox_rules.settle_seconds,
-        ignore_patterns=settings.inbox_rules.ignore_patterns,
-    )
+    rules = settings.inbox_rules
+    wait = 2 * rules.settle_seconds if max_wait_seconds is None else max_wait_seconds
+    try:
+        with writing("recording the inbox look"):
+            candidates = settle_inbox(
+                settings, clock=clock, max_wait_seconds=wait, sleep=sleep, notify=notify
+            )
+    except StorageFailure as failed:
+        return Poll((), errors=(failed.file_name,), failure=str(failed))
     sources, errors = [], []
-    for candidate in (c for c in candidates if c.ready):
+    for candidate in candidates:
+        if not candidate.ready and candidate.refusal is None:
+            continue
         try:
-            sources.append(read_source(candidate.path))
-        except OSError:
-            errors.append(candidate.path.name)
-    done = ingest_sources(sources, settings=settings, clock=clock, move=True, ingest_one=ingest_one)
-    errors += [path.name for path, outcome in done.items() if outcome is None]
+            sources.append(_read(candidate, settings))
+        except OSError as err:
+            LOGGER.warning("%s could not be read: %s", candidate.path.name, err.strerror)
+            errors.append(display_name(candidate.path.name))
+    stopped_because: str | None = None
+    try:
+        done = ingest_sources(
+            sources, settings=settings, clock=clock, move=True, ingest_one=ingest_one
+        )
+    except StorageFailure as stopped:
+        done, stopped_because = stopped.outcomes, str(stopped)
+        LOGGER.error("the run stopped: %s", stopped_because)
+    errors += [display_name(path.name) for path, outcome in done.items() if outcome is None]
+    if sources and stopped_because is None:
+        with contextlib.suppress(OSError):  # only bookkeeping: the next poll forgets them too
+            save_sightings(Warehouse(settings.warehouse), settings.inbox, candidates, now=clock())
     outcomes = tuple(o for o in (done.get(s.path) for s in sources) if o is not None)
-    poll = Poll(outcomes, tuple(c.path.name for c in candidates if not c.ready), tuple(errors))
+    unread = tuple(
+        Unread(display_name(c.path.name), c.why, c.wait_seconds)
+        for c in candidates
+        if not c.ready and c.refusal is None
+    )
+    poll = Poll(outcomes, tuple(u.name for u in unread), tuple(errors), unread=unread)
+    if stopped_because is not None:
+        return replace(poll, failure=stopped_because)
     if refresh is None or not poll.accepted:
         return poll
     refreshed = refresh(outcomes)
-    return Poll(poll.outcomes, poll.settling, poll.errors, refreshed, refreshed is None)
+    return replace(poll, refreshed=refreshed, refresh_failed=refreshed is None)
 
 
 def accepted_patients(outcomes: Iterable[FileOutcome]) -> set[str]:
@@ -218,30 +339,72 @@ def refresh_after_ingest(
     return refresh_patients(accepted_patients(outcomes), settings=settings, now=now)
 
 
+@dataclass(frozen=True)
+class LockWait:
+    """How the inbox lock was taken: seconds waited and who held it meanwhile."""
+
+    waited_seconds: float = 0.0
+    holder: str = ""
+
+    def render(self) -> str:
+        """``"waited 12 s for another ingest (pid 4242, chimera ingest since ...)"``."""
+        return f"waited {self.waited_seconds:.0f} s for another ingest ({self.holder or 'unknown'})"
+
+
+def _holder(fh: Any) -> str:
+    fh.seek(0)
+    return str(fh.read()).strip()
+
+
 @contextlib.contextmanager
-def inbox_lock(settings: Settings, *, timeout_seconds: float) -> Iterator[None]:
-    """Hold the inbox poller lock: one poll (or rebuild) at a time across processes.
+def inbox_lock(
+    settings: Settings,
+    *,
+    timeout_seconds: float,
+    what: str = "chimera",
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[LockWait]:
+    """Hold the inbox poller lock: one poll (or ingest, or rebuild) at a time across processes.
 
     A separate file from the warehouse's writer lock, which ingest takes inside each file.
-    The kernel drops the lock when its holder dies (``SIGKILL`` included). Raises
+    The kernel drops the lock when its holder dies (``SIGKILL`` included). The holder writes
+    who it is (``what``, pid, since when) into the lock file; a process that has to wait says
+    so (``on_wait`` with the holder, a log line) and yields how long it waited. Raises
     ``TimeoutError`` when another holder keeps it longer than ``timeout_seconds``.
     """
-    settings.warehouse.mkdir(parents=True, exist_ok=True)
+    private_dirs(settings.warehouse)
     path = settings.warehouse / LOCK_FILE
-    deadline = time.monotonic() + timeout_seconds
+    started = time.monotonic()
+    deadline = started + timeout_seconds
+    holder = ""
     with path.open("a+") as fh:
         while True:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not holder:
+                    holder = _holder(fh) or "another process"
+                    LOGGER.warning("waiting for the inbox lock held by %s", holder)
+                    if on_wait is not None:
+                        on_wait(holder)
                 if time.monotonic() >= deadline:
                     msg = f"{path}: another inbox poll held the lock for over {timeout_seconds:g} s"
                     raise TimeoutError(msg) from None
                 time.sleep(0.1)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, {what}, since {_now():%Y-%m-%d %H:%M:%S} UTC\n")
+        fh.flush()
+        waited = LockWait(time.monotonic() - started, holder) if holder else LockWait()
+        if holder:
+            LOGGER.warning("%s", waited.render())
         try:
-            yield
+            yield waited
         finally:
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
@@ -251,14 +414,28 @@ def poll_inbox(
     clock: Callable[[], datetime] = _now,
     lock_timeout_seconds: float = 600.0,
     refresh: bool = True,
+    max_wait_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    notify: Notify | None = None,
 ) -> Poll:
     """Take the inbox lock and poll once in-process, without Prefect (``chimera watch``)."""
 
-    def in_process(outcomes: Sequence[FileOutcome]) -> RefreshSummary:
-        return refresh_after_ingest(outcomes, settings=settings, now=clock())
+    def in_process(outcomes: Sequence[FileOutcome]) -> RefreshSummary | None:
+        try:
+            return refresh_after_ingest(outcomes, settings=settings, now=clock())
+        except OSError as err:
+            LOGGER.error("the trend refresh failed: %s", storage_problem(err))
+            return None
 
-    with inbox_lock(settings, timeout_seconds=lock_timeout_seconds):
-        return poll_once(settings, clock=clock, refresh=in_process if refresh else None)
+    with inbox_lock(settings, timeout_seconds=lock_timeout_seconds, what="inbox poll"):
+        return poll_once(
+            settings,
+            clock=clock,
+            refresh=in_process if refresh else None,
+            max_wait_seconds=max_wait_seconds,
+            sleep=sleep,
+            notify=notify,
+        )
 
 
 def watch_inbox(settings: Settings, console: Console, *, stop: Event | None = None) -> int:

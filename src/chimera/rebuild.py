@@ -33,6 +33,7 @@ from chimera.calculate.stutter_ratios import (
     estimate_stutter_ratios,
     single_source_samples,
 )
+from chimera.lineage import parameters_sha256, record_parameters
 from chimera.method_rows import MethodInputs, method_rows, replaced_rows
 from chimera.registry import (
     Registry,
@@ -196,12 +197,14 @@ def recompute_patients(
     patients: Iterable[str],
     *,
     settings: Settings,
-    now: datetime,  # noqa: ARG001 - part of every writer's signature; derived rows keep their source's time
+    now: datetime,
 ) -> None:
     """Rebuild ``chimerism/`` and ``markers/`` for ``patients`` from the raw tables.
 
     Rows of a file a re-export replaced, and the other rows of a repeat measurement, are kept
     with ``superseded = true`` and the reason (module docstring).
+    Every row names the settings that computed it (``parameters_sha256``, recorded at ``now``
+    in the ``parameters`` table; derived rows keep their source's ``ingested_at``).
     """
     todo = set(patients)
     if not todo:
@@ -213,8 +216,11 @@ def recompute_patients(
     warehouse.write_single(
         STUTTER_RATIOS, stutter_table(stutter.stutter, stutter.current, registry)
     )
+    configured = record_parameters(warehouse, settings, now=now)
     limits, settings = assay_limits(registry, inputs, settings=settings)
+    limits = limits.with_columns(parameters_sha256=pl.lit(configured, dtype=pl.String))
     warehouse.write_single(ASSAY_LIMITS, limits)
+    record_parameters(warehouse, settings, now=now)
     chimerism, markers = {}, {}
     for patient in sorted(todo - series_ids(registry)):
         chimerism[patient], markers[patient] = patient_tables(
@@ -313,6 +319,7 @@ def _finish_chimerism(
         )
         .otherwise(pl.col("qc_reasons")),
         pipeline_version=pl.lit(PIPELINE_VERSION),
+        parameters_sha256=pl.lit(parameters_sha256(settings)),
         source_file=pl.col("source_file").fill_null(""),
     )
     live = ~pl.col("superseded")
@@ -334,7 +341,7 @@ def _finish_markers(markers: pl.DataFrame, chimerism: pl.DataFrame) -> pl.DataFr
     if markers.height == 0:
         return pl.DataFrame(schema=MARKERS.schema)
     key = ["sample_id", "method", "source_sha256"]
-    flags = chimerism.select(*key, "patient_id", "superseded")
+    flags = chimerism.select(*key, "patient_id", "superseded", "parameters_sha256")
     return (
         markers.join(flags, on=key, how="inner")
         .with_columns(

@@ -160,13 +160,15 @@ class InboxSettings:
     """Watched-folder behaviour (issue 5)."""
 
     settle_seconds: float = 5.0
-    """A file is read only when its size and mtime are unchanged for this long."""
+    """A file is read only when two looks this far apart saw the same size and mtime."""
     poll_interval_seconds: int = 60
     waiting_timeout_hours: float = 72.0
     """A waiting file is quarantined after this long."""
     ignore_patterns: tuple[str, ...] = ("~$*", "*.part", "*.tmp", ".~lock*", ".*", "*.problems.txt")
     max_file_bytes: int | None = 200_000_000
     """Larger files are refused unread (``chimera.textio.check_size``); None = no limit."""
+    incomplete_settle_seconds: float = 30.0
+    """A file whose end looks cut off (no final line end) is read only once unchanged this long."""
 
 
 @dataclass(frozen=True)

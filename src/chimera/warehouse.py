@@ -16,26 +16,36 @@ Layout (one file per source for raw tables, one per patient for derived tables):
 - ``alerts/alerts.parquet``, ``alert_deliveries/deliveries.parquet``,
   ``kinetics_cohort/cohort.parquet``, ``assay_limits/limits.parquet``,
   ``stutter_ratios/ratios.parquet``: one file each;
-- ``ingest_log/<YYYY-MM-DD>/<time>-<sha>-<status>.parquet``: the append-only ledger.
+- ``ingest_log/<YYYY-MM-DD>/<time>-<sha>-<status>.parquet``: the append-only ledger;
+- ``parameters/<sha256>.parquet``: each settings snapshot derived rows name by hash;
+- ``inbox_state/<inbox>.parquet``: the poller's last look at each inbox file (settling).
+
+Files and folders are created readable by owner and group only (:mod:`chimera.filemodes`). A
+write that fails (disk full, read-only file system) leaves no temporary file behind and raises
+the ``OSError``; :func:`storage_problem` words it for a lab user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
-import os
+import logging
 import re
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 from pandera.api.polars.model import DataFrameModel
 
 from chimera import __version__, table_cache
+from chimera.filemodes import private_dirs, private_file
+from chimera.filing import TEMPORARY_PREFIX, write_new, write_parquet_synced
 from chimera.validation import validate_frame, validate_many
 from schemas.base import polars_schema
 from schemas.stutter import StutterRatios
@@ -45,15 +55,18 @@ from schemas.warehouse import (
     AssayLimits,
     Chimerism,
     DdpcrObservations,
+    InboxState,
     Infusions,
     IngestLog,
     Markers,
+    Parameters,
     QpcrObservations,
     Samples,
     StrObservations,
 )
 
 PIPELINE_VERSION = __version__
+LOGGER = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 _held_locks = threading.local()
@@ -153,6 +166,10 @@ ASSAY_LIMITS = Table("assay_limits", AssayLimits, key=("method", "series_id"), s
 STUTTER_RATIOS = Table(
     "stutter_ratios", StutterRatios, key=("panel", "marker", "direction"), single_file="ratios"
 )
+PARAMETERS = Table(
+    "parameters", Parameters, key=("parameters_sha256",), partition_by=("parameters_sha256",)
+)
+INBOX_STATE = Table("inbox_state", InboxState, key=("inbox", "path"), partition_by=("inbox",))
 
 TABLES = (
     SAMPLES,
@@ -170,6 +187,8 @@ TABLES = (
     INGEST_LOG,
     ASSAY_LIMITS,
     STUTTER_RATIOS,
+    PARAMETERS,
+    INBOX_STATE,
 )
 """Every warehouse table."""
 OBSERVATIONS: dict[Method, Table] = {
@@ -203,18 +222,56 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to ``path`` via a temporary file and a rename; return ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_parquet_atomic(frame: pl.DataFrame, path: Path, *, replace: bool = True) -> Path:
+    """Write ``frame`` to ``path`` via a temporary file and a rename; return ``path``.
+
+    ``replace=False`` never replaces an existing ``path`` (``FileExistsError``): the ledger.
+    On any failure (``ENOSPC``, ``EROFS`` ...) the temporary file is removed and the error raised.
+    """
+    private_dirs(path.parent)
+    if not replace:
+        return write_new(path, lambda tmp: write_parquet_synced(frame, tmp))
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.parquet.tmp")
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
+        write_parquet_synced(frame, tmp)
+        private_file(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_text(path: Path, *, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+_STORAGE_WORDS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "Chimera may not write there (permission denied)",
+    errno.EPERM: "Chimera may not write there (operation not permitted)",
+    errno.EFBIG: "the file would exceed the size limit for one file",
+    errno.EIO: "the disk reported an input/output error",
+}
+
+
+def is_storage_error(err: OSError) -> bool:
+    """Whether a failed write means the disk or file system is at fault (stop the run)."""
+    return err.errno in _STORAGE_WORDS
+
+
+def storage_problem(err: OSError) -> str:
+    """A failed write in plain words: what happened, where, and what to do.
+
+    Examples
+    --------
+    >>> storage_problem(OSError(errno.ENOSPC, "No space left on device", "/data/w/x.parquet"))
+    'the disk is full (writing /data/w/x.parquet); free space (or fix the disk) and run again'
+    """
+    what = _STORAGE_WORDS.get(err.errno or 0, err.strerror or str(err))
+    where = f" (writing {err.filename})" if err.filename else ""
+    return f"{what}{where}; free space (or fix the disk) and run again"
 
 
 @dataclass(frozen=True)
@@ -291,10 +348,10 @@ class Warehouse:
             When the frame breaks the contract (nothing is written).
         """
         if frame.height == 0:
-            self._store(table, key, frame)
+            self.store(table, key, frame)
             return frame
         valid = validate_frame(frame, table.model, file_name=f"{table.name}/{key}")
-        self._store(table, key, valid)
+        self.store(table, key, valid)
         return valid
 
     def write_parts(
@@ -336,9 +393,9 @@ class Warehouse:
     def store_parts(self, table: Table, parts: Mapping[str, pl.DataFrame]) -> None:
         """Write parts :meth:`validate_parts` returned, one atomic file each."""
         for key, frame in parts.items():
-            self._store(table, key, frame)
+            self.store(table, key, frame)
 
-    def _store(self, table: Table, key: str, frame: pl.DataFrame) -> None:
+    def store(self, table: Table, key: str, frame: pl.DataFrame) -> None:
         """Atomically (re)write ``<table>/<key>.parquet`` with validated rows (none: remove it)."""
         path = self._path(table, key)
         if frame.height == 0:
@@ -369,7 +426,7 @@ class Warehouse:
         relative = (
             f"{logged_at:%Y-%m-%d}/{stamp}-{sha256[:16]}-{events}-{uuid.uuid4().hex[:6]}.parquet"
         )
-        path = write_parquet_atomic(valid, self.folder(INGEST_LOG) / relative)
+        path = write_parquet_atomic(valid, self.folder(INGEST_LOG) / relative, replace=False)
         table_cache.note_written(self.folder(INGEST_LOG), relative, valid)
         return path
 
@@ -378,15 +435,20 @@ class Warehouse:
         """Hold the warehouse's writer lock (one writer at a time, across processes).
 
         Re-entrant within one thread: a batch holding the lock can call code that takes it.
+        Waiting for another writer is logged (``chimera.warehouse``), never silent.
         """
         held: set[Path] = getattr(_held_locks, "roots", set())
         _held_locks.roots = held
         if self.root in held:
             yield
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.root)
         with (self.root / ".lock").open("a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                LOGGER.info("waiting for another writer of %s to finish", self.root)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             held.add(self.root)
             try:
                 yield
@@ -396,10 +458,11 @@ class Warehouse:
 
     def mark_dirty(self, patients: set[str]) -> None:
         """Record patients whose derived tables are being rebuilt (crash recovery)."""
-        folder = self.root / ".dirty"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dirs(self.root / ".dirty")
         for patient in patients:
-            (folder / file_key(patient)).write_text(patient, encoding="utf-8")
+            path = folder / file_key(patient)
+            if not path.is_file():
+                write_new(path, partial(_write_text, text=patient))
 
     def clear_dirty(self, patients: set[str]) -> None:
         """Forget patients whose derived tables are complete again."""
@@ -411,4 +474,9 @@ class Warehouse:
         folder = self.root / ".dirty"
         if not folder.is_dir():
             return set()
-        return {p.read_text(encoding="utf-8") for p in folder.iterdir() if p.is_file()}
+        names = (
+            p.read_text(encoding="utf-8")
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(TEMPORARY_PREFIX)
+        )
+        return {name for name in names if name}

@@ -179,3 +179,41 @@ def quarantined(home: Path) -> dict[str, Path]:
         for p in root.iterdir()
         if p.is_file() and not p.name.endswith((".problems.txt", ".failures.parquet"))
     }
+
+
+class FakeClock:
+    """A clock the test moves: ``sleep`` advances it instead of waiting (deterministic settling)."""
+
+    def __init__(self, start: datetime = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += timedelta(seconds=seconds)
+
+    def sleep(self, seconds: float) -> None:
+        """What the poll calls instead of ``time.sleep``: the clock moves, nothing waits."""
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+
+SENTINEL = "SENTINEL-5f1c-CONTENT"
+"""Planted in file contents (never in an id or a value) to prove contents never leave."""
+
+
+def files_with_sentinel() -> dict[str, bytes]:
+    """Files whose content, not their ids or values, carries :data:`SENTINEL`."""
+    plate = genemapper_table([(post_dose_id(1), 12.0)])
+    return {
+        "letter.txt": f"Dear lab, {SENTINEL} attached.\n".encode(),
+        "binary.dat": b"\x00\x01\xfe" + SENTINEL.encode() + b"\x8f\x90\x00",
+        "cut.txt": plate + f'"B,99"\t{post_dose_id(1)}\tvWA\t{SENTINEL}'.encode(),
+        "manifest_notes.csv": (
+            b"sample_id,patient_id,role,collected_at,specimen,lab_note\n"
+            + f"{post_dose_id(2)},{PATIENT},post_dose,2025-01-12T09:00:00Z,PB,{SENTINEL}\n".encode()
+        ),
+    }

@@ -15,10 +15,11 @@ from typing import Any
 import polars as pl
 import pytest
 from flow_builders import (
-    BASELINE,
-    REFERENCE,
+    SENTINEL,
+    FakeClock,
     archived,
     drop,
+    files_with_sentinel,
     infusion_csv,
     ledger,
     manifest_csv,
@@ -31,16 +32,26 @@ from flow_builders import (
     write_config,
 )
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.logging.handlers import APILogWorker
 
 import flows.common
 from chimera import maintenance
+from chimera.poll import Poll, poll_inbox
 from chimera.settings import load_settings
 from flows.common import INBOX_LIMIT, ensure_concurrency_limit
 from flows.deploy import NIGHTLY_CRON, build_deployments
 from flows.ingest import ingest_inbox
 from flows.nightly import nightly_rebuild
 from flows.trends import refresh_trends
+from schemas.vocab import FileStatus
 
 pytestmark = pytest.mark.flows
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,11 +88,12 @@ def registry_files(inbox: Path) -> dict[str, bytes]:
 
 
 def warehouse_snapshot(home: Path) -> dict[str, str]:
+    """Every data file of the warehouse (the ledger and the inbox poller's state left out)."""
     root = home / "warehouse"
     return {
         str(p.relative_to(root)): sha(p.read_bytes())
         for p in root.rglob("*.parquet")
-        if "ingest_log" not in p.parts
+        if not {"ingest_log", "inbox_state"} & set(p.parts)
     }
 
 
@@ -154,6 +166,46 @@ def test_run_is_named_and_reported(prefect_harness: str, home: Path) -> None:
     mine = [a for a in artifacts if a.flow_run_id == run.id]
     assert len(mine) == 1
     assert "not_an_export.txt | quarantined" in str(mine[0].data)
+
+
+def test_file_contents_never_reach_prefect(
+    prefect_harness: str, home: Path, events: list[dict[str, Any]]
+) -> None:
+    """A sentinel planted in file contents is in no flow or task run, log, artifact or event.
+
+    Ids and values may appear there; the content of a file (its free text, a cut line, the
+    bytes of an unreadable file) never does.
+    """
+    write_config(home, "[inbox_rules]\nsettle_seconds = 0.5\nincomplete_settle_seconds = 0\n")
+    inbox = home / "inbox"
+    registry_files(inbox)
+    for name, data in files_with_sentinel().items():
+        drop(inbox, name, data)
+    state = ingest_inbox(str(home), return_state=True)
+    APILogWorker.drain_all(timeout=60)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["chimera-inbox-poll"]))
+        )
+    mine = [a for a in artifacts if a.flow_run_id == run.id]
+    assert len(mine) == 1 and len(tasks) >= 7
+    assert any(log.message.startswith("7 files: ") for log in logs), [log.message for log in logs][
+        -3:
+    ]
+    seen = [
+        run.model_dump_json(),
+        *(t.model_dump_json() for t in tasks),
+        *(log.message for log in logs),
+        *(str(a.data) for a in mine),
+        *(repr(e) for e in events),
+    ]
+    assert not [text for text in seen if SENTINEL in text]
 
 
 def test_duplicate_bytes_under_another_name(
@@ -253,28 +305,70 @@ def test_waiting_too_long_is_quarantined_with_report(prefect_harness: str, tmp_p
     assert "manifest rows" in report
 
 
-def test_slowly_copied_file_is_read_only_once_settled(prefect_harness: str, tmp_path: Path) -> None:
-    """A file still being written (growing, fresh mtime) is never read; it is accepted once settled."""
+def test_slowly_copied_file_is_read_only_once_settled(tmp_path: Path) -> None:
+    """A file still being copied is never read; it is read once two looks 30 s apart agree.
+
+    Deterministic: explicit polls with an injected clock (no thread, no sleep). Every chunk
+    of the copy keeps the source's old mtime, as Explorer and ``cp -p`` do, so only the
+    looks remembered across polls can tell the copy is still going.
+    """
     home = tmp_path / "data"
-    write_config(home, "[inbox_rules]\nsettle_seconds = 30.0\n")
+    write_config(home, "[inbox_rules]\nsettle_seconds = 30.0\nincomplete_settle_seconds = 120.0\n")
+    settings = load_settings(home=home)
     inbox = home / "inbox"
+    clock = FakeClock()
+
+    def poll_at(seconds_later: float) -> Poll:
+        clock.advance(seconds_later)
+        return poll_inbox(settings, clock=clock, refresh=False, max_wait_seconds=0)
+
     registry_files(inbox)
-    assert set(statuses(poll(home)).values()) == {"accepted"}
+    assert poll_at(0).outcomes == ()  # first look: nothing is read yet
+    assert {o.status for o in poll_at(30).outcomes} == {FileStatus.ACCEPTED}
     data = post_dose_table(1, 12.0)
     target = inbox / "gm_d01.txt"
     step = len(data) // 6 + 1
-    seen_settling = 0
-    with target.open("wb") as fh:  # a copy in progress: every chunk refreshes the mtime
-        for start in range(0, len(data), step):
+    old_mtime = time.time() - 3600
+    unread: list[str] = []
+    for start in range(0, len(data), step):
+        with target.open("ab") as fh:
             fh.write(data[start : start + step])
-            fh.flush()
-            result = poll(home)
-            assert "gm_d01.txt" not in statuses(result)
-            seen_settling += "gm_d01.txt" in result["settling"]
-    assert seen_settling >= 1
+        os.utime(target, (old_mtime, old_mtime))
+        result = poll_at(40)  # longer than settle_seconds between looks, yet still changing
+        assert result.outcomes == ()
+        unread += [u.render() for u in result.unread]
+    assert len(unread) == -(-len(data) // step)
+    assert "still being copied" in unread[1]
     assert set(ledger(home)["file_name"]) == {"manifest.csv", "infusions.csv", "gm_refs.txt"}
-    finished = time.time() - 60  # the copy ended a minute ago: settled
-    os.utime(target, (finished, finished))
+    assert poll_at(29.9).outcomes == ()  # unchanged, but not yet for 30 s
+    finished = poll_at(0.1)
+    assert [(o.file_name, o.status) for o in finished.outcomes] == [
+        ("gm_d01.txt", FileStatus.ACCEPTED)
+    ]
+    assert ledger(home).filter(pl.col("file_name") == "gm_d01.txt")["source_sha256"].to_list() == [
+        sha(data)
+    ]
+
+
+def test_cut_off_copy_with_an_old_mtime_waits_for_the_rest(
+    prefect_harness: str, home: Path
+) -> None:
+    """A partial copy whose mtime is old (a stalled or timestamp-keeping copy) is not read.
+
+    The old rule (mtime older than settle_seconds) read and quarantined it at the first poll.
+    """
+    inbox = home / "inbox"
+    registry_files(inbox)
+    data = post_dose_table(1, 12.0)
+    cut = data.rindex(b"\r\n", 0, len(data) - 2) + 20  # inside the last line
+    drop(inbox, "gm_d01.txt", data[:cut], age_seconds=3600)
+
+    first = poll(home)
+
+    assert "gm_d01.txt" not in statuses(first)
+    assert first["settling"] == ["gm_d01.txt"]
+    assert "gm_d01.txt" not in set(ledger(home)["file_name"])
+    drop(inbox, "gm_d01.txt", data, age_seconds=3600)  # the copy finished
     assert statuses(poll(home)) == {"gm_d01.txt": "accepted"}
     assert ledger(home).filter(pl.col("file_name") == "gm_d01.txt")["source_sha256"].to_list() == [
         sha(data)
@@ -321,6 +415,27 @@ def _race(home: Path) -> None:
     assert not any(inbox.iterdir())
 
 
+PAUSING_WORKER = """
+import sys, time
+from pathlib import Path
+import chimera.warehouse as warehouse
+home, paused = sys.argv[1], Path(sys.argv[2])
+store, written = warehouse.Warehouse.store, []
+def pausing(self, table, key, frame):
+    stored = store(self, table, key, frame)
+    if table.name == "observations_str":
+        written.append(key)
+        if len(written) == 4:  # the 4th export's raw rows are written, its ledger row is not
+            paused.write_text(key)
+            time.sleep(3600)
+    return stored
+warehouse.Warehouse.store = pausing
+from flows.ingest import main
+raise SystemExit(main(["--home", home]))
+"""
+"""The inbox flow in a worker that stops dead mid-file (the test then SIGKILLs it there)."""
+
+
 def test_sigkill_mid_ingest_loses_nothing(prefect_harness: str, home: Path) -> None:
     """A worker killed mid-ingest loses no file and leaves no duplicate; a restart finishes the job."""
     inbox = home / "inbox"
@@ -339,22 +454,19 @@ def test_sigkill_mid_ingest_loses_nothing(prefect_harness: str, home: Path) -> N
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PYTHONPATH": str(ROOT),
     }
+    paused = home.parent / "paused"
     worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "flows" / "ingest.py"), "--home", str(home)],
+        [sys.executable, "-c", PAUSING_WORKER, str(home), str(paused)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and worker.poll() is None:
-            log = home / "warehouse" / "ingest_log"
-            if log.is_dir() and any("accepted" in p.name for p in log.rglob("*.parquet")):
-                break
+        deadline = time.monotonic() + 240
+        while not paused.exists() and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert worker.poll() is None, "the worker finished before it could be killed"
-        time.sleep(0.3)  # into the middle of the next files
+        assert paused.exists(), f"the worker never reached the pause (exit {worker.poll()})"
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
     finally:
@@ -363,7 +475,10 @@ def test_sigkill_mid_ingest_loses_nothing(prefect_harness: str, home: Path) -> N
             worker.wait(timeout=30)
     assert worker.returncode == -signal.SIGKILL
     done_before = sum(accepted_counts(home).values())
-    assert 1 <= done_before < len(files)
+    assert 3 <= done_before < len(files)
+    settings = load_settings({"CHIMERA_HOME": str(home)})
+    half_done = maintenance.verify_warehouse(settings).mismatches
+    assert [m.code.value for m in half_done] == ["raw_without_ledger"]  # killed mid-file
 
     result = poll(home)
 
@@ -379,7 +494,7 @@ def test_sigkill_mid_ingest_loses_nothing(prefect_harness: str, home: Path) -> N
     current = table(home, "chimerism").filter(~pl.col("superseded"))
     assert sorted(current["sample_id"]) == sorted(post_dose_id(n) for n in range(1, n_samples + 1))
     assert len(statuses(result)) + done_before >= len(files)
-    verification = maintenance.verify_warehouse(load_settings({"CHIMERA_HOME": str(home)}))
+    verification = maintenance.verify_warehouse(settings)
     assert verification.ok, verification.mismatches
 
 
@@ -392,13 +507,14 @@ def test_nightly_rebuild_verifies_and_flags_a_changed_archive(
     drop(home / "inbox", "gm_d01.txt", post_dose_table(1, 12.0))
     poll(home)
     chimerism = home / "warehouse" / "chimerism" / "P01.parquet"
+    before = pl.read_parquet(chimerism)
     chimerism.unlink()
 
     clean = nightly_rebuild(str(home))
 
     assert clean["ok"] is True
     assert clean["rebuilt"] == ["P01"]
-    assert chimerism.is_file()
+    assert pl.read_parquet(chimerism).equals(before)
     month = datetime.now(UTC).strftime("%Y/%m")
     archived_copy = home / "archive" / month / "gm_d01.txt"
     archived_copy.write_bytes(archived_copy.read_bytes() + b"tampered\r\n")
@@ -418,12 +534,14 @@ def test_refresh_trends_flow_for_named_patients(prefect_harness: str, home: Path
     drop(home / "inbox", "gm_d01.txt", post_dose_table(1, 12.0))
     poll(home)
     trend = home / "warehouse" / "trends" / "P01.parquet"
+    before = pl.read_parquet(trend)
     trend.unlink()
 
     result = refresh_trends(["P01"], str(home))
 
     assert result["patients"] == ["P01"]
-    assert trend.is_file()
+    assert pl.read_parquet(trend).equals(before)
+    assert before["sample_id"].to_list() == [post_dose_id(1)]
 
 
 def test_deployments_build() -> None:
@@ -436,4 +554,22 @@ def test_deployments_build() -> None:
     assert poll_d.parameters == {"refresh_trends": False}
     assert [t.expect for t in trends_d.triggers] == [{"chimera.inbox.ingested"}]  # type: ignore[union-attr]
     assert nightly_d.schedules[0].schedule.cron == NIGHTLY_CRON  # type: ignore[union-attr]
-    assert {REFERENCE, BASELINE}  # builders import sanity
+
+
+def test_alert_notifications_escape_html_from_lab_ids() -> None:
+    """The Prefect notification of a new alert renders ids and message with HTML escaped."""
+    from prefect.server.utilities.user_templates import render_user_template_sync  # noqa: PLC0415
+
+    from flows.common import ALERT_BODY, ALERT_SUBJECT  # noqa: PLC0415
+
+    payload = {
+        "severity": "high",
+        "rule": "persistence",
+        "patient_id": "<img src=x onerror=alert(1)>",
+        "message": "iNK still quantified in <script>alert(1)</script> & more",
+    }
+    context = {"event": {"payload": payload}}
+    subject = render_user_template_sync(ALERT_SUBJECT, context)
+    body = render_user_template_sync(ALERT_BODY, context)
+    assert subject == "Chimera high alert: persistence (&lt;img src=x onerror=alert(1)&gt;)"
+    assert body == "iNK still quantified in &lt;script&gt;alert(1)&lt;/script&gt; &amp; more"

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -34,7 +34,16 @@ from chimera.settings import load_settings
 
 pytestmark = pytest.mark.flows
 ROOT = Path(__file__).resolve().parents[2]
-ACCEPT_WITHIN_SECONDS = 90
+DEADLINE_SECONDS = 240.0
+"""Generous: each wait ends as soon as its condition holds; the bound only stops a hung run."""
+
+
+def wait_until(condition: Callable[[], bool], what: str, diagnose: Callable[[], object]) -> None:
+    """Poll ``condition`` every half second until it holds; fail with ``diagnose()`` at the bound."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {DEADLINE_SECONDS:g} s: {diagnose()}"
+        time.sleep(0.5)
 
 
 def _stop(pid: int) -> None:
@@ -143,51 +152,44 @@ def test_served_poll_deployment_ingests_dropped_files(
         "gm_refs.txt": references_table(),
         "gm_d01.txt": post_dose_table(1, 12.0),
     }
+
+    def log_tail() -> str:
+        return (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
+
+    expected = {sha(d) for d in files.values()}
+
+    def accepted() -> set[str]:
+        assert serve.poll() is None, log_tail()
+        log = ledger(home)
+        if "status" not in log.columns:
+            return set()
+        return set(log.filter(pl.col("status") == "accepted")["source_sha256"])
+
     try:
         for name, data in files.items():
             drop(home / "inbox", name, data, age_seconds=0)
-        deadline = time.monotonic() + ACCEPT_WITHIN_SECONDS
-        expected = {sha(d) for d in files.values()}
-        while time.monotonic() < deadline:
-            assert serve.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")[
-                -3000:
-            ]
-            log = ledger(home)
-            if "status" in log.columns and expected <= set(
-                log.filter(pl.col("status") == "accepted")["source_sha256"]
-            ):
-                break
-            time.sleep(1)
-        log = ledger(home).filter(pl.col("status") == "accepted")
-        assert set(log["source_sha256"]) == expected, (tmp_path / "serve.log").read_text(
-            errors="replace"
-        )[-3000:]
+        wait_until(lambda: expected <= accepted(), "every file accepted", log_tail)
+        assert accepted() == expected
         assert set(archived(home)) >= expected
         assert not any((home / "inbox").iterdir())
         # The ledger says "accepted" per file; the patients are rebuilt once the poll ends.
-        run_deadline = time.monotonic() + 30
-        while not _named_run_done(api) and time.monotonic() < run_deadline:
-            time.sleep(1)
-        assert _named_run_done(api), [
-            (r["name"], r["state_type"]) for r in _flow_runs(api, "ingest-inbox")
-        ]
-        rebuilt_deadline = time.monotonic() + 30
-        while table(home, "chimerism").height == 0 and time.monotonic() < rebuilt_deadline:
-            time.sleep(1)
+        wait_until(
+            lambda: _named_run_done(api),
+            "a completed poll named after its accepted files",
+            lambda: [(r["name"], r["state_type"]) for r in _flow_runs(api, "ingest-inbox")],
+        )
+        wait_until(lambda: table(home, "chimerism").height > 0, "P01 rebuilt", log_tail)
         assert table(home, "chimerism")["sample_id"].to_list() == ["P01-D01"]
         wanted = {f"chimera.file.{s}" for s in expected}
-        event_deadline = time.monotonic() + 45
-        while (
-            not wanted <= _resource_ids(api, "chimera.file.accepted")
-            and time.monotonic() < event_deadline
-        ):
-            time.sleep(1)
-        assert wanted <= _resource_ids(api, "chimera.file.accepted")
-        trend_deadline = time.monotonic() + 60
-        while not _flow_runs(api, "refresh-trends") and time.monotonic() < trend_deadline:
-            time.sleep(1)
-        assert _flow_runs(api, "refresh-trends"), (
-            "the chimera.inbox.ingested event triggered no trend refresh"
+        wait_until(
+            lambda: wanted <= _resource_ids(api, "chimera.file.accepted"),
+            "a chimera.file.accepted event per file",
+            lambda: _resource_ids(api, "chimera.file.accepted"),
+        )
+        wait_until(
+            lambda: bool(_flow_runs(api, "refresh-trends")),
+            "the chimera.inbox.ingested event triggering a trend refresh",
+            log_tail,
         )
     finally:
         _stop(serve.pid)

@@ -24,7 +24,8 @@ def test_watch_ingests_dropped_files_then_stops(home: Path) -> None:
     worker = threading.Thread(target=watch_inbox, args=(settings, console), kwargs={"stop": stop})
     worker.start()
     try:
-        time.sleep(1.0)
+        # No wait for the watcher to start: files already there are found by its first poll,
+        # files that land before its watch begins by the re-poll every 5 s (FAST_INBOX).
         for name, data in [
             ("manifest.csv", manifest_csv()),
             ("infusions.csv", infusion_csv()),

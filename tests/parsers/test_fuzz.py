@@ -146,9 +146,11 @@ def test_detect_on_damaged_files(data: st.DataObject) -> None:
     seeds = [seed for group in SEEDS.values() for seed in group]
     damaged_bytes = data.draw(damaged(seeds))
     try:
-        detect(damaged_bytes, file_name="fuzz.bin")
+        export = detect(damaged_bytes, file_name="fuzz.bin")
     except ChimeraError:
         return
+    assert isinstance(export.format, ExportFormat)
+    assert 0 <= export.header_row < len(export.rows)
 
 
 @pytest.mark.parametrize("parser", sorted(PARSERS))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import polars as pl
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from chimera.detect import detect
 from chimera.errors import ChimeraError, UnreadableFileError, ValidationFailedError
 from chimera.parsers.genemapper import parse_genemapper
+from schemas.inputs import StrPeaks
 
 SIZING_HEADER = (
     "Dye/Sample Peak\tSample File Name\tMarker\tAllele\tSize\tHeight\tArea\tData Point\t"
@@ -318,9 +318,14 @@ def test_missing_required_column() -> None:
 
 @given(st.binary(max_size=400))
 def test_any_bytes_give_frame_or_chimera_error(data: bytes) -> None:
-    """Whatever the bytes, the parser returns a frame or raises a ChimeraError."""
-    with contextlib.suppress(ChimeraError):
-        parse_genemapper(detect(data, file_name="fuzz.txt"))
+    """Whatever the bytes, the parser returns a frame that keeps its contract, or raises a
+    ChimeraError."""
+    try:
+        frame = parse_genemapper(detect(data, file_name="fuzz.txt")).frame
+    except ChimeraError:
+        return
+    assert frame.height > 0
+    StrPeaks.validate(frame)
 
 
 @given(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from chimera.errors import (
     ChimeraError,
     NotChimerismAssayError,
     Problem,
+    RejectReason,
     UnrecognisedExportError,
     ValidationFailedError,
 )
@@ -36,6 +36,13 @@ QX_AMPLITUDE = "qxmanager_cnv_SMN2v2_20220630_162335_752_A01_Amplitude.csv"
 
 def _parse(data: bytes, name: str = "plate.csv") -> pl.DataFrame:
     return parse_ddpcr(detect(data, file_name=name), droplet_volume_nl=VOLUMES).frame
+
+
+def _outcome(data: bytes) -> pl.DataFrame | ChimeraError:
+    try:
+        return _parse(data)
+    except ChimeraError as err:
+        return err
 
 
 def _problems(data: bytes) -> list[Problem]:
@@ -73,7 +80,9 @@ def test_quantasoft_17_merged_counts_are_sums_of_member_wells(real_exports: Path
     """Every merged row's counts equal the sums over its member wells (methods.md 5.4)."""
     frame = _parse(_read(real_exports, QS17), QS17)
     members = frame.filter(~pl.col("is_merged"))
-    for row in frame.filter(pl.col("is_merged")).iter_rows(named=True):
+    merged = frame.filter(pl.col("is_merged"))
+    assert merged.height == 12
+    for row in merged.iter_rows(named=True):
         wells = row["merged_wells"].split(",")
         part = members.filter(pl.col("well").is_in(wells) & (pl.col("target") == row["target"]))
         assert part.height == len(wells)
@@ -82,14 +91,45 @@ def test_quantasoft_17_merged_counts_are_sums_of_member_wells(real_exports: Path
         assert part["negatives"].sum() == row["negatives"]
 
 
-def test_quantasoft_17_concentration_recomputes_with_085_nl(real_exports: Path) -> None:
-    """Exported concentrations equal λ/0.85 nL to their printed precision."""
-    frame = _parse(_read(real_exports, QS17), QS17).filter(pl.col("positives") >= 100)
+def _printed_concentrations(data: bytes) -> dict[int, str]:
+    """The ``Concentration`` text of every line, by 1-based line number (the header is 1)."""
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    column = rows[0].index("Concentration")
+    return {line: row[column] for line, row in enumerate(rows, start=1) if line > 1}
+
+
+def _half_unit(printed: str) -> float:
+    """Half a unit in the last printed digit: the rounding error of ``9.15`` is at most 0.005."""
+    decimals = len(printed.partition(".")[2])
+    return 0.5 * 10.0**-decimals
+
+
+def _assert_concentrations_to_printed_precision(
+    frame: pl.DataFrame, data: bytes, volume_nl: float
+) -> int:
+    """λ/V_d of every row rounds to the concentration the software printed; rows checked."""
+    printed = _printed_concentrations(data)
+    checked = 0
     for row in frame.iter_rows(named=True):
+        text = printed[row["source_row"]]
+        if not text or row["accepted_droplets"] == 0:
+            continue
+        assert row["droplet_volume_nl"] == volume_nl
         lam = poisson_lambda(row["positives"], row["accepted_droplets"])
-        assert copies_per_ul(lam, row["droplet_volume_nl"]) == pytest.approx(
-            row["concentration_copies_per_ul"], rel=0.02
-        )
+        error = abs(copies_per_ul(lam, volume_nl) - float(text))
+        assert error <= _half_unit(text), (row["well"], row["target"], text)
+        checked += 1
+    return checked
+
+
+def test_quantasoft_17_concentration_recomputes_with_085_nl(real_exports: Path) -> None:
+    """Every printed concentration (merged rows too) is λ/0.85 nL rounded to its printed digits."""
+    data = _read(real_exports, QS17)
+    frame = _parse(data, QS17)
+    assert (
+        _assert_concentrations_to_printed_precision(frame, data, 0.85)
+        == frame.filter(pl.col("concentration_copies_per_ul").is_not_null()).height
+    )
 
 
 def test_quantasoft_old_short_rows(real_exports: Path) -> None:
@@ -102,11 +142,8 @@ def test_quantasoft_old_short_rows(real_exports: Path) -> None:
     assert not frame["is_merged"].any()
     a01 = frame.filter((pl.col("well") == "A01") & (pl.col("channel") == "Ch1")).row(0, named=True)
     assert (a01["sample_id"], a01["positives"], a01["accepted_droplets"]) == ("Dean", 1901, 15_820)
-    for row in frame.iter_rows(named=True):
-        lam = poisson_lambda(row["positives"], row["accepted_droplets"])
-        assert copies_per_ul(lam, 0.91) == pytest.approx(
-            row["concentration_copies_per_ul"], rel=0.01
-        )
+    data = _read(real_exports, QS_OLD)
+    assert _assert_concentrations_to_printed_precision(frame, data, 0.91) == 10
 
 
 def test_qx_manager_rows_no_call_and_micro_headers(real_exports: Path) -> None:
@@ -132,6 +169,7 @@ def test_qx_manager_rows_no_call_and_micro_headers(real_exports: Path) -> None:
     assert a01["sample_type"].to_list() == ["positive_control"] * 2
     assert a01["sample_id"].to_list() == ["SMN2 Control 2 copies"] * 2
     called = frame.filter(pl.col("concentration_copies_per_ul").is_not_null())
+    assert called.height == 24  # methods.md 5.3: "all 24 called rows"
     for row in called.iter_rows(named=True):
         lam = poisson_lambda(row["positives"], row["accepted_droplets"])
         assert copies_per_ul(lam, 0.85) == pytest.approx(
@@ -176,11 +214,20 @@ def test_qx_labelled_reference_without_gene_name_is_explained(real_exports: Path
 
 
 def test_renamed_reference_makes_a_chimerism_plate(real_exports: Path) -> None:
-    """The same QX plate with the reference named RPP30 passes the check."""
-    frame = _parse(_read(real_exports, QX), QX).with_columns(
+    """The same QX plate with the reference named RPP30 passes the check; only the name differs.
+
+    The check turns on the name alone: target ``2`` (labelled Reference) is refused, the same
+    16 wells named RPP30 are accepted, and the two frames differ in no other column.
+    """
+    original = _parse(_read(real_exports, QX), QX)
+    renamed = original.with_columns(
         pl.when(pl.col("target") == "2").then(pl.lit("RPP30")).otherwise("target").alias("target")
     )
-    assert_chimerism_plate(frame, settings=SETTINGS, file_name=QX)
+    with pytest.raises(NotChimerismAssayError, match="labels 2 as Reference"):
+        assert_chimerism_plate(original, settings=SETTINGS, file_name=QX)
+    assert_chimerism_plate(renamed, settings=SETTINGS, file_name=QX)
+    assert renamed.filter(pl.col("target") == "RPP30").height == 16
+    assert renamed.drop("target").equals(original.drop("target"))
 
 
 def _to_decimal_comma(data: bytes) -> bytes:
@@ -266,21 +313,48 @@ def test_header_without_rows_is_unreadable() -> None:
         _parse(b"Well,TargetType,Target,AcceptedDroplets,Positives\n")
 
 
-@given(cut=st.integers(min_value=0, max_value=20_000), flip=st.integers(0, 255))
+_DAMAGE_BASE = (
+    b"\xef\xbb\xbfWell,Sample description 1,Target,Conc(copies/\xc2\xb5L),Status,SampleType,"
+    b"TargetType,DyeName(s),Accepted Droplets,Positives,Negatives,MergedWells\r\n"
+    + b"A01,S1,M1,12.5,OK,Unknown,Unknown,FAM,20000,250,19750,\r\n" * 40
+    + b"A01,S1,RPP30,900.1,OK,Unknown,Reference,HEX,20000,10000,10000,\r\n" * 40
+)
+
+
+@given(cut=st.integers(min_value=0, max_value=len(_DAMAGE_BASE)))
+def test_cut_export_is_refused_or_an_exact_prefix(cut: int) -> None:
+    """A cut inside a row is refused as truncated; an accepted cut holds exactly its whole rows.
+
+    The BOM marks an Excel "CSV UTF-8" re-save, which writes no final line end, so a cut that
+    keeps every field of its last row is the documented blind spot: it reads as that many rows,
+    each equal to the intact file's row.
+    """
+    data = _DAMAGE_BASE[:cut]
+    lines = data.rstrip(b"\r\n").split(b"\n")
+    last_is_whole = lines[-1].count(b",") == 11
+    outcome = _outcome(data)
+    if isinstance(outcome, ChimeraError):
+        if len(lines) > 1 and not last_is_whole:
+            assert outcome.reason is RejectReason.TRUNCATED, (cut, outcome)
+        return
+    frame = outcome
+    data_rows = len(lines) - 1 if last_is_whole else len(lines) - 2
+    intact = _parse(_DAMAGE_BASE).sort("source_row")
+    assert frame.height == data_rows > 0
+    assert frame.sort("source_row").equals(intact.head(frame.height))
+
+
+@given(cut=st.integers(min_value=0, max_value=len(_DAMAGE_BASE)), flip=st.integers(0, 255))
 def test_damaged_exports_raise_only_chimera_errors(cut: int, flip: int) -> None:
-    """Truncated or corrupted exports give rows or a ChimeraError, never another exception."""
-    base = (
-        b"\xef\xbb\xbfWell,Sample description 1,Target,Conc(copies/\xc2\xb5L),Status,SampleType,"
-        b"TargetType,DyeName(s),Accepted Droplets,Positives,Negatives,MergedWells\r\n"
-        + b"A01,S1,M1,12.5,OK,Unknown,Unknown,FAM,20000,250,19750,\r\n" * 40
-        + b"A01,S1,RPP30,900.1,OK,Unknown,Reference,HEX,20000,10000,10000,\r\n" * 40
-    )
-    data = bytearray(base[: cut % (len(base) + 1)])
+    """A truncated and corrupted export gives rows or a ChimeraError, never another exception;
+    rows it gives keep the contract (positives <= accepted droplets) and never outnumber the
+    rows in the bytes."""
+    data = bytearray(_DAMAGE_BASE[:cut])
     if data:
         data[flip % len(data)] = flip
     try:
         frame = _parse(bytes(data))
     except ChimeraError:
         return
-    assert frame.height >= 0
-    assert math.isfinite(float(frame.height))
+    assert 0 < frame.height <= bytes(data).count(b"\n")
+    assert (frame["positives"] <= frame["accepted_droplets"]).all()

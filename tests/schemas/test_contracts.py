@@ -108,8 +108,13 @@ def test_post_dose_sample_needs_collection_time() -> None:
 
 
 def test_baseline_without_collection_time_is_allowed() -> None:
-    """Only post-dose rows must carry a collection time."""
-    Manifest.validate(_manifest(role="recipient_baseline", collected_at=None))
+    """Only post-dose rows must carry a collection time: the same row passes as a baseline."""
+    baseline = _manifest(role="recipient_baseline", collected_at=None)
+    validated = Manifest.validate(baseline)
+    assert validated["collected_at"].to_list() == [None]
+    assert validated.select(baseline.columns).equals(baseline)
+    with pytest.raises(pa_errors.SchemaErrors, match="post_dose_samples_have_collection_time"):
+        Manifest.validate(baseline.with_columns(role=pl.lit("post_dose")), lazy=True)
 
 
 def test_infusion_log_one_row_per_patient_dose() -> None:
@@ -164,8 +169,17 @@ def test_ddpcr_positives_cannot_exceed_accepted() -> None:
 
 
 def test_valid_chimerism_row_passes() -> None:
-    """A quantified ddPCR row with its CI and LoD passes."""
-    Chimerism.validate(_chimerism())
+    """A quantified ddPCR row with its CI and LoD passes unchanged, and so does a not-detected
+    row that carries no value and its LoD as the upper bound (never a bare 0)."""
+    quantified = _chimerism()
+    assert Chimerism.validate(quantified).select(quantified.columns).equals(quantified)
+    not_detected = _chimerism(
+        result_status="not_detected", pct_ink=None, pct_ink_raw=None, ci_low=None, ci_high=0.03
+    )
+    validated = Chimerism.validate(not_detected)
+    assert validated.select("result_status", "pct_ink", "ci_high").rows() == [
+        ("not_detected", None, 0.03)
+    ]
 
 
 @pytest.mark.parametrize(

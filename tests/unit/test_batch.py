@@ -20,7 +20,7 @@ from ingest_builders import LabTrial, appbio_text, infusion_csv, manifest_csv, s
 from pcr_builders import REFERENCE, QpcrPlate
 
 from chimera import table_cache
-from chimera.batch import IngestBatch
+from chimera.batch import IngestBatch, StorageFailure
 from chimera.errors import ValidationFailedError
 from chimera.prerequisites import resolve_sample_ids
 from chimera.registry import RunBook, read_registry, run_files, supersession
@@ -101,7 +101,7 @@ def test_a_crash_inside_the_flush_leaves_nothing_half_done(
         raise OSError(msg)
 
     monkeypatch.setattr(Warehouse, "append_log", crash)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(StorageFailure, match="ledger: power cut"):
         trial.ingest(*files)
     stored = trial.warehouse.read(OBSERVATIONS[Method.QPCR])
     assert stored["source_sha256"].n_unique() == 2
@@ -143,7 +143,7 @@ def test_a_batch_writes_one_ledger_file(tmp_path: Path) -> None:
     _two_patients(trial)
     files = sorted((trial.settings.warehouse / INGEST_LOG.name).rglob("*.parquet"))
     assert len(files) == 1
-    assert pl.read_parquet(files[0])["file_name"].to_list() == ["doses.csv", "manifest.csv"]
+    assert pl.read_parquet(files[0])["file_name"].to_list() == ["manifest.csv", "doses.csv"]
 
 
 def _write(folder: Path, name: str, frame: pl.DataFrame) -> None:

@@ -104,7 +104,7 @@ class _Inbox:
 def _smtp_server() -> Iterator[tuple[int, _Inbox]]:
     inbox = _Inbox()
     port = _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, ready_timeout=10)
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, ready_timeout=120)
     controller.start()
     try:
         yield port, inbox
@@ -116,7 +116,7 @@ def _hooks(port: int) -> ChannelSettings:
     return replace(
         PACKAGED,
         webhooks=(WebhookChannel("ops", f"http://127.0.0.1:{port}/hook"),),
-        timeout_s=5.0,
+        timeout_s=60.0,
         retry_base_s=60.0,
     )
 
@@ -150,7 +150,7 @@ def test_email_is_delivered_with_readable_evidence() -> None:
                 sender="chimera@example.org",
                 recipients=("haem@example.org",),
             ),
-            timeout_s=5.0,
+            timeout_s=60.0,
         )
         log = deliver_alerts(_alerts(), pl.DataFrame(), channels=channels, now=NOW)
         assert log.select("channel", "state", "attempts").rows() == [("email", "sent", 1)]

@@ -19,6 +19,7 @@ from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS
 from chimera.calculate.poisson import (
     clopper_pearson,
     copies_per_ul,
+    detection_limit_copies,
     lambda_ci,
     lambda_ci_exact,
     lambda_ci_p_scale,
@@ -81,16 +82,22 @@ def _counts(frame: pl.DataFrame, well: str, role: str) -> tuple[int, int, float]
 
 
 def test_qx_manager_a01_recomputed_from_counts(qx_frame: pl.DataFrame) -> None:
-    """A01: λ 0.763620, 898.376 copies/µL (881.254-915.750), reference 910.392 copies/µL."""
+    """A01: λ 0.763620, 898.376 copies/µL (881.254-915.750), reference 910.392 copies/µL;
+    Copies/20µLWell 17,967.52 = 20 x 898.376 and Fractional Abundance 49.668 (methods.md 5.1,
+    5.2, 5.7)."""
     pos, acc, vol = _counts(qx_frame, "A01", "marker")
     ref_pos, ref_acc, ref_vol = _counts(qx_frame, "A01", "reference")
     assert (pos, acc, ref_pos) == (10_940, 20_486, 11_037)
     lam = poisson_lambda(pos, acc)
     assert round(lam, 6) == 0.763620
-    assert round(copies_per_ul(lam, vol), 3) == 898.376
+    marker = copies_per_ul(lam, vol)
+    assert round(marker, 3) == 898.376
+    assert round(20 * marker, 2) == 17_967.52
     low, high = (copies_per_ul(x, vol) for x in lambda_ci_p_scale(pos, acc))
     assert (round(low, 3), round(high, 3)) == (881.254, 915.750)
-    assert round(copies_per_ul(poisson_lambda(ref_pos, ref_acc), ref_vol), 3) == 910.392
+    reference = copies_per_ul(poisson_lambda(ref_pos, ref_acc), ref_vol)
+    assert round(reference, 3) == 910.392
+    assert round(100 * marker / (marker + reference), 3) == 49.668
 
 
 def test_qx_manager_a01_ratio_and_cnv(qx_frame: pl.DataFrame) -> None:
@@ -223,6 +230,38 @@ def test_pooling_quantasoft_member_wells_equals_merged_row(real_exports: Path) -
     assert round(conc, 2) == merged["concentration_copies_per_ul"]
 
 
+def test_poisson_floor_and_the_100_ng_example() -> None:
+    """methods.md 4: P(0 copies) = e^-μ, so 95 % detection needs μ >= 3 (e^-3 = 0.0498); at
+    100 ng ≈ 15,000 genomes (30,000 RPP30 copies) the floor is 3/15,000 = 0.02 % iNK.
+
+    Through the path that writes the table: a clean baseline (LoB 0 droplets), a heterozygous
+    marker (k = 2), the sample's reference at λ 1.5 in 20,000 droplets.
+    """
+    assert round(math.exp(-3), 4) == 0.0498
+    assert detection_limit_copies(lob_droplets=0, expected_false_positives=0.0, min_copies=0) == (
+        pytest.approx(-math.log(0.05), rel=1e-9)
+    )
+    assert SETTINGS.lod_positive_droplets == 3
+    plate = DdpcrPlate("plate1")
+    droplets = 20_000
+    plate.counts("PROD", MARKER, plate.positives(0.75, droplets), plate.positives(1.5, droplets))
+    plate.counts("BASE", MARKER, 0, plate.positives(1.5, droplets))
+    reference = plate.positives(1.5, droplets)
+    plate.counts("S1", MARKER, 0, reference)
+    rows = [
+        ("PROD", "LOT1", "donor_reference", "LOT1"),
+        ("BASE", "P1", "recipient_baseline", None),
+        ("S1", "P1", "post_dose", "LOT1"),
+    ]
+    row, _ = _one_result(plate.frame().lazy(), rows, "S1")
+    c_ref = droplets * poisson_lambda(reference, droplets)
+    assert c_ref == pytest.approx(30_000, rel=1e-3)
+    assert row["result_status"] == "not_detected"
+    assert row["lod_pct"] == pytest.approx(100 * 2 * 3 / c_ref, rel=1e-9)
+    assert row["lod_pct"] == pytest.approx(0.02, abs=1e-4)
+    assert row["ci_high"] == row["lod_pct"]
+
+
 def test_limit_of_blank_is_poisson_95th_percentile() -> None:
     """LoB droplets: 0 for a clean blank; 95th percentile of Poisson(μ) otherwise."""
     assert limit_of_blank_droplets(0.0) == 0
@@ -341,9 +380,14 @@ def test_synthetic_plate_recovers_truth_and_never_quantifies_zero() -> None:
         assert r["source_sha256"] == "plate1"
     assert res["S-05"]["result_status"] in ("quantified", "below_loq")
     assert res["S-005"]["result_status"] in ("not_detected", "below_loq")
-    # Sample-specific LoD = 100·k·3/C_ref with C_ref ≈ 3 wells x 18,000 x 0.6 copies.
-    assert res["S-2"]["lod_pct"] == pytest.approx(100 * 2 * 3 / (3 * 18_000 * 0.6), rel=0.05)
-    assert res["S-2"]["loq_pct"] == pytest.approx(100 * 2 * 16 / (3 * 18_000 * 0.6), rel=0.05)
+    # Sample-specific LoD = 100·k·3/C_ref (methods.md 4), C_ref = the reference copies in the
+    # pooled wells = N·λ_ref (≈ 3 wells x 18,000 x 0.6); LoQ the same with 16 droplets.
+    ref = wells.collect().filter((pl.col("sample_id") == "S-2") & (pl.col("target") == REFERENCE))
+    positives, accepted = int(ref["positives"].sum()), int(ref["accepted_droplets"].sum())
+    c_ref = accepted * -math.log(1 - positives / accepted)
+    assert c_ref == pytest.approx(3 * 18_000 * 0.6, rel=0.02)
+    assert res["S-2"]["lod_pct"] == pytest.approx(100 * 2 * 3 / c_ref, rel=1e-9)
+    assert res["S-2"]["loq_pct"] == pytest.approx(100 * 2 * 16 / c_ref, rel=1e-9)
     assert all(r["qc_verdict"] == "pass" for r in res.values())
 
 
@@ -651,6 +695,7 @@ def test_poppcr_interval_through_the_table() -> None:
     se = (1.410592 - 1.362573) / (2 * 1.96)
     assert row["pct_ink"] == pytest.approx(100.0, abs=1e-9)
     assert row["ci_low"] == pytest.approx(100 * (1 - 1.96 * math.sqrt(2) * se / 1.386294), abs=1e-3)
+    assert row["ci_high"] == 100.0  # 102.45 before the table clamps to the 0-100 scale
     pooled = markers.filter(pl.col("replicate") == "pooled").row(0, named=True)
     assert 20 * pooled["copies_per_ul"] == pytest.approx(32_618.69, abs=0.005)
 

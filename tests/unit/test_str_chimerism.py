@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
@@ -451,13 +451,16 @@ def test_tuebingen_homozygote_vs_heterozygote() -> None:
 # --- 2.7: aggregation and Samuelson's bound --------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [3, 4, 5])
-def test_robust_rule_excludes_where_two_sd_cannot(n: int) -> None:
-    """At n <= 5 no locus can exceed 2 SD (Samuelson), but the robust rule drops the outlier."""
+@pytest.mark.parametrize(("n", "bound"), [(3, 1.155), (4, 1.5), (5, 1.789), (6, 2.041), (7, 2.268)])
+def test_samuelson_bounds_of_methods_md_decide_the_two_sd_rule(n: int, bound: float) -> None:
+    """methods.md 2.7: the largest possible z is (n - 1)/sqrt(n) = 1.155, 1.5, 1.789, 2.041,
+    2.268 for n = 3..7, reached by n - 1 equal loci and one outlier; so the 2-SD rule can
+    drop the outlier only from n = 6 on, while the robust rule drops it at every n."""
     values = [50.0] * (n - 1) + [95.0]
-    mean = statistics.fmean(values)
-    assert (95.0 - mean) / statistics.stdev(values) == pytest.approx((n - 1) / math.sqrt(n))
-    assert aggregate_loci_two_sd(values).n_excluded == 0
+    z = (95.0 - statistics.fmean(values)) / statistics.stdev(values)
+    assert z == pytest.approx((n - 1) / math.sqrt(n))
+    assert round(z, 3) == bound
+    assert aggregate_loci_two_sd(values).excluded == (False,) * (n - 1) + (n >= 6,)
     robust = aggregate_loci(values, mad_factor=3.0, delta_pct=5.0)
     assert robust.excluded == (False,) * (n - 1) + (True,)
     assert robust.mean_pct == 50.0
@@ -465,14 +468,24 @@ def test_robust_rule_excludes_where_two_sd_cannot(n: int) -> None:
 
 
 @given(st.lists(st.floats(0, 100, allow_nan=False), min_size=2, max_size=12))
-def test_samuelson_bound(values: list[float]) -> None:
-    """max |f_i - mean| / SD <= (n - 1) / sqrt(n) for any values (methods.md 2.7)."""
-    sd = statistics.stdev(values)
-    if sd < 1e-6:
-        return
-    mean = statistics.fmean(values)
+@example([43.089423809709004] * 3)  # fmean is 7e-15 above the loci, SD exactly 0
+def test_two_sd_rule_never_excludes_at_five_loci_or_fewer(values: list[float]) -> None:
+    """Samuelson (methods.md 2.7): max |f_i - mean| / SD <= (n - 1) / sqrt(n) < 2 for n <= 5,
+    so the Rchimerism rule excludes nothing there; at any n it drops exactly the loci beyond
+    2 SD of the all-loci mean and reports the mean of the others."""
+    agg = aggregate_loci_two_sd(values)
     n = len(values)
-    assert max(abs(v - mean) for v in values) / sd <= (n - 1) / math.sqrt(n) + 1e-9
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    beyond = tuple(sd > 0 and abs(v - mean) > 2 * sd for v in values)
+    assert agg.n_informative == n
+    assert agg.excluded == beyond
+    assert agg.n_excluded == sum(beyond)
+    if n <= 5:
+        assert agg.n_excluded == 0
+    if sd > 1e-6:
+        assert max(abs(v - mean) for v in values) / sd <= (n - 1) / math.sqrt(n) + 1e-9
+    kept = [v for v, out in zip(values, beyond, strict=True) if not out]
+    assert agg.mean_pct == pytest.approx(statistics.fmean(kept))
 
 
 def test_robust_rule_uses_mad_when_loci_are_spread() -> None:

@@ -117,9 +117,8 @@ def aggregate_loci_two_sd(pct_values: Sequence[float]) -> LocusAggregate:
         return LocusAggregate(None, None, None, None, 0, 0)
     mean_all = statistics.fmean(values)
     sd_all = statistics.stdev(values) if n >= 2 else 0.0
-    excluded = tuple(abs(v - mean_all) > 2.0 * sd_all for v in values)
-    if n < 2:
-        excluded = (False,)
+    # SD 0 (identical loci) excludes nothing, even where the float mean is one ulp off them.
+    excluded = tuple(sd_all > 0 and abs(v - mean_all) > 2.0 * sd_all for v in values)
     mean, sd, cv = _describe(values, excluded)
     return LocusAggregate(mean, sd, cv, statistics.median(values), n, sum(excluded), excluded)
 
