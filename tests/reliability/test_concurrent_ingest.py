@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
 from flow_builders import ledger, post_dose_table
 from reliability_builders import make_home, put, trial_files
+
+from waiting import DEADLINE_SECONDS, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST = """
@@ -29,17 +30,9 @@ with inbox_lock(settings, timeout_seconds=60, what="served inbox poll"):
     poll = poll_once(settings, max_wait_seconds=0)
     print(len(poll.accepted), "accepted", flush=True)
 """
-DEADLINE_SECONDS = 120.0
 
 
-def _wait_for(path: Path, text: str, process: subprocess.Popen[str]) -> str:
-    """Poll ``path`` until it holds ``text`` (or the process ended, or the deadline passed)."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        content = path.read_text() if path.exists() else ""
-        if text in content or process.poll() is not None:
-            return content
-        time.sleep(0.05)
+def _said(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
@@ -79,7 +72,13 @@ def test_a_second_ingest_waits_for_the_first_and_says_so(tmp_path: Path) -> None
                 text=True,
                 cwd=ROOT,
             )
-            said = _wait_for(second_log, "waiting for it to finish", second)
+            wait_until(
+                lambda: (
+                    "waiting for it to finish" in _said(second_log) or second.poll() is not None
+                ),
+                "the second ingest saying it waits",
+            )
+            said = _said(second_log)
             assert "another ingest is running (pid" in said, said
             assert "served inbox poll" in said
             assert ledger(settings.home).height == 0  # the second has written nothing
