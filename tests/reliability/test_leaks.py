@@ -11,6 +11,8 @@ import os
 import re
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +31,8 @@ from typer.testing import CliRunner
 from chimera.cli import app
 from chimera.export_safety import FORMULA_STARTS
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "chimera"
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src" / "chimera"
 HOSTILE_SAMPLE = '=HYPERLINK("http://x")<script>alert(1)</script>'
 HOSTILE_PATIENT = "@SUM(1+1)<img src=x onerror=alert(1)>"
 
@@ -122,6 +125,50 @@ def test_only_the_alert_channels_and_the_prefect_client_can_reach_the_network() 
         p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if NETWORK.search(p.read_text())
     )
     assert users == ["channels.py", "service.py", "status.py"]
+
+
+ANALYTICS_PROBE = """
+import runpy, sys
+entry = sys.argv[1]
+if entry.endswith(".py"):  # run as a lab user would: python flows/ingest.py --help
+    sys.argv = [entry, "--help"]
+    try:
+        runpy.run_path(entry, run_name="__main__")
+    except SystemExit:
+        pass
+else:
+    __import__(entry)
+import os
+from prefect.settings import get_current_settings
+print(get_current_settings().server.analytics_enabled, os.environ.get("DO_NOT_TRACK"))
+"""
+CI_MARKERS = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILDKITE", "TF_BUILD")
+"""Prefect's SDK telemetry is off in CI by itself; the probe runs as on a lab machine."""
+
+
+@pytest.mark.parametrize(
+    "entry", ["chimera.cli", "flows.ingest", "flows.deploy", "flows/ingest.py"]
+)
+def test_prefect_analytics_are_off_in_every_chimera_process(entry: str, tmp_path: Path) -> None:
+    """Whatever the user's environment, a process entering through Chimera has Prefect's server
+    analytics and its SDK telemetry (``DO_NOT_TRACK``) off before Prefect is first imported."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "CHIMERA_")) and k not in {"DO_NOT_TRACK", *CI_MARKERS}
+    }
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    done = subprocess.run(
+        [sys.executable, "-c", ANALYTICS_PROBE, entry],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "False 1", done.stdout[-2000:]
 
 
 WRITERS = re.compile(r"\.(write_csv|write_excel|to_csv)\(|csv\.writer\(|openpyxl")
