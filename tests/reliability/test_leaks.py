@@ -24,6 +24,7 @@ from flow_builders import (
     genemapper_table,
     infusion_csv,
     references_table,
+    table,
 )
 from reliability_builders import make_home, put, trial_files
 from typer.testing import CliRunner
@@ -78,18 +79,23 @@ def test_nothing_chimera_creates_is_world_readable(tmp_path: Path, world_umask: 
     assert checked > 40
 
 
-def test_file_contents_never_reach_the_logs(
+def test_file_contents_never_reach_the_logs_or_the_alerts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A sentinel planted in file contents appears in no log line of a whole ingest."""
+    """A sentinel planted in file contents appears in no log line of a whole ingest, and in
+    no alert (message, evidence) opened from the same files (10, 20, 30 % iNK: expansion)."""
     settings = make_home(tmp_path)
-    put(settings.inbox, trial_files() | files_with_sentinel())
+    put(settings.inbox, trial_files(range(1, 4)) | files_with_sentinel())
     caplog.set_level(logging.DEBUG)
     _ingest_everything(settings.home, settings.inbox)
     assert len(caplog.records) > 0
     assert SENTINEL not in caplog.text
     for record in caplog.records:
         assert SENTINEL not in str(record.args)
+    alerts = table(settings.home, "alerts")
+    assert alerts.height >= 1
+    for row in alerts.iter_rows(named=True):
+        assert SENTINEL not in repr(row)
 
 
 def test_nothing_is_sent_anywhere_without_alert_channels(
@@ -204,19 +210,19 @@ def test_hostile_ids_from_the_inbox_never_run_in_a_spreadsheet_or_a_browser(
     put(settings.inbox, _hostile_trial())
     _ingest_everything(settings.home, settings.inbox)
     assert references_table()  # the builders' plate layout is the one used above
-    for table, column in (
+    for name, column in (
         ("samples", "sample_id"),
         ("chimerism", "sample_id"),
         ("samples", "specimen"),
     ):
         result = CliRunner().invoke(
             app,
-            ["query", f"select {column} from {table}", "--csv", "--home", str(settings.home)],
+            ["query", f"select {column} from {name}", "--csv", "--home", str(settings.home)],
         )
         assert result.exit_code == 0, result.output
         cells = [line.strip('"') for line in result.output.splitlines()[1:]]
-        assert cells, table
-        assert not [c for c in cells if c.startswith(FORMULA_STARTS)], (table, cells)
+        assert cells, name
+        assert not [c for c in cells if c.startswith(FORMULA_STARTS)], (name, cells)
     pages = list((settings.home / "reports").glob("*.html"))
     assert len(pages) >= 2
     for page in pages:
