@@ -14,6 +14,7 @@ import json
 import pandera.polars as pa
 import polars as pl
 
+from schemas import fields
 from schemas.base import UTC, StrictModel
 from schemas.vocab import (
     AlertRuleId,
@@ -21,14 +22,12 @@ from schemas.vocab import (
     CdScale,
     ChangeDirection,
     DeliveryState,
-    GenomeModel,
     KineticsScope,
     Method,
-    QcVerdict,
     ResultStatus,
     Severity,
 )
-from schemas.warehouse import Lineage, share_field
+from schemas.warehouse import Lineage
 
 _HAS_VALUE = [ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ]
 _SPECIMEN = (
@@ -84,60 +83,25 @@ class Trends(Lineage):
         description="Dose number (1 = first infusion).", nullable=True, ge=1
     )
     method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=list(Method))
-    pct_ink: float = pa.Field(
-        description="% of the specimen's DNA from the iNK product, clamped to 0-100; null when not_detected or failed.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
-    ci_low: float = pa.Field(
-        description="Lower bound of the 95 % CI of pct_ink.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
-    ci_high: float = pa.Field(
-        description="Upper bound of the 95 % CI of pct_ink.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
+    pct_ink: float = fields.pct_ink()
+    ci_low: float = fields.ci_bound("Lower")
+    ci_high: float = fields.ci_bound("Upper")
     ci_quantile: float = pa.Field(
         description="Quantile the CI was built with (t for few loci/replicates; null = 1.96).",
         nullable=True,
         gt=0,
     )
-    lod_pct: float = pa.Field(
-        description="The sample's own limit of detection.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-    )
-    loq_pct: float = pa.Field(
-        description="The sample's own limit of quantification.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-    )
-    result_status: str = pa.Field(
-        description="quantified, below_loq, not_detected or failed (methods.md 4).",
-        isin=list(ResultStatus),
-    )
-    qc_verdict: str = pa.Field(description="pass, review or fail.", isin=list(QcVerdict))
-    genome_model: str = pa.Field(
-        description="two_genome or three_genome (prior HSCT donor); null when not recorded.",
-        nullable=True,
-        isin=list(GenomeModel),
-    )
-    pct_recipient: float = share_field("% of the patient's own cells (2 genomes: 100 - pct_ink).")
-    pct_recipient_ci_low: float = share_field("Lower 95 % bound of pct_recipient.")
-    pct_recipient_ci_high: float = share_field("Upper 95 % bound of pct_recipient.")
-    pct_hsct_donor: float = share_field("% of the prior HSCT donor's cells (3 genomes).")
-    pct_hsct_donor_ci_low: float = share_field("Lower 95 % bound of pct_hsct_donor.")
-    pct_hsct_donor_ci_high: float = share_field("Upper 95 % bound of pct_hsct_donor.")
+    lod_pct: float = fields.sample_lod()
+    loq_pct: float = fields.sample_loq()
+    result_status: str = fields.result_status()
+    qc_verdict: str = fields.qc_verdict()
+    genome_model: str = fields.genome_model()
+    pct_recipient: float = fields.share("% of the patient's own cells (2 genomes: 100 - pct_ink).")
+    pct_recipient_ci_low: float = fields.share("Lower 95 % bound of pct_recipient.")
+    pct_recipient_ci_high: float = fields.share("Upper 95 % bound of pct_recipient.")
+    pct_hsct_donor: float = fields.share("% of the prior HSCT donor's cells (3 genomes).")
+    pct_hsct_donor_ci_low: float = fields.share("Lower 95 % bound of pct_hsct_donor.")
+    pct_hsct_donor_ci_high: float = fields.share("Upper 95 % bound of pct_hsct_donor.")
     ink_cells_per_ul: float = pa.Field(
         description="iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).",
         metadata={"unit": "cells/µL"},
@@ -246,13 +210,7 @@ class Kinetics(Lineage):
     )
     n_samples: pl.Int32 = pa.Field(description="Samples in the interval.", ge=0)
     n_quantified: pl.Int32 = pa.Field(description="Quantified samples in the interval.", ge=0)
-    cmax_pct: pl.Float64 = pa.Field(
-        description="Highest quantified % iNK in the interval (Cmax).",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
+    cmax_pct: pl.Float64 = fields.percent("Highest quantified % iNK in the interval (Cmax).")
     cmax_pct_per_1e9_cells: pl.Float64 = pa.Field(
         description="Dose-normalised Cmax: cmax_pct x 1e9 / dose_cells.",
         metadata={"unit": "% per 1e9 cells"},
@@ -266,12 +224,8 @@ class Kinetics(Lineage):
         nullable=True,
         ge=0,
     )
-    predose_pct: pl.Float64 = pa.Field(
-        description="C_pre,n: last sample before the dose within the pre-dose window.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
+    predose_pct: pl.Float64 = fields.percent(
+        "C_pre,n: last sample before the dose within the pre-dose window."
     )
     predose_status: str = pa.Field(
         description="result_status of the pre-dose sample.",
@@ -279,13 +233,7 @@ class Kinetics(Lineage):
         isin=list(ResultStatus),
     )
     predose_sample_id: str = pa.Field(description="The pre-dose sample.", nullable=True)
-    trough_pct: pl.Float64 = pa.Field(
-        description="Last sample before the next dose.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
+    trough_pct: pl.Float64 = fields.percent("Last sample before the next dose.")
     trough_status: str = pa.Field(
         description="result_status of the trough sample.",
         nullable=True,

@@ -6,14 +6,15 @@ derived tables, in ``source_sha256``), ``pipeline_version`` and a UTC timestamp.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import pandera.polars as pa
 import polars as pl
 
+from schemas import fields
 from schemas.base import UTC, StrictModel
 from schemas.inputs import DdpcrWells, InfusionLog, Manifest, QpcrWells, StrPeaks
-from schemas.vocab import FileStatus, GenomeModel, Method, QcVerdict, ResultStatus
+from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus
 
 METHODS = list(Method)
 """Alias of ``list(Method)`` kept for ``schemas.trends``; new code uses ``schemas.vocab``."""
@@ -21,11 +22,6 @@ RESULT_STATUSES = list(ResultStatus)
 """Alias of ``list(ResultStatus)`` kept for ``schemas.trends``."""
 QC_VERDICTS = list(QcVerdict)
 """Alias of ``list(QcVerdict)`` kept for ``schemas.trends``."""
-
-
-def share_field(description: str) -> Any:
-    """A nullable 0-100 % column of one genome's share (recipient or HSCT donor)."""
-    return pa.Field(description=description, metadata={"unit": "%"}, nullable=True, ge=0, le=100)
 
 
 class Lineage(StrictModel):
@@ -78,18 +74,10 @@ class AssayLimits(Lineage):
 
     method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=list(Method))
     series_id: str = pa.Field(description="Dilution series id.")
-    lod_pct: float = pa.Field(
-        description="Limit of detection from the dilution series (CLSI EP17-A2).",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
+    lod_pct: float = fields.percent(
+        "Limit of detection from the dilution series (CLSI EP17-A2).", upper=None
     )
-    loq_pct: float = pa.Field(
-        description="Limit of quantification from the dilution series.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-    )
+    loq_pct: float = fields.percent("Limit of quantification from the dilution series.", upper=None)
     n_levels: pl.Int32 = pa.Field(description="Nominal levels in the series.", ge=0)
     levels: str = pa.Field(description="JSON: per nominal level n, detected, mean and CV.")
     applied: bool = pa.Field(description="The method uses this series' limits.")
@@ -122,66 +110,31 @@ class Chimerism(Lineage):
         nullable=True,
     )
     method: str = pa.Field(description="Assay family: STR, qPCR or ddPCR.", isin=list(Method))
-    pct_ink: float = pa.Field(
-        description="% of the specimen's DNA from the iNK product, clamped to 0-100; null when not_detected or failed.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
+    pct_ink: float = fields.pct_ink()
     pct_ink_raw: float = pa.Field(
         description="Unclamped % iNK estimate.", metadata={"unit": "%"}, nullable=True
     )
-    ci_low: float = pa.Field(
-        description="Lower bound of the 95 % CI of pct_ink.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
-    ci_high: float = pa.Field(
-        description="Upper bound of the 95 % CI of pct_ink.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
+    ci_low: float = fields.ci_bound("Lower")
+    ci_high: float = fields.ci_bound("Upper")
     ci_quantile: float = pa.Field(
         description="Quantile the 95 % CI was built with (t(0.975, dof) or 1.96); null = 1.96.",
         nullable=True,
         gt=0,
     )
     # X | None: the three-genome columns may be absent (results written before they existed).
-    genome_model: str | None = pa.Field(
-        description="two_genome or three_genome (prior HSCT donor).",
-        nullable=True,
-        isin=list(GenomeModel),
-    )
-    pct_recipient: float | None = share_field(
+    genome_model: str | None = fields.genome_model()
+    pct_recipient: float | None = fields.share(
         "% of the patient's own cells (2 genomes: 100 - pct_ink)."
     )
-    pct_recipient_ci_low: float | None = share_field("Lower 95 % bound of pct_recipient.")
-    pct_recipient_ci_high: float | None = share_field("Upper 95 % bound of pct_recipient.")
-    pct_hsct_donor: float | None = share_field("% of the prior HSCT donor's cells (3 genomes).")
-    pct_hsct_donor_ci_low: float | None = share_field("Lower 95 % bound of pct_hsct_donor.")
-    pct_hsct_donor_ci_high: float | None = share_field("Upper 95 % bound of pct_hsct_donor.")
-    lod_pct: float = pa.Field(
-        description="The sample's own limit of detection.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-    )
-    loq_pct: float = pa.Field(
-        description="The sample's own limit of quantification.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-    )
-    result_status: str = pa.Field(
-        description="quantified, below_loq, not_detected or failed (methods.md 4).",
-        isin=list(ResultStatus),
-    )
-    qc_verdict: str = pa.Field(description="pass, review or fail.", isin=list(QcVerdict))
+    pct_recipient_ci_low: float | None = fields.share("Lower 95 % bound of pct_recipient.")
+    pct_recipient_ci_high: float | None = fields.share("Upper 95 % bound of pct_recipient.")
+    pct_hsct_donor: float | None = fields.share("% of the prior HSCT donor's cells (3 genomes).")
+    pct_hsct_donor_ci_low: float | None = fields.share("Lower 95 % bound of pct_hsct_donor.")
+    pct_hsct_donor_ci_high: float | None = fields.share("Upper 95 % bound of pct_hsct_donor.")
+    lod_pct: float = fields.sample_lod()
+    loq_pct: float = fields.sample_loq()
+    result_status: str = fields.result_status()
+    qc_verdict: str = fields.qc_verdict()
     qc_reasons: str = pa.Field(
         description="Why QC is not a plain pass, and what a reader must know (repeat measurement, missing cell count), in plain language.",
         nullable=True,
@@ -196,19 +149,11 @@ class Chimerism(Lineage):
         nullable=True,
         ge=0,
     )
-    purity_pct: float | None = pa.Field(
-        description="Measured purity of a sorted fraction, from the manifest.",
-        metadata={"unit": "%"},
-        nullable=True,
-        gt=0,
-        le=100,
+    purity_pct: float | None = fields.percent(
+        "Measured purity of a sorted fraction, from the manifest.", positive=True
     )
-    pct_ink_purity_corrected: float | None = pa.Field(
-        description="PB CD56+ only: pct_ink / (purity_pct / 100), clamped to 100 (the impure cells are taken as non-iNK; methods.md 6); null for other specimens or without purity_pct.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
+    pct_ink_purity_corrected: float | None = fields.percent(
+        "PB CD56+ only: pct_ink / (purity_pct / 100), clamped to 100 (the impure cells are taken as non-iNK; methods.md 6); null for other specimens or without purity_pct."
     )
     is_headline: bool = pa.Field(
         description="This method's result is the sample's headline value (methods.md 7)."

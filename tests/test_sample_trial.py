@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from chimera.demo import check_design, earlier_fates, read_design
 from chimera.ingest import FileOutcome
 from chimera.poll import ingest_paths, refresh_after_ingest
 from chimera.settings import Settings
@@ -162,6 +163,18 @@ def test_every_file_has_its_designed_fate(trial_run: TrialRun) -> None:
     assert isinstance(counts, dict)
     assert sum(o.status is FileStatus.ACCEPTED for o in trial_run.outcomes) == counts["accepted"]
     assert sum(o.status is FileStatus.QUARANTINED for o in trial_run.outcomes) == 1
+
+
+def test_the_demo_check_finds_every_file_as_designed(
+    trial_run: TrialRun, sample_data_path: Path
+) -> None:
+    """``chimera demo`` exits 0 on this trial because its own design check passes."""
+    design = read_design(sample_data_path)
+    assert design is not None
+    outcomes = {o.file_name: o for o in trial_run.outcomes}
+    check = check_design(design, outcomes, earlier_fates(trial_run.ledger))
+    assert check.mismatches == ()
+    assert check.as_designed == check.total == len(trial_run.outcomes)
 
 
 def test_truncated_copy_is_quarantined_as_truncated(trial_run: TrialRun) -> None:

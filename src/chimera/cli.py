@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import polars as pl
 import typer
@@ -38,6 +38,9 @@ from chimera.poll import (
 from chimera.settings import Settings, load_settings
 from chimera.warehouse import storage_problem
 from schemas.vocab import FileStatus
+
+if TYPE_CHECKING:
+    from chimera.demo import DesignedFile
 
 app = typer.Typer(
     name="chimera",
@@ -285,7 +288,31 @@ def demo(
 
     cohort = write_cohort_report(settings, out=default_report_path(settings, None), now=_now())
     console.print(f"cohort report: {cohort.resolve()}")
-    raise typer.Exit(exit_code(o.status for o in outcomes))
+    from chimera.demo import read_design  # noqa: PLC0415
+
+    design = read_design(source)
+    if design is None:
+        raise typer.Exit(exit_code(o.status for o in outcomes))
+    by_name = {o.file_name: o for o in outcomes}
+    raise typer.Exit(_print_design_check(design, by_name, settings))
+
+
+def _print_design_check(
+    design: tuple[DesignedFile, ...], outcomes: dict[str, FileOutcome], settings: Settings
+) -> ExitCode:
+    """Say whether every sample file ended as the trial's design says; 0 only if all did."""
+    from chimera.demo import check_design, earlier_fates  # noqa: PLC0415
+    from chimera.registry import read_ledger  # noqa: PLC0415
+    from chimera.warehouse import Warehouse  # noqa: PLC0415
+
+    earlier = earlier_fates(read_ledger(Warehouse(settings.warehouse)))
+    check = check_design(design, outcomes, earlier)
+    console.print(f"{check.as_designed} of {check.total} files ended as designed")
+    for designed in check.on_purpose:
+        console.print(f"  quarantined on purpose: {designed.path} ({designed.note})")
+    for mismatch in check.mismatches:
+        err_console.print(f"[red]not as designed:[/red] {mismatch}")
+    return ExitCode.OK if check.ok else ExitCode.QUARANTINED
 
 
 @app.command()
