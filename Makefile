@@ -47,8 +47,9 @@ browser:
 	    || echo "could not install chromium: the browser tests will skip"; \
 	else echo "chromium missing and not root: the browser tests will skip (apt-get install chromium)"; fi
 
+# BENCH_ARGS=--quick for a small cohort; --profile FILE adds a pyinstrument profile.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 server: $(STAMP)
 	$(BIN)/chimera server

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pandera.polars as pa
 import polars as pl
 
 UTC = pl.Datetime("us", "UTC")
+M = TypeVar("M", bound=type[pa.DataFrameModel])
+
+_ROWS_CHECKED_ALONE: set[type[pa.DataFrameModel]] = set()
 
 
 class StrictModel(pa.DataFrameModel):
@@ -21,3 +26,21 @@ class StrictModel(pa.DataFrameModel):
 def polars_schema(model: type[pa.DataFrameModel]) -> dict[str, pl.DataType]:
     """The contract's columns as a polars schema, in order (for empty frames and row lists)."""
     return {name: column.dtype.type for name, column in model.to_schema().columns.items()}
+
+
+def rows_checked_alone(model: M) -> M:
+    """Mark a contract whose checks judge each row on its own or flag duplicate keys.
+
+    For such a contract a frame that breaks it also breaks it inside any concatenation with
+    other frames, so writers may validate many frames in one pass and re-check frames one by one
+    only when that pass fails (:func:`chimera.validation.validate_many`). Never mark a contract
+    with a check over groups or the whole frame (``over(...)``, ``min()``, "at least one row"):
+    other frames' rows could then make a bad frame pass. Subclasses are not marked implicitly.
+    """
+    _ROWS_CHECKED_ALONE.add(model)
+    return model
+
+
+def checks_rows_alone(model: type[pa.DataFrameModel]) -> bool:
+    """Whether ``model`` was marked with :func:`rows_checked_alone`."""
+    return model in _ROWS_CHECKED_ALONE

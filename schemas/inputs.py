@@ -10,7 +10,7 @@ from typing import Optional
 import pandera.polars as pa
 import polars as pl
 
-from schemas.base import UTC, StrictModel
+from schemas.base import UTC, StrictModel, rows_checked_alone
 from schemas.vocab import Role
 
 EARLIEST_DATE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -195,6 +195,7 @@ class InfusionLog(StrictModel):
         )
 
 
+@rows_checked_alone
 class StrPeaks(StrictModel):
     """GeneMapper peaks, one row per called or uncalled peak (sizing or genotypes table).
 
@@ -223,6 +224,7 @@ class StrPeaks(StrictModel):
     source_row: pl.Int32 = pa.Field(description="1-based row number in the source export.", ge=1)
 
 
+@rows_checked_alone
 class QpcrWells(StrictModel):
     """qPCR wells, one row per well x target. ``ct`` null = no amplification (Undetermined/NaN)."""
 
@@ -268,6 +270,7 @@ class QpcrWells(StrictModel):
     source_row: pl.Int32 = pa.Field(description="1-based row number in the source export.", ge=1)
 
 
+@rows_checked_alone
 class DdpcrWells(StrictModel):
     """ddPCR wells, one row per well x target, counts as exported (λ is recomputed from them).
 

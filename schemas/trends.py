@@ -15,7 +15,7 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas import fields
-from schemas.base import UTC, StrictModel
+from schemas.base import UTC, StrictModel, rows_checked_alone
 from schemas.vocab import (
     AlertRuleId,
     AlertState,
@@ -48,6 +48,7 @@ def _is_json_object(text: str | None) -> bool:
     return isinstance(value, dict | list)
 
 
+@rows_checked_alone
 class Trends(Lineage):
     """One row per patient x specimen x sample: the headline result and its change from the last one.
 
@@ -174,6 +175,7 @@ class Trends(Lineage):
         return data.lazyframe.select(has_value == pl.col("pct_ink").is_not_null())
 
 
+@rows_checked_alone
 class Kinetics(Lineage):
     """Non-compartmental cellular kinetics per patient x specimen: per dose interval and overall.
 

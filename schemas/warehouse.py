@@ -12,7 +12,7 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas import fields
-from schemas.base import UTC, StrictModel
+from schemas.base import UTC, StrictModel, rows_checked_alone
 from schemas.inputs import DdpcrWells, InfusionLog, Manifest, QpcrWells, StrPeaks
 from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus
 
@@ -53,14 +53,17 @@ class SourcedLineage(Lineage):
     )
 
 
+@rows_checked_alone
 class StrObservations(StrPeaks, SourcedLineage):
     """Parsed STR peak rows of every accepted GeneMapper export."""
 
 
+@rows_checked_alone
 class QpcrObservations(QpcrWells, SourcedLineage):
     """Parsed qPCR wells of every accepted QuantStudio/StepOne/CFX export."""
 
 
+@rows_checked_alone
 class DdpcrObservations(DdpcrWells, SourcedLineage):
     """Parsed ddPCR wells of every accepted QuantaSoft/QX Manager export."""
 
@@ -88,6 +91,7 @@ class AssayLimits(Lineage):
     )
 
 
+@rows_checked_alone
 class Chimerism(Lineage):
     """One row per sample x method: the headline % iNK and how far to trust it.
 
@@ -207,6 +211,7 @@ class Chimerism(Lineage):
         )
 
 
+@rows_checked_alone
 class Markers(Lineage):
     """Per-locus / per-marker / per-well detail behind each chimerism row."""
 
@@ -287,6 +292,7 @@ class Markers(Lineage):
     )
 
 
+@rows_checked_alone
 class IngestLog(StrictModel):
     """The ledger: one row per thing that happened to a file (append-only)."""
 

@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from chimera import __version__
+from chimera.batch import StorageFailure
 from chimera.filemodes import restrict_umask
 from chimera.inbox import Candidate, is_ignored
 from chimera.ingest import FileOutcome
 from chimera.poll import (
     ExitCode,
     Poll,
-    StorageFailure,
     exit_code,
     inbox_lock,
     ingest_paths,

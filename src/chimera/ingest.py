@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 
+from chimera.batch import IngestBatch, Measured, open_batch
 from chimera.consistency import check_infusion_log, check_manifest
 from chimera.detect import Assay, DecodedExport, Detection, ExportFormat, detect
 from chimera.errors import (
@@ -28,30 +30,20 @@ from chimera.errors import (
     RejectReason,
     UnreadableFileError,
 )
-from chimera.filing import archive_file, display_name, printable, quarantine_file
+from chimera.filing import display_name, printable
 from chimera.parsers.common import ParsedExport
 from chimera.parsers.dispatch import check_plausible, parse_export
 from chimera.prerequisites import assay_sample_ids, missing_prerequisites, resolve_sample_ids
-from chimera.rebuild import recompute_or_defer
-from chimera.registry import (
-    Registry,
-    affected_patients,
-    first_waiting_time,
-    measured_ids,
-    read_ledger,
-    read_observations,
-    read_registry,
-    supersession,
-)
+from chimera.rebuild import recompute_patients
+from chimera.registry import Registry, affected_patients, run_files
 from chimera.settings import Settings
 from chimera.textio import check_size
+from chimera.validation import Deferred, check_deferred, deferred_validation
 from chimera.warehouse import (
     INFUSIONS,
-    INGEST_LOG,
     OBSERVATIONS,
     PIPELINE_VERSION,
     SAMPLES,
-    Warehouse,
     sha256_of,
 )
 from schemas.base import UTC
@@ -167,14 +159,76 @@ class FileOutcome:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """One file parsed once per batch: its frame (validated) and notes, or why it was refused."""
+
+    detected_format: str | None
+    assay: Assay = Assay.NONE
+    parsed: ParsedExport | None = None
+    error: ChimeraError | None = None
+
+
+def prepare_source(
+    source: SourceFile, *, settings: Settings, now: datetime
+) -> tuple[Prepared, list[Deferred]]:
+    """Detect (if not done) and parse one file; its contract checks may be deferred.
+
+    Returns the parse and the checks :func:`chimera.validation.deferred_validation` put off:
+    the parse only counts once they pass (:func:`prepare_sources` runs them for many files).
+    """
+    export = source.export or detect_export(source.data, file_name=source.name)
+    if isinstance(export, ChimeraError):
+        return Prepared(None, error=export), []
+    detection = export.detection
+    fmt = detection.format.value
+    with deferred_validation() as deferred:
+        try:
+            parsed = parse_export(export, settings=settings, now=now)
+            check_plausible(parsed.frame, detection.assay, settings=settings, file_name=source.name)
+        except ChimeraError as err:
+            # A frame that breaks its contract is reported as such, whatever came after.
+            return Prepared(fmt, detection.assay, error=check_deferred([deferred])[0] or err), []
+        except Exception:
+            invalid = check_deferred([deferred])[0]
+            if invalid is None:
+                raise
+            return Prepared(fmt, detection.assay, error=invalid), []
+    return Prepared(fmt, detection.assay, parsed=parsed), deferred
+
+
+def prepare_sources(
+    sources: Sequence[SourceFile], batch: IngestBatch, *, clock: Callable[[], datetime]
+) -> None:
+    """Parse every file of a batch that is not known yet, checking all frames in one pass.
+
+    Content already accepted (a duplicate) is not parsed. Frames of one contract are validated
+    together; a file whose frame breaks its contract gets that file's own report. A file whose
+    parser crashes is left unprepared: ingesting it alone re-raises the crash for that file.
+    """
+    results: dict[str, tuple[Prepared, list[Deferred]]] = {}
+    for source in sources:
+        sha = source.sha256
+        if sha in batch.prepared or sha in results or batch.ledger.first_accepted(sha) is not None:
+            continue
+        try:
+            results[sha] = prepare_source(source, settings=batch.settings, now=clock())
+        except Exception:
+            # A parser bug: ingesting this file alone raises it again, for this file only.
+            if len(sources) == 1:
+                raise
+    errors = check_deferred([deferred for _, deferred in results.values()])
+    for (sha, (prepared, _)), error in zip(results.items(), errors, strict=True):
+        batch.prepared[sha] = prepared if error is None else replace(prepared, error=error)
+
+
+@dataclass(frozen=True)
 class _Run:
     """Where and when one file is ingested."""
 
-    warehouse: Warehouse
+    batch: IngestBatch
     settings: Settings
     now: datetime
     flow_run_id: str | None
-    recompute: bool
 
 
 def ingest_source(
@@ -185,39 +239,40 @@ def ingest_source(
     move: bool,
     flow_run_id: str | None = None,
     recompute: bool = True,
+    batch: IngestBatch | None = None,
 ) -> FileOutcome:
     """Ingest one file and put it where it belongs (archive, quarantine, or left waiting).
 
     A path is read (and detected) first; a :class:`SourceFile` was read already.
     ``move`` = move the file (inbox use); otherwise copy it, leaving the original untouched.
-    ``recompute=False`` only marks the touched patients dirty;
-    :func:`chimera.rebuild.recover_dirty` then rebuilds each of them once (what a batch does).
+    With a ``batch`` (a poll) the file's rows, ledger events and placement wait for the batch's
+    flush and its touched patients are rebuilt by the caller. Alone, the file is its own batch:
+    flushed at once, then ``recompute=True`` rebuilds the touched patients and
+    ``recompute=False`` only leaves them dirty for :func:`chimera.rebuild.recover_dirty`.
     """
     if isinstance(source, Path):
         source = read_source(source)
-    run = _Run(Warehouse(settings.warehouse), settings, now, flow_run_id, recompute)
+    if batch is not None:
+        return _ingest_into(batch, source, now=now, move=move, flow_run_id=flow_run_id)
+    with open_batch(settings) as own:
+        outcome = _ingest_into(own, source, now=now, move=move, flow_run_id=flow_run_id)
+        placed = own.flush()
+        if recompute and own.touched:
+            recompute_patients(own.warehouse, own.touched, settings=settings, now=now)
+    return placed.get(source.path, outcome)
+
+
+def _ingest_into(
+    batch: IngestBatch, source: SourceFile, *, now: datetime, move: bool, flow_run_id: str | None
+) -> FileOutcome:
+    run = _Run(batch, batch.settings, now, flow_run_id)
     outcome = _ingest_content(source, run)
-    if outcome.status in (FileStatus.ACCEPTED, FileStatus.DUPLICATE):
-        target = archive_file(
-            source.path, settings.archive, sha256=outcome.sha256, when=now, move=move
-        )
-    elif outcome.status is FileStatus.QUARANTINED:
-        target = quarantine_file(
-            source.path,
-            settings.quarantine,
-            sha256=outcome.sha256,
-            headline=outcome.reason or "rejected",
-            problems=outcome.problems,
-            when=now,
-            move=move,
-        )
-    else:
-        return outcome
-    return replace(outcome, destination=target)
+    batch.place(source, outcome, move=move, when=now)
+    return outcome
 
 
 def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
-    """Ingest one file's content into the warehouse and record its fate in the ledger.
+    """Ingest one file's content into the batch and record its fate in the ledger.
 
     The file itself is not moved. The waiting time-out counts from the file's first
     ``waiting`` row in the ledger.
@@ -228,38 +283,33 @@ def _ingest_content(source: SourceFile, run: _Run) -> FileOutcome:
         size_bytes=source.size_bytes,
         status=FileStatus.WAITING,
     )
-    ledger = read_ledger(run.warehouse)
-    duplicate = _record_duplicate(run, base, ledger)
+    duplicate = _record_duplicate(run, base)
     if duplicate is not None:
         return duplicate
-    export = source.export or detect_export(source.data, file_name=source.name)
-    if isinstance(export, ChimeraError):
-        return _reject(run, base, None, export.reason, str(export), tuple(export.problems))
-    detection = export.detection
-    fmt = detection.format.value
-    try:
-        parsed = parse_export(export, settings=run.settings, now=run.now)
-        check_plausible(parsed.frame, detection.assay, settings=run.settings, file_name=source.name)
-    except ChimeraError as err:
+    prepared = run.batch.prepared.get(source.sha256)
+    if prepared is None:
+        prepare_sources([source], run.batch, clock=lambda: run.now)
+        prepared = run.batch.prepared[source.sha256]
+    fmt = prepared.detected_format
+    if prepared.error is not None:
+        err = prepared.error
         return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
-    frame = parsed.frame
+    assert prepared.parsed is not None
+    parsed = prepared.parsed
     base = replace(base, reason="; ".join(parsed.notes) or None)  # e.g. specimens kept as written
-    if detection.assay is Assay.REGISTRY:
-        return _accept_registry(run, base, detection, frame, ledger)
-    return _accept_assay(run, base, detection, parsed, ledger)
+    if prepared.assay is Assay.REGISTRY:
+        return _accept_registry(run, base, fmt, parsed)
+    return _accept_assay(run, base, Method(prepared.assay.value), fmt, parsed)
 
 
-def _record_duplicate(run: _Run, base: FileOutcome, ledger: pl.DataFrame) -> FileOutcome | None:
+def _record_duplicate(run: _Run, base: FileOutcome) -> FileOutcome | None:
     """The ``duplicate`` outcome when this content was accepted before (None otherwise).
 
     Logged only when the content arrives under another name than the one it was accepted as.
     """
-    accepted = ledger.filter(
-        (pl.col("source_sha256") == base.sha256) & (pl.col("status") == FileStatus.ACCEPTED)
-    )
-    if not accepted.height:
+    first = run.batch.ledger.first_accepted(base.sha256)
+    if first is None:
         return None
-    first = accepted.row(0, named=True)
     when = f"{first['logged_at']:%Y-%m-%d %H:%M} UTC"
     outcome = replace(
         base,
@@ -273,20 +323,21 @@ def _record_duplicate(run: _Run, base: FileOutcome, ledger: pl.DataFrame) -> Fil
 
 
 def _log(run: _Run, outcome: FileOutcome) -> None:
-    row = {
-        "source_sha256": outcome.sha256,
-        "file_name": outcome.file_name,
-        "size_bytes": outcome.size_bytes,
-        "detected_format": outcome.detected_format,
-        "status": outcome.status.value,
-        "reason": outcome.reason,
-        "rows": outcome.rows,
-        "supersedes": outcome.supersedes,
-        "flow_run_id": run.flow_run_id,
-        "pipeline_version": PIPELINE_VERSION,
-        "logged_at": run.now,
-    }
-    run.warehouse.append_log(pl.DataFrame([row], schema=INGEST_LOG.schema))
+    run.batch.log(
+        {
+            "source_sha256": outcome.sha256,
+            "file_name": outcome.file_name,
+            "size_bytes": outcome.size_bytes,
+            "detected_format": outcome.detected_format,
+            "status": outcome.status.value,
+            "reason": outcome.reason,
+            "rows": outcome.rows,
+            "supersedes": outcome.supersedes,
+            "flow_run_id": run.flow_run_id,
+            "pipeline_version": PIPELINE_VERSION,
+            "logged_at": run.now,
+        }
+    )
 
 
 def _reject(
@@ -319,124 +370,122 @@ def _with_lineage(frame: pl.DataFrame, base: FileOutcome, now: datetime) -> pl.D
 
 
 def _accept(run: _Run, outcome: FileOutcome) -> FileOutcome:
-    """Rebuild (or mark dirty) the touched patients, then log the file as accepted."""
-    recompute_or_defer(
-        run.warehouse,
-        set(outcome.patients),
-        settings=run.settings,
-        now=run.now,
-        recompute=run.recompute,
-    )
+    """Mark the touched patients for the batch's rebuild, then log the file as accepted."""
+    run.batch.touched |= outcome.patients
     _log(run, outcome)
     return outcome
 
 
 def _accept_registry(
-    run: _Run, base: FileOutcome, detection: Detection, frame: pl.DataFrame, ledger: pl.DataFrame
+    run: _Run, base: FileOutcome, fmt: str | None, parsed: ParsedExport
 ) -> FileOutcome:
-    manifest = detection.format is ExportFormat.MANIFEST
+    """Accept a manifest or infusion log, checked against the registry as the batch holds it.
+
+    An impossible date across files quarantines it; changed values are accepted with a note
+    (:mod:`chimera.consistency`), and a sample moved away also rebuilds the patient it left.
+    """
+    frame = parsed.frame
+    manifest = parsed.format is ExportFormat.MANIFEST
     check = check_manifest if manifest else check_infusion_log
-    with run.warehouse.lock():
-        try:
-            verdict = check(frame, read_registry(run.warehouse), ledger)
-        except ChimeraError as err:
-            fmt = detection.format.value
-            return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
-        rows = _with_lineage(frame, base, run.now).drop("source_file")
-        if manifest:
-            run.warehouse.write(SAMPLES, base.sha256, rows)
-            patients = set(frame.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
-        else:
-            run.warehouse.write(INFUSIONS, base.sha256, rows)
-            patients = set(frame["patient_id"])
-        accepted = replace(
-            base,
-            status=FileStatus.ACCEPTED,
-            detected_format=detection.format.value,
-            rows=frame.height,
-            patients=frozenset(patients | verdict.also_touches),
-            reason="; ".join(r for r in (base.reason, verdict.reason) if r) or None,
-        )
-        return _accept(run, accepted)
+    try:
+        verdict = check(frame, run.batch.registry, run.batch.ledger.frame())
+    except ChimeraError as err:
+        return _reject(run, base, fmt, err.reason, str(err), tuple(err.problems))
+    rows = _with_lineage(frame, base, run.now).drop("source_file")
+    if manifest:
+        run.batch.add_rows(SAMPLES, base.sha256, rows)
+        patients = set(frame.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
+    else:
+        run.batch.add_rows(INFUSIONS, base.sha256, rows)
+        patients = set(frame["patient_id"])
+    accepted = replace(
+        base,
+        status=FileStatus.ACCEPTED,
+        detected_format=fmt,
+        rows=frame.height,
+        patients=frozenset(patients | verdict.also_touches),
+        reason="; ".join(r for r in (base.reason, verdict.reason) if r) or None,
+    )
+    return _accept(run, accepted)
 
 
 def _accept_assay(
-    run: _Run, base: FileOutcome, detection: Detection, parsed: ParsedExport, ledger: pl.DataFrame
+    run: _Run, base: FileOutcome, method: Method, fmt: str | None, parsed: ParsedExport
 ) -> FileOutcome:
-    method = Method(detection.assay.value)
-    fmt = detection.format.value
-    with run.warehouse.lock():
-        registry = read_registry(run.warehouse)
-        frame = resolve_sample_ids(parsed.frame, set(registry.samples["sample_id"].to_list()))
-        stored = read_observations(run.warehouse, method)
-        waits = _waits(run.warehouse, frame, method, registry, stored)
-        if waits:
-            return _wait_or_time_out(run, replace(base, detected_format=fmt), waits, ledger)
-        rows = _with_lineage(frame, base, run.now).with_columns(
-            run_id=pl.lit(parsed.run_id, dtype=pl.String)
-        )
-        supersedes, why = _replaced_files(stored, rows, method, base.sha256)
-        table = OBSERVATIONS[method]
-        if not run.warehouse.has(table, base.sha256):
-            run.warehouse.write(table, base.sha256, rows)
-        notes = [f"supersedes {supersedes}: {why}"] if supersedes else []
-        accepted = replace(
-            base,
-            status=FileStatus.ACCEPTED,
-            detected_format=fmt,
-            rows=frame.height,
-            patients=frozenset(affected_patients(frame, registry, method)),
-            supersedes=supersedes,
-            reason="; ".join([*notes, *([base.reason] if base.reason else [])]) or None,
-        )
-        return _accept(run, accepted)
+    batch = run.batch
+    registry = batch.registry
+    frame = resolve_sample_ids(parsed.frame, batch.known_sample_ids)
+    ids = assay_sample_ids(frame)
+    waits = _waits(batch, frame, ids, method, registry)
+    if waits:
+        return _wait_or_time_out(run, replace(base, detected_format=fmt), waits)
+    rows = _with_lineage(frame, base, run.now).with_columns(
+        run_id=pl.lit(parsed.run_id, dtype=pl.String)
+    )
+    supersedes, why = _replaced_files(batch, rows, method, base.sha256)
+    table = OBSERVATIONS[method]
+    if not batch.has(table, base.sha256):
+        batch.add_rows(table, base.sha256, rows)
+    notes = [f"supersedes {supersedes}: {why}"] if supersedes else []
+    accepted = replace(
+        base,
+        status=FileStatus.ACCEPTED,
+        detected_format=fmt,
+        rows=frame.height,
+        patients=frozenset(affected_patients(frame, registry, method)),
+        supersedes=supersedes,
+        reason="; ".join([*notes, *([base.reason] if base.reason else [])]) or None,
+    )
+    return _accept(run, accepted)
 
 
 def _replaced_files(
-    stored: pl.DataFrame, rows: pl.DataFrame, method: Method, sha256: str
+    batch: IngestBatch, rows: pl.DataFrame, method: Method, sha256: str
 ) -> tuple[str | None, str | None]:
     """Names of the files this one replaces as a re-export of their run, and why (or None).
 
     The rule is :func:`chimera.registry.supersession`'s: the files current before this one
-    that it replaces now.
+    that it replaces now (the batch's :class:`~chimera.registry.RunBook` of the method).
     """
-    if stored.height == 0:
+    book = batch.runs[method]
+    if sha256 in book:
         return None, None
-    before = supersession(stored, method).filter(pl.col("replaced_by").is_null())
-    after = supersession(pl.concat([stored, rows], how="diagonal_relaxed"), method)
-    mine = after.filter(pl.col("source_sha256") == sha256)
-    replaced = after.filter(
-        (pl.col("replaced_by") == sha256)
-        & pl.col("source_sha256").is_in(before["source_sha256"].implode())
-    )
-    if replaced.height == 0:
+    before = {run[-1].sha256 for run in book.runs}
+    file = run_files(rows, method)[0]
+    members = book.add(file)
+    if members[-1] is not file:
         return None, None
-    return ", ".join(sorted(replaced["source_file"].to_list())), mine["link"][0]
+    replaced = sorted(m.name for m in members[:-1] if m.sha256 in before)
+    if not replaced:
+        return None, None
+    return ", ".join(replaced), file.link
 
 
 def _waits(
-    warehouse: Warehouse,
-    frame: pl.DataFrame,
-    method: Method,
-    registry: Registry,
-    stored: pl.DataFrame,
+    batch: IngestBatch, frame: pl.DataFrame, ids: list[str], method: Method, registry: Registry
 ) -> list[str]:
-    """What this assay frame still waits for, given what is already measured."""
-    measured = set(assay_sample_ids(frame)) | measured_ids(stored)
+    """What this assay frame still waits for, given what is already measured.
+
+    ``ids`` = the frame's :func:`assay_sample_ids`; they count as measured by this method.
+    """
+    here = set(ids)
+    measured = Measured(here, batch.observed[method].sources)
     pool = measured
     if method != Method.STR:
-        for other in (Method.QPCR, Method.DDPCR):
-            pool = pool | measured_ids(read_observations(warehouse, other))
+        pool = Measured(here, *(batch.observed[m].sources for m in (Method.QPCR, Method.DDPCR)))
     return missing_prerequisites(
-        frame, method, registry=registry, measured=measured, baselines_measured=pool
+        frame,
+        method,
+        registry=registry,
+        measured=measured,
+        baselines_measured=pool,
+        sample_ids=ids,
     )
 
 
-def _wait_or_time_out(
-    run: _Run, base: FileOutcome, waits: list[str], ledger: pl.DataFrame
-) -> FileOutcome:
+def _wait_or_time_out(run: _Run, base: FileOutcome, waits: list[str]) -> FileOutcome:
     """Leave the file waiting (logging a changed reason), or quarantine it after the time-out."""
-    first_seen = first_waiting_time(ledger, base.sha256)
+    first_seen = run.batch.ledger.first_waiting_time(base.sha256)
     waited_hours = (run.now - first_seen).total_seconds() / 3600 if first_seen else 0.0
     limit = run.settings.inbox_rules.waiting_timeout_hours
     if waited_hours >= limit:
@@ -448,11 +497,11 @@ def _wait_or_time_out(
         return _reject(run, base, base.detected_format, RejectReason.WAITED_TOO_LONG, msg, problems)
     reason = "waiting for " + "; ".join(waits)
     outcome = replace(base, status=FileStatus.WAITING, reason=reason)
-    previous = ledger.filter(pl.col("source_sha256") == base.sha256)
+    previous = run.batch.ledger.events(base.sha256)
     if (
-        not previous.height
-        or previous["status"][-1] != FileStatus.WAITING
-        or previous["reason"][-1] != reason
+        not previous
+        or previous[-1]["status"] != FileStatus.WAITING
+        or previous[-1]["reason"] != reason
     ):
         _log(run, outcome)
     return outcome

@@ -9,8 +9,12 @@ What each calculation gets (issues 9 and 10):
   the genotype sources from every current run and the warehouse stutter table, so a sample
   measured on two runs gives two results (a repeat measurement), never one mixed profile;
 * qPCR/ddPCR: every plate holding the patient's samples, with all its DNA wells in their
-  manifest roles, plus the product's wells on other plates (its registered reference); the
-  calculations give one result per sample x plate.
+  manifest roles, plus the wells of the product's registered reference (``donor_reference``)
+  on other plates; a calibrator is its plate's own control, so a new plate changes only the
+  results of the patients on it. The calculations give one result per sample x plate.
+
+Each rebuild indexes every method's rows once by sample and by file (:class:`RowIndex`), so a
+patient's rows are taken, not filtered out of the whole table.
 
 Results of a file a re-export replaced (:func:`chimera.registry.supersession`) are computed
 as they were while it was current (its run's current file taken out, it put back), and come
@@ -19,7 +23,8 @@ back ``superseded`` with the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -37,6 +42,57 @@ REPORTED_ROLES = (Role.POST_DOSE, Role.DILUTION_STANDARD)
 LINEAGE_COLUMNS = ("source_file", "ingested_at", "pipeline_version", "run_id")
 
 
+_ROW = "__row"
+"""Column holding each indexed row's position (rows taken keep their stored order)."""
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """Raw rows indexed by sample and by file, so that one patient's share is cheap to take."""
+
+    frame: pl.DataFrame
+    """Every row, with :data:`_ROW`."""
+    by_sample: dict[str, pl.DataFrame]
+    by_source: dict[str, pl.DataFrame]
+    sources: dict[str, set[str]]
+    """The files holding each sample id."""
+
+    @classmethod
+    def of(cls, rows: pl.DataFrame) -> RowIndex:
+        """Index ``rows`` (raw assay rows with ``sample_id`` and ``source_sha256``)."""
+        frame = rows.with_row_index(_ROW)
+        sources: dict[str, set[str]] = {}
+        pairs = frame.select("sample_id", "source_sha256").drop_nulls().unique()
+        for sample_id, sha in pairs.iter_rows():
+            sources.setdefault(sample_id, set()).add(sha)
+        by_sample = frame.filter(pl.col("sample_id").is_not_null()).partition_by(
+            "sample_id", as_dict=True
+        )
+        return cls(
+            frame,
+            {str(k[0]): v for k, v in by_sample.items()},
+            {str(k[0]): v for k, v in frame.partition_by("source_sha256", as_dict=True).items()},
+            sources,
+        )
+
+    def sources_of(self, sample_ids: Iterable[str]) -> set[str]:
+        """The files holding any of these samples."""
+        return {sha for sid in sample_ids for sha in self.sources.get(sid, ())}
+
+    def take(self, sample_ids: Iterable[str] = (), sources: Iterable[str] = ()) -> pl.DataFrame:
+        """The rows of these files and of these samples, each once, in stored order."""
+        files = set(sources)
+        parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
+        parts += [
+            rows.filter(~pl.col("source_sha256").is_in(list(files)))
+            for sid in sorted(set(sample_ids))
+            if (rows := self.by_sample.get(sid)) is not None
+        ]
+        if not parts:
+            return self.frame.clear().drop(_ROW)
+        return pl.concat(parts).unique(_ROW).sort(_ROW).drop(_ROW)
+
+
 @dataclass(frozen=True)
 class MethodInputs:
     """One method's raw rows as a rebuild sees them."""
@@ -50,8 +106,20 @@ class MethodInputs:
     """:func:`chimera.registry.supersession` of ``observations``."""
     stutter: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STUTTER_COLUMNS))
     """The warehouse stutter table (STR)."""
-    screening: pl.DataFrame | None = None
+    screening: RowIndex | None = None
     """ddPCR: the current qPCR rows, whose plates type a genome no ddPCR plate holds."""
+    index: RowIndex | None = None
+    """``current`` indexed (None: indexed on first use)."""
+    replaced: RowIndex | None = None
+    """The rows of the files a re-export replaced, indexed."""
+
+    def indexed(self) -> MethodInputs:
+        """These inputs with ``current`` and the replaced files' rows indexed."""
+        if self.index is not None:
+            return self
+        gone = self.supersession.filter(pl.col("replaced_by").is_not_null())["source_sha256"]
+        old = self.observations.filter(pl.col("source_sha256").is_in(gone.implode()))
+        return replace(self, index=RowIndex.of(self.current), replaced=RowIndex.of(old))
 
 
 def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
@@ -59,7 +127,7 @@ def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
     product = registry.products.get(patient)
     lot = product.lot if product is not None else None
     bank = product.bank if product is not None else None
-    own = registry.samples.filter(pl.col("patient_id") == patient).with_columns(
+    own = registry.patient_samples(patient).with_columns(
         # A dilution standard is measured exactly like a post-dose sample of its series.
         role=pl.when(pl.col("role") == Role.DILUTION_STANDARD)
         .then(pl.lit(Role.POST_DOSE))
@@ -116,13 +184,13 @@ def _pcr_output(
     settings: Settings,
 ) -> MethodOutput:
     """PCR results of every plate holding the patient's samples (one per sample x plate)."""
-    # Plates that hold the patient's own samples; the product's wells on them come along (a
-    # calibrator sits on every plate, so selecting by product samples would take every plate).
-    own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
+    # Plates that hold the patient's own samples, every well on them (a calibrator is its
+    # plate's own control).
+    own = registry.patient_samples(patient)["sample_id"]
     plates = observations.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"]
-    product = samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"]
-    # The product's wells on other plates are its registered reference (ddPCR zygosity); every
-    # DNA sample on the plates gets its manifest role (never the instrument's type).
+    product = _registered(samples)
+    # The product's registered reference on other plates (marker carriage, ddPCR zygosity);
+    # every DNA sample on the plates gets its manifest role (never the instrument's type).
     wells = observations.filter(
         pl.col("source_sha256").is_in(plates.unique().implode())
         | pl.col("sample_id").is_in(product.implode())
@@ -144,18 +212,22 @@ def _pcr_output(
     return ddpcr.compute_ddpcr_chimerism(frame, table, settings=settings.ddpcr, screening=screening)
 
 
+def _registered(samples: pl.DataFrame) -> pl.Series:
+    """Sample ids of the product's registered reference among ``samples``."""
+    return samples.filter(pl.col("role") == Role.DONOR_REFERENCE)["sample_id"]
+
+
 def _screening(
-    rows: pl.DataFrame | None, own: pl.Series, registry: Registry, settings: Settings
+    rows: RowIndex | None, own: pl.Series, registry: Registry, settings: Settings
 ) -> ddpcr.Screening | None:
     """Marker carriage from the qPCR plates typing the patient's own genomes (ddPCR's fallback).
 
     A three-genome patient's germline is often typed once, on a qPCR marker-screening plate;
     the ddPCR calculation then reads its carriage of each marker from there.
     """
-    if rows is None or rows.height == 0:
+    if rows is None:
         return None
-    plates = rows.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"].unique()
-    wells = rows.filter(pl.col("source_sha256").is_in(plates.implode()))
+    wells = rows.take(sources=rows.sources_of(own.to_list()))
     if wells.height == 0:
         return None
     table = sample_table(
@@ -165,6 +237,18 @@ def _screening(
         plate_contexts(wells.drop(*LINEAGE_COLUMNS, strict=False), settings.qpcr, table).values()
     )
     return lambda marker, ids: carriage(marker, ids, contexts)
+
+
+def _relevant(
+    inputs: MethodInputs, patient: str, registry: Registry, samples: pl.DataFrame
+) -> pl.DataFrame:
+    """The current rows any of the patient's results can read (see the module docstring)."""
+    index = inputs.indexed().index
+    assert index is not None
+    if inputs.method == Method.STR:
+        return index.take(sample_ids=samples["sample_id"].to_list())
+    own = registry.patient_samples(patient)["sample_id"].to_list()
+    return index.take(sample_ids=_registered(samples).to_list(), sources=index.sources_of(own))
 
 
 def method_rows(
@@ -180,11 +264,11 @@ def method_rows(
 
     ``observations`` defaults to the current rows; ``only`` keeps the rows of one file.
     """
-    rows = inputs.current if observations is None else observations
     samples = patient_samples(registry, patient)
-    reported = registry.samples.filter(
-        (pl.col("patient_id") == patient) & pl.col("role").is_in(REPORTED_ROLES)
-    )["sample_id"]
+    rows = _relevant(inputs, patient, registry, samples) if observations is None else observations
+    reported = registry.patient_samples(patient).filter(pl.col("role").is_in(REPORTED_ROLES))[
+        "sample_id"
+    ]
     if rows.height == 0 or not rows.filter(pl.col("sample_id").is_in(reported.implode())).height:
         return _empty().results, _empty().markers
     if inputs.method == Method.STR:
@@ -213,19 +297,19 @@ def replaced_rows(
     ``superseded`` with the supersession reason.
     """
     replaced = inputs.supersession.filter(pl.col("replaced_by").is_not_null())
-    own = registry.samples.filter(pl.col("patient_id") == patient)["sample_id"]
-    holding = inputs.observations.filter(
-        pl.col("source_sha256").is_in(replaced["source_sha256"].implode())
-        & pl.col("sample_id").is_in(own.implode())
-    )["source_sha256"].unique()
+    if replaced.height == 0:
+        return pl.DataFrame(), pl.DataFrame()
+    inputs = inputs.indexed()
+    assert inputs.replaced is not None
+    own = registry.patient_samples(patient)["sample_id"].to_list()
+    holding = inputs.replaced.sources_of(own)
+    current = _relevant(inputs, patient, registry, patient_samples(registry, patient))
     results, markers = [], []
-    for row in replaced.filter(pl.col("source_sha256").is_in(holding.implode())).iter_rows(
-        named=True
-    ):
+    for row in replaced.filter(pl.col("source_sha256").is_in(list(holding))).iter_rows(named=True):
         view = pl.concat(
             [
-                inputs.current.filter(pl.col("source_sha256") != row["replaced_by"]),
-                inputs.observations.filter(pl.col("source_sha256") == row["source_sha256"]),
+                current.filter(pl.col("source_sha256") != row["replaced_by"]),
+                inputs.replaced.by_source[row["source_sha256"]].drop(_ROW),
             ],
             how="diagonal_relaxed",
         )

@@ -29,13 +29,21 @@ from typing import Any
 
 from rich.console import Console
 
+from chimera.batch import StorageFailure, open_batch, writing
 from chimera.detect import Assay, ExportFormat
 from chimera.errors import NotARegularFileError
 from chimera.filemodes import private_dirs
 from chimera.filing import display_name
 from chimera.inbox import Candidate, Notify, Unread, save_sightings, settle_inbox
-from chimera.ingest import FileOutcome, SourceFile, ingest_source, read_source, refused_source
-from chimera.rebuild import recover_dirty
+from chimera.ingest import (
+    FileOutcome,
+    SourceFile,
+    ingest_source,
+    prepare_sources,
+    read_source,
+    refused_source,
+)
+from chimera.rebuild import recompute_patients, recover_dirty
 from chimera.refresh import RefreshSummary, refresh_patients
 from chimera.settings import Settings
 from chimera.warehouse import Warehouse, is_storage_error, storage_problem
@@ -64,19 +72,6 @@ class ExitCode(IntEnum):
     WAITING = 4
     """At least one file waits for a prerequisite (manifest, baseline, product reference), or
     is still being copied."""
-
-
-class StorageFailure(Exception):
-    """A write to the warehouse, archive or quarantine failed; the run stops, the file stays.
-
-    ``outcomes`` holds what the run did before it stopped.
-    """
-
-    def __init__(self, file_name: str, error: OSError) -> None:
-        super().__init__(f"{file_name}: {storage_problem(error)}")
-        self.file_name = file_name
-        self.error = error
-        self.outcomes: dict[Path, FileOutcome | None] = {}
 
 
 def exit_code(statuses: Iterable[FileStatus]) -> ExitCode:
@@ -158,46 +153,73 @@ def ingest_sources(
 ) -> dict[Path, FileOutcome | None]:
     """Ingest read files in dependency order; each touched patient is rebuilt once at the end.
 
-    Patients a crash left dirty are rebuilt first. ``ingest_one`` defaults to
-    :func:`chimera.ingest.ingest_source` (touched patients only marked dirty).
+    Patients a crash left dirty are rebuilt first. By default the files are one batch
+    (:mod:`chimera.batch`): parsed once, checked in one pass per contract, written together.
+    ``ingest_one`` (the Prefect flow's task) ingests each file on its own instead (touched
+    patients only marked dirty, rebuilt at the end).
 
     Raises
     ------
     StorageFailure
         When a write failed (in-process ingest and the rebuilds); the file stays in place.
     """
-
-    def in_process(source: SourceFile) -> FileOutcome | None:
-        try:
-            return ingest_source(source, settings=settings, now=clock(), move=move, recompute=False)
-        except OSError as err:
-            if is_storage_error(err):
-                raise StorageFailure(source.name, err) from err
-            LOGGER.error("%s failed (%s); it stays where it is", source.name, err.strerror)
-        except Exception as err:  # noqa: BLE001 - one file's bug must not stop the others
-            # The type only: a message may quote the file's content, which logs never carry.
-            LOGGER.error("%s failed (%s); it stays where it is", source.name, type(err).__name__)
-        return None
-
-    with _storage("rebuilding patients left by an interrupted run"):
+    with writing("rebuilding patients left by an interrupted run"):
         recover_dirty(settings=settings, now=clock())
-    outcomes = ingest_in_rounds(processing_order(sources), ingest_one or in_process)
-    with _storage("rebuilding the touched patients"):
-        try:
+    ordered = processing_order(sources)
+    if ingest_one is None:
+        return _ingest_batch(ordered, settings=settings, clock=clock, move=move)
+    outcomes = ingest_in_rounds(ordered, ingest_one)
+    try:
+        with writing("rebuilding the touched patients"):
             recover_dirty(settings=settings, now=clock())
-        except StorageFailure as failure:
-            failure.outcomes = outcomes
-            raise
+    except StorageFailure as failure:
+        failure.outcomes = outcomes
+        raise
     return outcomes
 
 
-@contextlib.contextmanager
-def _storage(what: str) -> Iterator[None]:
-    """Turn an ``OSError`` of a step that is not one file into a :class:`StorageFailure`."""
+def _one_in_batch(
+    source: SourceFile, ingest: Callable[[SourceFile], FileOutcome]
+) -> FileOutcome | None:
+    """Ingest one file of the batch; a bug in one file leaves it in place, never stops the rest."""
     try:
-        yield
+        return ingest(source)
+    except StorageFailure:
+        raise
     except OSError as err:
-        raise StorageFailure(what, err) from err
+        if is_storage_error(err):
+            raise StorageFailure(source.name, err) from err
+        LOGGER.error("%s failed (%s); it stays where it is", source.name, err.strerror)
+    except Exception as err:  # noqa: BLE001 - one file's bug must not stop the others
+        # The type only: a message may quote the file's content, which logs never carry.
+        LOGGER.error("%s failed (%s); it stays where it is", source.name, type(err).__name__)
+    return None
+
+
+def _ingest_batch(
+    ordered: Sequence[SourceFile], *, settings: Settings, clock: Callable[[], datetime], move: bool
+) -> dict[Path, FileOutcome | None]:
+    """Ingest ordered files as one batch, flush it, then rebuild every touched patient once."""
+    with open_batch(settings) as batch:
+        prepare_sources(ordered, batch, clock=clock)
+
+        def in_batch(source: SourceFile) -> FileOutcome:
+            return ingest_source(
+                source, settings=settings, now=clock(), move=move, recompute=False, batch=batch
+            )
+
+        outcomes = ingest_in_rounds(ordered, lambda source: _one_in_batch(source, in_batch))
+        placed: dict[Path, FileOutcome | None] = {}
+        try:
+            placed.update(batch.flush())
+            with writing("rebuilding the touched patients"):
+                recompute_patients(batch.warehouse, batch.touched, settings=settings, now=clock())
+                batch.warehouse.persist_snapshots()
+        except StorageFailure as failure:
+            placed.update(failure.outcomes)
+            failure.outcomes = {path: placed.get(path, o) for path, o in outcomes.items()}
+            raise
+    return {path: placed.get(path, outcome) for path, outcome in outcomes.items()}
 
 
 def ingest_paths(
@@ -263,7 +285,7 @@ def poll_once(
     rules = settings.inbox_rules
     wait = 2 * rules.settle_seconds if max_wait_seconds is None else max_wait_seconds
     try:
-        with _storage("recording the inbox look"):
+        with writing("recording the inbox look"):
             candidates = settle_inbox(
                 settings, clock=clock, max_wait_seconds=wait, sleep=sleep, notify=notify
             )

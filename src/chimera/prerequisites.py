@@ -10,6 +10,8 @@ embed a manifest id (GeneMapper's run-file names) are mapped to the id first.
 from __future__ import annotations
 
 import re
+import string
+from collections.abc import Container
 
 import polars as pl
 
@@ -52,17 +54,16 @@ def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
     if frame.height == 0 or "sample_id" not in frame.columns:
         return frame
     names = set(frame["sample_id"].drop_nulls().unique().to_list()) - known
+    if not names:
+        return frame
+    longest_id = max(map(len, known), default=0)
     mapping: dict[str, str] = {}
     for name in names:
         stem = _INSTRUMENT_SUFFIX.sub("", name.strip())
         if stem in known:
             mapping[name] = stem
             continue
-        hits = [
-            k
-            for k in known
-            if k and re.search(rf"(?<![A-Za-z0-9]){re.escape(k)}(?![A-Za-z0-9])", stem)
-        ]
+        hits = _embedded_ids(stem, known, longest_id)
         longest = [h for h in hits if not any(h != o and h in o for o in hits)]
         if len(longest) == 1:
             mapping[name] = longest[0]
@@ -71,13 +72,34 @@ def resolve_sample_ids(frame: pl.DataFrame, known: set[str]) -> pl.DataFrame:
     return frame.with_columns(pl.col("sample_id").replace(mapping))
 
 
+_ALPHANUMERIC = frozenset(string.ascii_letters + string.digits)
+
+
+def _embedded_ids(stem: str, known: set[str], longest_id: int) -> set[str]:
+    """Known ids in ``stem`` with no ASCII letter or digit right before or after them.
+
+    Looks up every such substring instead of searching ``stem`` once per known id.
+
+    Examples
+    --------
+    >>> sorted(_embedded_ids("A01_P01-D003-PRE", {"P01-D003", "P01-D003-PRE", "D00"}, 12))
+    ['P01-D003', 'P01-D003-PRE']
+    """
+    starts = [i for i in range(len(stem)) if i == 0 or stem[i - 1] not in _ALPHANUMERIC]
+    ends = [j for j in range(1, len(stem) + 1) if j == len(stem) or stem[j] not in _ALPHANUMERIC]
+    return {
+        stem[i:j] for i in starts for j in ends if 0 < j - i <= longest_id and stem[i:j] in known
+    }
+
+
 def missing_prerequisites(
     frame: pl.DataFrame,
     method: Method,
     *,
     registry: Registry,
-    measured: set[str],
-    baselines_measured: set[str],
+    measured: Container[str],
+    baselines_measured: Container[str],
+    sample_ids: list[str] | None = None,
 ) -> list[str]:
     """What an assay file still waits for: manifest rows, the patient's genotype, the product.
 
@@ -88,9 +110,10 @@ def missing_prerequisites(
     a three-genome patient (an ``hsct_donor`` sample on record) a measured
     ``recipient_germline`` and ``hsct_donor`` (their pre-dose blood is a mixed chimera, not a
     genotype). The product (any lot of the patient's cell bank; STR: a ``donor_reference``, PCR:
-    also a ``calibrator``) must be measured by the same method.
+    also a ``calibrator``) must be measured by the same method. ``sample_ids`` =
+    :func:`assay_sample_ids` of ``frame`` when the caller has them already.
     """
-    ids = assay_sample_ids(frame)
+    ids = assay_sample_ids(frame) if sample_ids is None else sample_ids
     known = registry.samples.filter(pl.col("sample_id").is_in(ids))
     unknown = sorted(set(ids) - set(known["sample_id"].to_list()))
     waits = []
@@ -99,10 +122,11 @@ def missing_prerequisites(
             f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
         )
         waits.append(f"manifest rows for sample(s) {shown}")
-    genotyped = registry.samples.filter(pl.col("sample_id").is_in(list(baselines_measured)))
     three_genome = three_genome_patients(registry)
     for patient in sorted(known.filter(pl.col("role") == Role.POST_DOSE)["patient_id"].unique()):
-        waits += _genotype_waits(patient, method, genotyped, three=patient in three_genome)
+        waits += _genotype_waits(
+            patient, method, registry, baselines_measured, three=patient in three_genome
+        )
         product = registry.products[patient]
         if product.bank is None:
             waits.append(str(product.problem))
@@ -112,36 +136,39 @@ def missing_prerequisites(
 
 
 def _genotype_waits(
-    patient: str, method: Method, genotyped: pl.DataFrame, *, three: bool
+    patient: str, method: Method, registry: Registry, genotyped: Container[str], *, three: bool
 ) -> list[str]:
     """The patient's genotype sources not measured yet (see :func:`missing_prerequisites`)."""
     kind = "an STR" if method == Method.STR else "a qPCR or ddPCR"
-    own = genotyped.filter(pl.col("patient_id") == patient)
+
+    def measured(role: Role) -> bool:
+        return any(s in genotyped for s in registry.owned(patient, role))
+
     if not three:
-        if own.filter(pl.col("role") == Role.RECIPIENT_BASELINE).height:
+        if measured(Role.RECIPIENT_BASELINE):
             return []
         return [f"{kind} result of patient {patient}'s baseline (recipient_baseline)"]
     waits = []
-    if not own.filter(pl.col("role") == Role.RECIPIENT_GERMLINE).height:
+    if not measured(Role.RECIPIENT_GERMLINE):
         waits.append(
             f"{kind} result of patient {patient}'s own genome (recipient_germline: buccal swab, "
             "fibroblasts or pre-transplant DNA); the patient has a prior HSCT donor, so the "
             "pre-dose blood is a mixed chimera, not a genotype"
         )
-    if not own.filter(pl.col("role") == Role.HSCT_DONOR).height:
+    if not measured(Role.HSCT_DONOR):
         waits.append(f"{kind} result of patient {patient}'s prior HSCT donor (hsct_donor)")
     return waits
 
 
 def _product_waits(
-    product: PatientProduct, method: Method, registry: Registry, measured: set[str]
+    product: PatientProduct, method: Method, registry: Registry, measured: Container[str]
 ) -> list[str]:
     """The product reference of the patient's cell bank, when no lot of it was measured yet."""
     roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
     members = registry.samples.filter(
         pl.col("sample_id").is_in(registry.product_ids(product.bank)) & pl.col("role").is_in(roles)
     )
-    if members.filter(pl.col("sample_id").is_in(list(measured))).height:
+    if any(s in measured for s in members["sample_id"].to_list()):
         return []
     lots = ", ".join(sorted(set(members["patient_id"].to_list())) or product.lots) or "none yet"
     what = "donor_reference" if method == Method.STR else "donor_reference or calibrator"

@@ -53,6 +53,7 @@ from chimera.warehouse import (
     STUTTER_RATIOS,
     Warehouse,
     sha256_of,
+    write_parquet_atomic,
 )
 from schemas.vocab import Method, Specimen
 
@@ -62,23 +63,51 @@ def method_inputs(
 ) -> dict[Method, MethodInputs]:
     """Every method's raw rows, which files count, and what the calculations share.
 
-    STR gets the stutter table; ddPCR the current qPCR rows, whose plates type genomes no
-    ddPCR plate holds.
+    STR gets the stutter table (measured again only when its profiles or settings changed:
+    :func:`stutter_estimates`); ddPCR the current qPCR rows, whose plates type genomes no
+    ddPCR plate holds. Rows come indexed by sample and file (:class:`chimera.method_rows.RowIndex`).
     """
     found = {}
     for method in OBSERVATIONS:
         observations = read_observations(warehouse, method)
         current, supersession = split_current(observations, method)
-        found[method] = MethodInputs(method, observations, current, supersession)
-    peaks = found[Method.STR].current
-    stutter = (
-        estimate_stutter_ratios(peaks, registry.samples, settings=settings.str)
-        if settings.str.stutter_correction and peaks.height
-        else pl.DataFrame(schema=STUTTER_COLUMNS)
-    )
+        found[method] = MethodInputs(method, observations, current, supersession).indexed()
+    stutter = stutter_estimates(warehouse, found[Method.STR].current, registry, settings=settings)
     found[Method.STR] = replace(found[Method.STR], stutter=stutter)
-    found[Method.DDPCR] = replace(found[Method.DDPCR], screening=found[Method.QPCR].current)
+    found[Method.DDPCR] = replace(found[Method.DDPCR], screening=found[Method.QPCR].index)
     return found
+
+
+def stutter_estimates(
+    warehouse: Warehouse, peaks: pl.DataFrame, registry: Registry, *, settings: Settings
+) -> pl.DataFrame:
+    """:func:`~chimera.calculate.stutter_ratios.estimate_stutter_ratios` of the current peaks.
+
+    The estimate depends only on the single-source profiles (which samples, in which files)
+    and the STR settings, so it is kept in ``.cache/`` under a hash of those and measured again
+    only when one of them changed (a new STR run with a product reference, a new baseline).
+    """
+    if not settings.str.stutter_correction or peaks.height == 0:
+        return pl.DataFrame(schema=STUTTER_COLUMNS)
+    single = single_source_samples(registry.samples).select("sample_id", "patient_id", "role")
+    profiles = peaks.filter(pl.col("sample_id").is_in(single["sample_id"].implode()))
+    key = sha256_of(
+        json.dumps(
+            [
+                sorted(profiles["source_sha256"].unique().to_list()),
+                single.sort("sample_id").rows(),
+                repr(settings.str),
+            ]
+        ).encode()
+    )
+    cached = warehouse.root / ".cache" / f"stutter-{key}.snapshot"
+    if cached.is_file():
+        return pl.read_parquet(cached)
+    stutter = estimate_stutter_ratios(peaks, registry.samples, settings=settings.str)
+    for old in cached.parent.glob("stutter-*.snapshot"):
+        old.unlink(missing_ok=True)
+    write_parquet_atomic(stutter, cached)
+    return stutter
 
 
 def stutter_table(stutter: pl.DataFrame, peaks: pl.DataFrame, registry: Registry) -> pl.DataFrame:
@@ -192,10 +221,13 @@ def recompute_patients(
     limits = limits.with_columns(parameters_sha256=pl.lit(configured, dtype=pl.String))
     warehouse.write_single(ASSAY_LIMITS, limits)
     record_parameters(warehouse, settings, now=now)
+    chimerism, markers = {}, {}
     for patient in sorted(todo - series_ids(registry)):
-        chimerism, markers = patient_tables(patient, registry, inputs, settings=settings)
-        warehouse.write(CHIMERISM, patient, chimerism)
-        warehouse.write(MARKERS, patient, markers)
+        chimerism[patient], markers[patient] = patient_tables(
+            patient, registry, inputs, settings=settings
+        )
+    warehouse.write_parts(CHIMERISM, chimerism)
+    warehouse.write_parts(MARKERS, markers)
     warehouse.clear_dirty(todo)
 
 

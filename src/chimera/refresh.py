@@ -55,17 +55,25 @@ def refresh_patients(
         todo = all_patients(warehouse) if patients is None else set(patients)
         registry = read_registry(warehouse)
         infusions = registry.infusions.lazy()
+        built = {}
         for patient in sorted(todo):
             chimerism = warehouse.read_part(CHIMERISM, patient)
             if chimerism is None:
                 continue
             doses = infusions.filter(pl.col("patient_id") == patient)
-            trend = trends.build_trend_table(
+            built[patient] = trends.build_trend_table(
                 chimerism.lazy(), doses, cd=settings.alerts.critical_difference
             ).collect()
-            trend = warehouse.write(TRENDS, patient, trend)
-            kinetic = kinetics.compute_kinetics(trend.lazy(), doses).collect()
-            warehouse.write(KINETICS, patient, kinetic)
+        trend_parts = warehouse.write_parts(TRENDS, built)
+        warehouse.write_parts(
+            KINETICS,
+            {
+                patient: kinetics.compute_kinetics(
+                    trend.lazy(), infusions.filter(pl.col("patient_id") == patient)
+                ).collect()
+                for patient, trend in trend_parts.items()
+            },
+        )
         all_kinetics = warehouse.read(KINETICS)
         if all_kinetics.height:
             cohort = kinetics.summarise_cohort(all_kinetics.lazy()).collect()

@@ -57,9 +57,31 @@ class Registry:
     products: dict[str, PatientProduct] = field(default_factory=dict)
     """The product of every patient (and dilution series)."""
 
+    _owned: dict[tuple[str, str], list[str]] | None = field(default=None, repr=False)
+    _by_patient: dict[str, pl.DataFrame] | None = field(default=None, repr=False)
+
     def product_ids(self, bank: str | None) -> list[str]:
         """Sample ids of every product sample (any lot) of ``bank``."""
         return sorted(self.banks.members.get(bank, ())) if bank is not None else []
+
+    def owned(self, owner: str, role: Role) -> list[str]:
+        """Sample ids of ``role`` registered to ``owner`` (a patient, a lot or a series)."""
+        if self._owned is None:
+            self._owned = {}
+            for sample_id, patient_id, sample_role in self.samples.select(
+                "sample_id", "patient_id", "role"
+            ).iter_rows():
+                self._owned.setdefault((patient_id, sample_role), []).append(sample_id)
+        return self._owned.get((owner, role), [])
+
+    def patient_samples(self, patient: str) -> pl.DataFrame:
+        """The registry rows of one patient (or lot, or series), in registry order."""
+        if self._by_patient is None:
+            self._by_patient = {
+                str(k[0]): v
+                for k, v in self.samples.partition_by("patient_id", as_dict=True).items()
+            }
+        return self._by_patient.get(patient, self.samples.clear())
 
 
 def read_ledger(warehouse: Warehouse) -> pl.DataFrame:
@@ -77,14 +99,16 @@ def first_waiting_time(ledger: pl.DataFrame, sha256: str) -> datetime | None:
 
 def read_registry(warehouse: Warehouse) -> Registry:
     """Current samples and doses, with the product each patient received."""
-    samples = (
-        warehouse.read(SAMPLES)
-        .sort("ingested_at", "source_sha256")
-        .unique("sample_id", keep="last", maintain_order=True)
+    return registry_from(warehouse.read(SAMPLES), warehouse.read(INFUSIONS))
+
+
+def registry_from(sample_rows: pl.DataFrame, infusion_rows: pl.DataFrame) -> Registry:
+    """The registry of every stored ``samples`` and ``infusions`` row (latest row wins)."""
+    samples = sample_rows.sort("ingested_at", "source_sha256").unique(
+        "sample_id", keep="last", maintain_order=True
     )
     infusions = (
-        warehouse.read(INFUSIONS)
-        .sort("ingested_at", "source_sha256")
+        infusion_rows.sort("ingested_at", "source_sha256")
         .unique(["patient_id", "dose_number"], keep="last", maintain_order=True)
         .sort("patient_id", "dose_number")
     )
@@ -93,27 +117,35 @@ def read_registry(warehouse: Warehouse) -> Registry:
     bank_lots: dict[str | None, set[str]] = {}
     for info in products.values():
         bank_lots.setdefault(registry.banks.bank_of_lot(info.lot), set()).add(info.lot)
+    named = _lots_named(registry)
     for patient in samples.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"].unique():
-        registry.products[patient] = _product_of(patient, registry, bank_lots)
+        registry.products[patient] = _product_of(
+            patient, named.get(patient, ()), registry, bank_lots
+        )
     return registry
 
 
-def _lots_named(patient: str, registry: Registry) -> tuple[str, ...]:
-    """Lots the manifest rows and the infusion log name for ``patient``, in order of appearance."""
-    lots: list[str] = []
+def _lots_named(registry: Registry) -> dict[str, tuple[str, ...]]:
+    """Lots the manifest rows and the infusion log name for each patient, in order of appearance."""
+    lots: dict[str, list[str]] = {}
     for table in (registry.samples, registry.infusions):
-        named = table.filter(
-            (pl.col("patient_id") == patient) & pl.col("product_lot").is_not_null()
+        named = (
+            table.filter(pl.col("product_lot").is_not_null())
+            .group_by("patient_id", maintain_order=True)
+            .agg(pl.col("product_lot"))
         )
-        lots += [str(lot) for lot in named["product_lot"].to_list()]
-    return tuple(dict.fromkeys(lots))
+        for patient, names in named.iter_rows():
+            lots.setdefault(str(patient), []).extend(str(lot) for lot in names)
+    return {patient: tuple(dict.fromkeys(names)) for patient, names in lots.items()}
 
 
 def _product_of(
-    patient: str, registry: Registry, bank_lots: dict[str | None, set[str]]
+    patient: str,
+    lots: tuple[str, ...],
+    registry: Registry,
+    bank_lots: dict[str | None, set[str]],
 ) -> PatientProduct:
-    """The bank a patient's lots belong to (module docstring), and a lot of it to compute with."""
-    lots = _lots_named(patient, registry)
+    """The bank a patient's ``lots`` belong to (module docstring), and a lot of it to use."""
     found = [registry.banks.bank_of_lot(lot) for lot in lots or (None,)]
     banks = sorted({b for b in found if b is not None})
     named = ", ".join(lots)
@@ -187,7 +219,9 @@ SUPERSESSION_SCHEMA = {
 
 
 @dataclass
-class _File:
+class RunFile:
+    """One raw file as :func:`supersession` sees it: its run id, layout and positions."""
+
     sha256: str
     name: str
     ingested_at: datetime
@@ -196,8 +230,13 @@ class _File:
     positions: frozenset[str]
     link: str | None = None
 
+    @property
+    def order(self) -> tuple[datetime, str, str]:
+        """Where the file comes in ingest order (time, then name, then hash)."""
+        return (self.ingested_at, self.name, self.sha256)
 
-def _same_run(new: _File, old: _File, method: Method) -> str | None:
+
+def _same_run(new: RunFile, old: RunFile, method: Method) -> str | None:
     """Why ``new`` holds the same run as ``old`` (the module docstring's rule), else None."""
     if new.run_id is not None and old.run_id is not None:
         if new.run_id != old.run_id:
@@ -213,7 +252,8 @@ def _same_run(new: _File, old: _File, method: Method) -> str | None:
     return None
 
 
-def _files(observations: pl.DataFrame, method: Method) -> list[_File]:
+def run_files(observations: pl.DataFrame, method: Method) -> list[RunFile]:
+    """One :class:`RunFile` per raw file in ``observations``, in ingest order."""
     layout = [pl.col(c).cast(pl.String).fill_null("") for c in LAYOUT_COLUMNS[method]]
     run_id = (
         pl.col("run_id").drop_nulls().first()
@@ -237,7 +277,7 @@ def _files(observations: pl.DataFrame, method: Method) -> list[_File]:
         .sort("ingested_at", "source_file", "source_sha256")
     )
     return [
-        _File(
+        RunFile(
             sha256=r["source_sha256"],
             name=r["source_file"],
             ingested_at=r["ingested_at"],
@@ -249,6 +289,64 @@ def _files(observations: pl.DataFrame, method: Method) -> list[_File]:
     ]
 
 
+class RunBook:
+    """The raw files of one method grouped into runs, in ingest order (module docstring rule).
+
+    Files are added one by one; a file that comes after every file added so far is placed in
+    one step (what a batch does with each accepted file), any other regroups every file.
+    """
+
+    def __init__(self, method: Method, files: list[RunFile] | None = None) -> None:
+        self.method = method
+        self._reset(files or [])
+
+    def _reset(self, files: list[RunFile]) -> None:
+        self.runs: list[list[RunFile]] = []
+        self._run_of: dict[str, int] = {}
+        self._by_run_id: dict[str, list[int]] = {}
+        self._by_layout: dict[int, list[int]] = {}
+        for file in files:
+            self._place(file)
+
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self._run_of
+
+    def add(self, file: RunFile) -> list[RunFile]:
+        """Add one file; the members of the run it belongs to, the run's current file last."""
+        latest = max((run[-1].order for run in self.runs), default=None)
+        if latest is not None and file.order < latest:
+            files = sorted([*(f for run in self.runs for f in run), file], key=lambda f: f.order)
+            for member in files:
+                member.link = None
+            self._reset(files)
+        else:
+            self._place(file)
+        return self.runs[self._run_of[file.sha256]]
+
+    def _place(self, file: RunFile) -> None:
+        candidates = self._by_run_id.get(file.run_id or "", []) + self._by_layout.get(
+            file.layout, []
+        )
+        joined = None
+        for index in dict.fromkeys(candidates):
+            ids = {m.run_id for m in self.runs[index] if m.run_id is not None}
+            if file.run_id is not None and ids - {file.run_id}:
+                continue  # the run's header id is another run's
+            members = self.runs[index]
+            link = next((w for w in (_same_run(file, m, self.method) for m in members) if w), None)
+            if link is not None:
+                file.link, joined = link, index
+                break
+        if joined is None:
+            joined = len(self.runs)
+            self.runs.append([])
+        self.runs[joined].append(file)
+        self._run_of[file.sha256] = joined
+        if file.run_id is not None:
+            self._by_run_id.setdefault(file.run_id, []).append(joined)
+        self._by_layout.setdefault(file.layout, []).append(joined)
+
+
 def supersession(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
     """One row per raw file of ``method``: the later file of its run that replaces it, and why.
 
@@ -258,29 +356,8 @@ def supersession(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
     """
     if observations.height == 0:
         return pl.DataFrame(schema=SUPERSESSION_SCHEMA)
-    runs: list[list[_File]] = []
-    by_run_id: dict[str, list[int]] = {}
-    by_layout: dict[int, list[int]] = {}
-    for file in _files(observations, method):
-        candidates = by_run_id.get(file.run_id or "", []) + by_layout.get(file.layout, [])
-        joined = None
-        for index in dict.fromkeys(candidates):
-            ids = {m.run_id for m in runs[index] if m.run_id is not None}
-            if file.run_id is not None and ids - {file.run_id}:
-                continue  # the run's header id is another run's
-            link = next((w for w in (_same_run(file, m, method) for m in runs[index]) if w), None)
-            if link is not None:
-                file.link, joined = link, index
-                break
-        if joined is None:
-            joined = len(runs)
-            runs.append([])
-        runs[joined].append(file)
-        if file.run_id is not None:
-            by_run_id.setdefault(file.run_id, []).append(joined)
-        by_layout.setdefault(file.layout, []).append(joined)
     rows = []
-    for members in runs:
+    for members in RunBook(method, run_files(observations, method)).runs:
         current = members[-1]
         for file in members:
             replaced = file is not current
@@ -380,10 +457,13 @@ def affected_patients(
 ) -> set[str]:
     """Patients whose results can change because of the sample ids in ``frame``.
 
-    A product sample touches every patient of its cell bank; a dilution-series sample every
-    patient (the series sets the assay's LoD/LoQ); an STR single-source profile (product,
-    germline, HSCT donor, two-genome baseline) every patient, because it changes the stutter
-    table every STR result is corrected with.
+    A product sample touches every patient of its cell bank, except a calibrator on a PCR
+    plate: that is the plate's own control, and other plates see only the product's registered
+    reference (``donor_reference``; :mod:`chimera.method_rows`), so it touches only the
+    patients on the plate. A dilution-series sample touches every patient (the series sets the
+    assay's LoD/LoQ); an STR single-source profile (product, germline, HSCT donor, two-genome
+    baseline) every patient, because it changes the stutter table every STR result is
+    corrected with.
     """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
     rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
@@ -394,7 +474,8 @@ def affected_patients(
     if method == Method.STR and single_source_samples(rows).height:
         return everyone
     patients = set(rows.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
-    products = rows.filter(pl.col("role").is_in(PRODUCT_ROLES))
+    registered = PRODUCT_ROLES if method in (None, Method.STR) else (Role.DONOR_REFERENCE,)
+    products = rows.filter(pl.col("role").is_in(registered))
     banks = {registry.banks.bank_of_lot(info.lot) for info in sample_table(products).values()}
     patients |= {p for p, product in registry.products.items() if product.bank in banks}
     return patients

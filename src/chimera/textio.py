@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -238,6 +239,7 @@ def has_open_quote(line: str) -> bool:
     return line.count('"') % 2 == 1
 
 
+@lru_cache(maxsize=8192)
 def normalise_header(name: str) -> str:
     """Normalise a column name for alias matching (formats.md section 1).
 

@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cache
 
 import pandera.errors as pa_errors
 import polars as pl
 from pandera.api.polars.model import DataFrameModel
 
 from chimera.errors import Problem, ValidationFailedError
+from schemas.base import checks_rows_alone
 
 _MAX_PROBLEMS = 50
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """One frame whose contract check was put off to a batch (:func:`deferred_validation`)."""
+
+    frame: pl.DataFrame
+    model: type[DataFrameModel]
+    file_name: str
+    source_rows: Sequence[int] | None
+
+
+_deferred: ContextVar[list[Deferred] | None] = ContextVar("deferred_validation", default=None)
+
+
+@contextlib.contextmanager
+def deferred_validation() -> Iterator[list[Deferred]]:
+    """Collect the contract checks of frames whose dtypes already match, to run them in a batch.
+
+    Inside the block :func:`validate_frame` returns such a frame at once (its contract must
+    check rows alone, :func:`schemas.base.rows_checked_alone`) and appends it to the yielded
+    list; :func:`check_deferred` then validates the lists of many files in one pass per
+    contract. Frames that need coercion, and other contracts, are validated immediately.
+    """
+    collected: list[Deferred] = []
+    token = _deferred.set(collected)
+    try:
+        yield collected
+    finally:
+        _deferred.reset(token)
 
 
 def validate_frame(
@@ -25,12 +60,100 @@ def validate_frame(
 
     Row numbers in problems come from ``source_rows`` or a ``source_row`` column when given
     (the line or spreadsheet row in the original file), else from the frame index + 1.
+    Inside :func:`deferred_validation` the check may be put off (see there).
 
     Raises
     ------
     ValidationFailedError
         With one :class:`Problem` per failure case (at most 50, then a count).
     """
+    collected = _deferred.get()
+    if collected is not None and checks_rows_alone(model) and _fits(frame, model):
+        collected.append(Deferred(frame, model, file_name, source_rows))
+        return frame
+    return _validate(frame, model, file_name=file_name, source_rows=source_rows)
+
+
+@cache
+def _contract(model: type[DataFrameModel]) -> tuple[dict[str, pl.DataType], frozenset[str]]:
+    """The contract's dtypes and its required columns."""
+    columns = model.to_schema().columns
+    dtypes = {name: column.dtype.type for name, column in columns.items()}
+    return dtypes, frozenset(name for name, column in columns.items() if column.required)
+
+
+def _fits(frame: pl.DataFrame, model: type[DataFrameModel]) -> bool:
+    """Whether ``frame`` has the contract's columns with exactly its dtypes (no coercion)."""
+    dtypes, required = _contract(model)
+    return required <= set(frame.columns) and all(
+        dtypes.get(name) == dtype for name, dtype in frame.schema.items()
+    )
+
+
+def check_deferred(batches: Sequence[Sequence[Deferred]]) -> list[ValidationFailedError | None]:
+    """Run deferred checks, one pass per contract; per batch (file) its first error or None."""
+    errors: list[ValidationFailedError | None] = [None] * len(batches)
+    groups: dict[tuple[type[DataFrameModel], tuple[str, ...]], list[tuple[int, Deferred]]] = {}
+    for index, items in enumerate(batches):
+        for item in items:
+            groups.setdefault((item.model, tuple(item.frame.columns)), []).append((index, item))
+    for (model, _), members in groups.items():
+        if _passes([item.frame for _, item in members], model):
+            continue
+        for index, item in members:
+            if errors[index] is not None:
+                continue
+            try:
+                _validate(item.frame, model, file_name=item.file_name, source_rows=item.source_rows)
+            except ValidationFailedError as err:
+                errors[index] = err
+    return errors
+
+
+def _passes(frames: Sequence[pl.DataFrame], model: type[DataFrameModel]) -> bool:
+    """Whether the concatenation of same-column frames meets ``model`` (one Pandera pass)."""
+    try:
+        model.validate(pl.concat(frames, how="vertical_relaxed"), lazy=True)
+    except (pa_errors.SchemaErrors, pa_errors.SchemaError):
+        return False
+    return True
+
+
+def validate_many(
+    frames: Sequence[pl.DataFrame], model: type[DataFrameModel], *, file_names: Sequence[str]
+) -> list[pl.DataFrame]:
+    """Validate several frames against one contract; returns them as validated (same order).
+
+    When the contract checks rows alone (:func:`schemas.base.rows_checked_alone`) and the
+    frames already have its dtypes, one Pandera pass covers them all; otherwise, and to name
+    the frame at fault when that pass fails, each frame is validated on its own.
+
+    Raises
+    ------
+    ValidationFailedError
+        For the first frame (in order) that breaks the contract.
+    """
+    if (
+        len(frames) > 1
+        and checks_rows_alone(model)
+        and all(_fits(f, model) and f.columns == frames[0].columns for f in frames)
+        and _passes(frames, model)
+    ):
+        return list(frames)
+    return [
+        _validate(frame, model, file_name=name)
+        for frame, name in zip(frames, file_names, strict=True)
+    ]
+
+
+def _validate(
+    frame: pl.DataFrame,
+    model: type[DataFrameModel],
+    *,
+    file_name: str,
+    source_rows: Sequence[int] | None = None,
+) -> pl.DataFrame:
+    """One Pandera pass over one frame, its failures as a readable report."""
     try:
         return model.validate(frame, lazy=True)
     except pa_errors.SchemaErrors as err:

@@ -33,8 +33,9 @@ import fcntl
 import hashlib
 import logging
 import re
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,10 +43,10 @@ from pathlib import Path
 import polars as pl
 from pandera.api.polars.model import DataFrameModel
 
-from chimera import __version__
+from chimera import __version__, table_cache
 from chimera.filemodes import private_dirs, private_file
 from chimera.filing import TEMPORARY_PREFIX, write_new, write_parquet_synced
-from chimera.validation import validate_frame
+from chimera.validation import validate_frame, validate_many
 from schemas.base import polars_schema
 from schemas.stutter import StutterRatios
 from schemas.trends import AlertDeliveries, Alerts, CohortKinetics, Kinetics, Trends
@@ -67,6 +68,9 @@ from schemas.warehouse import (
 PIPELINE_VERSION = __version__
 LOGGER = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+_held_locks = threading.local()
+"""Per thread: the warehouse roots whose writer lock this thread holds."""
 
 _CACHE_LIMIT = 20_000
 _cache: dict[tuple[str, int, int], pl.DataFrame] = {}
@@ -288,14 +292,31 @@ class Warehouse:
         return sorted(folder.rglob("*.parquet"))
 
     def read(self, table: Table) -> pl.DataFrame:
-        """Read a whole table; absent columns (and an absent table) follow its contract."""
+        """Read a whole table; absent columns (and an absent table) follow its contract.
+
+        Rows come in file path order; the files unchanged since the last read come from the
+        table's consolidated snapshot (:mod:`chimera.table_cache`), only new files are read.
+        """
         schema = table.schema
-        paths = self.files(table)
-        if not paths:
+        frame = table_cache.read_table(self.folder(table), self._cache_path(table), pl.read_parquet)
+        if frame.width == 0:
             return pl.DataFrame(schema=schema)
-        frame = pl.concat([read_parquet_cached(p) for p in paths], how="diagonal_relaxed")
         missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in frame]
         return frame.with_columns(missing) if missing else frame
+
+    def _cache_path(self, table: Table) -> Path:
+        return self.root / ".cache" / f"{table.name}.snapshot"
+
+    def persist_snapshots(self) -> list[str]:
+        """Write back the consolidated snapshots of tables that changed much; return their names.
+
+        A speed-up only: the table files stay the truth (:mod:`chimera.table_cache`).
+        """
+        return [
+            table.name
+            for table in TABLES
+            if table_cache.persist(self.folder(table), self._cache_path(table), pl.read_parquet)
+        ]
 
     def _path(self, table: Table, key: str) -> Path:
         return self.folder(table) / f"{file_key(key)}.parquet"
@@ -326,13 +347,63 @@ class Warehouse:
         ValidationFailedError
             When the frame breaks the contract (nothing is written).
         """
+        if frame.height == 0:
+            self.store(table, key, frame)
+            return frame
+        valid = validate_frame(frame, table.model, file_name=f"{table.name}/{key}")
+        self.store(table, key, valid)
+        return valid
+
+    def write_parts(
+        self, table: Table, parts: Mapping[str, pl.DataFrame]
+    ) -> dict[str, pl.DataFrame]:
+        """:meth:`write` many files of one table, validating all their rows in one pass.
+
+        ``parts`` maps each key (patient, source) to its rows; an empty frame removes the file.
+        Nothing is written unless every part meets the contract. Returns the rows as stored.
+
+        Raises
+        ------
+        ValidationFailedError
+            When a part breaks the contract (naming that part; nothing is written).
+        """
+        valid = self.validate_parts(table, parts)
+        self.store_parts(table, valid)
+        return valid
+
+    def validate_parts(
+        self, table: Table, parts: Mapping[str, pl.DataFrame]
+    ) -> dict[str, pl.DataFrame]:
+        """Validate the rows of many files of ``table`` in one pass (empty parts pass as they are).
+
+        Raises
+        ------
+        ValidationFailedError
+            When a part breaks the contract (naming that part).
+        """
+        filled = [key for key, frame in parts.items() if frame.height]
+        valid = validate_many(
+            [parts[k] for k in filled],
+            table.model,
+            file_names=[f"{table.name}/{k}" for k in filled],
+        )
+        checked = dict(zip(filled, valid, strict=True))
+        return {key: checked.get(key, frame) for key, frame in parts.items()}
+
+    def store_parts(self, table: Table, parts: Mapping[str, pl.DataFrame]) -> None:
+        """Write parts :meth:`validate_parts` returned, one atomic file each."""
+        for key, frame in parts.items():
+            self.store(table, key, frame)
+
+    def store(self, table: Table, key: str, frame: pl.DataFrame) -> None:
+        """Atomically (re)write ``<table>/<key>.parquet`` with validated rows (none: remove it)."""
         path = self._path(table, key)
         if frame.height == 0:
             path.unlink(missing_ok=True)
-            return frame
-        valid = validate_frame(frame, table.model, file_name=f"{table.name}/{key}")
-        write_parquet_atomic(valid, path)
-        return valid
+            table_cache.note_written(self.folder(table), path.name, None)
+            return
+        write_parquet_atomic(frame, path)
+        table_cache.note_written(self.folder(table), path.name, frame)
 
     def write_single(self, table: Table, frame: pl.DataFrame) -> pl.DataFrame:
         """:meth:`write` the only file of an unpartitioned table (alerts, cohort kinetics ...)."""
@@ -342,24 +413,35 @@ class Warehouse:
         """The only file of an unpartitioned table, when it exists."""
         return self.read_part(table, self._single(table))
 
-    def append_log(self, row: pl.DataFrame) -> Path:
-        """Validate one ledger event and append it as its own file (never rewrites history)."""
-        valid = validate_frame(row, INGEST_LOG.model, file_name=INGEST_LOG.name)
+    def append_log(self, rows: pl.DataFrame) -> Path:
+        """Validate ledger events and append them as one new file (never rewrites history).
+
+        One event (a single file's fate) or every event of one batch, in the order given; the
+        file is named after the first event.
+        """
+        valid = validate_frame(rows, INGEST_LOG.model, file_name=INGEST_LOG.name)
         logged_at, sha256, status = valid.select("logged_at", "source_sha256", "status").row(0)
         stamp = logged_at.strftime("%Y%m%dT%H%M%S%f")
-        path = (
-            self.folder(INGEST_LOG)
-            / logged_at.strftime("%Y-%m-%d")
-            / f"{stamp}-{sha256[:16]}-{status}-{uuid.uuid4().hex[:6]}.parquet"
+        events = f"{status}" if valid.height == 1 else f"{status}-and-{valid.height - 1}-more"
+        relative = (
+            f"{logged_at:%Y-%m-%d}/{stamp}-{sha256[:16]}-{events}-{uuid.uuid4().hex[:6]}.parquet"
         )
-        return write_parquet_atomic(valid, path, replace=False)
+        path = write_parquet_atomic(valid, self.folder(INGEST_LOG) / relative, replace=False)
+        table_cache.note_written(self.folder(INGEST_LOG), relative, valid)
+        return path
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the warehouse's writer lock (one writer at a time, across processes).
 
+        Re-entrant within one thread: a batch holding the lock can call code that takes it.
         Waiting for another writer is logged (``chimera.warehouse``), never silent.
         """
+        held: set[Path] = getattr(_held_locks, "roots", set())
+        _held_locks.roots = held
+        if self.root in held:
+            yield
+            return
         private_dirs(self.root)
         with (self.root / ".lock").open("a+") as fh:
             try:
@@ -367,9 +449,11 @@ class Warehouse:
             except BlockingIOError:
                 LOGGER.info("waiting for another writer of %s to finish", self.root)
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            held.add(self.root)
             try:
                 yield
             finally:
+                held.discard(self.root)
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def mark_dirty(self, patients: set[str]) -> None:

@@ -420,16 +420,16 @@ import sys, time
 from pathlib import Path
 import chimera.warehouse as warehouse
 home, paused = sys.argv[1], Path(sys.argv[2])
-write, written = warehouse.Warehouse.write, []
+store, written = warehouse.Warehouse.store, []
 def pausing(self, table, key, frame):
-    stored = write(self, table, key, frame)
+    stored = store(self, table, key, frame)
     if table.name == "observations_str":
         written.append(key)
         if len(written) == 4:  # the 4th export's raw rows are written, its ledger row is not
             paused.write_text(key)
             time.sleep(3600)
     return stored
-warehouse.Warehouse.write = pausing
+warehouse.Warehouse.store = pausing
 from flows.ingest import main
 raise SystemExit(main(["--home", home]))
 """

@@ -53,8 +53,11 @@ def test_no_ledger_file_is_ever_rewritten_or_deleted(tmp_path: Path) -> None:
     Warehouse(settings.warehouse).mark_dirty({"P01"})
     step(recover_dirty(settings=settings, now=clock()))
     step(verify_warehouse(settings))
-    # 5 accepted, 2 waited once (their references sort after them), a duplicate, a fix.
-    assert len(history[-1]) == len(trial_files()) + 2 + 1 + 1
+    # 5 accepted, 2 waited once (their references sort after them), a duplicate, a fix:
+    # each poll's events are one new ledger file.
+    events = pl.read_parquet(settings.warehouse / "ingest_log" / "**" / "*.parquet")
+    assert events.height == len(trial_files()) + 2 + 1 + 1
+    assert len(history[-1]) == 3
 
 
 BOOKKEEPING = ["superseded", "superseded_reason", "is_headline", "headline_rule"]

@@ -75,6 +75,7 @@ def is_reference_gene(target: str | None, reference_genes: Sequence[str]) -> boo
     return _matches(target, tuple(reference_genes))
 
 
+@lru_cache(maxsize=65536)
 def names_no_template(text: str | None) -> bool:
     """Return True when a sample name or specimen says NTC, water or blank.
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 import polars as pl
 
@@ -49,6 +50,8 @@ _DECIMAL_POINT = re.compile(r"^-?\d+\.\d+$")
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 _THOUSANDS_COMMA = re.compile(r"^-?\d{1,3}(,\d{3})+$")
 _THOUSANDS_DOT_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
+_NOT_PLAIN = re.compile(r'[,"\u00a0]|\S\s+\S')
+"""A number cell with a comma, a quote, a no-break space or an inner blank (general path)."""
 
 _SIZING_SAMPLE_COLUMNS = ("sample file name", "sample file", "sample name")
 _GENOTYPES_SAMPLE_COLUMNS = ("sample name", "sample file", "sample file name")
@@ -267,6 +270,18 @@ class _NumberReader:
 
     def __call__(self, cell: str | None, row: int, column: str) -> float | None:
         """Return the cell as a float, None when empty; record a problem when unreadable."""
+        if cell and not self.decimal_comma and not _NOT_PLAIN.search(cell):
+            # A cell with no comma, quote or inner blank reads exactly as the general path
+            # below would read it (no separators to remove): one float() call.
+            text = cell.strip()
+            try:
+                number: float | None = float(text) if text else None
+            except ValueError:
+                number = None
+            if number is not None and math.isfinite(number):
+                return number
+            if not text:
+                return None
         text = (cell or "").strip().strip('"').replace("\u00a0", "").replace(" ", "")
         if not text:
             return None
@@ -298,6 +313,7 @@ class _NumberReader:
             raise ValidationFailedError(msg, self.problems)
 
 
+@lru_cache(maxsize=4096)
 def _dye_letter(value: str | None) -> str | None:
     """Dye letter from ``Dye/Sample Peak`` (``"B,1"`` -> ``B``) or a plain ``Dye`` cell."""
     text = clean_cell(value)
@@ -326,28 +342,51 @@ def _sizing_rows(
     if not {"size", "height", "area"} & lookup.keys():
         missing.append("Height or Area")
     _missing_columns(missing, layout=header.layout, file_name=file_name)
-    records = rows_to_records(header.names, [cells for _, cells in body])
-    numeric_keys = [lookup[n] for n in ("size", "height", "area") if n in lookup]
+    columns = _columns(header.names, body)
+    numeric = {n: columns(lookup.get(n)) for n in ("size", "height", "area")}
     reader = _NumberReader(
-        [r.get(k, "") for r in records for k in numeric_keys], delimiter=header.delimiter
+        [
+            v
+            for values in zip(*(numeric[n] for n in numeric if n in lookup), strict=True)
+            for v in values
+        ],
+        delimiter=header.delimiter,
     )
+    samples = [columns(key) for key in sample_keys if key is not None]
+    markers, alleles = columns(lookup["marker"]), columns(lookup["allele"])
     dye_key = lookup.get("dye/sample peak") or lookup.get("dye")
+    dyes = columns(dye_key) if dye_key else None
     rows: list[tuple[object, ...]] = []
-    for (line_no, _), record in zip(body, records, strict=True):
+    for index, (line_no, _) in enumerate(body):
         rows.append(
             (
-                _first_value(record, sample_keys),
-                clean_cell(record.get(lookup["marker"])),
-                clean_cell(record.get(lookup["allele"])),
-                reader(record.get(lookup.get("size", "")), line_no, "Size"),
-                reader(record.get(lookup.get("height", "")), line_no, "Height"),
-                reader(record.get(lookup.get("area", "")), line_no, "Area"),
-                _dye_letter(record.get(dye_key)) if dye_key else None,
+                next((v for c in samples if (v := clean_cell(c[index])) is not None), None),
+                clean_cell(markers[index]),
+                clean_cell(alleles[index]),
+                reader(numeric["size"][index], line_no, "Size"),
+                reader(numeric["height"][index], line_no, "Height"),
+                reader(numeric["area"][index], line_no, "Area"),
+                _dye_letter(dyes[index]) if dyes is not None else None,
                 line_no,
             )
         )
     reader.raise_problems(file_name=file_name)
     return rows
+
+
+def _columns(
+    names: Sequence[str], body: list[tuple[int, list[str]]]
+) -> Callable[[str | None], list[str]]:
+    """Cells of one (deduplicated) header key, row by row; short rows read as empty cells."""
+    position = {key: i for i, key in enumerate(dedupe_header(names))}
+
+    def column(key: str | None) -> list[str]:
+        i = position.get(key) if key is not None else None
+        if i is None:
+            return [""] * len(body)
+        return [cells[i] if i < len(cells) else "" for _, cells in body]
+
+    return column
 
 
 def _slot_columns(names: Sequence[str]) -> dict[int, dict[str, str]]:

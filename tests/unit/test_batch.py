@@ -1,0 +1,287 @@
+"""Issue 12 speed paths keep their guarantees: batch ingest, snapshots, batched checks, runs.
+
+The batch (``chimera.batch``) holds every write back to one flush; a crash before or inside
+the flush must leave no partial or duplicate rows. Whole-table reads come from snapshots
+(``chimera.table_cache``) that must always show what the files hold. Frames of one contract
+are validated in one pass; a bad frame must still be reported as itself.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ingest_builders import LabTrial, appbio_text, infusion_csv, manifest_csv, sample
+from pcr_builders import REFERENCE, QpcrPlate
+
+from chimera import table_cache
+from chimera.batch import IngestBatch, StorageFailure
+from chimera.errors import ValidationFailedError
+from chimera.prerequisites import resolve_sample_ids
+from chimera.registry import RunBook, read_registry, run_files, supersession
+from chimera.validation import check_deferred, deferred_validation, validate_frame, validate_many
+from chimera.warehouse import CHIMERISM, INGEST_LOG, OBSERVATIONS, Warehouse
+from schemas.base import polars_schema
+from schemas.inputs import Manifest, QpcrWells
+from schemas.vocab import FileStatus, Method, Role
+
+INK = {"ink": 1.0}
+PATIENT = {"patient": 1.0}
+T = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def _mix(ink: float) -> dict[str, float]:
+    return {"ink": ink, "patient": 1.0 - ink}
+
+
+def _two_patients(trial: LabTrial) -> None:
+    rows = [
+        sample("INK-REF", "LOT1", Role.DONOR_REFERENCE, product_lot="LOT1", specimen="iNK"),
+        sample("INK-CAL", "LOT1", Role.CALIBRATOR, product_lot="LOT1", specimen="iNK"),
+    ]
+    for patient in ("P01", "P02"):
+        rows += [
+            sample(f"{patient}-BL", patient, Role.RECIPIENT_BASELINE, at=-5, wbc_per_ul=3000),
+            sample(f"{patient}-D1", patient, Role.POST_DOSE, at=1, wbc_per_ul=2000),
+            sample(f"{patient}-D2", patient, Role.POST_DOSE, at=8, wbc_per_ul=2000),
+        ]
+    doses = infusion_csv([("P01", 1, 0, "LOT1"), ("P02", 1, 0, "LOT1")])
+    trial.ingest(trial.drop("manifest.csv", manifest_csv(rows)), trial.drop("doses.csv", doses))
+
+
+def _plate(name: str, samples: dict[str, dict[str, float]], *, reference: bool) -> bytes:
+    plate = QpcrPlate(name)
+    plate.dna("INK-REF" if reference else "INK-CAL", INK, genomes=5_000)
+    for sample_id, mix in samples.items():
+        plate.dna(sample_id, mix, genomes=10_000)
+    plate.add(None, REFERENCE, [None, None], task="ntc")
+    return appbio_text(plate, experiment=name, run_end=name)
+
+
+def test_a_calibrator_touches_only_its_plate_a_reference_every_patient(tmp_path: Path) -> None:
+    """A plate with P02's samples and the calibrator leaves P01's rows untouched; the product's
+    registered reference on a new plate touches every patient of the bank."""
+    trial = LabTrial(tmp_path)
+    _two_patients(trial)
+    screen = _plate("screen", {"P01-BL": PATIENT, "P02-BL": PATIENT}, reference=True)
+    first = _plate("week1", {"P01-D1": _mix(0.05), "P02-D1": _mix(0.04)}, reference=False)
+    outcomes = trial.ingest(trial.drop("screen.txt", screen), trial.drop("week1.txt", first))
+    assert {o.status for o in outcomes} == {FileStatus.ACCEPTED}
+    p01 = (trial.settings.warehouse / CHIMERISM.name / "P01.parquet").stat().st_mtime_ns
+    week2 = _plate("week2", {"P02-D2": _mix(0.02)}, reference=False)
+    [second] = trial.ingest(trial.drop("week2.txt", week2))
+    assert second.status is FileStatus.ACCEPTED
+    assert second.patients == frozenset({"P02"})
+    assert (trial.settings.warehouse / CHIMERISM.name / "P01.parquet").stat().st_mtime_ns == p01
+    assert set(trial.chimerism()["sample_id"]) == {"P01-D1", "P02-D1", "P02-D2"}
+    again = _plate("rescreen", {"P02-BL": PATIENT}, reference=True)
+    [third] = trial.ingest(trial.drop("rescreen.txt", again))
+    assert third.patients == frozenset({"P01", "P02"})
+
+
+def test_a_crash_inside_the_flush_leaves_nothing_half_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raw rows written but no ledger: the re-run accepts each file once, rows not doubled."""
+    trial = LabTrial(tmp_path)
+    _two_patients(trial)
+    files = [
+        trial.drop("screen.txt", _plate("screen", {"P01-BL": PATIENT}, reference=True)),
+        trial.drop("week1.txt", _plate("week1", {"P01-D1": _mix(0.05)}, reference=False)),
+    ]
+    real = Warehouse.append_log
+
+    def crash(self: Warehouse, rows: pl.DataFrame) -> Path:
+        msg = "power cut"
+        raise OSError(msg)
+
+    monkeypatch.setattr(Warehouse, "append_log", crash)
+    with pytest.raises(StorageFailure, match="ledger: power cut"):
+        trial.ingest(*files)
+    stored = trial.warehouse.read(OBSERVATIONS[Method.QPCR])
+    assert stored["source_sha256"].n_unique() == 2
+    assert trial.warehouse.dirty_patients() == {"P01", "P02"}  # the screen holds INK-REF
+    monkeypatch.setattr(Warehouse, "append_log", real)
+    outcomes = trial.ingest(*files)
+    assert {o.status for o in outcomes} == {FileStatus.ACCEPTED}
+    assert trial.warehouse.read(OBSERVATIONS[Method.QPCR]).height == stored.height
+    accepted = trial.ledger().filter(pl.col("status") == FileStatus.ACCEPTED)
+    assert accepted.filter(pl.col("file_name").str.ends_with(".txt")).height == 2
+    assert trial.warehouse.dirty_patients() == set()
+    assert trial.chimerism()["sample_id"].to_list() == ["P01-D1"]
+
+
+def test_a_crash_before_the_flush_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until the flush a batch holds everything in memory: the warehouse stays as it was."""
+    trial = LabTrial(tmp_path)
+    _two_patients(trial)
+    before = trial.ledger().height
+
+    def crash(self: IngestBatch) -> None:
+        msg = "killed"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(IngestBatch, "flush", crash)
+    plate = trial.drop("screen.txt", _plate("screen", {"P01-BL": PATIENT}, reference=True))
+    with pytest.raises(RuntimeError, match="killed"):
+        trial.ingest(plate)
+    assert trial.ledger().height == before
+    assert trial.warehouse.read(OBSERVATIONS[Method.QPCR]).height == 0
+    assert plate.exists()
+
+
+def test_a_batch_writes_one_ledger_file(tmp_path: Path) -> None:
+    """Every event of a poll lands in one ledger file, each event a row in arrival order."""
+    trial = LabTrial(tmp_path)
+    _two_patients(trial)
+    files = sorted((trial.settings.warehouse / INGEST_LOG.name).rglob("*.parquet"))
+    assert len(files) == 1
+    assert pl.read_parquet(files[0])["file_name"].to_list() == ["manifest.csv", "doses.csv"]
+
+
+def _write(folder: Path, name: str, frame: pl.DataFrame) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(folder / f".{name}.tmp")
+    (folder / f".{name}.tmp").replace(folder / name)
+
+
+def test_snapshot_reads_always_show_what_the_files_hold(tmp_path: Path) -> None:
+    """New, replaced and removed files (written by anyone) show; a stale snapshot is ignored."""
+    folder, cache = tmp_path / "table", tmp_path / ".cache" / "table.snapshot"
+    table_cache.forget(folder)
+    for name, value in (("b.parquet", 2), ("a.parquet", 1), ("sub/c.parquet", 3)):
+        _write(folder / Path(name).parent, Path(name).name, pl.DataFrame({"x": [value]}))
+    assert table_cache.read_table(folder, cache, pl.read_parquet)["x"].to_list() == [1, 2, 3]
+    assert table_cache.persist(folder, cache, pl.read_parquet, min_new_files=1)
+    _write(folder, "b.parquet", pl.DataFrame({"x": [20, 21]}))
+    (folder / "a.parquet").unlink()
+    _write(folder, "d.parquet", pl.DataFrame({"x": [4]}))
+    expected = [20, 21, 4, 3]
+    assert table_cache.read_table(folder, cache, pl.read_parquet)["x"].to_list() == expected
+    table_cache.forget(folder)  # a new process: only the persisted (now stale) copy
+    assert table_cache.read_table(folder, cache, pl.read_parquet)["x"].to_list() == expected
+    cache.write_bytes(cache.read_bytes() + b"\0")  # the snapshot file no longer matches its index
+    table_cache.forget(folder)
+    assert table_cache.read_table(folder, cache, pl.read_parquet)["x"].to_list() == expected
+
+
+def test_warehouse_reads_match_the_files_after_batched_writes(tmp_path: Path) -> None:
+    """Rows a batch wrote (handed to the snapshot, not read back) equal the files' rows."""
+    trial = LabTrial(tmp_path)
+    _two_patients(trial)
+    plates = [
+        trial.drop("screen.txt", _plate("screen", {"P01-BL": PATIENT}, reference=True)),
+        trial.drop("week1.txt", _plate("week1", {"P01-D1": _mix(0.05)}, reference=False)),
+    ]
+    trial.ingest(*plates)
+    for table in (CHIMERISM, OBSERVATIONS[Method.QPCR], INGEST_LOG):
+        on_disk = pl.concat(
+            [pl.read_parquet(p) for p in trial.warehouse.files(table)], how="diagonal_relaxed"
+        )
+        read = trial.warehouse.read(table).select(on_disk.columns)
+        assert read.equals(on_disk)
+
+
+def test_one_bad_frame_among_many_is_reported_as_itself() -> None:
+    """Batched validation names the frame that breaks the contract, with its own rows."""
+    good = pl.DataFrame(
+        {
+            "sample_id": ["S1"],
+            "well": ["A1"],
+            "target": ["M1"],
+            "task": ["unknown"],
+            "reporter": ["FAM"],
+            "ct": [25.0],
+            "omitted": [False],
+            "quantity": [None],
+            "slope": [None],
+            "intercept": [None],
+            "r_squared": [None],
+            "efficiency_pct": [None],
+            "source_row": [2],
+        },
+        schema_overrides={"source_row": pl.Int32, "quantity": pl.Float64, "slope": pl.Float64,
+                          "intercept": pl.Float64, "r_squared": pl.Float64,
+                          "efficiency_pct": pl.Float64},
+    )  # fmt: skip
+    bad = good.with_columns(ct=pl.lit(150.0), source_row=pl.lit(7, dtype=pl.Int32))
+    assert validate_many([good, good], QpcrWells, file_names=["a", "b"])[1].equals(good)
+    with pytest.raises(ValidationFailedError, match=r"^b: ") as caught:
+        validate_many([good, bad, good], QpcrWells, file_names=["a", "b", "c"])
+    assert [p.row for p in caught.value.problems] == [7]
+    with deferred_validation() as first:
+        assert validate_frame(good, QpcrWells, file_name="a") is good
+    with deferred_validation() as second:
+        validate_frame(bad, QpcrWells, file_name="b")
+    errors = check_deferred([first, second])
+    assert errors[0] is None
+    assert errors[1] is not None and errors[1].problems[0].row == 7
+
+
+def test_window_checks_are_never_batched() -> None:
+    """A manifest (checks across a patient's rows) is validated at once, never deferred."""
+    row = dict.fromkeys(polars_schema(Manifest)) | {
+        "sample_id": "X",
+        "patient_id": "P9",
+        "role": "unknown_role",
+    }
+    manifest = pl.DataFrame([row], schema=polars_schema(Manifest))
+    with deferred_validation() as deferred, pytest.raises(ValidationFailedError):
+        validate_frame(manifest, Manifest, file_name="m.csv")
+    assert deferred == []
+
+
+_ID = st.text(alphabet="AP01-_.x", min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(alphabet="AP01-_.x", max_size=14), known=st.sets(_ID, max_size=6))
+def test_run_file_names_resolve_as_the_whole_token_search_does(name: str, known: set[str]) -> None:
+    """The substring index finds exactly the ids a whole-token regex search finds."""
+    stem = re.sub(r"\.(fsa|hid|ab1|eds|sds)$", "", name.strip(), flags=re.IGNORECASE)
+    hits = [k for k in known if re.search(rf"(?<![A-Za-z0-9]){re.escape(k)}(?![A-Za-z0-9])", stem)]
+    longest = [h for h in hits if not any(h != o and h in o for o in hits)]
+    if name in known:
+        expected = name
+    elif stem in known:
+        expected = stem
+    else:
+        expected = longest[0] if len(longest) == 1 else name
+    resolved = resolve_sample_ids(pl.DataFrame({"sample_id": [name]}), known)
+    assert resolved["sample_id"][0] == expected
+
+
+def test_runs_built_file_by_file_equal_the_whole_table_rule(tmp_path: Path) -> None:
+    """Adding files one at a time (what a batch does), even out of ingest order, groups them
+    as supersession() does over the whole table."""
+    trial = LabTrial(tmp_path)
+    _two_patients(trial)
+    first = _plate("week1", {"P01-D1": _mix(0.05)}, reference=False)
+    corrected = first + b"\n"  # the same run exported again: new bytes, same wells
+    trial.ingest(
+        trial.drop("screen.txt", _plate("screen", {"P01-BL": PATIENT}, reference=True)),
+        trial.drop("week1.txt", first),
+    )
+    [again] = trial.ingest(trial.drop("week1_again.txt", corrected))
+    assert again.supersedes == "week1.txt"
+    rows = trial.warehouse.read(OBSERVATIONS[Method.QPCR])
+    book = RunBook(Method.QPCR)
+    for file in reversed(run_files(rows, Method.QPCR)):
+        book.add(file)
+    table = supersession(rows, Method.QPCR)
+    replaced = table.filter(pl.col("replaced_by").is_not_null())
+    assert replaced["source_file"].to_list() == ["week1.txt"]
+    assert {tuple(f.sha256 for f in run) for run in book.runs} == {
+        tuple(group)
+        for group in table.group_by(pl.coalesce("replaced_by", "source_sha256"))
+        .agg(pl.col("source_sha256").sort_by("ingested_at"))["source_sha256"]
+        .to_list()
+    }
+    assert read_registry(trial.warehouse).owned("P01", Role.POST_DOSE) == ["P01-D1", "P01-D2"]
