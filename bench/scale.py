@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from chimera.poll import poll_once
 from chimera.settings import ScaleSettings, Settings
+
 sys.path.insert(0, str(ROOT / "tests" / "scale"))
 from scale_builders import warehouse_rows
 
@@ -55,7 +56,7 @@ def fresh_home(source: Path, home: Path, runner: str) -> Settings:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
     (home / "chimera.toml").write_text(
-        f'[inbox_rules]\nsettle_seconds = 0\nincomplete_settle_seconds = 0\n\n'
+        f"[inbox_rules]\nsettle_seconds = 0\nincomplete_settle_seconds = 0\n\n"
         f'[scale]\ntask_runner = "{runner}"\ndask_workers = 2\n',
         encoding="utf-8",
     )
@@ -85,7 +86,7 @@ def main() -> None:
 
     seconds: dict[str, float] = {}
     homes: dict[str, Path] = {}
-    clock = lambda: datetime(2026, 12, 1, 12, tzinfo=UTC)  # noqa: E731 - one fixed ingest time
+    clock = lambda: datetime(2026, 12, 1, 12, tzinfo=UTC)
 
     settings = fresh_home(source, work / "in-process", "threads")
     start = time.perf_counter()

@@ -1,12 +1,24 @@
-"""The task runner of a flow run, chosen by ``Settings.scale`` (threads, or Dask via prefect-dask)."""
+"""Parallel parses in a flow run, through the task runner ``Settings.scale`` chooses.
+
+Threads (Prefect's ``ThreadPoolTaskRunner``) by default, Dask (``prefect-dask``) for a cluster.
+Only the pure parse-and-validate step runs there (:mod:`chimera.staging`: tasks return ids and
+Parquet locations); the batch's writes stay in the flow's process, under the warehouse lock.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from chimera.settings import ScaleSettings
+from chimera.ingest import ParseMany, Prepared, SourceFile
+from chimera.settings import ScaleSettings, Settings
+from chimera.staging import StagedParse, clear_staging, staging_location, unstage
+from flows.tasks import stage_source
 
 RUNNERS = ("threads", "dask")
 
@@ -36,3 +48,46 @@ def task_runner_for(scale: ScaleSettings) -> TaskRunner[Any]:
         )
     msg = f"[scale] task_runner = {scale.task_runner!r}: expected one of {', '.join(RUNNERS)}"
     raise ValueError(msg)
+
+
+def parse_in_parallel(settings: Settings, run_id: str | None) -> ParseMany:
+    """The flow's ``parse_many``: one ``parse <file>`` task per file on the chosen runner.
+
+    A Dask worker gets the file's bytes only (it detects the format again) rather than the
+    decoded text. A task that fails leaves its file unprepared: the batch then parses it alone,
+    in-process, and reports that file's failure without stopping the others.
+    """
+    location = staging_location(settings, run_id or uuid.uuid4().hex)
+    ship_bytes = settings.scale.task_runner != "threads"
+
+    def parse_many(sources: Sequence[SourceFile]) -> list[Prepared | None]:
+        if not sources:
+            return []
+        try:
+            with task_runner_for(settings.scale) as runner:
+                futures = [
+                    runner.submit(
+                        stage_source,
+                        parameters={
+                            "source": replace(s, export=None) if ship_bytes else s,
+                            "settings": settings,
+                            "now": datetime.now(UTC),
+                            "location": location,
+                        },
+                    )
+                    for s in sources
+                ]
+                for future in futures:
+                    future.wait()
+                staged = [f.state.result() if f.state.is_completed() else None for f in futures]
+            options = settings.scale.storage_options
+            return [
+                unstage(s, location=location, options=options)
+                if isinstance(s, StagedParse)
+                else None
+                for s in staged
+            ]
+        finally:
+            clear_staging(location, settings.scale.storage_options)
+
+    return parse_many

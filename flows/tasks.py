@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
-from chimera import ingest, maintenance, poll, rebuild, refresh
+from chimera import ingest, maintenance, poll, rebuild, refresh, staging
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,6 +50,9 @@ ingest_source = task(
     retry_condition_fn=retry_on_oserror,
     task_run_name="ingest {source.path.name}",
 )(ingest.ingest_source)
+stage_source = task(cache_policy=NO_CACHE, task_run_name="parse {source.path.name}")(
+    staging.stage_source
+)
 verify_warehouse = _io_task(maintenance.verify_warehouse, delay_seconds=5.0)
 rebuild_all_patients = task(cache_policy=NO_CACHE)(maintenance.rebuild_all_patients)
 refresh_after_ingest = task(cache_policy=NO_CACHE)(poll.refresh_after_ingest)

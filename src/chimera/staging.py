@@ -92,7 +92,8 @@ def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -
     if staged.error_type is not None:
         error = staged.error_type(staged.error_message, list(staged.problems))
         return Prepared(staged.detected_format, staged.assay, error=error)
-    assert staged.frame_key is not None and staged.export_format is not None
+    assert staged.frame_key is not None
+    assert staged.export_format is not None
     store = Store.from_url(location, options)
     frame = pl.read_parquet(io.BytesIO(store.read_bytes(staged.frame_key)))
     store.remove(staged.frame_key)
@@ -104,3 +105,10 @@ def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -
         notes=staged.notes,
     )
     return Prepared(staged.detected_format, staged.assay, parsed=parsed)
+
+
+def clear_staging(location: str, options: Mapping[str, Any]) -> None:
+    """Remove one poll's staging location and whatever is left in it."""
+    store = Store.from_url(location, options)
+    if store.fs.exists(store.root):
+        store.fs.rm(store.root, recursive=True)
