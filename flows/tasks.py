@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
-from chimera import ingest, maintenance, poll, rebuild, refresh, staging
+from chimera import maintenance, poll, rebuild, refresh, staging
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,17 +42,14 @@ def _io_task(fn: Callable[P, R], *, delay_seconds: float = 2.0) -> Task[P, R]:
 
 
 recover_dirty = _io_task(rebuild.recover_dirty)
-ingest_source = task(
+stage_source = task(
     cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_on_oserror,
-    task_run_name="ingest {source.path.name}",
-)(ingest.ingest_source)
-stage_source = task(cache_policy=NO_CACHE, task_run_name="parse {source.path.name}")(
-    staging.stage_source
-)
+    task_run_name="parse {source.path.name}",
+)(staging.stage_source)
 verify_warehouse = _io_task(maintenance.verify_warehouse, delay_seconds=5.0)
 rebuild_all_patients = task(cache_policy=NO_CACHE)(maintenance.rebuild_all_patients)
 refresh_after_ingest = task(cache_policy=NO_CACHE)(poll.refresh_after_ingest)

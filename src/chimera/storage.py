@@ -188,6 +188,16 @@ class Lease:
             return None
         return held
 
+    def check_held(self) -> None:
+        """Raise :class:`LeaseHeldError` when the lease expired and another site took it."""
+        held = self.holder()
+        if held is None or held["owner"] != self.owner:
+            msg = (
+                f"the lease on {self.store.root} passed to {(held or {}).get('owner')} "
+                f"(longer than lease_seconds = {self.seconds:g}): nothing is published"
+            )
+            raise LeaseHeldError(msg)
+
     def release(self) -> None:
         """Give the lease back (only our own)."""
         held = self.holder()
@@ -295,8 +305,9 @@ def synced_site(
     inbox = _store(scale.inbox_url, scale)
     record: list[SiteSync] = []
     with contextlib.ExitStack() as stack:
+        lease = None
         if warehouse is not None:
-            stack.enter_context(
+            lease = stack.enter_context(
                 warehouse.lease(owner=site_owner(), seconds=scale.lease_seconds, clock=clock)
             )
         pulled = pull(warehouse, settings.warehouse, delete=True) if warehouse else []
@@ -305,6 +316,8 @@ def synced_site(
         fetched = set(inbox.listing()) if inbox is not None else set()
         rules = replace(settings.inbox_rules, settle_seconds=0.0, incomplete_settle_seconds=0.0)
         yield (replace(settings, inbox_rules=rules) if inbox is not None else settings), record
+        if lease is not None:
+            lease.check_held()
         published = push(settings.warehouse, warehouse, delete=True) if warehouse else []
         for url, folder in (
             (scale.archive_url, settings.archive),

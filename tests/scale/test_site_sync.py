@@ -77,3 +77,27 @@ def test_a_held_lease_stops_a_second_site_before_it_copies(
     ):
         pytest.fail("the block must not run while another site holds the lease")
     assert not (settings.warehouse / "samples" / "x.parquet").exists()
+
+
+def test_a_site_whose_lease_was_broken_publishes_nothing(
+    tmp_path: Path, bucket: str, s3_options: dict[str, Any], small_inbox: list[Path]
+) -> None:
+    inbox = Store.from_url(f"{bucket}/inbox", s3_options)
+    manifest = small_inbox[0]
+    inbox.write_atomic(manifest.name, manifest.read_bytes())
+    settings = replace(
+        _site(tmp_path / "a", bucket, s3_options),
+        scale=replace(_site(tmp_path / "a", bucket, s3_options).scale, lease_seconds=60),
+    )
+    shared = Store.from_url(f"{bucket}/warehouse", s3_options)
+    later = datetime(2026, 12, 1, 13, tzinfo=UTC)
+
+    def poll_while_site_b_takes_over() -> None:
+        with synced_site(settings, clock=lambda: NOW) as (local, _):
+            poll_once(local, clock=lambda: NOW)
+            assert shared.lease(owner="site-b", seconds=60, clock=lambda: later).acquire()
+
+    with pytest.raises(LeaseHeldError, match="nothing is published"):
+        poll_while_site_b_takes_over()
+    assert set(shared.listing()) == {".lease"}, "no table reached the shared warehouse"
+    assert set(inbox.listing()) == {manifest.name}, "the file stays in the shared inbox"
