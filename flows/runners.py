@@ -17,8 +17,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from chimera.ingest import ParseMany, Prepared, SourceFile
 from chimera.settings import ScaleSettings, Settings
-from chimera.staging import StagedParse, clear_staging, staging_location, unstage
-from flows.tasks import stage_source
+from chimera.staging import StagedParse, clear_staging, shares, staging_location, unstage
+from flows.tasks import stage_sources
 
 RUNNERS = ("threads", "dask")
 
@@ -51,10 +51,10 @@ def task_runner_for(scale: ScaleSettings) -> TaskRunner[Any]:
 
 
 def parse_in_parallel(settings: Settings, run_id: str | None) -> ParseMany:
-    """The flow's ``parse_many``: one ``parse <file>`` task per file on the chosen runner.
+    """The flow's ``parse_many``: up to ``scale.parse_tasks`` ``parse`` tasks on the chosen runner.
 
     A Dask worker gets the file's bytes only (it detects the format again) rather than the
-    decoded text. A task that fails leaves its file unprepared: the batch then parses it alone,
+    decoded text. A task that fails leaves its files unprepared: the batch then parses each alone,
     in-process, and reports that file's failure without stopping the others.
     """
     location = staging_location(settings, run_id or uuid.uuid4().hex)
@@ -63,23 +63,28 @@ def parse_in_parallel(settings: Settings, run_id: str | None) -> ParseMany:
     def parse_many(sources: Sequence[SourceFile]) -> list[Prepared | None]:
         if not sources:
             return []
+        groups = shares(sources, settings.scale.parse_tasks)
         try:
             with task_runner_for(settings.scale) as runner:
                 futures = [
                     runner.submit(
-                        stage_source,
+                        stage_sources,
                         parameters={
-                            "source": replace(s, export=None) if ship_bytes else s,
+                            "sources": [
+                                replace(s, export=None) if ship_bytes else s for s in group
+                            ],
                             "settings": settings,
                             "now": datetime.now(UTC),
                             "location": location,
                         },
                     )
-                    for s in sources
+                    for group in groups
                 ]
-                for future in futures:
+                staged: list[StagedParse | None] = []
+                for future, group in zip(futures, groups, strict=True):
                     future.wait()
-                staged = [f.state.result() if f.state.is_completed() else None for f in futures]
+                    done = future.state.is_completed()
+                    staged += future.state.result() if done else [None] * len(group)
             options = settings.scale.storage_options
             return [
                 unstage(s, location=location, options=options)

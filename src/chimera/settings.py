@@ -183,6 +183,9 @@ class ScaleSettings:
     """``"threads"`` (Prefect's ThreadPoolTaskRunner) or ``"dask"`` (prefect-dask)."""
     max_workers: int | None = None
     """Threads of the thread pool; None = Prefect's default."""
+    parse_tasks: int = 16
+    """At most this many parse tasks per poll, the files spread evenly over them: Prefect's
+    bookkeeping of one task costs more than parsing one small export."""
     dask_address: str | None = None
     """Scheduler of an existing Dask cluster (``tcp://host:8786``); None = a temporary
     ``LocalCluster`` of ``dask_workers`` workers for the flow run."""

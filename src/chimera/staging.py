@@ -12,11 +12,11 @@ writes of the batch then go on in one process, under the warehouse lock.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -27,6 +27,8 @@ from chimera.parsers.common import ParsedExport
 from chimera.settings import Settings
 from chimera.storage import Store
 from chimera.validation import check_deferred
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,33 @@ def stage_source(
         layout_fingerprint=parsed.layout_fingerprint,
         notes=parsed.notes,
     )
+
+
+def stage_sources(
+    sources: Sequence[SourceFile], *, settings: Settings, now: datetime, location: str
+) -> list[StagedParse]:
+    """:func:`stage_source` for several files (one task's share of a poll)."""
+    return [stage_source(s, settings=settings, now=now, location=location) for s in sources]
+
+
+def shares(items: Sequence[T], parts: int) -> list[list[T]]:
+    """Split ``items`` into at most ``parts`` runs of near-equal length, order kept.
+
+    Examples
+    --------
+    >>> shares([1, 2, 3, 4, 5], 2)
+    [[1, 2, 3], [4, 5]]
+    >>> shares([1, 2], 4)
+    [[1], [2]]
+    """
+    count = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), count)
+    out, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        out.append(list(items[start:end]))
+        start = end
+    return [share for share in out if share]
 
 
 def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -> Prepared:
