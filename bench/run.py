@@ -152,9 +152,12 @@ def duckdb_query(home: Path) -> float:
 
 
 def profile(inbox: Path, home: Path, out: Path) -> None:
-    """A pyinstrument profile of ``chimera ingest INBOX`` run in-process."""
+    """A pyinstrument profile of ``chimera ingest INBOX`` (the console script, start-up included).
+
+    ``-m chimera.cli`` would only import the module: the command runs from the script's entry.
+    """
     subprocess.run(
-        [BIN / "python", "-m", "pyinstrument", "--outfile", out, "-m", "chimera.cli",
+        [BIN / "python", "-m", "pyinstrument", "--outfile", out, BIN / "chimera",
          "ingest", inbox, "--home", home],
         check=False, stdout=subprocess.DEVNULL,
     )  # fmt: skip

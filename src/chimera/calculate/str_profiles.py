@@ -179,10 +179,31 @@ class Genotypes:
     discordant: tuple[str, ...] = ()
 
 
+_GENOTYPE_CACHE_LIMIT = 1024
+_genotype_cache: dict[tuple[object, ...], Genotypes | None] = {}
+
+
 def reference_genotypes(
     peaks: pl.DataFrame, sample_ids: Sequence[str], *, settings: StrSettings
 ) -> Genotypes | None:
-    """Union genotype of a genome's reference samples; loci where they disagree are noted."""
+    """Union genotype of a genome's reference samples; loci where they disagree are noted.
+
+    Kept by content (the peak rows in order, the ids, the settings): the product's reference
+    is the same for every patient of its bank, so a rebuild of many patients calls it once.
+    """
+    ids = tuple(sorted(set(sample_ids)))
+    rows = peaks.hash_rows().to_numpy().tobytes() if peaks.height else b""
+    key = (ids, tuple(peaks.columns), rows, repr(settings))
+    if key not in _genotype_cache:
+        if len(_genotype_cache) >= _GENOTYPE_CACHE_LIMIT:
+            _genotype_cache.clear()
+        _genotype_cache[key] = _reference_genotypes(peaks, ids, settings=settings)
+    return _genotype_cache[key]
+
+
+def _reference_genotypes(
+    peaks: pl.DataFrame, sample_ids: Sequence[str], *, settings: StrSettings
+) -> Genotypes | None:
     per_sample: list[dict[str, set[str]]] = []
     names: dict[str, str] = {}
     for sample_id in sorted(set(sample_ids)):
