@@ -82,7 +82,7 @@ class Store:
         """
         target = self.key(relative)
         tmp = f"{target}{TMP_MARK}{uuid.uuid4().hex}"
-        self.fs.makedirs(self.fs._parent(target), exist_ok=True)
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         self.fs.pipe_file(tmp, data)
         try:
             self.fs.mv(tmp, target)
@@ -93,7 +93,7 @@ class Store:
     def create_exclusive(self, relative: str, data: bytes) -> bool:
         """Create an object only if it does not exist (S3 ``If-None-Match: *``); False if it did."""
         target = self.key(relative)
-        self.fs.makedirs(self.fs._parent(target), exist_ok=True)
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         try:
             with self.fs.open(target, "xb") as fh:
                 fh.write(data)
