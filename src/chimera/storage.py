@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import socket
+import platform
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -287,7 +287,7 @@ def _store(url: str | None, scale: ScaleSettings) -> Store | None:
 
 def site_owner() -> str:
     """The name a lease gives its holder: host and a random id."""
-    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    return f"{platform.node()}-{uuid.uuid4().hex[:8]}"
 
 
 @contextlib.contextmanager
