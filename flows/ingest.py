@@ -12,6 +12,7 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:
     # `python flows/ingest.py` puts flows/ on sys.path, not the repository root.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import flows  # noqa: F401  (its __init__ turns Prefect analytics off first)
 
 import argparse
 from collections.abc import Sequence

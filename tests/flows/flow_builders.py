@@ -196,7 +196,7 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
     def sleep(self, seconds: float) -> None:
-        """What the poll calls instead of ``time.sleep``: the clock moves, nothing waits."""
+        """The poll's injected wait: the clock moves, nothing waits."""
         self.slept.append(seconds)
         self.advance(seconds)
 

@@ -52,6 +52,7 @@ from flows.ingest import ingest_inbox
 from flows.nightly import nightly_rebuild
 from flows.trends import refresh_trends
 from schemas.vocab import FileStatus
+from waiting import wait_until
 
 pytestmark = pytest.mark.flows
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,22 +287,32 @@ def test_manifest_after_assay_waits_then_accepts(prefect_harness: str, home: Pat
     assert table(home, "chimerism").filter(pl.col("sample_id") == post_dose_id(1)).height == 1
 
 
-def test_waiting_too_long_is_quarantined_with_report(prefect_harness: str, tmp_path: Path) -> None:
-    """A file waiting longer than the time-out goes to quarantine with a problems.txt."""
+def test_waiting_too_long_is_quarantined_with_report(tmp_path: Path) -> None:
+    """A file waiting longer than the time-out goes to quarantine with a problems.txt.
+
+    Deterministic: explicit polls with an injected clock (the time-out is 1 h, nobody waits).
+    """
     home = tmp_path / "data"
-    write_config(home, "[inbox_rules]\nsettle_seconds = 0.2\nwaiting_timeout_hours = 0.0003\n")
+    write_config(home, "[inbox_rules]\nsettle_seconds = 1.0\nwaiting_timeout_hours = 1.0\n")
+    settings = load_settings(home=home)
+    clock = FakeClock()
+
+    def poll_at(seconds_later: float) -> dict[str, FileStatus]:
+        clock.advance(seconds_later)
+        result = poll_inbox(settings, clock=clock, refresh=False, max_wait_seconds=0)
+        return {o.file_name: o.status for o in result.outcomes}
+
     data = post_dose_table(1, 12.0)
     drop(home / "inbox", "gm_d01.txt", data)
+    assert poll_at(0) == {}  # first look
+    assert poll_at(1) == {"gm_d01.txt": FileStatus.WAITING}  # settled: waits from now
+    assert poll_at(3599) == {"gm_d01.txt": FileStatus.WAITING}  # 1 s short of the time-out
+    assert poll_at(1) == {"gm_d01.txt": FileStatus.QUARANTINED}
 
-    assert statuses(poll(home)) == {"gm_d01.txt": "waiting"}
-    time.sleep(1.5)  # > 0.0003 h = 1.08 s
-    result = poll(home)
-
-    assert statuses(result) == {"gm_d01.txt": "quarantined"}
     assert not (home / "inbox" / "gm_d01.txt").exists()
     assert (home / "quarantine" / "gm_d01.txt").read_bytes() == data
     report = (home / "quarantine" / "gm_d01.txt.problems.txt").read_text(encoding="utf-8")
-    assert "waited" in report
+    assert "waited 1 h (limit 1 h)" in report
     assert "manifest rows" in report
 
 
@@ -416,7 +427,7 @@ def _race(home: Path) -> None:
 
 
 PAUSING_WORKER = """
-import sys, time
+import sys, threading
 from pathlib import Path
 import chimera.warehouse as warehouse
 home, paused = sys.argv[1], Path(sys.argv[2])
@@ -427,7 +438,7 @@ def pausing(self, table, key, frame):
         written.append(key)
         if len(written) == 4:  # the 4th export's raw rows are written, its ledger row is not
             paused.write_text(key)
-            time.sleep(3600)
+            threading.Event().wait()  # never set: blocks until the test SIGKILLs the worker
     return stored
 warehouse.Warehouse.store = pausing
 from flows.ingest import main
@@ -463,9 +474,10 @@ def test_sigkill_mid_ingest_loses_nothing(prefect_harness: str, home: Path) -> N
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 240
-        while not paused.exists() and worker.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: paused.exists() or worker.poll() is not None,
+            "the worker reaching the pause",
+        )
         assert paused.exists(), f"the worker never reached the pause (exit {worker.poll()})"
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)

@@ -6,8 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,36 +30,21 @@ from rich.console import Console
 
 from chimera.service import prefect_api_url, start_server
 from chimera.settings import load_settings
+from waiting import exited, holds_within, wait_until
 
 pytestmark = pytest.mark.flows
 ROOT = Path(__file__).resolve().parents[2]
-DEADLINE_SECONDS = 240.0
-"""Generous: each wait ends as soon as its condition holds; the bound only stops a hung run."""
-
-
-def wait_until(condition: Callable[[], bool], what: str, diagnose: Callable[[], object]) -> None:
-    """Poll ``condition`` every half second until it holds; fail with ``diagnose()`` at the bound."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {DEADLINE_SECONDS:g} s: {diagnose()}"
-        time.sleep(0.5)
 
 
 def _stop(pid: int) -> None:
     """Stop a process group we started: SIGINT, then SIGTERM, then SIGKILL (bounded waits)."""
-    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    return
-            except ChildProcessError:
-                return
-            time.sleep(0.2)
+        if holds_within(lambda: exited(pid), grace, every=0.2):
+            return
 
 
 def _base_env(prefect_home: Path) -> dict[str, str]:
@@ -168,28 +152,40 @@ def test_served_poll_deployment_ingests_dropped_files(
     try:
         for name, data in files.items():
             drop(home / "inbox", name, data, age_seconds=0)
-        wait_until(lambda: expected <= accepted(), "every file accepted", log_tail)
+        # The ledger row comes before the move out of the inbox: wait for both.
+        wait_until(
+            lambda: expected <= accepted() and not any((home / "inbox").iterdir()),
+            "every file accepted and moved out of the inbox",
+            every=0.5,
+            diagnose=log_tail,
+        )
         assert accepted() == expected
         assert set(archived(home)) >= expected
-        assert not any((home / "inbox").iterdir())
         # The ledger says "accepted" per file; the patients are rebuilt once the poll ends.
         wait_until(
             lambda: _named_run_done(api),
             "a completed poll named after its accepted files",
-            lambda: [(r["name"], r["state_type"]) for r in _flow_runs(api, "ingest-inbox")],
+            every=0.5,
+            diagnose=lambda: [
+                (r["name"], r["state_type"]) for r in _flow_runs(api, "ingest-inbox")
+            ],
         )
-        wait_until(lambda: table(home, "chimerism").height > 0, "P01 rebuilt", log_tail)
+        wait_until(
+            lambda: table(home, "chimerism").height > 0, "P01 rebuilt", every=0.5, diagnose=log_tail
+        )
         assert table(home, "chimerism")["sample_id"].to_list() == ["P01-D01"]
         wanted = {f"chimera.file.{s}" for s in expected}
         wait_until(
             lambda: wanted <= _resource_ids(api, "chimera.file.accepted"),
             "a chimera.file.accepted event per file",
-            lambda: _resource_ids(api, "chimera.file.accepted"),
+            every=0.5,
+            diagnose=lambda: _resource_ids(api, "chimera.file.accepted"),
         )
         wait_until(
             lambda: bool(_flow_runs(api, "refresh-trends")),
             "the chimera.inbox.ingested event triggering a trend refresh",
-            log_tail,
+            every=0.5,
+            diagnose=log_tail,
         )
     finally:
         _stop(serve.pid)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,13 @@ from rich.console import Console
 
 from chimera.poll import watch_inbox
 from chimera.settings import load_settings
+from waiting import wait_until
 
 pytestmark = pytest.mark.flows
 
 
 def test_watch_ingests_dropped_files_then_stops(home: Path) -> None:
-    """Each file lands in the ledger as accepted within a few seconds; the stop event ends the loop."""
+    """Each file lands in the ledger as accepted and leaves the inbox; the stop event ends the loop."""
     settings = load_settings(home=home)
     stop = threading.Event()
     console = Console(record=True)
@@ -33,15 +33,22 @@ def test_watch_ingests_dropped_files_then_stops(home: Path) -> None:
             ("d01.txt", post_dose_table(1, 12.0)),
         ]:
             (settings.inbox / name).write_bytes(data)
-        deadline = time.monotonic() + 60
-        accepted: set[str] = set()
-        while time.monotonic() < deadline and len(accepted) < 4:
-            time.sleep(0.5)
+        names = {"manifest.csv", "infusions.csv", "references.txt", "d01.txt"}
+
+        def accepted() -> set[str]:
             log = ledger(home)
-            if log.height:
-                accepted = set(log.filter(log["status"] == "accepted")["file_name"].to_list())
-        assert accepted == {"manifest.csv", "infusions.csv", "references.txt", "d01.txt"}
-        assert not any(settings.inbox.iterdir())
+            return (
+                set(log.filter(log["status"] == "accepted")["file_name"]) if log.height else set()
+            )
+
+        # The ledger row comes before the move out of the inbox: wait for both.
+        wait_until(
+            lambda: accepted() >= names and not any(settings.inbox.iterdir()),
+            "every dropped file accepted and moved out of the inbox",
+            every=0.5,
+            diagnose=lambda: (accepted(), sorted(p.name for p in settings.inbox.iterdir())),
+        )
+        assert accepted() == names
     finally:
         stop.set()
         worker.join(timeout=30)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from flow_builders import ledger, manifest_csv, post_dose_table, sha
+from flow_builders import ledger, manifest_csv, post_dose_table, sha, table
 from reliability_builders import files_under, make_home, poll, put, trial_files
+from typer.testing import CliRunner
 
 from chimera import ingest as ingest_module
+from chimera.cli import app
 from chimera.filing import NAME_MAX_BYTES
 from chimera.maintenance import verify_warehouse
 from chimera.settings import Settings
@@ -197,3 +199,41 @@ def test_a_file_above_the_size_limit_is_refused_unread(
     assert too_large.size_bytes == 300_000_000
     assert (settings.quarantine / "plate_export.txt").stat().st_size == 300_000_000
     assert verify_warehouse(settings).ok
+
+
+PATH_LIKE_PATIENT = "../../../outside"
+PATH_LIKE_SAMPLE = "../../escape/D"
+
+
+def test_ids_that_look_like_paths_never_become_paths(tmp_path: Path) -> None:
+    """Patient, sample and lot ids from file contents (``../../..``, ``..``) name warehouse
+    files and reports only through a safe file key: everything stays under the data root."""
+    settings = make_home(tmp_path / "deep" / "er")
+    files = {
+        name: data.decode()
+        .replace(",P01,", f",{PATH_LIKE_PATIENT},")
+        .replace("\nP01,", f"\n{PATH_LIKE_PATIENT},")
+        .replace("P01-D", PATH_LIKE_SAMPLE)
+        .replace("LOT-A", "..")
+        .encode()
+        for name, data in trial_files().items()
+    }
+    put(settings.inbox, files)
+    before = set(tmp_path.rglob("*"))
+    runner = CliRunner()
+    for command in ("ingest", "report", "verify"):
+        args = [command, "--home", str(settings.home)]
+        done = runner.invoke(
+            app, args + (["--inbox", str(settings.inbox)] if command == "ingest" else [])
+        )
+        assert done.exit_code == 0, (command, done.output)
+    created = set(tmp_path.rglob("*")) - before
+    assert len(created) > 20
+    assert not [p for p in created if not p.resolve().is_relative_to(settings.home.resolve())]
+    chimerism = table(settings.home, "chimerism")
+    assert set(chimerism["patient_id"]) == {PATH_LIKE_PATIENT}
+    assert sorted(chimerism["sample_id"]) == [f"{PATH_LIKE_SAMPLE}01", f"{PATH_LIKE_SAMPLE}02"]
+    assert table(settings.home, "trends")["patient_id"].unique().to_list() == [PATH_LIKE_PATIENT]
+    patient_reports = [p for p in (settings.home / "reports").iterdir() if p.name != "cohort.html"]
+    assert len(patient_reports) == 1
+    assert PATH_LIKE_PATIENT not in patient_reports[0].name
