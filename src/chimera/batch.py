@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from chimera.filing import archive_file, quarantine_file
+from chimera.prerequisites import missing_prerequisites
 from chimera.registry import Registry, RunBook, registry_from, run_files
 from chimera.settings import Settings
 from chimera.validation import validate_frame
@@ -209,6 +210,47 @@ class IngestBatch:
         else:
             method = next(m for m, t in OBSERVATIONS.items() if t is table)
             self.observed[method].add(rows)
+
+    def replaced_files(
+        self, rows: pl.DataFrame, method: Method, sha256: str
+    ) -> tuple[str | None, str | None]:
+        """Names of the files an accepted assay file replaces as a re-export, and why (or None).
+
+        The file joins its method's :class:`~chimera.registry.RunBook`. The rule is :func:`chimera.registry.supersession`'s: the files current before this one
+        that it replaces now.
+        """
+        book = self.runs[method]
+        if sha256 in book:
+            return None, None
+        before = {run[-1].sha256 for run in book.runs}
+        file = run_files(rows, method)[0]
+        members = book.add(file)
+        if members[-1] is not file:
+            return None, None
+        replaced = sorted(m.name for m in members[:-1] if m.sha256 in before)
+        if not replaced:
+            return None, None
+        return ", ".join(replaced), file.link
+
+    def waits(self, frame: pl.DataFrame, ids: list[str], method: Method) -> list[str]:
+        """What an assay frame still waits for, given what the batch knows is measured.
+
+        ``ids`` = the frame's :func:`~chimera.prerequisites.assay_sample_ids`; they count as
+        measured by this method.
+        """
+        here = set(ids)
+        measured = Measured(here, self.observed[method].sources)
+        pool = measured
+        if method != Method.STR:
+            pool = Measured(here, *(self.observed[m].sources for m in (Method.QPCR, Method.DDPCR)))
+        return missing_prerequisites(
+            frame,
+            method,
+            registry=self.registry,
+            measured=measured,
+            baselines_measured=pool,
+            sample_ids=ids,
+        )
 
     def log(self, event: dict[str, Any]) -> None:
         """Record one ledger event (written at :meth:`flush`)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from chimera.batch import IngestBatch, Measured, open_batch
+from chimera.batch import IngestBatch, open_batch
 from chimera.consistency import check_infusion_log, check_manifest
 from chimera.detect import Assay, DecodedExport, Detection, ExportFormat, detect
 from chimera.errors import (
@@ -33,9 +33,9 @@ from chimera.errors import (
 from chimera.filing import display_name, printable
 from chimera.parsers.common import ParsedExport
 from chimera.parsers.dispatch import check_plausible, parse_export
-from chimera.prerequisites import assay_sample_ids, missing_prerequisites, resolve_sample_ids
+from chimera.prerequisites import assay_sample_ids, resolve_sample_ids
 from chimera.rebuild import recompute_patients
-from chimera.registry import Registry, affected_patients, run_files
+from chimera.registry import affected_patients
 from chimera.settings import Settings
 from chimera.textio import check_size
 from chimera.validation import Deferred, check_deferred, deferred_validation
@@ -433,13 +433,13 @@ def _accept_assay(
     registry = batch.registry
     frame = resolve_sample_ids(parsed.frame, batch.known_sample_ids)
     ids = assay_sample_ids(frame)
-    waits = _waits(batch, frame, ids, method, registry)
+    waits = batch.waits(frame, ids, method)
     if waits:
         return _wait_or_time_out(run, replace(base, detected_format=fmt), waits)
     rows = _with_lineage(frame, base, run.now).with_columns(
         run_id=pl.lit(parsed.run_id, dtype=pl.String)
     )
-    supersedes, why = _replaced_files(batch, rows, method, base.sha256)
+    supersedes, why = batch.replaced_files(rows, method, base.sha256)
     table = OBSERVATIONS[method]
     if not batch.has(table, base.sha256):
         batch.add_rows(table, base.sha256, rows)
@@ -454,50 +454,6 @@ def _accept_assay(
         reason="; ".join([*notes, *([base.reason] if base.reason else [])]) or None,
     )
     return _accept(run, accepted)
-
-
-def _replaced_files(
-    batch: IngestBatch, rows: pl.DataFrame, method: Method, sha256: str
-) -> tuple[str | None, str | None]:
-    """Names of the files this one replaces as a re-export of their run, and why (or None).
-
-    The rule is :func:`chimera.registry.supersession`'s: the files current before this one
-    that it replaces now (the batch's :class:`~chimera.registry.RunBook` of the method).
-    """
-    book = batch.runs[method]
-    if sha256 in book:
-        return None, None
-    before = {run[-1].sha256 for run in book.runs}
-    file = run_files(rows, method)[0]
-    members = book.add(file)
-    if members[-1] is not file:
-        return None, None
-    replaced = sorted(m.name for m in members[:-1] if m.sha256 in before)
-    if not replaced:
-        return None, None
-    return ", ".join(replaced), file.link
-
-
-def _waits(
-    batch: IngestBatch, frame: pl.DataFrame, ids: list[str], method: Method, registry: Registry
-) -> list[str]:
-    """What this assay frame still waits for, given what is already measured.
-
-    ``ids`` = the frame's :func:`assay_sample_ids`; they count as measured by this method.
-    """
-    here = set(ids)
-    measured = Measured(here, batch.observed[method].sources)
-    pool = measured
-    if method != Method.STR:
-        pool = Measured(here, *(batch.observed[m].sources for m in (Method.QPCR, Method.DDPCR)))
-    return missing_prerequisites(
-        frame,
-        method,
-        registry=registry,
-        measured=measured,
-        baselines_measured=pool,
-        sample_ids=ids,
-    )
 
 
 def _wait_or_time_out(run: _Run, base: FileOutcome, waits: list[str]) -> FileOutcome:
