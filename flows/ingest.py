@@ -24,10 +24,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from chimera.ingest import FileOutcome, SourceFile
-from chimera.poll import IngestOne, Poll, RefreshStep, exit_code, poll_once
+from chimera.ingest import FileOutcome
+from chimera.poll import Poll, RefreshStep, exit_code, poll_once
 from chimera.refresh import RefreshSummary
 from chimera.settings import Settings
+from chimera.storage import synced_site
 from flows.common import (
     emit_alert_events,
     emit_file_event,
@@ -37,7 +38,8 @@ from flows.common import (
     rename_run,
     settings_for,
 )
-from flows.tasks import describe_alerts, ingest_source, refresh_after_ingest
+from flows.runners import parse_in_parallel
+from flows.tasks import describe_alerts, refresh_after_ingest
 from schemas.vocab import FileStatus
 
 
@@ -84,24 +86,8 @@ def report_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _task_steps(settings: Settings) -> tuple[IngestOne, RefreshStep]:
-    """The poll's steps as Prefect tasks: one ``ingest`` task per file, one refresh task."""
-    run_id = flow_run.get_id()
-
-    def ingest_one(source: SourceFile) -> FileOutcome | None:
-        state = ingest_source(
-            source,
-            settings=settings,
-            now=_now(),
-            move=True,
-            flow_run_id=run_id,
-            recompute=False,
-            return_state=True,
-        )
-        if not state.is_completed():
-            return None
-        outcome: FileOutcome = state.result()
-        return outcome
+def _refresh_step(settings: Settings) -> RefreshStep:
+    """The poll's refresh as a Prefect task."""
 
     def refresh(outcomes: Sequence[FileOutcome]) -> RefreshSummary | None:
         # The files are in place whatever happens here: a failed refresh is reported in the
@@ -112,7 +98,7 @@ def _task_steps(settings: Settings) -> tuple[IngestOne, RefreshStep]:
         summary: RefreshSummary = state.result()
         return summary
 
-    return ingest_one, refresh
+    return refresh
 
 
 @flow(name="ingest-inbox")
@@ -131,13 +117,19 @@ def ingest_inbox(
             held = stack.enter_context(
                 exclusive_inbox(settings, timeout_seconds=lock_timeout_seconds)
             )
+            # Shared object storage ([scale] URLs): lease, pull, and publish when the poll ends.
+            settings, _ = stack.enter_context(synced_site(settings))
         except TimeoutError as err:
             logger.warning("skipped: %s", err)
             rename_run("skipped: another poll is running")
             return {"skipped": True, "files": [], "settling": [], "errors": []}
-        ingest_one, refresh = _task_steps(settings)
+        run_id = flow_run.get_id()
         poll = poll_once(
-            settings, clock=_now, ingest_one=ingest_one, refresh=refresh if refresh_trends else None
+            settings,
+            clock=_now,
+            parse_many=parse_in_parallel(settings, run_id),
+            flow_run_id=run_id,
+            refresh=_refresh_step(settings) if refresh_trends else None,
         )
         alerts = (
             describe_alerts(settings, poll.refreshed.opened_alert_ids)

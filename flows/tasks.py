@@ -12,9 +12,10 @@ from typing import Any, ParamSpec, TypeVar
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
-from chimera import ingest, maintenance, poll, rebuild, refresh
+from chimera import maintenance, poll, rebuild, refresh, staging
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,15 +42,22 @@ def _io_task(fn: Callable[P, R], *, delay_seconds: float = 2.0) -> Task[P, R]:
     )(fn)
 
 
+def parse_run_name() -> str:
+    """``parse manifest.csv (+67 more)``: a parse task's first file and how many follow."""
+    sources = task_run.parameters["sources"]
+    more = f" (+{len(sources) - 1} more)" if len(sources) > 1 else ""
+    return f"parse {sources[0].path.name}{more}"
+
+
 recover_dirty = _io_task(rebuild.recover_dirty)
-ingest_source = task(
+stage_sources = task(
     cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_on_oserror,
-    task_run_name="ingest {source.path.name}",
-)(ingest.ingest_source)
+    task_run_name=parse_run_name,
+)(staging.stage_sources)
 verify_warehouse = _io_task(maintenance.verify_warehouse, delay_seconds=5.0)
 rebuild_all_patients = task(cache_policy=NO_CACHE)(maintenance.rebuild_all_patients)
 refresh_after_ingest = task(cache_policy=NO_CACHE)(poll.refresh_after_ingest)

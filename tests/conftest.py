@@ -9,12 +9,23 @@ silently. CI also selects the ``ci`` Hypothesis profile.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Before Prefect is imported anywhere: never touch ~/.prefect or send analytics.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="chimera-prefect-home-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("PREFECT_API_URL", None)
 from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# The flows/ package sits at the repository root (not installed); tests/flows must not shadow it.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 REAL_EXPORTS = Path(os.environ.get("CHIMERA_REAL_EXPORTS", ROOT.parent / "shared" / "real-exports"))
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
@@ -49,3 +60,13 @@ def real_exports() -> Path:
     if not REAL_EXPORTS.is_dir():
         pytest.skip(f"{REAL_EXPORTS} is not present in this checkout")
     return REAL_EXPORTS
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[str]:
+    """One temporary Prefect backend for the whole session (flow and scale tests); its API URL."""
+    from prefect.settings import PREFECT_API_URL  # noqa: PLC0415
+    from prefect.testing.utilities import prefect_test_harness  # noqa: PLC0415
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())

@@ -196,20 +196,37 @@ def prepare_source(
     return Prepared(fmt, detection.assay, parsed=parsed), deferred
 
 
+ParseMany = Callable[[Sequence[SourceFile]], Sequence[Prepared | None]]
+"""Parse many files elsewhere (the flow's parallel tasks, :mod:`chimera.staging`); None for a
+file whose parser crashed."""
+
+
 def prepare_sources(
-    sources: Sequence[SourceFile], batch: IngestBatch, *, clock: Callable[[], datetime]
+    sources: Sequence[SourceFile],
+    batch: IngestBatch,
+    *,
+    clock: Callable[[], datetime],
+    parse_many: ParseMany | None = None,
 ) -> None:
     """Parse every file of a batch that is not known yet, checking all frames in one pass.
 
     Content already accepted (a duplicate) is not parsed. Frames of one contract are validated
     together; a file whose frame breaks its contract gets that file's own report. A file whose
     parser crashes is left unprepared: ingesting it alone re-raises the crash for that file.
+    ``parse_many`` parses the files instead (each one validated on its own).
     """
-    results: dict[str, tuple[Prepared, list[Deferred]]] = {}
+    todo: dict[str, SourceFile] = {}
     for source in sources:
         sha = source.sha256
-        if sha in batch.prepared or sha in results or batch.ledger.first_accepted(sha) is not None:
-            continue
+        if sha not in batch.prepared and batch.ledger.first_accepted(sha) is None:
+            todo.setdefault(sha, source)
+    if parse_many is not None:
+        for sha, parsed in zip(todo, parse_many(list(todo.values())), strict=True):
+            if parsed is not None:
+                batch.prepared[sha] = parsed
+        return
+    results: dict[str, tuple[Prepared, list[Deferred]]] = {}
+    for sha, source in todo.items():
         try:
             results[sha] = prepare_source(source, settings=batch.settings, now=clock())
         except Exception:

@@ -37,6 +37,7 @@ from chimera.filing import display_name
 from chimera.inbox import Candidate, Notify, Unread, save_sightings, settle_inbox
 from chimera.ingest import (
     FileOutcome,
+    ParseMany,
     SourceFile,
     ingest_source,
     prepare_sources,
@@ -150,13 +151,16 @@ def ingest_sources(
     clock: Callable[[], datetime],
     move: bool,
     ingest_one: IngestOne | None = None,
+    parse_many: ParseMany | None = None,
+    flow_run_id: str | None = None,
 ) -> dict[Path, FileOutcome | None]:
     """Ingest read files in dependency order; each touched patient is rebuilt once at the end.
 
     Patients a crash left dirty are rebuilt first. By default the files are one batch
     (:mod:`chimera.batch`): parsed once, checked in one pass per contract, written together.
     ``ingest_one`` (the Prefect flow's task) ingests each file on its own instead (touched
-    patients only marked dirty, rebuilt at the end).
+    patients only marked dirty, rebuilt at the end). ``parse_many`` parses the batch's files
+    elsewhere (:func:`chimera.ingest.prepare_sources`); ``flow_run_id`` goes into the ledger.
 
     Raises
     ------
@@ -167,7 +171,14 @@ def ingest_sources(
         recover_dirty(settings=settings, now=clock())
     ordered = processing_order(sources)
     if ingest_one is None:
-        return _ingest_batch(ordered, settings=settings, clock=clock, move=move)
+        return _ingest_batch(
+            ordered,
+            settings=settings,
+            clock=clock,
+            move=move,
+            parse_many=parse_many,
+            flow_run_id=flow_run_id,
+        )
     outcomes = ingest_in_rounds(ordered, ingest_one)
     try:
         with writing("rebuilding the touched patients"):
@@ -197,15 +208,27 @@ def _one_in_batch(
 
 
 def _ingest_batch(
-    ordered: Sequence[SourceFile], *, settings: Settings, clock: Callable[[], datetime], move: bool
+    ordered: Sequence[SourceFile],
+    *,
+    settings: Settings,
+    clock: Callable[[], datetime],
+    move: bool,
+    parse_many: ParseMany | None,
+    flow_run_id: str | None,
 ) -> dict[Path, FileOutcome | None]:
     """Ingest ordered files as one batch, flush it, then rebuild every touched patient once."""
     with open_batch(settings) as batch:
-        prepare_sources(ordered, batch, clock=clock)
+        prepare_sources(ordered, batch, clock=clock, parse_many=parse_many)
 
         def in_batch(source: SourceFile) -> FileOutcome:
             return ingest_source(
-                source, settings=settings, now=clock(), move=move, recompute=False, batch=batch
+                source,
+                settings=settings,
+                now=clock(),
+                move=move,
+                flow_run_id=flow_run_id,
+                recompute=False,
+                batch=batch,
             )
 
         outcomes = ingest_in_rounds(ordered, lambda source: _one_in_batch(source, in_batch))
@@ -270,6 +293,8 @@ def poll_once(
     *,
     clock: Callable[[], datetime] = _now,
     ingest_one: IngestOne | None = None,
+    parse_many: ParseMany | None = None,
+    flow_run_id: str | None = None,
     refresh: RefreshStep | None = None,
     max_wait_seconds: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -277,7 +302,8 @@ def poll_once(
 ) -> Poll:
     """Ingest every settled inbox file once (the caller holds the inbox lock).
 
-    ``ingest_one`` ingests one read file (default: in-process, moving the file); ``refresh``
+    ``ingest_one`` ingests one read file (default: in-process, moving the file); ``parse_many``
+    parses the files of the in-process batch elsewhere (parallel tasks); ``refresh``
     runs when files were accepted (None: no refresh, e.g. a deployment triggered by events).
     ``max_wait_seconds`` bounds the wait for files still settling (None: twice
     ``settle_seconds``, enough for files that just arrived).
@@ -303,7 +329,13 @@ def poll_once(
     stopped_because: str | None = None
     try:
         done = ingest_sources(
-            sources, settings=settings, clock=clock, move=True, ingest_one=ingest_one
+            sources,
+            settings=settings,
+            clock=clock,
+            move=True,
+            ingest_one=ingest_one,
+            parse_many=parse_many,
+            flow_run_id=flow_run_id,
         )
     except StorageFailure as stopped:
         done, stopped_because = stopped.outcomes, str(stopped)

@@ -172,6 +172,43 @@ class InboxSettings:
 
 
 @dataclass(frozen=True)
+class ScaleSettings:
+    """Task runner and object storage for a deployment past one machine (issue 15).
+
+    Set in the ``[scale]`` section of ``chimera.toml``; every URL is an fsspec URL
+    (``s3://bucket/prefix``). With no URL, Chimera works on the local folders alone.
+    """
+
+    task_runner: str = "threads"
+    """``"threads"`` (Prefect's ThreadPoolTaskRunner) or ``"dask"`` (prefect-dask)."""
+    max_workers: int | None = None
+    """Threads of the thread pool; None = Prefect's default."""
+    parse_tasks: int = 16
+    """At most this many parse tasks per poll, the files spread evenly over them: Prefect's
+    bookkeeping of one task costs more than parsing one small export."""
+    dask_address: str | None = None
+    """Scheduler of an existing Dask cluster (``tcp://host:8786``); None = a temporary
+    ``LocalCluster`` of ``dask_workers`` workers for the flow run."""
+    dask_workers: int = 2
+    dask_processes: bool = True
+    """Temporary cluster workers are processes (True) or threads of one process (False)."""
+    inbox_url: str | None = None
+    """Object-storage inbox: objects there are copied into the local inbox and read."""
+    archive_url: str | None = None
+    quarantine_url: str | None = None
+    warehouse_url: str | None = None
+    """Shared warehouse: pulled before a poll, published after it, under a lease object."""
+    staging_url: str | None = None
+    """Where parallel parses leave their Parquet (shared by every worker); None =
+    ``<warehouse>/.staging``."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec options of every URL (s3fs: ``key``, ``secret``, ``client_kwargs.endpoint_url``)."""
+    lease_seconds: float = 900.0
+    """A site's hold on the shared warehouse expires after this long (a crashed site's lease
+    is broken then); longer than the longest poll."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every path and threshold Chimera uses."""
 
@@ -188,6 +225,7 @@ class Settings:
     ddpcr: DdpcrSettings = field(default_factory=DdpcrSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     inbox_rules: InboxSettings = field(default_factory=InboxSettings)
+    scale: ScaleSettings = field(default_factory=ScaleSettings)
     prefect_api_url: str | None = None
     """Prefect API of the local server; None = ``http://127.0.0.1:4200/api``."""
     prefect_port: int = 4200
