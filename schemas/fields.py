@@ -11,19 +11,29 @@ import pandera.polars as pa
 
 from schemas.vocab import GenomeModel, QcVerdict, ResultStatus
 
-PCT = {"unit": "%"}
+
+def measure(
+    description: str,
+    unit: str,
+    *,
+    minimum: float | None = 0,
+    strict: bool = False,
+    maximum: float | None = None,
+) -> Any:
+    """A nullable numeric column in ``unit``: at least ``minimum`` (above it if ``strict``)."""
+    return pa.Field(
+        description=description,
+        metadata={"unit": unit},
+        nullable=True,
+        gt=minimum if strict else None,
+        ge=None if strict else minimum,
+        le=maximum,
+    )
 
 
 def percent(description: str, *, upper: float | None = 100, positive: bool = False) -> Any:
     """A nullable % column, at least 0 (above 0 if ``positive``) and at most ``upper``."""
-    return pa.Field(
-        description=description,
-        metadata=PCT,
-        nullable=True,
-        gt=0 if positive else None,
-        ge=None if positive else 0,
-        le=upper,
-    )
+    return measure(description, "%", strict=positive, maximum=upper)
 
 
 def share(description: str) -> Any:

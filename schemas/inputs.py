@@ -10,6 +10,7 @@ from typing import Optional
 import pandera.polars as pa
 import polars as pl
 
+from schemas import fields
 from schemas.base import UTC, StrictModel, rows_checked_alone
 from schemas.vocab import Role
 
@@ -80,33 +81,19 @@ class Manifest(StrictModel):
     specimen_raw: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
         description="The specimen as the manifest wrote it, before normalisation.", nullable=True
     )
-    wbc_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
-        description="White blood cell count of the sample.",
-        metadata={"unit": "cells/µL"},
-        nullable=True,
-        ge=0,
-        le=MAX_CELLS_PER_UL,
+    wbc_per_ul: Optional[float] = fields.measure(  # noqa: UP045 (pandera reads Optional)
+        "White blood cell count of the sample.", "cells/µL", maximum=MAX_CELLS_PER_UL
     )
-    lymphocytes_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
-        description="Lymphocyte count of the sample.",
-        metadata={"unit": "cells/µL"},
-        nullable=True,
-        ge=0,
-        le=MAX_CELLS_PER_UL,
+    lymphocytes_per_ul: Optional[float] = fields.measure(  # noqa: UP045 (pandera reads Optional)
+        "Lymphocyte count of the sample.", "cells/µL", maximum=MAX_CELLS_PER_UL
     )
-    nk_per_ul: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
-        description="NK cell count of the sample (denominator of a CD56+ fraction).",
-        metadata={"unit": "cells/µL"},
-        nullable=True,
-        ge=0,
-        le=MAX_CELLS_PER_UL,
+    nk_per_ul: Optional[float] = fields.measure(  # noqa: UP045 (pandera reads Optional)
+        "NK cell count of the sample (denominator of a CD56+ fraction).",
+        "cells/µL",
+        maximum=MAX_CELLS_PER_UL,
     )
-    purity_pct: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
-        description="Measured purity of a sorted fraction.",
-        metadata={"unit": "%"},
-        nullable=True,
-        gt=0,
-        le=100,
+    purity_pct: Optional[float] = fields.percent(  # noqa: UP045 (pandera reads Optional)
+        "Measured purity of a sorted fraction.", positive=True
     )
     product_lot: Optional[str] = pa.Field(  # noqa: UP045 (pandera reads Optional)
         description="iNK product lot (master cell bank lot) given or received.", nullable=True
@@ -115,13 +102,7 @@ class Manifest(StrictModel):
         description="Master cell bank of a product row (null = the trial's one bank).",
         nullable=True,
     )
-    nominal_pct: Optional[float] = pa.Field(  # noqa: UP045 (pandera reads Optional)
-        description="Known % iNK of a dilution standard.",
-        metadata={"unit": "%"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
+    nominal_pct: Optional[float] = fields.percent("Known % iNK of a dilution standard.")  # noqa: UP045 (pandera reads Optional)
 
     @pa.dataframe_check
     @classmethod
@@ -238,34 +219,22 @@ class QpcrWells(StrictModel):
         isin=["unknown", "standard", "ntc", "positive_control", "negative_control", "other"],
     )
     reporter: str = pa.Field(description="Reporter dye.", nullable=True)
-    ct: float = pa.Field(
-        description="Cycle threshold; null = no amplification.",
-        metadata={"unit": "cycles"},
-        nullable=True,
-        ge=0,
-        le=100,
-    )
+    ct: float = fields.measure("Cycle threshold; null = no amplification.", "cycles", maximum=100)
     omitted: bool = pa.Field(description="The instrument user omitted the well.")
     quantity: float = pa.Field(
         description="Quantity the instrument reported (standard curve).", nullable=True
     )
-    slope: float = pa.Field(
-        description="Standard-curve slope the instrument reported.",
-        metadata={"unit": "cycles/log10"},
-        nullable=True,
+    slope: float = fields.measure(
+        "Standard-curve slope the instrument reported.", "cycles/log10", minimum=None
     )
-    intercept: float = pa.Field(
-        description="Standard-curve intercept the instrument reported.",
-        metadata={"unit": "cycles"},
-        nullable=True,
+    intercept: float = fields.measure(
+        "Standard-curve intercept the instrument reported.", "cycles", minimum=None
     )
     r_squared: float = pa.Field(
         description="Standard-curve R² the instrument reported.", nullable=True
     )
-    efficiency_pct: float = pa.Field(
-        description="Amplification efficiency the instrument reported.",
-        metadata={"unit": "%"},
-        nullable=True,
+    efficiency_pct: float = fields.measure(
+        "Amplification efficiency the instrument reported.", "%", minimum=None
     )
     source_row: pl.Int32 = pa.Field(description="1-based row number in the source export.", ge=1)
 
@@ -290,23 +259,15 @@ class DdpcrWells(StrictModel):
     )
     sample_type: str = pa.Field(description="Sample type as exported.", nullable=True)
     status: str = pa.Field(description="Well status as exported.", nullable=True)
-    accepted_droplets: pl.Int64 = pa.Field(
-        description="Accepted droplets in the well.",
-        metadata={"unit": "droplets"},
-        nullable=True,
-        ge=0,
-    )
+    accepted_droplets: pl.Int64 = fields.measure("Accepted droplets in the well.", "droplets")
     positives: pl.Int64 = pa.Field(
         description="Positive droplets.", metadata={"unit": "droplets"}, nullable=True, ge=0
     )
     negatives: pl.Int64 = pa.Field(
         description="Negative droplets.", metadata={"unit": "droplets"}, nullable=True, ge=0
     )
-    concentration_copies_per_ul: float = pa.Field(
-        description="Concentration the software reported.",
-        metadata={"unit": "copies/µL"},
-        nullable=True,
-        ge=0,
+    concentration_copies_per_ul: float = fields.measure(
+        "Concentration the software reported.", "copies/µL"
     )
     droplet_volume_nl: float = pa.Field(
         description="Droplet volume used for the Poisson estimate.", metadata={"unit": "nL"}, gt=0

@@ -64,21 +64,14 @@ class Trends(Lineage):
     specimen: str = pa.Field(description=_SPECIMEN)
     sample_id: str = pa.Field(description="Sample id from the manifest (pseudonymised).")
     collected_at: UTC = pa.Field(description="When the sample was collected.", nullable=True)  # type: ignore[valid-type]
-    study_day: pl.Int32 = pa.Field(
-        description="Calendar days from the date of the first infusion (day 0).",
-        metadata={"unit": "d"},
-        nullable=True,
+    study_day: pl.Int32 = fields.measure(
+        "Calendar days from the date of the first infusion (day 0).", "d", minimum=None
     )
-    days_since_dose1: pl.Float64 = pa.Field(
-        description="Days from the first infusion to collection.",
-        metadata={"unit": "d"},
-        nullable=True,
+    days_since_dose1: pl.Float64 = fields.measure(
+        "Days from the first infusion to collection.", "d", minimum=None
     )
-    days_since_last_infusion: pl.Float64 = pa.Field(
-        description="Days from the latest preceding dose to collection.",
-        metadata={"unit": "d"},
-        nullable=True,
-        ge=0,
+    days_since_last_infusion: pl.Float64 = fields.measure(
+        "Days from the latest preceding dose to collection.", "d"
     )
     dose_number: pl.Int32 = pa.Field(
         description="Dose number (1 = first infusion).", nullable=True, ge=1
@@ -103,11 +96,8 @@ class Trends(Lineage):
     pct_hsct_donor: float = fields.share("% of the prior HSCT donor's cells (3 genomes).")
     pct_hsct_donor_ci_low: float = fields.share("Lower 95 % bound of pct_hsct_donor.")
     pct_hsct_donor_ci_high: float = fields.share("Upper 95 % bound of pct_hsct_donor.")
-    ink_cells_per_ul: float = pa.Field(
-        description="iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).",
-        metadata={"unit": "cells/µL"},
-        nullable=True,
-        ge=0,
+    ink_cells_per_ul: float = fields.measure(
+        "iNK cells per µL blood = pct_ink/100 × WBC (or lymphocytes) (methods.md 6).", "cells/µL"
     )
     previous_sample_id: str = pa.Field(
         description="The previous headline sample of the same specimen the change is measured against.",
@@ -119,17 +109,11 @@ class Trends(Lineage):
     change_ln: pl.Float64 = pa.Field(
         description="ln(pct_ink / previous pct_ink).", metadata={"unit": "ln"}, nullable=True
     )
-    critical_difference_pct: pl.Float64 = pa.Field(
-        description="Change the pair must exceed to be significant (methods.md 9.1).",
-        metadata={"unit": "% points"},
-        nullable=True,
-        ge=0,
+    critical_difference_pct: pl.Float64 = fields.measure(
+        "Change the pair must exceed to be significant (methods.md 9.1).", "% points"
     )
-    critical_difference_ln: pl.Float64 = pa.Field(
-        description="Critical difference on the ln scale (PCR pairs).",
-        metadata={"unit": "ln"},
-        nullable=True,
-        ge=0,
+    critical_difference_ln: pl.Float64 = fields.measure(
+        "Critical difference on the ln scale (PCR pairs).", "ln"
     )
     cd_scale: str = pa.Field(
         description="How the critical difference was derived: additive, multiplicative or detection.",
@@ -196,36 +180,23 @@ class Kinetics(Lineage):
     dose_number: pl.Int32 = pa.Field(
         description="Dose number (1 = first infusion).", nullable=True, ge=1
     )
-    dose_cells: pl.Float64 = pa.Field(
-        description="Cells infused with the dose (infusion log).",
-        metadata={"unit": "cells"},
-        nullable=True,
-        gt=0,
+    dose_cells: pl.Float64 = fields.measure(
+        "Cells infused with the dose (infusion log).", "cells", strict=True
     )
     interval_start_day: pl.Float64 = pa.Field(
         description="Interval start, days since dose 1.", metadata={"unit": "d"}
     )
-    interval_end_day: pl.Float64 = pa.Field(
-        description="Interval end, days since dose 1 (null = end of follow-up).",
-        metadata={"unit": "d"},
-        nullable=True,
+    interval_end_day: pl.Float64 = fields.measure(
+        "Interval end, days since dose 1 (null = end of follow-up).", "d", minimum=None
     )
     n_samples: pl.Int32 = pa.Field(description="Samples in the interval.", ge=0)
     n_quantified: pl.Int32 = pa.Field(description="Quantified samples in the interval.", ge=0)
     cmax_pct: pl.Float64 = fields.percent("Highest quantified % iNK in the interval (Cmax).")
-    cmax_pct_per_1e9_cells: pl.Float64 = pa.Field(
-        description="Dose-normalised Cmax: cmax_pct x 1e9 / dose_cells.",
-        metadata={"unit": "% per 1e9 cells"},
-        nullable=True,
-        ge=0,
+    cmax_pct_per_1e9_cells: pl.Float64 = fields.measure(
+        "Dose-normalised Cmax: cmax_pct x 1e9 / dose_cells.", "% per 1e9 cells"
     )
     cmax_sample_id: str = pa.Field(description="Sample of Cmax.", nullable=True)
-    tmax_days: pl.Float64 = pa.Field(
-        description="Time of Cmax after the interval start (Tmax).",
-        metadata={"unit": "d"},
-        nullable=True,
-        ge=0,
-    )
+    tmax_days: pl.Float64 = fields.measure("Time of Cmax after the interval start (Tmax).", "d")
     predose_pct: pl.Float64 = fields.percent(
         "C_pre,n: last sample before the dose within the pre-dose window."
     )
@@ -242,25 +213,15 @@ class Kinetics(Lineage):
         isin=list(ResultStatus),
     )
     trough_sample_id: str = pa.Field(description="The trough sample.", nullable=True)
-    auc_pct_days: pl.Float64 = pa.Field(
-        description="AUC over the interval, lin-up/log-down (methods.md 8).",
-        metadata={"unit": "%·d"},
-        nullable=True,
-        ge=0,
+    auc_pct_days: pl.Float64 = fields.measure(
+        "AUC over the interval, lin-up/log-down (methods.md 8).", "%·d"
     )
     auc_0_28_pct_days: pl.Float64 = pa.Field(
         description="AUC from dose 1 to day 28.", metadata={"unit": "%·d"}, nullable=True, ge=0
     )
-    tlast_days: pl.Float64 = pa.Field(
-        description="Last time with a quantified result (Tlast).",
-        metadata={"unit": "d"},
-        nullable=True,
-        ge=0,
-    )
-    lambda_z_per_day: pl.Float64 = pa.Field(
-        description="Terminal elimination rate constant λz.",
-        metadata={"unit": "1/d"},
-        nullable=True,
+    tlast_days: pl.Float64 = fields.measure("Last time with a quantified result (Tlast).", "d")
+    lambda_z_per_day: pl.Float64 = fields.measure(
+        "Terminal elimination rate constant λz.", "1/d", minimum=None
     )
     half_life_days: pl.Float64 = pa.Field(
         description="Terminal half-life ln 2 / λz.", metadata={"unit": "d"}, nullable=True, gt=0

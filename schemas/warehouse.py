@@ -104,10 +104,8 @@ class Chimerism(Lineage):
     )
     sample_id: str = pa.Field(description="Sample id from the manifest (pseudonymised).")
     collected_at: UTC = pa.Field(description="When the sample was collected.", nullable=True)  # type: ignore[valid-type]
-    study_day: pl.Int32 = pa.Field(
-        description="Calendar days from the date of the first infusion (day 0).",
-        metadata={"unit": "d"},
-        nullable=True,
+    study_day: pl.Int32 = fields.measure(
+        "Calendar days from the date of the first infusion (day 0).", "d", minimum=None
     )
     specimen: str = pa.Field(
         description="Specimen or sorted fraction (PB, PB CD56+, PB CD3+, PB CD33+, BM; unknown values verbatim).",
@@ -147,11 +145,9 @@ class Chimerism(Lineage):
         description="Informative loci (STR) or markers/wells (PCR) used.", nullable=True, ge=0
     )
     clamped: bool = pa.Field(description="The raw estimate fell outside 0-100 % and was clamped.")
-    ink_cells_per_ul: float = pa.Field(
-        description="iNK cells per µL blood = pct_ink/100 × the specimen's cell count: WBC (else lymphocytes) for whole blood, nk_per_ul for PB CD56+; null for other specimens or without the count (methods.md 6).",
-        metadata={"unit": "cells/µL"},
-        nullable=True,
-        ge=0,
+    ink_cells_per_ul: float = fields.measure(
+        "iNK cells per µL blood = pct_ink/100 × the specimen's cell count: WBC (else lymphocytes) for whole blood, nk_per_ul for PB CD56+; null for other specimens or without the count (methods.md 6).",
+        "cells/µL",
     )
     purity_pct: float | None = fields.percent(
         "Measured purity of a sorted fraction, from the manifest.", positive=True
@@ -240,39 +236,31 @@ class Markers(Lineage):
         description="Signal attributed to iNK (peak area/height sum or copies).", nullable=True
     )
     signal_total: float = pa.Field(description="Total signal at the locus/marker.", nullable=True)
-    ct: float = pa.Field(
-        description="Cycle threshold; null = no amplification.",
-        metadata={"unit": "cycles"},
-        nullable=True,
-    )
+    ct: float = fields.measure("Cycle threshold; null = no amplification.", "cycles", minimum=None)
     positives: pl.Int64 = pa.Field(
         description="Positive droplets.", metadata={"unit": "droplets"}, nullable=True
     )
     accepted_droplets: pl.Int64 = pa.Field(
         description="Accepted droplets in the well.", metadata={"unit": "droplets"}, nullable=True
     )
-    copies_per_ul: float = pa.Field(
-        description="Poisson-corrected concentration.",
-        metadata={"unit": "copies/µL"},
-        nullable=True,
+    copies_per_ul: float = fields.measure(
+        "Poisson-corrected concentration.", "copies/µL", minimum=None
     )
     pct_ink: float = pa.Field(
         description="Per-locus / per-well % iNK estimate.", metadata={"unit": "%"}, nullable=True
     )
-    pct_ink_control_normalised: float | None = pa.Field(
-        description="ddPCR pooled marker row: % iNK scaled by the expected / observed marker copies of the product control, when that control reads off.",
-        metadata={"unit": "%"},
-        nullable=True,
+    pct_ink_control_normalised: float | None = fields.measure(
+        "ddPCR pooled marker row: % iNK scaled by the expected / observed marker copies of the product control, when that control reads off.",
+        "%",
+        minimum=None,
     )
-    pct_recipient: float | None = pa.Field(
-        description="Per-locus / per-marker % of the patient's own cells (three genomes).",
-        metadata={"unit": "%"},
-        nullable=True,
+    pct_recipient: float | None = fields.measure(
+        "Per-locus / per-marker % of the patient's own cells (three genomes).", "%", minimum=None
     )
-    pct_hsct_donor: float | None = pa.Field(
-        description="Per-locus / per-marker % of the prior HSCT donor's cells (three genomes).",
-        metadata={"unit": "%"},
-        nullable=True,
+    pct_hsct_donor: float | None = fields.measure(
+        "Per-locus / per-marker % of the prior HSCT donor's cells (three genomes).",
+        "%",
+        minimum=None,
     )
     stutter_ratio: float | None = pa.Field(
         description="STR back-stutter ratio (stutter / parent signal) subtracted at the locus; null when uncorrected.",
