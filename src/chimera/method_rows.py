@@ -31,8 +31,9 @@ import polars as pl
 from chimera.calculate import ddpcr, qpcr, str_chimerism
 from chimera.calculate.common import sample_table
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
-from chimera.calculate.qpcr_plate import carriage, plate_contexts
+from chimera.calculate.qpcr_plate import carriage
 from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
+from chimera.plate_cache import PlateCache
 from chimera.registry import Registry
 from chimera.settings import Settings
 from schemas.vocab import PRODUCT_ROLES, Method, Role
@@ -56,6 +57,8 @@ class RowIndex:
     by_source: dict[str, pl.DataFrame]
     sources: dict[str, set[str]]
     """The files holding each sample id."""
+    plates: PlateCache = field(default_factory=PlateCache, compare=False, repr=False)
+    """PCR plates of these rows (and of replaced files) indexed once per rebuild."""
 
     @classmethod
     def of(cls, rows: pl.DataFrame) -> RowIndex:
@@ -204,12 +207,33 @@ def _pcr_output(
         .then(pl.col("patient_id"))
         .otherwise(pl.col("product_lot"))
     )
-    table = pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed").lazy()
-    frame = wells.drop(*LINEAGE_COLUMNS, strict=False).lazy()
+    table = sample_table(
+        pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed")
+    )
+    own_plates = set(plates.to_list())
+    registered = tuple(sorted(product.to_list()))
+    parts = {str(k[0]): v for k, v in wells.partition_by("source_sha256", as_dict=True).items()}
+    slices = [(sha, None if sha in own_plates else registered) for sha in sorted(parts)]
+    cache = _plate_cache(inputs)
     if inputs.method == Method.QPCR:
-        return qpcr.compute_qpcr_chimerism(frame, table, settings=settings.qpcr)
+        contexts = [
+            cache.qpcr(sha, kept, parts[sha], registry=registry, settings=settings.qpcr)
+            for sha, kept in slices
+        ]
+        return qpcr.chimerism_on_plates(contexts, table)
+    ddpcr_plates = [
+        cache.ddpcr(sha, kept, parts[sha], registry=registry, settings=settings.ddpcr)
+        for sha, kept in slices
+    ]
     screening = _screening(inputs.screening, own, registry, settings)
-    return ddpcr.compute_ddpcr_chimerism(frame, table, settings=settings.ddpcr, screening=screening)
+    return ddpcr.chimerism_on_plates(
+        ddpcr_plates, table, settings=settings.ddpcr, screening=screening
+    )
+
+
+def _plate_cache(inputs: MethodInputs) -> PlateCache:
+    """The rebuild's plate cache (a fresh one when the inputs were never indexed)."""
+    return inputs.index.plates if inputs.index is not None else PlateCache()
 
 
 def _registered(samples: pl.DataFrame) -> pl.Series:
@@ -227,15 +251,13 @@ def _screening(
     """
     if rows is None:
         return None
-    wells = rows.take(sources=rows.sources_of(own.to_list()))
-    if wells.height == 0:
+    shas = sorted(rows.sources_of(own.to_list()))
+    if not shas:
         return None
-    table = sample_table(
-        registry.samples.filter(pl.col("sample_id").is_in(wells["sample_id"].unique().implode()))
-    )
-    contexts = list(
-        plate_contexts(wells.drop(*LINEAGE_COLUMNS, strict=False), settings.qpcr, table).values()
-    )
+    contexts = [
+        rows.plates.qpcr(sha, None, rows.by_source[sha], registry=registry, settings=settings.qpcr)
+        for sha in shas
+    ]
     return lambda marker, ids: carriage(marker, ids, contexts)
 
 

@@ -43,7 +43,7 @@ from dataclasses import replace
 
 import polars as pl
 
-from chimera.calculate.common import is_reference_gene, sample_table
+from chimera.calculate.common import SampleInfo, is_reference_gene, sample_table
 from chimera.calculate.ddpcr_sample import SampleContext, evaluate_sample
 from chimera.calculate.ddpcr_wells import (
     Plate,
@@ -73,6 +73,7 @@ from schemas.vocab import Role
 __all__ = [
     "ABSENT_MAX_COPIES",
     "assert_chimerism_plate",
+    "chimerism_on_plates",
     "compute_ddpcr_chimerism",
     "copies_per_ul",
     "poisson_lambda",
@@ -218,10 +219,26 @@ def compute_ddpcr_chimerism(
     table = sample_table(samples.collect())
     plates = index_plates(collect_wells(wells.collect(), settings), table, settings)
     ordered = [plates[key] for key in sorted(plates)]
-    names = sorted({m for p in ordered for ws in p.dna.values() for w in ws for m in w.markers})
+    return chimerism_on_plates(ordered, table, settings=settings, screening=screening)
+
+
+def chimerism_on_plates(
+    ordered: Sequence[Plate],
+    table: dict[str, SampleInfo],
+    *,
+    settings: DdpcrSettings,
+    screening: Screening | None = None,
+) -> MethodOutput:
+    """:func:`compute_ddpcr_chimerism` on indexed plates (one patient's, sorted by plate id).
+
+    ``table`` holds the patient's samples, the product samples and the other DNA on the plates;
+    the plates may be shared by patients (their other samples are not in ``table``).
+    """
+    dna = [(p, sid, ws) for p in ordered for sid, ws in p.dna.items() if sid in table]
+    names = sorted({m for _, _, ws in dna for w in ws for m in w.markers})
     results: list[SampleResult] = []
     rows: list[dict[str, object]] = []
-    post_dose = sorted({sid for p in ordered for sid in p.dna if table[sid].role == Role.POST_DOSE})
+    post_dose = sorted({sid for _, sid, _ in dna if table[sid].role == Role.POST_DOSE})
     for sample in post_dose_samples(
         post_dose,
         table,

@@ -46,7 +46,7 @@ Rules chosen for this project (methods.md [R] items, documented here once):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import polars as pl
 
@@ -57,13 +57,18 @@ from chimera.calculate.common import (
 )
 from chimera.calculate.genomes import PatientGenomes, Share, post_dose_samples
 from chimera.calculate.limits import MethodOutput, SampleResult, markers_frame, results_frame
-from chimera.calculate.qpcr_plate import marker_calls, plate_contexts
+from chimera.calculate.qpcr_plate import PlateContext, marker_calls, plate_contexts
 from chimera.calculate.qpcr_sample import SampleOnPlate, evaluate
 from chimera.errors import NotChimerismAssayError
 from chimera.settings import QpcrSettings
 from schemas.vocab import Role
 
-__all__ = ["assert_chimerism_plate", "compute_qpcr_chimerism", "informative_markers"]
+__all__ = [
+    "assert_chimerism_plate",
+    "chimerism_on_plates",
+    "compute_qpcr_chimerism",
+    "informative_markers",
+]
 
 
 def assert_chimerism_plate(wells: pl.DataFrame, *, settings: QpcrSettings, file_name: str) -> None:
@@ -157,7 +162,17 @@ def compute_qpcr_chimerism(
     """
     table = sample_table(samples.collect())
     contexts = plate_contexts(wells.collect(), settings, table)
-    ordered = [contexts[key] for key in sorted(contexts)]
+    return chimerism_on_plates([contexts[key] for key in sorted(contexts)], table)
+
+
+def chimerism_on_plates(
+    ordered: Sequence[PlateContext], table: dict[str, SampleInfo]
+) -> MethodOutput:
+    """:func:`compute_qpcr_chimerism` on indexed plates (one patient's, sorted by plate id).
+
+    ``table`` holds the patient's samples, the product samples and the other DNA on the plates
+    (their roles decide which genome each sample is); the plates may be shared by patients.
+    """
     negative_controls = tuple(
         sorted(sid for sid, info in table.items() if info.role == Role.NEGATIVE_CONTROL)
     )

@@ -91,8 +91,19 @@ class PlateContext:
             else:
                 self.by_sample_target[(well.sample_id, well.target)].append(well)
         self.samples = {s for s, _ in self.by_sample_target if s is not None}
+        self.well_counts: dict[str | None, int] = defaultdict(int)
+        """Wells (omitted ones too) of each sample on the plate."""
+        self._targets_of: dict[str | None, list[str]] = defaultdict(list)
+        for (sample_id, target), group in self.by_sample_target.items():
+            self.well_counts[sample_id] += len(group)
+            if target is not None:
+                self._targets_of[sample_id].append(target)
+        self._valid = {
+            key: [w for w in group if not w.omitted] for key, group in self.by_sample_target.items()
+        }
         self._factor_cache: dict[str, float | None] = {}
         self._cutoff_cache: dict[str | None, float] = {}
+        self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
 
     def _add_no_template(self, well: QpcrWell) -> None:
         self.no_template[well.target].append(well)
@@ -103,8 +114,8 @@ class PlateContext:
             )
 
     def wells(self, sample_id: str, target: str) -> list[QpcrWell]:
-        """Non-omitted wells of one sample and target."""
-        return [w for w in self.by_sample_target.get((sample_id, target), []) if not w.omitted]
+        """Non-omitted wells of one sample and target (shared: do not modify the list)."""
+        return self._valid.get((sample_id, target), [])
 
     def all_wells(self, sample_id: str, target: str) -> list[QpcrWell]:
         """Every well of one sample and target, omitted ones too."""
@@ -114,14 +125,20 @@ class PlateContext:
         """Non-omitted no-template wells of a target."""
         return [w for w in self.no_template.get(target, []) if not w.omitted]
 
-    def summary(self, sample_id: str, target: str) -> ReplicateSummary:
-        """Replicate summary (methods.md 3.3) of one sample and target on this plate."""
+    def _summarise(self, cts: Sequence[float | None]) -> ReplicateSummary:
         return summarise(
-            [w.ct for w in self.wells(sample_id, target)],
+            cts,
             ct_cutoff=self.settings.ct_cutoff,
             max_sd=self.settings.max_replicate_sd,
             min_replicates=self.settings.min_replicates,
         )
+
+    def summary(self, sample_id: str, target: str) -> ReplicateSummary:
+        """Replicate summary (methods.md 3.3) of one sample and target on this plate."""
+        key = (sample_id, target, None)
+        if key not in self._summaries:
+            self._summaries[key] = self._summarise([w.ct for w in self.wells(sample_id, target)])
+        return self._summaries[key]
 
     def reference_summary(self, sample_id: str, reference: str, marker: str) -> ReplicateSummary:
         """Reference-gene replicates paired with a marker: the same wells when multiplexed.
@@ -130,16 +147,14 @@ class PlateContext:
         that well's DNA input (QuantStudio computes ΔCt per well); in a singleplex layout
         (no shared well) every reference well of the sample is used.
         """
-        shared = {w.well for w in self.wells(sample_id, marker)}
-        paired = [w.ct for w in self.wells(sample_id, reference) if w.well in shared]
-        if not paired:
-            return self.summary(sample_id, reference)
-        return summarise(
-            paired,
-            ct_cutoff=self.settings.ct_cutoff,
-            max_sd=self.settings.max_replicate_sd,
-            min_replicates=self.settings.min_replicates,
-        )
+        key = (sample_id, reference, marker)
+        if key not in self._summaries:
+            shared = {w.well for w in self.wells(sample_id, marker)}
+            paired = [w.ct for w in self.wells(sample_id, reference) if w.well in shared]
+            self._summaries[key] = (
+                self._summarise(paired) if paired else self.summary(sample_id, reference)
+            )
+        return self._summaries[key]
 
     def factor(self, target: str) -> float | None:
         """Amplification factor of a target from this plate's standard curve, if any."""
@@ -163,7 +178,7 @@ class PlateContext:
 
     def reference_target(self, sample_id: str) -> str | None:
         """Return the first configured reference gene this sample has wells for on this plate."""
-        targets = [t for (s, t) in self.by_sample_target if s == sample_id and t is not None]
+        targets = self._targets_of.get(sample_id, [])
         for gene in self.settings.reference_genes:
             for target in targets:
                 if is_reference_gene(target, (gene,)):

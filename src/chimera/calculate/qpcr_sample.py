@@ -149,8 +149,7 @@ def _calibrator(
     def rank(sid: str) -> tuple[int, int, str]:
         role = sample.table[sid].role if sid in sample.table else ""
         order = PRODUCT_ROLES.index(role) if role in PRODUCT_ROLES else len(PRODUCT_ROLES)
-        wells = sum(len(v) for (s, _), v in context.by_sample_target.items() if s == sid)
-        return order, -wells, sid
+        return order, -context.well_counts[sid], sid
 
     chosen = min(present, key=rank)
     summary = context.summary(chosen, reference)

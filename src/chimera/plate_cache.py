@@ -1,0 +1,82 @@
+"""PCR plates indexed once per rebuild and shared by every patient on them (issue 12).
+
+A plate's index (qPCR :class:`~chimera.calculate.qpcr_plate.PlateContext`, ddPCR
+:class:`~chimera.calculate.ddpcr_wells.Plate`) depends only on its wells and on the manifest
+role of each sample on it: every sample gets its registry role, never the instrument's type,
+whichever patient is being computed. A patient's calculation reads its own plates whole and,
+from other plates, only the wells of the product's registered reference (a slice,
+:mod:`chimera.method_rows`); each plate x slice is indexed once here and reused.
+
+The cache belongs to one rebuild (one registry, one settings object): given another registry
+or settings it starts afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from chimera.calculate.common import SampleInfo, sample_table
+from chimera.calculate.ddpcr_wells import Plate, collect_wells, index_plates
+from chimera.calculate.qpcr_plate import PlateContext, plate_contexts
+from chimera.registry import Registry
+from chimera.settings import DdpcrSettings, QpcrSettings
+
+Slice = tuple[str, ...] | None
+"""The sample ids kept of a plate (sorted), or None for every well."""
+
+
+@dataclass
+class PlateCache:
+    """Indexed PCR plates by (``source_sha256``, slice), for one registry and settings."""
+
+    _owner: tuple[object, object] | None = None
+    _table: dict[str, SampleInfo] = field(default_factory=dict)
+    _qpcr: dict[tuple[str, Slice], PlateContext] = field(default_factory=dict)
+    _ddpcr: dict[tuple[str, Slice], Plate] = field(default_factory=dict)
+
+    def _own(self, registry: Registry, settings: object) -> None:
+        """Start afresh when asked for another registry or settings than before."""
+        owner = self._owner
+        if owner is None or owner[0] is not registry or owner[1] is not settings:
+            self._owner = (registry, settings)
+            self._table = sample_table(registry.samples)
+            self._qpcr, self._ddpcr = {}, {}
+
+    def qpcr(
+        self,
+        sha: str,
+        kept: Slice,
+        rows: pl.DataFrame,
+        *,
+        registry: Registry,
+        settings: QpcrSettings,
+    ) -> PlateContext:
+        """The qPCR plate ``sha`` (``rows``: its wells, at least those ``kept``), indexed once."""
+        self._own(registry, settings)
+        key = (sha, kept)
+        if key not in self._qpcr:
+            self._qpcr[key] = plate_contexts(_kept(rows, kept), settings, self._table)[sha]
+        return self._qpcr[key]
+
+    def ddpcr(
+        self,
+        sha: str,
+        kept: Slice,
+        rows: pl.DataFrame,
+        *,
+        registry: Registry,
+        settings: DdpcrSettings,
+    ) -> Plate:
+        """The ddPCR plate ``sha`` (``rows``: its wells, at least those ``kept``), indexed once."""
+        self._own(registry, settings)
+        key = (sha, kept)
+        if key not in self._ddpcr:
+            wells = collect_wells(_kept(rows, kept), settings)
+            self._ddpcr[key] = index_plates(wells, self._table, settings)[sha]
+        return self._ddpcr[key]
+
+
+def _kept(rows: pl.DataFrame, kept: Slice) -> pl.DataFrame:
+    return rows if kept is None else rows.filter(pl.col("sample_id").is_in(list(kept)))
