@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from chimera.filing import archive_file, quarantine_file
+from chimera.plate_targets import PlateTargets
 from chimera.prerequisites import missing_prerequisites
 from chimera.registry import Registry, RunBook, registry_from, run_files
 from chimera.settings import Settings
@@ -123,12 +124,15 @@ class Observed:
     """Which stored sources hold each sample id of one assay method (no rows, only the index)."""
 
     sources: dict[str, set[str]] = field(default_factory=dict)
+    targets: PlateTargets = field(default_factory=PlateTargets)
+    """PCR: the targets of each sample on each file (which patients a plate touches)."""
 
     def add(self, frame: pl.DataFrame) -> None:
-        """Index the sample ids of one stored or accepted assay frame."""
+        """Index the sample ids (and PCR targets) of one stored or accepted assay frame."""
         pairs = frame.select("sample_id", "source_sha256").drop_nulls().unique()
         for sample_id, sha in pairs.iter_rows():
             self.sources.setdefault(sample_id, set()).add(sha)
+        self.targets.add(frame)
 
     def measured(self) -> set[str]:
         """Sample ids measured by this method."""

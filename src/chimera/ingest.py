@@ -449,7 +449,9 @@ def _accept_assay(
         status=FileStatus.ACCEPTED,
         detected_format=fmt,
         rows=frame.height,
-        patients=frozenset(affected_patients(frame, registry, method)),
+        patients=frozenset(
+            affected_patients(frame, registry, method, batch.observed[method].targets)
+        ),
         supersedes=supersedes,
         reason="; ".join([*notes, *([base.reason] if base.reason else [])]) or None,
     )

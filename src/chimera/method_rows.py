@@ -8,13 +8,21 @@ What each calculation gets (issues 9 and 10):
 * STR: each run (file) holding the patient's post-dose samples is computed on its own, with
   the genotype sources from every current run and the warehouse stutter table, so a sample
   measured on two runs gives two results (a repeat measurement), never one mixed profile;
-* qPCR/ddPCR: every plate holding the patient's samples, with all its DNA wells in their
-  manifest roles, plus the wells of the product's registered reference (``donor_reference``)
-  on other plates; a calibrator is its plate's own control, so a new plate changes only the
-  results of the patients on it. The calculations give one result per sample x plate.
+* qPCR/ddPCR: every plate holding the patient's samples (the patient's own plates), with all
+  its DNA wells in their manifest roles, plus the wells of the product's registered reference
+  (``donor_reference``) on other plates. The calculations give one result per sample x plate.
+  The product's carriage of a marker (and ddPCR's n_M, after the sample's own plate) comes
+  from the product's wells on the patient's own plates when they hold any of that marker
+  (calibrator or registered reference), and from the registered reference on every plate
+  only when they hold none. A calibrator is its plate's own control. So a new plate changes
+  the patients on it and, when it holds the registered reference, only those of its bank
+  with a plate on which some target has no product well
+  (:func:`chimera.registry.affected_patients`): a warehouse filled plate by plate, in any
+  order, holds the rows of one filled at once.
 
 Each rebuild indexes every method's rows once by sample and by file (:class:`RowIndex`), so a
-patient's rows are taken, not filtered out of the whole table.
+patient's rows are taken, not filtered out of the whole table, and each PCR plate once
+(:class:`chimera.plate_cache.PlateCache`), shared by every patient on it.
 
 Results of a file a re-export replaced (:func:`chimera.registry.supersession`) are computed
 as they were while it was current (its run's current file taken out, it put back), and come

@@ -30,6 +30,7 @@ import polars as pl
 
 from chimera.calculate.common import ProductBanks, sample_table
 from chimera.calculate.stutter_ratios import single_source_samples
+from chimera.plate_targets import PlateTargets
 from chimera.warehouse import INFUSIONS, INGEST_LOG, OBSERVATIONS, SAMPLES, Warehouse
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Method, QcVerdict, ResultStatus, Role
 
@@ -453,17 +454,22 @@ def mark_repeat_measurements(results: pl.DataFrame) -> pl.DataFrame:
 
 
 def affected_patients(
-    frame: pl.DataFrame, registry: Registry, method: Method | None = None
+    frame: pl.DataFrame,
+    registry: Registry,
+    method: Method | None = None,
+    stored: PlateTargets | None = None,
 ) -> set[str]:
     """Patients whose results can change because of the sample ids in ``frame``.
 
-    A product sample touches every patient of its cell bank, except a calibrator on a PCR
-    plate: that is the plate's own control, and other plates see only the product's registered
-    reference (``donor_reference``; :mod:`chimera.method_rows`), so it touches only the
-    patients on the plate. A dilution-series sample touches every patient (the series sets the
-    assay's LoD/LoQ); an STR single-source profile (product, germline, HSCT donor, two-genome
-    baseline) every patient, because it changes the stutter table every STR result is
-    corrected with.
+    A product sample touches every patient of its cell bank, except on a PCR plate: a
+    calibrator there is the plate's own control and touches only the patients on the plate;
+    the registered reference (``donor_reference``) touches the patients on the plate and those
+    of its bank with a plate of ``stored`` (the method's stored files, ``frame`` included) on
+    which some target has no product well, because only their carriage or n_M reads the
+    registered reference on every plate (:mod:`chimera.method_rows`; without ``stored``: the
+    whole bank). A dilution-series sample touches every patient (the series sets the assay's
+    LoD/LoQ); an STR single-source profile (product, germline, HSCT donor, two-genome baseline)
+    every patient, because it changes the stutter table every STR result is corrected with.
     """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
     rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
@@ -477,7 +483,18 @@ def affected_patients(
     registered = PRODUCT_ROLES if method in (None, Method.STR) else (Role.DONOR_REFERENCE,)
     products = rows.filter(pl.col("role").is_in(registered))
     banks = {registry.banks.bank_of_lot(info.lot) for info in sample_table(products).values()}
-    patients |= {p for p, product in registry.products.items() if product.bank in banks}
+    if method in (None, Method.STR) or stored is None:
+        return patients | {p for p, product in registry.products.items() if product.bank in banks}
+    for bank in banks:
+        on = stored.lacking_product(registry.product_ids(bank))
+        owners = registry.samples.filter(
+            pl.col("sample_id").is_in(list(on)) & ~pl.col("role").is_in(PRODUCT_ROLES)
+        )["patient_id"]
+        patients |= {
+            p
+            for p in owners.unique().to_list()
+            if p in registry.products and registry.products[p].bank == bank
+        }
     return patients
 
 

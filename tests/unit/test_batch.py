@@ -63,9 +63,12 @@ def _plate(name: str, samples: dict[str, dict[str, float]], *, reference: bool) 
     return appbio_text(plate, experiment=name, run_end=name)
 
 
-def test_a_calibrator_touches_only_its_plate_a_reference_every_patient(tmp_path: Path) -> None:
-    """A plate with P02's samples and the calibrator leaves P01's rows untouched; the product's
-    registered reference on a new plate touches every patient of the bank."""
+def test_a_calibrator_touches_only_its_plate_a_reference_only_patients_reading_it(
+    tmp_path: Path,
+) -> None:
+    """A plate with P02's samples and the calibrator leaves P01's rows untouched; so does the
+    product's registered reference on a new plate, because P01's own plates hold the product's
+    wells of every target (issue 12: only plates lacking them read the reference everywhere)."""
     trial = LabTrial(tmp_path)
     _two_patients(trial)
     screen = _plate("screen", {"P01-BL": PATIENT, "P02-BL": PATIENT}, reference=True)
@@ -81,7 +84,8 @@ def test_a_calibrator_touches_only_its_plate_a_reference_every_patient(tmp_path:
     assert set(trial.chimerism()["sample_id"]) == {"P01-D1", "P02-D1", "P02-D2"}
     again = _plate("rescreen", {"P02-BL": PATIENT}, reference=True)
     [third] = trial.ingest(trial.drop("rescreen.txt", again))
-    assert third.patients == frozenset({"P01", "P02"})
+    assert third.patients == frozenset({"P02"})
+    assert (trial.settings.warehouse / CHIMERISM.name / "P01.parquet").stat().st_mtime_ns == p01
 
 
 def test_a_crash_inside_the_flush_leaves_nothing_half_done(
@@ -105,7 +109,7 @@ def test_a_crash_inside_the_flush_leaves_nothing_half_done(
         trial.ingest(*files)
     stored = trial.warehouse.read(OBSERVATIONS[Method.QPCR])
     assert stored["source_sha256"].n_unique() == 2
-    assert trial.warehouse.dirty_patients() == {"P01", "P02"}  # the screen holds INK-REF
+    assert trial.warehouse.dirty_patients() == {"P01"}  # P02 is on neither plate
     monkeypatch.setattr(Warehouse, "append_log", real)
     outcomes = trial.ingest(*files)
     assert {o.status for o in outcomes} == {FileStatus.ACCEPTED}

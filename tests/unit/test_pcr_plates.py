@@ -128,6 +128,48 @@ def test_qpcr_late_background_well_in_the_baseline_is_not_carriage() -> None:
     assert row["pct_ink"] == pytest.approx(10.0, rel=1e-9)
 
 
+def _registered_reference_plate(s07: list[float | None]) -> QpcrPlate:
+    """Another plate holding only the registered reference's wells (issue 12)."""
+    other = QpcrPlate("plate-Z")
+    other.dna("INK-REF", {"ink": 1.0}, genomes=5_000, targets=(REFERENCE, "S04"))
+    other.add("INK-REF", "S07", s07)
+    return other
+
+
+REGISTERED = [*QPCR_SAMPLES, ("INK-REF", "LOT1", "donor_reference", "LOT1")]
+
+
+def test_qpcr_carriage_comes_from_the_patients_own_plates_when_they_hold_the_product() -> None:
+    """The calibrator on the patient's plate carries S07 (3/3 wells); the registered reference
+    on another plate shows S07 in none of 3 wells. The patient's own plate decides (issue 12):
+    S07 stays informative (pooled over every plate it was 3/6, ambiguous)."""
+    plate = QpcrPlate("plate-A")
+    plate.controls()
+    plate.dna("P01-D10", _at(10.0))
+    other = _registered_reference_plate([None, None, None])
+    out = compute_qpcr_chimerism(qpcr_wells(plate, other), manifest(REGISTERED), settings=QPCR)
+    row = _one(out.results, "P01-D10")
+    assert row["n_informative"] == 2
+    assert row["pct_ink"] == pytest.approx(10.0, rel=1e-9)
+
+
+def test_qpcr_carriage_reads_every_plate_when_the_own_plates_lack_the_marker() -> None:
+    """No product S07 well on the patient's plate: S07 carriage comes from the registered
+    reference on the other plate (3/3 amplified: the product carries it)."""
+    plate = QpcrPlate("plate-A")
+    plate.controls(targets=(REFERENCE, "S04"))
+    plate.dna("P01-D10", _at(10.0))
+    plate.dna("P01-BL", {"patient": 1.0}, genomes=8_000, targets=("S07",))
+    ct = ct_for("S07", 10_000.0)
+    other = _registered_reference_plate([ct, ct, ct])
+    out = compute_qpcr_chimerism(qpcr_wells(plate, other), manifest(REGISTERED), settings=QPCR)
+    s07 = out.markers.filter((pl.col("sample_id") == "P01-D10") & (pl.col("marker") == "S07"))
+    assert set(s07["sharing"].to_list()) == {"donor_only"}
+    alone = compute_qpcr_chimerism(qpcr_wells(plate), manifest(REGISTERED), settings=QPCR)
+    s07 = alone.markers.filter((pl.col("sample_id") == "P01-D10") & (pl.col("marker") == "S07"))
+    assert set(s07["sharing"].to_list()) == {"not_informative"}
+
+
 # --- ddPCR ------------------------------------------------------------------------------------
 
 DDPCR_SAMPLES = [
@@ -213,8 +255,9 @@ def test_ddpcr_product_control_is_read_per_plate() -> None:
     assert normalised == pytest.approx(pooled["pct_ink"][1] / 0.8, rel=0.01)
 
 
-def test_ddpcr_plate_without_product_uses_the_registered_reference() -> None:
-    """No product wells on plate B: the copy number comes from the product's other plates."""
+def test_ddpcr_plate_without_product_uses_the_patients_other_plate() -> None:
+    """No product wells on plate B: the copy number comes from the product's wells on the
+    patient's other plate A (the patient's baseline is on both)."""
     a, b = DdpcrPlate("plate-A"), DdpcrPlate("plate-B")
     _controls(a)
     _controls(b, product=False)
@@ -222,7 +265,7 @@ def test_ddpcr_plate_without_product_uses_the_registered_reference() -> None:
     row = _one(_ddpcr(a, b).results, "S-10")
     assert row["result_status"] == "quantified"
     assert row["ci_low"] < 10.0 < row["ci_high"]
-    assert "registered reference" in row["qc_reasons"]
+    assert "from the reference on the patient's plates" in row["qc_reasons"]
 
 
 def test_ddpcr_genomic_negative_control_is_not_contamination() -> None:

@@ -8,14 +8,17 @@ Rules recorded here [R]:
 
 * One result per post-dose sample x plate it was measured on (``source_sha256``); a plate's own
   control wells belong to that plate.
-* Carriage of a marker by a reference genome (pooled over every plate passed in): >= 0.5 copies
+* Carriage of a marker by a reference genome, pooled over the patient's own plates (those
+  holding any of the patient's samples) when they hold wells of it with that marker, else over
+  every plate passed in (the registered reference on other plates): >= 0.5 copies
   per genome (n_ref·λ_M/λ_ref) carries it; fewer than ``lod_positive_droplets`` positives or at
   most ``ABSENT_MAX_COPIES`` copies per genome lacks it; in between is ambiguous. A genome
   without ddPCR wells of a marker is judged by the caller's ``screening`` calls (another
   assay's marker-screening plate, e.g. a germline typed by qPCR only), when given.
 * Zygosity factor k = n_ref/n_M per marker from the reference genome of the share it measures
   (the product for iNK, the HSCT donor, the germline) on the same plate; when that plate has no
-  usable wells of it, the registered reference (its wells on the other plates). n_M is
+  usable wells of it, its wells on the patient's own plates when any of them holds wells of the
+  marker, else the registered reference (its wells on every plate). n_M is
   ``DdpcrSettings.product_marker_copies`` when configured (iNK markers), else read from the
   reference (:func:`chimera.calculate.poisson.marker_copies`, any n_M >= 1). When the product
   control reads more than ``CONTROL_OFF_TOLERANCE`` (10 %) off n_M, the control-normalised value
@@ -51,6 +54,7 @@ from chimera.calculate.ddpcr_wells import (
     collect_wells,
     index_plates,
     marker_counts,
+    own_scope,
     ratio,
     target_key,
     wells_of,
@@ -62,6 +66,7 @@ from chimera.calculate.genomes import (
     GenomeCall,
     PatientGenomes,
     classify_marker,
+    own_samples,
     post_dose_samples,
 )
 from chimera.calculate.limits import MethodOutput, SampleResult, markers_frame, results_frame
@@ -158,16 +163,18 @@ qPCR marker-screening plate (:func:`chimera.calculate.qpcr_plate.carriage`)."""
 
 def _marker_calls(
     genomes: PatientGenomes,
-    names: Sequence[str],
+    own: Sequence[Plate],
     plates: Sequence[Plate],
     settings: DdpcrSettings,
     screening: Screening | None = None,
 ) -> Calls:
-    """What each marker measures for this patient (genomes.classify_marker), every plate.
+    """What each marker on the patient's own plates measures for them (classify_marker).
 
-    A reference genome without ddPCR wells of the marker is judged by ``screening`` (the
-    marker-screening plate of another assay), when given.
+    A genome's carriage comes from its wells on ``own`` when they hold any of the marker,
+    else from every plate; a reference genome without ddPCR wells of the marker is judged by
+    ``screening`` (the marker-screening plate of another assay), when given.
     """
+    names = sorted({m for p in own for ws in p.dna.values() for w in ws for m in w.markers})
     ids = {
         "product": genomes.product_ids,
         "germline": genomes.germline_ids,
@@ -178,7 +185,8 @@ def _marker_calls(
     for name in names:
         found = {}
         for who, samples in ids.items():
-            call = _carriage(name, wells_of(samples, plates), settings)
+            scope = own_scope(name, samples, own, plates)
+            call = _carriage(name, wells_of(samples, scope), settings)
             if call.carriage is Carriage.UNTESTED and screening is not None and samples:
                 call = screening(name, samples)
             found[who] = call
@@ -234,22 +242,34 @@ def chimerism_on_plates(
     ``table`` holds the patient's samples, the product samples and the other DNA on the plates;
     the plates may be shared by patients (their other samples are not in ``table``).
     """
-    dna = [(p, sid, ws) for p in ordered for sid, ws in p.dna.items() if sid in table]
-    names = sorted({m for _, _, ws in dna for w in ws for m in w.markers})
     results: list[SampleResult] = []
     rows: list[dict[str, object]] = []
-    post_dose = sorted({sid for _, sid, _ in dna if table[sid].role == Role.POST_DOSE})
-    for sample in post_dose_samples(
-        post_dose,
-        table,
-        lambda genomes: _marker_calls(genomes, names, ordered, settings, screening),
-    ):
+    post_dose = sorted(
+        {
+            sid
+            for p in ordered
+            for sid in p.dna
+            if sid in table and table[sid].role == Role.POST_DOSE
+        }
+    )
+    owners = own_samples(table)
+
+    def own_plates(patient: str) -> list[Plate]:
+        ids = owners.get(patient, set())
+        return [p for p in ordered if not ids.isdisjoint(p.dna)]
+
+    def calls(genomes: PatientGenomes) -> Calls:
+        return _marker_calls(genomes, own_plates(genomes.patient_id), ordered, settings, screening)
+
+    for sample in post_dose_samples(post_dose, table, calls):
+        own = own_plates(sample.info.patient_id)
         for plate in (p for p in ordered if sample.info.sample_id in p.dna):
             context = SampleContext(
                 info=sample.info,
                 genomes=sample.genomes,
                 calls=sample.calls,
                 plate=plate,
+                own=own,
                 plates=ordered,
                 settings=settings,
                 notes=[sample.note] if sample.note else [],

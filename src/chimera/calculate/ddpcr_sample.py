@@ -20,6 +20,7 @@ from chimera.calculate.ddpcr_wells import (
     Well,
     estimate,
     marker_counts,
+    own_scope,
     pooled,
     ratio,
     wells_of,
@@ -55,6 +56,7 @@ CONTROL_OFF_TOLERANCE = 0.10
 
 Row = dict[str, object]
 ON_PLATE = "reference on this plate"
+OWN_PLATES = "reference on the patient's plates"
 
 
 @dataclass
@@ -65,7 +67,10 @@ class SampleContext:
     genomes: PatientGenomes
     calls: Calls
     plate: Plate
+    own: Sequence[Plate]
+    """The patient's own plates (holding any of their samples)."""
     plates: Sequence[Plate]
+    """Every plate: the own plates and the registered reference's wells on the others."""
     settings: DdpcrSettings
     notes: list[str] = field(default_factory=list)
 
@@ -107,11 +112,17 @@ def _reference_ids(genomes: PatientGenomes, share: Share) -> tuple[str, ...]:
 
 
 def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
-    """n_M from the share's reference on this plate, else from its registered reference."""
+    """n_M from the share's reference on this plate, else on the patient's plates, else every.
+
+    The patient's plates are read when any of them holds the reference's wells of the marker,
+    every plate (the registered reference) only when none does.
+    """
     settings = ctx.settings
     configured = settings.product_marker_copies.get(name) if share is Share.INK else None
     ids = _reference_ids(ctx.genomes, share)
-    scopes = (([ctx.plate], ON_PLATE), (ctx.plates, "registered reference (every plate)"))
+    wider = own_scope(name, ids, ctx.own, ctx.plates)
+    source = OWN_PLATES if wider is ctx.own else "registered reference (every plate)"
+    scopes = (([ctx.plate], ON_PLATE), (wider, source))
     for plates, source in scopes:
         wells = wells_of(ids, plates)
         counts = marker_counts(name, wells, wells)

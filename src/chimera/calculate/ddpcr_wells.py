@@ -53,6 +53,8 @@ class Well:
     markers: dict[str, Count] = field(default_factory=dict)
     reference: Count | None = None
     missing_counts: bool = False
+    targets: set[str] = field(default_factory=set)
+    """Every marker the export has a row of in this well, with or without counts."""
     exclusion: str | None = None
     """Why the well is left out (:func:`well_exclusion`), None when used."""
 
@@ -174,13 +176,16 @@ def collect_wells(frame: pl.DataFrame, settings: DdpcrSettings) -> list[Well]:
         unit = wells.setdefault(
             (plate, row["well"]), Well(plate, row["well"], row["sample_id"], row["sample_type"])
         )
+        reference = is_reference_gene(row["target"], settings.reference_genes)
+        if not reference:
+            unit.targets.add(key)
         if not row["accepted_droplets"] or row["positives"] is None:
             unit.missing_counts = True
             continue
         count = Count(
             int(row["positives"]), int(row["accepted_droplets"]), row["droplet_volume_nl"]
         )
-        if is_reference_gene(row["target"], settings.reference_genes):
+        if reference:
             if unit.reference is None:
                 unit.reference = count
         else:
@@ -277,3 +282,15 @@ def judge_controls(plate: Plate, settings: DdpcrSettings) -> None:
 def wells_of(ids: Sequence[str], plates: Sequence[Plate]) -> list[Well]:
     """Usable DNA wells of ``ids`` on ``plates``."""
     return [w for p in plates for sid in ids for w in p.dna.get(sid, []) if w.exclusion is None]
+
+
+def holds(name: str, ids: Sequence[str], plates: Sequence[Plate]) -> bool:
+    """Whether ``plates`` hold a well of ``ids`` with marker ``name`` (usable or not)."""
+    return any(name in w.targets for p in plates for sid in ids for w in p.dna.get(sid, []))
+
+
+def own_scope(
+    name: str, ids: Sequence[str], own: Sequence[Plate], every: Sequence[Plate]
+) -> Sequence[Plate]:
+    """The patient's own plates when they hold wells of ``ids`` for ``name``, else every plate."""
+    return own if holds(name, ids, own) else every

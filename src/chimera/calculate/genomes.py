@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chimera.calculate.common import ProductBanks, SampleInfo
+from chimera.calculate.common import PRODUCT_ROLES, ProductBanks, SampleInfo
 from chimera.calculate.limits import GenomeShare
 from schemas.vocab import GenomeModel, Role
 
@@ -121,6 +121,19 @@ def patient_genomes(
         baseline_ids=baselines,
         germline_is_baseline=from_baseline,
     )
+
+
+def own_samples(table: dict[str, SampleInfo]) -> dict[str, set[str]]:
+    """Each patient's own sample ids in ``table`` (product samples left out).
+
+    A plate holding any of them is one of the patient's own plates: a genome's carriage of a
+    marker (and ddPCR's n_M) is read there first (:mod:`chimera.calculate.qpcr`, ``ddpcr``).
+    """
+    found: dict[str, set[str]] = {}
+    for info in table.values():
+        if info.role not in PRODUCT_ROLES:
+            found.setdefault(info.patient_id, set()).add(info.sample_id)
+    return found
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,12 @@ Rules chosen for this project (methods.md [R] items, documented here once):
   replicates and SD > ``max_replicate_sd`` the one farthest from the median is dropped once; an SD
   still above the limit (or with < 3 replicates) gives QC ``review`` (methods.md 3.3).
 * Carriage of a marker by a reference genome (product, germline, HSCT donor, baseline), from
-  every plate passed in: more than half of its wells amplify before their plate's blank cut-off
+  its wells on the patient's own plates (those holding any of the patient's samples) when they
+  hold any of that marker, else from its wells on every plate passed in (the product's
+  registered reference on other plates; issue 12: a plate without the patient changes their
+  calls only when their own plates lack the product's wells of a marker). Only the targets on
+  the patient's own plates are called. More than half of its wells amplify before their
+  plate's blank cut-off
   = carries; every well Undetermined or later than the cut-off = lacks it (a late background
   well is not carriage, issue 11); otherwise ambiguous. Blank cut-off: the earlier of
   ``ntc_ct_min`` and the Ct at the EP17 LoB of the plate's no-template wells
@@ -55,7 +60,13 @@ from chimera.calculate.common import (
     is_reference_gene,
     sample_table,
 )
-from chimera.calculate.genomes import PatientGenomes, Share, post_dose_samples
+from chimera.calculate.genomes import (
+    Calls,
+    PatientGenomes,
+    Share,
+    own_samples,
+    post_dose_samples,
+)
 from chimera.calculate.limits import MethodOutput, SampleResult, markers_frame, results_frame
 from chimera.calculate.qpcr_plate import PlateContext, marker_calls, plate_contexts
 from chimera.calculate.qpcr_sample import SampleOnPlate, evaluate
@@ -183,7 +194,13 @@ def chimerism_on_plates(
         for sid, info in table.items()
         if info.role == Role.POST_DOSE and any(sid in c.samples for c in ordered)
     )
-    for sample in post_dose_samples(post_dose, table, lambda g: marker_calls(g, ordered)):
+    owners = own_samples(table)
+
+    def calls(genomes: PatientGenomes) -> Calls:
+        own = [c for c in ordered if not c.samples.isdisjoint(owners.get(genomes.patient_id, ()))]
+        return marker_calls(genomes, ordered, own)
+
+    for sample in post_dose_samples(post_dose, table, calls):
         for context in (c for c in ordered if sample.info.sample_id in c.samples):
             result, detail = evaluate(
                 SampleOnPlate(

@@ -3,7 +3,8 @@
 A plate's own control wells belong to that plate: its no-template wells (NTC, water, blank;
 roles from the manifest, :func:`chimera.calculate.common.is_no_template`) gate it and set its
 blank cut-off (:func:`chimera.calculate.ddct.blank_ct_cutoff`). Marker carriage is read from
-every plate passed in, each well against its own plate's cut-off.
+the patient's own plates when they hold wells of that genome and marker, else from every plate
+passed in (:func:`marker_calls`), each well against its own plate's cut-off.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class PlateContext:
 
 
 def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> GenomeCall:
-    """A reference genome's carriage of a marker from its wells on every plate.
+    """A reference genome's carriage of a marker from its wells on the plates passed in.
 
     Carries: more than half of its wells amplify before their plate's blank cut-off. Lacks it:
     every well Undetermined or later than the cut-off (methods.md 3.4, 4; issue 11).
@@ -211,20 +212,39 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
     return GenomeCall(Carriage.CARRIES if 2 * k > n else Carriage.AMBIGUOUS, detail)
 
 
-def marker_calls(genomes: PatientGenomes, contexts: Sequence[PlateContext]) -> Calls:
-    """What each non-reference target measures for this patient (genomes.classify_marker)."""
-    if not contexts:
+def holds(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> bool:
+    """Whether any of ``contexts`` holds a well (omitted ones too) of ``ids`` for ``target``."""
+    return any(c.all_wells(sid, target) for c in contexts for sid in ids)
+
+
+def marker_calls(
+    genomes: PatientGenomes,
+    contexts: Sequence[PlateContext],
+    own: Sequence[PlateContext] | None = None,
+) -> Calls:
+    """What each target on the patient's plates measures for this patient (classify_marker).
+
+    ``own`` = the patient's own plates (default: every plate). A genome's carriage of a marker
+    comes from its wells on ``own`` when they hold any, else from its wells on every plate
+    (the product's registered reference on other plates; rule in :mod:`chimera.calculate.qpcr`).
+    """
+    own = contexts if own is None else own
+    if not own:
         return {}
-    genes = contexts[0].settings.reference_genes
-    targets = sorted({t for c in contexts for t in c.targets() if not is_reference_gene(t, genes)})
+    genes = own[0].settings.reference_genes
+    targets = sorted({t for c in own for t in c.targets() if not is_reference_gene(t, genes)})
+
+    def call(target: str, ids: Sequence[str]) -> GenomeCall:
+        return carriage(target, ids, own if holds(target, ids, own) else contexts)
+
     calls: Calls = {}
     for target in targets:
         calls[target] = classify_marker(
             genomes,
-            product=carriage(target, genomes.product_ids, contexts),
-            germline=carriage(target, genomes.germline_ids, contexts),
-            hsct=carriage(target, genomes.hsct_ids, contexts),
-            baseline=carriage(target, genomes.baseline_ids, contexts),
+            product=call(target, genomes.product_ids),
+            germline=call(target, genomes.germline_ids),
+            hsct=call(target, genomes.hsct_ids),
+            baseline=call(target, genomes.baseline_ids),
         )
     return calls
 
