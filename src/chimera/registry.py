@@ -30,7 +30,7 @@ import polars as pl
 
 from chimera.calculate.common import ProductBanks, sample_table
 from chimera.calculate.stutter_ratios import single_source_samples
-from chimera.plate_targets import PlateTargets
+from chimera.plate_targets import PlateTargets, targets_of
 from chimera.warehouse import INFUSIONS, INGEST_LOG, OBSERVATIONS, SAMPLES, Warehouse
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Method, QcVerdict, ResultStatus, Role
 
@@ -465,9 +465,9 @@ def affected_patients(
     calibrator there is the plate's own control and touches only the patients on the plate;
     the registered reference (``donor_reference``) touches the patients on the plate and those
     of its bank with a plate of ``stored`` (the method's stored files, ``frame`` included) on
-    which some target has no product well, because only their carriage or n_M reads the
-    registered reference on every plate (:mod:`chimera.method_rows`; without ``stored``: the
-    whole bank). A dilution-series sample touches every patient (the series sets the assay's
+    which a target the reference has wells of in ``frame`` has no product well: only their
+    carriage or n_M of that marker reads the registered reference on every plate
+    (:mod:`chimera.method_rows`; without ``stored``: the whole bank). A dilution-series sample touches every patient (the series sets the assay's
     LoD/LoQ); an STR single-source profile (product, germline, HSCT donor, two-genome baseline)
     every patient, because it changes the stutter table every STR result is corrected with.
     """
@@ -486,7 +486,9 @@ def affected_patients(
     if method in (None, Method.STR) or stored is None:
         return patients | {p for p, product in registry.products.items() if product.bank in banks}
     for bank in banks:
-        on = stored.lacking_product(registry.product_ids(bank))
+        reference = products.filter(pl.col("sample_id").is_in(registry.product_ids(bank)))
+        brought = targets_of(frame, reference["sample_id"].to_list())
+        on = stored.reading(registry.product_ids(bank), brought)
         owners = registry.samples.filter(
             pl.col("sample_id").is_in(list(on)) & ~pl.col("role").is_in(PRODUCT_ROLES)
         )["patient_id"]

@@ -74,8 +74,9 @@ def _qpcr_plates() -> dict[str, bytes]:
 
     qp1 (P01) holds the registered reference with one of three S07 wells amplified; qp2
     (P02) holds the calibrator without S07 wells, so P02's S07 carriage reads the registered
-    reference on every plate; qp4 (P04) holds every product well of every marker; qp3 (P03)
-    brings the registered reference with S07 amplified in all three wells.
+    reference on every plate; qp4 (P04) holds the product's wells of every marker but H1, a
+    target no product well has anywhere; qp3 (P03) brings the registered reference with S07
+    amplified in all three wells (and no H1 well).
     """
     plates: dict[str, bytes] = {}
     for name, patient, ink in (("qp1", "P01", 0.2), ("qp2", "P02", 0.1), ("qp4", "P04", 0.3)):
@@ -84,6 +85,8 @@ def _qpcr_plates() -> dict[str, bytes]:
         plate.dna("INK-CAL", {"ink": 1.0}, genomes=5_000, targets=targets)
         if patient == "P01":
             _registered_s07(plate, amplified=1)
+        if patient == "P04":
+            plate.dna("P04-BL", {"patient": 1.0}, targets=("H1",))
         _patient(plate, patient, ink)
         plates[name] = appbio_text(plate, experiment=f"QP-{name}", run_end="2026-01-09 10:00")
     plate = QpcrPlate("qp3")
@@ -163,8 +166,9 @@ def test_warehouse_rows_do_not_depend_on_file_order(tmp_path: Path, method: str)
 def test_a_plate_with_the_registered_reference_touches_only_patients_it_changes(
     tmp_path: Path,
 ) -> None:
-    """qp3 touches P03 (on it) and P02 (its plate lacks the product's S07 wells), never P01 or
-    P04, whose own plates hold the product's wells of every marker. P02's S07 measures iNK
+    """qp3 touches P03 (on it) and P02 (its plate lacks the product's S07 wells), never P01,
+    whose own plate holds the product's wells of every marker, nor P04, whose plate lacks only
+    H1, which qp3's registered reference does not bring. P02's S07 measures iNK
     once qp3's registered reference shows the product carries it (1/3 wells amplified before,
     4/6 after)."""
     plates = _qpcr_plates()

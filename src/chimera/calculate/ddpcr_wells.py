@@ -147,10 +147,15 @@ def reference_for(used: Sequence[Well], fallback: Sequence[Well]) -> Count | Non
 def marker_counts(
     name: str, wells: Sequence[Well], fallback: Sequence[Well]
 ) -> tuple[Count, Count] | None:
-    """Pooled (marker, reference) counts of ``name`` over ``wells``; None when unmeasured."""
+    """Pooled (marker, reference) counts of ``name`` over ``wells``; None when unmeasured.
+
+    Wells without reference counts (singleplex) take the reference of the ``fallback`` wells on
+    the plates that measured the marker, never of other plates.
+    """
     used = [w for w in wells if name in w.markers]
     marker = pooled(w.markers[name] for w in used)
-    reference = reference_for(used, fallback)
+    plates = {w.plate for w in used}
+    reference = reference_for(used, [w for w in fallback if w.plate in plates])
     if marker is None or reference is None:
         return None
     return marker, reference
