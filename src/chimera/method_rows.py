@@ -31,7 +31,7 @@ back ``superseded`` with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import polars as pl
@@ -220,17 +220,21 @@ def _pcr_output(
     )
     own_plates = set(plates.to_list())
     registered = tuple(sorted(product.to_list()))
-    parts = {str(k[0]): v for k, v in wells.partition_by("source_sha256", as_dict=True).items()}
-    slices = [(sha, None if sha in own_plates else registered) for sha in sorted(parts)]
+    shas = sorted(wells["source_sha256"].unique().to_list())
+    slices = [(sha, None if sha in own_plates else registered) for sha in shas]
     cache = _plate_cache(inputs)
+
+    def rows(sha: str) -> Callable[[], pl.DataFrame]:
+        return lambda: wells.filter(pl.col("source_sha256") == sha)
+
     if inputs.method == Method.QPCR:
         contexts = [
-            cache.qpcr(sha, kept, parts[sha], registry=registry, settings=settings.qpcr)
+            cache.qpcr(sha, kept, rows(sha), registry=registry, settings=settings.qpcr)
             for sha, kept in slices
         ]
         return qpcr.chimerism_on_plates(contexts, table)
     ddpcr_plates = [
-        cache.ddpcr(sha, kept, parts[sha], registry=registry, settings=settings.ddpcr)
+        cache.ddpcr(sha, kept, rows(sha), registry=registry, settings=settings.ddpcr)
         for sha, kept in slices
     ]
     screening = _screening(inputs.screening, own, registry, settings)
@@ -262,8 +266,12 @@ def _screening(
     shas = sorted(rows.sources_of(own.to_list()))
     if not shas:
         return None
+
+    def plate(sha: str) -> Callable[[], pl.DataFrame]:
+        return lambda: rows.by_source[sha]
+
     contexts = [
-        rows.plates.qpcr(sha, None, rows.by_source[sha], registry=registry, settings=settings.qpcr)
+        rows.plates.qpcr(sha, None, plate(sha), registry=registry, settings=settings.qpcr)
         for sha in shas
     ]
     return lambda marker, ids: carriage(marker, ids, contexts)

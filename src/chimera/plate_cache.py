@@ -13,6 +13,7 @@ or settings it starts afresh.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -48,32 +49,32 @@ class PlateCache:
         self,
         sha: str,
         kept: Slice,
-        rows: pl.DataFrame,
+        rows: Callable[[], pl.DataFrame],
         *,
         registry: Registry,
         settings: QpcrSettings,
     ) -> PlateContext:
-        """The qPCR plate ``sha`` (``rows``: its wells, at least those ``kept``), indexed once."""
+        """The qPCR plate ``sha`` (``rows()``: its wells, at least those ``kept``), indexed once."""
         self._own(registry, settings)
         key = (sha, kept)
         if key not in self._qpcr:
-            self._qpcr[key] = plate_contexts(_kept(rows, kept), settings, self._table)[sha]
+            self._qpcr[key] = plate_contexts(_kept(rows(), kept), settings, self._table)[sha]
         return self._qpcr[key]
 
     def ddpcr(
         self,
         sha: str,
         kept: Slice,
-        rows: pl.DataFrame,
+        rows: Callable[[], pl.DataFrame],
         *,
         registry: Registry,
         settings: DdpcrSettings,
     ) -> Plate:
-        """The ddPCR plate ``sha`` (``rows``: its wells, at least those ``kept``), indexed once."""
+        """The ddPCR plate ``sha`` (``rows()``: its wells, at least those ``kept``), indexed once."""
         self._own(registry, settings)
         key = (sha, kept)
         if key not in self._ddpcr:
-            wells = collect_wells(_kept(rows, kept), settings)
+            wells = collect_wells(_kept(rows(), kept), settings)
             self._ddpcr[key] = index_plates(wells, self._table, settings)[sha]
         return self._ddpcr[key]
 
