@@ -165,7 +165,11 @@ def collect_wells(frame: pl.DataFrame, settings: DdpcrSettings) -> list[Well]:
     """Group rows into wells; drop merged rows whose member wells are present (methods.md 5.4)."""
     if "source_sha256" not in frame.columns:
         frame = frame.with_columns(pl.lit("plate").alias("source_sha256"))
-    rows = list(frame.iter_rows(named=True))
+    columns = (
+        "source_sha256", "well", "target", "channel", "is_merged", "merged_wells", "sample_id",
+        "sample_type", "accepted_droplets", "positives", "droplet_volume_nl",
+    )  # fmt: skip
+    rows = list(frame.select(columns).iter_rows(named=True))
     present = {
         (row["source_sha256"], row["well"], target_key(row["target"], row["channel"]))
         for row in rows

@@ -76,16 +76,18 @@ class PlateContext:
         )
         self.no_template: dict[str | None, list[QpcrWell]] = defaultdict(list)
         self.ntc_failures: list[str] = []
-        for row in rows.sort("well", "target", nulls_last=True).iter_rows(named=True):
-            info = table.get(row["sample_id"] or "")
+        ordered = rows.select("well", "target", "sample_id", "ct", "omitted", "task").sort(
+            "well", "target", nulls_last=True, maintain_order=True
+        )
+        for name, target, sample_id, ct, omitted, task in ordered.iter_rows():
             well = QpcrWell(
                 plate=plate,
-                sample_id=row["sample_id"],
-                target=row["target"],
-                well=row["well"],
-                ct=row["ct"],
-                omitted=bool(row["omitted"]),
-                no_template=is_no_template(info, row["sample_id"], row["task"]),
+                sample_id=sample_id,
+                target=target,
+                well=name,
+                ct=ct,
+                omitted=bool(omitted),
+                no_template=is_no_template(table.get(sample_id or ""), sample_id, task),
             )
             if well.no_template:
                 self._add_no_template(well)
