@@ -359,3 +359,8 @@ def replaced_rows(
     if not results:
         return pl.DataFrame(), pl.DataFrame()
     return pl.concat(results, how="diagonal_relaxed"), pl.concat(markers, how="diagonal_relaxed")
+
+
+def relevant_rows(inputs: MethodInputs, patient: str, registry: Registry) -> pl.DataFrame:
+    """The current rows any of the patient's results by this method can read."""
+    return _relevant(inputs, patient, registry, patient_samples(registry, patient))

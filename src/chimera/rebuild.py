@@ -34,7 +34,8 @@ from chimera.calculate.stutter_ratios import (
     single_source_samples,
 )
 from chimera.lineage import parameters_sha256, record_parameters
-from chimera.method_rows import MethodInputs, method_rows, replaced_rows
+from chimera.method_cache import Frames, MethodCache, open_cache
+from chimera.method_rows import MethodInputs, method_rows, relevant_rows, replaced_rows
 from chimera.registry import (
     Registry,
     mark_repeat_measurements,
@@ -129,7 +130,11 @@ def stutter_table(stutter: pl.DataFrame, peaks: pl.DataFrame, registry: Registry
 
 
 def assay_limits(
-    registry: Registry, inputs: dict[Method, MethodInputs], *, settings: Settings
+    registry: Registry,
+    inputs: dict[Method, MethodInputs],
+    *,
+    settings: Settings,
+    cache: MethodCache | None = None,
 ) -> tuple[pl.DataFrame, Settings]:
     """LoD/LoQ per method from dilution series, and the settings that apply them.
 
@@ -138,6 +143,7 @@ def assay_limits(
     most conservative series per method then replaces the configured assay LoD/LoQ (STR, qPCR)
     or sets a floor under the sample-specific Poisson limits (ddPCR). Without a series the
     configured values stay. A level measured on several plates counts each plate's result.
+    A series' rows come from the ``cache`` when none of their inputs changed.
     """
     rows: list[dict[str, object]] = []
     effective = settings
@@ -145,7 +151,7 @@ def assay_limits(
     for method, method_input in inputs.items():
         found: list[tuple[float | None, float | None, int]] = []
         for series in sorted(series_ids(registry)):
-            results, _ = method_rows(method_input, series, registry, settings)
+            results = _series_rows(method_input, series, registry, settings, cache)
             if results.height == 0:
                 continue
             joined = results.join(nominal, on="sample_id", how="inner")
@@ -181,6 +187,23 @@ def assay_limits(
     return pl.DataFrame(rows, schema=ASSAY_LIMITS.schema), effective
 
 
+def _series_rows(
+    inputs: MethodInputs,
+    series: str,
+    registry: Registry,
+    settings: Settings,
+    cache: MethodCache | None,
+) -> pl.DataFrame:
+    """A dilution series' results by one method with the configured limits."""
+
+    def compute(rows: pl.DataFrame) -> Frames:
+        return method_rows(inputs, series, registry, settings, observations=rows)
+
+    if cache is None:
+        return compute(relevant_rows(inputs, series, registry))[0]
+    return cache.rows(inputs.method, series, settings, compute, use="series")[0]
+
+
 def _with_limits(settings: Settings, method: Method, *, lod: float, loq: float | None) -> Settings:
     if method == Method.STR:
         loq_value = max(loq or settings.str.loq_pct, lod)
@@ -204,7 +227,9 @@ def recompute_patients(
     Rows of a file a re-export replaced, and the other rows of a repeat measurement, are kept
     with ``superseded = true`` and the reason (module docstring).
     Every row names the settings that computed it (``parameters_sha256``, recorded at ``now``
-    in the ``parameters`` table; derived rows keep their source's ``ingested_at``).
+    in the ``parameters`` table; derived rows keep their source's ``ingested_at``). A
+    patient's (or series') rows by one method are reused from ``.cache/`` while nothing they
+    read changed (:mod:`chimera.method_cache`).
     """
     todo = set(patients)
     if not todo:
@@ -217,33 +242,47 @@ def recompute_patients(
         STUTTER_RATIOS, stutter_table(stutter.stutter, stutter.current, registry)
     )
     configured = record_parameters(warehouse, settings, now=now)
-    limits, settings = assay_limits(registry, inputs, settings=settings)
+    cache = open_cache(warehouse.root, registry, inputs)
+    limits, settings = assay_limits(registry, inputs, settings=settings, cache=cache)
     limits = limits.with_columns(parameters_sha256=pl.lit(configured, dtype=pl.String))
     warehouse.write_single(ASSAY_LIMITS, limits)
     record_parameters(warehouse, settings, now=now)
     chimerism, markers = {}, {}
     for patient in sorted(todo - series_ids(registry)):
         chimerism[patient], markers[patient] = patient_tables(
-            patient, registry, inputs, settings=settings
+            patient, registry, inputs, settings=settings, cache=cache
         )
     warehouse.write_parts(CHIMERISM, chimerism)
     warehouse.write_parts(MARKERS, markers)
+    cache.save()
     warehouse.clear_dirty(todo)
 
 
 def patient_tables(
-    patient: str, registry: Registry, inputs: dict[Method, MethodInputs], *, settings: Settings
+    patient: str,
+    registry: Registry,
+    inputs: dict[Method, MethodInputs],
+    *,
+    settings: Settings,
+    cache: MethodCache | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One patient's ``chimerism`` and ``markers`` rows from every method's raw rows."""
+    """One patient's ``chimerism`` and ``markers`` rows from every method's raw rows.
+
+    With a ``cache``, a method's rows are computed again only when one of their inputs changed
+    (:mod:`chimera.method_cache`); the headline choice always runs over every method.
+    """
     results, markers = [], []
-    for method_input in inputs.values():
-        current, detail = method_rows(method_input, patient, registry, settings)
-        results.append(current.with_columns(superseded=pl.lit(False)))
-        markers.append(detail)
-        old, old_detail = replaced_rows(method_input, patient, registry, settings)
-        if old.height:
-            results.append(old.with_columns(superseded=pl.lit(True)))
-            markers.append(old_detail)
+    for method, method_input in inputs.items():
+
+        def compute(rows: pl.DataFrame, method_input: MethodInputs = method_input) -> Frames:
+            return method_tables(method_input, patient, registry, settings, rows)
+
+        if cache is None:
+            found = compute(relevant_rows(method_input, patient, registry))
+        else:
+            found = cache.rows(method, patient, settings, compute, use="patient")
+        results.append(found[0])
+        markers.append(found[1])
     frame = pl.concat(results, how="diagonal_relaxed")
     if frame.height == 0:
         return pl.DataFrame(schema=CHIMERISM.schema), pl.DataFrame(schema=MARKERS.schema)
@@ -251,6 +290,22 @@ def patient_tables(
         frame = frame.with_columns(superseded_reason=pl.lit(None, dtype=pl.String))
     chimerism = _finish_chimerism(mark_repeat_measurements(frame), patient, registry, settings)
     return chimerism, _finish_markers(pl.concat(markers, how="diagonal_relaxed"), chimerism)
+
+
+def method_tables(
+    inputs: MethodInputs, patient: str, registry: Registry, settings: Settings, rows: pl.DataFrame
+) -> Frames:
+    """One method's current and superseded rows of a patient, before the patient-wide finish.
+
+    ``rows``: the patient's relevant current rows (:func:`chimera.method_rows.relevant_rows`).
+    """
+    current, detail = method_rows(inputs, patient, registry, settings, observations=rows)
+    results, markers = [current.with_columns(superseded=pl.lit(False))], [detail]
+    old, old_detail = replaced_rows(inputs, patient, registry, settings)
+    if old.height:
+        results.append(old.with_columns(superseded=pl.lit(True)))
+        markers.append(old_detail)
+    return pl.concat(results, how="diagonal_relaxed"), pl.concat(markers, how="diagonal_relaxed")
 
 
 def specimen_counts() -> dict[str, pl.Expr]:

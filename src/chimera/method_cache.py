@@ -1,0 +1,261 @@
+"""A touched patient's rows by one method computed again only when one of their inputs changed.
+
+A rebuild recomputes the ``chimerism``/``markers`` rows of every patient a change touches
+(:mod:`chimera.rebuild`, issue 12), but a new qPCR plate changes none of the patient's STR rows.
+A method's share of a patient's rows (:func:`chimera.method_rows.method_rows` and
+:func:`~chimera.method_rows.replaced_rows`, before the patient-wide finish) reads only:
+
+* the current rows the patient's results can read (:func:`chimera.method_rows.relevant_rows`:
+  STR the peaks of the patient's and the product's samples in every run; qPCR/ddPCR the
+  patient's own plates whole and the wells of the product's registered reference), each file
+  named by its row of :func:`chimera.runs.supersession` (SHA-256, name, ingest time, run link,
+  replaced by); ddPCR also the qPCR plates holding the patient's samples; and the replaced
+  files holding the patient's samples with their supersession rows;
+* the registry rows (sample, patient, role, lot, bank, specimen) of the patient's samples, of
+  the product samples of the bank and of every sample on those files;
+* the effective computation settings (:func:`chimera.lineage.parameters_sha256` after the
+  assay limits), for STR the stutter table, and the code that computes (the package's source
+  and the versions of the libraries it runs on).
+
+The SHA-256 of all that (the fingerprint) keys the output in
+``<warehouse>/.cache/method-<method>.parquet``: one row per owner (patient or dilution series,
+per use), its fingerprint and its two frames as Arrow IPC, so they come back with the exact
+columns and dtypes they were computed with. A hit returns the stored frames, a miss computes
+and keeps them; a method's file is rewritten (atomically) only when one of its entries changed.
+It is a cache, never a table: a warehouse holds the same rows with it, without it (deleted, or
+unreadable) and whatever order its files came in, since an entry is used only when everything
+it was computed from is the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+import chimera
+import schemas
+from chimera.lineage import parameters_sha256
+from chimera.method_rows import MethodInputs, patient_samples, relevant_rows
+from chimera.registry import Registry
+from chimera.settings import Settings
+from chimera.warehouse import write_parquet_atomic
+from schemas.vocab import Method
+
+LOGGER = logging.getLogger(__name__)
+
+Frames = tuple[pl.DataFrame, pl.DataFrame]
+"""A method's results and marker rows of one owner."""
+
+ENTRY_SCHEMA = {
+    "owner": pl.String,
+    "fingerprint": pl.String,
+    "results": pl.Binary,
+    "markers": pl.Binary,
+}
+"""One cache file's columns: the owner (``<use>/<patient or series>``), what it was computed
+from, and the two frames as Arrow IPC."""
+
+REGISTRY_COLUMNS = ("sample_id", "patient_id", "role", "product_lot", "cell_bank", "specimen")
+"""The registry columns a method calculation reads (:func:`chimera.calculate.common.sample_table`)."""
+
+LIBRARIES = ("polars", "pyarrow", "numpy", "scipy", "pandera")
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """SHA-256 of the package's source files and the versions of the libraries it computes with.
+
+    Any change of the code (a new release, or a developer's edit) makes every entry miss.
+    """
+    digest = hashlib.sha256()
+    for package in (chimera, schemas):
+        root = Path(str(package.__file__)).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    for library in LIBRARIES:
+        try:
+            version = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{library}={version}".encode())
+    return digest.hexdigest()
+
+
+def _digest(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Fingerprints:
+    """The fingerprint of each (owner, method) output of one rebuild (module docstring)."""
+
+    registry: Registry
+    inputs: dict[Method, MethodInputs]
+    _files: dict[Method, dict[str, tuple[object, ...]]] = field(default_factory=dict)
+    _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
+    _stutter: str | None = None
+
+    def of(self, method: Method, owner: str, settings: Settings, rows: pl.DataFrame) -> str:
+        """Fingerprint of ``owner``'s ``method`` output, ``rows`` its relevant current rows."""
+        inputs = self.inputs[method]
+        samples = patient_samples(self.registry, owner)
+        own = self.registry.patient_samples(owner)["sample_id"].to_list()
+        shas = rows["source_sha256"].unique().sort().to_list()
+        whole: list[str] = []
+        ids = set(samples["sample_id"].to_list())
+        if method != Method.STR:
+            plates = rows.filter(pl.col("sample_id").is_in(own))["source_sha256"]
+            whole = plates.unique().sort().to_list()
+            ids.update(rows["sample_id"].drop_nulls().to_list())
+        screening: list[str] = []
+        if method == Method.DDPCR and inputs.screening is not None:
+            screening = sorted(inputs.screening.sources_of(own))
+            if screening:
+                typed = inputs.screening.take(sources=screening)
+                ids.update(typed["sample_id"].drop_nulls().to_list())
+        replaced = self._replaced(inputs, own)
+        if replaced and method != Method.STR and inputs.replaced is not None:
+            ids.update(inputs.replaced.take(sources=replaced)["sample_id"].drop_nulls().to_list())
+        return _digest(
+            [
+                code_fingerprint(),
+                method,
+                owner,
+                self._settings_sha(settings),
+                self._stutter_sha() if method == Method.STR else None,
+                samples.rows(),
+                repr(self.registry.products.get(owner)),
+                self._registry_rows(ids),
+                [self._file(method, sha) for sha in shas],
+                whole,
+                [self._file(Method.QPCR, sha) for sha in screening],
+                [self._file(method, sha) for sha in replaced],
+            ]
+        )
+
+    def _replaced(self, inputs: MethodInputs, own: Iterable[str]) -> list[str]:
+        """The replaced files holding any of ``own`` (read by ``replaced_rows``)."""
+        if inputs.replaced is None or inputs.replaced.frame.height == 0:
+            return []
+        return sorted(inputs.replaced.sources_of(own))
+
+    def _registry_rows(self, ids: set[str]) -> list[tuple[object, ...]]:
+        samples = self.registry.samples
+        columns = [c for c in REGISTRY_COLUMNS if c in samples.columns]
+        found = samples.filter(pl.col("sample_id").is_in(list(ids))).select(columns)
+        return found.sort(columns, nulls_last=True).rows()
+
+    def _file(self, method: Method, sha: str) -> tuple[object, ...]:
+        """The supersession row of one raw file (its SHA-256 names its rows)."""
+        if method not in self._files:
+            table = self.inputs[method].supersession
+            self._files[method] = {row[0]: row for row in table.iter_rows()}
+        return self._files[method].get(sha, (sha,))
+
+    def _settings_sha(self, settings: Settings) -> str:
+        known = self._settings.get(id(settings))
+        if known is None or known[0] is not settings:
+            known = (settings, parameters_sha256(settings))
+            self._settings[id(settings)] = known
+        return known[1]
+
+    def _stutter_sha(self) -> str:
+        if self._stutter is None:
+            stutter = self.inputs[Method.STR].stutter
+            self._stutter = _digest([stutter.columns, stutter.rows()])
+        return self._stutter
+
+
+def _to_ipc(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_ipc(buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def _from_ipc(blob: bytes) -> pl.DataFrame:
+    return pl.read_ipc(io.BytesIO(blob))
+
+
+@dataclass
+class MethodCache:
+    """The stored (owner, method) outputs of a warehouse, read on first use, saved once."""
+
+    folder: Path
+    fingerprints: Fingerprints
+    _stored: dict[Method, dict[str, tuple[str, bytes, bytes]]] = field(default_factory=dict)
+    _new: dict[Method, dict[str, tuple[str, bytes, bytes]]] = field(default_factory=dict)
+
+    def rows(
+        self,
+        method: Method,
+        owner: str,
+        settings: Settings,
+        compute: Callable[[pl.DataFrame], Frames],
+        *,
+        use: str,
+    ) -> Frames:
+        """``compute(relevant rows)`` of ``owner`` by ``method``, or the stored frames.
+
+        The stored frames are used when nothing they were computed from changed; ``use``
+        names what they are (one entry per owner and use).
+        """
+        inputs = self.fingerprints.inputs[method]
+        rows = relevant_rows(inputs, owner, self.fingerprints.registry)
+        if rows.height == 0:
+            return compute(rows)
+        fingerprint = self.fingerprints.of(method, owner, settings, rows)
+        key = f"{use}/{owner}"
+        entry = self._entries(method).get(key)
+        if entry is not None and entry[0] == fingerprint:
+            return _from_ipc(entry[1]), _from_ipc(entry[2])
+        results, markers = compute(rows)
+        self._new.setdefault(method, {})[key] = (fingerprint, _to_ipc(results), _to_ipc(markers))
+        return results, markers
+
+    def _path(self, method: Method) -> Path:
+        return self.folder / f"method-{method}.parquet"
+
+    def _entries(self, method: Method) -> dict[str, tuple[str, bytes, bytes]]:
+        """The stored entries of ``method`` (none when there is no readable file)."""
+        if method not in self._stored:
+            path = self._path(method)
+            entries: dict[str, tuple[str, bytes, bytes]] = {}
+            if path.is_file():
+                try:
+                    frame = pl.read_parquet(path, columns=list(ENTRY_SCHEMA))
+                    entries = {row[0]: row[1:] for row in frame.iter_rows()}
+                except (OSError, pl.exceptions.PolarsError) as err:
+                    LOGGER.warning("method cache %s unreadable, computing afresh: %s", path, err)
+            self._stored[method] = entries
+        return self._stored[method]
+
+    def save(self) -> list[Path]:
+        """Write each method's file that gained or changed entries; return the paths written."""
+        written = []
+        for method, new in sorted(self._new.items()):
+            if not new:
+                continue
+            entries = {**self._entries(method), **new}
+            frame = pl.DataFrame(
+                [(key, *entries[key]) for key in sorted(entries)], schema=ENTRY_SCHEMA, orient="row"
+            )
+            written.append(write_parquet_atomic(frame, self._path(method)))
+            self._stored[method], self._new[method] = entries, {}
+        return written
+
+
+def open_cache(
+    warehouse_root: Path, registry: Registry, inputs: dict[Method, MethodInputs]
+) -> MethodCache:
+    """The method cache of the warehouse at ``warehouse_root`` for one rebuild."""
+    return MethodCache(warehouse_root / ".cache", Fingerprints(registry, inputs))
