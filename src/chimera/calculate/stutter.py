@@ -75,12 +75,11 @@ def correct_stutter(
     >>> {allele: round(value, 2) for allele, value in out.items()}
     {'9': 20.32, '10': 996.0, '11': 50.0}
     """
-    corrected: dict[str, float] = {}
+    view = dict(signals)
     for allele in sorted(signals, key=allele_sort_key, reverse=True):
-        view = {**signals, **corrected}
         mean, _ = expected_stutter(allele, view, parents, stutter)
-        corrected[allele] = max(0.0, signals[allele] - mean)
-    return {allele: corrected[allele] for allele in signals}
+        view[allele] = max(0.0, signals[allele] - mean)
+    return view
 
 
 @dataclass(frozen=True)
