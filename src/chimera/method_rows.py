@@ -85,7 +85,7 @@ class RowIndex:
         files = set(sources)
         parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
         parts += [
-            rows.filter(~pl.col("source_sha256").is_in(list(files)))
+            rows.filter(~pl.col("source_sha256").is_in(list(files))) if files else rows
             for sid in sorted(set(sample_ids))
             if (rows := self.by_sample.get(sid)) is not None
         ]

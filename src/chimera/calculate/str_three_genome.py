@@ -59,8 +59,8 @@ def dosage_matrix(genotypes: Sequence[Collection[str]], alleles: Sequence[str]) 
     )
 
 
-_System = tuple[tuple[int, ...], np.ndarray, np.ndarray]
-"""One support S of the simplex: its genome indices, A restricted to S and its KKT matrix."""
+_System = tuple[list[int], np.ndarray, np.ndarray]
+"""One support S of the simplex: its genome indices, 2 (A_S)ᵀ and the KKT matrix of the fit."""
 
 
 def _systems(dosage: np.ndarray) -> list[_System]:
@@ -73,7 +73,7 @@ def _systems(dosage: np.ndarray) -> list[_System]:
             kkt = np.block(
                 [[2 * sub.T @ sub, np.ones((size, 1))], [np.ones((1, size)), np.zeros((1, 1))]]
             )
-            found.append((support, sub, kkt))
+            found.append((list(support), 2 * sub.T, kkt))
     return found
 
 
@@ -97,13 +97,14 @@ def solve_fractions(
     """
     k = dosage.shape[1]
     best: tuple[float, np.ndarray] | None = None
-    for support, sub, kkt in _systems(dosage) if systems is None else systems:
-        rhs = np.concatenate([2 * sub.T @ shares, [1.0]])
+    for support, twice_transposed, kkt in _systems(dosage) if systems is None else systems:
+        rhs = np.ones(len(support) + 1)
+        rhs[:-1] = twice_transposed @ shares
         solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0][: len(support)]
         if (solution < -_TOLERANCE).any():
             continue
         fractions = np.zeros(k)
-        fractions[list(support)] = np.clip(solution, 0.0, None)
+        fractions[support] = np.clip(solution, 0.0, None)
         objective = float(np.sum((dosage @ fractions - shares) ** 2))
         if best is None or objective < best[0] - 1e-15:
             best = (objective, fractions)
