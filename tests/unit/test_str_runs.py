@@ -234,3 +234,18 @@ def test_prebuilt_systems_solve_exactly_as_building_them(weights: list[float]) -
     assert solve_fractions(dosage, shares).tolist() == (
         solve_fractions(dosage, shares, _systems(dosage)).tolist()
     )
+
+
+def test_shared_cache_keeps_each_settings_apart() -> None:
+    """A cache used under two settings gives what a fresh cache gives under each."""
+    peaks, samples = _trial()
+    stutter = estimate_stutter_ratios(peaks, samples, settings=SETTINGS)
+    rows, mine = _patient(peaks, samples, "P01")
+    strict = StrSettings(reference_filter_fraction=0.9, signal="height")
+    cache = StrCache()
+    for settings_now in (SETTINGS, strict, SETTINGS):
+        shared = compute_str_runs(rows, mine, settings=settings_now, stutter=stutter, cache=cache)
+        fresh = compute_str_runs(rows, mine, settings=settings_now, stutter=stutter)
+        assert_frame_equal(shared.markers, fresh.markers, check_exact=True)
+        assert_frame_equal(shared.results, fresh.results, check_exact=True)
+    assert len(cache.genotypes) == 2 * 2
