@@ -269,6 +269,7 @@ class StutterLookup:
     ) -> None:
         self._settings = settings
         self._rows: dict[tuple[str, str], LocusStutter] = {}
+        self._seen: dict[str, LocusStutter] = {}
         if table is None or table.height == 0 or not settings.stutter_correction:
             return
         self._rows = StutterIndex(table, settings=settings).lookup(markers)._rows
@@ -296,6 +297,11 @@ class StutterLookup:
 
     def at(self, marker: str) -> LocusStutter:
         """Back and forward stutter of ``marker`` (no correction when it is switched off)."""
+        if marker not in self._seen:
+            self._seen[marker] = self._at(marker)
+        return self._seen[marker]
+
+    def _at(self, marker: str) -> LocusStutter:
         if not self._settings.stutter_correction:
             return NO_STUTTER
         key = marker_key(marker)
