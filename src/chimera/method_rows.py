@@ -28,11 +28,10 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from chimera.calculate import ddpcr, qpcr, str_chimerism
+from chimera.calculate import ddpcr, qpcr, str_chimerism, str_sources
 from chimera.calculate.common import sample_table
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
 from chimera.calculate.qpcr_plate import carriage, plate_contexts
-from chimera.calculate.str_sources import StrCache
 from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
 from chimera.registry import Registry
 from chimera.settings import Settings
@@ -85,7 +84,7 @@ class RowIndex:
         files = set(sources)
         parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
         parts += [
-            rows.filter(~pl.col("source_sha256").is_in(list(files))) if files else rows
+            rows.filter(~pl.col("source_sha256").is_in(list(files)))
             for sid in sorted(set(sample_ids))
             if (rows := self.by_sample.get(sid)) is not None
         ]
@@ -113,7 +112,7 @@ class MethodInputs:
     """``current`` indexed (None: indexed on first use)."""
     replaced: RowIndex | None = None
     """The rows of the files a re-export replaced, indexed."""
-    str_cache: StrCache = field(default_factory=StrCache)
+    str_cache: str_sources.StrCache = field(default_factory=str_sources.StrCache)
     """STR reference genotypes and stutter lookups shared by the calculations on ``current``."""
 
     def indexed(self) -> MethodInputs:
@@ -177,7 +176,7 @@ def _str_output(
         samples,
         settings=settings.str,
         stutter=inputs.stutter,
-        cache=inputs.str_cache if shared else StrCache(),
+        cache=inputs.str_cache if shared else str_sources.StrCache(),
     )
 
 
