@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from chimera.calculate import ddpcr, qpcr, str_chimerism
+from chimera.calculate import ddpcr, qpcr, str_chimerism, str_sources
 from chimera.calculate.common import sample_table
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
 from chimera.calculate.qpcr_plate import carriage
@@ -123,6 +123,8 @@ class MethodInputs:
     """``current`` indexed (None: indexed on first use)."""
     replaced: RowIndex | None = None
     """The rows of the files a re-export replaced, indexed."""
+    str_cache: str_sources.StrCache = field(default_factory=str_sources.StrCache)
+    """STR reference genotypes and stutter lookups shared by the calculations on ``current``."""
 
     def indexed(self) -> MethodInputs:
         """These inputs with ``current`` and the replaced files' rows indexed."""
@@ -162,28 +164,31 @@ def _str_output(
     reported: pl.Series,
     settings: Settings,
     only: str | None,
+    *,
+    shared: bool,
 ) -> MethodOutput:
-    """STR results run by run: each run's post-dose peaks with every genotype source's peaks."""
+    """STR results run by run: each run's post-dose peaks with every genotype source's peaks.
+
+    The current rows share one :class:`~chimera.calculate.str_sources.StrCache` per rebuild
+    (every patient of a bank reads the same product references); other ``observations``
+    (a replaced file's view, ``shared`` false) get their own.
+    """
+    is_reported = pl.col("sample_id").is_in(reported.implode())
     genotypes = observations.filter(
-        pl.col("sample_id").is_in(samples["sample_id"].implode())
-        & ~pl.col("sample_id").is_in(reported.implode())
+        pl.col("sample_id").is_in(samples["sample_id"].implode()) & ~is_reported
     )
-    own = observations.filter(pl.col("sample_id").is_in(reported.implode()))
-    results, markers = [], []
-    for (sha,), run in sorted(own.partition_by("source_sha256", as_dict=True).items()):
-        if only is not None and sha != only:
-            continue
-        output = str_chimerism.compute_str_chimerism(
-            pl.concat([run, genotypes], how="vertical_relaxed").lazy(),
-            samples.lazy(),
-            settings=settings.str,
-            stutter=inputs.stutter,
-        )
-        results.append(output.results.with_columns(source_sha256=pl.lit(sha)))
-        markers.append(output.markers.with_columns(source_sha256=pl.lit(sha)))
-    if not results:
+    own = observations.filter(
+        is_reported if only is None else is_reported & (pl.col("source_sha256") == only)
+    )
+    if own.height == 0:
         return _empty()
-    return MethodOutput(pl.concat(results), pl.concat(markers))
+    return str_chimerism.compute_str_runs(
+        pl.concat([own, genotypes], how="vertical_relaxed"),
+        samples,
+        settings=settings.str,
+        stutter=inputs.stutter,
+        cache=inputs.str_cache if shared else str_sources.StrCache(),
+    )
 
 
 def _pcr_output(
@@ -310,7 +315,9 @@ def method_rows(
     if rows.height == 0 or not rows.filter(pl.col("sample_id").is_in(reported.implode())).height:
         return _empty().results, _empty().markers
     if inputs.method == Method.STR:
-        output = _str_output(inputs, rows, samples, reported, settings, only)
+        output = _str_output(
+            inputs, rows, samples, reported, settings, only, shared=observations is None
+        )
     else:
         output = _pcr_output(inputs, rows, samples, registry, patient, settings)
     sources = rows.group_by("sample_id", "source_sha256").agg(
