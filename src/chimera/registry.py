@@ -59,10 +59,22 @@ class Registry:
 
     _owned: dict[tuple[str, str], list[str]] | None = field(default=None, repr=False)
     _by_patient: dict[str, pl.DataFrame] | None = field(default=None, repr=False)
+    _members: dict[tuple[str | None, tuple[Role, ...]], pl.DataFrame] = field(
+        default_factory=dict, repr=False
+    )
 
     def product_ids(self, bank: str | None) -> list[str]:
         """Sample ids of every product sample (any lot) of ``bank``."""
         return sorted(self.banks.members.get(bank, ())) if bank is not None else []
+
+    def product_members(self, bank: str | None, roles: tuple[Role, ...]) -> pl.DataFrame:
+        """The registry rows of ``bank``'s product samples with one of ``roles`` (kept once)."""
+        key = (bank, roles)
+        if key not in self._members:
+            self._members[key] = self.samples.filter(
+                pl.col("sample_id").is_in(self.product_ids(bank)) & pl.col("role").is_in(roles)
+            )
+        return self._members[key]
 
     def owned(self, owner: str, role: Role) -> list[str]:
         """Sample ids of ``role`` registered to ``owner`` (a patient, a lot or a series)."""
