@@ -15,9 +15,10 @@ from datetime import datetime
 import polars as pl
 
 from chimera import channels, kinetics, trends
+from chimera.alert_scope import alert_scope, read_scoped, record_evaluation
 from chimera.alerts.detect import detect_alerts
 from chimera.alerts.states import update_alert_states
-from chimera.registry import read_registry
+from chimera.registry import Registry, read_registry
 from chimera.settings import Settings
 from chimera.warehouse import (
     ALERT_DELIVERIES,
@@ -44,6 +45,38 @@ class RefreshSummary:
 def all_patients(warehouse: Warehouse) -> set[str]:
     """Every patient with a chimerism table."""
     return {str(p) for p in warehouse.read(CHIMERISM)["patient_id"].unique()}
+
+
+def _alert_states(
+    warehouse: Warehouse,
+    previous: pl.DataFrame,
+    registry: Registry,
+    todo: set[str],
+    patients: set[str] | None,
+    settings: Settings,
+    now: datetime,
+) -> pl.DataFrame:
+    """The new alert table: conditions evaluated again where data changed, else kept.
+
+    Which patients are evaluated again: :func:`chimera.alert_scope.alert_scope` (the result
+    equals a full evaluation).
+    """
+    known = {*registry.samples["patient_id"].to_list(), *todo}
+    scope = alert_scope(warehouse, settings, rebuilt=patients, previous=previous, known=known)
+    infusions = registry.infusions
+    if scope.evaluate is not None:
+        infusions = infusions.filter(pl.col("patient_id").is_in(list(scope.evaluate)))
+    detected = detect_alerts(
+        read_scoped(warehouse, TRENDS, scope).lazy(),
+        read_scoped(warehouse, KINETICS, scope).lazy(),
+        read_scoped(warehouse, CHIMERISM, scope).lazy(),
+        infusions.lazy(),
+        settings=settings.alerts,
+    )
+    current = pl.concat([detected, scope.kept], how="vertical_relaxed").sort(
+        "patient_id", "specimen", "rule", "episode_key"
+    )
+    return update_alert_states(previous, current, now=now)
 
 
 def refresh_patients(
@@ -84,15 +117,10 @@ def refresh_patients(
             # be evaluated and existing alerts stay as they are.
             still_open = previous.filter(pl.col("state") != AlertState.RESOLVED).height
             return RefreshSummary(frozenset(todo), (), still_open, 0)
-        current = detect_alerts(
-            warehouse.read(TRENDS).lazy(),
-            warehouse.read(KINETICS).lazy(),
-            warehouse.read(CHIMERISM).lazy(),
-            infusions,
-            settings=settings.alerts,
+        updated = warehouse.write_single(
+            ALERTS, _alert_states(warehouse, previous, registry, todo, patients, settings, now)
         )
-        updated = update_alert_states(previous, current, now=now)
-        updated = warehouse.write_single(ALERTS, updated)
+        record_evaluation(warehouse, settings)
         before = set(previous["alert_id"].to_list())
         opened = tuple(
             sorted(set(updated.filter(pl.col("state") == AlertState.OPEN)["alert_id"]) - before)
