@@ -9,6 +9,7 @@ Used after every poll or ingest (:func:`chimera.poll.refresh_after_ingest`), by 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,6 +46,26 @@ class RefreshSummary:
 def all_patients(warehouse: Warehouse) -> set[str]:
     """Every patient with a chimerism table."""
     return {str(p) for p in warehouse.read(CHIMERISM)["patient_id"].unique()}
+
+
+def per_patient(
+    parts: dict[str, pl.DataFrame], build: Callable[[pl.LazyFrame], pl.LazyFrame]
+) -> dict[str, pl.DataFrame]:
+    """``build`` of each patient's rows, computed for all patients in one pass.
+
+    ``build`` works per patient x specimen curve (trends, kinetics), so one pass over every
+    patient's rows gives each patient what a pass over its own rows gives; a patient with no
+    output row gets an empty frame (its file is removed). Parts holding rows of another patient
+    are built one by one.
+    """
+    filled = {patient: rows for patient, rows in parts.items() if rows.height}
+    if not all(bool(rows["patient_id"].eq(p).all()) for p, rows in filled.items()):
+        return {patient: build(rows.lazy()).collect() for patient, rows in parts.items()}
+    if not filled:
+        return {patient: build(rows.lazy()).collect() for patient, rows in parts.items()}
+    frame = build(pl.concat(list(filled.values()), how="diagonal_relaxed").lazy()).collect()
+    found = {str(k[0]): v for k, v in frame.partition_by("patient_id", as_dict=True).items()}
+    return {patient: found.get(patient, frame.clear()) for patient in parts}
 
 
 def _alert_states(
@@ -88,24 +109,19 @@ def refresh_patients(
         todo = all_patients(warehouse) if patients is None else set(patients)
         registry = read_registry(warehouse)
         infusions = registry.infusions.lazy()
-        built = {}
-        for patient in sorted(todo):
-            chimerism = warehouse.read_part(CHIMERISM, patient)
-            if chimerism is None:
-                continue
-            doses = infusions.filter(pl.col("patient_id") == patient)
-            built[patient] = trends.build_trend_table(
-                chimerism.lazy(), doses, cd=settings.alerts.critical_difference
-            ).collect()
-        trend_parts = warehouse.write_parts(TRENDS, built)
+        chimerism = {
+            patient: part
+            for patient in sorted(todo)
+            if (part := warehouse.read_part(CHIMERISM, patient)) is not None
+        }
+        cd = settings.alerts.critical_difference
+        trend_parts = warehouse.write_parts(
+            TRENDS,
+            per_patient(chimerism, lambda rows: trends.build_trend_table(rows, infusions, cd=cd)),
+        )
         warehouse.write_parts(
             KINETICS,
-            {
-                patient: kinetics.compute_kinetics(
-                    trend.lazy(), infusions.filter(pl.col("patient_id") == patient)
-                ).collect()
-                for patient, trend in trend_parts.items()
-            },
+            per_patient(trend_parts, lambda rows: kinetics.compute_kinetics(rows, infusions)),
         )
         all_kinetics = warehouse.read(KINETICS)
         if all_kinetics.height:

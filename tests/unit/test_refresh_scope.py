@@ -1,4 +1,5 @@
-"""A refresh of a few patients re-evaluates only them, yet writes the alert table a full one would."""
+"""A refresh computes many patients in one pass and re-evaluates alerts only where data changed,
+yet writes exactly what a patient-by-patient, full refresh writes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import polars as pl
 from chimerism_builders import T0, chimerism_frame, infusions_frame, result, typical_patient
 
+from chimera import kinetics, trends
 from chimera.alert_scope import alert_scope
-from chimera.refresh import refresh_patients
+from chimera.refresh import per_patient, refresh_patients
 from chimera.settings import Settings
 from chimera.warehouse import ALERTS, CHIMERISM, INFUSIONS, Warehouse
 
@@ -111,3 +113,33 @@ def test_other_alert_settings_re_evaluate_everyone(tmp_path: Path) -> None:
         ).evaluate
         is None
     )
+
+
+def test_one_pass_over_many_patients_gives_each_patient_its_own_rows() -> None:
+    """Trends and kinetics built for three patients at once equal each patient's own build; a
+    patient without rows gets an empty frame (its file is removed)."""
+    doses = infusions_frame(
+        {p: [0, 3, 7, 10, 14, 17, 21, 24, 52, 80, 108, 136, 164] for p in PATIENTS}
+    )
+    cd = Settings().alerts.critical_difference
+    parts = {
+        "P01": chimerism_frame(_persisting("P01")),
+        "P02": chimerism_frame(_failing("P02")),
+        "P03": chimerism_frame(_persisting("P03")).clear(),
+    }
+
+    def trend(rows: pl.LazyFrame) -> pl.LazyFrame:
+        return trends.build_trend_table(rows, doses.lazy(), cd=cd)
+
+    def kinetic(rows: pl.LazyFrame) -> pl.LazyFrame:
+        return kinetics.compute_kinetics(rows, doses.lazy())
+
+    built = per_patient(parts, trend)
+    kinetic_parts = per_patient(built, kinetic)
+    for patient, rows in parts.items():
+        alone = trend(rows.lazy()).collect()
+        assert built[patient].equals(alone)
+        assert kinetic_parts[patient].equals(kinetic(alone.lazy()).collect())
+    assert built["P01"].height > 0
+    assert kinetic_parts["P01"].height > 0
+    assert built["P03"].height == 0
