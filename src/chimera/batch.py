@@ -31,7 +31,8 @@ import polars as pl
 
 from chimera.filing import archive_file, quarantine_file
 from chimera.prerequisites import missing_prerequisites
-from chimera.registry import Registry, RunBook, registry_from, run_files
+from chimera.registry import Registry, registry_from
+from chimera.runs import RunBook, run_files
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import (
@@ -216,7 +217,7 @@ class IngestBatch:
     ) -> tuple[str | None, str | None]:
         """Names of the files an accepted assay file replaces as a re-export, and why (or None).
 
-        The file joins its method's :class:`~chimera.registry.RunBook`. The rule is :func:`chimera.registry.supersession`'s: the files current before this one
+        The file joins its method's :class:`~chimera.runs.RunBook`. The rule is :func:`chimera.runs.supersession`'s: the files current before this one
         that it replaces now.
         """
         book = self.runs[method]

@@ -16,7 +16,7 @@ What each calculation gets (issues 9 and 10):
 Each rebuild indexes every method's rows once by sample and by file (:class:`RowIndex`), so a
 patient's rows are taken, not filtered out of the whole table.
 
-Results of a file a re-export replaced (:func:`chimera.registry.supersession`) are computed
+Results of a file a re-export replaced (:func:`chimera.runs.supersession`) are computed
 as they were while it was current (its run's current file taken out, it put back), and come
 back ``superseded`` with the reason.
 """
@@ -135,7 +135,7 @@ class MethodInputs:
     current: pl.DataFrame
     """Rows of the files no re-export replaced."""
     supersession: pl.DataFrame
-    """:func:`chimera.registry.supersession` of ``observations``."""
+    """:func:`chimera.runs.supersession` of ``observations``."""
     stutter: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STUTTER_COLUMNS))
     """The warehouse stutter table (STR)."""
     screening: RowIndex | None = None

@@ -150,6 +150,7 @@ def refresh_patients(
         )
         if delivered.height:
             delivered = warehouse.write_single(ALERT_DELIVERIES, delivered)
+        warehouse.persist_snapshots()  # the next run reads kinetics etc. in one file
     return RefreshSummary(
         patients=frozenset(todo),
         opened_alert_ids=opened,
