@@ -31,7 +31,7 @@ import polars as pl
 
 from chimera.filing import archive_file, quarantine_file
 from chimera.prerequisites import missing_prerequisites
-from chimera.registry import Registry, registry_from
+from chimera.registry import Registry, registry_from, sources_by_sample
 from chimera.runs import RunBook, run_files
 from chimera.settings import Settings
 from chimera.validation import validate_frame
@@ -127,9 +127,8 @@ class Observed:
 
     def add(self, frame: pl.DataFrame) -> None:
         """Index the sample ids of one stored or accepted assay frame."""
-        pairs = frame.select("sample_id", "source_sha256").drop_nulls().unique()
-        for sample_id, sha in pairs.iter_rows():
-            self.sources.setdefault(sample_id, set()).add(sha)
+        for sample_id, shas in sources_by_sample(frame).iter_rows():
+            self.sources.setdefault(sample_id, set()).update(shas)
 
     def measured(self) -> set[str]:
         """Sample ids measured by this method."""

@@ -34,7 +34,7 @@ from chimera.calculate.common import sample_table
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
 from chimera.calculate.qpcr_plate import carriage, plate_contexts
 from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
-from chimera.registry import Registry
+from chimera.registry import Registry, sources_by_sample
 from chimera.settings import Settings
 from schemas.vocab import PRODUCT_ROLES, Method, Role
 
@@ -72,11 +72,9 @@ class RowIndex:
     @cached_property
     def sources(self) -> dict[str, set[str]]:
         """The files holding each sample id."""
-        found: dict[str, set[str]] = {}
-        pairs = self.frame.select("sample_id", "source_sha256").drop_nulls().unique()
-        for sample_id, sha in pairs.iter_rows():
-            found.setdefault(sample_id, set()).add(sha)
-        return found
+        return {
+            sample_id: set(shas) for sample_id, shas in sources_by_sample(self.frame).iter_rows()
+        }
 
     @cached_property
     def by_sample(self) -> dict[str, pl.DataFrame]:

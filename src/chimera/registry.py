@@ -213,6 +213,16 @@ def read_observations(warehouse: Warehouse, method: Method) -> pl.DataFrame:
     return warehouse.read(OBSERVATIONS[method])
 
 
+def sources_by_sample(rows: pl.DataFrame) -> pl.DataFrame:
+    """``sample_id`` and the list of distinct ``source_sha256`` holding it (nulls dropped)."""
+    return (
+        rows.select("sample_id", "source_sha256")
+        .drop_nulls()
+        .group_by("sample_id")
+        .agg(pl.col("source_sha256").unique())
+    )
+
+
 def measured_ids(frame: pl.DataFrame) -> set[str]:
     """Sample ids present in an assay frame."""
     if frame.height == 0 or "sample_id" not in frame.columns:
