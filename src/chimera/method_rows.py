@@ -114,7 +114,7 @@ class RowIndex:
             return self.frame.filter(wanted).drop(_ROW)
         parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
         parts += [
-            rows.filter(~pl.col("source_sha256").is_in(list(files)))
+            rows.filter(~pl.col("source_sha256").is_in(list(files))) if files else rows
             for sid in sorted(ids)
             if (rows := self.by_sample.get(sid)) is not None
         ]
