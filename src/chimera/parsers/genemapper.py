@@ -187,7 +187,7 @@ def _read_body(export: DecodedExport, header: _Header) -> list[tuple[int, list[s
     header_key = [normalise_header(name) for name in header.names]
     body = []
     for number, cells in export.numbered(header.line_index + 1):
-        if not any(cell.strip() for cell in cells):
+        if not "".join(cells).strip():
             continue  # blank or trailing CRLF-only line
         if (
             normalise_header(cells[0]) == header_key[0]
