@@ -93,7 +93,11 @@ def run_files(observations: pl.DataFrame, method: Method) -> list[RunFile]:
         if len(_summaries) > _SUMMARIES_KEPT:
             _summaries.clear()
         rows = {key[1]: key for key in keys}
-        fresh = observations.filter(pl.col("source_sha256").is_in(new))
+        fresh = (
+            observations
+            if len(new) == len(keys)
+            else observations.filter(pl.col("source_sha256").is_in(new))
+        )
         for file in _summarise(fresh, method):
             _summaries[rows[file.sha256]] = file
     return [replace(_summaries[key]) for key in keys]
