@@ -32,7 +32,8 @@ import polars as pl
 from chimera.filing import archive_file, quarantine_file
 from chimera.plate_targets import PlateTargets
 from chimera.prerequisites import missing_prerequisites
-from chimera.registry import Registry, RunBook, registry_from, run_files
+from chimera.registry import Registry, registry_from, sources_by_sample
+from chimera.runs import RunBook, run_files
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import (
@@ -129,9 +130,8 @@ class Observed:
 
     def add(self, frame: pl.DataFrame) -> None:
         """Index the sample ids (and PCR targets) of one stored or accepted assay frame."""
-        pairs = frame.select("sample_id", "source_sha256").drop_nulls().unique()
-        for sample_id, sha in pairs.iter_rows():
-            self.sources.setdefault(sample_id, set()).add(sha)
+        for sample_id, shas in sources_by_sample(frame).iter_rows():
+            self.sources.setdefault(sample_id, set()).update(shas)
         self.targets.add(frame)
 
     def measured(self) -> set[str]:
@@ -220,7 +220,7 @@ class IngestBatch:
     ) -> tuple[str | None, str | None]:
         """Names of the files an accepted assay file replaces as a re-export, and why (or None).
 
-        The file joins its method's :class:`~chimera.registry.RunBook`. The rule is :func:`chimera.registry.supersession`'s: the files current before this one
+        The file joins its method's :class:`~chimera.runs.RunBook`. The rule is :func:`chimera.runs.supersession`'s: the files current before this one
         that it replaces now.
         """
         book = self.runs[method]

@@ -20,6 +20,7 @@ import polars as pl
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from chimera import __version__
 from chimera.batch import StorageFailure
@@ -122,12 +123,13 @@ def _report(outcomes: list[FileOutcome]) -> int:
         detail = o.reason or ""
         if o.status is FileStatus.QUARANTINED and o.destination is not None:
             detail += f"\n→ report: {o.destination}.problems.txt"
+        # Text cells: names and reasons print as written (no markup parsing, which is slow).
         table.add_row(
-            o.file_name,
-            o.detected_format or "?",
-            f"[{colour[o.status]}]{o.status.value}[/]",
-            str(o.rows),
-            detail,
+            Text(o.file_name),
+            Text(o.detected_format or "?"),
+            Text(o.status.value, style=colour[o.status]),
+            Text(str(o.rows)),
+            Text(detail),
         )
     console.print(table)
     for o in outcomes:

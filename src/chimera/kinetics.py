@@ -300,6 +300,24 @@ def _lineage(hashes: Sequence[str | None], times: Sequence[datetime | None]) -> 
     }
 
 
+def _series_lineage(lineage: pl.DataFrame) -> dict[tuple[str, str], tuple[list[Any], list[Any]]]:
+    """Each curve's (source hashes, ingest times) of its trend rows, in row order.
+
+    A row without patient or specimen belongs to no curve (an equality never matches a null).
+    """
+    out: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
+    if lineage.height == 0:
+        return out
+    for (patient, specimen), rows in lineage.partition_by(*SERIES_KEY, as_dict=True).items():
+        if patient is None or specimen is None:
+            continue
+        out[(patient, specimen)] = (
+            _column(rows, "source_sha256"),
+            _column(rows, "ingested_at"),
+        )
+    return out
+
+
 def _column(frame: pl.DataFrame, name: str) -> list[Any]:
     return frame[name].to_list() if name in frame.columns else []
 
@@ -369,26 +387,25 @@ def compute_kinetics(
         series.setdefault((r["patient_id"], r["specimen"]), []).append(
             _Sample(r["sample_id"], r["days_since_dose1"], r["result_status"], r["pct_ink"])
         )
+    by_patient: dict[str, list[tuple[str, list[_Sample]]]] = {}
+    for (patient, specimen), samples in sorted(series.items()):
+        by_patient.setdefault(patient, []).append((specimen, samples))
+    stamps = _series_lineage(lineage)
     out: list[dict[str, Any]] = []
     for (patient_id,), group in inf.group_by("patient_id", maintain_order=True):
         doses = _doses(group)
-        for (patient, specimen), samples in sorted(series.items()):
-            if patient != patient_id:
-                continue
+        for specimen, samples in by_patient.get(patient_id, []):
             rows = _series_rows(
                 samples,
                 doses,
                 predose_window_days=predose_window_days,
                 follow_up_end_day=follow_up_end_day,
             )
-            own = lineage.filter(
-                (pl.col("patient_id") == patient) & (pl.col("specimen") == specimen)
-            )
+            hashes, times = stamps.get((patient_id, specimen), ([], []))
             stamp = _lineage(
-                _column(group, "source_sha256") + _column(own, "source_sha256"),
-                _column(group, "ingested_at") + _column(own, "ingested_at"),
+                _column(group, "source_sha256") + hashes, _column(group, "ingested_at") + times
             )
-            out.extend({"patient_id": patient, "specimen": specimen, **r, **stamp} for r in rows)
+            out.extend({"patient_id": patient_id, "specimen": specimen, **r, **stamp} for r in rows)
     return pl.DataFrame(out, schema=KINETICS_COLUMNS).lazy()
 
 

@@ -24,7 +24,7 @@ Each rebuild indexes every method's rows once by sample and by file (:class:`Row
 patient's rows are taken, not filtered out of the whole table, and each PCR plate once
 (:class:`chimera.plate_cache.PlateCache`), shared by every patient on it.
 
-Results of a file a re-export replaced (:func:`chimera.registry.supersession`) are computed
+Results of a file a re-export replaced (:func:`chimera.runs.supersession`) are computed
 as they were while it was current (its run's current file taken out, it put back), and come
 back ``superseded`` with the reason.
 """
@@ -33,16 +33,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import polars as pl
 
-from chimera.calculate import ddpcr, qpcr, str_chimerism
+from chimera.calculate import ddpcr, qpcr, str_chimerism, str_sources
 from chimera.calculate.common import sample_table
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
 from chimera.calculate.qpcr_plate import carriage
 from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
 from chimera.plate_cache import PlateCache
-from chimera.registry import Registry
+from chimera.registry import Registry, sources_by_sample
 from chimera.settings import Settings
 from schemas.vocab import PRODUCT_ROLES, Method, Role
 
@@ -55,48 +56,77 @@ _ROW = "__row"
 """Column holding each indexed row's position (rows taken keep their stored order)."""
 
 
+PARTITION_AFTER_TAKES = 8
+"""Takes answered by a scan of all rows before :class:`RowIndex` partitions them once."""
+
+
 @dataclass(frozen=True)
 class RowIndex:
-    """Raw rows indexed by sample and by file, so that one patient's share is cheap to take."""
+    """Raw rows indexed by sample and by file, so that one patient's share is cheap to take.
+
+    The first few takes (a rebuild of a few patients) each scan the rows; only a rebuild that
+    takes more (:data:`PARTITION_AFTER_TAKES`) partitions every row once, so the fixed cost of
+    a small rebuild does not grow with the warehouse. Both give the same rows in the same order.
+    """
 
     frame: pl.DataFrame
     """Every row, with :data:`_ROW`."""
-    by_sample: dict[str, pl.DataFrame]
-    by_source: dict[str, pl.DataFrame]
-    sources: dict[str, set[str]]
-    """The files holding each sample id."""
+    _takes: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
     plates: PlateCache = field(default_factory=PlateCache, compare=False, repr=False)
     """PCR plates of these rows (and of replaced files) indexed once per rebuild."""
 
     @classmethod
     def of(cls, rows: pl.DataFrame) -> RowIndex:
         """Index ``rows`` (raw assay rows with ``sample_id`` and ``source_sha256``)."""
-        frame = rows.with_row_index(_ROW)
-        sources: dict[str, set[str]] = {}
-        pairs = frame.select("sample_id", "source_sha256").drop_nulls().unique()
-        for sample_id, sha in pairs.iter_rows():
-            sources.setdefault(sample_id, set()).add(sha)
-        by_sample = frame.filter(pl.col("sample_id").is_not_null()).partition_by(
+        return cls(rows.with_row_index(_ROW))
+
+    @cached_property
+    def sources(self) -> dict[str, set[str]]:
+        """The files holding each sample id."""
+        return {
+            sample_id: set(shas) for sample_id, shas in sources_by_sample(self.frame).iter_rows()
+        }
+
+    @cached_property
+    def by_sample(self) -> dict[str, pl.DataFrame]:
+        """The rows of each sample id."""
+        parts = self.frame.filter(pl.col("sample_id").is_not_null()).partition_by(
             "sample_id", as_dict=True
         )
-        return cls(
-            frame,
-            {str(k[0]): v for k, v in by_sample.items()},
-            {str(k[0]): v for k, v in frame.partition_by("source_sha256", as_dict=True).items()},
-            sources,
-        )
+        return {str(k[0]): v for k, v in parts.items()}
+
+    @cached_property
+    def by_source(self) -> dict[str, pl.DataFrame]:
+        """The rows of each file (by SHA-256)."""
+        parts = self.frame.partition_by("source_sha256", as_dict=True)
+        return {str(k[0]): v for k, v in parts.items()}
+
+    def _partitioned(self) -> bool:
+        """Whether takes use the partitions (built on the first take past the threshold)."""
+        self._takes[0] += 1
+        return "by_sample" in self.__dict__ or self._takes[0] > PARTITION_AFTER_TAKES
 
     def sources_of(self, sample_ids: Iterable[str]) -> set[str]:
         """The files holding any of these samples."""
-        return {sha for sid in sample_ids for sha in self.sources.get(sid, ())}
+        ids = set(sample_ids)
+        if "sources" not in self.__dict__ and not self._partitioned():
+            held = self.frame.filter(pl.col("sample_id").is_in(list(ids)))["source_sha256"]
+            return set(held.drop_nulls().to_list())
+        return {sha for sid in ids for sha in self.sources.get(sid, ())}
 
     def take(self, sample_ids: Iterable[str] = (), sources: Iterable[str] = ()) -> pl.DataFrame:
         """The rows of these files and of these samples, each once, in stored order."""
         files = set(sources)
+        ids = set(sample_ids)
+        if not self._partitioned():
+            wanted = pl.col("source_sha256").is_in(list(files)) | pl.col("sample_id").is_in(
+                list(ids)
+            )
+            return self.frame.filter(wanted).drop(_ROW)
         parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
         parts += [
-            rows.filter(~pl.col("source_sha256").is_in(list(files)))
-            for sid in sorted(set(sample_ids))
+            rows.filter(~pl.col("source_sha256").is_in(list(files))) if files else rows
+            for sid in sorted(ids)
             if (rows := self.by_sample.get(sid)) is not None
         ]
         if not parts:
@@ -114,7 +144,7 @@ class MethodInputs:
     current: pl.DataFrame
     """Rows of the files no re-export replaced."""
     supersession: pl.DataFrame
-    """:func:`chimera.registry.supersession` of ``observations``."""
+    """:func:`chimera.runs.supersession` of ``observations``."""
     stutter: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STUTTER_COLUMNS))
     """The warehouse stutter table (STR)."""
     screening: RowIndex | None = None
@@ -123,6 +153,8 @@ class MethodInputs:
     """``current`` indexed (None: indexed on first use)."""
     replaced: RowIndex | None = None
     """The rows of the files a re-export replaced, indexed."""
+    str_cache: str_sources.StrCache = field(default_factory=str_sources.StrCache)
+    """STR reference genotypes and stutter lookups shared by the calculations on ``current``."""
 
     def indexed(self) -> MethodInputs:
         """These inputs with ``current`` and the replaced files' rows indexed."""
@@ -162,28 +194,31 @@ def _str_output(
     reported: pl.Series,
     settings: Settings,
     only: str | None,
+    *,
+    shared: bool,
 ) -> MethodOutput:
-    """STR results run by run: each run's post-dose peaks with every genotype source's peaks."""
+    """STR results run by run: each run's post-dose peaks with every genotype source's peaks.
+
+    The current rows share one :class:`~chimera.calculate.str_sources.StrCache` per rebuild
+    (every patient of a bank reads the same product references); other ``observations``
+    (a replaced file's view, ``shared`` false) get their own.
+    """
+    is_reported = pl.col("sample_id").is_in(reported.implode())
     genotypes = observations.filter(
-        pl.col("sample_id").is_in(samples["sample_id"].implode())
-        & ~pl.col("sample_id").is_in(reported.implode())
+        pl.col("sample_id").is_in(samples["sample_id"].implode()) & ~is_reported
     )
-    own = observations.filter(pl.col("sample_id").is_in(reported.implode()))
-    results, markers = [], []
-    for (sha,), run in sorted(own.partition_by("source_sha256", as_dict=True).items()):
-        if only is not None and sha != only:
-            continue
-        output = str_chimerism.compute_str_chimerism(
-            pl.concat([run, genotypes], how="vertical_relaxed").lazy(),
-            samples.lazy(),
-            settings=settings.str,
-            stutter=inputs.stutter,
-        )
-        results.append(output.results.with_columns(source_sha256=pl.lit(sha)))
-        markers.append(output.markers.with_columns(source_sha256=pl.lit(sha)))
-    if not results:
+    own = observations.filter(
+        is_reported if only is None else is_reported & (pl.col("source_sha256") == only)
+    )
+    if own.height == 0:
         return _empty()
-    return MethodOutput(pl.concat(results), pl.concat(markers))
+    return str_chimerism.compute_str_runs(
+        pl.concat([own, genotypes], how="vertical_relaxed"),
+        samples,
+        settings=settings.str,
+        stutter=inputs.stutter,
+        cache=inputs.str_cache if shared else str_sources.StrCache(),
+    )
 
 
 def _pcr_output(
@@ -310,7 +345,9 @@ def method_rows(
     if rows.height == 0 or not rows.filter(pl.col("sample_id").is_in(reported.implode())).height:
         return _empty().results, _empty().markers
     if inputs.method == Method.STR:
-        output = _str_output(inputs, rows, samples, reported, settings, only)
+        output = _str_output(
+            inputs, rows, samples, reported, settings, only, shared=observations is None
+        )
     else:
         output = _pcr_output(inputs, rows, samples, registry, patient, settings)
     sources = rows.group_by("sample_id", "source_sha256").agg(

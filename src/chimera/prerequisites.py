@@ -164,10 +164,8 @@ def _product_waits(
     product: PatientProduct, method: Method, registry: Registry, measured: Container[str]
 ) -> list[str]:
     """The product reference of the patient's cell bank, when no lot of it was measured yet."""
-    roles = [Role.DONOR_REFERENCE] if method == Method.STR else list(PRODUCT_ROLES)
-    members = registry.samples.filter(
-        pl.col("sample_id").is_in(registry.product_ids(product.bank)) & pl.col("role").is_in(roles)
-    )
+    roles = (Role.DONOR_REFERENCE,) if method == Method.STR else tuple(PRODUCT_ROLES)
+    members = registry.product_members(product.bank, roles)
     if any(s in measured for s in members["sample_id"].to_list()):
         return []
     lots = ", ".join(sorted(set(members["patient_id"].to_list())) or product.lots) or "none yet"

@@ -1,7 +1,7 @@
 """Derived tables rebuilt from the raw tables, for the patients a change touches.
 
 ``chimerism/`` and ``markers/`` of a patient are recomputed from the raw rows of every method
-(:mod:`chimera.method_rows`; which files count: :func:`chimera.registry.supersession`) with the
+(:mod:`chimera.method_rows`; which files count: :func:`chimera.runs.supersession`) with the
 registry's samples, so the order files arrive in does not matter and a re-run adds nothing.
 Dilution series set the assay limits first (``assay_limits/``); the STR stutter ratios are
 measured once per rebuild on every current single-source profile (``stutter_ratios/``). A
@@ -42,8 +42,8 @@ from chimera.registry import (
     read_observations,
     read_registry,
     series_ids,
-    split_current,
 )
+from chimera.runs import split_current
 from chimera.settings import Settings
 from chimera.warehouse import (
     ASSAY_LIMITS,

@@ -9,15 +9,17 @@ Used after every poll or ingest (:func:`chimera.poll.refresh_after_ingest`), by 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
 
 from chimera import channels, kinetics, trends
+from chimera.alert_scope import alert_scope, read_scoped, record_evaluation
 from chimera.alerts.detect import detect_alerts
 from chimera.alerts.states import update_alert_states
-from chimera.registry import read_registry
+from chimera.registry import Registry, read_registry
 from chimera.settings import Settings
 from chimera.warehouse import (
     ALERT_DELIVERIES,
@@ -46,6 +48,58 @@ def all_patients(warehouse: Warehouse) -> set[str]:
     return {str(p) for p in warehouse.read(CHIMERISM)["patient_id"].unique()}
 
 
+def per_patient(
+    parts: dict[str, pl.DataFrame], build: Callable[[pl.LazyFrame], pl.LazyFrame]
+) -> dict[str, pl.DataFrame]:
+    """``build`` of each patient's rows, computed for all patients in one pass.
+
+    ``build`` works per patient x specimen curve (trends, kinetics), so one pass over every
+    patient's rows gives each patient what a pass over its own rows gives; a patient with no
+    output row gets an empty frame (its file is removed). Parts holding rows of another patient
+    are built one by one.
+    """
+    filled = {patient: rows for patient, rows in parts.items() if rows.height}
+    if not all(bool(rows["patient_id"].eq(p).all()) for p, rows in filled.items()):
+        return {patient: build(rows.lazy()).collect() for patient, rows in parts.items()}
+    if not filled:
+        return {patient: build(rows.lazy()).collect() for patient, rows in parts.items()}
+    frame = build(pl.concat(list(filled.values()), how="diagonal_relaxed").lazy()).collect()
+    found = {str(k[0]): v for k, v in frame.partition_by("patient_id", as_dict=True).items()}
+    return {patient: found.get(patient, frame.clear()) for patient in parts}
+
+
+def _alert_states(
+    warehouse: Warehouse,
+    previous: pl.DataFrame,
+    registry: Registry,
+    todo: set[str],
+    patients: set[str] | None,
+    settings: Settings,
+    now: datetime,
+) -> pl.DataFrame:
+    """The new alert table: conditions evaluated again where data changed, else kept.
+
+    Which patients are evaluated again: :func:`chimera.alert_scope.alert_scope` (the result
+    equals a full evaluation).
+    """
+    known = {*registry.samples["patient_id"].to_list(), *todo}
+    scope = alert_scope(warehouse, settings, rebuilt=patients, previous=previous, known=known)
+    infusions = registry.infusions
+    if scope.evaluate is not None:
+        infusions = infusions.filter(pl.col("patient_id").is_in(list(scope.evaluate)))
+    detected = detect_alerts(
+        read_scoped(warehouse, TRENDS, scope).lazy(),
+        read_scoped(warehouse, KINETICS, scope).lazy(),
+        read_scoped(warehouse, CHIMERISM, scope).lazy(),
+        infusions.lazy(),
+        settings=settings.alerts,
+    )
+    current = pl.concat([detected, scope.kept], how="vertical_relaxed").sort(
+        "patient_id", "specimen", "rule", "episode_key"
+    )
+    return update_alert_states(previous, current, now=now)
+
+
 def refresh_patients(
     patients: set[str] | None, *, settings: Settings, now: datetime
 ) -> RefreshSummary:
@@ -55,24 +109,19 @@ def refresh_patients(
         todo = all_patients(warehouse) if patients is None else set(patients)
         registry = read_registry(warehouse)
         infusions = registry.infusions.lazy()
-        built = {}
-        for patient in sorted(todo):
-            chimerism = warehouse.read_part(CHIMERISM, patient)
-            if chimerism is None:
-                continue
-            doses = infusions.filter(pl.col("patient_id") == patient)
-            built[patient] = trends.build_trend_table(
-                chimerism.lazy(), doses, cd=settings.alerts.critical_difference
-            ).collect()
-        trend_parts = warehouse.write_parts(TRENDS, built)
+        chimerism = {
+            patient: part
+            for patient in sorted(todo)
+            if (part := warehouse.read_part(CHIMERISM, patient)) is not None
+        }
+        cd = settings.alerts.critical_difference
+        trend_parts = warehouse.write_parts(
+            TRENDS,
+            per_patient(chimerism, lambda rows: trends.build_trend_table(rows, infusions, cd=cd)),
+        )
         warehouse.write_parts(
             KINETICS,
-            {
-                patient: kinetics.compute_kinetics(
-                    trend.lazy(), infusions.filter(pl.col("patient_id") == patient)
-                ).collect()
-                for patient, trend in trend_parts.items()
-            },
+            per_patient(trend_parts, lambda rows: kinetics.compute_kinetics(rows, infusions)),
         )
         all_kinetics = warehouse.read(KINETICS)
         if all_kinetics.height:
@@ -84,15 +133,10 @@ def refresh_patients(
             # be evaluated and existing alerts stay as they are.
             still_open = previous.filter(pl.col("state") != AlertState.RESOLVED).height
             return RefreshSummary(frozenset(todo), (), still_open, 0)
-        current = detect_alerts(
-            warehouse.read(TRENDS).lazy(),
-            warehouse.read(KINETICS).lazy(),
-            warehouse.read(CHIMERISM).lazy(),
-            infusions,
-            settings=settings.alerts,
+        updated = warehouse.write_single(
+            ALERTS, _alert_states(warehouse, previous, registry, todo, patients, settings, now)
         )
-        updated = update_alert_states(previous, current, now=now)
-        updated = warehouse.write_single(ALERTS, updated)
+        record_evaluation(warehouse, settings)
         before = set(previous["alert_id"].to_list())
         opened = tuple(
             sorted(set(updated.filter(pl.col("state") == AlertState.OPEN)["alert_id"]) - before)
@@ -106,6 +150,7 @@ def refresh_patients(
         )
         if delivered.height:
             delivered = warehouse.write_single(ALERT_DELIVERIES, delivered)
+        warehouse.persist_snapshots()  # the next run reads kinetics etc. in one file
     return RefreshSummary(
         patients=frozenset(todo),
         opened_alert_ids=opened,

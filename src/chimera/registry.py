@@ -8,7 +8,7 @@ per dose. Rules [R] (issues 9 and 10):
   manifest and the infusion log name for them (a patient may receive several lots of one
   bank); without a named lot, the only bank there is. Lots of different banks never mix: such a
   patient has no bank, and the reason says why.
-* **Re-exports.** :func:`supersession` is the one place that decides which raw assay files
+* **Re-exports.** :func:`chimera.runs.supersession` is the one place that decides which raw assay files
   count. Two files of one method hold the same run when both carry a header run id
   (``run_id``), the ids are equal and they share at least half of the smaller file's wells (STR:
   sample files); or, unless both carry different run ids, when they hold exactly the same set of
@@ -48,6 +48,10 @@ class PatientProduct:
     problem: str | None = None
 
 
+PARTITION_AFTER_LOOKUPS = 16
+"""Patient look-ups answered by a filter before :meth:`Registry.patient_samples` partitions."""
+
+
 @dataclass
 class Registry:
     """Current registry rows: latest manifest row per sample, latest log row per dose."""
@@ -60,10 +64,23 @@ class Registry:
 
     _owned: dict[tuple[str, str], list[str]] | None = field(default=None, repr=False)
     _by_patient: dict[str, pl.DataFrame] | None = field(default=None, repr=False)
+    _lookups: int = field(default=0, repr=False)
+    _members: dict[tuple[str | None, tuple[Role, ...]], pl.DataFrame] = field(
+        default_factory=dict, repr=False
+    )
 
     def product_ids(self, bank: str | None) -> list[str]:
         """Sample ids of every product sample (any lot) of ``bank``."""
         return sorted(self.banks.members.get(bank, ())) if bank is not None else []
+
+    def product_members(self, bank: str | None, roles: tuple[Role, ...]) -> pl.DataFrame:
+        """The registry rows of ``bank``'s product samples with one of ``roles`` (kept once)."""
+        key = (bank, roles)
+        if key not in self._members:
+            self._members[key] = self.samples.filter(
+                pl.col("sample_id").is_in(self.product_ids(bank)) & pl.col("role").is_in(roles)
+            )
+        return self._members[key]
 
     def owned(self, owner: str, role: Role) -> list[str]:
         """Sample ids of ``role`` registered to ``owner`` (a patient, a lot or a series)."""
@@ -76,7 +93,14 @@ class Registry:
         return self._owned.get((owner, role), [])
 
     def patient_samples(self, patient: str) -> pl.DataFrame:
-        """The registry rows of one patient (or lot, or series), in registry order."""
+        """The registry rows of one patient (or lot, or series), in registry order.
+
+        The first few look-ups (a rebuild of a few patients) filter the registry; more
+        partition it once.
+        """
+        if self._by_patient is None and self._lookups < PARTITION_AFTER_LOOKUPS:
+            self._lookups += 1
+            return self.samples.filter(pl.col("patient_id") == patient)
         if self._by_patient is None:
             self._by_patient = {
                 str(k[0]): v
@@ -190,206 +214,21 @@ def read_observations(warehouse: Warehouse, method: Method) -> pl.DataFrame:
     return warehouse.read(OBSERVATIONS[method])
 
 
+def sources_by_sample(rows: pl.DataFrame) -> pl.DataFrame:
+    """``sample_id`` and the list of distinct ``source_sha256`` holding it (nulls dropped)."""
+    return (
+        rows.select("sample_id", "source_sha256")
+        .drop_nulls()
+        .group_by("sample_id")
+        .agg(pl.col("source_sha256").unique())
+    )
+
+
 def measured_ids(frame: pl.DataFrame) -> set[str]:
     """Sample ids present in an assay frame."""
     if frame.height == 0 or "sample_id" not in frame.columns:
         return set()
     return set(frame["sample_id"].drop_nulls().to_list())
-
-
-LAYOUT_COLUMNS: dict[Method, tuple[str, ...]] = {
-    Method.STR: ("sample_id", "marker"),
-    Method.QPCR: ("well", "sample_id", "target"),
-    Method.DDPCR: ("well", "sample_id", "target"),
-}
-"""What a file's layout is: its set of these rows (a re-export keeps them, another plate not)."""
-POSITION_COLUMN = {Method.STR: "sample_id", Method.QPCR: "well", Method.DDPCR: "well"}
-"""Where a file holds a measurement: the well (PCR) or the sample file (STR)."""
-SAME_RUN_OVERLAP = 0.5
-"""Two files with one header run id are one run when they share this share of positions."""
-
-SUPERSESSION_SCHEMA = {
-    "source_sha256": pl.String(),
-    "source_file": pl.String(),
-    "ingested_at": pl.Datetime("us", "UTC"),
-    "replaced_by": pl.String(),
-    "replaced_by_file": pl.String(),
-    "link": pl.String(),
-    "reason": pl.String(),
-}
-
-
-@dataclass
-class RunFile:
-    """One raw file as :func:`supersession` sees it: its run id, layout and positions."""
-
-    sha256: str
-    name: str
-    ingested_at: datetime
-    run_id: str | None
-    layout: int
-    positions: frozenset[str]
-    link: str | None = None
-
-    @property
-    def order(self) -> tuple[datetime, str, str]:
-        """Where the file comes in ingest order (time, then name, then hash)."""
-        return (self.ingested_at, self.name, self.sha256)
-
-
-def _same_run(new: RunFile, old: RunFile, method: Method) -> str | None:
-    """Why ``new`` holds the same run as ``old`` (the module docstring's rule), else None."""
-    if new.run_id is not None and old.run_id is not None:
-        if new.run_id != old.run_id:
-            return None
-        shared = len(new.positions & old.positions)
-        smaller = min(len(new.positions), len(old.positions))
-        if smaller and shared >= SAME_RUN_OVERLAP * smaller:
-            return f"same run id in the file header ({new.run_id})"
-        return None
-    if new.layout == old.layout:
-        what = "samples and markers" if method == Method.STR else "wells, samples and targets"
-        return f"the same {what}"
-    return None
-
-
-def run_files(observations: pl.DataFrame, method: Method) -> list[RunFile]:
-    """One :class:`RunFile` per raw file in ``observations``, in ingest order."""
-    layout = [pl.col(c).cast(pl.String).fill_null("") for c in LAYOUT_COLUMNS[method]]
-    run_id = (
-        pl.col("run_id").drop_nulls().first()
-        if "run_id" in observations.columns
-        else pl.lit(None, dtype=pl.String)
-    )
-    per_file = (
-        observations.group_by("source_sha256")
-        .agg(
-            pl.col("source_file").first(),
-            pl.col("ingested_at").max(),
-            run_id.alias("run_id"),
-            pl.concat_str(layout, separator="\x1f")
-            .unique()
-            .sort()
-            .str.join("\x1e")
-            .hash(0)
-            .alias("layout"),
-            pl.col(POSITION_COLUMN[method]).drop_nulls().unique().alias("positions"),
-        )
-        .sort("ingested_at", "source_file", "source_sha256")
-    )
-    return [
-        RunFile(
-            sha256=r["source_sha256"],
-            name=r["source_file"],
-            ingested_at=r["ingested_at"],
-            run_id=r["run_id"],
-            layout=r["layout"],
-            positions=frozenset(r["positions"]),
-        )
-        for r in per_file.iter_rows(named=True)
-    ]
-
-
-class RunBook:
-    """The raw files of one method grouped into runs, in ingest order (module docstring rule).
-
-    Files are added one by one; a file that comes after every file added so far is placed in
-    one step (what a batch does with each accepted file), any other regroups every file.
-    """
-
-    def __init__(self, method: Method, files: list[RunFile] | None = None) -> None:
-        self.method = method
-        self._reset(files or [])
-
-    def _reset(self, files: list[RunFile]) -> None:
-        self.runs: list[list[RunFile]] = []
-        self._run_of: dict[str, int] = {}
-        self._by_run_id: dict[str, list[int]] = {}
-        self._by_layout: dict[int, list[int]] = {}
-        for file in files:
-            self._place(file)
-
-    def __contains__(self, sha256: object) -> bool:
-        return sha256 in self._run_of
-
-    def add(self, file: RunFile) -> list[RunFile]:
-        """Add one file; the members of the run it belongs to, the run's current file last."""
-        latest = max((run[-1].order for run in self.runs), default=None)
-        if latest is not None and file.order < latest:
-            files = sorted([*(f for run in self.runs for f in run), file], key=lambda f: f.order)
-            for member in files:
-                member.link = None
-            self._reset(files)
-        else:
-            self._place(file)
-        return self.runs[self._run_of[file.sha256]]
-
-    def _place(self, file: RunFile) -> None:
-        candidates = self._by_run_id.get(file.run_id or "", []) + self._by_layout.get(
-            file.layout, []
-        )
-        joined = None
-        for index in dict.fromkeys(candidates):
-            ids = {m.run_id for m in self.runs[index] if m.run_id is not None}
-            if file.run_id is not None and ids - {file.run_id}:
-                continue  # the run's header id is another run's
-            members = self.runs[index]
-            link = next((w for w in (_same_run(file, m, self.method) for m in members) if w), None)
-            if link is not None:
-                file.link, joined = link, index
-                break
-        if joined is None:
-            joined = len(self.runs)
-            self.runs.append([])
-        self.runs[joined].append(file)
-        self._run_of[file.sha256] = joined
-        if file.run_id is not None:
-            self._by_run_id.setdefault(file.run_id, []).append(joined)
-        self._by_layout.setdefault(file.layout, []).append(joined)
-
-
-def supersession(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
-    """One row per raw file of ``method``: the later file of its run that replaces it, and why.
-
-    ``replaced_by``/``replaced_by_file`` name the run's current (latest) file, null for a file
-    that is current; ``link`` says why a file joined an earlier file's run (null for the first
-    of a run); ``reason`` is the plain-language note of a replaced file. Rules: module docstring.
-    """
-    if observations.height == 0:
-        return pl.DataFrame(schema=SUPERSESSION_SCHEMA)
-    rows = []
-    for members in RunBook(method, run_files(observations, method)).runs:
-        current = members[-1]
-        for file in members:
-            replaced = file is not current
-            rows.append(
-                {
-                    "source_sha256": file.sha256,
-                    "source_file": file.name,
-                    "ingested_at": file.ingested_at,
-                    "replaced_by": current.sha256 if replaced else None,
-                    "replaced_by_file": current.name if replaced else None,
-                    "link": file.link,
-                    "reason": (
-                        f"re-export: replaced by {current.name} ({current.link or file.link})"
-                        if replaced
-                        else None
-                    ),
-                }
-            )
-    return pl.DataFrame(rows, schema=SUPERSESSION_SCHEMA)
-
-
-def split_current(observations: pl.DataFrame, method: Method) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(the rows of the files no re-export replaced, the :func:`supersession` table)."""
-    table = supersession(observations, method)
-    replaced = table.filter(pl.col("replaced_by").is_not_null())["source_sha256"]
-    return observations.filter(~pl.col("source_sha256").is_in(replaced.implode())), table
-
-
-def current_observations(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
-    """The rows of the files no re-export of the same run replaced (:func:`supersession`)."""
-    return split_current(observations, method)[0]
 
 
 def _failed(row: dict[str, object]) -> bool:

@@ -289,7 +289,11 @@ def match_aliases(
 
 def clean_cell(value: str | None) -> str | None:
     """Return a cell without surrounding blanks and double quotes; empty or None gives None."""
-    text = (value or "").strip().strip('"').strip()
+    if not value:
+        return None
+    text = value.strip()
+    if text[:1] == '"' or text[-1:] == '"':
+        text = text.strip('"').strip()
     return text or None
 
 

@@ -124,25 +124,28 @@ def validate_many(
 ) -> list[pl.DataFrame]:
     """Validate several frames against one contract; returns them as validated (same order).
 
-    When the contract checks rows alone (:func:`schemas.base.rows_checked_alone`) and the
-    frames already have its dtypes, one Pandera pass covers them all; otherwise, and to name
-    the frame at fault when that pass fails, each frame is validated on its own.
+    When the contract checks rows alone (:func:`schemas.base.rows_checked_alone`), frames that
+    already have its dtypes are checked in one Pandera pass per set of columns; the other
+    frames, and every frame of a pass that fails (to name the frame at fault), are validated
+    on their own.
 
     Raises
     ------
     ValidationFailedError
         For the first frame (in order) that breaks the contract.
     """
-    if (
-        len(frames) > 1
-        and checks_rows_alone(model)
-        and all(_fits(f, model) and f.columns == frames[0].columns for f in frames)
-        and _passes(frames, model)
-    ):
-        return list(frames)
+    passed: set[int] = set()
+    if len(frames) > 1 and checks_rows_alone(model):
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for index, frame in enumerate(frames):
+            if _fits(frame, model):
+                groups.setdefault(tuple(frame.columns), []).append(index)
+        for members in groups.values():
+            if len(members) > 1 and _passes([frames[i] for i in members], model):
+                passed.update(members)
     return [
-        _validate(frame, model, file_name=name)
-        for frame, name in zip(frames, file_names, strict=True)
+        frame if index in passed else _validate(frame, model, file_name=name)
+        for index, (frame, name) in enumerate(zip(frames, file_names, strict=True))
     ]
 
 

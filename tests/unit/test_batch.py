@@ -23,7 +23,8 @@ from chimera import table_cache
 from chimera.batch import IngestBatch, StorageFailure
 from chimera.errors import ValidationFailedError
 from chimera.prerequisites import resolve_sample_ids
-from chimera.registry import RunBook, read_registry, run_files, supersession
+from chimera.registry import read_registry
+from chimera.runs import RunBook, run_files, supersession
 from chimera.validation import check_deferred, deferred_validation, validate_frame, validate_many
 from chimera.warehouse import CHIMERISM, INGEST_LOG, OBSERVATIONS, Warehouse
 from schemas.base import polars_schema

@@ -23,7 +23,8 @@ from ingest_builders import (
 )
 from pcr_builders import DdpcrPlate, QpcrPlate
 
-from chimera.registry import mark_repeat_measurements, supersession
+from chimera.registry import mark_repeat_measurements
+from chimera.runs import supersession
 from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus, Role
 
 TRUE_PCT = {"P01-D1": 10.0, "P01-D2": 4.0, "P01-D3": 1.0, "P01-D4": 20.0}

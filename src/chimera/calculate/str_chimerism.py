@@ -28,16 +28,18 @@ from chimera.calculate.limits import (
 from chimera.calculate.str_aggregate import Genome, LocusWork, SampleWork, summarise
 from chimera.calculate.str_profiles import (
     Genotypes,
+    ProfileKey,
     allele_sort_key,
-    broad_peaks,
     join_alleles,
     marker_key,
-    reference_genotypes,
-    sample_signals,
+    profile_broad_peaks,
+    profile_signals,
+    profile_y_heights,
     shift_allele,
     signal_column,
-    unexpected_y,
+    y_is_unexpected,
 )
+from chimera.calculate.str_sources import References, StrCache, sample_notes
 from chimera.calculate.str_three_genome import evaluate_three_genome
 from chimera.calculate.stutter import correct_stutter, unexplained_alleles, unique_alleles
 from chimera.calculate.stutter_ratios import StutterLookup, estimate_stutter_ratios
@@ -254,121 +256,6 @@ def _not_used(call: LocusCall, *, sex_marker: bool) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Sources:
-    """One post-dose sample's genotype sources: genome -> (reference sample ids, genotype)."""
-
-    model: GenomeModel
-    genomes: dict[Genome, tuple[list[str], Genotypes]]
-
-
-_LABELS = {
-    Role.DONOR_REFERENCE: "iNK reference samples",
-    Role.RECIPIENT_BASELINE: "patient baseline samples",
-    Role.RECIPIENT_GERMLINE: "patient germline samples",
-    Role.HSCT_DONOR: "HSCT donor samples",
-}
-
-
-def _reference_rows(sample_frame: pl.DataFrame, role: Role, owner: str) -> list[str]:
-    """Sample ids of ``role`` that type ``owner`` (a product lot or a patient)."""
-    rows = sample_frame.filter(pl.col("role") == role)
-    if role is Role.DONOR_REFERENCE:
-        rows = rows.filter((pl.col("product_lot") == owner) | (pl.col("patient_id") == owner))
-    else:
-        rows = rows.filter(pl.col("patient_id") == owner)
-    return sorted(set(rows["sample_id"].to_list()))
-
-
-def _missing_reason(role: Role, owner: str | None, patient_id: str) -> str:
-    if role is Role.DONOR_REFERENCE and owner is None:
-        return (
-            f"no iNK product lot recorded for patient {patient_id!r}; record the lot so the "
-            "iNK reference profile can be found"
-        )
-    what = {
-        Role.DONOR_REFERENCE: f"iNK product lot {owner!r}",
-        Role.RECIPIENT_BASELINE: f"patient {patient_id!r} baseline (pre-dose)",
-        Role.RECIPIENT_GERMLINE: (
-            f"patient {patient_id!r} germline (recipient_germline: buccal swab, fibroblasts or "
-            "pre-transplant DNA; the pre-dose blood of a patient with a prior transplant donor "
-            "is a mixture, not a genotype)"
-        ),
-        Role.HSCT_DONOR: f"prior HSCT donor of patient {patient_id!r}",
-    }[role]
-    return f"no {what} STR reference profile; type the missing reference before this sample can be calculated"
-
-
-def _sources(
-    patient_id: str,
-    lot: str | None,
-    sample_frame: pl.DataFrame,
-    peak_frame: pl.DataFrame,
-    *,
-    three_genome: bool,
-    cache: dict[tuple[Role, str], Genotypes | None],
-    settings: StrSettings,
-) -> _Sources | str:
-    """Genotype sources of a patient's post-dose sample, or why they are missing."""
-    if three_genome:
-        model = GenomeModel.THREE_GENOME
-        wanted = {
-            Genome.INK: (Role.DONOR_REFERENCE, lot),
-            Genome.HSCT_DONOR: (Role.HSCT_DONOR, patient_id),
-            Genome.RECIPIENT: (Role.RECIPIENT_GERMLINE, patient_id),
-        }
-    else:
-        model = GenomeModel.TWO_GENOME
-        wanted = {
-            Genome.INK: (Role.DONOR_REFERENCE, lot),
-            Genome.RECIPIENT: (Role.RECIPIENT_BASELINE, patient_id),
-        }
-    genomes = {}
-    for genome, (role, owner) in wanted.items():
-        if owner is None:
-            return _missing_reason(role, owner, patient_id)
-        ids = _reference_rows(sample_frame, role, owner)
-        if (role, owner) not in cache:
-            own = peak_frame.filter(pl.col("sample_id").is_in(ids))
-            cache[(role, owner)] = reference_genotypes(own, ids, settings=settings)
-        genotype = cache[(role, owner)]
-        if genotype is None:
-            return _missing_reason(role, owner, patient_id)
-        genomes[genome] = (ids, genotype)
-    return _Sources(model, genomes)
-
-
-def _sample_notes(
-    sample: pl.DataFrame, sources: _Sources, peak_frame: pl.DataFrame, *, settings: StrSettings
-) -> list[str]:
-    """QC findings that need review before any locus is computed (sex check, peak shape, refs)."""
-    notes = []
-    reference_ids = [i for ids, _ in sources.genomes.values() for i in ids]
-    if unexpected_y(sample, peak_frame.filter(pl.col("sample_id").is_in(reference_ids))):
-        notes.append(
-            "Amelogenin Y signal although no reference genome (iNK product, patient"
-            + (", HSCT donor" if sources.model is GenomeModel.THREE_GENOME else " baseline")
-            + ") has a Y allele: possible sample swap or contamination"
-        )
-    broad = broad_peaks(sample, factor=settings.area_height_ratio_factor)
-    if broad:
-        notes.append(
-            "peak shape unlike the other alleles (area/height vs the sample's median; "
-            "broad artefact or dye blob?): " + ", ".join(broad)
-        )
-    roles = {
-        Genome.INK: Role.DONOR_REFERENCE,
-        Genome.HSCT_DONOR: Role.HSCT_DONOR,
-        Genome.RECIPIENT: Role.RECIPIENT_GERMLINE
-        if sources.model is GenomeModel.THREE_GENOME
-        else Role.RECIPIENT_BASELINE,
-    }
-    for genome, (_, genotype) in sources.genomes.items():
-        if genotype.discordant:
-            notes.append(f"{_LABELS[roles[genome]]} disagree at " + ", ".join(genotype.discordant))
-    return notes
-
-
 def compute_str_chimerism(
     peaks: pl.LazyFrame,
     samples: pl.LazyFrame,
@@ -404,47 +291,93 @@ def compute_str_chimerism(
         One result per post-dose sample (mean of retained loci, 95 % t-interval over loci,
         recipient and HSCT-donor shares for three genomes) and one marker row per locus.
     """
-    signal_column(settings.signal)
-    peak_frame = peaks.collect()
+    frame = peaks.collect()
     sample_frame = samples.select("sample_id", "patient_id", "role", "product_lot").collect()
     if stutter is None and settings.stutter_correction:
-        stutter = estimate_stutter_ratios(peak_frame, sample_frame, settings=settings)
-    by_sample = {
-        key[0]: frame
-        for key, frame in peak_frame.partition_by("sample_id", as_dict=True).items()
-        if key[0] is not None
-    }
-    three_genome = set(sample_frame.filter(pl.col("role") == Role.HSCT_DONOR)["patient_id"])
-    cache: dict[tuple[Role, str], Genotypes | None] = {}
-    results: list[SampleResult] = []
-    marker_rows: list[dict[str, object]] = []
-    post = (
-        sample_frame.filter(
-            (pl.col("role") == Role.POST_DOSE) & pl.col("sample_id").is_in(sorted(by_sample))
-        )
-        .unique("sample_id", keep="first", maintain_order=True)
-        .sort("sample_id")
+        stutter = estimate_stutter_ratios(frame, sample_frame, settings=settings)
+    found = _evaluate(frame, sample_frame, ["sample_id"], settings=settings, stutter=stutter,
+                      cache=StrCache())  # fmt: skip
+    return MethodOutput(
+        results=results_frame([result for _, result, _ in found]),
+        markers=markers_frame([row for _, _, rows in found for row in rows]),
     )
-    for sample_id, patient_id, _, lot in post.iter_rows():
-        sources = _sources(
-            patient_id, lot, sample_frame, peak_frame,
-            three_genome=patient_id in three_genome, cache=cache, settings=settings,
-        )  # fmt: skip
+
+
+def compute_str_runs(
+    peaks: pl.DataFrame,
+    samples: pl.DataFrame,
+    *,
+    settings: StrSettings,
+    stutter: pl.DataFrame,
+    cache: StrCache | None = None,
+) -> MethodOutput:
+    """STR % iNK of every post-dose sample on every run (file) in ``peaks``, run by run.
+
+    As :func:`compute_str_chimerism` with the stutter table given, but a sample's profile is
+    its rows of one run (``source_sha256``): a sample measured on two runs gives two results,
+    each with its run's ``source_sha256`` (results and marker rows), in run then sample order.
+    Genotype sources come from every run; ``cache`` shares reference genotypes between calls
+    that read the same rows of the reference samples.
+    """
+    by = ["sample_id", "source_sha256"]
+    found = _evaluate(peaks, samples, by, settings=settings, stutter=stutter,
+                      cache=StrCache() if cache is None else cache)  # fmt: skip
+    results = results_frame([result for _, result, _ in found]).with_columns(
+        source_sha256=pl.Series([key[1] for key, _, _ in found], dtype=pl.String)
+    )
+    markers = markers_frame([row for _, _, rows in found for row in rows]).with_columns(
+        source_sha256=pl.Series([key[1] for key, _, rows in found for _ in rows], dtype=pl.String)
+    )
+    return MethodOutput(results, markers)
+
+
+Evaluated = tuple[ProfileKey, SampleResult, list[dict[str, object]]]
+"""A profile's key, its result and its marker rows."""
+
+
+def _evaluate(
+    peaks: pl.DataFrame,
+    samples: pl.DataFrame,
+    by: list[str],
+    *,
+    settings: StrSettings,
+    stutter: pl.DataFrame | None,
+    cache: StrCache,
+) -> list[Evaluated]:
+    """Every post-dose profile (rows grouped by ``by``, ``sample_id`` first) evaluated."""
+    signal_column(settings.signal)
+    sample_frame = samples.select("sample_id", "patient_id", "role", "product_lot")
+    post: dict[str, tuple[str, str | None]] = {}
+    for sample_id, patient_id, role, lot in sample_frame.iter_rows():
+        if role == Role.POST_DOSE and sample_id not in post:
+            post[sample_id] = (patient_id, lot)
+    rows = peaks.filter(pl.col("sample_id").is_in(list(post)))
+    signals = profile_signals(rows, by, signal=settings.signal)
+    amel = profile_y_heights(rows, by)
+    broad = profile_broad_peaks(rows, by, factor=settings.area_height_ratio_factor)
+    three_genome = set(sample_frame.filter(pl.col("role") == Role.HSCT_DONOR)["patient_id"])
+    references = References(sample_frame, peaks, settings=settings, cache=cache)
+    index = cache.stutter_index(stutter, settings)
+    found: list[Evaluated] = []
+    for key in sorted(amel, key=lambda k: (tuple(str(v) for v in k[1:]), str(k[0]))):
+        sample_id = str(key[0])
+        patient_id, lot = post[sample_id]
+        sources = references.sources(patient_id, lot, three_genome=patient_id in three_genome)
         if isinstance(sources, str):
-            results.append(
-                failed_result(sample_id, Method.STR, [sources], lod_pct=settings.lod_pct,
-                              loq_pct=settings.loq_pct)
-            )  # fmt: skip
+            failed = failed_result(sample_id, Method.STR, [sources], lod_pct=settings.lod_pct,
+                                   loq_pct=settings.loq_pct)  # fmt: skip
+            found.append((key, failed, []))
             continue
-        sample = by_sample[sample_id]
+        sample = signals.get(key, {})
         three = sources.model is GenomeModel.THREE_GENOME
-        signals = sample_signals(sample, signal=settings.signal)
-        lookup = StutterLookup(stutter, set(signals), settings=settings)
         genotypes = {genome: genotype for genome, (_, genotype) in sources.genomes.items()}
         evaluate = evaluate_three_genome if three else evaluate_two_genome
-        work = evaluate(genotypes, signals, sample_id=sample_id, lookup=lookup, settings=settings)
-        work.notes = _sample_notes(sample, sources, peak_frame, settings=settings)
+        work = evaluate(genotypes, sample, sample_id=sample_id, lookup=index.lookup(set(sample)),
+                        settings=settings)  # fmt: skip
+        reference_y = references.y_height(sources.reference_ids())
+        work.notes = sample_notes(
+            sources, unexpected_y=y_is_unexpected(amel[key], reference_y), broad=broad.get(key, [])
+        )
         work.review = work.review or bool(work.notes)
-        results.append(summarise(sample_id, work, settings=settings))
-        marker_rows.extend(work.marker_rows)
-    return MethodOutput(results=results_frame(results), markers=markers_frame(marker_rows))
+        found.append((key, summarise(sample_id, work, settings=settings), work.marker_rows))
+    return found

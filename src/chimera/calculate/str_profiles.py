@@ -7,6 +7,7 @@ match case- and space-insensitively (formats.md 2). Rules cite methods.md sectio
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ def allele_sort_key(allele: str) -> tuple[int, int, str]:
     >>> sorted(["10.10", "9.3", "10", "10.2", "9"], key=allele_sort_key)
     ['9', '9.3', '10', '10.2', '10.10']
     """
+    return _sort_key(allele)
+
+
+@functools.lru_cache(maxsize=65536)
+def _sort_key(allele: str) -> tuple[int, int, str]:
     if _NUMERIC_ALLELE.match(allele):
         whole, _, suffix = allele.partition(".")
         return int(whole), int(suffix) if suffix else -1, ""
@@ -50,6 +56,11 @@ def shift_allele(allele: str, repeats: int) -> str | None:
     >>> shift_allele("9.3", -1), shift_allele("10.10", 1), shift_allele("OL", 1)
     ('8.3', '11.10', None)
     """
+    return _shifted(allele, repeats)
+
+
+@functools.lru_cache(maxsize=65536)
+def _shifted(allele: str, repeats: int) -> str | None:
     if not _NUMERIC_ALLELE.match(allele):
         return None
     whole, dot, suffix = allele.partition(".")
@@ -72,6 +83,11 @@ def repeat_unit_bp(marker: str) -> int:
 
 def marker_key(name: str) -> str:
     """Case- and space-insensitive marker key (``Penta E`` = ``PENTA  E``; formats.md 2)."""
+    return _marker_key(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _marker_key(name: str) -> str:
     return re.sub(r"\s+", " ", name.strip()).casefold()
 
 
@@ -229,8 +245,20 @@ def _reference_genotypes(
     return Genotypes(union, names, tuple(discordant))
 
 
-def sample_signals(peaks: pl.DataFrame, *, signal: str) -> dict[str, dict[str, float]]:
-    """Numeric-call signal per marker key and allele, summed over duplicate rows."""
+ProfileKey = tuple[object, ...]
+"""The values of a profile's grouping columns (``sample_id`` and, per run, ``source_sha256``)."""
+
+_ONE = "_profile"
+"""Grouping column of a frame that is one profile."""
+
+
+def profile_signals(
+    peaks: pl.DataFrame, by: Sequence[str], *, signal: str
+) -> dict[ProfileKey, dict[str, dict[str, float]]]:
+    """Numeric-call signal per profile (rows grouped by ``by``), marker key and allele.
+
+    Duplicate rows of one allele are summed; one ``group_by`` serves every profile.
+    """
     column = signal_column(signal)
     allele = pl.col("allele").cast(pl.String).str.strip_chars()
     rows = (
@@ -241,23 +269,60 @@ def sample_signals(peaks: pl.DataFrame, *, signal: str) -> dict[str, dict[str, f
             & pl.col("allele").str.contains(NUMERIC_ALLELE_PATTERN).fill_null(value=False)
             & pl.col(column).is_not_null()
         )
-        .group_by("_key", "allele")
+        .group_by(*by, "_key", "allele")
         .agg(pl.col(column).cast(pl.Float64).sum())
         .collect()
     )
-    signals: dict[str, dict[str, float]] = {}
-    for marker, allele_name, value in rows.iter_rows():
-        signals.setdefault(marker_key(marker), {})[allele_name] = float(value)
+    signals: dict[ProfileKey, dict[str, dict[str, float]]] = {}
+    width = len(by)
+    for row in rows.iter_rows():
+        marker, allele_name, value = row[width:]
+        per_marker = signals.setdefault(row[:width], {})
+        per_marker.setdefault(marker_key(marker), {})[allele_name] = float(value)
     return signals
 
 
-def _y_height(peaks: pl.DataFrame) -> tuple[float, float]:
-    """Summed heights of the Amelogenin X and Y peaks (RFU)."""
-    amel = peaks.filter(pl.col("marker").cast(pl.String).str.to_uppercase().str.starts_with("AMEL"))
+def sample_signals(peaks: pl.DataFrame, *, signal: str) -> dict[str, dict[str, float]]:
+    """Numeric-call signal per marker key and allele, summed over duplicate rows."""
+    found = profile_signals(peaks.with_columns(pl.lit(0).alias(_ONE)), [_ONE], signal=signal)
+    return found.get((0,), {})
+
+
+def profile_y_heights(
+    peaks: pl.DataFrame, by: Sequence[str]
+) -> dict[ProfileKey, tuple[float, float]]:
+    """Summed heights of the Amelogenin X and Y peaks (RFU) of each profile."""
+    amel = pl.col("marker").cast(pl.String).str.to_uppercase().str.starts_with("AMEL")
     allele = pl.col("allele").cast(pl.String).str.to_uppercase()
-    x = amel.filter(allele == "X")["height_rfu"].sum()
-    y = amel.filter(allele == "Y")["height_rfu"].sum()
-    return float(x or 0.0), float(y or 0.0)
+    sums = peaks.group_by(*by).agg(
+        x=pl.col("height_rfu").filter(amel & (allele == "X")).sum(),
+        y=pl.col("height_rfu").filter(amel & (allele == "Y")).sum(),
+    )
+    width = len(by)
+    return {
+        row[:width]: (float(row[width] or 0.0), float(row[width + 1] or 0.0))
+        for row in sums.iter_rows()
+    }
+
+
+def amel_heights(peaks: pl.DataFrame) -> tuple[float, float]:
+    """Summed heights of the Amelogenin X and Y peaks (RFU)."""
+    found = profile_y_heights(peaks.with_columns(pl.lit(0).alias(_ONE)), [_ONE])
+    return found.get((0,), (0.0, 0.0))
+
+
+def y_is_unexpected(
+    sample: tuple[float, float], reference_y: float | None, *, min_fraction: float = 0.05
+) -> bool:
+    """Whether AMEL heights ``sample`` (X, Y; RFU) show Y no reference genome carries.
+
+    ``reference_y`` is the references' summed Y height (None: no reference peaks at all).
+    Y above ``min_fraction`` of the sample's AMEL signal counts (methods.md 2.4).
+    """
+    if reference_y is None or reference_y > 0:
+        return False
+    x, y = sample
+    return y > 0 and y >= min_fraction * (x + y)
 
 
 def unexpected_y(
@@ -276,30 +341,16 @@ def unexpected_y(
     >>> unexpected_y(mixed, refs), unexpected_y(refs, refs)
     (True, False)
     """
-    if references.height == 0:
-        return False
-    _, reference_y = _y_height(references)
-    if reference_y > 0:
-        return False
-    x, y = _y_height(sample)
-    return y > 0 and y >= min_fraction * (x + y)
+    reference_y = amel_heights(references)[1] if references.height else None
+    return y_is_unexpected(amel_heights(sample), reference_y, min_fraction=min_fraction)
 
 
-def broad_peaks(peaks: pl.DataFrame, *, factor: float) -> list[str]:
-    """Called peaks whose area/height ratio is ``factor`` times off the sample's median ratio.
+def profile_broad_peaks(
+    peaks: pl.DataFrame, by: Sequence[str], *, factor: float
+) -> dict[ProfileKey, list[str]]:
+    """Called peaks of each profile whose area/height ratio is ``factor`` times off its median.
 
-    A true allele's area/height ratio is about the same for every peak of a run; a broad
-    artefact (dye blob, spike) has a much larger one. In the Rchimerism example the D7S820
-    ``10`` peak has area/height 23 against about 6-7 for true alleles, and reads 28 % patient by
-    area but 10 % by height (methods.md 2.8 QC lessons).
-
-    Examples
-    --------
-    >>> frame = pl.DataFrame({"marker": ["A", "A", "B", "B"], "allele": ["8", "10", "12", "13"],
-    ...                       "area_rfu": [6000.0, 5700.0, 6500.0, 6200.0],
-    ...                       "height_rfu": [950.0, 250.0, 1000.0, 1000.0]})
-    >>> broad_peaks(frame, factor=2.5)
-    ['A 10 (area/height 22.8 vs 6.4)']
+    Only profiles with such a peak are keys; rows keep their order (:func:`broad_peaks`).
     """
     called = peaks.filter(
         pl.col("marker").is_not_null()
@@ -310,14 +361,38 @@ def broad_peaks(peaks: pl.DataFrame, *, factor: float) -> list[str]:
         & (pl.col("height_rfu") > 0)
         & pl.col("area_rfu").is_not_null()
     ).with_columns(ratio=pl.col("area_rfu") / pl.col("height_rfu"))
-    if called.height < 4:
-        return []
-    median = float(called["ratio"].median())  # type: ignore[arg-type]
-    odd = called.filter((pl.col("ratio") > factor * median) | (pl.col("ratio") < median / factor))
-    return [
-        f"{r['marker']} {r['allele']} (area/height {r['ratio']:.1f} vs {median:.1f})"
-        for r in odd.iter_rows(named=True)
-    ]
+    median, ratio = pl.col("_median"), pl.col("ratio")
+    odd = called.with_columns(_median=ratio.median().over(by), _n=pl.len().over(by)).filter(
+        (pl.col("_n") >= 4) & ((ratio > factor * median) | (ratio < median / factor))
+    )
+    found: dict[ProfileKey, list[str]] = {}
+    for row in odd.select(*by, "marker", "allele", "ratio", "_median").iter_rows():
+        marker, allele, value, middle = row[len(by) :]
+        found.setdefault(row[: len(by)], []).append(
+            f"{marker} {allele} (area/height {value:.1f} vs {middle:.1f})"
+        )
+    return found
+
+
+def broad_peaks(peaks: pl.DataFrame, *, factor: float) -> list[str]:
+    """Called peaks whose area/height ratio is ``factor`` times off the sample's median ratio.
+
+    A true allele's area/height ratio is about the same for every peak of a run; a broad
+    artefact (dye blob, spike) has a much larger one. In the Rchimerism example the D7S820
+    ``10`` peak has area/height 23 against about 6-7 for true alleles, and reads 28 % patient by
+    area but 10 % by height (methods.md 2.8 QC lessons). Profiles with fewer than 4 called
+    peaks are not judged.
+
+    Examples
+    --------
+    >>> frame = pl.DataFrame({"marker": ["A", "A", "B", "B"], "allele": ["8", "10", "12", "13"],
+    ...                       "area_rfu": [6000.0, 5700.0, 6500.0, 6200.0],
+    ...                       "height_rfu": [950.0, 250.0, 1000.0, 1000.0]})
+    >>> broad_peaks(frame, factor=2.5)
+    ['A 10 (area/height 22.8 vs 6.4)']
+    """
+    found = profile_broad_peaks(peaks.with_columns(pl.lit(0).alias(_ONE)), [_ONE], factor=factor)
+    return found.get((0,), [])
 
 
 def join_alleles(alleles: Iterable[str]) -> str:

@@ -11,6 +11,7 @@ D3S1358 15/18 vs 15 vs 16/17 for the HSCT donor), and none where they cannot.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Collection, Mapping, Sequence
 
@@ -58,12 +59,34 @@ def dosage_matrix(genotypes: Sequence[Collection[str]], alleles: Sequence[str]) 
     )
 
 
-def solve_fractions(dosage: np.ndarray, shares: np.ndarray) -> np.ndarray:
+_System = tuple[list[int], np.ndarray, np.ndarray]
+"""One support S of the simplex: its genome indices, 2 (A_S)ᵀ and the KKT matrix of the fit."""
+
+
+def _systems(dosage: np.ndarray) -> list[_System]:
+    """The KKT matrix of the equality-constrained fit on every support of the simplex."""
+    k = dosage.shape[1]
+    found = []
+    for size in range(1, k + 1):
+        for support in itertools.combinations(range(k), size):
+            sub = dosage[:, support]
+            kkt = np.block(
+                [[2 * sub.T @ sub, np.ones((size, 1))], [np.ones((1, size)), np.zeros((1, 1))]]
+            )
+            found.append((list(support), 2 * sub.T, kkt))
+    return found
+
+
+def solve_fractions(
+    dosage: np.ndarray, shares: np.ndarray, systems: Sequence[_System] | None = None
+) -> np.ndarray:
     """Fractions f >= 0 with Σ f = 1 minimising ||A f - p||² (exact, small problems).
 
     Every support S of the simplex is tried: the equality-constrained fit on S (its KKT system,
     least-norm when the columns are dependent) is kept when feasible, and the best objective
-    wins. The optimum has a vertex whose support fit is unique, so this is exact.
+    wins. The optimum has a vertex whose support fit is unique, so this is exact. ``systems``
+    are :func:`_systems` of ``dosage`` (they depend on the genotypes only, so a caller
+    solving many samples of one patient builds them once).
 
     Examples
     --------
@@ -74,21 +97,17 @@ def solve_fractions(dosage: np.ndarray, shares: np.ndarray) -> np.ndarray:
     """
     k = dosage.shape[1]
     best: tuple[float, np.ndarray] | None = None
-    for size in range(1, k + 1):
-        for support in itertools.combinations(range(k), size):
-            sub = dosage[:, support]
-            kkt = np.block(
-                [[2 * sub.T @ sub, np.ones((size, 1))], [np.ones((1, size)), np.zeros((1, 1))]]
-            )
-            rhs = np.concatenate([2 * sub.T @ shares, [1.0]])
-            solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:size]
-            if (solution < -_TOLERANCE).any():
-                continue
-            fractions = np.zeros(k)
-            fractions[list(support)] = np.clip(solution, 0.0, None)
-            objective = float(np.sum((dosage @ fractions - shares) ** 2))
-            if best is None or objective < best[0] - 1e-15:
-                best = (objective, fractions)
+    for support, twice_transposed, kkt in _systems(dosage) if systems is None else systems:
+        rhs = np.ones(len(support) + 1)
+        rhs[:-1] = twice_transposed @ shares
+        solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0][: len(support)]
+        if (solution < -_TOLERANCE).any():
+            continue
+        fractions = np.zeros(k)
+        fractions[support] = np.clip(solution, 0.0, None)
+        objective = float(np.sum((dosage @ fractions - shares) ** 2))
+        if best is None or objective < best[0] - 1e-15:
+            best = (objective, fractions)
     assert best is not None
     fractions = best[1]
     return np.asarray(fractions / fractions.sum(), dtype=float)
@@ -126,16 +145,27 @@ def locus_fractions(
     >>> [round(p, 6) for p in pct], total, which
     ([60.0, 30.0, 10.0], 1000.0, [True, True, True])
     """
-    alleles = sorted(set().union(*genotypes), key=allele_sort_key)
+    alleles, dosage, which, systems = _locus_model(tuple(frozenset(g) for g in genotypes))
     total = float(sum(signals.get(a, 0.0) for a in alleles))
-    dosage = dosage_matrix(genotypes, alleles)
-    which = separable(dosage)
     if total <= 0 or not any(which):
-        return [None] * len(genotypes), total, which
+        return [None] * len(genotypes), total, list(which)
     shares = np.array([signals.get(a, 0.0) / total for a in alleles])
-    fractions = solve_fractions(dosage, shares)
+    fractions = solve_fractions(dosage, shares, systems)
     pct = [100.0 * float(f) if ok else None for f, ok in zip(fractions, which, strict=True)]
-    return pct, total, which
+    return pct, total, list(which)
+
+
+@functools.lru_cache(maxsize=4096)
+def _locus_model(
+    genotypes: tuple[frozenset[str], ...],
+) -> tuple[list[str], np.ndarray, tuple[bool, ...], list[_System]]:
+    """Alleles, dosage matrix, separable genomes and KKT systems of one locus's genotypes.
+
+    They depend on the genotypes only, which are the same for every sample of a patient.
+    """
+    alleles = sorted(set().union(*genotypes), key=allele_sort_key)
+    dosage = dosage_matrix(genotypes, alleles)
+    return alleles, dosage, tuple(separable(dosage)), _systems(dosage)
 
 
 def _sharing(values: Mapping[Genome, float]) -> str:

@@ -11,6 +11,7 @@ The ratios come from :mod:`chimera.calculate.stutter_ratios`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -75,12 +76,11 @@ def correct_stutter(
     >>> {allele: round(value, 2) for allele, value in out.items()}
     {'9': 20.32, '10': 996.0, '11': 50.0}
     """
-    corrected: dict[str, float] = {}
+    view = dict(signals)
     for allele in sorted(signals, key=allele_sort_key, reverse=True):
-        view = {**signals, **corrected}
         mean, _ = expected_stutter(allele, view, parents, stutter)
-        corrected[allele] = max(0.0, signals[allele] - mean)
-    return {allele: corrected[allele] for allele in signals}
+        view[allele] = max(0.0, signals[allele] - mean)
+    return view
 
 
 @dataclass(frozen=True)
@@ -129,23 +129,40 @@ def unique_alleles(
     >>> [(u.genome, u.allele, u.dosage, u.stutter_sd, u.stutter_parents) for u in found]
     [('iNK', '13', 1.0, 19.0, '14'), ('recipient', '14', 0.5, 0.0, ''), ('recipient', '16', 0.5, 0.0, '')]
     """
-    parents = set().union(*genomes.values())
+    layout = _unique_layout(
+        tuple((genome, frozenset(alleles)) for genome, alleles in genomes.items()),
+        stutter.back_sd,
+        stutter.forward_sd,
+    )
+    parents, found = layout[0], []
+    for genome, allele, dosage, near in layout[1]:
+        _, sd = expected_stutter(allele, corrected, parents, stutter)
+        found.append(UniqueAllele(genome, allele, corrected.get(allele, 0.0), dosage, sd, near))
+    return found
+
+
+@functools.lru_cache(maxsize=65536)
+def _unique_layout(
+    genomes: tuple[tuple[str, frozenset[str]], ...], back_sd: float, forward_sd: float
+) -> tuple[frozenset[str], tuple[tuple[str, str, float, str], ...]]:
+    """Every expected allele, and each genome-unique allele's genome, dosage and stutter parents.
+
+    They depend on the genotypes and on which stutter directions vary only, the same for every
+    sample of a patient.
+    """
+    parents = frozenset().union(*(alleles for _, alleles in genomes))
     found = []
-    for genome, alleles in genomes.items():
-        others = set().union(*(a for g, a in genomes.items() if g != genome))
-        for allele in sorted(set(alleles) - others, key=allele_sort_key):
-            _, sd = expected_stutter(allele, corrected, parents, stutter)
+    for genome, alleles in genomes:
+        others = frozenset().union(*(a for g, a in genomes if g != genome))
+        for allele in sorted(alleles - others, key=allele_sort_key):
             near = [
                 parent
-                for parent, spread in ((shift_allele(allele, 1), stutter.back_sd),
-                                       (shift_allele(allele, -1), stutter.forward_sd))
+                for parent, spread in ((shift_allele(allele, 1), back_sd),
+                                       (shift_allele(allele, -1), forward_sd))
                 if parent is not None and parent in parents and spread > 0
             ]  # fmt: skip
-            found.append(
-                UniqueAllele(genome, allele, corrected.get(allele, 0.0), 1 / len(alleles), sd,
-                             "/".join(near))
-            )  # fmt: skip
-    return found
+            found.append((genome, allele, 1 / len(alleles), "/".join(near)))
+    return parents, tuple(found)
 
 
 def stutter_ceiling(

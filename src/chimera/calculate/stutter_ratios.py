@@ -269,19 +269,21 @@ class StutterLookup:
     ) -> None:
         self._settings = settings
         self._rows: dict[tuple[str, str], LocusStutter] = {}
+        self._seen: dict[str, LocusStutter] = {}
         if table is None or table.height == 0 or not settings.stutter_correction:
             return
-        panels = table.group_by("panel", maintain_order=True).agg(pl.col("marker"))
-        sets = [frozenset(marker_key(m) for m in ms) for ms in panels["marker"].to_list()]
-        best = _best_panel({marker_key(m) for m in markers}, sets, minimum=0.5)
-        if best is None:
-            return
-        mine = table.filter(pl.col("panel") == panels["panel"][best])
-        for row in mine.iter_rows(named=True):
-            sd = self._sd(row["ratio"], row["ratio_sd"], row["n_observations"], row["source"])
-            self._rows[(marker_key(row["marker"]), row["direction"])] = LocusStutter(
+        self._rows = StutterIndex(table, settings=settings).lookup(markers)._rows
+
+    @classmethod
+    def of_panel(cls, rows: pl.DataFrame, *, settings: StrSettings) -> StutterLookup:
+        """The lookup of one panel's rows of the stutter table."""
+        lookup = cls(None, (), settings=settings)
+        for row in rows.iter_rows(named=True):
+            sd = lookup._sd(row["ratio"], row["ratio_sd"], row["n_observations"], row["source"])
+            lookup._rows[(marker_key(row["marker"]), row["direction"])] = LocusStutter(
                 back=row["ratio"], back_sd=sd, source=StutterSource(row["source"])
             )
+        return lookup
 
     def _sd(self, ratio: float, sd: float | None, n: int, source: str) -> float:
         if source == StutterSource.MEASURED and sd is not None and n >= 3:
@@ -295,6 +297,11 @@ class StutterLookup:
 
     def at(self, marker: str) -> LocusStutter:
         """Back and forward stutter of ``marker`` (no correction when it is switched off)."""
+        if marker not in self._seen:
+            self._seen[marker] = self._at(marker)
+        return self._seen[marker]
+
+    def _at(self, marker: str) -> LocusStutter:
         if not self._settings.stutter_correction:
             return NO_STUTTER
         key = marker_key(marker)
@@ -306,3 +313,39 @@ class StutterLookup:
         if forward is None or not self._settings.forward_stutter_correction:
             return back
         return LocusStutter(back.back, back.back_sd, forward.back, forward.back_sd, back.source)
+
+
+class StutterIndex:
+    """The stutter table read once: its panels' marker sets, one lookup per panel.
+
+    A sample's panel is the one its loci overlap best (Jaccard >= 0.5); without one, every
+    locus gets the configured or published ratio (:class:`StutterLookup`).
+    """
+
+    def __init__(self, table: pl.DataFrame | None, *, settings: StrSettings) -> None:
+        self.table = table
+        self.settings = settings
+        self._sets: list[frozenset[str]] = []
+        self._names: list[object] = []
+        self._by_set: dict[frozenset[str], StutterLookup] = {}
+        self._by_panel: dict[int, StutterLookup] = {}
+        if table is None or table.height == 0 or not settings.stutter_correction:
+            return
+        panels = table.group_by("panel", maintain_order=True).agg(pl.col("marker"))
+        self._sets = [frozenset(marker_key(m) for m in ms) for ms in panels["marker"].to_list()]
+        self._names = panels["panel"].to_list()
+
+    def lookup(self, markers: Collection[str]) -> StutterLookup:
+        """The stutter lookup of a sample with loci ``markers`` (kept per locus set)."""
+        keys = frozenset(marker_key(m) for m in markers)
+        if keys not in self._by_set:
+            best = _best_panel(keys, self._sets, minimum=0.5)
+            if best is None:
+                self._by_set[keys] = StutterLookup(None, (), settings=self.settings)
+            else:
+                if best not in self._by_panel:
+                    assert self.table is not None
+                    rows = self.table.filter(pl.col("panel") == self._names[best])
+                    self._by_panel[best] = StutterLookup.of_panel(rows, settings=self.settings)
+                self._by_set[keys] = self._by_panel[best]
+        return self._by_set[keys]

@@ -187,7 +187,7 @@ def _read_body(export: DecodedExport, header: _Header) -> list[tuple[int, list[s
     header_key = [normalise_header(name) for name in header.names]
     body = []
     for number, cells in export.numbered(header.line_index + 1):
-        if not any(cell.strip() for cell in cells):
+        if not "".join(cells).strip():
             continue  # blank or trailing CRLF-only line
         if (
             normalise_header(cells[0]) == header_key[0]
@@ -259,9 +259,12 @@ class _NumberReader:
     """
 
     def __init__(self, values: Sequence[str], *, delimiter: str) -> None:
-        cells = [v.strip() for v in values if v and v.strip()]
-        has_point = any(_DECIMAL_POINT.match(v) for v in cells)
-        comma_like = [v for v in cells if _DECIMAL_COMMA.match(v)]
+        cells = (v.strip() for v in values if v)
+        # Stops at the first decimal point: then no cell needs looking at for a comma.
+        has_point = any(_DECIMAL_POINT.match(v) for v in cells if v)
+        comma_like = (
+            [] if has_point else [c for v in values if v and _DECIMAL_COMMA.match(c := v.strip())]
+        )
         self.decimal_comma = not has_point and (
             any(not _THOUSANDS_COMMA.match(v) for v in comma_like)
             or (delimiter == ";" and bool(comma_like))

@@ -1,0 +1,145 @@
+"""A refresh computes many patients in one pass and re-evaluates alerts only where data changed,
+yet writes exactly what a patient-by-patient, full refresh writes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+from chimerism_builders import T0, chimerism_frame, infusions_frame, result, typical_patient
+
+from chimera import kinetics, trends
+from chimera.alert_scope import alert_scope
+from chimera.refresh import per_patient, refresh_patients
+from chimera.settings import Settings
+from chimera.warehouse import ALERTS, CHIMERISM, INFUSIONS, Warehouse
+
+PATIENTS = ("P01", "P02", "P03")
+
+
+def _persisting(patient: str) -> list[dict[str, object]]:
+    """A patient whose iNK is still quantified 35 days after the last dose (persistence)."""
+    return [*typical_patient(patient), result(patient, f"{patient}-late", 199.0, "quantified", 0.8)]
+
+
+def _failing(patient: str) -> list[dict[str, object]]:
+    """A patient with three failed results (repeated QC failure)."""
+    return [
+        *typical_patient(patient),
+        *(result(patient, f"{patient}-f{i}", 40.0 + i, "failed") for i in range(3)),
+    ]
+
+
+def _home(tmp_path: Path, name: str) -> tuple[Settings, Warehouse]:
+    settings = Settings().with_home(tmp_path / name)
+    warehouse = Warehouse(settings.warehouse)
+    doses = infusions_frame(
+        {p: [0, 3, 7, 10, 14, 17, 21, 24, 52, 80, 108, 136, 164] for p in PATIENTS}
+    )
+    warehouse.store(INFUSIONS, "0" * 64, doses)
+    warehouse.write_parts(
+        CHIMERISM,
+        {
+            "P01": chimerism_frame(_persisting("P01")),
+            "P02": chimerism_frame(typical_patient("P02")),
+            "P03": chimerism_frame(_failing("P03")),
+        },
+    )
+    refresh_patients(None, settings=settings, now=T0 + timedelta(days=400))
+    return settings, warehouse
+
+
+def _alerts(warehouse: Warehouse) -> pl.DataFrame:
+    return warehouse.read(ALERTS).sort("alert_id")
+
+
+def test_refreshing_some_patients_writes_what_a_full_refresh_writes(tmp_path: Path) -> None:
+    """P02 starts persisting and P03's failures are superseded by a rebuild nobody refreshed:
+    refreshing P02 alone re-evaluates P02 and P03 (its file changed) and keeps P01's alert,
+    which turns ``ongoing`` exactly as in a full refresh."""
+    later = T0 + timedelta(days=401)
+    tables = []
+    for name in ("scoped", "full"):
+        settings, warehouse = _home(tmp_path, name)
+        assert set(_alerts(warehouse)["rule"]) == {"persistence", "repeated_qc_failure"}
+        warehouse.write_parts(
+            CHIMERISM,
+            {
+                "P02": chimerism_frame(_persisting("P02")),
+                "P03": chimerism_frame(typical_patient("P03")),
+            },
+        )
+        if name == "scoped":
+            scope = alert_scope(
+                warehouse, settings, rebuilt={"P02"}, previous=_alerts(warehouse), known=PATIENTS
+            )
+            assert scope.evaluate == {"P02", "P03"}
+            assert scope.kept["patient_id"].to_list() == ["P01"]
+        refresh_patients({"P02"} if name == "scoped" else None, settings=settings, now=later)
+        tables.append(_alerts(warehouse))
+    scoped, full = tables
+    assert scoped.equals(full)
+    states = dict(zip(full["patient_id"] + " " + full["rule"], full["state"], strict=True))
+    assert states == {
+        "P01 persistence": "ongoing",
+        "P02 persistence": "open",
+        "P03 repeated_qc_failure": "resolved",
+    }
+
+
+def test_other_alert_settings_re_evaluate_everyone(tmp_path: Path) -> None:
+    """Changed alert settings (or no record of the last evaluation) mean a full evaluation."""
+    settings, warehouse = _home(tmp_path, "home")
+    previous = _alerts(warehouse)
+    assert alert_scope(
+        warehouse, settings, rebuilt={"P02"}, previous=previous, known=PATIENTS
+    ).evaluate == {"P02"}
+    cd = replace(settings.alerts.critical_difference, z=settings.alerts.critical_difference.z + 1)
+    other = replace(settings, alerts=replace(settings.alerts, critical_difference=cd))
+    assert (
+        alert_scope(warehouse, other, rebuilt={"P02"}, previous=previous, known=PATIENTS).evaluate
+        is None
+    )
+    assert (
+        alert_scope(warehouse, settings, rebuilt=None, previous=previous, known=PATIENTS).evaluate
+        is None
+    )
+    (warehouse.root / ".cache" / "alerts-evaluated.json").unlink()
+    assert (
+        alert_scope(
+            warehouse, settings, rebuilt={"P02"}, previous=previous, known=PATIENTS
+        ).evaluate
+        is None
+    )
+
+
+def test_one_pass_over_many_patients_gives_each_patient_its_own_rows() -> None:
+    """Trends and kinetics built for three patients at once equal each patient's own build; a
+    patient without rows gets an empty frame (its file is removed)."""
+    doses = infusions_frame(
+        {p: [0, 3, 7, 10, 14, 17, 21, 24, 52, 80, 108, 136, 164] for p in PATIENTS}
+    )
+    cd = Settings().alerts.critical_difference
+    parts = {
+        "P01": chimerism_frame(_persisting("P01")),
+        "P02": chimerism_frame(_failing("P02")),
+        "P03": chimerism_frame(_persisting("P03")).clear(),
+    }
+
+    def trend(rows: pl.LazyFrame) -> pl.LazyFrame:
+        return trends.build_trend_table(rows, doses.lazy(), cd=cd)
+
+    def kinetic(rows: pl.LazyFrame) -> pl.LazyFrame:
+        return kinetics.compute_kinetics(rows, doses.lazy())
+
+    built = per_patient(parts, trend)
+    kinetic_parts = per_patient(built, kinetic)
+    for patient, rows in parts.items():
+        alone = trend(rows.lazy()).collect()
+        assert built[patient].equals(alone)
+        assert kinetic_parts[patient].equals(kinetic(alone.lazy()).collect())
+    assert built["P01"].height > 0
+    assert kinetic_parts["P01"].height > 0
+    assert built["P03"].height == 0
