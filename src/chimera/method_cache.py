@@ -9,8 +9,10 @@ A method's share of a patient's rows (:func:`chimera.method_rows.method_rows` an
   STR the peaks of the patient's and the product's samples in every run; qPCR/ddPCR the
   patient's own plates whole and the wells of the product's registered reference), each file
   named by its row of :func:`chimera.runs.supersession` (SHA-256, name, ingest time, run link,
-  replaced by); ddPCR also the qPCR plates holding the patient's samples; and the replaced
-  files holding the patient's samples with their supersession rows;
+  replaced by); and the replaced files holding the patient's samples with their supersession
+  rows; ddPCR also the qPCR plates holding the patient's samples, when it read them (only a
+  marker whose carriage the ddPCR plates leave untested is looked up there; an output that
+  never looked is keyed without them, with only whether there are any);
 * the registry rows (sample, patient, role, lot, bank, specimen) of the patient's samples, of
   the product samples of the bank and of every sample on those files;
 * the effective computation settings (:func:`chimera.lineage.parameters_sha256` after the
@@ -35,8 +37,8 @@ import importlib.metadata
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -58,11 +60,13 @@ Frames = tuple[pl.DataFrame, pl.DataFrame]
 ENTRY_SCHEMA = {
     "owner": pl.String,
     "fingerprint": pl.String,
+    "screened": pl.Boolean,
     "results": pl.Binary,
     "markers": pl.Binary,
 }
 """One cache file's columns: the owner (``<use>/<patient or series>``), what it was computed
-from, and the two frames as Arrow IPC."""
+from (with the qPCR screening plates when it read them), and the two frames as Arrow IPC."""
+Entry = tuple[str, bool, bytes, bytes]
 
 REGISTRY_COLUMNS = ("sample_id", "patient_id", "role", "product_lot", "cell_bank", "specimen")
 """The registry columns a method calculation reads (:func:`chimera.calculate.common.sample_table`)."""
@@ -97,57 +101,63 @@ def _digest(payload: object) -> str:
 
 @dataclass
 class Fingerprints:
-    """The fingerprint of each (owner, method) output of one rebuild (module docstring)."""
+    """The fingerprints of each (owner, method) output of one rebuild (module docstring)."""
 
     registry: Registry
     inputs: dict[Method, MethodInputs]
     _files: dict[Method, dict[str, tuple[object, ...]]] = field(default_factory=dict)
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
-    _stutter: str | None = None
+    _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
 
-    def of(self, method: Method, owner: str, settings: Settings, rows: pl.DataFrame) -> str:
-        """Fingerprint of ``owner``'s ``method`` output, ``rows`` its relevant current rows."""
-        inputs = self.inputs[method]
+    def of(
+        self, inputs: MethodInputs, owner: str, settings: Settings, rows: pl.DataFrame
+    ) -> tuple[str, Callable[[], str]]:
+        """Fingerprint of ``owner``'s output by ``inputs.method`` (``rows``: its relevant rows).
+
+        The second item gives the fingerprint with the qPCR screening plates, which a ddPCR
+        output reads only when its own plates leave a marker's carriage untested.
+        """
+        method = inputs.method
         samples = patient_samples(self.registry, owner)
         own = self.registry.patient_samples(owner)["sample_id"].to_list()
-        shas = rows["source_sha256"].unique().sort().to_list()
         whole: list[str] = []
         ids = set(samples["sample_id"].to_list())
         if method != Method.STR:
             plates = rows.filter(pl.col("sample_id").is_in(own))["source_sha256"]
             whole = plates.unique().sort().to_list()
             ids.update(rows["sample_id"].drop_nulls().to_list())
-        screening: list[str] = []
-        if method == Method.DDPCR and inputs.screening is not None:
-            screening = sorted(inputs.screening.sources_of(own))
-            if screening:
-                typed = inputs.screening.take(sources=screening)
-                ids.update(typed["sample_id"].drop_nulls().to_list())
-        replaced = self._replaced(inputs, own)
+        replaced = []
+        if inputs.replaced is not None and inputs.replaced.frame.height:
+            replaced = sorted(inputs.replaced.sources_of(own))
         if replaced and method != Method.STR and inputs.replaced is not None:
             ids.update(inputs.replaced.take(sources=replaced)["sample_id"].drop_nulls().to_list())
-        return _digest(
+        screening = inputs.screening
+        typed = sorted(screening.sources_of(own)) if screening is not None else []
+        base = _digest(
             [
                 code_fingerprint(),
                 method,
                 owner,
                 self._settings_sha(settings),
-                self._stutter_sha() if method == Method.STR else None,
+                self._stutter_sha(inputs.stutter) if method == Method.STR else None,
                 samples.rows(),
                 repr(self.registry.products.get(owner)),
                 self._registry_rows(ids),
-                [self._file(method, sha) for sha in shas],
+                [self._file(method, sha) for sha in rows["source_sha256"].unique().sort()],
                 whole,
-                [self._file(Method.QPCR, sha) for sha in screening],
                 [self._file(method, sha) for sha in replaced],
+                bool(typed),
             ]
         )
 
-    def _replaced(self, inputs: MethodInputs, own: Iterable[str]) -> list[str]:
-        """The replaced files holding any of ``own`` (read by ``replaced_rows``)."""
-        if inputs.replaced is None or inputs.replaced.frame.height == 0:
-            return []
-        return sorted(inputs.replaced.sources_of(own))
+        def with_screening() -> str:
+            if screening is None or not typed:
+                return base
+            on_plates = screening.take(sources=typed)["sample_id"].drop_nulls().to_list()
+            files = [self._file(Method.QPCR, sha) for sha in typed]
+            return _digest([base, files, self._registry_rows(set(on_plates))])
+
+        return base, with_screening
 
     def _registry_rows(self, ids: set[str]) -> list[tuple[object, ...]]:
         samples = self.registry.samples
@@ -169,11 +179,12 @@ class Fingerprints:
             self._settings[id(settings)] = known
         return known[1]
 
-    def _stutter_sha(self) -> str:
-        if self._stutter is None:
-            stutter = self.inputs[Method.STR].stutter
-            self._stutter = _digest([stutter.columns, stutter.rows()])
-        return self._stutter
+    def _stutter_sha(self, stutter: pl.DataFrame) -> str:
+        known = self._stutter.get(id(stutter))
+        if known is None or known[0] is not stutter:
+            known = (stutter, _digest([stutter.columns, stutter.rows()]))
+            self._stutter[id(stutter)] = known
+        return known[1]
 
 
 def _to_ipc(frame: pl.DataFrame) -> bytes:
@@ -192,44 +203,50 @@ class MethodCache:
 
     folder: Path
     fingerprints: Fingerprints
-    _stored: dict[Method, dict[str, tuple[str, bytes, bytes]]] = field(default_factory=dict)
-    _new: dict[Method, dict[str, tuple[str, bytes, bytes]]] = field(default_factory=dict)
+    _stored: dict[Method, dict[str, Entry]] = field(default_factory=dict)
+    _new: dict[Method, dict[str, Entry]] = field(default_factory=dict)
 
     def rows(
         self,
-        method: Method,
+        inputs: MethodInputs,
         owner: str,
         settings: Settings,
-        compute: Callable[[pl.DataFrame], Frames],
+        compute: Callable[[MethodInputs, pl.DataFrame], Frames],
         *,
         use: str,
     ) -> Frames:
-        """``compute(relevant rows)`` of ``owner`` by ``method``, or the stored frames.
+        """``compute(inputs, relevant rows)`` of ``owner``, or the stored frames.
 
         The stored frames are used when nothing they were computed from changed; ``use``
         names what they are (one entry per owner and use).
         """
-        inputs = self.fingerprints.inputs[method]
         rows = relevant_rows(inputs, owner, self.fingerprints.registry)
         if rows.height == 0:
-            return compute(rows)
-        fingerprint = self.fingerprints.of(method, owner, settings, rows)
+            return compute(inputs, rows)
+        base, with_screening = self.fingerprints.of(inputs, owner, settings, rows)
         key = f"{use}/{owner}"
-        entry = self._entries(method).get(key)
-        if entry is not None and entry[0] == fingerprint:
-            return _from_ipc(entry[1]), _from_ipc(entry[2])
-        results, markers = compute(rows)
-        self._new.setdefault(method, {})[key] = (fingerprint, _to_ipc(results), _to_ipc(markers))
+        entry = self._entries(inputs.method).get(key)
+        if entry is not None and entry[0] == (with_screening() if entry[1] else base):
+            return _from_ipc(entry[2]), _from_ipc(entry[3])
+        screened: list[bool] = []
+        results, markers = compute(replace(inputs, screened=lambda: screened.append(True)), rows)
+        fingerprint = with_screening() if screened else base
+        self._new.setdefault(inputs.method, {})[key] = (
+            fingerprint,
+            bool(screened),
+            _to_ipc(results),
+            _to_ipc(markers),
+        )
         return results, markers
 
     def _path(self, method: Method) -> Path:
         return self.folder / f"method-{method}.parquet"
 
-    def _entries(self, method: Method) -> dict[str, tuple[str, bytes, bytes]]:
+    def _entries(self, method: Method) -> dict[str, Entry]:
         """The stored entries of ``method`` (none when there is no readable file)."""
         if method not in self._stored:
             path = self._path(method)
-            entries: dict[str, tuple[str, bytes, bytes]] = {}
+            entries: dict[str, Entry] = {}
             if path.is_file():
                 try:
                     frame = pl.read_parquet(path, columns=list(ENTRY_SCHEMA))

@@ -31,7 +31,7 @@ back ``superseded`` with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -39,6 +39,7 @@ import polars as pl
 
 from chimera.calculate import ddpcr, qpcr, str_chimerism, str_sources
 from chimera.calculate.common import sample_table
+from chimera.calculate.genomes import GenomeCall
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
 from chimera.calculate.qpcr_plate import carriage
 from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
@@ -155,6 +156,8 @@ class MethodInputs:
     """The rows of the files a re-export replaced, indexed."""
     str_cache: str_sources.StrCache = field(default_factory=str_sources.StrCache)
     """STR reference genotypes and stutter lookups shared by the calculations on ``current``."""
+    screened: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    """Called when a ddPCR calculation reads ``screening`` (:mod:`chimera.method_cache`)."""
 
     def indexed(self) -> MethodInputs:
         """These inputs with ``current`` and the replaced files' rows indexed."""
@@ -272,7 +275,7 @@ def _pcr_output(
         cache.ddpcr(sha, kept, rows(sha), registry=registry, settings=settings.ddpcr)
         for sha, kept in slices
     ]
-    screening = _screening(inputs.screening, own, registry, settings)
+    screening = _screening(inputs.screening, own, registry, settings, inputs.screened)
     return ddpcr.chimerism_on_plates(
         ddpcr_plates, table, settings=settings.ddpcr, screening=screening
     )
@@ -289,7 +292,11 @@ def _registered(samples: pl.DataFrame) -> pl.Series:
 
 
 def _screening(
-    rows: RowIndex | None, own: pl.Series, registry: Registry, settings: Settings
+    rows: RowIndex | None,
+    own: pl.Series,
+    registry: Registry,
+    settings: Settings,
+    screened: Callable[[], None] | None = None,
 ) -> ddpcr.Screening | None:
     """Marker carriage from the qPCR plates typing the patient's own genomes (ddPCR's fallback).
 
@@ -309,7 +316,13 @@ def _screening(
         rows.plates.qpcr(sha, None, plate(sha), registry=registry, settings=settings.qpcr)
         for sha in shas
     ]
-    return lambda marker, ids: carriage(marker, ids, contexts)
+
+    def screening(marker: str, ids: Sequence[str]) -> GenomeCall:
+        if screened is not None:
+            screened()
+        return carriage(marker, ids, contexts)
+
+    return screening
 
 
 def _relevant(
@@ -332,13 +345,20 @@ def method_rows(
     *,
     observations: pl.DataFrame | None = None,
     only: str | None = None,
+    relevant: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Results and marker rows of one patient by one method, each with its source file.
 
-    ``observations`` defaults to the current rows; ``only`` keeps the rows of one file.
+    ``observations`` defaults to the current rows (``relevant``: the patient's share of them
+    when already taken, :func:`relevant_rows`); ``only`` keeps the rows of one file.
     """
     samples = patient_samples(registry, patient)
-    rows = _relevant(inputs, patient, registry, samples) if observations is None else observations
+    if observations is not None:
+        rows = observations
+    elif relevant is not None:
+        rows = relevant
+    else:
+        rows = _relevant(inputs, patient, registry, samples)
     reported = registry.patient_samples(patient).filter(pl.col("role").is_in(REPORTED_ROLES))[
         "sample_id"
     ]

@@ -196,12 +196,12 @@ def _series_rows(
 ) -> pl.DataFrame:
     """A dilution series' results by one method with the configured limits."""
 
-    def compute(rows: pl.DataFrame) -> Frames:
-        return method_rows(inputs, series, registry, settings, observations=rows)
+    def compute(method_input: MethodInputs, rows: pl.DataFrame) -> Frames:
+        return method_rows(method_input, series, registry, settings, relevant=rows)
 
     if cache is None:
-        return compute(relevant_rows(inputs, series, registry))[0]
-    return cache.rows(inputs.method, series, settings, compute, use="series")[0]
+        return compute(inputs, relevant_rows(inputs, series, registry))[0]
+    return cache.rows(inputs, series, settings, compute, use="series")[0]
 
 
 def _with_limits(settings: Settings, method: Method, *, lod: float, loq: float | None) -> Settings:
@@ -272,15 +272,15 @@ def patient_tables(
     (:mod:`chimera.method_cache`); the headline choice always runs over every method.
     """
     results, markers = [], []
-    for method, method_input in inputs.items():
+    for method_input in inputs.values():
 
-        def compute(rows: pl.DataFrame, method_input: MethodInputs = method_input) -> Frames:
+        def compute(method_input: MethodInputs, rows: pl.DataFrame) -> Frames:
             return method_tables(method_input, patient, registry, settings, rows)
 
         if cache is None:
-            found = compute(relevant_rows(method_input, patient, registry))
+            found = compute(method_input, relevant_rows(method_input, patient, registry))
         else:
-            found = cache.rows(method, patient, settings, compute, use="patient")
+            found = cache.rows(method_input, patient, settings, compute, use="patient")
         results.append(found[0])
         markers.append(found[1])
     frame = pl.concat(results, how="diagonal_relaxed")
@@ -299,7 +299,7 @@ def method_tables(
 
     ``rows``: the patient's relevant current rows (:func:`chimera.method_rows.relevant_rows`).
     """
-    current, detail = method_rows(inputs, patient, registry, settings, observations=rows)
+    current, detail = method_rows(inputs, patient, registry, settings, relevant=rows)
     results, markers = [current.with_columns(superseded=pl.lit(False))], [detail]
     old, old_detail = replaced_rows(inputs, patient, registry, settings)
     if old.height:

@@ -24,7 +24,7 @@ from ingest_builders import (
     sample,
     sizing_table,
 )
-from pcr_builders import REFERENCE, DdpcrPlate, QpcrPlate
+from pcr_builders import REFERENCE, DdpcrPlate, QpcrPlate, ct_for
 
 from chimera import rebuild
 from chimera.maintenance import rebuild_all_patients
@@ -242,3 +242,50 @@ def test_an_unreadable_cache_costs_only_time(tmp_path: Path) -> None:
     assert trial.markers().equals(before[1])
     for path in (trial.warehouse.root / ".cache").glob("method-*.parquet"):
         assert pl.read_parquet(path).height
+
+
+def _screen(name: str, target: str) -> bytes:
+    """A qPCR marker-screening plate typing P09's germline for ``target`` (absent)."""
+    plate = QpcrPlate(name)
+    for marker, copies in ((REFERENCE, 20_000), (target, 0)):
+        ct = ct_for(REFERENCE, copies) if copies else None
+        plate.add("P09-GL", marker, [ct, ct, ct])
+    plate.add(None, REFERENCE, [None, None], task="ntc")
+    return appbio_text(plate, experiment=f"QS-{name}", run_end="2026-01-02")
+
+
+def test_a_ddpcr_output_that_read_the_screening_plates_is_computed_again_with_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """P09's germline is typed for iNK-M1 first, for HD-M1 on a later screening plate: the
+    ddPCR result, which reads the germline's carriage there, changes as a cold rebuild's."""
+    trial = LabTrial(tmp_path)
+    manifest = manifest_csv(
+        [
+            sample("INK-CAL", "LOT1", Role.CALIBRATOR, product_lot="LOT1", specimen="iNK"),
+            sample("P09-BL", "P09", Role.RECIPIENT_BASELINE, at=-5, wbc_per_ul=3000),
+            sample("P09-GL", "P09", Role.RECIPIENT_GERMLINE, specimen="buccal swab"),
+            sample("P09-HSCTD", "P09", Role.HSCT_DONOR, specimen="HSCT donor DNA"),
+            sample("P09-D1", "P09", Role.POST_DOSE, at=1, wbc_per_ul=2000),
+        ]
+    )
+    doses = infusion_csv([("P09", 1, 0, "LOT1")])
+    trial.ingest(trial.drop("manifest.csv", manifest), trial.drop("d.csv", doses))
+    plate = DdpcrPlate("dp")
+    mixes = (("INK-CAL", INK), ("P09-HSCTD", {"hsct": 1.0}), ("P09-BL", {"hsct": 0.9}))
+    for sample_id, mix in (*mixes, ("P09-D1", {"ink": 0.05, "hsct": 0.6})):
+        rest = {"patient": 1.0 - sum(mix.values())} if sample_id != "INK-CAL" else {}
+        plate.dna(sample_id, {**mix, **rest}, markers=("iNK-M1", "HD-M1"))
+    files = [
+        trial.drop("s1.txt", _screen("s1", "iNK-M1")),
+        trial.drop("dp.csv", quantasoft_csv(plate)),
+    ]
+    assert {o.status for o in trial.ingest(*files)} == {FileStatus.ACCEPTED}
+    before = trial.chimerism().filter(pl.col("method") == Method.DDPCR)
+    outcome = trial.ingest_one(trial.drop("s2.txt", _screen("s2", "HD-M1")))
+    assert outcome.status is FileStatus.ACCEPTED, outcome.reason
+    warm = trial.chimerism(), trial.markers()
+    assert not warm[0].filter(pl.col("method") == Method.DDPCR).equals(before)
+    cold = _cold(trial)
+    assert warm[0].equals(cold[0])
+    assert warm[1].equals(cold[1])
