@@ -10,9 +10,9 @@ A method's share of a patient's rows (:func:`chimera.method_rows.method_rows` an
   patient's own plates whole and the wells of the product's registered reference), each file
   named by its row of :func:`chimera.runs.supersession` (SHA-256, name, ingest time, run link,
   replaced by); and the replaced files holding the patient's samples with their supersession
-  rows; ddPCR also the qPCR plates holding the patient's samples, when it read them (only a
-  marker whose carriage the ddPCR plates leave untested is looked up there; an output that
-  never looked is keyed without them, with only whether there are any);
+  rows; ddPCR also what it looked up on the qPCR screening plates holding the patient's
+  samples (a marker's carriage the ddPCR plates leave untested): the entry keeps each
+  look-up and its answer, and is used only when the same look-ups get the same answers now;
 * the registry rows (sample, patient, role, lot, bank, specimen) of the patient's samples, of
   the product samples of the bank and of every sample on those files;
 * the effective computation settings (:func:`chimera.lineage.parameters_sha256` after the
@@ -37,7 +37,7 @@ import importlib.metadata
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -45,8 +45,9 @@ import polars as pl
 
 import chimera
 import schemas
+from chimera.calculate.genomes import GenomeCall
 from chimera.lineage import parameters_sha256
-from chimera.method_rows import MethodInputs, patient_samples, relevant_rows
+from chimera.method_rows import MethodInputs, patient_samples, relevant_rows, screening_lookup
 from chimera.registry import Registry
 from chimera.settings import Settings
 from chimera.warehouse import write_parquet_atomic
@@ -60,13 +61,14 @@ Frames = tuple[pl.DataFrame, pl.DataFrame]
 ENTRY_SCHEMA = {
     "owner": pl.String,
     "fingerprint": pl.String,
-    "screened": pl.Boolean,
+    "screening": pl.String,
     "results": pl.Binary,
     "markers": pl.Binary,
 }
 """One cache file's columns: the owner (``<use>/<patient or series>``), what it was computed
-from (with the qPCR screening plates when it read them), and the two frames as Arrow IPC."""
-Entry = tuple[str, bool, bytes, bytes]
+from, the qPCR screening look-ups it made with their answers (JSON, null when none), and
+the two frames as Arrow IPC."""
+Entry = tuple[str, str | None, bytes, bytes]
 
 REGISTRY_COLUMNS = ("sample_id", "patient_id", "role", "product_lot", "cell_bank", "specimen")
 """The registry columns a method calculation reads (:func:`chimera.calculate.common.sample_table`)."""
@@ -109,13 +111,11 @@ class Fingerprints:
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
     _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
 
-    def of(
-        self, inputs: MethodInputs, owner: str, settings: Settings, rows: pl.DataFrame
-    ) -> tuple[str, Callable[[], str]]:
+    def of(self, inputs: MethodInputs, owner: str, settings: Settings, rows: pl.DataFrame) -> str:
         """Fingerprint of ``owner``'s output by ``inputs.method`` (``rows``: its relevant rows).
 
-        The second item gives the fingerprint with the qPCR screening plates, which a ddPCR
-        output reads only when its own plates leave a marker's carriage untested.
+        Of the qPCR screening plates (ddPCR) only whether there are any: what an output read
+        there is checked by asking again (:meth:`MethodCache.rows`).
         """
         method = inputs.method
         samples = patient_samples(self.registry, owner)
@@ -132,8 +132,8 @@ class Fingerprints:
         if replaced and method != Method.STR and inputs.replaced is not None:
             ids.update(inputs.replaced.take(sources=replaced)["sample_id"].drop_nulls().to_list())
         screening = inputs.screening
-        typed = sorted(screening.sources_of(own)) if screening is not None else []
-        base = _digest(
+        typed = screening is not None and bool(screening.sources_of(own))
+        return _digest(
             [
                 code_fingerprint(),
                 method,
@@ -146,18 +146,9 @@ class Fingerprints:
                 [self._file(method, sha) for sha in rows["source_sha256"].unique().sort()],
                 whole,
                 [self._file(method, sha) for sha in replaced],
-                bool(typed),
+                typed,
             ]
         )
-
-        def with_screening() -> str:
-            if screening is None or not typed:
-                return base
-            on_plates = screening.take(sources=typed)["sample_id"].drop_nulls().to_list()
-            files = [self._file(Method.QPCR, sha) for sha in typed]
-            return _digest([base, files, self._registry_rows(set(on_plates))])
-
-        return base, with_screening
 
     def _registry_rows(self, ids: set[str]) -> list[tuple[object, ...]]:
         samples = self.registry.samples
@@ -223,21 +214,43 @@ class MethodCache:
         rows = relevant_rows(inputs, owner, self.fingerprints.registry)
         if rows.height == 0:
             return compute(inputs, rows)
-        base, with_screening = self.fingerprints.of(inputs, owner, settings, rows)
+        fingerprint = self.fingerprints.of(inputs, owner, settings, rows)
         key = f"{use}/{owner}"
         entry = self._entries(inputs.method).get(key)
-        if entry is not None and entry[0] == (with_screening() if entry[1] else base):
+        if (
+            entry is not None
+            and entry[0] == fingerprint
+            and self._same_answers(inputs, owner, settings, entry[1])
+        ):
             return _from_ipc(entry[2]), _from_ipc(entry[3])
-        screened: list[bool] = []
-        results, markers = compute(replace(inputs, screened=lambda: screened.append(True)), rows)
-        fingerprint = with_screening() if screened else base
+        asked: list[tuple[str, list[str], str, str]] = []
+
+        def note(marker: str, ids: Sequence[str], call: GenomeCall) -> None:
+            asked.append((marker, list(ids), str(call.carriage.value), call.detail))
+
+        results, markers = compute(replace(inputs, screened=note), rows)
         self._new.setdefault(inputs.method, {})[key] = (
             fingerprint,
-            bool(screened),
+            json.dumps(asked) if asked else None,
             _to_ipc(results),
             _to_ipc(markers),
         )
         return results, markers
+
+    def _same_answers(
+        self, inputs: MethodInputs, owner: str, settings: Settings, asked: str | None
+    ) -> bool:
+        """Whether the screening look-ups an entry made get the answers they got then."""
+        if asked is None:
+            return True
+        lookup = screening_lookup(inputs, owner, self.fingerprints.registry, settings)
+        if lookup is None:
+            return False
+        for marker, ids, carriage, detail in json.loads(asked):
+            call = lookup(marker, ids)
+            if (str(call.carriage.value), call.detail) != (carriage, detail):
+                return False
+        return True
 
     def _path(self, method: Method) -> Path:
         return self.folder / f"method-{method}.parquet"

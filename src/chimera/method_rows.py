@@ -156,8 +156,11 @@ class MethodInputs:
     """The rows of the files a re-export replaced, indexed."""
     str_cache: str_sources.StrCache = field(default_factory=str_sources.StrCache)
     """STR reference genotypes and stutter lookups shared by the calculations on ``current``."""
-    screened: Callable[[], None] | None = field(default=None, compare=False, repr=False)
-    """Called when a ddPCR calculation reads ``screening`` (:mod:`chimera.method_cache`)."""
+    screened: Callable[[str, Sequence[str], GenomeCall], None] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """Told each look-up a ddPCR calculation makes in ``screening`` and its answer
+    (:mod:`chimera.method_cache`)."""
 
     def indexed(self) -> MethodInputs:
         """These inputs with ``current`` and the replaced files' rows indexed."""
@@ -296,7 +299,7 @@ def _screening(
     own: pl.Series,
     registry: Registry,
     settings: Settings,
-    screened: Callable[[], None] | None = None,
+    screened: Callable[[str, Sequence[str], GenomeCall], None] | None = None,
 ) -> ddpcr.Screening | None:
     """Marker carriage from the qPCR plates typing the patient's own genomes (ddPCR's fallback).
 
@@ -318,9 +321,10 @@ def _screening(
     ]
 
     def screening(marker: str, ids: Sequence[str]) -> GenomeCall:
+        call = carriage(marker, ids, contexts)
         if screened is not None:
-            screened()
-        return carriage(marker, ids, contexts)
+            screened(marker, ids, call)
+        return call
 
     return screening
 
@@ -421,3 +425,11 @@ def replaced_rows(
 def relevant_rows(inputs: MethodInputs, patient: str, registry: Registry) -> pl.DataFrame:
     """The current rows any of the patient's results by this method can read."""
     return _relevant(inputs, patient, registry, patient_samples(registry, patient))
+
+
+def screening_lookup(
+    inputs: MethodInputs, patient: str, registry: Registry, settings: Settings
+) -> ddpcr.Screening | None:
+    """The qPCR screening look-up a ddPCR calculation of ``patient`` gets (None: no plate)."""
+    own = registry.patient_samples(patient)["sample_id"]
+    return _screening(inputs.screening, own, registry, settings)
