@@ -111,10 +111,29 @@ class Fingerprints:
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
     _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
 
-    def of(self, inputs: MethodInputs, owner: str, settings: Settings, rows: pl.DataFrame) -> str:
-        """Fingerprint of ``owner``'s output by ``inputs.method`` (``rows``: its relevant rows).
+    def files(self, inputs: MethodInputs, owner: str, rows: pl.DataFrame | None) -> list[str]:
+        """The current files ``owner``'s relevant rows come from.
 
-        Of the qPCR screening plates (ddPCR) only whether there are any: what an output read
+        ``rows``: those rows, or None for STR, whose rows are the peaks of the patient's and
+        the product's samples.
+        """
+        if rows is not None:
+            return list(rows["source_sha256"].unique().sort())
+        index = inputs.indexed().index
+        assert index is not None
+        return sorted(index.sources_of(patient_samples(self.registry, owner)["sample_id"]))
+
+    def of(
+        self,
+        inputs: MethodInputs,
+        owner: str,
+        settings: Settings,
+        rows: pl.DataFrame | None,
+        files: list[str],
+    ) -> str:
+        """Fingerprint of ``owner``'s output by ``inputs.method``.
+
+        ``rows``: its relevant rows (None for STR), ``files``: :meth:`files`. Of the qPCR screening plates (ddPCR) only whether there are any: what an output read
         there is checked by asking again (:meth:`MethodCache.rows`).
         """
         method = inputs.method
@@ -122,7 +141,7 @@ class Fingerprints:
         own = self.registry.patient_samples(owner)["sample_id"].to_list()
         whole: list[str] = []
         ids = set(samples["sample_id"].to_list())
-        if method != Method.STR:
+        if rows is not None:
             plates = rows.filter(pl.col("sample_id").is_in(own))["source_sha256"]
             whole = plates.unique().sort().to_list()
             ids.update(rows["sample_id"].drop_nulls().to_list())
@@ -143,7 +162,7 @@ class Fingerprints:
                 samples.rows(),
                 repr(self.registry.products.get(owner)),
                 self._registry_rows(ids),
-                [self._file(method, sha) for sha in rows["source_sha256"].unique().sort()],
+                [self._file(method, sha) for sha in files],
                 whole,
                 [self._file(method, sha) for sha in replaced],
                 typed,
@@ -211,10 +230,13 @@ class MethodCache:
         The stored frames are used when nothing they were computed from changed; ``use``
         names what they are (one entry per owner and use).
         """
-        rows = relevant_rows(inputs, owner, self.fingerprints.registry)
-        if rows.height == 0:
-            return compute(inputs, rows)
-        fingerprint = self.fingerprints.of(inputs, owner, settings, rows)
+        registry = self.fingerprints.registry
+        # STR is keyed by the files holding the samples: its rows are taken only to compute.
+        rows = None if inputs.method == Method.STR else relevant_rows(inputs, owner, registry)
+        files = self.fingerprints.files(inputs, owner, rows)
+        if not files:
+            return compute(inputs, relevant_rows(inputs, owner, registry) if rows is None else rows)
+        fingerprint = self.fingerprints.of(inputs, owner, settings, rows, files)
         key = f"{use}/{owner}"
         entry = self._entries(inputs.method).get(key)
         if (
@@ -228,6 +250,8 @@ class MethodCache:
         def note(marker: str, ids: Sequence[str], call: GenomeCall) -> None:
             asked.append((marker, list(ids), str(call.carriage.value), call.detail))
 
+        if rows is None:
+            rows = relevant_rows(inputs, owner, registry)
         results, markers = compute(replace(inputs, screened=note), rows)
         self._new.setdefault(inputs.method, {})[key] = (
             fingerprint,
