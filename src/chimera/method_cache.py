@@ -108,6 +108,8 @@ class Fingerprints:
     registry: Registry
     inputs: dict[Method, MethodInputs]
     _files: dict[Method, dict[str, tuple[object, ...]]] = field(default_factory=dict)
+    _samples: dict[str, pl.DataFrame] = field(default_factory=dict)
+    _rows: dict[str, list[tuple[object, ...]]] | None = None
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
     _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
 
@@ -121,7 +123,7 @@ class Fingerprints:
             return list(rows["source_sha256"].unique().sort())
         index = inputs.indexed().index
         assert index is not None
-        return sorted(index.sources_of(patient_samples(self.registry, owner)["sample_id"]))
+        return sorted(index.sources_of(self._patient_samples(owner)["sample_id"]))
 
     def of(
         self,
@@ -137,7 +139,7 @@ class Fingerprints:
         there is checked by asking again (:meth:`MethodCache.rows`).
         """
         method = inputs.method
-        samples = patient_samples(self.registry, owner)
+        samples = self._patient_samples(owner)
         own = self.registry.patient_samples(owner)["sample_id"].to_list()
         whole: list[str] = []
         ids = set(samples["sample_id"].to_list())
@@ -169,11 +171,20 @@ class Fingerprints:
             ]
         )
 
+    def _patient_samples(self, owner: str) -> pl.DataFrame:
+        if owner not in self._samples:
+            self._samples[owner] = patient_samples(self.registry, owner)
+        return self._samples[owner]
+
     def _registry_rows(self, ids: set[str]) -> list[tuple[object, ...]]:
-        samples = self.registry.samples
-        columns = [c for c in REGISTRY_COLUMNS if c in samples.columns]
-        found = samples.filter(pl.col("sample_id").is_in(list(ids))).select(columns)
-        return found.sort(columns, nulls_last=True).rows()
+        """The registry rows (:data:`REGISTRY_COLUMNS`) of ``ids``, by sample id."""
+        if self._rows is None:
+            samples = self.registry.samples
+            columns = [c for c in REGISTRY_COLUMNS if c in samples.columns]
+            self._rows = {}
+            for row in samples.select(columns).iter_rows():
+                self._rows.setdefault(str(row[0]), []).append(row)
+        return [row for sid in sorted(ids) for row in self._rows.get(sid, ())]
 
     def _file(self, method: Method, sha: str) -> tuple[object, ...]:
         """The supersession row of one raw file (its SHA-256 names its rows)."""
@@ -199,7 +210,7 @@ class Fingerprints:
 
 def _to_ipc(frame: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
-    frame.write_ipc(buffer, compression="zstd")
+    frame.write_ipc(buffer, compression="lz4")
     return buffer.getvalue()
 
 
