@@ -21,6 +21,7 @@ from chimera.poll import ingest_paths
 from chimera.registry import read_ledger
 from chimera.settings import Settings
 from chimera.warehouse import CHIMERISM, MARKERS, STUTTER_RATIOS, Warehouse
+from schemas.vocab import Role
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 FIRST_DOSE = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -64,6 +65,21 @@ def sample(
     }
     row.update(more)
     return row
+
+
+def bank_manifest(patients: Sequence[str]) -> bytes:
+    """The product's registered reference and calibrator (lot LOT1) and, per patient, a
+    baseline (day -3) and one post-dose sample (day 2)."""
+    rows = [
+        sample("INK-REF", "LOT1", Role.DONOR_REFERENCE, product_lot="LOT1", specimen="iNK"),
+        sample("INK-CAL", "LOT1", Role.CALIBRATOR, product_lot="LOT1", specimen="iNK"),
+    ]
+    for patient in patients:
+        rows += [
+            sample(f"{patient}-BL", patient, Role.RECIPIENT_BASELINE, at=-3, wbc_per_ul=3000),
+            sample(f"{patient}-D1", patient, Role.POST_DOSE, at=2, wbc_per_ul=2000),
+        ]
+    return manifest_csv(rows)
 
 
 def infusion_csv(doses: Sequence[tuple[str, int, float, str | None]]) -> bytes:

@@ -16,14 +16,13 @@ import pytest
 from ingest_builders import (
     LabTrial,
     appbio_text,
+    bank_manifest,
     infusion_csv,
-    manifest_csv,
     quantasoft_csv,
-    sample,
 )
 from pcr_builders import REFERENCE, DdpcrPlate, QpcrPlate, ct_for
 
-from schemas.vocab import FileStatus, Role
+from schemas.vocab import FileStatus
 
 PATIENTS = ("P01", "P02", "P03", "P04")
 TARGETS = (REFERENCE, "S04", "S07")
@@ -35,19 +34,6 @@ MARKER_COLUMNS = (
     "sample_id", "marker", "replicate", "sharing", "ct", "positives", "pct_ink", "included",
     "exclusion_reason",
 )  # fmt: skip
-
-
-def _manifest() -> bytes:
-    rows = [
-        sample("INK-REF", "LOT1", Role.DONOR_REFERENCE, product_lot="LOT1", specimen="iNK"),
-        sample("INK-CAL", "LOT1", Role.CALIBRATOR, product_lot="LOT1", specimen="iNK"),
-    ]
-    for patient in PATIENTS:
-        rows += [
-            sample(f"{patient}-BL", patient, Role.RECIPIENT_BASELINE, at=-3, wbc_per_ul=3000),
-            sample(f"{patient}-D1", patient, Role.POST_DOSE, at=2, wbc_per_ul=2000),
-        ]
-    return manifest_csv(rows)
 
 
 def _doses() -> bytes:
@@ -121,7 +107,9 @@ def _ddpcr_plates() -> dict[str, bytes]:
 
 def _trial(root: Path) -> LabTrial:
     trial = LabTrial(root)
-    outcomes = trial.ingest(trial.drop("manifest.csv", _manifest()), trial.drop("d.csv", _doses()))
+    outcomes = trial.ingest(
+        trial.drop("manifest.csv", bank_manifest(PATIENTS)), trial.drop("d.csv", _doses())
+    )
     assert {o.status for o in outcomes} == {FileStatus.ACCEPTED}
     return trial
 

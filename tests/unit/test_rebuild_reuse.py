@@ -18,6 +18,7 @@ import pytest
 from ingest_builders import (
     LabTrial,
     appbio_text,
+    bank_manifest,
     infusion_csv,
     manifest_csv,
     quantasoft_csv,
@@ -42,19 +43,6 @@ SHARE = {"P01": 0.2, "P02": 0.1, "P03": 0.05}
 
 def _mix(ink: float) -> dict[str, float]:
     return {"ink": ink, "patient": 1.0 - ink}
-
-
-def _manifest() -> bytes:
-    rows = [
-        sample("INK-REF", "LOT1", Role.DONOR_REFERENCE, product_lot="LOT1", specimen="iNK"),
-        sample("INK-CAL", "LOT1", Role.CALIBRATOR, product_lot="LOT1", specimen="iNK"),
-    ]
-    for patient in PATIENTS:
-        rows += [
-            sample(f"{patient}-BL", patient, Role.RECIPIENT_BASELINE, at=-3, wbc_per_ul=3000),
-            sample(f"{patient}-D1", patient, Role.POST_DOSE, at=2, wbc_per_ul=2000),
-        ]
-    return manifest_csv(rows)
 
 
 def _qpcr(name: str, patient: str, *, registered: bool) -> bytes:
@@ -96,7 +84,9 @@ def _exports() -> dict[str, bytes]:
 def _trial(root: Path) -> LabTrial:
     trial = LabTrial(root)
     doses = infusion_csv([(p, 1, 0, "LOT1") for p in PATIENTS])
-    outcomes = trial.ingest(trial.drop("manifest.csv", _manifest()), trial.drop("d.csv", doses))
+    outcomes = trial.ingest(
+        trial.drop("manifest.csv", bank_manifest(PATIENTS)), trial.drop("d.csv", doses)
+    )
     assert {o.status for o in outcomes} == {FileStatus.ACCEPTED}
     return trial
 
@@ -131,6 +121,12 @@ def _cold(trial: LabTrial, settings: Settings | None = None) -> tuple[pl.DataFra
     shutil.rmtree(trial.warehouse.root / ".cache")
     rebuild_all_patients(settings or trial.settings, now=trial.clock())
     return trial.chimerism(), trial.markers()
+
+
+def _same(found: tuple[pl.DataFrame, pl.DataFrame], expected: tuple[pl.DataFrame, ...]) -> None:
+    """Both tables equal, row for row (same warehouse: ingest times included)."""
+    assert found[0].equals(expected[0])
+    assert found[1].equals(expected[1])
 
 
 Calls = list[tuple[str, Method]]
@@ -169,9 +165,7 @@ def test_file_order_and_the_cache_never_change_the_rows(tmp_path: Path) -> None:
         assert other[1].equals(at_once[1])
     stored = one_trial.chimerism(), one_trial.markers()
     assert list((one_trial.warehouse.root / ".cache").glob("method-*.parquet"))
-    cold = _cold(one_trial)
-    assert cold[0].equals(stored[0])
-    assert cold[1].equals(stored[1])
+    _same(_cold(one_trial), stored)
 
 
 def test_a_rebuild_with_nothing_changed_takes_every_output_from_the_cache(
@@ -183,8 +177,7 @@ def test_a_rebuild_with_nothing_changed_takes_every_output_from_the_cache(
     calls = _count_computations(monkeypatch)
     rebuild_all_patients(trial.settings, now=trial.clock())
     assert calls == []
-    assert trial.chimerism().equals(before[0])
-    assert trial.markers().equals(before[1])
+    _same((trial.chimerism(), trial.markers()), before)
 
 
 def test_a_changed_setting_recomputes_every_output(
@@ -205,9 +198,7 @@ def test_a_changed_setting_recomputes_every_output(
     assert set(calls) == EVERY_OUTPUT
     warm = trial.chimerism(), trial.markers()
     assert not warm[0]["result_status"].equals(before["result_status"])
-    cold = _cold(trial, changed)
-    assert warm[0].equals(cold[0])
-    assert warm[1].equals(cold[1])
+    _same(warm, _cold(trial, changed))
 
 
 def test_a_changed_manifest_row_recomputes_only_its_patient(
@@ -226,9 +217,7 @@ def test_a_changed_manifest_row_recomputes_only_its_patient(
     assert len(calls) == len(Method)
     warm = trial.chimerism(), trial.markers()
     assert set(warm[0].filter(pl.col("sample_id") == "P02-D1")["specimen"]) == {"PB CD56+"}
-    cold = _cold(trial)
-    assert warm[0].equals(cold[0])
-    assert warm[1].equals(cold[1])
+    _same(warm, _cold(trial))
 
 
 def test_an_unreadable_cache_costs_only_time(tmp_path: Path) -> None:
@@ -238,8 +227,7 @@ def test_an_unreadable_cache_costs_only_time(tmp_path: Path) -> None:
     for path in (trial.warehouse.root / ".cache").glob("method-*.parquet"):
         path.write_bytes(path.read_bytes()[:100])
     rebuild_all_patients(trial.settings, now=trial.clock())
-    assert trial.chimerism().equals(before[0])
-    assert trial.markers().equals(before[1])
+    _same((trial.chimerism(), trial.markers()), before)
     for path in (trial.warehouse.root / ".cache").glob("method-*.parquet"):
         assert pl.read_parquet(path).height
 
@@ -286,6 +274,4 @@ def test_a_ddpcr_output_that_read_the_screening_plates_is_computed_again_with_a_
     assert outcome.status is FileStatus.ACCEPTED, outcome.reason
     warm = trial.chimerism(), trial.markers()
     assert not warm[0].filter(pl.col("method") == Method.DDPCR).equals(before)
-    cold = _cold(trial)
-    assert warm[0].equals(cold[0])
-    assert warm[1].equals(cold[1])
+    _same(warm, _cold(trial))
