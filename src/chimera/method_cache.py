@@ -20,7 +20,7 @@ A method's share of a patient's rows (:func:`chimera.method_rows.method_rows` an
   and the versions of the libraries it runs on).
 
 The SHA-256 of all that (the fingerprint) keys the output in
-``<warehouse>/.cache/method-<method>.parquet``: one row per owner (patient or dilution series,
+``<warehouse>/.cache/method-<method>.snapshot`` (Parquet): one row per owner (patient or dilution series,
 per use), its fingerprint and its two frames as Arrow IPC, so they come back with the exact
 columns and dtypes they were computed with. A hit returns the stored frames, a miss computes
 and keeps them; a method's file is rewritten (atomically) only when one of its entries changed.
@@ -135,8 +135,9 @@ class Fingerprints:
     ) -> str:
         """Fingerprint of ``owner``'s output by ``inputs.method``.
 
-        ``rows``: its relevant rows (None for STR), ``files``: :meth:`files`. Of the qPCR screening plates (ddPCR) only whether there are any: what an output read
-        there is checked by asking again (:meth:`MethodCache.rows`).
+        ``rows``: its relevant rows (None for STR), ``files``: :meth:`files`. Of the qPCR
+        screening plates (ddPCR) only whether there are any: what an output read there is
+        checked by asking again (:meth:`MethodCache.rows`).
         """
         method = inputs.method
         samples = self._patient_samples(owner)
@@ -214,8 +215,13 @@ def _to_ipc(frame: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _from_ipc(blob: bytes) -> pl.DataFrame:
-    return pl.read_ipc(io.BytesIO(blob))
+def _from_ipc(blob: bytes) -> pl.DataFrame | None:
+    """The stored frame (None when the bytes are damaged: computed afresh)."""
+    try:
+        return pl.read_ipc(io.BytesIO(blob))
+    except (OSError, pl.exceptions.PolarsError) as err:
+        LOGGER.warning("method cache entry unreadable, computing afresh: %s", err)
+        return None
 
 
 @dataclass
@@ -255,7 +261,9 @@ class MethodCache:
             and entry[0] == fingerprint
             and self._same_answers(inputs, owner, settings, entry[1])
         ):
-            return _from_ipc(entry[2]), _from_ipc(entry[3])
+            stored = _from_ipc(entry[2]), _from_ipc(entry[3])
+            if stored[0] is not None and stored[1] is not None:
+                return stored[0], stored[1]
         asked: list[tuple[str, list[str], str, str]] = []
 
         def note(marker: str, ids: Sequence[str], call: GenomeCall) -> None:
@@ -288,7 +296,7 @@ class MethodCache:
         return True
 
     def _path(self, method: Method) -> Path:
-        return self.folder / f"method-{method}.parquet"
+        return self.folder / f"method-{method}.snapshot"
 
     def _entries(self, method: Method) -> dict[str, Entry]:
         """The stored entries of ``method`` (none when there is no readable file)."""

@@ -164,7 +164,7 @@ def test_file_order_and_the_cache_never_change_the_rows(tmp_path: Path) -> None:
         assert other[0].equals(at_once[0])
         assert other[1].equals(at_once[1])
     stored = one_trial.chimerism(), one_trial.markers()
-    assert list((one_trial.warehouse.root / ".cache").glob("method-*.parquet"))
+    assert list((one_trial.warehouse.root / ".cache").glob("method-*.snapshot"))
     _same(_cold(one_trial), stored)
 
 
@@ -224,11 +224,11 @@ def test_an_unreadable_cache_costs_only_time(tmp_path: Path) -> None:
     """A truncated cache file is ignored (computed afresh) and written again."""
     trial = _at_once(tmp_path)
     before = trial.chimerism(), trial.markers()
-    for path in (trial.warehouse.root / ".cache").glob("method-*.parquet"):
+    for path in (trial.warehouse.root / ".cache").glob("method-*.snapshot"):
         path.write_bytes(path.read_bytes()[:100])
     rebuild_all_patients(trial.settings, now=trial.clock())
     _same((trial.chimerism(), trial.markers()), before)
-    for path in (trial.warehouse.root / ".cache").glob("method-*.parquet"):
+    for path in (trial.warehouse.root / ".cache").glob("method-*.snapshot"):
         assert pl.read_parquet(path).height
 
 
