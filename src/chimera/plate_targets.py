@@ -7,6 +7,10 @@ registered reference changes a patient not on it only when one of the patient's 
 target that the new plate's registered reference has wells of and the product has no well of
 there: :meth:`PlateTargets.reading` finds the samples of those plates from this index alone,
 without reading any rows.
+
+The same rule lets a rebuild read only what a patient's calculation can use
+(:func:`fallback_targets`, :func:`plates_by_target`): the other plates' registered-reference
+wells of the targets the product has no well of on the patient's own plates.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from chimera.calculate.common import is_reference_gene
 from chimera.calculate.ddpcr_wells import target_key
 
 
@@ -26,6 +31,57 @@ def _target_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
         sha.alias("source_sha256"), "sample_id", "target", channel.alias("channel")
     ).unique()
+
+
+def _marker_key(target: str | None, channel: str | None, *, ddpcr: bool) -> str | None:
+    """The name a calculation knows a marker by: qPCR its target, ddPCR :func:`target_key`."""
+    return target_key(target, channel) if ddpcr else target
+
+
+def fallback_targets(
+    own_rows: pl.DataFrame,
+    sure_ids: Collection[str],
+    product_ids: Collection[str],
+    reference_genes: Sequence[str],
+) -> set[str]:
+    """Markers on a patient's own plates whose product carriage may read every plate.
+
+    ``own_rows``: every row of the patient's own plates (qPCR: no ``channel`` column). A marker
+    is left out only when a product sample (``product_ids``) has a well of it on a plate that
+    also holds one of ``sure_ids`` (patient samples no calculation can take for a blank: any
+    role but a product or negative control), so the plate surely is one of the patient's own
+    (:func:`chimera.calculate.genomes.own_samples`). The set holds every marker the
+    calculations read from every plate (qPCR ``marker_calls``, ddPCR ``own_scope``), and
+    perhaps more: an extra plate's reference wells of a marker read from own plates change
+    nothing.
+    """
+    ddpcr = "channel" in own_rows.columns
+    merged = pl.col("is_merged").fill_null(value=False) if "is_merged" in own_rows.columns else None
+    rows = _target_rows(own_rows)
+    single = set(_target_rows(own_rows.filter(~merged)).iter_rows()) if merged is not None else None
+    sure = {sha for sha, sample_id, _, _ in rows.iter_rows() if sample_id in sure_ids}
+    found: set[str] = set()
+    held: set[str] = set()
+    for row in rows.iter_rows():
+        sha, sample_id, target, via = row
+        key = _marker_key(target, via, ddpcr=ddpcr)
+        if key is None or is_reference_gene(target, reference_genes):
+            continue
+        found.add(key)
+        if sample_id in product_ids and sha in sure and (single is None or row in single):
+            held.add(key)
+    return found - held
+
+
+def plates_by_target(frame: pl.DataFrame) -> dict[str, set[str]]:
+    """The files (``source_sha256``) holding wells of each marker in a PCR frame."""
+    ddpcr = "channel" in frame.columns
+    found: dict[str, set[str]] = {}
+    for sha, _, target, via in _target_rows(frame).iter_rows():
+        key = _marker_key(target, via, ddpcr=ddpcr)
+        if key is not None and sha is not None:
+            found.setdefault(key, set()).add(sha)
+    return found
 
 
 def targets_of(frame: pl.DataFrame, sample_ids: Collection[str]) -> set[str]:
