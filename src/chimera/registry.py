@@ -23,6 +23,7 @@ per dose. Rules [R] (issues 9 and 10):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -68,6 +69,8 @@ class Registry:
     _members: dict[tuple[str | None, tuple[Role, ...]], pl.DataFrame] = field(
         default_factory=dict, repr=False
     )
+    _rows_of: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
+    _series: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     def product_ids(self, bank: str | None) -> list[str]:
         """Sample ids of every product sample (any lot) of ``bank``."""
@@ -91,6 +94,16 @@ class Registry:
             ).iter_rows():
                 self._owned.setdefault((patient_id, sample_role), []).append(sample_id)
         return self._owned.get((owner, role), [])
+
+    def sample_rows(self, sample_ids: Iterable[str]) -> pl.DataFrame:
+        """The registry rows of ``sample_ids``, in registry order (positions indexed once)."""
+        if self._rows_of is None:
+            self._rows_of = {}
+            for position, sample_id in enumerate(self.samples["sample_id"].to_list()):
+                self._rows_of.setdefault(sample_id, []).append(position)
+        found = self._rows_of
+        picks = sorted(i for sid in set(sample_ids) for i in found.get(sid, ()))
+        return self.samples[picks] if picks else self.samples.clear()
 
     def patient_samples(self, patient: str) -> pl.DataFrame:
         """The registry rows of one patient (or lot, or series), in registry order.
@@ -198,9 +211,10 @@ def _product_of(
 
 def series_ids(registry: Registry) -> set[str]:
     """Names of the dilution series in the registry (they are not patients)."""
-    return set(
-        registry.samples.filter(pl.col("role") == Role.DILUTION_STANDARD)["patient_id"].to_list()
-    )
+    if registry._series is None:
+        rows = registry.samples.filter(pl.col("role") == Role.DILUTION_STANDARD)
+        registry._series = frozenset(rows["patient_id"].to_list())
+    return set(registry._series)
 
 
 def three_genome_patients(registry: Registry) -> set[str]:
@@ -311,13 +325,12 @@ def affected_patients(
     every patient, because it changes the stutter table every STR result is corrected with.
     """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
-    rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
+    rows = registry.sample_rows(ids)
     series = series_ids(registry)
-    everyone = {p for p in registry.products if p not in series}
-    if rows.filter(pl.col("patient_id").is_in(list(series))).height:
-        return everyone
-    if method == Method.STR and single_source_samples(rows).height:
-        return everyone
+    if rows.filter(pl.col("patient_id").is_in(list(series))).height or (
+        method == Method.STR and single_source_samples(rows).height
+    ):
+        return {p for p in registry.products if p not in series}
     patients = set(rows.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
     registered = PRODUCT_ROLES if method in (None, Method.STR) else (Role.DONOR_REFERENCE,)
     products = rows.filter(pl.col("role").is_in(registered))
@@ -328,9 +341,7 @@ def affected_patients(
         reference = products.filter(pl.col("sample_id").is_in(registry.product_ids(bank)))
         brought = targets_of(frame, reference["sample_id"].to_list())
         on = stored.reading(registry.product_ids(bank), brought)
-        owners = registry.samples.filter(
-            pl.col("sample_id").is_in(list(on)) & ~pl.col("role").is_in(PRODUCT_ROLES)
-        )["patient_id"]
+        owners = registry.sample_rows(on).filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"]
         patients |= {
             p
             for p in owners.unique().to_list()
