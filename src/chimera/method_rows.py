@@ -43,7 +43,7 @@ from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutpu
 from chimera.calculate.qpcr_plate import carriage
 from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
 from chimera.plate_cache import PlateCache
-from chimera.plate_targets import fallback_targets, plates_by_target
+from chimera.plate_targets import FileMarkers, fallback_targets, plates_by_target
 from chimera.registry import Registry, sources_by_sample
 from chimera.settings import Settings
 from schemas.vocab import PRODUCT_ROLES, Method, Role
@@ -76,6 +76,9 @@ class RowIndex:
     plates: PlateCache = field(default_factory=PlateCache, compare=False, repr=False)
     """PCR plates of these rows (and of replaced files) indexed once per rebuild."""
     _kept: dict[tuple[str, ...], KeptRows] = field(default_factory=dict, compare=False, repr=False)
+    _markers: dict[tuple[str, tuple[str, ...]], FileMarkers] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, rows: pl.DataFrame) -> RowIndex:
@@ -134,6 +137,17 @@ class RowIndex:
         if not parts:
             return self.frame.clear().drop(_ROW)
         return pl.concat(parts).unique(_ROW).sort(_ROW).drop(_ROW)
+
+    def markers(self, sha: str, reference_genes: Sequence[str]) -> FileMarkers:
+        """The markers of each sample on the file ``sha`` (a current file), indexed once."""
+        key = (sha, tuple(reference_genes))
+        if key not in self._markers:
+            if self._partitioned():
+                rows = self.by_source.get(sha, self.frame.clear())
+            else:
+                rows = self.frame.filter(pl.col("source_sha256") == sha)
+            self._markers[key] = FileMarkers.of(rows, reference_genes)
+        return self._markers[key]
 
     def kept(self, sample_ids: Sequence[str]) -> KeptRows:
         """The rows of ``sample_ids`` (a product's registered reference), indexed once."""
@@ -281,27 +295,17 @@ def _pcr_output(
     # Plates that hold the patient's own samples, every well on them (a calibrator is its
     # plate's own control).
     own = registry.patient_samples(patient)["sample_id"]
-    on_own = pl.col("source_sha256").is_in(
-        observations.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"]
-        .unique()
-        .implode()
-    )
-    own_rows = observations.filter(on_own)
+    plates = observations.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"]
     product = _registered(samples)
-    # The product's registered reference on other plates, only of the markers its carriage or
-    # n_M may read there (plate_targets.fallback_targets); every DNA sample on the plates gets
-    # its manifest role (never the instrument's type).
-    elsewhere = observations.filter(~on_own & pl.col("sample_id").is_in(product.implode()))
-    needed = _fallback(inputs.method, own_rows, registry, patient, samples, settings)
-    sliced = {
-        sha
-        for target, shas in plates_by_target(elsewhere).items()
-        if target in needed
-        for sha in shas
-    }
-    wells = pl.concat([own_rows, elsewhere.filter(pl.col("source_sha256").is_in(list(sliced)))])
+    # The product's registered reference on the other plates ``observations`` hold (marker
+    # carriage, ddPCR zygosity; :func:`_relevant`); every DNA sample on the plates gets its
+    # manifest role (never the instrument's type).
+    wells = observations.filter(
+        pl.col("source_sha256").is_in(plates.unique().implode())
+        | pl.col("sample_id").is_in(product.implode())
+    )
     others = registry.samples.filter(
-        pl.col("sample_id").is_in(own_rows["sample_id"].unique().implode())
+        pl.col("sample_id").is_in(wells["sample_id"].unique().implode())
         & ~pl.col("sample_id").is_in(samples["sample_id"].implode())
         & ~pl.col("role").is_in(REPORTED_ROLES)
     ).with_columns(
@@ -312,9 +316,9 @@ def _pcr_output(
     table = sample_table(
         pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed")
     )
-    own_plates = set(own_rows["source_sha256"].unique().to_list())
+    own_plates = set(plates.to_list())
     registered = tuple(sorted(product.to_list()))
-    shas = sorted(own_plates | sliced)
+    shas = sorted(wells["source_sha256"].unique().to_list())
     slices = [(sha, None if sha in own_plates else registered) for sha in shas]
     cache = _plate_cache(inputs)
     by_plate: dict[str, pl.DataFrame] = {}
@@ -345,21 +349,22 @@ def _pcr_output(
 
 
 def _fallback(
-    method: Method,
-    own_rows: pl.DataFrame,
+    inputs: MethodInputs,
+    files: Iterable[str],
     registry: Registry,
     patient: str,
     samples: pl.DataFrame,
     settings: Settings,
 ) -> set[str]:
     """Markers whose product carriage or n_M may read other plates' registered reference."""
-    genes = (
-        settings.qpcr.reference_genes if method == Method.QPCR else settings.ddpcr.reference_genes
-    )
+    index = inputs.index
+    assert index is not None
+    method = settings.qpcr if inputs.method == Method.QPCR else settings.ddpcr
+    own = [index.markers(sha, method.reference_genes) for sha in sorted(files)]
     surely_own = ~pl.col("role").is_in([*PRODUCT_ROLES, Role.NEGATIVE_CONTROL])
     sure = registry.patient_samples(patient).filter(surely_own)["sample_id"].to_list()
     products = samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"].to_list()
-    return fallback_targets(own_rows, set(sure), set(products), genes)
+    return fallback_targets(own, sure, set(products))
 
 
 def _plate_cache(inputs: MethodInputs) -> PlateCache:
@@ -420,10 +425,7 @@ def _relevant(
     kept = index.kept(_registered(samples).to_list())
     if every_plate:
         return index.take_plates(files, kept, kept.by_source)
-    own_rows = index.take_plates(files, kept, ())
-    needed = _fallback(inputs.method, own_rows, registry, patient, samples, settings)
-    if not needed:
-        return own_rows
+    needed = _fallback(inputs, files, registry, patient, samples, settings)
     return index.take_plates(files, kept, kept.holding(needed))
 
 

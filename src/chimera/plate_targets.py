@@ -38,38 +38,62 @@ def _marker_key(target: str | None, channel: str | None, *, ddpcr: bool) -> str 
     return target_key(target, channel) if ddpcr else target
 
 
-def fallback_targets(
-    own_rows: pl.DataFrame,
-    sure_ids: Collection[str],
-    product_ids: Collection[str],
-    reference_genes: Sequence[str],
-) -> set[str]:
-    """Markers on a patient's own plates whose product carriage may read every plate.
+@dataclass(frozen=True)
+class FileMarkers:
+    """The markers (reference genes left out) of each sample's wells on one PCR file."""
 
-    ``own_rows``: every row of the patient's own plates (qPCR: no ``channel`` column). A marker
-    is left out only when a product sample (``product_ids``) has a well of it on a plate that
-    also holds one of ``sure_ids`` (patient samples no calculation can take for a blank: any
-    role but a product or negative control), so the plate surely is one of the patient's own
-    (:func:`chimera.calculate.genomes.own_samples`). The set holds every marker the
-    calculations read from every plate (qPCR ``marker_calls``, ddPCR ``own_scope``), and
-    perhaps more: an extra plate's reference wells of a marker read from own plates change
-    nothing.
+    markers: frozenset[str]
+    """Every marker on the file."""
+    wells: dict[str, set[str]]
+    """Per sample id with a well of its own on the file (a ddPCR merged row is not one): the
+    markers of those wells."""
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame, reference_genes: Sequence[str]) -> FileMarkers:
+        """Index one file's rows (qPCR: no ``channel`` column)."""
+        ddpcr = "channel" in frame.columns
+        merged = pl.col("is_merged") if "is_merged" in frame.columns else pl.lit(value=False)
+        channel = pl.col("channel") if ddpcr else pl.lit(None, pl.String)
+        found: set[str] = set()
+        wells: dict[str, set[str]] = {}
+        for sample_id, target, via, is_merged in (
+            frame.select(
+                "sample_id",
+                "target",
+                channel.alias("channel"),
+                merged.fill_null(value=False).alias("merged"),
+            )
+            .unique()
+            .iter_rows()
+        ):
+            key = _marker_key(target, via, ddpcr=ddpcr)
+            if is_reference_gene(target, reference_genes):
+                key = None
+            found.update([key] if key is not None else [])
+            if not is_merged and sample_id is not None:
+                wells.setdefault(sample_id, set()).update([key] if key is not None else [])
+        return cls(frozenset(found), wells)
+
+
+def fallback_targets(
+    own: Sequence[FileMarkers], sure_ids: Collection[str], product_ids: Collection[str]
+) -> set[str]:
+    """Markers on a patient's own plates (``own``) whose product carriage may read every plate.
+
+    A marker is left out only when a product sample (``product_ids``) has a well of it on a
+    plate that also holds a well of one of ``sure_ids`` (patient samples no calculation can
+    take for a blank: any role but a product or negative control), so the plate surely is one
+    of the patient's own (:func:`chimera.calculate.genomes.own_samples`). The set holds every
+    marker the calculations read from every plate (qPCR ``marker_calls``, ddPCR
+    ``own_scope``), and perhaps more: other plates' reference wells of a marker read from own
+    plates change nothing.
     """
-    ddpcr = "channel" in own_rows.columns
-    merged = pl.col("is_merged").fill_null(value=False) if "is_merged" in own_rows.columns else None
-    rows = _target_rows(own_rows)
-    single = set(_target_rows(own_rows.filter(~merged)).iter_rows()) if merged is not None else None
-    sure = {sha for sha, sample_id, _, _ in rows.iter_rows() if sample_id in sure_ids}
     found: set[str] = set()
     held: set[str] = set()
-    for row in rows.iter_rows():
-        sha, sample_id, target, via = row
-        key = _marker_key(target, via, ddpcr=ddpcr)
-        if key is None or is_reference_gene(target, reference_genes):
-            continue
-        found.add(key)
-        if sample_id in product_ids and sha in sure and (single is None or row in single):
-            held.add(key)
+    for plate in own:
+        found |= plate.markers
+        if any(sid in plate.wells for sid in sure_ids):
+            held.update(*(plate.wells.get(sid, ()) for sid in product_ids))
     return found - held
 
 
