@@ -29,7 +29,7 @@ from datetime import datetime
 
 import polars as pl
 
-from chimera.calculate.common import ProductBanks, sample_table
+from chimera.calculate.common import ProductBanks, SampleInfo, sample_table
 from chimera.calculate.stutter_ratios import single_source_samples
 from chimera.plate_targets import PlateTargets, targets_of
 from chimera.warehouse import INFUSIONS, INGEST_LOG, OBSERVATIONS, SAMPLES, Warehouse
@@ -71,6 +71,7 @@ class Registry:
     )
     _rows_of: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
     _series: frozenset[str] | None = field(default=None, init=False, repr=False)
+    _info: dict[str, SampleInfo] | None = field(default=None, init=False, repr=False)
 
     def product_ids(self, bank: str | None) -> list[str]:
         """Sample ids of every product sample (any lot) of ``bank``."""
@@ -94,6 +95,12 @@ class Registry:
             ).iter_rows():
                 self._owned.setdefault((patient_id, sample_role), []).append(sample_id)
         return self._owned.get((owner, role), [])
+
+    def sample_info(self) -> dict[str, SampleInfo]:
+        """Every registry row by sample id (:func:`~chimera.calculate.common.sample_table`), once."""
+        if self._info is None:
+            self._info = sample_table(self.samples)
+        return self._info
 
     def sample_rows(self, sample_ids: Iterable[str]) -> pl.DataFrame:
         """The registry rows of ``sample_ids``, in registry order (positions indexed once)."""
@@ -325,27 +332,28 @@ def affected_patients(
     every patient, because it changes the stutter table every STR result is corrected with.
     """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
-    rows = registry.sample_rows(ids)
+    table = registry.sample_info()
+    known = [table[sid] for sid in ids if sid in table]
     series = series_ids(registry)
-    if rows.filter(pl.col("patient_id").is_in(list(series))).height or (
-        method == Method.STR and single_source_samples(rows).height
+    if any(info.patient_id in series for info in known) or (
+        method == Method.STR and single_source_samples(registry.sample_rows(ids)).height
     ):
         return {p for p in registry.products if p not in series}
-    patients = set(rows.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
+    patients = {info.patient_id for info in known if info.role not in PRODUCT_ROLES}
     registered = PRODUCT_ROLES if method in (None, Method.STR) else (Role.DONOR_REFERENCE,)
-    products = rows.filter(pl.col("role").is_in(registered))
-    banks = {registry.banks.bank_of_lot(info.lot) for info in sample_table(products).values()}
+    products = [info for info in known if info.role in registered]
+    banks = {registry.banks.bank_of_lot(info.lot) for info in products}
     if method in (None, Method.STR) or stored is None:
         return patients | {p for p, product in registry.products.items() if product.bank in banks}
     for bank in banks:
-        reference = products.filter(pl.col("sample_id").is_in(registry.product_ids(bank)))
-        brought = targets_of(frame, reference["sample_id"].to_list())
-        on = stored.reading(registry.product_ids(bank), brought)
-        owners = registry.sample_rows(on).filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"]
+        members = registry.product_ids(bank)
+        reference = [info.sample_id for info in products if info.sample_id in set(members)]
+        on = stored.reading(members, targets_of(frame, reference))
+        owners = {
+            table[s].patient_id for s in on if s in table and table[s].role not in PRODUCT_ROLES
+        }
         patients |= {
-            p
-            for p in owners.unique().to_list()
-            if p in registry.products and registry.products[p].bank == bank
+            p for p in owners if p in registry.products and registry.products[p].bank == bank
         }
     return patients
 
