@@ -10,7 +10,10 @@ What each calculation gets (issues 9 and 10):
   measured on two runs gives two results (a repeat measurement), never one mixed profile;
 * qPCR/ddPCR: every plate holding the patient's samples (the patient's own plates), with all
   its DNA wells in their manifest roles, plus the wells of the product's registered reference
-  (``donor_reference``) on other plates. The calculations give one result per sample x plate.
+  (``donor_reference``) on the other plates holding a marker the product has no well of on the
+  own plates (:func:`chimera.plate_targets.fallback_targets`: no other plate's wells can enter
+  the patient's results, so a rebuild grows with the patient's plates, not the warehouse's;
+  issue 12). The calculations give one result per sample x plate.
   The product's carriage of a marker (and ddPCR's n_M, after the sample's own plate) comes
   from the product's wells on the patient's own plates when they hold any of that marker
   (calibrator or registered reference), and from the registered reference on every plate
