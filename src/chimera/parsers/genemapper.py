@@ -50,6 +50,10 @@ _DECIMAL_POINT = re.compile(r"^-?\d+\.\d+$")
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 _THOUSANDS_COMMA = re.compile(r"^-?\d{1,3}(,\d{3})+$")
 _THOUSANDS_DOT_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
+_PLAIN_NUMBER = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
+"""An ASCII decimal number that polars and Python's ``float`` read to the same value."""
+_ASCII_BLANKS = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+"""The ASCII characters ``str.strip()`` removes."""
 _NOT_PLAIN = re.compile(r'[,"\u00a0]|\S\s+\S')
 """A number cell with a comma, a quote, a no-break space or an inner blank (general path)."""
 
@@ -152,21 +156,20 @@ def _parse(export: DecodedExport) -> ParsedExport:
         short_by=None if layout is _Layout.GENOTYPES else 0,
     )
     if header.layout is _Layout.SIZING:
-        rows = _sizing_rows(header, body, file_name=file_name)
+        peaks = _sizing_frame(header, body, file_name=file_name)
     else:
         keys = [(str(sample), str(marker)) for sample, marker in _marker_rows(header, body)]
         check_layout(export, keys, software=_SOFTWARE, what="marker")
         rows = _genotype_rows(header, body, file_name=file_name)
-    if not rows:
+        peaks = pl.DataFrame(rows, schema=_PEAK_SCHEMA, orient="row")
+    if peaks.is_empty():
         msg = (
             f"{file_name}: the GeneMapper {header.layout.value} has a header on line "
             f"{header.line_index + 1} but no peaks below it: truncated, or the export selected "
             "no samples; copy the file again or export it again"
         )
         raise TruncatedExportError(msg)
-    frame = validate_frame(
-        pl.DataFrame(rows, schema=_PEAK_SCHEMA, orient="row"), StrPeaks, file_name=file_name
-    )
+    frame = validate_frame(peaks, StrPeaks, file_name=file_name)
     return ParsedExport(
         frame,
         export.format,
@@ -333,10 +336,14 @@ def _first_value(record: dict[str, str], keys: Sequence[str | None]) -> str | No
     return None
 
 
-def _sizing_rows(
+def _sizing_frame(
     header: _Header, body: list[tuple[int, list[str]]], *, file_name: str
-) -> list[tuple[object, ...]]:
-    """One row per peak (formats.md section 2); empty Marker/Allele = peak outside every bin."""
+) -> pl.DataFrame:
+    """One row per peak (formats.md section 2); empty Marker/Allele = peak outside every bin.
+
+    Cells are cleaned and read column by column (:func:`_clean_column`, :func:`_plain_numbers`);
+    only cells that are not plain ASCII numbers go through :class:`_NumberReader` one by one.
+    """
     lookup = _column_lookup(header.names)
     sample_keys = [lookup.get(name) for name in _SIZING_SAMPLE_COLUMNS]
     missing = [name for name in ("Marker", "Allele") if name.casefold() not in lookup]
@@ -355,26 +362,77 @@ def _sizing_rows(
         ],
         delimiter=header.delimiter,
     )
-    samples = [columns(key) for key in sample_keys if key is not None]
-    markers, alleles = columns(lookup["marker"]), columns(lookup["allele"])
     dye_key = lookup.get("dye/sample peak") or lookup.get("dye")
-    dyes = columns(dye_key) if dye_key else None
-    rows: list[tuple[object, ...]] = []
-    for index, (line_no, _) in enumerate(body):
-        rows.append(
-            (
-                next((v for c in samples if (v := clean_cell(c[index])) is not None), None),
-                clean_cell(markers[index]),
-                clean_cell(alleles[index]),
-                reader(numeric["size"][index], line_no, "Size"),
-                reader(numeric["height"][index], line_no, "Height"),
-                reader(numeric["area"][index], line_no, "Area"),
-                _dye_letter(dyes[index]) if dyes is not None else None,
-                line_no,
-            )
-        )
+    dyes = columns(dye_key) if dye_key else [None] * len(body)
+    letters = {value: _dye_letter(value) for value in set(dyes)}
+    frame = pl.DataFrame(
+        {
+            "sample_id": pl.select(
+                pl.coalesce([_clean_column(columns(k)) for k in sample_keys if k is not None])
+            ).to_series(),
+            "marker": _clean_column(columns(lookup["marker"])),
+            "allele": _clean_column(columns(lookup["allele"])),
+            **_read_numbers(reader, numeric, [line for line, _ in body]),
+            "dye": pl.Series([letters[value] for value in dyes], dtype=pl.String),
+            "source_row": pl.Series([line for line, _ in body], dtype=pl.Int32),
+        },
+        schema=_PEAK_SCHEMA,
+    )
     reader.raise_problems(file_name=file_name)
-    return rows
+    return frame
+
+
+def _clean_column(values: list[str]) -> pl.Series:
+    """:func:`chimera.textio.clean_cell` of every cell, as polars string operations.
+
+    ``str.strip`` removes exactly ``_ASCII_BLANKS`` from ASCII text; a cell with any other
+    character is cleaned by :func:`clean_cell` itself.
+    """
+    raw = pl.Series(values, dtype=pl.String)
+    text = raw.str.strip_chars(_ASCII_BLANKS)
+    quoted = text.str.starts_with('"') | text.str.ends_with('"')
+    unquoted = text.str.strip_chars('"').str.strip_chars(_ASCII_BLANKS)
+    cleaned = pl.select(
+        pl.when(quoted).then(unquoted).otherwise(text).replace("", None)
+    ).to_series()
+    other = raw.str.contains(r"[^\x00-\x7f]").arg_true()
+    if other.len():
+        cleaned = cleaned.scatter(other, [clean_cell(values[i]) for i in other.to_list()])
+    return cleaned
+
+
+def _read_numbers(
+    reader: _NumberReader, numeric: dict[str, list[str]], lines: list[int]
+) -> dict[str, pl.Series]:
+    """Size, height and area columns: plain numbers cast at once, the rest read by ``reader``.
+
+    Unusual cells are read in file order (row by row, Size, Height, Area) so that problems are
+    listed as a reader over the rows would list them.
+    """
+    labels = {"size": "Size", "height": "Height", "area": "Area"}
+    names = {"size": "size_bp", "height": "height_rfu", "area": "area_rfu"}
+    fast: dict[str, pl.Series] = {}
+    slow: list[tuple[int, int, str]] = []
+    for order, (key, cells) in enumerate(numeric.items()):
+        raw = pl.Series(cells, dtype=pl.String)
+        if reader.decimal_comma:
+            fast[key] = pl.Series([None] * len(cells), dtype=pl.Float64)
+            slow += [(i, order, key) for i, cell in enumerate(cells) if cell]
+            continue
+        text = raw.str.strip_chars(_ASCII_BLANKS)
+        number = text.cast(pl.Float64, strict=False)
+        plain = (text.str.contains(_PLAIN_NUMBER) & number.is_finite()).fill_null(value=False)
+        fast[key] = pl.select(pl.when(plain).then(number)).to_series()
+        slow += [(i, order, key) for i in ((~plain) & (raw != "")).arg_true().to_list()]
+    values: dict[str, dict[int, float | None]] = {key: {} for key in numeric}
+    for index, _, key in sorted(slow):
+        values[key][index] = reader(numeric[key][index], lines[index], labels[key])
+    return {
+        names[key]: column.scatter(list(values[key]), list(values[key].values()))
+        if values[key]
+        else column
+        for key, column in fast.items()
+    }
 
 
 def _columns(
