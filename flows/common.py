@@ -19,8 +19,8 @@ from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.runtime import flow_run
 
+from chimera.inbox_lock import inbox_lock
 from chimera.ingest import FileOutcome
-from chimera.poll import inbox_lock
 from chimera.settings import Settings, load_settings
 from schemas.vocab import FileStatus
 

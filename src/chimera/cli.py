@@ -26,12 +26,12 @@ from chimera import __version__
 from chimera.batch import StorageFailure
 from chimera.filemodes import restrict_umask
 from chimera.inbox import Candidate, is_ignored
+from chimera.inbox_lock import inbox_lock
 from chimera.ingest import FileOutcome
 from chimera.poll import (
     ExitCode,
     Poll,
     exit_code,
-    inbox_lock,
     ingest_paths,
     poll_once,
     refresh_after_ingest,
