@@ -25,6 +25,7 @@ from chimera.errors import (
     ValidationFailedError,
     WrongFormatError,
 )
+from chimera.parsers.columns import Column, clean_columns, plain_numbers, read_in_file_order
 from chimera.parsers.common import (
     ParsedExport,
     join_run_id,
@@ -50,10 +51,6 @@ _DECIMAL_POINT = re.compile(r"^-?\d+\.\d+$")
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 _THOUSANDS_COMMA = re.compile(r"^-?\d{1,3}(,\d{3})+$")
 _THOUSANDS_DOT_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
-_PLAIN_NUMBER = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
-"""An ASCII decimal number that polars and Python's ``float`` read to the same value."""
-_ASCII_BLANKS = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
-"""The ASCII characters ``str.strip()`` removes."""
 _NOT_PLAIN = re.compile(r'[,"\u00a0]|\S\s+\S')
 """A number cell with a comma, a quote, a no-break space or an inner blank (general path)."""
 
@@ -341,8 +338,8 @@ def _sizing_frame(
 ) -> pl.DataFrame:
     """One row per peak (formats.md section 2); empty Marker/Allele = peak outside every bin.
 
-    Cells are cleaned and read column by column (:func:`_clean_column`, :func:`_plain_numbers`);
-    only cells that are not plain ASCII numbers go through :class:`_NumberReader` one by one.
+    Cells are cleaned and read column by column (:mod:`chimera.parsers.columns`); only cells
+    that are not plain ASCII numbers go through :class:`_NumberReader` one by one.
     """
     lookup = _column_lookup(header.names)
     sample_keys = [lookup.get(name) for name in _SIZING_SAMPLE_COLUMNS]
@@ -365,13 +362,24 @@ def _sizing_frame(
     dye_key = lookup.get("dye/sample peak") or lookup.get("dye")
     dyes = columns(dye_key) if dye_key else [None] * len(body)
     letters = {value: _dye_letter(value) for value in set(dyes)}
+    samples = [f"sample {i}" for i, key in enumerate(sample_keys) if key is not None]
+    text = clean_columns(
+        {
+            **{
+                name: columns(key)
+                for name, key in zip(
+                    samples, (k for k in sample_keys if k is not None), strict=True
+                )
+            },
+            "marker": columns(lookup["marker"]),
+            "allele": columns(lookup["allele"]),
+        }
+    )
     frame = pl.DataFrame(
         {
-            "sample_id": pl.select(
-                pl.coalesce([_clean_column(columns(k)) for k in sample_keys if k is not None])
-            ).to_series(),
-            "marker": _clean_column(columns(lookup["marker"])),
-            "allele": _clean_column(columns(lookup["allele"])),
+            "sample_id": pl.select(pl.coalesce([text[name] for name in samples])).to_series(),
+            "marker": text["marker"],
+            "allele": text["allele"],
             **_read_numbers(reader, numeric, [line for line, _ in body]),
             "dye": pl.Series([letters[value] for value in dyes], dtype=pl.String),
             "source_row": pl.Series([line for line, _ in body], dtype=pl.Int32),
@@ -382,57 +390,26 @@ def _sizing_frame(
     return frame
 
 
-def _clean_column(values: list[str]) -> pl.Series:
-    """:func:`chimera.textio.clean_cell` of every cell, as polars string operations.
-
-    ``str.strip`` removes exactly ``_ASCII_BLANKS`` from ASCII text; a cell with any other
-    character is cleaned by :func:`clean_cell` itself.
-    """
-    raw = pl.Series(values, dtype=pl.String)
-    text = raw.str.strip_chars(_ASCII_BLANKS)
-    quoted = text.str.starts_with('"') | text.str.ends_with('"')
-    unquoted = text.str.strip_chars('"').str.strip_chars(_ASCII_BLANKS)
-    cleaned = pl.select(
-        pl.when(quoted).then(unquoted).otherwise(text).replace("", None)
-    ).to_series()
-    other = raw.str.contains(r"[^\x00-\x7f]").arg_true()
-    if other.len():
-        cleaned = cleaned.scatter(other, [clean_cell(values[i]) for i in other.to_list()])
-    return cleaned
-
-
 def _read_numbers(
     reader: _NumberReader, numeric: dict[str, list[str]], lines: list[int]
 ) -> dict[str, pl.Series]:
-    """Size, height and area columns: plain numbers cast at once, the rest read by ``reader``.
-
-    Unusual cells are read in file order (row by row, Size, Height, Area) so that problems are
-    listed as a reader over the rows would list them.
-    """
+    """Size, height and area columns: plain numbers cast at once, the rest read by ``reader``."""
     labels = {"size": "Size", "height": "Height", "area": "Area"}
     names = {"size": "size_bp", "height": "height_rfu", "area": "area_rfu"}
-    fast: dict[str, pl.Series] = {}
-    slow: list[tuple[int, int, str]] = []
-    for order, (key, cells) in enumerate(numeric.items()):
-        raw = pl.Series(cells, dtype=pl.String)
+    plain = plain_numbers(numeric)
+    columns: list[Column] = []
+    for key, cells in numeric.items():
+        values, done = plain[key]
         if reader.decimal_comma:
-            fast[key] = pl.Series([None] * len(cells), dtype=pl.Float64)
-            slow += [(i, order, key) for i, cell in enumerate(cells) if cell]
-            continue
-        text = raw.str.strip_chars(_ASCII_BLANKS)
-        number = text.cast(pl.Float64, strict=False)
-        plain = (text.str.contains(_PLAIN_NUMBER) & number.is_finite()).fill_null(value=False)
-        fast[key] = pl.select(pl.when(plain).then(number)).to_series()
-        slow += [(i, order, key) for i in ((~plain) & (raw != "")).arg_true().to_list()]
-    values: dict[str, dict[int, float | None]] = {key: {} for key in numeric}
-    for index, _, key in sorted(slow):
-        values[key][index] = reader(numeric[key][index], lines[index], labels[key])
-    return {
-        names[key]: column.scatter(list(values[key]), list(values[key].values()))
-        if values[key]
-        else column
-        for key, column in fast.items()
-    }
+            values, done = values.clear(len(cells)), pl.Series([cell == "" for cell in cells])
+        columns.append((values, done, _cell_reader(reader, cells, lines, labels[key])))
+    return dict(zip((names[k] for k in numeric), read_in_file_order(columns), strict=True))
+
+
+def _cell_reader(
+    reader: _NumberReader, cells: list[str], lines: list[int], label: str
+) -> Callable[[int], float | None]:
+    return lambda i: reader(cells[i], lines[i], label)
 
 
 def _columns(
