@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from itertools import zip_longest
 
 import polars as pl
 
@@ -415,14 +416,18 @@ def _cell_reader(
 def _columns(
     names: Sequence[str], body: list[tuple[int, list[str]]]
 ) -> Callable[[str | None], list[str]]:
-    """Cells of one (deduplicated) header key, row by row; short rows read as empty cells."""
+    """Cells of one (deduplicated) header key, row by row; short rows read as empty cells.
+
+    The body is transposed once, in C (``zip_longest``), instead of once per column.
+    """
     position = {key: i for i, key in enumerate(dedupe_header(names))}
+    transposed = list(zip_longest(*(cells for _, cells in body), fillvalue=""))
 
     def column(key: str | None) -> list[str]:
         i = position.get(key) if key is not None else None
-        if i is None:
+        if i is None or i >= len(transposed):
             return [""] * len(body)
-        return [cells[i] if i < len(cells) else "" for _, cells in body]
+        return list(transposed[i])
 
     return column
 
