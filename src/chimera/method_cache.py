@@ -51,7 +51,7 @@ from chimera.method_rows import MethodInputs, patient_samples, relevant_rows, sc
 from chimera.registry import Registry
 from chimera.settings import Settings
 from chimera.warehouse import write_parquet_atomic
-from schemas.vocab import Method
+from schemas.vocab import Method, Role
 
 LOGGER = logging.getLogger(__name__)
 
@@ -153,6 +153,11 @@ class Fingerprints:
             replaced = sorted(inputs.replaced.sources_of(own))
         if replaced and method != Method.STR and inputs.replaced is not None:
             ids.update(inputs.replaced.take(sources=replaced)["sample_id"].drop_nulls().to_list())
+            # A replaced plate's view reads the registered reference on every plate.
+            index = inputs.indexed().index
+            assert index is not None
+            registered = samples.filter(pl.col("role") == Role.DONOR_REFERENCE)["sample_id"]
+            replaced += sorted(index.sources_of(registered))
         screening = inputs.screening
         typed = screening is not None and bool(screening.sources_of(own))
         return _digest(
@@ -249,10 +254,16 @@ class MethodCache:
         """
         registry = self.fingerprints.registry
         # STR is keyed by the files holding the samples: its rows are taken only to compute.
-        rows = None if inputs.method == Method.STR else relevant_rows(inputs, owner, registry)
+        rows = (
+            None
+            if inputs.method == Method.STR
+            else relevant_rows(inputs, owner, registry, settings)
+        )
         files = self.fingerprints.files(inputs, owner, rows)
         if not files:
-            return compute(inputs, relevant_rows(inputs, owner, registry) if rows is None else rows)
+            return compute(
+                inputs, relevant_rows(inputs, owner, registry, settings) if rows is None else rows
+            )
         fingerprint = self.fingerprints.of(inputs, owner, settings, rows, files)
         key = f"{use}/{owner}"
         entry = self._entries(inputs.method).get(key)
@@ -270,7 +281,7 @@ class MethodCache:
             asked.append((marker, list(ids), str(call.carriage.value), call.detail))
 
         if rows is None:
-            rows = relevant_rows(inputs, owner, registry)
+            rows = relevant_rows(inputs, owner, registry, settings)
         results, markers = compute(replace(inputs, screened=note), rows)
         self._new.setdefault(inputs.method, {})[key] = (
             fingerprint,

@@ -10,7 +10,10 @@ What each calculation gets (issues 9 and 10):
   measured on two runs gives two results (a repeat measurement), never one mixed profile;
 * qPCR/ddPCR: every plate holding the patient's samples (the patient's own plates), with all
   its DNA wells in their manifest roles, plus the wells of the product's registered reference
-  (``donor_reference``) on other plates. The calculations give one result per sample x plate.
+  (``donor_reference``) on the other plates holding a marker the product has no well of on the
+  own plates (:func:`chimera.plate_targets.fallback_targets`: no other plate's wells can enter
+  the patient's results, so a rebuild grows with the patient's plates, not the warehouse's;
+  issue 12). The calculations give one result per sample x plate.
   The product's carriage of a marker (and ddPCR's n_M, after the sample's own plate) comes
   from the product's wells on the patient's own plates when they hold any of that marker
   (calibrator or registered reference), and from the registered reference on every plate
@@ -44,6 +47,7 @@ from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutpu
 from chimera.calculate.qpcr_plate import carriage
 from chimera.calculate.stutter_ratios import STUTTER_COLUMNS
 from chimera.plate_cache import PlateCache
+from chimera.plate_targets import FileMarkers, fallback_targets, plates_by_target
 from chimera.registry import Registry, sources_by_sample
 from chimera.settings import Settings
 from schemas.vocab import PRODUCT_ROLES, Method, Role
@@ -75,6 +79,10 @@ class RowIndex:
     _takes: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
     plates: PlateCache = field(default_factory=PlateCache, compare=False, repr=False)
     """PCR plates of these rows (and of replaced files) indexed once per rebuild."""
+    _kept: dict[tuple[str, ...], KeptRows] = field(default_factory=dict, compare=False, repr=False)
+    _markers: dict[tuple[str, tuple[str, ...]], FileMarkers] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, rows: pl.DataFrame) -> RowIndex:
@@ -133,6 +141,63 @@ class RowIndex:
         if not parts:
             return self.frame.clear().drop(_ROW)
         return pl.concat(parts).unique(_ROW).sort(_ROW).drop(_ROW)
+
+    def markers(self, sha: str, reference_genes: Sequence[str]) -> FileMarkers:
+        """The markers of each sample on the file ``sha`` (a current file), indexed once."""
+        key = (sha, tuple(reference_genes))
+        if key not in self._markers:
+            if self._partitioned():
+                rows = self.by_source.get(sha, self.frame.clear())
+            else:
+                rows = self.frame.filter(pl.col("source_sha256") == sha)
+            self._markers[key] = FileMarkers.of(rows, reference_genes)
+        return self._markers[key]
+
+    def kept(self, sample_ids: Sequence[str]) -> KeptRows:
+        """The rows of ``sample_ids`` (a product's registered reference), indexed once."""
+        key = tuple(sorted(sample_ids))
+        if key not in self._kept:
+            if self._partitioned():
+                parts = [rows for sid in key if (rows := self.by_sample.get(sid)) is not None]
+                rows = pl.concat(parts).sort(_ROW) if parts else self.frame.clear()
+            else:
+                rows = self.frame.filter(pl.col("sample_id").is_in(list(key)))
+            self._kept[key] = KeptRows.of(rows)
+        return self._kept[key]
+
+    def take_plates(
+        self, sources: Iterable[str], kept: KeptRows, sliced: Iterable[str]
+    ) -> pl.DataFrame:
+        """Every row of the files ``sources`` and the ``kept`` rows on ``sliced``, in stored order."""
+        files = set(sources)
+        extra = [kept.by_source[s] for s in sorted(set(sliced) - files) if s in kept.by_source]
+        if not self._partitioned():
+            parts = [self.frame.filter(pl.col("source_sha256").is_in(list(files)))]
+        else:
+            parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
+        parts += extra
+        if not parts:
+            return self.frame.clear().drop(_ROW)
+        return pl.concat(parts).sort(_ROW).drop(_ROW)
+
+
+@dataclass(frozen=True)
+class KeptRows:
+    """Some samples' rows (with :data:`_ROW`) by file, and the files holding each marker."""
+
+    by_source: dict[str, pl.DataFrame]
+    plates: dict[str, set[str]]
+    """Per marker (:func:`chimera.plate_targets.plates_by_target`): the files with its wells."""
+
+    @classmethod
+    def of(cls, rows: pl.DataFrame) -> KeptRows:
+        """Index ``rows`` by file."""
+        parts = rows.partition_by("source_sha256", as_dict=True)
+        return cls({str(k[0]): v for k, v in parts.items()}, plates_by_target(rows))
+
+    def holding(self, targets: Iterable[str]) -> set[str]:
+        """The files holding wells of any of ``targets``."""
+        return {sha for target in targets for sha in self.plates.get(target, ())}
 
 
 @dataclass(frozen=True)
@@ -241,8 +306,9 @@ def _pcr_output(
     own = registry.patient_samples(patient)["sample_id"]
     plates = observations.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"]
     product = _registered(samples)
-    # The product's registered reference on other plates (marker carriage, ddPCR zygosity);
-    # every DNA sample on the plates gets its manifest role (never the instrument's type).
+    # The product's registered reference on the other plates ``observations`` hold (marker
+    # carriage, ddPCR zygosity; :func:`_relevant`); every DNA sample on the plates gets its
+    # manifest role (never the instrument's type).
     wells = observations.filter(
         pl.col("source_sha256").is_in(plates.unique().implode())
         | pl.col("sample_id").is_in(product.implode())
@@ -264,9 +330,16 @@ def _pcr_output(
     shas = sorted(wells["source_sha256"].unique().to_list())
     slices = [(sha, None if sha in own_plates else registered) for sha in shas]
     cache = _plate_cache(inputs)
+    by_plate: dict[str, pl.DataFrame] = {}
 
     def rows(sha: str) -> Callable[[], pl.DataFrame]:
-        return lambda: wells.filter(pl.col("source_sha256") == sha)
+        def plate() -> pl.DataFrame:
+            if not by_plate:
+                parts = wells.partition_by("source_sha256", as_dict=True)
+                by_plate.update({str(k[0]): v for k, v in parts.items()})
+            return by_plate[sha]
+
+        return plate
 
     if inputs.method == Method.QPCR:
         contexts = [
@@ -282,6 +355,25 @@ def _pcr_output(
     return ddpcr.chimerism_on_plates(
         ddpcr_plates, table, settings=settings.ddpcr, screening=screening
     )
+
+
+def _fallback(
+    inputs: MethodInputs,
+    files: Iterable[str],
+    registry: Registry,
+    patient: str,
+    samples: pl.DataFrame,
+    settings: Settings,
+) -> set[str]:
+    """Markers whose product carriage or n_M may read other plates' registered reference."""
+    index = inputs.index
+    assert index is not None
+    method = settings.qpcr if inputs.method == Method.QPCR else settings.ddpcr
+    own = [index.markers(sha, method.reference_genes) for sha in sorted(files)]
+    surely_own = ~pl.col("role").is_in([*PRODUCT_ROLES, Role.NEGATIVE_CONTROL])
+    sure = registry.patient_samples(patient).filter(surely_own)["sample_id"].to_list()
+    products = samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"].to_list()
+    return fallback_targets(own, sure, set(products))
 
 
 def _plate_cache(inputs: MethodInputs) -> PlateCache:
@@ -330,15 +422,31 @@ def _screening(
 
 
 def _relevant(
-    inputs: MethodInputs, patient: str, registry: Registry, samples: pl.DataFrame
+    inputs: MethodInputs,
+    patient: str,
+    registry: Registry,
+    samples: pl.DataFrame,
+    settings: Settings,
+    *,
+    every_plate: bool = False,
 ) -> pl.DataFrame:
-    """The current rows any of the patient's results can read (see the module docstring)."""
+    """The current rows any of the patient's results can read (see the module docstring).
+
+    PCR: the patient's own plates whole and the registered reference's wells on the other
+    plates holding a marker :func:`_fallback` names (``every_plate``: on every other plate,
+    for a view in which a replaced file stands in for its run's current one).
+    """
     index = inputs.indexed().index
     assert index is not None
     if inputs.method == Method.STR:
         return index.take(sample_ids=samples["sample_id"].to_list())
     own = registry.patient_samples(patient)["sample_id"].to_list()
-    return index.take(sample_ids=_registered(samples).to_list(), sources=index.sources_of(own))
+    files = index.sources_of(own)
+    kept = index.kept(_registered(samples).to_list())
+    if every_plate:
+        return index.take_plates(files, kept, kept.by_source)
+    needed = _fallback(inputs, files, registry, patient, samples, settings)
+    return index.take_plates(files, kept, kept.holding(needed))
 
 
 def method_rows(
@@ -362,7 +470,7 @@ def method_rows(
     elif relevant is not None:
         rows = relevant
     else:
-        rows = _relevant(inputs, patient, registry, samples)
+        rows = _relevant(inputs, patient, registry, samples, settings)
     reported = registry.patient_samples(patient).filter(pl.col("role").is_in(REPORTED_ROLES))[
         "sample_id"
     ]
@@ -401,10 +509,13 @@ def replaced_rows(
     inputs = inputs.indexed()
     assert inputs.replaced is not None
     own = registry.patient_samples(patient)["sample_id"].to_list()
-    holding = inputs.replaced.sources_of(own)
-    current = _relevant(inputs, patient, registry, patient_samples(registry, patient))
+    holding = replaced.filter(pl.col("source_sha256").is_in(list(inputs.replaced.sources_of(own))))
+    if holding.height == 0:
+        return pl.DataFrame(), pl.DataFrame()
+    samples = patient_samples(registry, patient)
+    current = _relevant(inputs, patient, registry, samples, settings, every_plate=True)
     results, markers = [], []
-    for row in replaced.filter(pl.col("source_sha256").is_in(list(holding))).iter_rows(named=True):
+    for row in holding.iter_rows(named=True):
         view = pl.concat(
             [
                 current.filter(pl.col("source_sha256") != row["replaced_by"]),
@@ -422,9 +533,11 @@ def replaced_rows(
     return pl.concat(results, how="diagonal_relaxed"), pl.concat(markers, how="diagonal_relaxed")
 
 
-def relevant_rows(inputs: MethodInputs, patient: str, registry: Registry) -> pl.DataFrame:
+def relevant_rows(
+    inputs: MethodInputs, patient: str, registry: Registry, settings: Settings
+) -> pl.DataFrame:
     """The current rows any of the patient's results by this method can read."""
-    return _relevant(inputs, patient, registry, patient_samples(registry, patient))
+    return _relevant(inputs, patient, registry, patient_samples(registry, patient), settings)
 
 
 def screening_lookup(

@@ -7,6 +7,10 @@ registered reference changes a patient not on it only when one of the patient's 
 target that the new plate's registered reference has wells of and the product has no well of
 there: :meth:`PlateTargets.reading` finds the samples of those plates from this index alone,
 without reading any rows.
+
+The same rule lets a rebuild read only what a patient's calculation can use
+(:func:`fallback_targets`, :func:`plates_by_target`): the other plates' registered-reference
+wells of the targets the product has no well of on the patient's own plates.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from chimera.calculate.common import is_reference_gene
 from chimera.calculate.ddpcr_wells import target_key
 
 
@@ -26,6 +31,81 @@ def _target_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
         sha.alias("source_sha256"), "sample_id", "target", channel.alias("channel")
     ).unique()
+
+
+def _marker_key(target: str | None, channel: str | None, *, ddpcr: bool) -> str | None:
+    """The name a calculation knows a marker by: qPCR its target, ddPCR :func:`target_key`."""
+    return target_key(target, channel) if ddpcr else target
+
+
+@dataclass(frozen=True)
+class FileMarkers:
+    """The markers (reference genes left out) of each sample's wells on one PCR file."""
+
+    markers: frozenset[str]
+    """Every marker on the file."""
+    wells: dict[str, set[str]]
+    """Per sample id with a well of its own on the file (a ddPCR merged row is not one): the
+    markers of those wells."""
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame, reference_genes: Sequence[str]) -> FileMarkers:
+        """Index one file's rows (qPCR: no ``channel`` column)."""
+        ddpcr = "channel" in frame.columns
+        merged = pl.col("is_merged") if "is_merged" in frame.columns else pl.lit(value=False)
+        channel = pl.col("channel") if ddpcr else pl.lit(None, pl.String)
+        found: set[str] = set()
+        wells: dict[str, set[str]] = {}
+        for sample_id, target, via, is_merged in (
+            frame.select(
+                "sample_id",
+                "target",
+                channel.alias("channel"),
+                merged.fill_null(value=False).alias("merged"),
+            )
+            .unique()
+            .iter_rows()
+        ):
+            key = _marker_key(target, via, ddpcr=ddpcr)
+            if is_reference_gene(target, reference_genes):
+                key = None
+            found.update([key] if key is not None else [])
+            if not is_merged and sample_id is not None:
+                wells.setdefault(sample_id, set()).update([key] if key is not None else [])
+        return cls(frozenset(found), wells)
+
+
+def fallback_targets(
+    own: Sequence[FileMarkers], sure_ids: Collection[str], product_ids: Collection[str]
+) -> set[str]:
+    """Markers on a patient's own plates (``own``) whose product carriage may read every plate.
+
+    A marker is left out only when a product sample (``product_ids``) has a well of it on a
+    plate that also holds a well of one of ``sure_ids`` (patient samples no calculation can
+    take for a blank: any role but a product or negative control), so the plate surely is one
+    of the patient's own (:func:`chimera.calculate.genomes.own_samples`). The set holds every
+    marker the calculations read from every plate (qPCR ``marker_calls``, ddPCR
+    ``own_scope``), and perhaps more: other plates' reference wells of a marker read from own
+    plates change nothing.
+    """
+    found: set[str] = set()
+    held: set[str] = set()
+    for plate in own:
+        found |= plate.markers
+        if any(sid in plate.wells for sid in sure_ids):
+            held.update(*(plate.wells.get(sid, ()) for sid in product_ids))
+    return found - held
+
+
+def plates_by_target(frame: pl.DataFrame) -> dict[str, set[str]]:
+    """The files (``source_sha256``) holding wells of each marker in a PCR frame."""
+    ddpcr = "channel" in frame.columns
+    found: dict[str, set[str]] = {}
+    for sha, _, target, via in _target_rows(frame).iter_rows():
+        key = _marker_key(target, via, ddpcr=ddpcr)
+        if key is not None and sha is not None:
+            found.setdefault(key, set()).add(sha)
+    return found
 
 
 def targets_of(frame: pl.DataFrame, sample_ids: Collection[str]) -> set[str]:

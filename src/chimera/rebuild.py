@@ -200,7 +200,7 @@ def _series_rows(
         return method_rows(method_input, series, registry, settings, relevant=rows)
 
     if cache is None:
-        return compute(inputs, relevant_rows(inputs, series, registry))[0]
+        return compute(inputs, relevant_rows(inputs, series, registry, settings))[0]
     return cache.rows(inputs, series, settings, compute, use="series")[0]
 
 
@@ -278,7 +278,7 @@ def patient_tables(
             return method_tables(method_input, patient, registry, settings, rows)
 
         if cache is None:
-            found = compute(method_input, relevant_rows(method_input, patient, registry))
+            found = compute(method_input, relevant_rows(method_input, patient, registry, settings))
         else:
             found = cache.rows(method_input, patient, settings, compute, use="patient")
         results.append(found[0])

@@ -23,12 +23,13 @@ per dose. Rules [R] (issues 9 and 10):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import polars as pl
 
-from chimera.calculate.common import ProductBanks, sample_table
+from chimera.calculate.common import ProductBanks, SampleInfo, sample_table
 from chimera.calculate.stutter_ratios import single_source_samples
 from chimera.plate_targets import PlateTargets, targets_of
 from chimera.warehouse import INFUSIONS, INGEST_LOG, OBSERVATIONS, SAMPLES, Warehouse
@@ -68,6 +69,9 @@ class Registry:
     _members: dict[tuple[str | None, tuple[Role, ...]], pl.DataFrame] = field(
         default_factory=dict, repr=False
     )
+    _rows_of: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
+    _series: frozenset[str] | None = field(default=None, init=False, repr=False)
+    _info: dict[str, SampleInfo] | None = field(default=None, init=False, repr=False)
 
     def product_ids(self, bank: str | None) -> list[str]:
         """Sample ids of every product sample (any lot) of ``bank``."""
@@ -91,6 +95,22 @@ class Registry:
             ).iter_rows():
                 self._owned.setdefault((patient_id, sample_role), []).append(sample_id)
         return self._owned.get((owner, role), [])
+
+    def sample_info(self) -> dict[str, SampleInfo]:
+        """Every registry row by sample id (:func:`~chimera.calculate.common.sample_table`), once."""
+        if self._info is None:
+            self._info = sample_table(self.samples)
+        return self._info
+
+    def sample_rows(self, sample_ids: Iterable[str]) -> pl.DataFrame:
+        """The registry rows of ``sample_ids``, in registry order (positions indexed once)."""
+        if self._rows_of is None:
+            self._rows_of = {}
+            for position, sample_id in enumerate(self.samples["sample_id"].to_list()):
+                self._rows_of.setdefault(sample_id, []).append(position)
+        found = self._rows_of
+        picks = sorted(i for sid in set(sample_ids) for i in found.get(sid, ()))
+        return self.samples[picks] if picks else self.samples.clear()
 
     def patient_samples(self, patient: str) -> pl.DataFrame:
         """The registry rows of one patient (or lot, or series), in registry order.
@@ -198,9 +218,10 @@ def _product_of(
 
 def series_ids(registry: Registry) -> set[str]:
     """Names of the dilution series in the registry (they are not patients)."""
-    return set(
-        registry.samples.filter(pl.col("role") == Role.DILUTION_STANDARD)["patient_id"].to_list()
-    )
+    if registry._series is None:
+        rows = registry.samples.filter(pl.col("role") == Role.DILUTION_STANDARD)
+        registry._series = frozenset(rows["patient_id"].to_list())
+    return set(registry._series)
 
 
 def three_genome_patients(registry: Registry) -> set[str]:
@@ -311,30 +332,28 @@ def affected_patients(
     every patient, because it changes the stutter table every STR result is corrected with.
     """
     ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
-    rows = registry.samples.filter(pl.col("sample_id").is_in(ids))
+    table = registry.sample_info()
+    known = [table[sid] for sid in ids if sid in table]
     series = series_ids(registry)
-    everyone = {p for p in registry.products if p not in series}
-    if rows.filter(pl.col("patient_id").is_in(list(series))).height:
-        return everyone
-    if method == Method.STR and single_source_samples(rows).height:
-        return everyone
-    patients = set(rows.filter(~pl.col("role").is_in(PRODUCT_ROLES))["patient_id"])
+    if any(info.patient_id in series for info in known) or (
+        method == Method.STR and single_source_samples(registry.sample_rows(ids)).height
+    ):
+        return {p for p in registry.products if p not in series}
+    patients = {info.patient_id for info in known if info.role not in PRODUCT_ROLES}
     registered = PRODUCT_ROLES if method in (None, Method.STR) else (Role.DONOR_REFERENCE,)
-    products = rows.filter(pl.col("role").is_in(registered))
-    banks = {registry.banks.bank_of_lot(info.lot) for info in sample_table(products).values()}
+    products = [info for info in known if info.role in registered]
+    banks = {registry.banks.bank_of_lot(info.lot) for info in products}
     if method in (None, Method.STR) or stored is None:
         return patients | {p for p, product in registry.products.items() if product.bank in banks}
     for bank in banks:
-        reference = products.filter(pl.col("sample_id").is_in(registry.product_ids(bank)))
-        brought = targets_of(frame, reference["sample_id"].to_list())
-        on = stored.reading(registry.product_ids(bank), brought)
-        owners = registry.samples.filter(
-            pl.col("sample_id").is_in(list(on)) & ~pl.col("role").is_in(PRODUCT_ROLES)
-        )["patient_id"]
+        members = registry.product_ids(bank)
+        reference = [info.sample_id for info in products if info.sample_id in set(members)]
+        on = stored.reading(members, targets_of(frame, reference))
+        owners = {
+            table[s].patient_id for s in on if s in table and table[s].role not in PRODUCT_ROLES
+        }
         patients |= {
-            p
-            for p in owners.unique().to_list()
-            if p in registry.products and registry.products[p].bank == bank
+            p for p in owners if p in registry.products and registry.products[p].bank == bank
         }
     return patients
 

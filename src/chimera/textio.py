@@ -42,6 +42,8 @@ _MAX_CONTROL_SHARE = 0.01
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _NUMBER_DECIMAL_COMMA = re.compile(r"^-?\d+,\d+([eE][-+]?\d+)?$")
 _NUMBER_THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
+_QUOTED = re.compile(r'"[^"]*(?:"|$)')
+"""A double-quoted stretch of a line (an unclosed quote runs to the line's end)."""
 _T = TypeVar("_T")
 
 
@@ -174,14 +176,15 @@ def split_lines(text: str) -> list[str]:
 
 
 def sniff_delimiter(line: str) -> str:
-    """Return TAB, ``;`` or ``,``: whichever occurs most outside quotes in a header line."""
-    counts = {"\t": 0, ";": 0, ",": 0}
-    quoted = False
-    for char in line:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in counts:
-            counts[char] += 1
+    r"""Return TAB, ``;`` or ``,``: whichever occurs most outside quotes in a header line.
+
+    Examples
+    --------
+    >>> sniff_delimiter('"a;b",c,d'), sniff_delimiter("a;b\tc;d"), sniff_delimiter("abc")
+    (',', ';', ',')
+    """
+    outside = _QUOTED.sub("", line) if '"' in line else line
+    counts = {char: outside.count(char) for char in ("\t", ";", ",")}
     best = max(counts, key=lambda k: (counts[k], k == "\t"))
     return best if counts[best] else ","
 
@@ -215,16 +218,16 @@ def split_line(line: str, delimiter: str) -> list[str]:
 def split_rows(lines: Sequence[str], delimiter: str) -> list[list[str]]:
     """Split every line into fields, one row per line (:func:`split_line`, in one pass).
 
-    One csv reader over all lines is fast; when a quoted field would run on into the next
-    line (the rows no longer match the lines one to one), each line is split on its own.
+    One csv reader over all lines splits them in C; when a quoted field would run on into the
+    next line (the rows no longer match the lines one to one) or a field is too long for the
+    csv module, each line is split on its own.
     """
-    if any('"' in line for line in lines):
-        try:
-            rows = list(csv.reader(lines, delimiter=delimiter, quotechar='"'))
-        except csv.Error:
-            rows = []
-        if len(rows) == len(lines):
-            return [row if line.strip() else [] for row, line in zip(rows, lines, strict=True)]
+    try:
+        rows = list(csv.reader(lines, delimiter=delimiter, quotechar='"'))
+    except csv.Error:
+        rows = []
+    if len(rows) == len(lines):
+        return [row if line.strip() else [] for row, line in zip(rows, lines, strict=True)]
     return [split_line(line, delimiter) for line in lines]
 
 

@@ -26,7 +26,7 @@ from reliability_builders import files_under, make_home, poll, put, temporaries,
 from typer.testing import CliRunner
 
 from chimera import filing
-from chimera import poll as poll_module
+from chimera import inbox_lock as lock_module
 from chimera.cli import app
 from chimera.maintenance import verify_warehouse
 from chimera.settings import Settings
@@ -222,7 +222,7 @@ def test_a_read_only_warehouse_is_said_before_anything_is_read(
     def read_only(folder: Path) -> Path:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
 
-    monkeypatch.setattr(poll_module, "private_dirs", read_only)
+    monkeypatch.setattr(lock_module, "private_dirs", read_only)
     result = CliRunner().invoke(
         app, ["ingest", "--inbox", str(settings.inbox), "--home", str(settings.home)]
     )

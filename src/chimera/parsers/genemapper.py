@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from itertools import zip_longest
 
 import polars as pl
 
@@ -25,6 +26,7 @@ from chimera.errors import (
     ValidationFailedError,
     WrongFormatError,
 )
+from chimera.parsers.columns import Column, clean_columns, plain_numbers, read_in_file_order
 from chimera.parsers.common import (
     ParsedExport,
     join_run_id,
@@ -152,21 +154,20 @@ def _parse(export: DecodedExport) -> ParsedExport:
         short_by=None if layout is _Layout.GENOTYPES else 0,
     )
     if header.layout is _Layout.SIZING:
-        rows = _sizing_rows(header, body, file_name=file_name)
+        peaks = _sizing_frame(header, body, file_name=file_name)
     else:
         keys = [(str(sample), str(marker)) for sample, marker in _marker_rows(header, body)]
         check_layout(export, keys, software=_SOFTWARE, what="marker")
         rows = _genotype_rows(header, body, file_name=file_name)
-    if not rows:
+        peaks = pl.DataFrame(rows, schema=_PEAK_SCHEMA, orient="row")
+    if peaks.is_empty():
         msg = (
             f"{file_name}: the GeneMapper {header.layout.value} has a header on line "
             f"{header.line_index + 1} but no peaks below it: truncated, or the export selected "
             "no samples; copy the file again or export it again"
         )
         raise TruncatedExportError(msg)
-    frame = validate_frame(
-        pl.DataFrame(rows, schema=_PEAK_SCHEMA, orient="row"), StrPeaks, file_name=file_name
-    )
+    frame = validate_frame(peaks, StrPeaks, file_name=file_name)
     return ParsedExport(
         frame,
         export.format,
@@ -333,10 +334,14 @@ def _first_value(record: dict[str, str], keys: Sequence[str | None]) -> str | No
     return None
 
 
-def _sizing_rows(
+def _sizing_frame(
     header: _Header, body: list[tuple[int, list[str]]], *, file_name: str
-) -> list[tuple[object, ...]]:
-    """One row per peak (formats.md section 2); empty Marker/Allele = peak outside every bin."""
+) -> pl.DataFrame:
+    """One row per peak (formats.md section 2); empty Marker/Allele = peak outside every bin.
+
+    Cells are cleaned and read column by column (:mod:`chimera.parsers.columns`); only cells
+    that are not plain ASCII numbers go through :class:`_NumberReader` one by one.
+    """
     lookup = _column_lookup(header.names)
     sample_keys = [lookup.get(name) for name in _SIZING_SAMPLE_COLUMNS]
     missing = [name for name in ("Marker", "Allele") if name.casefold() not in lookup]
@@ -355,39 +360,74 @@ def _sizing_rows(
         ],
         delimiter=header.delimiter,
     )
-    samples = [columns(key) for key in sample_keys if key is not None]
-    markers, alleles = columns(lookup["marker"]), columns(lookup["allele"])
     dye_key = lookup.get("dye/sample peak") or lookup.get("dye")
-    dyes = columns(dye_key) if dye_key else None
-    rows: list[tuple[object, ...]] = []
-    for index, (line_no, _) in enumerate(body):
-        rows.append(
-            (
-                next((v for c in samples if (v := clean_cell(c[index])) is not None), None),
-                clean_cell(markers[index]),
-                clean_cell(alleles[index]),
-                reader(numeric["size"][index], line_no, "Size"),
-                reader(numeric["height"][index], line_no, "Height"),
-                reader(numeric["area"][index], line_no, "Area"),
-                _dye_letter(dyes[index]) if dyes is not None else None,
-                line_no,
-            )
-        )
+    dyes = columns(dye_key) if dye_key else [None] * len(body)
+    letters = {value: _dye_letter(value) for value in set(dyes)}
+    samples = [f"sample {i}" for i, key in enumerate(sample_keys) if key is not None]
+    text = clean_columns(
+        {
+            **{
+                name: columns(key)
+                for name, key in zip(
+                    samples, (k for k in sample_keys if k is not None), strict=True
+                )
+            },
+            "marker": columns(lookup["marker"]),
+            "allele": columns(lookup["allele"]),
+        }
+    )
+    frame = pl.DataFrame(
+        {
+            "sample_id": pl.select(pl.coalesce([text[name] for name in samples])).to_series(),
+            "marker": text["marker"],
+            "allele": text["allele"],
+            **_read_numbers(reader, numeric, [line for line, _ in body]),
+            "dye": pl.Series([letters[value] for value in dyes], dtype=pl.String),
+            "source_row": pl.Series([line for line, _ in body], dtype=pl.Int32),
+        },
+        schema=_PEAK_SCHEMA,
+    )
     reader.raise_problems(file_name=file_name)
-    return rows
+    return frame
+
+
+def _read_numbers(
+    reader: _NumberReader, numeric: dict[str, list[str]], lines: list[int]
+) -> dict[str, pl.Series]:
+    """Size, height and area columns: plain numbers cast at once, the rest read by ``reader``."""
+    labels = {"size": "Size", "height": "Height", "area": "Area"}
+    names = {"size": "size_bp", "height": "height_rfu", "area": "area_rfu"}
+    plain = plain_numbers(numeric)
+    columns: list[Column] = []
+    for key, cells in numeric.items():
+        values, done = plain[key]
+        if reader.decimal_comma:
+            values, done = values.clear(len(cells)), pl.Series([cell == "" for cell in cells])
+        columns.append((values, done, _cell_reader(reader, cells, lines, labels[key])))
+    return dict(zip((names[k] for k in numeric), read_in_file_order(columns), strict=True))
+
+
+def _cell_reader(
+    reader: _NumberReader, cells: list[str], lines: list[int], label: str
+) -> Callable[[int], float | None]:
+    return lambda i: reader(cells[i], lines[i], label)
 
 
 def _columns(
     names: Sequence[str], body: list[tuple[int, list[str]]]
 ) -> Callable[[str | None], list[str]]:
-    """Cells of one (deduplicated) header key, row by row; short rows read as empty cells."""
+    """Cells of one (deduplicated) header key, row by row; short rows read as empty cells.
+
+    The body is transposed once, in C (``zip_longest``), instead of once per column.
+    """
     position = {key: i for i, key in enumerate(dedupe_header(names))}
+    transposed = list(zip_longest(*(cells for _, cells in body), fillvalue=""))
 
     def column(key: str | None) -> list[str]:
         i = position.get(key) if key is not None else None
-        if i is None:
+        if i is None or i >= len(transposed):
             return [""] * len(body)
-        return [cells[i] if i < len(cells) else "" for _, cells in body]
+        return list(transposed[i])
 
     return column
 

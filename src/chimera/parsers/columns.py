@@ -1,0 +1,109 @@
+r"""Whole-column cell reading: polars string operations instead of a Python call per cell.
+
+Each function gives exactly what the per-cell reader it replaces gives
+(:func:`chimera.textio.clean_cell`, a parser's number reader): cells the polars operations
+cannot be trusted with (non-ASCII text, anything but a plain decimal number) go to that reader
+one by one, in file order, so that problems are listed as a reader over the rows lists them.
+
+Examples
+--------
+>>> clean_columns({"well": [' "B1" ', "", "A2"]})["well"].to_list()
+['B1', None, 'A2']
+>>> values, done = plain_numbers({"ct": ["1.5", "", "n/a", "1e999"]})["ct"]
+>>> values.to_list(), done.to_list()
+([1.5, None, None, None], [True, True, False, False])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from chimera.textio import clean_cell
+
+ASCII_BLANKS = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+"""The ASCII characters ``str.strip()`` removes."""
+_PLAIN_NUMBER = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
+"""An ASCII decimal number that polars and Python's ``float`` read to the same value."""
+_NOT_ASCII = r"[^\x00-\x7f]"
+
+
+def _is_ascii(name: str) -> pl.Expr:
+    """True for each cell of plain ASCII text (polars and Python agree on its case and blanks)."""
+    return ~pl.col(name).str.contains(_NOT_ASCII)
+
+
+def _strings(columns: Mapping[str, Sequence[str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [pl.Series(name, values, dtype=pl.String) for name, values in columns.items()]
+    )
+
+
+def _clean(name: str) -> pl.Expr:
+    text = pl.col(name).str.strip_chars(ASCII_BLANKS)
+    quoted = text.str.starts_with('"') | text.str.ends_with('"')
+    unquoted = text.str.strip_chars('"').str.strip_chars(ASCII_BLANKS)
+    return pl.when(quoted).then(unquoted).otherwise(text).replace("", None).alias(name)
+
+
+def clean_columns(columns: Mapping[str, Sequence[str]]) -> dict[str, pl.Series]:
+    """:func:`chimera.textio.clean_cell` of every cell: blanks and outer quotes off, empty = null.
+
+    One polars pass over all columns. ``str.strip`` removes exactly :data:`ASCII_BLANKS` from
+    ASCII text; a cell with any other character is cleaned by :func:`clean_cell` itself.
+    """
+    frame = _strings(columns)
+    cleaned = frame.select(_clean(name) for name in columns)
+    other = frame.select(~_is_ascii(name) for name in columns)
+    counts = other.sum().row(0) if columns else ()
+    result: dict[str, pl.Series] = {}
+    for (name, values), count in zip(columns.items(), counts, strict=True):
+        column = cleaned.get_column(name)
+        if count:
+            rest = np.flatnonzero(other.get_column(name).to_numpy()).tolist()
+            column = column.scatter(rest, [clean_cell(values[i]) for i in rest])
+        result[name] = column
+    return result
+
+
+def plain_numbers(columns: Mapping[str, Sequence[str]]) -> dict[str, tuple[pl.Series, pl.Series]]:
+    """Per column: Float64 of the plain finite numbers (else null), and which cells are done.
+
+    Done = a plain number, or an empty cell (which every number reader reads as None).
+    """
+    frame = _strings(columns)
+    plain = {}
+    for name in columns:
+        text = pl.col(name).str.strip_chars(ASCII_BLANKS)
+        number = text.cast(pl.Float64, strict=False)
+        plain[name] = (
+            number,
+            (text.str.contains(_PLAIN_NUMBER) & number.is_finite()).fill_null(value=False),
+        )
+    values = frame.select(
+        pl.when(ok).then(number).alias(name) for name, (number, ok) in plain.items()
+    )
+    done = frame.select((ok | (pl.col(name) == "")).alias(name) for name, (_, ok) in plain.items())
+    return {name: (values.get_column(name), done.get_column(name)) for name in columns}
+
+
+Column = tuple[pl.Series, pl.Series, Callable[[int], object]]
+"""Values read so far, which cells are done, and how to read cell ``i`` of the rest."""
+
+
+def read_in_file_order(columns: Sequence[Column]) -> list[pl.Series]:
+    """Fill in every column's cells that are not done, row by row and then column by column."""
+    rest = sorted(
+        (int(i), order)
+        for order, (_, done, _) in enumerate(columns)
+        for i in np.flatnonzero(~done.to_numpy())
+    )
+    filled: list[dict[int, object]] = [{} for _ in columns]
+    for i, order in rest:
+        filled[order][i] = columns[order][2](i)
+    return [
+        values.scatter(list(cells), list(cells.values())) if cells else values
+        for (values, _, _), cells in zip(columns, filled, strict=True)
+    ]
