@@ -142,16 +142,24 @@ class RowIndex:
             return self.frame.clear().drop(_ROW)
         return pl.concat(parts).unique(_ROW).sort(_ROW).drop(_ROW)
 
-    def markers(self, sha: str, reference_genes: Sequence[str]) -> FileMarkers:
-        """The markers of each sample on the file ``sha`` (a current file), indexed once."""
-        key = (sha, tuple(reference_genes))
-        if key not in self._markers:
+    def markers(self, shas: Sequence[str], reference_genes: Sequence[str]) -> list[FileMarkers]:
+        """The markers of each sample on each file of ``shas`` (current files), indexed once.
+
+        The files not yet indexed are indexed together, in one pass over their rows only, so a
+        rebuild of a few patients reads only their files.
+        """
+        genes = tuple(reference_genes)
+        missing = [sha for sha in dict.fromkeys(shas) if (sha, genes) not in self._markers]
+        if missing:
             if self._partitioned():
-                rows = self.by_source.get(sha, self.frame.clear())
+                parts = [self.by_source[sha] for sha in missing if sha in self.by_source]
+                rows = pl.concat(parts) if parts else self.frame.clear()
             else:
-                rows = self.frame.filter(pl.col("source_sha256") == sha)
-            self._markers[key] = FileMarkers.of(rows, reference_genes)
-        return self._markers[key]
+                rows = self.frame.filter(pl.col("source_sha256").is_in(missing))
+            found = FileMarkers.by_file(rows, genes)
+            for sha in missing:
+                self._markers[(sha, genes)] = found.get(sha, FileMarkers(frozenset(), {}))
+        return [self._markers[(sha, genes)] for sha in shas]
 
     def kept(self, sample_ids: Sequence[str]) -> KeptRows:
         """The rows of ``sample_ids`` (a product's registered reference), indexed once."""
@@ -369,7 +377,7 @@ def _fallback(
     index = inputs.index
     assert index is not None
     method = settings.qpcr if inputs.method == Method.QPCR else settings.ddpcr
-    own = [index.markers(sha, method.reference_genes) for sha in sorted(files)]
+    own = index.markers(sorted(files), method.reference_genes)
     surely_own = ~pl.col("role").is_in([*PRODUCT_ROLES, Role.NEGATIVE_CONTROL])
     sure = registry.patient_samples(patient).filter(surely_own)["sample_id"].to_list()
     products = samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"].to_list()

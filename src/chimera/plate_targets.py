@@ -51,13 +51,20 @@ class FileMarkers:
     @classmethod
     def of(cls, frame: pl.DataFrame, reference_genes: Sequence[str]) -> FileMarkers:
         """Index one file's rows (qPCR: no ``channel`` column)."""
+        one = frame.with_columns(source_sha256=pl.lit("file", dtype=pl.String))
+        return cls.by_file(one, reference_genes).get("file", cls(frozenset(), {}))
+
+    @classmethod
+    def by_file(cls, frame: pl.DataFrame, reference_genes: Sequence[str]) -> dict[str, FileMarkers]:
+        """:meth:`of` of every file in ``frame`` in one pass, by ``source_sha256``."""
         ddpcr = "channel" in frame.columns
         merged = pl.col("is_merged") if "is_merged" in frame.columns else pl.lit(value=False)
         channel = pl.col("channel") if ddpcr else pl.lit(None, pl.String)
-        found: set[str] = set()
-        wells: dict[str, set[str]] = {}
-        for sample_id, target, via, is_merged in (
+        found: dict[str, set[str]] = {}
+        wells: dict[str, dict[str, set[str]]] = {}
+        for sha, sample_id, target, via, is_merged in (
             frame.select(
+                "source_sha256",
                 "sample_id",
                 "target",
                 channel.alias("channel"),
@@ -69,10 +76,12 @@ class FileMarkers:
             key = _marker_key(target, via, ddpcr=ddpcr)
             if is_reference_gene(target, reference_genes):
                 key = None
-            found.update([key] if key is not None else [])
+            markers = [key] if key is not None else []
+            found.setdefault(sha, set()).update(markers)
+            file_wells = wells.setdefault(sha, {})
             if not is_merged and sample_id is not None:
-                wells.setdefault(sample_id, set()).update([key] if key is not None else [])
-        return cls(frozenset(found), wells)
+                file_wells.setdefault(sample_id, set()).update(markers)
+        return {sha: cls(frozenset(found[sha]), wells[sha]) for sha in found}
 
 
 def fallback_targets(

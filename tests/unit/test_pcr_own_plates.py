@@ -16,7 +16,7 @@ from test_pcr_incremental import _ddpcr_plates, _fill, _qpcr_plates
 
 from chimera import method_rows as rows_module
 from chimera.method_rows import method_rows, patient_samples
-from chimera.plate_targets import plates_by_target
+from chimera.plate_targets import FileMarkers, plates_by_target
 from chimera.rebuild import method_inputs
 from chimera.registry import read_registry
 from schemas.vocab import Method
@@ -99,3 +99,23 @@ def test_scoped_rows_equal_the_rows_given_every_plate(
         expected |= {f"{prefix}1.txt", f"{prefix}3.txt"}
         assert len(every[2]) > len(files) or method == Method.DDPCR
     assert files == expected
+
+
+def test_every_file_indexed_in_one_pass_equals_each_file_alone(
+    trial: tuple[Method, LabTrial],
+) -> None:
+    """Files indexed together (in one pass, a few at a time) give the markers of each alone."""
+    method, lab = trial
+    registry = read_registry(lab.warehouse)
+    inputs = method_inputs(lab.warehouse, registry, settings=lab.settings)[method]
+    genes = lab.settings.qpcr.reference_genes
+    together = FileMarkers.by_file(inputs.current, genes)
+    files = inputs.current.partition_by("source_sha256", as_dict=True)
+    alone = {str(sha): FileMarkers.of(rows, genes) for (sha,), rows in files.items()}
+    assert len(alone) >= 4
+    assert together == alone
+    index = rows_module.RowIndex.of(inputs.current)
+    shas = sorted(alone)
+    assert index.markers(shas[:2], genes) == [alone[sha] for sha in shas[:2]]
+    assert index.markers([*shas, "not-a-file"], genes)[:-1] == [alone[sha] for sha in shas]
+    assert any(markers.wells for markers in together.values())
