@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import polars as pl
 
@@ -26,6 +27,8 @@ from chimera.settings import DdpcrSettings, QpcrSettings
 
 Slice = tuple[str, ...] | None
 """The sample ids kept of a plate (sorted), or None for every well."""
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,10 +59,11 @@ class PlateCache:
     ) -> PlateContext:
         """The qPCR plate ``sha`` (``rows()``: its wells, at least those ``kept``), indexed once."""
         self._own(registry, settings)
-        key = (sha, kept)
-        if key not in self._qpcr:
-            self._qpcr[key] = plate_contexts(_kept(rows(), kept), settings, self._table)[sha]
-        return self._qpcr[key]
+        return _once(
+            self._qpcr,
+            (sha, kept),
+            lambda: plate_contexts(_kept(rows(), kept), settings, self._table)[sha],
+        )
 
     def ddpcr(
         self,
@@ -72,11 +76,20 @@ class PlateCache:
     ) -> Plate:
         """The ddPCR plate ``sha`` (``rows()``: its wells, at least those ``kept``), indexed once."""
         self._own(registry, settings)
-        key = (sha, kept)
-        if key not in self._ddpcr:
-            wells = collect_wells(_kept(rows(), kept), settings)
-            self._ddpcr[key] = index_plates(wells, self._table, settings)[sha]
-        return self._ddpcr[key]
+        return _once(
+            self._ddpcr,
+            (sha, kept),
+            lambda: index_plates(
+                collect_wells(_kept(rows(), kept), settings), self._table, settings
+            )[sha],
+        )
+
+
+def _once(store: dict[tuple[str, Slice], T], key: tuple[str, Slice], build: Callable[[], T]) -> T:
+    """``store[key]``, built by ``build()`` on the first request only."""
+    if key not in store:
+        store[key] = build()
+    return store[key]
 
 
 def _kept(rows: pl.DataFrame, kept: Slice) -> pl.DataFrame:
