@@ -26,10 +26,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Tests never touch a real Prefect home: a fresh temporary one per run (tests/flows/conftest.py
-# also sets one, and the real-server test starts and stops its own server on a free port).
+# Tests never touch a real Prefect home: tests/conftest.py makes a temporary one per run and
+# removes it at exit (the real-server test starts and stops its own server on a free port).
 pytest: $(STAMP) browser
-	env -u PREFECT_API_URL PREFECT_HOME=$$(mktemp -d) $(BIN)/python -m pytest
+	env -u PREFECT_API_URL $(BIN)/python -m pytest
 
 test: lint typecheck pytest
 

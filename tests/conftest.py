@@ -8,7 +8,9 @@ silently. CI also selects the ``ci`` Hypothesis profile.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +19,10 @@ from pathlib import Path
 import pytest
 
 # Before Prefect is imported anywhere: never touch ~/.prefect or send analytics.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="chimera-prefect-home-")
+# The temporary home goes when the test process ends, so test runs leave nothing in /tmp.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="chimera-prefect-home-")
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
 from hypothesis import settings as hypothesis_settings

@@ -66,7 +66,7 @@ def method_inputs(
 
     STR gets the stutter table (measured again only when its profiles or settings changed:
     :func:`stutter_estimates`); ddPCR the current qPCR rows, whose plates type genomes no
-    ddPCR plate holds. Rows come indexed by sample and file (:class:`chimera.method_rows.RowIndex`).
+    ddPCR plate holds. Rows come indexed by sample and file (:class:`chimera.row_index.RowIndex`).
     """
     found = {}
     for method in OBSERVATIONS:

@@ -19,6 +19,7 @@ from chimera.method_rows import method_rows, patient_samples
 from chimera.plate_targets import FileMarkers, plates_by_target
 from chimera.rebuild import method_inputs
 from chimera.registry import read_registry
+from chimera.row_index import RowIndex
 from schemas.vocab import Method
 
 PLATES = {Method.QPCR: _qpcr_plates, Method.DDPCR: _ddpcr_plates}
@@ -114,7 +115,7 @@ def test_every_file_indexed_in_one_pass_equals_each_file_alone(
     alone = {str(sha): FileMarkers.of(rows, genes) for (sha,), rows in files.items()}
     assert len(alone) >= 4
     assert together == alone
-    index = rows_module.RowIndex.of(inputs.current)
+    index = RowIndex.of(inputs.current)
     shas = sorted(alone)
     assert index.markers(shas[:2], genes) == [alone[sha] for sha in shas[:2]]
     assert index.markers([*shas, "not-a-file"], genes)[:-1] == [alone[sha] for sha in shas]

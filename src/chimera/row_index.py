@@ -1,0 +1,167 @@
+"""Raw assay rows indexed by sample and by file, so a rebuild takes one patient's share cheaply.
+
+A rebuild of a few patients scans the rows; a larger one partitions them once
+(:data:`PARTITION_AFTER_TAKES`). Both give the same rows in the same order (issue 12).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import polars as pl
+
+from chimera.plate_cache import PlateCache
+from chimera.plate_targets import FileMarkers, plates_by_target
+from chimera.registry import sources_by_sample
+
+ROW_POSITION = "__row"
+"""Column holding each indexed row's position (rows taken keep their stored order)."""
+
+
+PARTITION_AFTER_TAKES = 8
+"""Takes answered by a scan of all rows before :class:`RowIndex` partitions them once."""
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """Raw rows indexed by sample and by file, so that one patient's share is cheap to take.
+
+    The first few takes (a rebuild of a few patients) each scan the rows; only a rebuild that
+    takes more (:data:`PARTITION_AFTER_TAKES`) partitions every row once, so the fixed cost of
+    a small rebuild does not grow with the warehouse. Both give the same rows in the same order.
+    """
+
+    frame: pl.DataFrame
+    """Every row, with :data:`ROW_POSITION`."""
+    _takes: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
+    plates: PlateCache = field(default_factory=PlateCache, compare=False, repr=False)
+    """PCR plates of these rows (and of replaced files) indexed once per rebuild."""
+    _kept: dict[tuple[str, ...], KeptRows] = field(default_factory=dict, compare=False, repr=False)
+    _markers: dict[tuple[str, tuple[str, ...]], FileMarkers] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def of(cls, rows: pl.DataFrame) -> RowIndex:
+        """Index ``rows`` (raw assay rows with ``sample_id`` and ``source_sha256``)."""
+        return cls(rows.with_row_index(ROW_POSITION))
+
+    @cached_property
+    def sources(self) -> dict[str, set[str]]:
+        """The files holding each sample id."""
+        return {
+            sample_id: set(shas) for sample_id, shas in sources_by_sample(self.frame).iter_rows()
+        }
+
+    @cached_property
+    def by_sample(self) -> dict[str, pl.DataFrame]:
+        """The rows of each sample id."""
+        parts = self.frame.filter(pl.col("sample_id").is_not_null()).partition_by(
+            "sample_id", as_dict=True
+        )
+        return {str(k[0]): v for k, v in parts.items()}
+
+    @cached_property
+    def by_source(self) -> dict[str, pl.DataFrame]:
+        """The rows of each file (by SHA-256)."""
+        parts = self.frame.partition_by("source_sha256", as_dict=True)
+        return {str(k[0]): v for k, v in parts.items()}
+
+    def _partitioned(self) -> bool:
+        """Whether takes use the partitions (built on the first take past the threshold)."""
+        self._takes[0] += 1
+        return "by_sample" in self.__dict__ or self._takes[0] > PARTITION_AFTER_TAKES
+
+    def sources_of(self, sample_ids: Iterable[str]) -> set[str]:
+        """The files holding any of these samples."""
+        ids = set(sample_ids)
+        if "sources" not in self.__dict__ and not self._partitioned():
+            held = self.frame.filter(pl.col("sample_id").is_in(list(ids)))["source_sha256"]
+            return set(held.drop_nulls().to_list())
+        return {sha for sid in ids for sha in self.sources.get(sid, ())}
+
+    def take(self, sample_ids: Iterable[str] = (), sources: Iterable[str] = ()) -> pl.DataFrame:
+        """The rows of these files and of these samples, each once, in stored order."""
+        files = set(sources)
+        ids = set(sample_ids)
+        if not self._partitioned():
+            wanted = pl.col("source_sha256").is_in(list(files)) | pl.col("sample_id").is_in(
+                list(ids)
+            )
+            return self.frame.filter(wanted).drop(ROW_POSITION)
+        parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
+        parts += [
+            rows.filter(~pl.col("source_sha256").is_in(list(files))) if files else rows
+            for sid in sorted(ids)
+            if (rows := self.by_sample.get(sid)) is not None
+        ]
+        if not parts:
+            return self.frame.clear().drop(ROW_POSITION)
+        return pl.concat(parts).unique(ROW_POSITION).sort(ROW_POSITION).drop(ROW_POSITION)
+
+    def markers(self, shas: Sequence[str], reference_genes: Sequence[str]) -> list[FileMarkers]:
+        """The markers of each sample on each file of ``shas`` (current files), indexed once.
+
+        The files not yet indexed are indexed together, in one pass over their rows only, so a
+        rebuild of a few patients reads only their files.
+        """
+        genes = tuple(reference_genes)
+        missing = [sha for sha in dict.fromkeys(shas) if (sha, genes) not in self._markers]
+        if missing:
+            if self._partitioned():
+                parts = [self.by_source[sha] for sha in missing if sha in self.by_source]
+                rows = pl.concat(parts) if parts else self.frame.clear()
+            else:
+                rows = self.frame.filter(pl.col("source_sha256").is_in(missing))
+            found = FileMarkers.by_file(rows, genes)
+            for sha in missing:
+                self._markers[(sha, genes)] = found.get(sha, FileMarkers(frozenset(), {}))
+        return [self._markers[(sha, genes)] for sha in shas]
+
+    def kept(self, sample_ids: Sequence[str]) -> KeptRows:
+        """The rows of ``sample_ids`` (a product's registered reference), indexed once."""
+        key = tuple(sorted(sample_ids))
+        if key not in self._kept:
+            if self._partitioned():
+                parts = [rows for sid in key if (rows := self.by_sample.get(sid)) is not None]
+                rows = pl.concat(parts).sort(ROW_POSITION) if parts else self.frame.clear()
+            else:
+                rows = self.frame.filter(pl.col("sample_id").is_in(list(key)))
+            self._kept[key] = KeptRows.of(rows)
+        return self._kept[key]
+
+    def take_plates(
+        self, sources: Iterable[str], kept: KeptRows, sliced: Iterable[str]
+    ) -> pl.DataFrame:
+        """Every row of the files ``sources`` and the ``kept`` rows on ``sliced``, in stored order."""
+        files = set(sources)
+        extra = [kept.by_source[s] for s in sorted(set(sliced) - files) if s in kept.by_source]
+        if not self._partitioned():
+            parts = [self.frame.filter(pl.col("source_sha256").is_in(list(files)))]
+        else:
+            parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
+        parts += extra
+        if not parts:
+            return self.frame.clear().drop(ROW_POSITION)
+        return pl.concat(parts).sort(ROW_POSITION).drop(ROW_POSITION)
+
+
+@dataclass(frozen=True)
+class KeptRows:
+    """Some samples' rows (with :data:`ROW_POSITION`) by file, and the files holding each marker."""
+
+    by_source: dict[str, pl.DataFrame]
+    plates: dict[str, set[str]]
+    """Per marker (:func:`chimera.plate_targets.plates_by_target`): the files with its wells."""
+
+    @classmethod
+    def of(cls, rows: pl.DataFrame) -> KeptRows:
+        """Index ``rows`` by file."""
+        parts = rows.partition_by("source_sha256", as_dict=True)
+        return cls({str(k[0]): v for k, v in parts.items()}, plates_by_target(rows))
+
+    def holding(self, targets: Iterable[str]) -> set[str]:
+        """The files holding wells of any of ``targets``."""
+        return {sha for target in targets for sha in self.plates.get(target, ())}
