@@ -1,8 +1,9 @@
 """One batch of ingested files: the warehouse state read once, the writes flushed together.
 
 A poll opens one batch (:func:`open_batch`) under the warehouse's writer lock. The batch reads
-the ledger, the registry and an index of the stored assay rows once and keeps them current in
-memory as files are accepted, so the cost of a file does not grow with the warehouse. What a
+the ledger, the registry and an index of the stored assay files once (kept between runs:
+:mod:`chimera.assay_index`) and keeps them current in memory as files are accepted, so the cost
+of a file does not grow with the warehouse. What a
 file would write is held back: raw rows and ledger events are validated in one pass per table
 and written by :meth:`IngestBatch.flush` in the order a crash can survive:
 
@@ -29,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from chimera.assay_index import stored_files
 from chimera.filing import archive_file, quarantine_file
 from chimera.plate_targets import PlateTargets
 from chimera.prerequisites import missing_prerequisites
 from chimera.registry import Registry, registry_from, sources_by_sample
-from chimera.runs import RunBook, run_files
+from chimera.runs import RunBook, RunFile, remember, run_files
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import (
@@ -354,11 +356,14 @@ def open_batch(settings: Settings) -> Iterator[IngestBatch]:
     warehouse = Warehouse(settings.warehouse)
     with warehouse.lock():
         observed, runs = {}, {}
-        for method, table in OBSERVATIONS.items():
-            stored = warehouse.read(table)
+        for method in OBSERVATIONS:
+            stored = stored_files(warehouse, method)
             observed[method] = Observed()
-            observed[method].add(stored)
-            runs[method] = RunBook(method, run_files(stored, method) if stored.height else [])
+            files: list[RunFile] = []
+            if stored.wells.width:
+                observed[method].add(stored.wells)
+                files = remember(stored.summaries, method)
+            runs[method] = RunBook(method, files)
         yield IngestBatch(
             warehouse=warehouse,
             settings=settings,

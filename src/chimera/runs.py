@@ -2,8 +2,9 @@
 
 The rule is the registry's [R] "Re-exports" (:mod:`chimera.registry`): :func:`supersession` is
 the one place that decides it. Each file's summary (:class:`RunFile`) depends on its own rows
-only, which never change once stored, so :func:`run_files` keeps the summaries it computed and
-summarises only files it has not seen (a batch and its rebuild read every stored file).
+only, which never change once stored, so :func:`run_files` keeps the summaries it computed (or
+was given: :func:`remember`, from :mod:`chimera.assay_index`) and summarises only files it has
+not seen (a batch and its rebuild read every stored file).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ _summaries: dict[tuple[Method, str, int, datetime], RunFile] = {}
 def run_files(observations: pl.DataFrame, method: Method) -> list[RunFile]:
     """One :class:`RunFile` per raw file in ``observations``, in ingest order.
 
-    Files summarised before (same rows: same hash, row count and ingest time) are not
-    summarised again; every call returns new objects (a :class:`RunBook` sets their links).
+    Files summarised before (same rows: same hash, row count and ingest time; or named by
+    :func:`remember`) are not summarised again; every call returns new objects (a
+    :class:`RunBook` sets their links).
     """
     files = (
         observations.group_by("source_sha256")
@@ -88,32 +90,52 @@ def run_files(observations: pl.DataFrame, method: Method) -> list[RunFile]:
         .sort("ingested_at", "source_file", "source_sha256")
     )
     keys = [(method, sha, n, at) for sha, n, _, at in files.iter_rows()]
+    if len(_summaries) > _SUMMARIES_KEPT:
+        _summaries.clear()
     new = [key[1] for key in keys if key not in _summaries]
     if new:
-        if len(_summaries) > _SUMMARIES_KEPT:
-            _summaries.clear()
-        rows = {key[1]: key for key in keys}
         fresh = (
             observations
             if len(new) == len(keys)
             else observations.filter(pl.col("source_sha256").is_in(new))
         )
-        for file in _summarise(fresh, method):
-            _summaries[rows[file.sha256]] = file
+        remember(summary_frame(fresh, method), method)
     return [replace(_summaries[key]) for key in keys]
 
 
-def _summarise(observations: pl.DataFrame, method: Method) -> list[RunFile]:
-    """The :class:`RunFile` of every raw file in ``observations``."""
+def remember(summaries: pl.DataFrame, method: Method) -> list[RunFile]:
+    """Keep the files of a :func:`summary_frame` (their rows need not be summarised again).
+
+    Returns their :class:`RunFile` s in ingest order, new objects.
+    """
+    ordered = summaries.sort("ingested_at", "source_file", "source_sha256")
+    files = []
+    for r in ordered.iter_rows(named=True):
+        file = RunFile(
+            sha256=r["source_sha256"],
+            name=r["source_file"],
+            ingested_at=r["ingested_at"],
+            run_id=r["run_id"],
+            layout=r["layout"],
+            positions=frozenset(r["positions"]),
+        )
+        _summaries[(method, file.sha256, r["n_rows"], file.ingested_at)] = file
+        files.append(replace(file))
+    return files
+
+
+def summary_frame(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
+    """Per raw file in ``observations``: what its :class:`RunFile` holds, and its row count."""
     layout = [pl.col(c).cast(pl.String).fill_null("") for c in LAYOUT_COLUMNS[method]]
     run_id = (
         pl.col("run_id").drop_nulls().first()
         if "run_id" in observations.columns
         else pl.lit(None, dtype=pl.String)
     )
-    per_file = observations.group_by("source_sha256").agg(
+    return observations.group_by("source_sha256").agg(
         pl.col("source_file").first(),
         pl.col("ingested_at").max(),
+        pl.len().alias("n_rows"),
         run_id.alias("run_id"),
         pl.concat_str(layout, separator="\x1f")
         .unique()
@@ -123,17 +145,6 @@ def _summarise(observations: pl.DataFrame, method: Method) -> list[RunFile]:
         .alias("layout"),
         pl.col(POSITION_COLUMN[method]).drop_nulls().unique().alias("positions"),
     )
-    return [
-        RunFile(
-            sha256=r["source_sha256"],
-            name=r["source_file"],
-            ingested_at=r["ingested_at"],
-            run_id=r["run_id"],
-            layout=r["layout"],
-            positions=frozenset(r["positions"]),
-        )
-        for r in per_file.iter_rows(named=True)
-    ]
 
 
 class RunBook:

@@ -11,9 +11,16 @@ this process are handed over by the writer (:func:`note_written`), so they are n
 
 Snapshots live in memory and, after :func:`persist`, in ``<warehouse>/.cache/`` (a hidden folder,
 not a table: deleting it only costs speed; the files are Parquet but not named ``*.parquet``, so
-no ``**/*.parquet`` pattern over the warehouse counts a row twice). A persisted snapshot is used only when its own file
-still has the identity its index recorded, and a read never trusts a snapshot row whose file is
-no longer on disk with the same identity, so another process's writes are always seen.
+no ``**/*.parquet`` pattern over the warehouse counts a row twice). A persisted snapshot is used
+only when its own file still has the size and modification time its index recorded, and a read
+never trusts a snapshot row whose file is no longer on disk with the same identity, so another
+process's writes are always seen.
+
+A snapshot may hold what each file's rows *derive* to instead of the rows (``derive``: e.g. the
+per-file facts :mod:`chimera.assay_index` keeps), under its own cache path. Tables whose files
+are written once under a name that never holds other content (raw tables: one file per source
+SHA-256; ledger files) compare files by size and modification time only (``write_once``), so a
+copied warehouse (new inodes, same times) keeps its snapshots.
 """
 
 from __future__ import annotations
@@ -34,11 +41,35 @@ PERSIST_AFTER_FILES = 32
 
 Identity = tuple[int, int, int]
 """(inode, size in bytes, modification time in ns) of one file."""
+_REWRITTEN: Identity = (-1, -1, -1)
+"""What a snapshot records for a file this process rewrote (no file has it)."""
 ReadFile = Callable[[Path], pl.DataFrame]
+Derive = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class View:
+    """How a snapshot sees its folder: how a file is read, what is kept of it, how files compare."""
+
+    read_file: ReadFile
+    derive: Derive | None = None
+    """What the snapshot keeps of one file's rows (None: the rows)."""
+    write_once: bool = False
+    """Files are never replaced under their name: compare size and modification time only."""
+
+    def key(self, found: Identity) -> Identity:
+        """The part of a file's identity this view compares."""
+        return (0, found[1], found[2]) if self.write_once else found
+
+    def of(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """What the snapshot keeps of one file's rows."""
+        return rows if self.derive is None else self.derive(rows)
 
 
 @dataclass
 class _Snapshot:
+    folder: Path
+    view: View
     files: dict[str, Identity]
     """Files whose rows ``frame`` holds."""
     frame: pl.DataFrame
@@ -50,6 +81,7 @@ class _Snapshot:
 
 
 _memory: dict[Path, _Snapshot] = {}
+"""In-memory snapshots by cache path (one folder may have several views)."""
 
 
 def identity(path: Path) -> Identity:
@@ -81,13 +113,20 @@ def listing(folder: Path) -> dict[str, Identity]:
     return found
 
 
-def read_table(folder: Path, cache: Path, read_file: ReadFile) -> pl.DataFrame:
+def read_table(
+    folder: Path, cache: Path, read_file: ReadFile, view: View | None = None
+) -> pl.DataFrame:
     """Rows of every Parquet file under ``folder`` in path order (empty frame: no file).
 
-    ``cache`` is the persisted snapshot's path (Parquet; its index is ``.json`` beside it); ``read_file`` reads one file the snapshot does not cover.
+    ``cache`` is the persisted snapshot's path (Parquet; its index is ``<name>.json`` beside it);
+    ``read_file`` reads one file the snapshot does not cover; ``view`` says what is kept of a
+    file and how files compare (default: the rows, full identity).
     """
-    current = listing(folder)
-    snapshot = _memory.get(folder) or _load(cache)
+    view = view or View(read_file)
+    current = {name: view.key(found) for name, found in listing(folder).items()}
+    snapshot = _memory.get(cache)
+    if snapshot is None or snapshot.view != view or snapshot.folder != folder:
+        snapshot = _load(folder, cache, view)
     kept = {f: i for f, i in snapshot.files.items() if current.get(f) == i}
     base = snapshot.frame
     if len(kept) != len(snapshot.files):
@@ -95,14 +134,15 @@ def read_table(folder: Path, cache: Path, read_file: ReadFile) -> pl.DataFrame:
     parts = []
     for name in sorted(set(current) - set(kept)):
         written = snapshot.written.get(name)
-        rows = written[1] if written and written[0] == current[name] else read_file(folder / name)
+        fresh = written is not None and view.key(written[0]) == current[name]
+        rows = view.of(written[1] if written and fresh else read_file(folder / name))
         parts.append(rows.with_columns(pl.lit(name, dtype=pl.String).alias(FILE_COLUMN)))
     frame = base
     if parts:
         frame = pl.concat([base, *parts], how="diagonal_relaxed") if base.width else _concat(parts)
         if kept and min(p[FILE_COLUMN][0] for p in parts) < max(kept):
             frame = frame.sort(FILE_COLUMN, maintain_order=True)
-    _memory[folder] = _Snapshot(current, frame, persisted=snapshot.persisted)
+    _memory[cache] = _Snapshot(folder, view, current, frame, persisted=snapshot.persisted)
     return frame.drop(FILE_COLUMN, strict=False)
 
 
@@ -111,38 +151,41 @@ def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 def note_written(folder: Path, name: str, rows: pl.DataFrame | None) -> None:
-    """Tell the snapshot of ``folder`` that this process (re)wrote or removed file ``name``.
+    """Tell the snapshots of ``folder`` that this process (re)wrote or removed file ``name``.
 
     ``rows`` = the rows now in the file (None: the file was removed). Only a table already
     read in this process keeps them; the next read then uses them instead of the file.
     """
-    snapshot = _memory.get(folder)
-    if snapshot is None:
-        return
-    if rows is None:
-        snapshot.written.pop(name, None)
-        return
-    snapshot.written[name] = (identity(folder / name), rows)
+    for snapshot in _memory.values():
+        if snapshot.folder != folder:
+            continue
+        if name in snapshot.files:
+            snapshot.files[name] = _REWRITTEN  # never kept, whatever its time stamps say
+        if rows is None:
+            snapshot.written.pop(name, None)
+        else:
+            snapshot.written[name] = (identity(folder / name), rows)
 
 
 def forget(folder: Path) -> None:
-    """Drop the in-memory snapshot of ``folder`` (the persisted copy stays valid or not)."""
-    _memory.pop(folder, None)
+    """Drop the in-memory snapshots of ``folder`` (the persisted copies stay valid or not)."""
+    for cache in [c for c, snapshot in _memory.items() if snapshot.folder == folder]:
+        del _memory[cache]
 
 
-def persist(
-    folder: Path, cache: Path, read_file: ReadFile, *, min_new_files: int = PERSIST_AFTER_FILES
-) -> bool:
-    """Write the in-memory snapshot of ``folder`` to ``cache`` when enough has changed.
+def persist(cache: Path, *, min_new_files: int = PERSIST_AFTER_FILES) -> bool:
+    """Write the in-memory snapshot kept under ``cache`` to disk when enough has changed.
 
     Written when at least ``min_new_files`` files (or any removed file) are not in the
     persisted copy; returns whether it wrote. The snapshot is refreshed first, so it never
-    records a file it has not read.
+    records a file it has not read. The snapshot is written (temporary file + rename) before
+    its index, and an index is trusted only with the snapshot file it was written with.
     """
-    if folder not in _memory:
+    if cache not in _memory:
         return False
-    read_table(folder, cache, read_file)
-    snapshot = _memory[folder]
+    held = _memory[cache]
+    read_table(held.folder, cache, held.view.read_file, held.view)
+    snapshot = _memory[cache]
     new = set(snapshot.files) - snapshot.persisted
     gone = snapshot.persisted - set(snapshot.files)
     if len(new) < min_new_files and not gone:
@@ -155,12 +198,29 @@ def persist(
     finally:
         tmp.unlink(missing_ok=True)
     index = {
-        "self": list(identity(cache)),
+        "self": list(_self_identity(cache)),
         "files": {f: list(i) for f, i in snapshot.files.items()},
     }
-    _write_json(cache.with_suffix(".json"), index)
+    _write_json(_index_path(cache), index)
     snapshot.persisted = frozenset(snapshot.files)
     return True
+
+
+def persist_under(folder: Path, *, min_new_files: int = PERSIST_AFTER_FILES) -> list[Path]:
+    """:func:`persist` every in-memory snapshot kept under ``folder``; the caches written."""
+    caches = sorted(c for c in _memory if c.is_relative_to(folder))
+    return [c for c in caches if persist(c, min_new_files=min_new_files)]
+
+
+def _index_path(cache: Path) -> Path:
+    """Where the index of a persisted snapshot is (its name + ``.json``)."""
+    return cache.with_name(f"{cache.name}.json")
+
+
+def _self_identity(cache: Path) -> tuple[int, int]:
+    """(size, modification time in ns) of a persisted snapshot: kept when the cache is copied."""
+    info = cache.stat()
+    return (info.st_size, info.st_mtime_ns)
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -172,15 +232,19 @@ def _write_json(path: Path, data: object) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _load(cache: Path) -> _Snapshot:
+def _load(folder: Path, cache: Path, view: View) -> _Snapshot:
     """The persisted snapshot, or an empty one when it is missing, stale or unreadable."""
-    empty = _Snapshot({}, pl.DataFrame())
+    empty = _Snapshot(folder, view, {}, pl.DataFrame())
     try:
-        index = json.loads(cache.with_suffix(".json").read_text(encoding="utf-8"))
-        if tuple(index["self"]) != identity(cache):
+        index = json.loads(_index_path(cache).read_text(encoding="utf-8"))
+        if tuple(index["self"]) != _self_identity(cache):
             return empty
         frame = pl.read_parquet(cache)
-    except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
+        files = {
+            str(f): view.key((int(i[0]), int(i[1]), int(i[2]))) for f, i in index["files"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, IndexError, pl.exceptions.PolarsError):
         return empty
-    files = {str(f): (int(i[0]), int(i[1]), int(i[2])) for f, i in index["files"].items()}
-    return _Snapshot(files, frame, persisted=frozenset(files))
+    if FILE_COLUMN not in frame.columns and files:
+        return empty
+    return _Snapshot(folder, view, files, frame, persisted=frozenset(files))

@@ -199,6 +199,13 @@ OBSERVATIONS: dict[Method, Table] = {
 """The raw table of each assay method."""
 RAW_TABLES = (SAMPLES, INFUSIONS, *OBSERVATIONS.values())
 """Tables holding one file per accepted source file (``<sha256>.parquet``)."""
+WRITE_ONCE = (*RAW_TABLES, INGEST_LOG)
+"""Tables whose files are written once under a name no other content gets (never replaced)."""
+
+
+def _view(table: Table) -> table_cache.View:
+    """How a table's snapshot compares files: raw and ledger files are written once."""
+    return table_cache.View(pl.read_parquet, write_once=table in WRITE_ONCE)
 
 
 def file_key(value: str) -> str:
@@ -298,25 +305,34 @@ class Warehouse:
         table's consolidated snapshot (:mod:`chimera.table_cache`), only new files are read.
         """
         schema = table.schema
-        frame = table_cache.read_table(self.folder(table), self._cache_path(table), pl.read_parquet)
+        frame = table_cache.read_table(
+            self.folder(table), self._cache_path(table), pl.read_parquet, _view(table)
+        )
         if frame.width == 0:
             return pl.DataFrame(schema=schema)
         missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in frame]
         return frame.with_columns(missing) if missing else frame
 
-    def _cache_path(self, table: Table) -> Path:
-        return self.root / ".cache" / f"{table.name}.snapshot"
+    def read_derived(self, table: Table, name: str, derive: table_cache.Derive) -> pl.DataFrame:
+        """What ``derive`` makes of each file of a raw table, one frame (``.cache/<table>.<name>``).
+
+        Kept like a snapshot (:mod:`chimera.table_cache`): only new files are read and derived.
+        """
+        view = table_cache.View(pl.read_parquet, derive, write_once=True)
+        return table_cache.read_table(
+            self.folder(table), self._cache_path(table, name), pl.read_parquet, view
+        )
+
+    def _cache_path(self, table: Table, name: str = "snapshot") -> Path:
+        return self.root / ".cache" / f"{table.name}.{name}"
 
     def persist_snapshots(self) -> list[str]:
-        """Write back the consolidated snapshots of tables that changed much; return their names.
+        """Write back the snapshots read in this process that changed much; return their names.
 
-        A speed-up only: the table files stay the truth (:mod:`chimera.table_cache`).
+        Every view of a table read in this process (:meth:`read`, :meth:`read_derived`) is
+        written back. A speed-up only: the table files stay the truth (:mod:`chimera.table_cache`).
         """
-        return [
-            table.name
-            for table in TABLES
-            if table_cache.persist(self.folder(table), self._cache_path(table), pl.read_parquet)
-        ]
+        return [path.name for path in table_cache.persist_under(self.root / ".cache")]
 
     def _path(self, table: Table, key: str) -> Path:
         return self.folder(table) / f"{file_key(key)}.parquet"

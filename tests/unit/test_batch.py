@@ -9,6 +9,7 @@ are validated in one pass; a bad frame must still be reported as itself.
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from hypothesis import strategies as st
 from ingest_builders import LabTrial, appbio_text, infusion_csv, manifest_csv, sample
 from pcr_builders import REFERENCE, QpcrPlate
 
-from chimera import table_cache
-from chimera.batch import IngestBatch, StorageFailure
+from chimera import runs, table_cache
+from chimera.batch import IngestBatch, Observed, StorageFailure, open_batch
 from chimera.errors import ValidationFailedError
 from chimera.prerequisites import resolve_sample_ids
 from chimera.registry import read_registry
@@ -164,7 +165,7 @@ def test_snapshot_reads_always_show_what_the_files_hold(tmp_path: Path) -> None:
     for name, value in (("b.parquet", 2), ("a.parquet", 1), ("sub/c.parquet", 3)):
         _write(folder / Path(name).parent, Path(name).name, pl.DataFrame({"x": [value]}))
     assert table_cache.read_table(folder, cache, pl.read_parquet)["x"].to_list() == [1, 2, 3]
-    assert table_cache.persist(folder, cache, pl.read_parquet, min_new_files=1)
+    assert table_cache.persist(cache, min_new_files=1)
     _write(folder, "b.parquet", pl.DataFrame({"x": [20, 21]}))
     (folder / "a.parquet").unlink()
     _write(folder, "d.parquet", pl.DataFrame({"x": [4]}))
@@ -290,3 +291,148 @@ def test_runs_built_file_by_file_equal_the_whole_table_rule(tmp_path: Path) -> N
         .to_list()
     }
     assert read_registry(trial.warehouse).owned("P01", Role.POST_DOSE) == ["P01-D1", "P01-D2"]
+
+
+RunRows = list[list[tuple[object, ...]]]
+IndexState = dict[Method, tuple[dict[str, set[str]], dict[str, dict[str, set[str]]], RunRows]]
+
+
+def _run_rows(book: RunBook) -> RunRows:
+    return [
+        [(f.sha256, f.name, f.ingested_at, f.run_id, f.layout, f.positions, f.link) for f in run]
+        for run in book.runs
+    ]
+
+
+def _batch_index(trial: LabTrial) -> IndexState:
+    """What a batch opened now knows of the stored assay files."""
+    runs._summaries.clear()
+    with open_batch(trial.settings) as batch:
+        return {
+            m: (o.sources, o.targets.by_file, _run_rows(batch.runs[m]))
+            for m, o in batch.observed.items()
+        }
+
+
+def _indexed_rows(trial: LabTrial) -> IndexState:
+    """The same, from every stored row (no kept index, no kept run summaries)."""
+    runs._summaries.clear()
+    found: IndexState = {}
+    for method, table in OBSERVATIONS.items():
+        rows = trial.warehouse.read(table)
+        observed = Observed()
+        observed.add(rows)
+        book = RunBook(method, run_files(rows, method) if rows.height else [])
+        found[method] = (observed.sources, observed.targets.by_file, _run_rows(book))
+    return found
+
+
+def _new_process(trial: LabTrial) -> None:
+    for table in OBSERVATIONS.values():
+        table_cache.forget(trial.warehouse.folder(table))
+
+
+def test_the_kept_assay_index_equals_indexing_every_row_however_stale_or_damaged(
+    tmp_path: Path,
+) -> None:
+    """The batch's index of the stored assay files, kept in .cache/ between runs, equals the
+    index of every stored row: kept in memory, persisted and stale (files added since), fully
+    persisted, damaged (garbage, a truncated index) or swapped for an older copy."""
+    trial = LabTrial(tmp_path)
+    _two_patients(trial)
+    first = _plate("week1", {"P01-D1": _mix(0.05)}, reference=False)
+    trial.ingest(
+        trial.drop(
+            "screen.txt", _plate("screen", {"P01-BL": PATIENT, "P02-BL": PATIENT}, reference=True)
+        ),
+        trial.drop("week1.txt", first),
+    )
+    cache = trial.settings.warehouse / ".cache"
+    assert table_cache.persist_under(cache, min_new_files=1)
+    views = sorted(cache.glob("observations_qpcr.*-v*"))
+    assert len(views) == 4  # two views (wells, run summaries), each a snapshot and its index
+    older = {p: p.read_bytes() for p in views}
+    trial.ingest(
+        trial.drop("week1_again.txt", first + b"\n"),
+        trial.drop("week2.txt", _plate("week2", {"P02-D2": _mix(0.02)}, reference=False)),
+    )
+    expected = _indexed_rows(trial)
+    assert len(expected[Method.QPCR][2]) == 3  # screen, week1 + its re-export, week2
+    assert _batch_index(trial) == expected  # in memory, rows handed over by the flush
+    _new_process(trial)
+    assert _batch_index(trial) == expected  # the persisted copy lacks two files
+    assert table_cache.persist_under(cache, min_new_files=1)
+    _new_process(trial)
+    assert _batch_index(trial) == expected  # all from the persisted copy
+    for damage in (b"garbage", b""):
+        for path in views:
+            path.write_bytes(damage)
+        _new_process(trial)
+        assert _batch_index(trial) == expected
+    for path, data in older.items():  # an older snapshot with a newer index, and vice versa
+        if path.suffix != ".json":
+            path.write_bytes(data)
+    _new_process(trial)
+    assert _batch_index(trial) == expected
+
+
+def test_a_copied_warehouse_or_a_lost_index_touches_the_same_patients_and_rows(
+    tmp_path: Path,
+) -> None:
+    """A new plate into a copy of the warehouse (new inodes: the kept views of raw files still
+    hold) and into one without .cache/ is accepted alike: same patients, same rows."""
+    trial = LabTrial(tmp_path / "a")
+    _two_patients(trial)
+    trial.ingest(
+        trial.drop(
+            "screen.txt", _plate("screen", {"P01-BL": PATIENT, "P02-BL": PATIENT}, reference=True)
+        ),
+        trial.drop("week1.txt", _plate("week1", {"P01-D1": _mix(0.05)}, reference=False)),
+    )
+    table_cache.persist_under(trial.settings.warehouse / ".cache", min_new_files=1)
+    copies = []
+    for name, keep_cache in (("copy", True), ("lost", False)):
+        other = LabTrial(tmp_path / name)
+        shutil.copytree(trial.settings.home, other.settings.home, dirs_exist_ok=True)
+        if not keep_cache:
+            shutil.rmtree(other.settings.warehouse / ".cache")
+        other.now = trial.now
+        copies.append(other)
+    plate = _plate("week2", {"P02-D2": _mix(0.02)}, reference=True)
+    found = []
+    for each in (trial, *copies):
+        [outcome] = each.ingest(each.drop("week2.txt", plate))
+        rows = each.chimerism().drop("ingested_at").sort("sample_id", "source_sha256")
+        found.append((outcome.status, outcome.patients, rows))
+    assert found[0][1] == frozenset({"P02"})
+    for status, patients, rows in found[1:]:
+        assert (status, patients) == found[0][:2]
+        assert rows.equals(found[0][2])
+
+
+def test_a_crash_while_a_snapshot_is_written_is_never_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot file replaced, its index not (a crash between the two renames): the next
+    process finds the index does not describe the file and reads the table files instead."""
+    folder, cache = tmp_path / "table", tmp_path / ".cache" / "table.snapshot"
+    _write(folder, "a.parquet", pl.DataFrame({"x": [1]}))
+    table_cache.forget(folder)
+    table_cache.read_table(folder, cache, pl.read_parquet)
+    assert table_cache.persist(cache, min_new_files=1)
+    _write(folder, "b.parquet", pl.DataFrame({"x": [2]}))
+
+    def crash(path: Path, data: object) -> None:
+        msg = "power cut"
+        raise OSError(msg)
+
+    monkeypatch.setattr(table_cache, "_write_json", crash)
+    with pytest.raises(OSError, match="power cut"):
+        table_cache.persist(cache, min_new_files=1)
+    assert sorted(p.name for p in cache.parent.iterdir()) == [
+        "table.snapshot",
+        "table.snapshot.json",
+    ]
+    (folder / "b.parquet").unlink()  # the new snapshot holds b, the old index does not
+    table_cache.forget(folder)
+    assert table_cache.read_table(folder, cache, pl.read_parquet)["x"].to_list() == [1]
