@@ -34,8 +34,8 @@ from chimera.assay_index import stored_files
 from chimera.filing import archive_file, quarantine_file
 from chimera.plate_targets import PlateTargets
 from chimera.prerequisites import missing_prerequisites
-from chimera.registry import Registry, registry_from, sources_by_sample
-from chimera.runs import RunBook, RunFile, remember, run_files
+from chimera.registry import Registry, registry_from
+from chimera.runs import RunBook, RunFile, remember, summary_frame
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import (
@@ -122,23 +122,42 @@ class Ledger:
         return self._frame
 
 
-@dataclass
 class Observed:
-    """Which stored sources hold each sample id of one assay method (no rows, only the index)."""
+    """Which sample ids one assay method measured, and the PCR targets of each sample per file.
 
-    sources: dict[str, set[str]] = field(default_factory=dict)
-    targets: PlateTargets = field(default_factory=PlateTargets)
-    """PCR: the targets of each sample on each file (which patients a plate touches)."""
+    Frames are indexed when first asked about (a batch of qPCR plates never asks about the
+    stored STR files), each frame once.
+    """
+
+    def __init__(self) -> None:
+        self._sample_ids: set[str] = set()
+        self._targets = PlateTargets()
+        self._for_ids: list[pl.DataFrame] = []
+        self._for_targets: list[pl.DataFrame] = []
 
     def add(self, frame: pl.DataFrame) -> None:
-        """Index the sample ids (and PCR targets) of one stored or accepted assay frame."""
-        for sample_id, shas in sources_by_sample(frame).iter_rows():
-            self.sources.setdefault(sample_id, set()).update(shas)
-        self.targets.add(frame)
+        """Index one stored or accepted assay frame (or its :func:`~chimera.assay_index.wells`)."""
+        self._for_ids.append(frame)
+        self._for_targets.append(frame)
 
-    def measured(self) -> set[str]:
-        """Sample ids measured by this method."""
-        return set(self.sources)
+    @property
+    def sources(self) -> set[str]:
+        """Sample ids measured by this method (on a stored or accepted file)."""
+        for frame in self._for_ids:
+            pairs = zip(frame["sample_id"].to_list(), frame["source_sha256"].to_list(), strict=True)
+            self._sample_ids.update(
+                sid for sid, sha in pairs if sid is not None and sha is not None
+            )
+        self._for_ids.clear()
+        return self._sample_ids
+
+    @property
+    def targets(self) -> PlateTargets:
+        """PCR: the targets of each sample on each file (which patients a plate touches)."""
+        for frame in self._for_targets:
+            self._targets.add(frame)
+        self._for_targets.clear()
+        return self._targets
 
 
 class Measured:
@@ -169,8 +188,8 @@ class IngestBatch:
     settings: Settings
     ledger: Ledger
     observed: dict[Method, Observed]
-    runs: dict[Method, RunBook]
-    """Each method's raw files grouped into runs (which file a re-export replaces)."""
+    stored_runs: dict[Method, list[RunFile]]
+    """Each method's stored raw files, in ingest order (:meth:`runs` groups them once asked)."""
     sample_rows: list[pl.DataFrame]
     infusion_rows: list[pl.DataFrame]
     prepared: dict[str, Prepared] = field(default_factory=dict)
@@ -182,6 +201,13 @@ class IngestBatch:
     placements: dict[Path, Placement] = field(default_factory=dict)
     _registry: Registry | None = None
     _known: set[str] | None = None
+    _books: dict[Method, RunBook] = field(default_factory=dict)
+
+    def runs(self, method: Method) -> RunBook:
+        """The method's raw files grouped into runs (which file a re-export replaces)."""
+        if method not in self._books:
+            self._books[method] = RunBook(method, self.stored_runs[method])
+        return self._books[method]
 
     @property
     def known_sample_ids(self) -> set[str]:
@@ -225,11 +251,11 @@ class IngestBatch:
         The file joins its method's :class:`~chimera.runs.RunBook`. The rule is :func:`chimera.runs.supersession`'s: the files current before this one
         that it replaces now.
         """
-        book = self.runs[method]
+        book = self.runs(method)
         if sha256 in book:
             return None, None
-        before = {run[-1].sha256 for run in book.runs}
-        file = run_files(rows, method)[0]
+        before = set(book.current)
+        file = remember(summary_frame(rows, method), method)[0]
         members = book.add(file)
         if members[-1] is not file:
             return None, None
@@ -355,21 +381,21 @@ def open_batch(settings: Settings) -> Iterator[IngestBatch]:
     """
     warehouse = Warehouse(settings.warehouse)
     with warehouse.lock():
-        observed, runs = {}, {}
+        observed: dict[Method, Observed] = {}
+        runs: dict[Method, list[RunFile]] = {}
         for method in OBSERVATIONS:
             stored = stored_files(warehouse, method)
             observed[method] = Observed()
-            files: list[RunFile] = []
+            runs[method] = []
             if stored.wells.width:
                 observed[method].add(stored.wells)
-                files = remember(stored.summaries, method)
-            runs[method] = RunBook(method, files)
+                runs[method] = remember(stored.summaries, method)
         yield IngestBatch(
             warehouse=warehouse,
             settings=settings,
             ledger=Ledger(warehouse.read(INGEST_LOG)),
             observed=observed,
-            runs=runs,
+            stored_runs=runs,
             sample_rows=[warehouse.read(SAMPLES)],
             infusion_rows=[warehouse.read(INFUSIONS)],
         )

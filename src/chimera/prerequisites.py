@@ -114,8 +114,9 @@ def missing_prerequisites(
     :func:`assay_sample_ids` of ``frame`` when the caller has them already.
     """
     ids = assay_sample_ids(frame) if sample_ids is None else sample_ids
-    known = registry.samples.filter(pl.col("sample_id").is_in(ids))
-    unknown = sorted(set(ids) - set(known["sample_id"].to_list()))
+    table = registry.sample_info()
+    known = [table[sid] for sid in ids if sid in table]
+    unknown = sorted({sid for sid in ids if sid not in table})
     waits = []
     if unknown:
         shown = ", ".join(unknown[:8]) + (
@@ -123,7 +124,7 @@ def missing_prerequisites(
         )
         waits.append(f"manifest rows for sample(s) {shown}")
     three_genome = three_genome_patients(registry)
-    for patient in sorted(known.filter(pl.col("role") == Role.POST_DOSE)["patient_id"].unique()):
+    for patient in sorted({info.patient_id for info in known if info.role == Role.POST_DOSE}):
         waits += _genotype_waits(
             patient, method, registry, baselines_measured, three=patient in three_genome
         )

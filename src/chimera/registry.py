@@ -71,6 +71,7 @@ class Registry:
     )
     _rows_of: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
     _series: frozenset[str] | None = field(default=None, init=False, repr=False)
+    _three_genome: frozenset[str] | None = field(default=None, init=False, repr=False)
     _info: dict[str, SampleInfo] | None = field(default=None, init=False, repr=False)
 
     def product_ids(self, bank: str | None) -> list[str]:
@@ -226,8 +227,10 @@ def series_ids(registry: Registry) -> set[str]:
 
 def three_genome_patients(registry: Registry) -> set[str]:
     """Patients with a prior HSCT donor on record (an ``hsct_donor`` sample): three genomes."""
-    rows = registry.samples.filter(pl.col("role") == Role.HSCT_DONOR)
-    return {str(p) for p in rows["patient_id"].unique().to_list()}
+    if registry._three_genome is None:
+        rows = registry.samples.filter(pl.col("role") == Role.HSCT_DONOR)
+        registry._three_genome = frozenset(str(p) for p in rows["patient_id"].unique().to_list())
+    return set(registry._three_genome)
 
 
 def read_observations(warehouse: Warehouse, method: Method) -> pl.DataFrame:

@@ -160,6 +160,9 @@ class RunBook:
 
     def _reset(self, files: list[RunFile]) -> None:
         self.runs: list[list[RunFile]] = []
+        self.current: set[str] = set()
+        """The current (latest) file of every run, by SHA-256."""
+        self._latest: tuple[datetime, str, str] | None = None
         self._run_of: dict[str, int] = {}
         self._by_run_id: dict[str, list[int]] = {}
         self._by_layout: dict[int, list[int]] = {}
@@ -171,7 +174,7 @@ class RunBook:
 
     def add(self, file: RunFile) -> list[RunFile]:
         """Add one file; the members of the run it belongs to, the run's current file last."""
-        latest = max((run[-1].order for run in self.runs), default=None)
+        latest = self._latest
         if latest is not None and file.order < latest:
             files = sorted([*(f for run in self.runs for f in run), file], key=lambda f: f.order)
             for member in files:
@@ -198,7 +201,11 @@ class RunBook:
         if joined is None:
             joined = len(self.runs)
             self.runs.append([])
+        else:
+            self.current.discard(self.runs[joined][-1].sha256)
         self.runs[joined].append(file)
+        self.current.add(file.sha256)
+        self._latest = max(file.order, self._latest or file.order)
         self._run_of[file.sha256] = joined
         if file.run_id is not None:
             self._by_run_id.setdefault(file.run_id, []).append(joined)

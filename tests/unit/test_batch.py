@@ -294,7 +294,7 @@ def test_runs_built_file_by_file_equal_the_whole_table_rule(tmp_path: Path) -> N
 
 
 RunRows = list[list[tuple[object, ...]]]
-IndexState = dict[Method, tuple[dict[str, set[str]], dict[str, dict[str, set[str]]], RunRows]]
+IndexState = dict[Method, tuple[set[str], dict[str, dict[str, set[str]]], RunRows]]
 
 
 def _run_rows(book: RunBook) -> RunRows:
@@ -309,7 +309,7 @@ def _batch_index(trial: LabTrial) -> IndexState:
     runs._summaries.clear()
     with open_batch(trial.settings) as batch:
         return {
-            m: (o.sources, o.targets.by_file, _run_rows(batch.runs[m]))
+            m: (o.sources, o.targets.by_file, _run_rows(batch.runs(m)))
             for m, o in batch.observed.items()
         }
 
