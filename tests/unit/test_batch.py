@@ -377,10 +377,11 @@ def test_the_kept_assay_index_equals_indexing_every_row_however_stale_or_damaged
 
 
 def test_a_copied_warehouse_or_a_lost_index_touches_the_same_patients_and_rows(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A new plate into a copy of the warehouse (new inodes: the kept views of raw files still
-    hold) and into one without .cache/ is accepted alike: same patients, same rows."""
+    hold, no file is derived again) and into one without .cache/ is accepted alike: same
+    patients, same rows."""
     trial = LabTrial(tmp_path / "a")
     _two_patients(trial)
     trial.ingest(
@@ -398,6 +399,19 @@ def test_a_copied_warehouse_or_a_lost_index_touches_the_same_patients_and_rows(
             shutil.rmtree(other.settings.warehouse / ".cache")
         other.now = trial.now
         copies.append(other)
+    derived: list[pl.DataFrame] = []
+    real = table_cache.View.of
+
+    def counted(view: table_cache.View, rows: pl.DataFrame) -> pl.DataFrame:
+        derived.append(rows)
+        return real(view, rows)
+
+    monkeypatch.setattr(table_cache.View, "of", counted)
+    _batch_index(copies[0])
+    assert derived == []  # every file (and its facts) came from the copied .cache/
+    _batch_index(copies[1])
+    assert derived  # without .cache/: read and derived again
+    monkeypatch.undo()
     plate = _plate("week2", {"P02-D2": _mix(0.02)}, reference=True)
     found = []
     for each in (trial, *copies):
