@@ -20,7 +20,7 @@ from functools import partial
 import polars as pl
 
 from chimera.runs import summary_frame
-from chimera.table_cache import Derive
+from chimera.table_cache import FILE_COLUMN, Derive
 from chimera.warehouse import OBSERVATIONS, Warehouse
 from schemas.vocab import Method
 
@@ -34,6 +34,11 @@ WELL_COLUMNS: dict[Method, tuple[str, ...]] = {
 """The columns of a method's rows the batch indexes (:class:`chimera.batch.Observed`)."""
 
 
+def _file_column(rows: pl.DataFrame) -> list[str]:
+    """:data:`~chimera.table_cache.FILE_COLUMN` when ``rows`` have it (a view keeps it)."""
+    return [FILE_COLUMN] if FILE_COLUMN in rows.columns else []
+
+
 def wells(rows: pl.DataFrame, method: Method) -> pl.DataFrame:
     """Distinct :data:`WELL_COLUMNS` rows of one method's assay rows (absent columns null)."""
     schema = OBSERVATIONS[method].schema
@@ -41,14 +46,19 @@ def wells(rows: pl.DataFrame, method: Method) -> pl.DataFrame:
         pl.col(c) if c in rows.columns else pl.lit(None, dtype=schema[c]).alias(c)
         for c in WELL_COLUMNS[method]
     ]
-    return rows.select(columns).unique(maintain_order=True)
+    return rows.select(*columns, *_file_column(rows)).unique(maintain_order=True)
+
+
+def summaries(rows: pl.DataFrame, method: Method) -> pl.DataFrame:
+    """:func:`chimera.runs.summary_frame` of one method's assay rows (per file)."""
+    return summary_frame(rows, method, by=_file_column(rows))
 
 
 _VIEWS: dict[Method, dict[str, Derive]] = {
     method: {
         f"wells-v{FORMAT}": partial(wells, method=method),
         f"runs-v{FORMAT}-polars{pl.__version__.replace('.', '_')}": partial(
-            summary_frame, method=method
+            summaries, method=method
         ),
     }
     for method in OBSERVATIONS

@@ -9,6 +9,7 @@ not seen (a batch and its rebuild read every stored file).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -108,7 +109,11 @@ def remember(summaries: pl.DataFrame, method: Method) -> list[RunFile]:
 
     Returns their :class:`RunFile` s in ingest order, new objects.
     """
-    ordered = summaries.sort("ingested_at", "source_file", "source_sha256")
+    ordered = (
+        summaries
+        if summaries.height < 2
+        else summaries.sort("ingested_at", "source_file", "source_sha256")
+    )
     files = []
     for r in ordered.iter_rows(named=True):
         file = RunFile(
@@ -124,15 +129,20 @@ def remember(summaries: pl.DataFrame, method: Method) -> list[RunFile]:
     return files
 
 
-def summary_frame(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
-    """Per raw file in ``observations``: what its :class:`RunFile` holds, and its row count."""
+def summary_frame(
+    observations: pl.DataFrame, method: Method, *, by: Sequence[str] = ()
+) -> pl.DataFrame:
+    """Per raw file in ``observations``: what its :class:`RunFile` holds, and its row count.
+
+    ``by``: more columns to keep, each with one value per file.
+    """
     layout = [pl.col(c).cast(pl.String).fill_null("") for c in LAYOUT_COLUMNS[method]]
     run_id = (
         pl.col("run_id").drop_nulls().first()
         if "run_id" in observations.columns
         else pl.lit(None, dtype=pl.String)
     )
-    return observations.group_by("source_sha256").agg(
+    return observations.group_by("source_sha256", *by).agg(
         pl.col("source_file").first(),
         pl.col("ingested_at").max(),
         pl.len().alias("n_rows"),

@@ -53,7 +53,9 @@ class View:
 
     read_file: ReadFile
     derive: Derive | None = None
-    """What the snapshot keeps of one file's rows (None: the rows)."""
+    """What the snapshot keeps of files' rows (None: the rows). It is given the rows of many
+    files at once, each row's file in :data:`FILE_COLUMN`, and keeps that column: what it makes
+    of one file's rows must depend on that file's rows only."""
     write_once: bool = False
     """Files are never replaced under their name: compare size and modification time only."""
 
@@ -62,7 +64,7 @@ class View:
         return (0, found[1], found[2]) if self.write_once else found
 
     def of(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """What the snapshot keeps of one file's rows."""
+        """What the snapshot keeps of these files' rows (:attr:`derive`)."""
         return rows if self.derive is None else self.derive(rows)
 
 
@@ -131,16 +133,19 @@ def read_table(
     base = snapshot.frame
     if len(kept) != len(snapshot.files):
         base = base.filter(pl.col(FILE_COLUMN).is_in(list(kept)))
+    names = sorted(set(current) - set(kept))
     parts = []
-    for name in sorted(set(current) - set(kept)):
+    for name in names:
         written = snapshot.written.get(name)
         fresh = written is not None and view.key(written[0]) == current[name]
-        rows = view.of(written[1] if written and fresh else read_file(folder / name))
+        rows = written[1] if written and fresh else read_file(folder / name)
         parts.append(rows.with_columns(pl.lit(name, dtype=pl.String).alias(FILE_COLUMN)))
+    if parts and view.derive is not None:
+        parts = [view.of(_concat(parts)).sort(FILE_COLUMN, maintain_order=True)]
     frame = base
     if parts:
         frame = pl.concat([base, *parts], how="diagonal_relaxed") if base.width else _concat(parts)
-        if kept and min(p[FILE_COLUMN][0] for p in parts) < max(kept):
+        if kept and min(names) < max(kept):
             frame = frame.sort(FILE_COLUMN, maintain_order=True)
     _memory[cache] = _Snapshot(folder, view, current, frame, persisted=snapshot.persisted)
     return frame.drop(FILE_COLUMN, strict=False)
