@@ -42,10 +42,12 @@ from chimera.calculate.str_profiles import (
 from chimera.calculate.str_sources import References, Sources, StrCache, sample_notes
 from chimera.calculate.str_three_genome import Profile, evaluate_three_genome_many
 from chimera.calculate.stutter import (
+    GenomeAlleles,
     LocusStutter,
     correct_stutter,
+    genome_alleles,
     unexplained_alleles,
-    unique_alleles,
+    unique_alleles_of,
 )
 from chimera.calculate.stutter_ratios import StutterLookup, estimate_stutter_ratios
 from chimera.settings import StrSettings
@@ -250,8 +252,9 @@ def evaluate_two_genome_many(
                     f"no {'iNK product' if not d else 'patient baseline'} reference call"
                 )
             continue
+        genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
         locus = _Pair(name, d, r, SharingPlan.of(d, r), tuple(d | r),
-                      stutter_position_alleles(d, r), sex_marker=key in sex)  # fmt: skip
+                      stutter_position_alleles(d, r), sex_marker=key in sex, genomes=genomes)  # fmt: skip
         for work, row, (_, signals, lookup) in zip(works, rows, profiles, strict=True):
             _pair_row(work, row, locus, signals.get(key, {}), lookup.at(name), settings=settings)
     return works
@@ -268,6 +271,7 @@ class _Pair:
     expected: tuple[str, ...]
     near: list[str]
     sex_marker: bool
+    genomes: GenomeAlleles
 
 
 def _pair_row(
@@ -300,9 +304,8 @@ def _pair_row(
         row["exclusion_reason"] = reason
         return
     assert call.pct_ink_raw is not None
-    genomes = {Genome.INK.value: d, Genome.RECIPIENT.value: r}
     total = sum(corrected.get(a, 0.0) for a in locus.expected)
-    unique = unique_alleles(genomes, corrected, stutter)
+    unique = unique_alleles_of(locus.genomes, corrected, stutter)
     work.loci.append(LocusWork(row, {Genome.INK: call.pct_ink_raw}, unique, total))
     if was_clamped:
         work.clamped.append(f"{name} {call.pct_ink_raw:.2f} %")

@@ -28,10 +28,12 @@ from chimera.calculate.str_profiles import (
     shift_allele,
 )
 from chimera.calculate.stutter import (
+    GenomeAlleles,
     LocusStutter,
     correct_stutter,
+    genome_alleles,
     unexplained_alleles,
-    unique_alleles,
+    unique_alleles_of,
 )
 from chimera.calculate.stutter_ratios import StutterLookup
 from chimera.settings import StrSettings
@@ -260,7 +262,9 @@ def evaluate_three_genome_many(
             for seen, stutter in zip(observed, stutters, strict=True)
         ]
         fractions = locus_fractions_many([typed[g] for g in GENOME_ORDER], corrected)
-        locus = _Locus(name, typed, expected, _stutter_positions(typed), sex_marker=key in sex)
+        genomes = genome_alleles({g.value: a for g, a in typed.items()})
+        locus = _Locus(name, expected, _stutter_positions(typed), sex_marker=key in sex,
+                       genomes=genomes)  # fmt: skip
         for i, work in enumerate(works):
             _locus_row(work, rows[i], locus, observed[i], corrected[i], stutters[i], fractions[i],
                        settings=settings)  # fmt: skip
@@ -272,10 +276,10 @@ class _Locus:
     """What one locus's genotypes say, the same for every sample typed by them."""
 
     name: str
-    typed: Mapping[Genome, set[str]]
     expected: set[str]
     near: list[str]
     sex_marker: bool
+    genomes: GenomeAlleles
 
 
 def _locus_row(
@@ -290,10 +294,10 @@ def _locus_row(
     settings: StrSettings,
 ) -> None:
     """One sample's marker row and locus work at a locus all three genomes are typed at."""
-    name, typed, near = locus.name, locus.typed, locus.near
+    name, near = locus.name, locus.near
     pct, total, which = fractions
     values = {g: p for g, p in zip(GENOME_ORDER, pct, strict=True) if p is not None}
-    unique = unique_alleles({g.value: a for g, a in typed.items()}, corrected, stutter)
+    unique = unique_alleles_of(locus.genomes, corrected, stutter)
     row.update(
         sharing=_sharing(values),
         signal_ink=sum(u.signal for u in unique if u.genome == Genome.INK),
