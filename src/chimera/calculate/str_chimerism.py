@@ -10,6 +10,7 @@ fractions f are reported as ``pct = 100 * f``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -156,7 +157,7 @@ class SharingPlan:
         code = self.sharing
 
         def s(alleles: Iterable[str]) -> float:
-            return float(sum(signals.get(a, 0.0) for a in alleles))
+            return float(sum(map(signals.get, alleles, itertools.repeat(0.0))))
 
         signal_ink = s(self.ink_only)
         if code == Sharing.IDENTICAL:
@@ -253,7 +254,7 @@ def evaluate_two_genome_many(
                 )
             continue
         genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
-        locus = _Pair(name, d, r, SharingPlan.of(d, r), tuple(d | r),
+        locus = _Pair(name, SharingPlan.of(d, r), d | r, tuple(d | r),
                       stutter_position_alleles(d, r), sex_marker=key in sex, genomes=genomes)  # fmt: skip
         for work, row, (_, signals, lookup) in zip(works, rows, profiles, strict=True):
             _pair_row(work, row, locus, signals.get(key, {}), lookup.at(name), settings=settings)
@@ -265,9 +266,8 @@ class _Pair:
     """What a locus's two genotypes say, the same for every sample typed by them."""
 
     name: str
-    donor: set[str]
-    recipient: set[str]
     plan: SharingPlan
+    parents: set[str]
     expected: tuple[str, ...]
     near: list[str]
     sex_marker: bool
@@ -284,9 +284,9 @@ def _pair_row(
     settings: StrSettings,
 ) -> None:
     """One sample's marker row and locus work at a locus both genomes are typed at."""
-    name, d, r = locus.name, locus.donor, locus.recipient
+    name = locus.name
     observed = dict(signals)
-    corrected = correct_stutter(observed, d | r, stutter)
+    corrected = correct_stutter(observed, locus.parents, stutter)
     call = locus.plan.call(corrected)
     pct, was_clamped = clamp_pct(call.pct_ink_raw)
     row.update(
@@ -297,14 +297,14 @@ def _pair_row(
         stutter_ratio=_stutter_column(stutter.back, settings=settings),
     )
     work.unexpected += unexplained_alleles(
-        name, d | r, observed, corrected, stutter, settings=settings
+        name, locus.parents, observed, corrected, stutter, settings=settings
     )
     reason = _not_used(call, sex_marker=locus.sex_marker)
     if reason is not None:
         row["exclusion_reason"] = reason
         return
     assert call.pct_ink_raw is not None
-    total = sum(corrected.get(a, 0.0) for a in locus.expected)
+    total = sum(map(corrected.get, locus.expected, itertools.repeat(0.0)))
     unique = unique_alleles_of(locus.genomes, corrected, stutter)
     work.loci.append(LocusWork(row, {Genome.INK: call.pct_ink_raw}, unique, total))
     if was_clamped:
