@@ -299,10 +299,10 @@ def profile_signals(
         .collect()
     )
     signals: dict[ProfileKey, dict[str, dict[str, float]]] = {}
-    width = len(by)
-    for row in rows.iter_rows():
-        marker, allele_name, value = row[width:]
-        per_marker = signals.setdefault(row[:width], {})
+    keys = zip(*(rows[c].to_list() for c in by), strict=True)
+    markers, alleles, values = (rows[c].to_list() for c in ("_key", "allele", column))
+    for key, marker, allele_name, value in zip(keys, markers, alleles, values, strict=True):
+        per_marker = signals.setdefault(key, {})
         per_marker.setdefault(marker_key(marker), {})[allele_name] = float(value)
     return signals
 

@@ -89,7 +89,9 @@ def correct_stutter(
     """
     view = dict(signals)
     for allele in _longest_first(tuple(signals)):
-        mean, _ = expected_stutter(allele, view, parents, stutter)
+        mean = 0.0
+        if any(near is not None and near in parents for near in _neighbours(allele)):
+            mean, _ = expected_stutter(allele, view, parents, stutter)
         view[allele] = max(0.0, signals[allele] - mean)
     return view
 
@@ -210,16 +212,27 @@ def stutter_ceiling(
     222.6
     """
     ceiling = 0.0
-    for step, ratio, sd, floor in (
-        (1, stutter.back, stutter.back_sd, settings.max_stutter_ratio),
-        (-1, stutter.forward, stutter.forward_sd, settings.max_forward_stutter_ratio),
-    ):
-        parent = shift_allele(allele, step)
-        if parent is None or parent not in parents:
-            continue
-        spread = math.exp(settings.unexpected_allele_sigmas * sd / ratio) if ratio > 0 else 1.0
-        ceiling += max(floor, min(ratio * spread, 2 * floor)) * signals.get(parent, 0.0)
+    limits = _ceiling_ratios(stutter, settings.unexpected_allele_sigmas,
+                             settings.max_stutter_ratio, settings.max_forward_stutter_ratio)  # fmt: skip
+    for parent, limit in zip(_neighbours(allele), limits, strict=True):
+        if parent is not None and parent in parents:
+            ceiling += limit * signals.get(parent, 0.0)
     return ceiling
+
+
+@functools.lru_cache(maxsize=4096)
+def _ceiling_ratios(
+    stutter: LocusStutter, sigmas: float, back_floor: float, forward_floor: float
+) -> tuple[float, float]:
+    """Largest plausible back and forward stutter ratio of a locus (:func:`stutter_ceiling`)."""
+    found = []
+    for ratio, sd, floor in (
+        (stutter.back, stutter.back_sd, back_floor),
+        (stutter.forward, stutter.forward_sd, forward_floor),
+    ):
+        spread = math.exp(sigmas * sd / ratio) if ratio > 0 else 1.0
+        found.append(max(floor, min(ratio * spread, 2 * floor)))
+    return found[0], found[1]
 
 
 @dataclass(frozen=True)
