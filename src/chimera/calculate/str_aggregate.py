@@ -24,7 +24,7 @@ from chimera.calculate.limits import (
     failed_result,
 )
 from chimera.calculate.stats import t_quantile
-from chimera.calculate.stutter import UnexpectedAllele, UniqueAllele
+from chimera.calculate.stutter import GenomeAlleles, UnexpectedAllele, UniqueAllele
 from chimera.settings import StrSettings
 
 
@@ -168,6 +168,22 @@ def t_interval(
     quantile = t_quantile(0.975, n - 1)
     half = quantile * sd / math.sqrt(n)
     return mean - half, mean + half, quantile
+
+
+@dataclass(frozen=True)
+class LocusGenotypes:
+    """What one locus's reference genotypes say, the same for every sample they type.
+
+    ``parents``: every expected allele; ``near``: genome-unique alleles in a stutter position
+    of another genome's allele (for the QC note); ``genomes``: the genotypes as the key of
+    :func:`chimera.calculate.stutter.unique_alleles_of`.
+    """
+
+    name: str
+    parents: set[str]
+    near: list[str]
+    sex_marker: bool
+    genomes: GenomeAlleles
 
 
 @dataclass

@@ -26,7 +26,13 @@ from chimera.calculate.limits import (
     markers_frame,
     results_frame,
 )
-from chimera.calculate.str_aggregate import Genome, LocusWork, SampleWork, summarise
+from chimera.calculate.str_aggregate import (
+    Genome,
+    LocusGenotypes,
+    LocusWork,
+    SampleWork,
+    summarise,
+)
 from chimera.calculate.str_profiles import (
     Genotypes,
     ProfileKey,
@@ -43,7 +49,6 @@ from chimera.calculate.str_profiles import (
 from chimera.calculate.str_sources import References, Sources, StrCache, sample_notes
 from chimera.calculate.str_three_genome import Profile, evaluate_three_genome_many
 from chimera.calculate.stutter import (
-    GenomeAlleles,
     LocusStutter,
     correct_stutter,
     genome_alleles,
@@ -254,40 +259,38 @@ def evaluate_two_genome_many(
                 )
             continue
         genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
-        locus = _Pair(name, SharingPlan.of(d, r), d | r, tuple(d | r),
-                      stutter_position_alleles(d, r), sex_marker=key in sex, genomes=genomes)  # fmt: skip
+        typed = LocusGenotypes(name, d | r, stutter_position_alleles(d, r), sex_marker=key in sex,
+                               genomes=genomes)  # fmt: skip
+        pair = _Pair(typed, SharingPlan.of(d, r), tuple(d | r))
         for work, row, (_, signals, lookup) in zip(works, rows, profiles, strict=True):
-            _pair_row(work, row, locus, signals.get(key, {}), lookup.at(name), settings=settings)
+            _pair_row(work, row, pair, signals.get(key, {}), lookup.at(name), settings=settings)
     return works
 
 
 @dataclass(frozen=True)
 class _Pair:
-    """What a locus's two genotypes say, the same for every sample typed by them."""
+    """A two-genome locus: its genotypes, sharing plan and expected alleles in summation order."""
 
-    name: str
+    locus: LocusGenotypes
     plan: SharingPlan
-    parents: set[str]
     expected: tuple[str, ...]
-    near: list[str]
-    sex_marker: bool
-    genomes: GenomeAlleles
 
 
 def _pair_row(
     work: SampleWork,
     row: dict[str, object],
-    locus: _Pair,
+    pair: _Pair,
     signals: Mapping[str, float],
     stutter: LocusStutter,
     *,
     settings: StrSettings,
 ) -> None:
     """One sample's marker row and locus work at a locus both genomes are typed at."""
+    locus = pair.locus
     name = locus.name
     observed = dict(signals)
     corrected = correct_stutter(observed, locus.parents, stutter)
-    call = locus.plan.call(corrected)
+    call = pair.plan.call(corrected)
     pct, was_clamped = clamp_pct(call.pct_ink_raw)
     row.update(
         sharing=call.sharing,
@@ -304,7 +307,7 @@ def _pair_row(
         row["exclusion_reason"] = reason
         return
     assert call.pct_ink_raw is not None
-    total = sum(map(corrected.get, locus.expected, itertools.repeat(0.0)))
+    total = sum(map(corrected.get, pair.expected, itertools.repeat(0.0)))
     unique = unique_alleles_of(locus.genomes, corrected, stutter)
     work.loci.append(LocusWork(row, {Genome.INK: call.pct_ink_raw}, unique, total))
     if was_clamped:

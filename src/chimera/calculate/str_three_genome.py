@@ -14,12 +14,11 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from chimera.calculate.limits import GenomeModel, Method
-from chimera.calculate.str_aggregate import Genome, LocusWork, SampleWork
+from chimera.calculate.str_aggregate import Genome, LocusGenotypes, LocusWork, SampleWork
 from chimera.calculate.str_profiles import (
     Genotypes,
     allele_sort_key,
@@ -28,7 +27,6 @@ from chimera.calculate.str_profiles import (
     shift_allele,
 )
 from chimera.calculate.stutter import (
-    GenomeAlleles,
     LocusStutter,
     correct_stutter,
     genome_alleles,
@@ -263,7 +261,7 @@ def evaluate_three_genome_many(
         ]
         fractions = locus_fractions_many([typed[g] for g in GENOME_ORDER], corrected)
         genomes = genome_alleles({g.value: a for g, a in typed.items()})
-        locus = _Locus(name, expected, _stutter_positions(typed), sex_marker=key in sex,
+        locus = LocusGenotypes(name, expected, _stutter_positions(typed), sex_marker=key in sex,
                        genomes=genomes)  # fmt: skip
         for i, work in enumerate(works):
             _locus_row(work, rows[i], locus, observed[i], corrected[i], stutters[i], fractions[i],
@@ -271,21 +269,10 @@ def evaluate_three_genome_many(
     return works
 
 
-@dataclass(frozen=True)
-class _Locus:
-    """What one locus's genotypes say, the same for every sample typed by them."""
-
-    name: str
-    expected: set[str]
-    near: list[str]
-    sex_marker: bool
-    genomes: GenomeAlleles
-
-
 def _locus_row(
     work: SampleWork,
     row: dict[str, object],
-    locus: _Locus,
+    locus: LocusGenotypes,
     observed: Mapping[str, float],
     corrected: Mapping[str, float],
     stutter: LocusStutter,
@@ -306,7 +293,7 @@ def _locus_row(
         stutter_ratio=stutter.back if settings.stutter_correction else None,
     )
     work.unexpected += unexplained_alleles(
-        name, locus.expected, observed, corrected, stutter, settings=settings
+        name, locus.parents, observed, corrected, stutter, settings=settings
     )
     reason = _not_used(informative=any(which), sex_marker=locus.sex_marker, total=total)
     if reason is not None:
