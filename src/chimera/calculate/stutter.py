@@ -89,9 +89,7 @@ def correct_stutter(
     """
     view = dict(signals)
     for allele in _longest_first(tuple(signals)):
-        mean = 0.0
-        if any(near is not None and near in parents for near in _neighbours(allele)):
-            mean, _ = expected_stutter(allele, view, parents, stutter)
+        mean, _ = expected_stutter(allele, view, parents, stutter)
         view[allele] = max(0.0, signals[allele] - mean)
     return view
 
@@ -211,20 +209,32 @@ def stutter_ceiling(
     ...                       settings=StrSettings()), 1)
     222.6
     """
+    return _ceiling(allele, signals, parents, _ceiling_ratios(stutter, settings))
+
+
+def _ceiling(
+    allele: str,
+    signals: Mapping[str, float],
+    parents: Collection[str],
+    limits: tuple[float, float],
+) -> float:
     ceiling = 0.0
-    limits = _ceiling_ratios(stutter, settings.unexpected_allele_sigmas,
-                             settings.max_stutter_ratio, settings.max_forward_stutter_ratio)  # fmt: skip
     for parent, limit in zip(_neighbours(allele), limits, strict=True):
         if parent is not None and parent in parents:
             ceiling += limit * signals.get(parent, 0.0)
     return ceiling
 
 
+def _ceiling_ratios(stutter: LocusStutter, settings: StrSettings) -> tuple[float, float]:
+    """Largest plausible back and forward stutter ratio of a locus (:func:`stutter_ceiling`)."""
+    return _plausible_ratios(stutter, settings.unexpected_allele_sigmas,
+                             settings.max_stutter_ratio, settings.max_forward_stutter_ratio)  # fmt: skip
+
+
 @functools.lru_cache(maxsize=4096)
-def _ceiling_ratios(
+def _plausible_ratios(
     stutter: LocusStutter, sigmas: float, back_floor: float, forward_floor: float
 ) -> tuple[float, float]:
-    """Largest plausible back and forward stutter ratio of a locus (:func:`stutter_ceiling`)."""
     found = []
     for ratio, sd, floor in (
         (stutter.back, stutter.back_sd, back_floor),
@@ -283,8 +293,9 @@ def unexplained_alleles(
     if total <= 0:
         return []
     found = []
-    for allele in sorted(set(corrected) - set(expected), key=allele_sort_key):
-        ceiling = stutter_ceiling(allele, observed, expected, stutter, settings=settings)
+    limits = _ceiling_ratios(stutter, settings)
+    for allele in sorted(corrected.keys() - expected, key=allele_sort_key):
+        ceiling = _ceiling(allele, observed, expected, limits)
         if observed.get(allele, 0.0) <= ceiling:
             continue
         share = corrected[allele] / total
