@@ -192,6 +192,16 @@ _BROAD = [
 ]
 
 
+def _peak_frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
+    """Peak rows of two samples on two runs (``_PEAK`` tuples) as a frame."""
+    return pl.DataFrame(
+        rows,
+        schema={"sample_id": pl.String, "source_sha256": pl.String, "marker": pl.String,
+                "allele": pl.String, "height_rfu": pl.Float64, "area_rfu": pl.Float64},
+        orient="row",
+    )  # fmt: skip
+
+
 @example(rows=_BROAD)
 @example(rows=[*_BROAD, ("S1", "run1", "B", "13", 1000.0, 6200.0)])
 @example(
@@ -201,12 +211,7 @@ _BROAD = [
 @given(st.lists(_PEAK, min_size=1, max_size=30))
 def test_grouped_profile_facts_equal_each_profile_alone(rows: list[tuple[object, ...]]) -> None:
     """Signals, AMEL heights and broad peaks per profile equal the one-profile definitions."""
-    frame = pl.DataFrame(
-        rows,
-        schema={"sample_id": pl.String, "source_sha256": pl.String, "marker": pl.String,
-                "allele": pl.String, "height_rfu": pl.Float64, "area_rfu": pl.Float64},
-        orient="row",
-    )  # fmt: skip
+    frame = _peak_frame(rows)
     by = ["sample_id", "source_sha256"]
     signals = profile_signals(frame, by, signal="area")
     heights = profile_y_heights(frame, by)
@@ -265,12 +270,7 @@ def test_shared_cache_keeps_each_settings_apart() -> None:
 @given(st.lists(_PEAK, min_size=1, max_size=30))
 def test_profile_genotypes_equal_each_profiles_own_call(rows: list[tuple[object, ...]]) -> None:
     """The reference filter over many profiles at once calls each profile as alone (2.5)."""
-    frame = pl.DataFrame(
-        rows,
-        schema={"sample_id": pl.String, "source_sha256": pl.String, "marker": pl.String,
-                "allele": pl.String, "height_rfu": pl.Float64, "area_rfu": pl.Float64},
-        orient="row",
-    )  # fmt: skip
+    frame = _peak_frame(rows)
     by = ["sample_id", "source_sha256"]
     found = profile_genotypes(frame, by, settings=SETTINGS)
     for key, profile in frame.partition_by(by, as_dict=True).items():
