@@ -99,7 +99,8 @@ class RowIndex:
         ]
         if not parts:
             return self.frame.clear().drop(ROW_POSITION)
-        return pl.concat(parts).unique(ROW_POSITION).sort(ROW_POSITION).drop(ROW_POSITION)
+        # Disjoint parts: a sample's rows on ``files`` are left to the files' parts.
+        return pl.concat(parts).sort(ROW_POSITION).drop(ROW_POSITION)
 
     def markers(self, shas: Sequence[str], reference_genes: Sequence[str]) -> list[FileMarkers]:
         """The markers of each sample on each file of ``shas`` (current files), indexed once.
