@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from chimera.alerts.config import CriticalDifferenceSettings
-from chimera.critical_difference import compare_pairs, standard_uncertainty
+from chimera.critical_difference import RESULT_FIELDS, compare_pairs, standard_uncertainty
 from chimera.result_text import describe
 from chimera.settings import ReconcileSettings
 from schemas.vocab import Method, QcVerdict, ResultStatus
@@ -156,13 +156,14 @@ def _headline_flags(
 
     A sample measured by one method gets :func:`_pick`'s rule as one expression over all such
     samples; a sample measured by several is judged row by row (:func:`_sample_verdict`), all
-    of them read in one pass.
+    of them read in one pass, with only the columns a verdict reads (``RESULT_FIELDS``, QC).
     """
     size = pl.len().over(keys)
     single = results.filter(size == 1).select(
         *keys, "method", headline_rule=_single_rule(settings), _clash=pl.lit(None, pl.String)
     )
-    several = results.filter(size > 1).sort(keys, maintain_order=True, nulls_last=True)
+    read = [c for c in dict.fromkeys([*keys, *RESULT_FIELDS, "qc_verdict"]) if c in results]
+    several = results.filter(size > 1).select(read).sort(keys, maintain_order=True, nulls_last=True)
     flags: list[tuple[Any, ...]] = []
     rows = several.iter_rows(named=True)
     for key, group in itertools.groupby(rows, key=lambda r: tuple(r[k] for k in keys)):
