@@ -104,7 +104,7 @@ def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
         .then(pl.lit(Role.POST_DOSE))
         .otherwise(pl.col("role")),
     )
-    products = registry.samples.filter(pl.col("sample_id").is_in(registry.product_ids(bank)))
+    products = registry.sample_rows(registry.product_ids(bank))
     columns = ["sample_id", "patient_id", "role", "product_lot", "specimen", "cell_bank"]
     return pl.concat([own, products], how="vertical_relaxed").select(
         *columns[:3], pl.lit(lot, dtype=pl.String).alias("product_lot"), *columns[4:]
