@@ -16,32 +16,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from chimera import __version__
-from chimera.batch import StorageFailure
 from chimera.filemodes import restrict_umask
-from chimera.inbox import Candidate, is_ignored
-from chimera.inbox_lock import inbox_lock
-from chimera.ingest import FileOutcome
-from chimera.poll import (
-    ExitCode,
-    Poll,
-    exit_code,
-    ingest_paths,
-    poll_once,
-    refresh_after_ingest,
-)
 from chimera.settings import Settings, load_settings
-from chimera.warehouse import storage_problem
 from schemas.vocab import FileStatus
 
 if TYPE_CHECKING:
     from chimera.demo import DesignedFile
+    from chimera.inbox import Candidate
+    from chimera.ingest import FileOutcome
+    from chimera.poll import ExitCode, Poll
+
+# The ingest machinery (polars, pandera, the calculations) is imported by the commands that
+# run it, so `chimera version`, `status` or `--help` start without it (issue 12).
 
 app = typer.Typer(
     name="chimera",
@@ -89,6 +81,9 @@ def _settings(home: Path | None, warehouse: Path | None, inbox: Path | None = No
 
 
 def _expand(paths: list[Path], settings: Settings) -> list[Path]:
+    from chimera.inbox import is_ignored  # noqa: PLC0415
+    from chimera.poll import ExitCode  # noqa: PLC0415
+
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -110,6 +105,8 @@ def _expand(paths: list[Path], settings: Settings) -> list[Path]:
 
 
 def _report(outcomes: list[FileOutcome]) -> int:
+    from chimera.poll import exit_code  # noqa: PLC0415
+
     table = Table(title="Files", show_lines=False)
     for column in ("file", "format", "status", "rows", "detail"):
         table.add_column(column)
@@ -158,6 +155,11 @@ def _ingest_locked(
 
     A failed write ends the run early: what was done so far, and why it stopped, come back.
     """
+    from chimera.batch import StorageFailure  # noqa: PLC0415
+    from chimera.inbox_lock import inbox_lock  # noqa: PLC0415
+    from chimera.poll import Poll, ingest_paths, poll_once, refresh_after_ingest  # noqa: PLC0415
+    from chimera.warehouse import storage_problem  # noqa: PLC0415
+
     outcomes: list[FileOutcome] = []
     poll = Poll(())
     with inbox_lock(
@@ -216,6 +218,9 @@ def ingest(
     With ``--inbox`` files that just arrived are read once they have settled (the command
     waits); every file not read is listed with why.
     """
+    from chimera.poll import ExitCode, Poll  # noqa: PLC0415
+    from chimera.warehouse import storage_problem  # noqa: PLC0415
+
     if not paths and inbox is None:
         err_console.print("[red]error:[/red] give files/folders to ingest or --inbox DIR")
         raise typer.Exit(ExitCode.USAGE)
@@ -259,6 +264,7 @@ def demo(
     ] = None,
 ) -> None:
     """Ingest the bundled synthetic trial, then print per-patient results, kinetics and alerts."""
+    from chimera.poll import ExitCode, exit_code, ingest_paths, refresh_after_ingest  # noqa: PLC0415
     from chimera.report.summary import print_demo_summary  # noqa: PLC0415
 
     settings = _settings(home, warehouse)
@@ -304,6 +310,7 @@ def _print_design_check(
 ) -> ExitCode:
     """Say whether every sample file ended as the trial's design says; 0 only if all did."""
     from chimera.demo import check_design, earlier_fates  # noqa: PLC0415
+    from chimera.poll import ExitCode  # noqa: PLC0415
     from chimera.registry import read_ledger  # noqa: PLC0415
     from chimera.warehouse import Warehouse  # noqa: PLC0415
 
@@ -334,6 +341,8 @@ def query(
     ] = False,
 ) -> None:
     """Run SQL over the warehouse with DuckDB (current rows unless --all)."""
+    import polars as pl  # noqa: PLC0415
+
     from chimera.export_safety import safe_csv  # noqa: PLC0415
     from chimera.sql import QueryError, run_query  # noqa: PLC0415
 
@@ -480,6 +489,7 @@ def report(
 def verify(home: HomeOption = None, warehouse: WarehouseOption = None) -> None:
     """Check the archive, ledger and tables agree (the nightly check); exit 1 on drift."""
     from chimera.maintenance import print_verification, verify_warehouse  # noqa: PLC0415
+    from chimera.poll import ExitCode  # noqa: PLC0415
 
     verification = verify_warehouse(_settings(home, warehouse))
     print_verification(verification, console)

@@ -109,7 +109,6 @@ class Fingerprints:
     inputs: dict[Method, MethodInputs]
     _files: dict[Method, dict[str, tuple[object, ...]]] = field(default_factory=dict)
     _samples: dict[str, pl.DataFrame] = field(default_factory=dict)
-    _rows: dict[str, list[tuple[object, ...]]] | None = None
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
     _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
 
@@ -183,14 +182,14 @@ class Fingerprints:
         return self._samples[owner]
 
     def _registry_rows(self, ids: set[str]) -> list[tuple[object, ...]]:
-        """The registry rows (:data:`REGISTRY_COLUMNS`) of ``ids``, by sample id."""
-        if self._rows is None:
-            samples = self.registry.samples
-            columns = [c for c in REGISTRY_COLUMNS if c in samples.columns]
-            self._rows = {}
-            for row in samples.select(columns).iter_rows():
-                self._rows.setdefault(str(row[0]), []).append(row)
-        return [row for sid in sorted(ids) for row in self._rows.get(sid, ())]
+        """The registry rows (:data:`REGISTRY_COLUMNS`) of ``ids``, by sample id.
+
+        Looked up by position (:meth:`chimera.registry.Registry.sample_rows`), so the cost
+        follows the owner's samples, not the registry's size.
+        """
+        rows = self.registry.sample_rows(ids)
+        columns = [c for c in REGISTRY_COLUMNS if c in rows.columns]
+        return rows.select(columns).sort("sample_id", maintain_order=True).rows()
 
     def _file(self, method: Method, sha: str) -> tuple[object, ...]:
         """The supersession row of one raw file (its SHA-256 names its rows)."""

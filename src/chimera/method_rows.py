@@ -104,7 +104,7 @@ def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
         .then(pl.lit(Role.POST_DOSE))
         .otherwise(pl.col("role")),
     )
-    products = registry.samples.filter(pl.col("sample_id").is_in(registry.product_ids(bank)))
+    products = registry.sample_rows(registry.product_ids(bank))
     columns = ["sample_id", "patient_id", "role", "product_lot", "specimen", "cell_bank"]
     return pl.concat([own, products], how="vertical_relaxed").select(
         *columns[:3], pl.lit(lot, dtype=pl.String).alias("product_lot"), *columns[4:]
@@ -331,7 +331,14 @@ def method_rows(
     reported = registry.patient_samples(patient).filter(pl.col("role").is_in(REPORTED_ROLES))[
         "sample_id"
     ]
-    if rows.height == 0 or not rows.filter(pl.col("sample_id").is_in(reported.implode())).height:
+    is_reported = pl.col("sample_id").is_in(reported.implode())
+    # Each reported sample's file and ingest time (its first row on that file).
+    sources = (
+        rows.filter(is_reported)
+        .select("sample_id", "source_sha256", "source_file", "ingested_at")
+        .unique(["sample_id", "source_sha256"], keep="first", maintain_order=True)
+    )
+    if sources.height == 0:
         return _empty().results, _empty().markers
     if inputs.method == Method.STR:
         output = _str_output(
@@ -339,12 +346,9 @@ def method_rows(
         )
     else:
         output = _pcr_output(inputs, rows, samples, registry, patient, settings)
-    sources = rows.group_by("sample_id", "source_sha256").agg(
-        pl.col("source_file").first(), pl.col("ingested_at").first()
-    )
 
     def with_source(frame: pl.DataFrame) -> pl.DataFrame:
-        kept = frame.filter(pl.col("sample_id").is_in(reported.implode()))
+        kept = frame.filter(is_reported)
         if only is not None:
             kept = kept.filter(pl.col("source_sha256") == only)
         return kept.join(sources, on=["sample_id", "source_sha256"], how="left")

@@ -247,29 +247,35 @@ def recompute_patients(
     limits = limits.with_columns(parameters_sha256=pl.lit(configured, dtype=pl.String))
     warehouse.write_single(ASSAY_LIMITS, limits)
     record_parameters(warehouse, settings, now=now)
-    chimerism, markers = {}, {}
-    for patient in sorted(todo - series_ids(registry)):
-        chimerism[patient], markers[patient] = patient_tables(
-            patient, registry, inputs, settings=settings, cache=cache
-        )
+    found = {
+        patient: patient_results(patient, registry, inputs, settings=settings, cache=cache)
+        for patient in sorted(todo - series_ids(registry))
+    }
+    chimerism, markers = finish_patients(found, registry, settings)
     warehouse.write_parts(CHIMERISM, chimerism)
     warehouse.write_parts(MARKERS, markers)
     cache.save()
     warehouse.clear_dirty(todo)
 
 
-def patient_tables(
+PatientRows = tuple[pl.DataFrame, pl.DataFrame] | None
+"""A patient's result rows (repeat measurements marked) and marker rows, before the finish
+(None: no row)."""
+
+
+def patient_results(
     patient: str,
     registry: Registry,
     inputs: dict[Method, MethodInputs],
     *,
     settings: Settings,
     cache: MethodCache | None = None,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One patient's ``chimerism`` and ``markers`` rows from every method's raw rows.
+) -> PatientRows:
+    """One patient's rows by every method, repeat measurements marked (:data:`PatientRows`).
 
     With a ``cache``, a method's rows are computed again only when one of their inputs changed
-    (:mod:`chimera.method_cache`); the headline choice always runs over every method.
+    (:mod:`chimera.method_cache`); the headline choice (:func:`finish_patients`) always runs
+    over every method.
     """
     results, markers = [], []
     for method_input in inputs.values():
@@ -285,11 +291,44 @@ def patient_tables(
         markers.append(found[1])
     frame = pl.concat(results, how="diagonal_relaxed")
     if frame.height == 0:
-        return pl.DataFrame(schema=CHIMERISM.schema), pl.DataFrame(schema=MARKERS.schema)
+        return None
     if "superseded_reason" not in frame.columns:
         frame = frame.with_columns(superseded_reason=pl.lit(None, dtype=pl.String))
-    chimerism = _finish_chimerism(mark_repeat_measurements(frame), patient, registry, settings)
-    return chimerism, _finish_markers(pl.concat(markers, how="diagonal_relaxed"), chimerism)
+    return mark_repeat_measurements(frame), pl.concat(markers, how="diagonal_relaxed")
+
+
+def finish_patients(
+    found: dict[str, PatientRows], registry: Registry, settings: Settings
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """Each patient's ``chimerism`` and ``markers`` table, finished for all patients in one pass.
+
+    Every step works within one patient (study day from the patient's first dose, headline per
+    sample), so one pass over all patients' rows gives each what a pass over its own gives.
+    """
+    chimerism = {patient: pl.DataFrame(schema=CHIMERISM.schema) for patient in found}
+    markers = {patient: pl.DataFrame(schema=MARKERS.schema) for patient in found}
+    filled = {patient: rows for patient, rows in found.items() if rows is not None}
+    if not filled:
+        return chimerism, markers
+    results = pl.concat(
+        [rows[0].with_columns(_patient=pl.lit(p)) for p, rows in filled.items()],
+        how="diagonal_relaxed",
+    )
+    finished = _finish_chimerism(results, registry, settings)
+    chimerism.update(_by_patient(finished))
+    details = [
+        rows[1].with_columns(_patient=pl.lit(p)) for p, rows in filled.items() if rows[1].height
+    ]
+    if details:
+        detail = pl.concat(details, how="diagonal_relaxed")
+        markers.update(_by_patient(_finish_markers(detail, finished)))
+    return chimerism, markers
+
+
+def _by_patient(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The rows of each rebuilt patient (:func:`finish_patients`'s ``_patient``), in order."""
+    parts = frame.partition_by("_patient", as_dict=True, include_key=False, maintain_order=True)
+    return {str(key[0]): part for key, part in parts.items()}
 
 
 def method_tables(
@@ -340,13 +379,24 @@ NO_NK_COUNT = (
 )
 
 
+def _first_doses(registry: Registry) -> pl.DataFrame:
+    """Each patient's first infusion (``_patient``, ``_first_dose``)."""
+    infusions = registry.infusions
+    first = pl.col("infused_at").min()
+    if not isinstance(infusions.schema.get("infused_at"), pl.Datetime):
+        first = pl.lit(None, dtype=pl.Datetime("us", "UTC"))
+    return (
+        infusions.group_by("patient_id").agg(_first_dose=first).rename({"patient_id": "_patient"})
+    )
+
+
 def _finish_chimerism(
-    results: pl.DataFrame, patient: str, registry: Registry, settings: Settings
+    results: pl.DataFrame, registry: Registry, settings: Settings
 ) -> pl.DataFrame:
-    """Add patient context, study day, absolute counts, headline choice and lineage."""
-    first_dose = registry.infusions.filter(pl.col("patient_id") == patient)["infused_at"].min()
-    if not isinstance(first_dose, datetime):
-        first_dose = None
+    """Add patient context, study day, absolute counts, headline choice and lineage.
+
+    ``results``: rows of one or more rebuilt patients, each named in ``_patient`` (kept).
+    """
     context = registry.samples.select(
         "sample_id", "patient_id", "collected_at", "specimen", "wbc_per_ul",
         "lymphocytes_per_ul", "nk_per_ul", "purity_pct",
@@ -356,46 +406,51 @@ def _finish_chimerism(
         & pl.col("pct_ink").is_not_null()
         & pl.col("nk_per_ul").is_null()
     )
-    frame = results.join(context, on="sample_id", how="left").with_columns(
-        # Study day = calendar days (UTC) from the date of the first infusion (day 0).
-        study_day=(
-            (pl.col("collected_at").dt.date() - pl.lit(first_dose.date()))
+    frame = (
+        results.join(context, on="sample_id", how="left", maintain_order="left")
+        .join(_first_doses(registry), on="_patient", how="left", maintain_order="left")
+        .with_columns(
+            # Study day = calendar days (UTC) from the date of the first infusion (day 0).
+            study_day=(pl.col("collected_at").dt.date() - pl.col("_first_dose").dt.date())
             .dt.total_days()
-            .cast(pl.Int32)
-            if first_dose is not None
-            else pl.lit(None, dtype=pl.Int32)
-        ),
-        **specimen_counts(),
-        qc_reasons=pl.when(no_nk)
-        .then(
-            pl.concat_str(
-                pl.col("qc_reasons"), pl.lit(NO_NK_COUNT), separator="; ", ignore_nulls=True
+            .cast(pl.Int32),
+            **specimen_counts(),
+            qc_reasons=pl.when(no_nk)
+            .then(
+                pl.concat_str(
+                    pl.col("qc_reasons"), pl.lit(NO_NK_COUNT), separator="; ", ignore_nulls=True
+                )
             )
+            .otherwise(pl.col("qc_reasons")),
+            pipeline_version=pl.lit(PIPELINE_VERSION),
+            parameters_sha256=pl.lit(parameters_sha256(settings)),
+            source_file=pl.col("source_file").fill_null(""),
         )
-        .otherwise(pl.col("qc_reasons")),
-        pipeline_version=pl.lit(PIPELINE_VERSION),
-        parameters_sha256=pl.lit(parameters_sha256(settings)),
-        source_file=pl.col("source_file").fill_null(""),
     )
     live = ~pl.col("superseded")
     current = choose_headline(
-        frame.filter(live), settings=settings.reconcile, cd=settings.alerts.critical_difference
+        frame.filter(live),
+        settings=settings.reconcile,
+        cd=settings.alerts.critical_difference,
+        within=["_patient"],
     )
     others = frame.filter(~live).with_columns(
         is_headline=pl.lit(False), headline_rule=pl.lit(None, dtype=pl.String)
     )
+    order = ["_patient", "collected_at", "sample_id", "method", "superseded", "source_file"]
     return (
         pl.concat([current, others], how="diagonal_relaxed")
-        .select(list(CHIMERISM.schema))
-        .sort("collected_at", "sample_id", "method", "superseded", "source_file", nulls_last=True)
+        .select(*CHIMERISM.schema, "_patient")
+        .sort(order, nulls_last=True, maintain_order=True)
     )
 
 
 def _finish_markers(markers: pl.DataFrame, chimerism: pl.DataFrame) -> pl.DataFrame:
-    """Marker rows with their result's patient and current/superseded flag, and lineage."""
-    if markers.height == 0:
-        return pl.DataFrame(schema=MARKERS.schema)
-    key = ["sample_id", "method", "source_sha256"]
+    """Marker rows with their result's patient and current/superseded flag, and lineage.
+
+    Both frames name each row's rebuilt patient in ``_patient`` (kept).
+    """
+    key = ["_patient", "sample_id", "method", "source_sha256"]
     flags = chimerism.select(*key, "patient_id", "superseded", "parameters_sha256")
     return (
         markers.join(flags, on=key, how="inner")
@@ -403,7 +458,7 @@ def _finish_markers(markers: pl.DataFrame, chimerism: pl.DataFrame) -> pl.DataFr
             pipeline_version=pl.lit(PIPELINE_VERSION),
             source_file=pl.col("source_file").fill_null(""),
         )
-        .select(list(MARKERS.schema))
+        .select(*MARKERS.schema, "_patient")
     )
 
 

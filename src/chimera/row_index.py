@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import polars as pl
 
 from chimera.plate_cache import PlateCache
@@ -56,12 +57,13 @@ class RowIndex:
         }
 
     @cached_property
-    def by_sample(self) -> dict[str, pl.DataFrame]:
-        """The rows of each sample id."""
-        parts = self.frame.filter(pl.col("sample_id").is_not_null()).partition_by(
-            "sample_id", as_dict=True
-        )
-        return {str(k[0]): v for k, v in parts.items()}
+    def by_sample(self) -> Positions:
+        """The positions of each sample id's rows."""
+        return Positions.of(self.frame, "sample_id")
+
+    @cached_property
+    def _file_positions(self) -> Positions:
+        return Positions.of(self.frame, "source_sha256")
 
     @cached_property
     def by_source(self) -> dict[str, pl.DataFrame]:
@@ -91,15 +93,14 @@ class RowIndex:
                 list(ids)
             )
             return self.frame.filter(wanted).drop(ROW_POSITION)
-        parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
-        parts += [
-            rows.filter(~pl.col("source_sha256").is_in(list(files))) if files else rows
-            for sid in sorted(ids)
-            if (rows := self.by_sample.get(sid)) is not None
-        ]
-        if not parts:
-            return self.frame.clear().drop(ROW_POSITION)
-        return pl.concat(parts).unique(ROW_POSITION).sort(ROW_POSITION).drop(ROW_POSITION)
+        # A row both on ``files`` and of ``ids`` is taken once.
+        found = self._file_positions.of_keys(files) + self.by_sample.of_keys(ids)
+        return self._gather(np.unique(np.concatenate(found)) if found else None)
+
+    def _gather(self, positions: np.ndarray | None) -> pl.DataFrame:
+        """The rows at ``positions`` (ascending: stored order), without :data:`ROW_POSITION`."""
+        rows = self.frame.clear() if positions is None else self.frame[positions]
+        return rows.drop(ROW_POSITION)
 
     def markers(self, shas: Sequence[str], reference_genes: Sequence[str]) -> list[FileMarkers]:
         """The markers of each sample on each file of ``shas`` (current files), indexed once.
@@ -125,8 +126,8 @@ class RowIndex:
         key = tuple(sorted(sample_ids))
         if key not in self._kept:
             if self._partitioned():
-                parts = [rows for sid in key if (rows := self.by_sample.get(sid)) is not None]
-                rows = pl.concat(parts).sort(ROW_POSITION) if parts else self.frame.clear()
+                found = self.by_sample.of_keys(key)
+                rows = self.frame[np.sort(np.concatenate(found))] if found else self.frame.clear()
             else:
                 rows = self.frame.filter(pl.col("sample_id").is_in(list(key)))
             self._kept[key] = KeptRows.of(rows)
@@ -165,3 +166,38 @@ class KeptRows:
     def holding(self, targets: Iterable[str]) -> set[str]:
         """The files holding wells of any of ``targets``."""
         return {sha for target in targets for sha in self.plates.get(target, ())}
+
+
+@dataclass(frozen=True)
+class Positions:
+    """The row positions of each value of one column, from one sort of that column."""
+
+    order: np.ndarray
+    """Every row position with a non-null value, grouped by value (stored order within one)."""
+    spans: dict[str, tuple[int, int]]
+    """Each value's slice of :attr:`order`."""
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame, column: str) -> Positions:
+        """Index ``frame`` (with :data:`ROW_POSITION`) by ``column``."""
+        keyed = (
+            frame.select(column, ROW_POSITION)
+            .filter(pl.col(column).is_not_null())
+            .sort(column, maintain_order=True)
+        )
+        sizes = keyed.group_by(column, maintain_order=True).len()
+        ends = np.cumsum(sizes["len"].to_numpy())
+        starts = ends - sizes["len"].to_numpy()
+        spans = zip(starts.tolist(), ends.tolist(), strict=True)
+        return cls(
+            keyed[ROW_POSITION].to_numpy(), dict(zip(sizes[column].to_list(), spans, strict=True))
+        )
+
+    def of_keys(self, keys: Iterable[str]) -> list[np.ndarray]:
+        """The positions of the rows of each of ``keys`` held (one array per key)."""
+        return [
+            self.order[start:end]
+            for key in keys
+            for start, end in [self.spans.get(key, (0, 0))]
+            if end > start
+        ]

@@ -146,3 +146,40 @@ def test_the_ci_quantile_enters_the_discordance(q: float | None) -> None:
         row("ddPCR", "quantified", 6.0, ci_low=5.8, ci_high=6.2),
     )
     assert (head["qc_verdict"] == "review") is (q is not None)
+
+
+def test_many_patients_at_once_equal_each_patient_alone() -> None:
+    """One pass over several patients (``within``) gives each what a pass over its own gives.
+
+    The same sample id under two patients is two samples; single-method samples (one
+    expression) and multi-method ones (row by row) are mixed.
+    """
+    a = [
+        row("STR", "quantified", 10.0),
+        row("ddPCR", "quantified", 30.0),
+        {**row("qPCR", "failed"), "sample_id": "S2"},
+        {**row("STR", "quantified", 7.0), "sample_id": "S3"},
+        {**row("STR", "quantified", 3.0), "sample_id": "S4"},
+    ]
+    b = [row("qPCR", "quantified", 0.5), {**row("ddPCR", "not_detected"), "sample_id": "S5"}]
+    parts = {p: pl.DataFrame(rows, schema=SCHEMA) for p, rows in (("P1", a), ("P2", b))}
+    settings = ReconcileSettings()
+    alone = pl.concat(
+        [choose_headline(f, settings=settings, cd=CD).with_columns(patient=pl.lit(p))
+         for p, f in parts.items()]
+    )  # fmt: skip
+    together = choose_headline(
+        pl.concat([f.with_columns(patient=pl.lit(p)) for p, f in parts.items()]),
+        settings=settings,
+        cd=CD,
+        within=["patient"],
+    ).select(alone.columns)
+    assert together.equals(alone)
+    rules = dict(
+        zip(together["sample_id"] + together["patient"], together["headline_rule"], strict=True)
+    )
+    assert rules["S2P1"] == "all methods failed"
+    assert rules["S3P1"] == "STR above its LoQ (5 %)"
+    assert rules["S4P1"] == "only method measured"
+    assert rules["S5P2"] == "only method measured"
+    assert together.filter(pl.col("is_headline")).height == 6

@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from chimera.alerts.config import CriticalDifferenceSettings
-from chimera.critical_difference import compare_pairs, standard_uncertainty
+from chimera.critical_difference import RESULT_FIELDS, compare_pairs, standard_uncertainty
 from chimera.result_text import describe
 from chimera.settings import ReconcileSettings
 from schemas.vocab import Method, QcVerdict, ResultStatus
@@ -115,36 +115,86 @@ def _sample_verdict(
     return chosen, f"{rule}; {text}", text
 
 
+def _single_rule(settings: ReconcileSettings) -> pl.Expr:
+    """:func:`_pick`'s rule for a sample measured by one method only, as one expression."""
+    pct = pl.col("pct_ink")
+    str_above = (
+        (pl.col("method") == Method.STR.value)
+        & pl.col("result_status").eq_missing(ResultStatus.QUANTIFIED.value)
+        & pct.is_not_null()
+        & ~pct.is_nan()
+        & (pct >= settings.str_headline_above_pct)
+    ).fill_null(False)
+    preferred = (
+        pl.col("method").is_in(list(settings.pcr_preference))
+        & pl.col("result_status").ne_missing(ResultStatus.FAILED.value)
+    ).fill_null(False)
+    return (
+        pl.when(str_above)
+        .then(pl.lit(f"STR above its LoQ ({settings.str_headline_above_pct:g} %)"))
+        .when(preferred)
+        .then(pl.lit("only method measured"))
+        .otherwise(pl.lit("all methods failed"))
+    )
+
+
+_FLAGS: dict[str, pl.DataType] = {
+    "method": pl.String(),
+    "headline_rule": pl.String(),
+    "_clash": pl.String(),
+}
+
+
+def _headline_flags(
+    results: pl.DataFrame,
+    keys: list[str],
+    *,
+    settings: ReconcileSettings,
+    cd: CriticalDifferenceSettings,
+) -> pl.DataFrame:
+    """The chosen method, rule and discordance text of each sample (``keys``) of ``results``.
+
+    A sample measured by one method gets :func:`_pick`'s rule as one expression over all such
+    samples; a sample measured by several is judged row by row (:func:`_sample_verdict`), all
+    of them read in one pass, with only the columns a verdict reads (``RESULT_FIELDS``, QC).
+    """
+    size = pl.len().over(keys)
+    single = results.filter(size == 1).select(
+        *keys, "method", headline_rule=_single_rule(settings), _clash=pl.lit(None, pl.String)
+    )
+    read = [c for c in dict.fromkeys([*keys, *RESULT_FIELDS, "qc_verdict"]) if c in results]
+    several = results.filter(size > 1).select(read).sort(keys, maintain_order=True, nulls_last=True)
+    flags: list[tuple[Any, ...]] = []
+    rows = several.iter_rows(named=True)
+    for key, group in itertools.groupby(rows, key=lambda r: tuple(r[k] for k in keys)):
+        by_method = {str(r["method"]): r for r in group}
+        chosen, rule, clash = _sample_verdict(by_method, settings=settings, cd=cd)
+        flags.append((*key, chosen, rule, clash))
+    schema: dict[str, pl.DataType] = {**results.select(keys).schema, **_FLAGS}
+    return pl.concat([single, pl.DataFrame(flags, schema=schema, orient="row")])
+
+
 def choose_headline(
-    results: pl.DataFrame, *, settings: ReconcileSettings, cd: CriticalDifferenceSettings
+    results: pl.DataFrame,
+    *,
+    settings: ReconcileSettings,
+    cd: CriticalDifferenceSettings,
+    within: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Add ``is_headline`` and ``headline_rule`` to current (not superseded) result rows.
 
     ``results`` holds ``sample_id, method, pct_ink, ci_low, ci_high, ci_quantile, lod_pct,
-    result_status, qc_verdict, qc_reasons`` for one or more samples, one row per sample x method.
+    result_status, qc_verdict, qc_reasons`` for one or more samples, one row per sample x method
+    (a sample = its ``sample_id`` within the columns ``within``, e.g. many patients at once).
     A discordant sample's headline gets ``qc_verdict = review`` and the discordance in
     ``qc_reasons``.
     """
-    flags: list[dict[str, Any]] = []
-    for (sample_id,), group in results.group_by(["sample_id"], maintain_order=True):
-        rows = {str(r["method"]): r for r in group.iter_rows(named=True)}
-        chosen, rule, clash = _sample_verdict(rows, settings=settings, cd=cd)
-        flags.append(
-            {"sample_id": str(sample_id), "method": chosen, "headline_rule": rule, "_clash": clash}
-        )
-    chosen_frame = pl.DataFrame(
-        flags,
-        schema={
-            "sample_id": pl.String,
-            "method": pl.String,
-            "headline_rule": pl.String,
-            "_clash": pl.String,
-        },
-    )
+    keys = [*within, "sample_id"]
+    chosen_frame = _headline_flags(results, keys, settings=settings, cd=cd)
     discordant = pl.col("_clash").is_not_null()
     return (
         results.drop("is_headline", "headline_rule", strict=False)
-        .join(chosen_frame, on=["sample_id", "method"], how="left", maintain_order="left")
+        .join(chosen_frame, on=[*keys, "method"], how="left", maintain_order="left")
         .with_columns(
             is_headline=pl.col("headline_rule").is_not_null(),
             qc_verdict=pl.when(discordant & (pl.col("qc_verdict") != QcVerdict.FAIL))
