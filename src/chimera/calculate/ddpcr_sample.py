@@ -7,11 +7,11 @@ methods.md 4 (LoB/LoD/LoQ, result states) and 5.2-5.6.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from chimera.calculate.common import SampleInfo
+from chimera.calculate.ddct import sample_sd
 from chimera.calculate.ddpcr_wells import (
     Count,
     Estimate,
@@ -307,7 +307,7 @@ def _ink_rows(
         rows.append(pooled_row)
         if len(well_pcts) >= 2:
             notes.append(
-                f"{use.name}: well-to-well SD {_fmt(statistics.stdev(well_pcts))} % over "
+                f"{use.name}: well-to-well SD {_fmt(sample_sd(well_pcts))} % over "
                 f"{len(well_pcts)} wells (the Poisson CI covers counting error only)"
             )
     return rows, per_marker

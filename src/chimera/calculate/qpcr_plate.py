@@ -43,19 +43,28 @@ class QpcrWell:
     no_template: bool
 
 
-def _factors(plate_rows: pl.DataFrame, target: str) -> float | None:
-    """Amplification factor E of ``target`` on one plate from its slope or efficiency, if any."""
-    rows = plate_rows.filter(pl.col("target") == target)
-    slopes = [s for s in rows.get_column("slope").to_list() if s is not None and s < 0]
-    factor: float | None = None
-    if slopes:
-        factor = amplification_factor(statistics.median(slopes))
-    else:
-        effs = [e for e in rows.get_column("efficiency_pct").to_list() if e is not None and e > 0]
-        if effs:
-            factor = 1.0 + statistics.median(effs) / 100.0
-    # A factor outside (1, 3) is not a usable standard curve (E = 2 is 100 % efficiency).
-    return factor if factor is not None and 1.0 < factor < 3.0 else None
+def _factors(plate_rows: pl.DataFrame) -> dict[str, float]:
+    """Amplification factor E of each target on one plate from its slope or efficiency, if any."""
+    slopes: dict[str, list[float]] = defaultdict(list)
+    effs: dict[str, list[float]] = defaultdict(list)
+    columns = plate_rows.select("target", "slope", "efficiency_pct")
+    for target, slope, eff in columns.iter_rows():
+        if target is None:
+            continue
+        if slope is not None and slope < 0:
+            slopes[target].append(slope)
+        if eff is not None and eff > 0:
+            effs[target].append(eff)
+    factors: dict[str, float] = {}
+    for target in {*slopes, *effs}:
+        if target in slopes:
+            factor = amplification_factor(statistics.median(slopes[target]))
+        else:
+            factor = 1.0 + statistics.median(effs[target]) / 100.0
+        # A factor outside (1, 3) is not a usable standard curve (E = 2 is 100 % efficiency).
+        if 1.0 < factor < 3.0:
+            factors[target] = factor
+    return factors
 
 
 class PlateContext:
@@ -104,7 +113,7 @@ class PlateContext:
         self._valid = {
             key: [w for w in group if not w.omitted] for key, group in self.by_sample_target.items()
         }
-        self._factor_cache: dict[str, float | None] = {}
+        self._factor_cache: dict[str, float] | None = None
         self._cutoff_cache: dict[str | None, float] = {}
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
 
@@ -161,9 +170,9 @@ class PlateContext:
 
     def factor(self, target: str) -> float | None:
         """Amplification factor of a target from this plate's standard curve, if any."""
-        if target not in self._factor_cache:
-            self._factor_cache[target] = _factors(self.rows, target)
-        return self._factor_cache[target]
+        if self._factor_cache is None:
+            self._factor_cache = _factors(self.rows)
+        return self._factor_cache.get(target)
 
     def blank_cutoff(self, target: str | None) -> float:
         """Ct after which a well of ``target`` is blank background on this plate."""

@@ -17,6 +17,7 @@ from chimera.calculate.ddct import (
     ci_pct_from_ddct,
     log2_fraction,
     pct_from_log2,
+    sample_sd,
     welch_dof,
 )
 from chimera.calculate.genomes import (
@@ -361,7 +362,7 @@ def _combine(estimates: Sequence[MarkerEstimate]) -> tuple[float, float, float]:
     se_within = math.sqrt(sum(e.se**2 for e in used)) / k
     dof_within = welch_dof((e.se**2, e.dof) for e in used)
     if k >= 2:
-        se_between = statistics.stdev(values) / math.sqrt(k)
+        se_between = sample_sd(values) / math.sqrt(k)
         if se_between > se_within:
             return mean, se_between, float(k - 1)
     return mean, se_within, dof_within
