@@ -47,7 +47,7 @@ from dataclasses import replace
 import polars as pl
 
 from chimera.calculate.common import SampleInfo, is_reference_gene, sample_table
-from chimera.calculate.ddpcr_sample import SampleContext, evaluate_sample
+from chimera.calculate.ddpcr_sample import SampleContext, Shared, evaluate_sample
 from chimera.calculate.ddpcr_wells import (
     Plate,
     Well,
@@ -253,6 +253,7 @@ def chimerism_on_plates(
         }
     )
     owners = own_samples(table)
+    shared = Shared()
 
     def own_plates(patient: str) -> list[Plate]:
         ids = owners.get(patient, set())
@@ -273,6 +274,7 @@ def chimerism_on_plates(
                 plates=ordered,
                 settings=settings,
                 notes=[sample.note] if sample.note else [],
+                shared=shared,
             )
             result, detail = evaluate_sample(context)
             results.append(replace(result, source_sha256=plate.plate))

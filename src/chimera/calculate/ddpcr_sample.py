@@ -21,6 +21,7 @@ from chimera.calculate.ddpcr_wells import (
     estimate,
     marker_counts,
     own_scope,
+    point_estimate,
     pooled,
     ratio,
     wells_of,
@@ -60,6 +61,16 @@ OWN_PLATES = "reference on the patient's plates"
 
 
 @dataclass
+class Shared:
+    """What every sample of one calculation reads alike on a plate, found once per plate."""
+
+    copies: dict[tuple[object, ...], _Copies | None] = field(default_factory=dict)
+    """n_M by (plate, marker, share, reference ids, own plates)."""
+    background: dict[tuple[object, ...], tuple[float, str | None]] = field(default_factory=dict)
+    """False-positive rate and its note by (plate, marker, blank ids)."""
+
+
+@dataclass
 class SampleContext:
     """Everything one sample x plate evaluation reads."""
 
@@ -73,6 +84,8 @@ class SampleContext:
     """Every plate: the own plates and the registered reference's wells on the others."""
     settings: DdpcrSettings
     notes: list[str] = field(default_factory=list)
+    shared: Shared = field(default_factory=Shared)
+    """Per-plate findings of the same calculation, shared by its samples."""
 
     @property
     def wells(self) -> list[Well]:
@@ -112,6 +125,15 @@ def _reference_ids(genomes: PatientGenomes, share: Share) -> tuple[str, ...]:
 
 
 def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
+    """:func:`_plate_copies`, found once per plate of the calculation."""
+    ids = _reference_ids(ctx.genomes, share)
+    key = (ctx.plate.plate, name, share, ids, tuple(p.plate for p in ctx.own))
+    if key not in ctx.shared.copies:
+        ctx.shared.copies[key] = _plate_copies(ctx, name, share)
+    return ctx.shared.copies[key]
+
+
+def _plate_copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
     """n_M from the share's reference on this plate, else on the patient's plates, else every.
 
     The patient's plates are read when any of them holds the reference's wells of the marker,
@@ -139,6 +161,14 @@ def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
 
 
 def _background(ctx: SampleContext, name: str) -> tuple[float, str | None]:
+    """:func:`_plate_background`, found once per plate of the calculation."""
+    key = (ctx.plate.plate, name, ctx.genomes.blank_ids)
+    if key not in ctx.shared.background:
+        ctx.shared.background[key] = _plate_background(ctx, name)
+    return ctx.shared.background[key]
+
+
+def _plate_background(ctx: SampleContext, name: str) -> tuple[float, str | None]:
     """False-positive droplets per droplet of an iNK marker: this plate's blanks, else all."""
 
     def rate(plates: Sequence[Plate]) -> tuple[int, int]:
@@ -288,7 +318,7 @@ def _ink_rows(
             pct: float | None = None
             if well.exclusion is None and count.positives < count.accepted:
                 part = Part(count, well.reference or reference_pool, use.part.k)
-                pct = estimate([part], confidence=confidence).pct
+                pct = point_estimate(part)
                 well_pcts.append(pct)
             rows.append(
                 _marker_row(ctx, use.name, well.well, count, pct, well.exclusion, Share.INK.value)
@@ -357,7 +387,7 @@ def _genome_shares(
     )
     for share in (Share.HSCT_DONOR, Share.RECIPIENT):
         for use in used[share]:
-            pct = estimate([use.part], confidence=ctx.settings.confidence).pct
+            pct = point_estimate(use.part)
             more.append(f"{share.value} marker {use.name}: {_fmt(pct)} %")
     notes.extend(more)
     return hsct, recipient

@@ -106,11 +106,9 @@ def estimate(parts: Sequence[Part], *, confidence: float) -> Estimate:
     marker_copies = genomes = var_marker = 0.0
     positives = accepted = 0
     for part in parts:
-        lam_m = poisson_lambda(part.marker.positives, part.marker.accepted)
-        lam_r = poisson_lambda(part.reference.positives, part.reference.accepted)
-        c_ref = lam_r / part.reference.volume_nl  # copies per nL
-        marker_copies += lam_m * part.marker.accepted
-        genomes += c_ref * part.marker.accepted * part.marker.volume_nl / part.k
+        copies, genome_equivalents = _copies_and_genomes(part)
+        marker_copies += copies
+        genomes += genome_equivalents
         se = p_scale_standard_error(*part.marker.pair, confidence=confidence)
         var_marker += (part.marker.accepted * se) ** 2
         positives += part.marker.positives
@@ -131,9 +129,26 @@ def estimate(parts: Sequence[Part], *, confidence: float) -> Estimate:
     return Estimate(pct, low, high, marker_copies, genomes)
 
 
+def _copies_and_genomes(part: Part) -> tuple[float, float]:
+    """(marker copies, reference genome equivalents / k) of one part's marker droplets (5.2)."""
+    lam_m = poisson_lambda(part.marker.positives, part.marker.accepted)
+    lam_r = poisson_lambda(part.reference.positives, part.reference.accepted)
+    c_ref = lam_r / part.reference.volume_nl  # copies per nL
+    return (
+        lam_m * part.marker.accepted,
+        c_ref * part.marker.accepted * part.marker.volume_nl / part.k,
+    )
+
+
+def point_estimate(part: Part) -> float:
+    """% genome of one part without its CI: the ``pct`` of :func:`estimate` for ``[part]``."""
+    copies, genomes = _copies_and_genomes(part)
+    return 100.0 * (0.0 + copies) / (0.0 + genomes)
+
+
 def ratio(marker: Count, reference: Count) -> float:
     """λ_M/λ_ref across wells: concentrations, so unequal droplet counts cancel (5.2)."""
-    return estimate([Part(marker, reference, 1.0)], confidence=0.95).pct / 100.0
+    return point_estimate(Part(marker, reference, 1.0)) / 100.0
 
 
 def reference_for(used: Sequence[Well], fallback: Sequence[Well]) -> Count | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -43,12 +43,14 @@ class QpcrWell:
     no_template: bool
 
 
-def _factors(plate_rows: pl.DataFrame) -> dict[str, float]:
-    """Amplification factor E of each target on one plate from its slope or efficiency, if any."""
+def _factors(columns: Iterable[tuple[str | None, float | None, float | None]]) -> dict[str, float]:
+    """Amplification factor E of each target on one plate from its slope or efficiency, if any.
+
+    ``columns``: (target, slope, efficiency_pct) of every row of the plate.
+    """
     slopes: dict[str, list[float]] = defaultdict(list)
     effs: dict[str, list[float]] = defaultdict(list)
-    columns = plate_rows.select("target", "slope", "efficiency_pct")
-    for target, slope, eff in columns.iter_rows():
+    for target, slope, eff in columns:
         if target is None:
             continue
         if slope is not None and slope < 0:
@@ -85,10 +87,17 @@ class PlateContext:
         )
         self.no_template: dict[str | None, list[QpcrWell]] = defaultdict(list)
         self.ntc_failures: list[str] = []
-        ordered = rows.select("well", "target", "sample_id", "ct", "omitted", "task").sort(
-            "well", "target", nulls_last=True, maintain_order=True
-        )
-        for name, target, sample_id, ct, omitted, task in ordered.iter_rows():
+        ordered = rows.select(
+            "well", "target", "sample_id", "ct", "omitted", "task", "slope", "efficiency_pct"
+        ).sort("well", "target", nulls_last=True, maintain_order=True)
+        kinds: dict[tuple[str | None, str | None], bool] = {}
+        curves: list[tuple[str | None, float | None, float | None]] = []
+        for name, target, sample_id, ct, omitted, task, slope, eff in ordered.iter_rows():
+            curves.append((target, slope, eff))
+            kind = kinds.get((sample_id, task))
+            if kind is None:
+                kind = is_no_template(table.get(sample_id or ""), sample_id, task)
+                kinds[(sample_id, task)] = kind
             well = QpcrWell(
                 plate=plate,
                 sample_id=sample_id,
@@ -96,7 +105,7 @@ class PlateContext:
                 well=name,
                 ct=ct,
                 omitted=bool(omitted),
-                no_template=is_no_template(table.get(sample_id or ""), sample_id, task),
+                no_template=kind,
             )
             if well.no_template:
                 self._add_no_template(well)
@@ -113,7 +122,7 @@ class PlateContext:
         self._valid = {
             key: [w for w in group if not w.omitted] for key, group in self.by_sample_target.items()
         }
-        self._factor_cache: dict[str, float] | None = None
+        self._factors = _factors(curves)
         self._cutoff_cache: dict[str | None, float] = {}
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
 
@@ -170,9 +179,7 @@ class PlateContext:
 
     def factor(self, target: str) -> float | None:
         """Amplification factor of a target from this plate's standard curve, if any."""
-        if self._factor_cache is None:
-            self._factor_cache = _factors(self.rows)
-        return self._factor_cache.get(target)
+        return self._factors.get(target)
 
     def blank_cutoff(self, target: str | None) -> float:
         """Ct after which a well of ``target`` is blank background on this plate."""
