@@ -174,7 +174,7 @@ def _marker_calls(
     else from every plate; a reference genome without ddPCR wells of the marker is judged by
     ``screening`` (the marker-screening plate of another assay), when given.
     """
-    names = sorted({m for p in own for ws in p.dna.values() for w in ws for m in w.markers})
+    names = sorted({m for p in own for m in p.dna_markers})
     ids = {
         "product": genomes.product_ids,
         "germline": genomes.germline_ids,

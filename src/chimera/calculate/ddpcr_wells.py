@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import polars as pl
 
@@ -252,6 +253,11 @@ class Plate:
     """Control findings: QC review for every sample of the plate."""
     contaminated: set[tuple[str, str]] = field(default_factory=set)
     """(well, marker) of controls above the LoB, left out of the background."""
+
+    @cached_property
+    def dna_markers(self) -> frozenset[str]:
+        """Every marker with counts in the plate's DNA wells (excluded wells too)."""
+        return frozenset(m for ws in self.dna.values() for w in ws for m in w.markers)
 
 
 def index_plates(

@@ -123,6 +123,7 @@ class PlateContext:
             key: [w for w in group if not w.omitted] for key, group in self.by_sample_target.items()
         }
         self._factors = _factors(curves)
+        self._targets = {t for _, t in self.by_sample_target if t is not None}
         self._cutoff_cache: dict[str | None, float] = {}
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
 
@@ -205,8 +206,8 @@ class PlateContext:
         return None
 
     def targets(self) -> set[str]:
-        """Every target name on the plate."""
-        return {t for _, t in self.by_sample_target if t is not None}
+        """Every target name on the plate (shared: do not modify the set)."""
+        return self._targets
 
 
 def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> GenomeCall:
