@@ -185,31 +185,30 @@ def collect_wells(frame: pl.DataFrame, settings: DdpcrSettings) -> list[Well]:
         "source_sha256", "well", "target", "channel", "is_merged", "merged_wells", "sample_id",
         "sample_type", "accepted_droplets", "positives", "droplet_volume_nl",
     )  # fmt: skip
-    rows = list(frame.select(columns).iter_rows(named=True))
-    present = {
-        (row["source_sha256"], row["well"], target_key(row["target"], row["channel"]))
-        for row in rows
-        if not row["is_merged"]
-    }
+    rows = frame.select(columns).rows()
+    present = {(p, w, target_key(t, c)) for p, w, t, c, merged, *_ in rows if not merged}
+    references: dict[str | None, bool] = {}
     wells: dict[tuple[str, str], Well] = {}
     for row in rows:
-        plate, key = row["source_sha256"], target_key(row["target"], row["channel"])
-        if row["is_merged"]:
-            members = [m.strip() for m in (row["merged_wells"] or "").split(",") if m.strip()]
+        plate, name, target, channel, merged, members_text, sample_id, kind = row[:8]
+        accepted, positives, volume = row[8:]
+        key = target_key(target, channel)
+        if merged:
+            members = [m.strip() for m in (members_text or "").split(",") if m.strip()]
             if any((plate, m, key) in present for m in members):
                 continue  # pooled from its member wells instead; never count both
-        unit = wells.setdefault(
-            (plate, row["well"]), Well(plate, row["well"], row["sample_id"], row["sample_type"])
-        )
-        reference = is_reference_gene(row["target"], settings.reference_genes)
+        unit = wells.get((plate, name))
+        if unit is None:
+            unit = wells[(plate, name)] = Well(plate, name, sample_id, kind)
+        if target not in references:
+            references[target] = is_reference_gene(target, settings.reference_genes)
+        reference = references[target]
         if not reference:
             unit.targets.add(key)
-        if not row["accepted_droplets"] or row["positives"] is None:
+        if not accepted or positives is None:
             unit.missing_counts = True
             continue
-        count = Count(
-            int(row["positives"]), int(row["accepted_droplets"]), row["droplet_volume_nl"]
-        )
+        count = Count(int(positives), int(accepted), volume)
         if reference:
             if unit.reference is None:
                 unit.reference = count
