@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import polars as pl
 
@@ -30,9 +30,8 @@ from chimera.calculate.genomes import (
 from chimera.settings import QpcrSettings
 
 
-@dataclass(frozen=True)
-class QpcrWell:
-    """One well's Ct for one target on one plate."""
+class QpcrWell(NamedTuple):
+    """One well's Ct for one target on one plate (a tuple: cheap to build per well)."""
 
     plate: str
     sample_id: str | None
