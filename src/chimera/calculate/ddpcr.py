@@ -278,5 +278,5 @@ def chimerism_on_plates(
             )
             result, detail = evaluate_sample(context)
             results.append(replace(result, source_sha256=plate.plate))
-            rows.extend({**row, "source_sha256": plate.plate} for row in detail)
+            rows.extend(detail)
     return MethodOutput(results=results_frame(results), markers=markers_frame(rows))

@@ -208,6 +208,7 @@ def _marker_row(
         "pct_ink": pct,
         "included": reason is None,
         "exclusion_reason": reason,
+        "source_sha256": ctx.plate.plate,
     }
 
 

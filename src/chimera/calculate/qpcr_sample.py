@@ -44,6 +44,7 @@ from schemas.vocab import GenomeModel
 
 _Z_95 = 1.959963984540054  # two-sided 95 % normal quantile, for marker discordance
 _T_PROBABILITY = 0.975
+_QPCR, _INK = Method.QPCR.value, Share.INK.value
 Row = dict[str, object]
 
 
@@ -194,7 +195,7 @@ def _add_rows(
         evaluation.marker_rows.append(
             {
                 "sample_id": sample.sample_id,
-                "method": Method.QPCR.value,
+                "method": _QPCR,
                 "marker": target,
                 "replicate": well.well,
                 "sharing": sharing,
@@ -202,6 +203,7 @@ def _add_rows(
                 "pct_ink": pct,
                 "included": why is None,
                 "exclusion_reason": why,
+                "source_sha256": context.plate,
             }
         )
 
@@ -436,7 +438,7 @@ def finish(sample: SampleOnPlate, evaluation: _Evaluation) -> SampleResult:
     reviews, notes = list(evaluation.reviews), list(sample.notes)
     lob, lod, loq = _limits(estimates, evaluation, settings)
     n_amplified = sum(e.n_amplified for e in estimates)
-    n_replicates = sum(1 for row in evaluation.marker_rows if row["sharing"] == Share.INK.value)
+    n_replicates = sum(1 for row in evaluation.marker_rows if row["sharing"] == _INK)
     pct = ci_low = ci_high = quantile = None
     quantifiable = evaluation.reference_enough and all(
         e.enough and e.log2_fraction is not None for e in estimates
@@ -485,6 +487,4 @@ def evaluate(sample: SampleOnPlate) -> tuple[SampleResult, list[Row]]:
     evaluation = _Evaluation()
     _evaluate_plate(sample, evaluation)
     result = finish(sample, evaluation)
-    plate = sample.context.plate
-    rows = [{**row, "source_sha256": plate} for row in evaluation.marker_rows]
-    return replace(result, source_sha256=plate), rows
+    return replace(result, source_sha256=sample.context.plate), evaluation.marker_rows
