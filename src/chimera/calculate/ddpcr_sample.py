@@ -18,9 +18,11 @@ from chimera.calculate.ddpcr_wells import (
     Part,
     Plate,
     Well,
+    blank_counts,
     estimate,
     marker_counts,
     own_scope,
+    plate_marker_counts,
     point_estimate,
     pooled,
     ratio,
@@ -66,8 +68,6 @@ class Shared:
 
     copies: dict[tuple[object, ...], _Copies | None] = field(default_factory=dict)
     """n_M by (plate, marker, share, reference ids, own plates)."""
-    background: dict[tuple[object, ...], tuple[float, str | None]] = field(default_factory=dict)
-    """False-positive rate and its note by (plate, marker, blank ids)."""
 
 
 @dataclass
@@ -146,8 +146,11 @@ def _plate_copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None
     source = OWN_PLATES if wider is ctx.own else "registered reference (every plate)"
     scopes = (([ctx.plate], ON_PLATE), (wider, source))
     for plates, source in scopes:
-        wells = wells_of(ids, plates)
-        counts = marker_counts(name, wells, wells)
+        if source == ON_PLATE:
+            counts = plate_marker_counts(ctx.plate, name, ids)
+        else:
+            wells = wells_of(ids, plates)
+            counts = marker_counts(name, wells, wells)
         if counts is None or counts[0].positives >= counts[0].accepted:
             continue
         observed = ratio(*counts) * settings.reference_gene_copies
@@ -161,27 +164,13 @@ def _plate_copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None
 
 
 def _background(ctx: SampleContext, name: str) -> tuple[float, str | None]:
-    """:func:`_plate_background`, found once per plate of the calculation."""
-    key = (ctx.plate.plate, name, ctx.genomes.blank_ids)
-    if key not in ctx.shared.background:
-        ctx.shared.background[key] = _plate_background(ctx, name)
-    return ctx.shared.background[key]
-
-
-def _plate_background(ctx: SampleContext, name: str) -> tuple[float, str | None]:
     """False-positive droplets per droplet of an iNK marker: this plate's blanks, else all."""
-
-    def rate(plates: Sequence[Plate]) -> tuple[int, int]:
-        blanks = [
-            w for p in plates for w in p.controls if (w.well, name) not in p.contaminated
-        ] + wells_of(ctx.genomes.blank_ids, plates)
-        counts = [w.markers[name] for w in blanks if name in w.markers]
-        return sum(c.positives for c in counts), sum(c.accepted for c in counts)
-
-    positives, accepted = rate([ctx.plate])
+    blank_ids = ctx.genomes.blank_ids
+    positives, accepted = blank_counts(ctx.plate, name, blank_ids)
     if accepted:
         return positives / accepted, None
-    positives, accepted = rate(ctx.plates)
+    every = [blank_counts(plate, name, blank_ids) for plate in ctx.plates]
+    positives, accepted = sum(p for p, _ in every), sum(a for _, a in every)
     note = f"{name}: no blank wells on this plate; background from the other plates"
     return (positives / accepted if accepted else 0.0), note
 

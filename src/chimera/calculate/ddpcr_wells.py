@@ -253,6 +253,13 @@ class Plate:
     contaminated: set[tuple[str, str]] = field(default_factory=set)
     """(well, marker) of controls above the LoB, left out of the background."""
 
+    counts_of: dict[tuple[str, tuple[str, ...]], tuple[Count, Count] | None] = field(
+        default_factory=dict
+    )
+    """:func:`marker_counts` of (marker, sample ids) on this plate alone, found once."""
+    blanks_of: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = field(default_factory=dict)
+    """:func:`blank_counts` of (marker, genomic blank ids), found once."""
+
     @cached_property
     def dna_markers(self) -> frozenset[str]:
         """Every marker with counts in the plate's DNA wells (excluded wells too)."""
@@ -311,6 +318,33 @@ def judge_controls(plate: Plate, settings: DdpcrSettings) -> None:
 def wells_of(ids: Sequence[str], plates: Sequence[Plate]) -> list[Well]:
     """Usable DNA wells of ``ids`` on ``plates``."""
     return [w for p in plates for sid in ids for w in p.dna.get(sid, []) if w.exclusion is None]
+
+
+def plate_marker_counts(
+    plate: Plate, name: str, ids: tuple[str, ...]
+) -> tuple[Count, Count] | None:
+    """:func:`marker_counts` of ``name`` over the usable wells of ``ids`` on one plate."""
+    key = (name, ids)
+    if key not in plate.counts_of:
+        wells = wells_of(ids, [plate])
+        plate.counts_of[key] = marker_counts(name, wells, wells)
+    return plate.counts_of[key]
+
+
+def blank_counts(plate: Plate, name: str, blank_ids: tuple[str, ...]) -> tuple[int, int]:
+    """(positives, accepted) of marker ``name`` in one plate's blanks (methods.md 5.6).
+
+    Blanks: the plate's uncontaminated negative controls and the usable wells of the genomic
+    0 % samples ``blank_ids``.
+    """
+    key = (name, blank_ids)
+    if key not in plate.blanks_of:
+        blanks = [w for w in plate.controls if (w.well, name) not in plate.contaminated]
+        counts = [
+            w.markers[name] for w in blanks + wells_of(blank_ids, [plate]) if name in w.markers
+        ]
+        plate.blanks_of[key] = sum(c.positives for c in counts), sum(c.accepted for c in counts)
+    return plate.blanks_of[key]
 
 
 def holds(name: str, ids: Sequence[str], plates: Sequence[Plate]) -> bool:
