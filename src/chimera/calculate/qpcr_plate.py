@@ -125,6 +125,7 @@ class PlateContext:
         self._targets = {t for _, t in self.by_sample_target if t is not None}
         self._cutoff_cache: dict[str | None, float] = {}
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
+        self._carriage: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = {}
 
     def _add_no_template(self, well: QpcrWell) -> None:
         self.no_template[well.target].append(well)
@@ -137,6 +138,10 @@ class PlateContext:
     def wells(self, sample_id: str, target: str) -> list[QpcrWell]:
         """Non-omitted wells of one sample and target (shared: do not modify the list)."""
         return self._valid.get((sample_id, target), [])
+
+    def has_wells(self, sample_id: str, target: str) -> bool:
+        """Whether the plate holds any well (omitted ones too) of one sample and target."""
+        return bool(self.by_sample_target.get((sample_id, target)))
 
     def all_wells(self, sample_id: str, target: str) -> list[QpcrWell]:
         """Every well of one sample and target, omitted ones too."""
@@ -195,6 +200,14 @@ class PlateContext:
         """Whether a well amplified before this plate's blank cut-off (a real signal)."""
         return well.ct is not None and well.ct <= self.blank_cutoff(well.target)
 
+    def carriage_counts(self, target: str, ids: tuple[str, ...]) -> tuple[int, int]:
+        """(wells, wells before the blank cut-off) of ``ids`` for ``target`` on this plate."""
+        key = (target, ids)
+        if key not in self._carriage:
+            wells = [w for sample_id in ids for w in self.wells(sample_id, target)]
+            self._carriage[key] = len(wells), sum(self.above_blank(w) for w in wells)
+        return self._carriage[key]
+
     def reference_target(self, sample_id: str) -> str | None:
         """Return the first configured reference gene this sample has wells for on this plate."""
         targets = self._targets_of.get(sample_id, [])
@@ -218,10 +231,9 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
     """
     n = k = 0
     for context in contexts:
-        for sample_id in ids:
-            for well in context.wells(sample_id, target):
-                n += 1
-                k += context.above_blank(well)
+        wells, amplified = context.carriage_counts(target, tuple(ids))
+        n += wells
+        k += amplified
     if n == 0:
         return UNTESTED
     if k == 0:
@@ -232,7 +244,7 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
 
 def holds(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> bool:
     """Whether any of ``contexts`` holds a well (omitted ones too) of ``ids`` for ``target``."""
-    return any(c.all_wells(sid, target) for c in contexts for sid in ids)
+    return any(c.has_wells(sid, target) for c in contexts for sid in ids)
 
 
 def marker_calls(

@@ -328,7 +328,7 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
         evaluation.failures.append(failure)
         return
     measured = {
-        share for m, (share, _) in sample.calls.items() if share and context.all_wells(sid, m)
+        share for m, (share, _) in sample.calls.items() if share and context.has_wells(sid, m)
     }
     calibrators: dict[Share, _Calibrator] = {}
     for wanted in sorted(measured | {Share.INK}):
@@ -344,7 +344,7 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
     if ref_summary.sd_above_limit:
         evaluation.reviews.append(f"reference {reference} replicate SD above limit")
     for marker, (share, reason) in sorted(sample.calls.items()):
-        if not context.all_wells(sid, marker):
+        if not context.has_wells(sid, marker):
             continue
         summary = context.summary(sid, marker)
         if share is None or share not in calibrators:
