@@ -91,25 +91,17 @@ class PlateContext:
         ).sort("well", "target", nulls_last=True, maintain_order=True)
         kinds: dict[tuple[str | None, str | None], bool] = {}
         curves: list[tuple[str | None, float | None, float | None]] = []
-        for name, target, sample_id, ct, omitted, task, slope, eff in ordered.iter_rows():
+        for name, target, sample_id, ct, omitted, task, slope, eff in ordered.rows():
             curves.append((target, slope, eff))
             kind = kinds.get((sample_id, task))
             if kind is None:
                 kind = is_no_template(table.get(sample_id or ""), sample_id, task)
                 kinds[(sample_id, task)] = kind
-            well = QpcrWell(
-                plate=plate,
-                sample_id=sample_id,
-                target=target,
-                well=name,
-                ct=ct,
-                omitted=bool(omitted),
-                no_template=kind,
-            )
-            if well.no_template:
+            well = QpcrWell(plate, sample_id, target, name, ct, bool(omitted), kind)
+            if kind:
                 self._add_no_template(well)
             else:
-                self.by_sample_target[(well.sample_id, well.target)].append(well)
+                self.by_sample_target[(sample_id, target)].append(well)
         self.samples = {s for s, _ in self.by_sample_target if s is not None}
         self.well_counts: dict[str | None, int] = defaultdict(int)
         """Wells (omitted ones too) of each sample on the plate."""

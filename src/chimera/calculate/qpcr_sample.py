@@ -434,7 +434,9 @@ def finish(sample: SampleOnPlate, evaluation: _Evaluation) -> SampleResult:
             lod_pct=settings.lod_pct,
             loq_pct=max(settings.loq_pct, settings.lod_pct),
         )
-        return replace(result, genome_model=sample.genomes.model)
+        return replace(
+            result, genome_model=sample.genomes.model, source_sha256=sample.context.plate
+        )
     reviews, notes = list(evaluation.reviews), list(sample.notes)
     lob, lod, loq = _limits(estimates, evaluation, settings)
     n_amplified = sum(e.n_amplified for e in estimates)
@@ -479,6 +481,7 @@ def finish(sample: SampleOnPlate, evaluation: _Evaluation) -> SampleResult:
         genome_model=sample.genomes.model,
         recipient=recipient,
         hsct_donor=hsct,
+        source_sha256=sample.context.plate,
     )
 
 
@@ -487,4 +490,4 @@ def evaluate(sample: SampleOnPlate) -> tuple[SampleResult, list[Row]]:
     evaluation = _Evaluation()
     _evaluate_plate(sample, evaluation)
     result = finish(sample, evaluation)
-    return replace(result, source_sha256=sample.context.plate), evaluation.marker_rows
+    return result, evaluation.marker_rows
