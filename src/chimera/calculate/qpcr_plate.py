@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import NamedTuple
 
 import polars as pl
@@ -89,19 +90,24 @@ class PlateContext:
         ordered = rows.select(
             "well", "target", "sample_id", "ct", "omitted", "task", "slope", "efficiency_pct"
         ).sort("well", "target", nulls_last=True, maintain_order=True)
-        kinds: dict[tuple[str | None, str | None], bool] = {}
-        curves: list[tuple[str | None, float | None, float | None]] = []
-        for name, target, sample_id, ct, omitted, task, slope, eff in ordered.rows():
-            curves.append((target, slope, eff))
-            kind = kinds.get((sample_id, task))
-            if kind is None:
-                kind = is_no_template(table.get(sample_id or ""), sample_id, task)
-                kinds[(sample_id, task)] = kind
-            well = QpcrWell(plate, sample_id, target, name, ct, bool(omitted), kind)
-            if kind:
+        columns = ordered.to_dict(as_series=False)
+        keys = list(zip(columns["sample_id"], columns["task"], strict=True))
+        kinds = {key: is_no_template(table.get(key[0] or ""), *key) for key in set(keys)}
+        wells = map(
+            QpcrWell,
+            repeat(plate),
+            columns["sample_id"],
+            columns["target"],
+            columns["well"],
+            columns["ct"],
+            [bool(omitted) for omitted in columns["omitted"]],
+            [kinds[key] for key in keys],
+        )
+        for well in wells:
+            if well.no_template:
                 self._add_no_template(well)
             else:
-                self.by_sample_target[(sample_id, target)].append(well)
+                self.by_sample_target[(well.sample_id, well.target)].append(well)
         self.samples = {s for s, _ in self.by_sample_target if s is not None}
         self.well_counts: dict[str | None, int] = defaultdict(int)
         """Wells (omitted ones too) of each sample on the plate."""
@@ -113,7 +119,9 @@ class PlateContext:
         self._valid = {
             key: [w for w in group if not w.omitted] for key, group in self.by_sample_target.items()
         }
-        self._factors = _factors(curves)
+        self._factors = _factors(
+            zip(columns["target"], columns["slope"], columns["efficiency_pct"], strict=True)
+        )
         self._targets = {t for _, t in self.by_sample_target if t is not None}
         self._cutoff_cache: dict[str | None, float] = {}
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
