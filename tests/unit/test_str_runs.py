@@ -10,6 +10,7 @@ and per patient, and the per-profile rules of methods.md 2.4 and 2.8 written out
 from __future__ import annotations
 
 import random
+import statistics
 
 import numpy as np
 import polars as pl
@@ -19,17 +20,26 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from str_simulation import draw_genotype, make_loci, simulate_peaks, simulate_trial
 
+from chimera.calculate.str_aggregate import sample_sd
 from chimera.calculate.str_chimerism import compute_str_chimerism, compute_str_runs
 from chimera.calculate.str_profiles import (
     NUMERIC_ALLELE_PATTERN,
     amel_heights,
+    call_genotype,
+    marker_key,
     profile_broad_peaks,
+    profile_genotypes,
     profile_signals,
     profile_y_heights,
     sample_signals,
 )
 from chimera.calculate.str_sources import StrCache
-from chimera.calculate.str_three_genome import _systems, dosage_matrix, solve_fractions
+from chimera.calculate.str_three_genome import (
+    _systems,
+    dosage_matrix,
+    solve_fractions,
+    solve_fractions_many,
+)
 from chimera.calculate.stutter_ratios import StutterIndex, estimate_stutter_ratios
 from chimera.settings import StrSettings
 from schemas.vocab import Role, StutterSource
@@ -182,6 +192,16 @@ _BROAD = [
 ]
 
 
+def _peak_frame(rows: list[tuple[object, ...]]) -> pl.DataFrame:
+    """Peak rows of two samples on two runs (``_PEAK`` tuples) as a frame."""
+    return pl.DataFrame(
+        rows,
+        schema={"sample_id": pl.String, "source_sha256": pl.String, "marker": pl.String,
+                "allele": pl.String, "height_rfu": pl.Float64, "area_rfu": pl.Float64},
+        orient="row",
+    )  # fmt: skip
+
+
 @example(rows=_BROAD)
 @example(rows=[*_BROAD, ("S1", "run1", "B", "13", 1000.0, 6200.0)])
 @example(
@@ -191,12 +211,7 @@ _BROAD = [
 @given(st.lists(_PEAK, min_size=1, max_size=30))
 def test_grouped_profile_facts_equal_each_profile_alone(rows: list[tuple[object, ...]]) -> None:
     """Signals, AMEL heights and broad peaks per profile equal the one-profile definitions."""
-    frame = pl.DataFrame(
-        rows,
-        schema={"sample_id": pl.String, "source_sha256": pl.String, "marker": pl.String,
-                "allele": pl.String, "height_rfu": pl.Float64, "area_rfu": pl.Float64},
-        orient="row",
-    )  # fmt: skip
+    frame = _peak_frame(rows)
     by = ["sample_id", "source_sha256"]
     signals = profile_signals(frame, by, signal="area")
     heights = profile_y_heights(frame, by)
@@ -249,3 +264,57 @@ def test_shared_cache_keeps_each_settings_apart() -> None:
         assert_frame_equal(shared.markers, fresh.markers, check_exact=True)
         assert_frame_equal(shared.results, fresh.results, check_exact=True)
     assert len(cache.genotypes) == 2 * 2
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_PEAK, min_size=1, max_size=30))
+def test_profile_genotypes_equal_each_profiles_own_call(rows: list[tuple[object, ...]]) -> None:
+    """The reference filter over many profiles at once calls each profile as alone (2.5)."""
+    frame = _peak_frame(rows)
+    by = ["sample_id", "source_sha256"]
+    found = profile_genotypes(frame, by, settings=SETTINGS)
+    for key, profile in frame.partition_by(by, as_dict=True).items():
+        alone: dict[str, set[str]] = {}
+        for marker, allele in call_genotype(profile.lazy(), settings=SETTINGS).collect().rows():
+            alone.setdefault(marker_key(marker), set()).add(allele)
+        assert found.get(key, {}) == alone
+
+
+_GENOTYPE = st.sets(st.sampled_from([str(a) for a in range(8, 14)]), min_size=1, max_size=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_GENOTYPE, min_size=3, max_size=3),
+    st.lists(st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6), min_size=1, max_size=12),
+)
+def test_fractions_of_many_samples_are_the_bits_of_each_alone(
+    genotypes: list[set[str]], weights: list[list[float]]
+) -> None:
+    """Solving a locus's samples together gives each sample's one-sample solution, bit for bit."""
+    alleles = sorted(set().union(*genotypes), key=int)
+    dosage = dosage_matrix(genotypes, alleles)
+    rows = [w[: len(alleles)] for w in weights if sum(w[: len(alleles)]) > 0]
+    if not rows:
+        return
+    shares = np.array([[v / sum(w) for v in w] for w in rows])
+    together = solve_fractions_many(dosage, shares)
+    for row, fractions in zip(shares, together, strict=True):
+        assert solve_fractions(dosage, row).tolist() == fractions.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(-1e6, 1e6, allow_nan=False),
+            st.floats(0.0, 100.0),
+            st.sampled_from([0.0, 12.5, 33.3, 100.0]),
+        ),
+        min_size=2,
+        max_size=25,
+    )
+)
+def test_sample_sd_is_statistics_stdev_exactly(values: list[float]) -> None:
+    """The Fraction-free SD of the locus aggregate is the correctly rounded ``stdev``."""
+    assert sample_sd(values) == statistics.stdev(values)

@@ -24,7 +24,7 @@ from chimera.calculate.limits import (
     failed_result,
 )
 from chimera.calculate.stats import t_quantile
-from chimera.calculate.stutter import UnexpectedAllele, UniqueAllele
+from chimera.calculate.stutter import GenomeAlleles, UnexpectedAllele, UniqueAllele
 from chimera.settings import StrSettings
 
 
@@ -58,10 +58,39 @@ class LocusAggregate:
     """n <= 2 only: the loci differ by more than the outlier delta."""
 
 
+def sample_sd(values: Sequence[float]) -> float:
+    """Sample SD (n - 1) of at least two finite floats, exactly as :func:`statistics.stdev`.
+
+    The sum of squared deviations is exact in integers (every float is an integer over a power
+    of two) and its square root is correctly rounded (round-to-odd, then one rounding; the
+    method of :mod:`statistics`, bugs.python.org/msg407078), without Fraction arithmetic.
+
+    Examples
+    --------
+    >>> sample_sd([1.5, 2.5, 2.5, 2.75, 3.25, 4.75]) == statistics.stdev([1.5, 2.5, 2.5, 2.75, 3.25, 4.75])
+    True
+    """
+    ratios = [float(v).as_integer_ratio() for v in values]
+    shift = max(d for _, d in ratios).bit_length() - 1
+    scaled = [n << (shift - d.bit_length() + 1) for n, d in ratios]
+    count, total = len(scaled), sum(scaled)
+    numerator = count * sum(x * x for x in scaled) - total * total
+    denominator = count * (count - 1) << 2 * shift
+    q = (numerator.bit_length() - denominator.bit_length() - 109) // 2
+    if q >= 0:
+        return (_sqrt_round_to_odd(numerator, denominator << 2 * q) << q) / 1
+    return _sqrt_round_to_odd(numerator << -2 * q, denominator) / (1 << -q)
+
+
+def _sqrt_round_to_odd(n: int, m: int) -> int:
+    a = math.isqrt(n // m)
+    return a | (a * a * m != n)
+
+
 def _describe(values: Sequence[float], excluded: Sequence[bool]) -> tuple[float | None, ...]:
     kept = [v for v, out in zip(values, excluded, strict=True) if not out]
     mean = statistics.fmean(kept) if kept else None
-    sd = statistics.stdev(kept) if len(kept) >= 2 else None
+    sd = sample_sd(kept) if len(kept) >= 2 else None
     cv = sd / mean if sd is not None and mean else None
     return mean, sd, cv
 
@@ -116,7 +145,7 @@ def aggregate_loci_two_sd(pct_values: Sequence[float]) -> LocusAggregate:
     if n == 0:
         return LocusAggregate(None, None, None, None, 0, 0)
     mean_all = statistics.fmean(values)
-    sd_all = statistics.stdev(values) if n >= 2 else 0.0
+    sd_all = sample_sd(values) if n >= 2 else 0.0
     # SD 0 (identical loci) excludes nothing, even where the float mean is one ulp off them.
     excluded = tuple(sd_all > 0 and abs(v - mean_all) > 2.0 * sd_all for v in values)
     mean, sd, cv = _describe(values, excluded)
@@ -139,6 +168,22 @@ def t_interval(
     quantile = t_quantile(0.975, n - 1)
     half = quantile * sd / math.sqrt(n)
     return mean - half, mean + half, quantile
+
+
+@dataclass(frozen=True)
+class LocusGenotypes:
+    """What one locus's reference genotypes say, the same for every sample they type.
+
+    ``parents``: every expected allele; ``near``: genome-unique alleles in a stutter position
+    of another genome's allele (for the QC note); ``genomes``: the genotypes as the key of
+    :func:`chimera.calculate.stutter.unique_alleles_of`.
+    """
+
+    name: str
+    parents: set[str]
+    near: list[str]
+    sex_marker: bool
+    genomes: GenomeAlleles
 
 
 @dataclass

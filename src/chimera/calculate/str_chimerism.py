@@ -10,7 +10,8 @@ fractions f are reported as ``pct = 100 * f``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+import itertools
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -25,7 +26,13 @@ from chimera.calculate.limits import (
     markers_frame,
     results_frame,
 )
-from chimera.calculate.str_aggregate import Genome, LocusWork, SampleWork, summarise
+from chimera.calculate.str_aggregate import (
+    Genome,
+    LocusGenotypes,
+    LocusWork,
+    SampleWork,
+    summarise,
+)
 from chimera.calculate.str_profiles import (
     Genotypes,
     ProfileKey,
@@ -39,9 +46,15 @@ from chimera.calculate.str_profiles import (
     signal_column,
     y_is_unexpected,
 )
-from chimera.calculate.str_sources import References, StrCache, sample_notes
-from chimera.calculate.str_three_genome import evaluate_three_genome
-from chimera.calculate.stutter import correct_stutter, unexplained_alleles, unique_alleles
+from chimera.calculate.str_sources import References, Sources, StrCache, sample_notes
+from chimera.calculate.str_three_genome import Profile, evaluate_three_genome_many
+from chimera.calculate.stutter import (
+    LocusStutter,
+    correct_stutter,
+    genome_alleles,
+    unexplained_alleles,
+    unique_alleles_of,
+)
 from chimera.calculate.stutter_ratios import StutterLookup, estimate_stutter_ratios
 from chimera.settings import StrSettings
 from schemas.vocab import Role
@@ -122,34 +135,56 @@ def locus_pct_ink(
     >>> locus_pct_ink({"14"}, {"14", "18"}, {"14": 800, "18": 200}).pct_ink_raw
     60.0
     """
-    d, r = set(donor), set(recipient)
-    code = classify_sharing(d, r)
-    d_only, r_only, shared = d - r, r - d, d & r
+    return SharingPlan.of(donor, recipient).call(signals)
 
-    def s(alleles: Iterable[str]) -> float:
-        return float(sum(signals.get(a, 0.0) for a in alleles))
 
-    signal_ink = s(d_only)
-    if code == Sharing.IDENTICAL:
-        return LocusCall(code, None, signal_ink, s(d | r))
-    if code in (Sharing.DISTINCT, Sharing.FALLBACK):
-        # Rows 1-4: f = sum s(D-only) / (sum s(D-only) + sum s(R-only)); row 9 (fallback):
-        # f = sum s(D-only) / sum s(all expected peaks) -- biased when an allele is shared.
-        total = s(d | r)
-        return LocusCall(code, _ratio(signal_ink, total), signal_ink, total)
-    if code == Sharing.SHARED_221:
-        # Row 5 (D a/b vs R a/c): f = s_b / (s_b + s_c); the shared allele a is ignored.
-        total = signal_ink + s(r_only)
-        return LocusCall(code, _ratio(signal_ink, total), signal_ink, total)
-    if code == Sharing.SHARED_211:
-        # Row 6 (D a/b vs R a/a): f = 2 * s_b / (s_a + s_b).
-        total = signal_ink + s(shared)
-        return LocusCall(code, _ratio(2.0 * signal_ink, total), signal_ink, total)
-    # Row 7 (D a/a vs R a/c): f = 1 - 2 * s_c / (s_a + s_c).
-    recipient_only = s(r_only)
-    total = recipient_only + s(shared)
-    ratio = _ratio(2.0 * recipient_only, total)
-    return LocusCall(code, None if ratio is None else 100.0 - ratio, signal_ink, total)
+@dataclass(frozen=True)
+class SharingPlan:
+    """The alleles each methods.md 2.2 formula sums at one locus of a D/R genotype pair.
+
+    They depend on the genotypes only, so a patient's samples share one plan per locus.
+    """
+
+    sharing: str
+    ink_only: tuple[str, ...]
+    recipient_only: tuple[str, ...]
+    shared: tuple[str, ...]
+    expected: tuple[str, ...]
+
+    @classmethod
+    def of(cls, donor: Collection[str], recipient: Collection[str]) -> SharingPlan:
+        """The plan of genotypes ``donor`` (iNK) and ``recipient``."""
+        d, r = set(donor), set(recipient)
+        return cls(classify_sharing(d, r), tuple(d - r), tuple(r - d), tuple(d & r), tuple(d | r))
+
+    def call(self, signals: Mapping[str, float]) -> LocusCall:
+        """% iNK at the locus from the sample's allele signals (:func:`locus_pct_ink`)."""
+        code = self.sharing
+
+        def s(alleles: Iterable[str]) -> float:
+            return float(sum(map(signals.get, alleles, itertools.repeat(0.0))))
+
+        signal_ink = s(self.ink_only)
+        if code == Sharing.IDENTICAL:
+            return LocusCall(code, None, signal_ink, s(self.expected))
+        if code in (Sharing.DISTINCT, Sharing.FALLBACK):
+            # Rows 1-4: f = sum s(D-only) / (sum s(D-only) + sum s(R-only)); row 9 (fallback):
+            # f = sum s(D-only) / sum s(all expected peaks) -- biased when an allele is shared.
+            total = s(self.expected)
+            return LocusCall(code, _ratio(signal_ink, total), signal_ink, total)
+        if code == Sharing.SHARED_221:
+            # Row 5 (D a/b vs R a/c): f = s_b / (s_b + s_c); the shared allele a is ignored.
+            total = signal_ink + s(self.recipient_only)
+            return LocusCall(code, _ratio(signal_ink, total), signal_ink, total)
+        if code == Sharing.SHARED_211:
+            # Row 6 (D a/b vs R a/a): f = 2 * s_b / (s_a + s_b).
+            total = signal_ink + s(self.shared)
+            return LocusCall(code, _ratio(2.0 * signal_ink, total), signal_ink, total)
+        # Row 7 (D a/a vs R a/c): f = 1 - 2 * s_c / (s_a + s_c).
+        recipient_only = s(self.recipient_only)
+        total = recipient_only + s(self.shared)
+        ratio = _ratio(2.0 * recipient_only, total)
+        return LocusCall(code, None if ratio is None else 100.0 - ratio, signal_ink, total)
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -189,61 +224,100 @@ def evaluate_two_genome(
     settings: StrSettings,
 ) -> SampleWork:
     """Per-locus % iNK of one sample from the 2.2 formulas, after stutter correction."""
+    return evaluate_two_genome_many(genotypes, [(sample_id, signals, lookup)], settings=settings)[0]
+
+
+def evaluate_two_genome_many(
+    genotypes: Mapping[Genome, Genotypes], profiles: Sequence[Profile], *, settings: StrSettings
+) -> list[SampleWork]:
+    """:func:`evaluate_two_genome` of many samples typed by the same genotypes.
+
+    Loci go outermost: what the genotypes say at a locus (sharing plan, allele strings,
+    stutter positions) is worked out once for every sample.
+    """
     donor, recipient = genotypes[Genome.INK], genotypes[Genome.RECIPIENT]
-    work = SampleWork(GenomeModel.TWO_GENOME)
+    works = [SampleWork(GenomeModel.TWO_GENOME) for _ in profiles]
     sex = {marker_key(m) for m in settings.sex_markers}
     names = {**recipient.names, **donor.names}
     for key in sorted(set(donor.alleles) | set(recipient.alleles), key=lambda k: names[k]):
         name = names[key]
         d, r = donor.alleles.get(key, set()), recipient.alleles.get(key, set())
-        row: dict[str, object] = {
-            "sample_id": sample_id,
+        base: dict[str, object] = {
             "method": Method.STR.value,
             "marker": name,
             "donor_alleles": join_alleles(d) or None,
             "recipient_alleles": join_alleles(r) or None,
             "included": False,
         }
-        work.marker_rows.append(row)
+        rows = [{"sample_id": sample_id, **base} for sample_id, _, _ in profiles]
+        for work, row in zip(works, rows, strict=True):
+            work.marker_rows.append(row)
         if not d or not r:
-            row["exclusion_reason"] = (
-                f"no {'iNK product' if not d else 'patient baseline'} reference call"
-            )
+            for row in rows:
+                row["exclusion_reason"] = (
+                    f"no {'iNK product' if not d else 'patient baseline'} reference call"
+                )
             continue
-        observed = dict(signals.get(key, {}))
-        stutter = lookup.at(name)
-        corrected = correct_stutter(observed, d | r, stutter)
-        call = locus_pct_ink(d, r, corrected)
-        pct, was_clamped = clamp_pct(call.pct_ink_raw)
-        row.update(
-            sharing=call.sharing,
-            signal_ink=call.signal_ink,
-            signal_total=call.signal_total,
-            pct_ink=pct,
-            stutter_ratio=_stutter_column(stutter.back, settings=settings),
-        )
-        work.unexpected += unexplained_alleles(
-            name, d | r, observed, corrected, stutter, settings=settings
-        )
-        reason = _not_used(call, sex_marker=key in sex)
-        if reason is not None:
-            row["exclusion_reason"] = reason
-            continue
-        assert call.pct_ink_raw is not None
-        genomes = {Genome.INK.value: d, Genome.RECIPIENT.value: r}
-        total = sum(corrected.get(a, 0.0) for a in d | r)
-        unique = unique_alleles(genomes, corrected, stutter)
-        work.loci.append(LocusWork(row, {Genome.INK: call.pct_ink_raw}, unique, total))
-        if was_clamped:
-            work.clamped.append(f"{name} {call.pct_ink_raw:.2f} %")
-            outside = max(call.pct_ink_raw - 100.0, -call.pct_ink_raw)
-            work.review = work.review or outside > settings.outlier_delta_pct
-        if call.sharing == Sharing.FALLBACK:
-            work.fallback.append(name)
-        near = stutter_position_alleles(d, r)
-        if near:
-            work.stutter_notes.append(f"{name} (iNK {', '.join(near)})")
-    return work
+        genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
+        typed = LocusGenotypes(name, d | r, stutter_position_alleles(d, r), sex_marker=key in sex,
+                               genomes=genomes)  # fmt: skip
+        pair = _Pair(typed, SharingPlan.of(d, r), tuple(d | r))
+        for work, row, (_, signals, lookup) in zip(works, rows, profiles, strict=True):
+            _pair_row(work, row, pair, signals.get(key, {}), lookup.at(name), settings=settings)
+    return works
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """A two-genome locus: its genotypes, sharing plan and expected alleles in summation order."""
+
+    locus: LocusGenotypes
+    plan: SharingPlan
+    expected: tuple[str, ...]
+
+
+def _pair_row(
+    work: SampleWork,
+    row: dict[str, object],
+    pair: _Pair,
+    signals: Mapping[str, float],
+    stutter: LocusStutter,
+    *,
+    settings: StrSettings,
+) -> None:
+    """One sample's marker row and locus work at a locus both genomes are typed at."""
+    locus = pair.locus
+    name = locus.name
+    observed = dict(signals)
+    corrected = correct_stutter(observed, locus.parents, stutter)
+    call = pair.plan.call(corrected)
+    pct, was_clamped = clamp_pct(call.pct_ink_raw)
+    row.update(
+        sharing=call.sharing,
+        signal_ink=call.signal_ink,
+        signal_total=call.signal_total,
+        pct_ink=pct,
+        stutter_ratio=_stutter_column(stutter.back, settings=settings),
+    )
+    work.unexpected += unexplained_alleles(
+        name, locus.parents, observed, corrected, stutter, settings=settings
+    )
+    reason = _not_used(call, sex_marker=locus.sex_marker)
+    if reason is not None:
+        row["exclusion_reason"] = reason
+        return
+    assert call.pct_ink_raw is not None
+    total = sum(map(corrected.get, pair.expected, itertools.repeat(0.0)))
+    unique = unique_alleles_of(locus.genomes, corrected, stutter)
+    work.loci.append(LocusWork(row, {Genome.INK: call.pct_ink_raw}, unique, total))
+    if was_clamped:
+        work.clamped.append(f"{name} {call.pct_ink_raw:.2f} %")
+        outside = max(call.pct_ink_raw - 100.0, -call.pct_ink_raw)
+        work.review = work.review or outside > settings.outlier_delta_pct
+    if call.sharing == Sharing.FALLBACK:
+        work.fallback.append(name)
+    if locus.near:
+        work.stutter_notes.append(f"{name} (iNK {', '.join(locus.near)})")
 
 
 def _not_used(call: LocusCall, *, sex_marker: bool) -> str | None:
@@ -358,26 +432,35 @@ def _evaluate(
     three_genome = set(sample_frame.filter(pl.col("role") == Role.HSCT_DONOR)["patient_id"])
     references = References(sample_frame, peaks, settings=settings, cache=cache)
     index = cache.stutter_index(stutter, settings)
-    found: list[Evaluated] = []
-    for key in sorted(amel, key=lambda k: (tuple(str(v) for v in k[1:]), str(k[0]))):
+    order = sorted(amel, key=lambda k: (tuple(str(v) for v in k[1:]), str(k[0])))
+    found: dict[ProfileKey, Evaluated] = {}
+    groups: dict[tuple[object, ...], list[tuple[ProfileKey, Sources]]] = {}
+    for key in order:
         sample_id = str(key[0])
         patient_id, lot = post[sample_id]
         sources = references.sources(patient_id, lot, three_genome=patient_id in three_genome)
         if isinstance(sources, str):
             failed = failed_result(sample_id, Method.STR, [sources], lod_pct=settings.lod_pct,
                                    loq_pct=settings.loq_pct)  # fmt: skip
-            found.append((key, failed, []))
+            found[key] = (key, failed, [])
             continue
-        sample = signals.get(key, {})
-        three = sources.model is GenomeModel.THREE_GENOME
-        genotypes = {genome: genotype for genome, (_, genotype) in sources.genomes.items()}
-        evaluate = evaluate_three_genome if three else evaluate_two_genome
-        work = evaluate(genotypes, sample, sample_id=sample_id, lookup=index.lookup(set(sample)),
-                        settings=settings)  # fmt: skip
-        reference_y = references.y_height(sources.reference_ids())
-        work.notes = sample_notes(
-            sources, unexpected_y=y_is_unexpected(amel[key], reference_y), broad=broad.get(key, [])
-        )
-        work.review = work.review or bool(work.notes)
-        found.append((key, summarise(sample_id, work, settings=settings), work.marker_rows))
-    return found
+        typed_by = tuple((genome, tuple(ids)) for genome, (ids, _) in sources.genomes.items())
+        groups.setdefault((sources.model, typed_by), []).append((key, sources))
+    for members in groups.values():
+        first = members[0][1]
+        genotypes = {genome: genotype for genome, (_, genotype) in first.genomes.items()}
+        three = first.model is GenomeModel.THREE_GENOME
+        evaluate = evaluate_three_genome_many if three else evaluate_two_genome_many
+        profiles = [(str(key[0]), signals.get(key, {}), index.lookup(set(signals.get(key, {}))))
+                    for key, _ in members]  # fmt: skip
+        for (key, sources), work in zip(members, evaluate(genotypes, profiles, settings=settings),
+                                        strict=True):  # fmt: skip
+            reference_y = references.y_height(sources.reference_ids())
+            work.notes = sample_notes(
+                sources,
+                unexpected_y=y_is_unexpected(amel[key], reference_y),
+                broad=broad.get(key, []),
+            )
+            work.review = work.review or bool(work.notes)
+            found[key] = (key, summarise(str(key[0]), work, settings=settings), work.marker_rows)
+    return [found[key] for key in order]

@@ -100,12 +100,15 @@ def signal_column(signal: str) -> str:
         raise ValueError(msg) from None
 
 
-def _marked_reference_peaks(peaks: pl.LazyFrame, *, fraction: float, signal: str) -> pl.LazyFrame:
+def _marked_reference_peaks(
+    peaks: pl.LazyFrame, *, fraction: float, signal: str, by: Sequence[str] = ("sample_id",)
+) -> pl.LazyFrame:
     """Mark reference peaks with ``keep`` and ``removal_reason`` (methods.md 2.4-2.5, locSD.R).
 
-    Non-numeric calls go first; the fraction-of-max filter then runs within each sample and
-    marker on the numeric calls only (filtering first would delete real calls next to a
-    larger ``OL`` peak, e.g. donor D16S539 in the Rchimerism example).
+    Non-numeric calls go first; the fraction-of-max filter then runs within each sample (each
+    profile of columns ``by``) and marker on the numeric calls only (filtering first would
+    delete real calls next to a larger ``OL`` peak, e.g. donor D16S539 in the Rchimerism
+    example).
     """
     column = signal_column(signal)
     allele = pl.col("allele").cast(pl.String).str.strip_chars()
@@ -113,7 +116,7 @@ def _marked_reference_peaks(peaks: pl.LazyFrame, *, fraction: float, signal: str
     numeric = marker.fill_null("").str.len_chars().gt(0) & allele.str.contains(
         NUMERIC_ALLELE_PATTERN
     ).fill_null(value=False)
-    group = ["sample_id", "_marker_key"]
+    group = [*by, "_marker_key"]
     marked = peaks.with_columns(
         allele=allele,
         marker=marker,
@@ -162,6 +165,28 @@ def call_genotype(
         .select("marker", "allele")
         .sort("marker", "allele")
     )
+
+
+def profile_genotypes(
+    peaks: pl.DataFrame, by: Sequence[str], *, settings: StrSettings
+) -> dict[ProfileKey, dict[str, set[str]]]:
+    """:func:`call_genotype` of every profile (rows grouped by ``by``), by marker key, at once."""
+    marked = _marked_reference_peaks(
+        peaks.lazy(), fraction=settings.reference_filter_fraction, signal=settings.signal, by=by
+    )
+    calls = (
+        marked.filter(pl.col("keep"))
+        .group_by(*by, "_marker_key", "allele")
+        .agg(pl.col("marker").first())
+        .select(*by, "marker", "allele")
+        .collect()
+    )
+    found: dict[ProfileKey, dict[str, set[str]]] = {}
+    width = len(by)
+    for row in calls.iter_rows():
+        marker, allele = row[width:]
+        found.setdefault(row[:width], {}).setdefault(marker_key(marker), set()).add(allele)
+    return found
 
 
 def filtered_reference_peaks(
@@ -274,10 +299,10 @@ def profile_signals(
         .collect()
     )
     signals: dict[ProfileKey, dict[str, dict[str, float]]] = {}
-    width = len(by)
-    for row in rows.iter_rows():
-        marker, allele_name, value = row[width:]
-        per_marker = signals.setdefault(row[:width], {})
+    keys = zip(*(rows[c].to_list() for c in by), strict=True)
+    markers, alleles, values = (rows[c].to_list() for c in ("_key", "allele", column))
+    for key, marker, allele_name, value in zip(keys, markers, alleles, values, strict=True):
+        per_marker = signals.setdefault(key, {})
         per_marker.setdefault(marker_key(marker), {})[allele_name] = float(value)
     return signals
 

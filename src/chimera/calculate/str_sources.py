@@ -18,7 +18,7 @@ import polars as pl
 
 from chimera.calculate.limits import GenomeModel
 from chimera.calculate.str_aggregate import Genome
-from chimera.calculate.str_profiles import Genotypes, amel_heights, reference_genotypes
+from chimera.calculate.str_profiles import Genotypes, profile_y_heights, reference_genotypes
 from chimera.calculate.stutter_ratios import StutterIndex
 from chimera.settings import StrSettings
 from schemas.vocab import Role
@@ -113,6 +113,7 @@ class References:
     ) -> None:
         self._peaks, self._settings, self._cache = peaks, settings, cache
         self._settings_key = repr(settings)
+        self._y_by_sample: dict[str, float] | None = None
         owners: dict[tuple[str, str], set[str]] = {}
         for sample_id, patient_id, role, lot in samples.select(
             "sample_id", "patient_id", "role", "product_lot"
@@ -136,8 +137,11 @@ class References:
     def y_height(self, ids: tuple[str, ...]) -> float | None:
         """Summed Amelogenin Y height of the references ``ids`` (RFU; None: no peaks at all)."""
         if ids not in self._cache.y_heights:
-            rows = self._rows(ids)
-            self._cache.y_heights[ids] = amel_heights(rows)[1] if rows.height else None
+            if self._y_by_sample is None:
+                heights = profile_y_heights(self._peaks, ["sample_id"])
+                self._y_by_sample = {str(key[0]): y for key, (_, y) in heights.items()}
+            found = [self._y_by_sample[i] for i in dict.fromkeys(ids) if i in self._y_by_sample]
+            self._cache.y_heights[ids] = sum(found) if found else None
         return self._cache.y_heights[ids]
 
     def sources(self, patient_id: str, lot: str | None, *, three_genome: bool) -> Sources | str:

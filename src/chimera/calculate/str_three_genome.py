@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 
 from chimera.calculate.limits import GenomeModel, Method
-from chimera.calculate.str_aggregate import Genome, LocusWork, SampleWork
+from chimera.calculate.str_aggregate import Genome, LocusGenotypes, LocusWork, SampleWork
 from chimera.calculate.str_profiles import (
     Genotypes,
     allele_sort_key,
@@ -26,7 +26,13 @@ from chimera.calculate.str_profiles import (
     marker_key,
     shift_allele,
 )
-from chimera.calculate.stutter import correct_stutter, unexplained_alleles, unique_alleles
+from chimera.calculate.stutter import (
+    LocusStutter,
+    correct_stutter,
+    genome_alleles,
+    unexplained_alleles,
+    unique_alleles_of,
+)
 from chimera.calculate.stutter_ratios import StutterLookup
 from chimera.settings import StrSettings
 
@@ -95,22 +101,38 @@ def solve_fractions(
     >>> np.round(solve_fractions(a, a @ truth), 12).tolist()
     [0.6, 0.3, 0.1]
     """
-    k = dosage.shape[1]
-    best: tuple[float, np.ndarray] | None = None
+    fractions: np.ndarray = solve_fractions_many(dosage, shares[np.newaxis, :], systems)[0]
+    return fractions
+
+
+def solve_fractions_many(
+    dosage: np.ndarray, shares: np.ndarray, systems: Sequence[_System] | None = None
+) -> np.ndarray:
+    """:func:`solve_fractions` of every row of ``shares`` (samples x alleles) at once.
+
+    One least-squares call per support solves every sample (one right-hand side each); the
+    products are stacked matrix-vector products, so each row gets the bits a one-sample solve
+    gives.
+    """
+    samples, k = shares.shape[0], dosage.shape[1]
+    best_objective = np.full(samples, np.inf)
+    best = np.zeros((samples, k))
+    column_shares = shares[:, :, np.newaxis]
     for support, twice_transposed, kkt in _systems(dosage) if systems is None else systems:
-        rhs = np.ones(len(support) + 1)
-        rhs[:-1] = twice_transposed @ shares
-        solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0][: len(support)]
-        if (solution < -_TOLERANCE).any():
-            continue
-        fractions = np.zeros(k)
-        fractions[support] = np.clip(solution, 0.0, None)
-        objective = float(np.sum((dosage @ fractions - shares) ** 2))
-        if best is None or objective < best[0] - 1e-15:
-            best = (objective, fractions)
-    assert best is not None
-    fractions = best[1]
-    return np.asarray(fractions / fractions.sum(), dtype=float)
+        size = len(support)
+        rhs = np.ones((size + 1, samples))
+        rhs[:-1] = np.matmul(twice_transposed, column_shares)[:, :, 0].T
+        solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:size].T
+        feasible = ~(solution < -_TOLERANCE).any(axis=1)
+        fractions = np.zeros((samples, k))
+        fractions[:, support] = np.clip(solution, 0.0, None)
+        fitted = np.matmul(dosage, fractions[:, :, np.newaxis])[:, :, 0]
+        objective = ((fitted - shares) ** 2).sum(axis=1)
+        better = feasible & (objective < best_objective - 1e-15)
+        best_objective[better] = objective[better]
+        best[better] = fractions[better]
+    assert np.isfinite(best_objective).all()
+    return np.asarray(best / best.sum(axis=1, keepdims=True), dtype=float)
 
 
 def separable(dosage: np.ndarray) -> list[bool]:
@@ -145,14 +167,28 @@ def locus_fractions(
     >>> [round(p, 6) for p in pct], total, which
     ([60.0, 30.0, 10.0], 1000.0, [True, True, True])
     """
+    return locus_fractions_many(genotypes, [signals])[0]
+
+
+LocusFractions = tuple[list[float | None], float, list[bool]]
+"""Per-genome % (None: not separable or no signal), signal used, genomes separated."""
+
+
+def locus_fractions_many(
+    genotypes: Sequence[Collection[str]], profiles: Sequence[Mapping[str, float]]
+) -> list[LocusFractions]:
+    """:func:`locus_fractions` of many samples at one locus of the same genotypes."""
     alleles, dosage, which, systems = _locus_model(tuple(frozenset(g) for g in genotypes))
-    total = float(sum(signals.get(a, 0.0) for a in alleles))
-    if total <= 0 or not any(which):
-        return [None] * len(genotypes), total, list(which)
-    shares = np.array([signals.get(a, 0.0) / total for a in alleles])
-    fractions = solve_fractions(dosage, shares, systems)
-    pct = [100.0 * float(f) if ok else None for f, ok in zip(fractions, which, strict=True)]
-    return pct, total, list(which)
+    totals = [float(sum(signals.get(a, 0.0) for a in alleles)) for signals in profiles]
+    found: list[LocusFractions] = [([None] * len(genotypes), t, list(which)) for t in totals]
+    solved = [i for i, total in enumerate(totals) if total > 0 and any(which)]
+    if not solved:
+        return found
+    shares = np.array([[profiles[i].get(a, 0.0) / totals[i] for a in alleles] for i in solved])
+    for i, fractions in zip(solved, solve_fractions_many(dosage, shares, systems), strict=True):
+        pct = [100.0 * float(f) if ok else None for f, ok in zip(fractions, which, strict=True)]
+        found[i] = (pct, totals[i], list(which))
+    return found
 
 
 @functools.lru_cache(maxsize=4096)
@@ -182,48 +218,92 @@ def evaluate_three_genome(
     settings: StrSettings,
 ) -> SampleWork:
     """Per-locus % of iNK, HSCT donor and recipient of one sample, after stutter correction."""
-    work = SampleWork(GenomeModel.THREE_GENOME)
+    return evaluate_three_genome_many(genotypes, [(sample_id, signals, lookup)], settings=settings)[
+        0
+    ]
+
+
+Profile = tuple[str, Mapping[str, Mapping[str, float]], StutterLookup]
+"""One sample's id, its signals by marker key and allele, and its stutter lookup."""
+
+
+def evaluate_three_genome_many(
+    genotypes: Mapping[Genome, Genotypes], profiles: Sequence[Profile], *, settings: StrSettings
+) -> list[SampleWork]:
+    """:func:`evaluate_three_genome` of many samples typed by the same genotypes.
+
+    Loci go outermost so that each locus's fractions are solved for every sample at once.
+    """
+    works = [SampleWork(GenomeModel.THREE_GENOME) for _ in profiles]
     sex = {marker_key(m) for m in settings.sex_markers}
     names = {k: v for g in reversed(GENOME_ORDER) for k, v in genotypes[g].names.items()}
     for key in sorted(names, key=lambda k: names[k]):
         name = names[key]
         typed = {g: genotypes[g].alleles.get(key, set()) for g in GENOME_ORDER}
-        row: dict[str, object] = {"sample_id": sample_id, "method": Method.STR.value,
-                                  "marker": name, "included": False}  # fmt: skip
-        row.update({_ROW_ALLELES[g]: join_alleles(a) or None for g, a in typed.items()})
-        work.marker_rows.append(row)
+        rows: list[dict[str, object]] = []
+        for work, (sample_id, _, _) in zip(works, profiles, strict=True):
+            row: dict[str, object] = {"sample_id": sample_id, "method": Method.STR.value,
+                                      "marker": name, "included": False}  # fmt: skip
+            row.update({_ROW_ALLELES[g]: join_alleles(a) or None for g, a in typed.items()})
+            work.marker_rows.append(row)
+            rows.append(row)
         missing = [_REFERENCE_NAMES[g] for g, a in typed.items() if not a]
         if missing:
-            row["exclusion_reason"] = f"no {' or '.join(missing)} reference call"
+            for row in rows:
+                row["exclusion_reason"] = f"no {' or '.join(missing)} reference call"
             continue
         expected = set().union(*typed.values())
-        observed = dict(signals.get(key, {}))
-        stutter = lookup.at(name)
-        corrected = correct_stutter(observed, expected, stutter)
-        pct, total, which = locus_fractions([typed[g] for g in GENOME_ORDER], corrected)
-        values = {g: p for g, p in zip(GENOME_ORDER, pct, strict=True) if p is not None}
-        unique = unique_alleles({g.value: a for g, a in typed.items()}, corrected, stutter)
-        row.update(
-            sharing=_sharing(values),
-            signal_ink=sum(u.signal for u in unique if u.genome == Genome.INK),
-            signal_total=total,
-            pct_ink=values.get(Genome.INK),
-            stutter_ratio=stutter.back if settings.stutter_correction else None,
-        )
-        work.unexpected += unexplained_alleles(
-            name, expected, observed, corrected, stutter, settings=settings
-        )
-        reason = _not_used(informative=any(which), sex_marker=key in sex, total=total)
-        if reason is not None:
-            row["exclusion_reason"] = reason
-            continue
-        if Genome.INK not in values:
-            row["exclusion_reason"] = "iNK not separable from the other genomes"
-        work.loci.append(LocusWork(row, values, unique, total))
-        near = _stutter_positions(typed)
-        if near:
-            work.stutter_notes.append(f"{name} ({', '.join(near)})")
-    return work
+        observed = [dict(signals.get(key, {})) for _, signals, _ in profiles]
+        stutters = [lookup.at(name) for _, _, lookup in profiles]
+        corrected = [
+            correct_stutter(seen, expected, stutter)
+            for seen, stutter in zip(observed, stutters, strict=True)
+        ]
+        fractions = locus_fractions_many([typed[g] for g in GENOME_ORDER], corrected)
+        genomes = genome_alleles({g.value: a for g, a in typed.items()})
+        locus = LocusGenotypes(name, expected, _stutter_positions(typed), sex_marker=key in sex,
+                       genomes=genomes)  # fmt: skip
+        for i, work in enumerate(works):
+            _locus_row(work, rows[i], locus, observed[i], corrected[i], stutters[i], fractions[i],
+                       settings=settings)  # fmt: skip
+    return works
+
+
+def _locus_row(
+    work: SampleWork,
+    row: dict[str, object],
+    locus: LocusGenotypes,
+    observed: Mapping[str, float],
+    corrected: Mapping[str, float],
+    stutter: LocusStutter,
+    fractions: LocusFractions,
+    *,
+    settings: StrSettings,
+) -> None:
+    """One sample's marker row and locus work at a locus all three genomes are typed at."""
+    name, near = locus.name, locus.near
+    pct, total, which = fractions
+    values = {g: p for g, p in zip(GENOME_ORDER, pct, strict=True) if p is not None}
+    unique = unique_alleles_of(locus.genomes, corrected, stutter)
+    row.update(
+        sharing=_sharing(values),
+        signal_ink=sum(u.signal for u in unique if u.genome == Genome.INK),
+        signal_total=total,
+        pct_ink=values.get(Genome.INK),
+        stutter_ratio=stutter.back if settings.stutter_correction else None,
+    )
+    work.unexpected += unexplained_alleles(
+        name, locus.parents, observed, corrected, stutter, settings=settings
+    )
+    reason = _not_used(informative=any(which), sex_marker=locus.sex_marker, total=total)
+    if reason is not None:
+        row["exclusion_reason"] = reason
+        return
+    if Genome.INK not in values:
+        row["exclusion_reason"] = "iNK not separable from the other genomes"
+    work.loci.append(LocusWork(row, values, unique, total))
+    if near:
+        work.stutter_notes.append(f"{name} ({', '.join(near)})")
 
 
 def _not_used(*, informative: bool, sex_marker: bool, total: float) -> str | None:

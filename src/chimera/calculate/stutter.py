@@ -49,16 +49,27 @@ def expected_stutter(
     (80.0, 20.0)
     """
     mean, variance = 0.0, 0.0
-    for step, ratio, sd in (
-        (1, stutter.back, stutter.back_sd),
-        (-1, stutter.forward, stutter.forward_sd),
-    ):
-        parent = shift_allele(allele, step)
-        if parent is not None and parent in parents:
-            value = signals.get(parent, 0.0)
-            mean += ratio * value
-            variance += (sd * value) ** 2
+    longer, shorter = _neighbours(allele)
+    if longer is not None and longer in parents:
+        value = signals.get(longer, 0.0)
+        mean += stutter.back * value
+        variance += (stutter.back_sd * value) ** 2
+    if shorter is not None and shorter in parents:
+        value = signals.get(shorter, 0.0)
+        mean += stutter.forward * value
+        variance += (stutter.forward_sd * value) ** 2
     return mean, math.sqrt(variance)
+
+
+@functools.lru_cache(maxsize=65536)
+def _neighbours(allele: str) -> tuple[str | None, str | None]:
+    """The alleles one repeat longer (its back stutter lands here) and one shorter (forward)."""
+    return shift_allele(allele, 1), shift_allele(allele, -1)
+
+
+@functools.lru_cache(maxsize=65536)
+def _longest_first(alleles: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(alleles, key=allele_sort_key, reverse=True))
 
 
 def correct_stutter(
@@ -77,7 +88,7 @@ def correct_stutter(
     {'9': 20.32, '10': 996.0, '11': 50.0}
     """
     view = dict(signals)
-    for allele in sorted(signals, key=allele_sort_key, reverse=True):
+    for allele in _longest_first(tuple(signals)):
         mean, _ = expected_stutter(allele, view, parents, stutter)
         view[allele] = max(0.0, signals[allele] - mean)
     return view
@@ -129,13 +140,25 @@ def unique_alleles(
     >>> [(u.genome, u.allele, u.dosage, u.stutter_sd, u.stutter_parents) for u in found]
     [('iNK', '13', 1.0, 19.0, '14'), ('recipient', '14', 0.5, 0.0, ''), ('recipient', '16', 0.5, 0.0, '')]
     """
-    layout = _unique_layout(
-        tuple((genome, frozenset(alleles)) for genome, alleles in genomes.items()),
-        stutter.back_sd,
-        stutter.forward_sd,
-    )
-    parents, found = layout[0], []
-    for genome, allele, dosage, near in layout[1]:
+    return unique_alleles_of(genome_alleles(genomes), corrected, stutter)
+
+
+GenomeAlleles = tuple[tuple[str, frozenset[str]], ...]
+"""Each genome's alleles at a locus, hashable (:func:`genome_alleles`)."""
+
+
+def genome_alleles(genomes: Mapping[str, Collection[str]]) -> GenomeAlleles:
+    """The genotypes of :func:`unique_alleles` as a key (built once per locus of a patient)."""
+    return tuple((genome, frozenset(alleles)) for genome, alleles in genomes.items())
+
+
+def unique_alleles_of(
+    genomes: GenomeAlleles, corrected: Mapping[str, float], stutter: LocusStutter
+) -> list[UniqueAllele]:
+    """:func:`unique_alleles` of genotypes given as :func:`genome_alleles`."""
+    parents, layout = _unique_layout(genomes, stutter.back_sd, stutter.forward_sd)
+    found = []
+    for genome, allele, dosage, near in layout:
         _, sd = expected_stutter(allele, corrected, parents, stutter)
         found.append(UniqueAllele(genome, allele, corrected.get(allele, 0.0), dosage, sd, near))
     return found
@@ -143,7 +166,7 @@ def unique_alleles(
 
 @functools.lru_cache(maxsize=65536)
 def _unique_layout(
-    genomes: tuple[tuple[str, frozenset[str]], ...], back_sd: float, forward_sd: float
+    genomes: GenomeAlleles, back_sd: float, forward_sd: float
 ) -> tuple[frozenset[str], tuple[tuple[str, str, float, str], ...]]:
     """Every expected allele, and each genome-unique allele's genome, dosage and stutter parents.
 
@@ -186,17 +209,40 @@ def stutter_ceiling(
     ...                       settings=StrSettings()), 1)
     222.6
     """
+    return _ceiling(allele, signals, parents, _ceiling_ratios(stutter, settings))
+
+
+def _ceiling(
+    allele: str,
+    signals: Mapping[str, float],
+    parents: Collection[str],
+    limits: tuple[float, float],
+) -> float:
     ceiling = 0.0
-    for step, ratio, sd, floor in (
-        (1, stutter.back, stutter.back_sd, settings.max_stutter_ratio),
-        (-1, stutter.forward, stutter.forward_sd, settings.max_forward_stutter_ratio),
-    ):
-        parent = shift_allele(allele, step)
-        if parent is None or parent not in parents:
-            continue
-        spread = math.exp(settings.unexpected_allele_sigmas * sd / ratio) if ratio > 0 else 1.0
-        ceiling += max(floor, min(ratio * spread, 2 * floor)) * signals.get(parent, 0.0)
+    for parent, limit in zip(_neighbours(allele), limits, strict=True):
+        if parent is not None and parent in parents:
+            ceiling += limit * signals.get(parent, 0.0)
     return ceiling
+
+
+def _ceiling_ratios(stutter: LocusStutter, settings: StrSettings) -> tuple[float, float]:
+    """Largest plausible back and forward stutter ratio of a locus (:func:`stutter_ceiling`)."""
+    return _plausible_ratios(stutter, settings.unexpected_allele_sigmas,
+                             settings.max_stutter_ratio, settings.max_forward_stutter_ratio)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _plausible_ratios(
+    stutter: LocusStutter, sigmas: float, back_floor: float, forward_floor: float
+) -> tuple[float, float]:
+    found = []
+    for ratio, sd, floor in (
+        (stutter.back, stutter.back_sd, back_floor),
+        (stutter.forward, stutter.forward_sd, forward_floor),
+    ):
+        spread = math.exp(sigmas * sd / ratio) if ratio > 0 else 1.0
+        found.append(max(floor, min(ratio * spread, 2 * floor)))
+    return found[0], found[1]
 
 
 @dataclass(frozen=True)
@@ -247,8 +293,9 @@ def unexplained_alleles(
     if total <= 0:
         return []
     found = []
-    for allele in sorted(set(corrected) - set(expected), key=allele_sort_key):
-        ceiling = stutter_ceiling(allele, observed, expected, stutter, settings=settings)
+    limits = _ceiling_ratios(stutter, settings)
+    for allele in sorted(corrected.keys() - expected, key=allele_sort_key):
+        ceiling = _ceiling(allele, observed, expected, limits)
         if observed.get(allele, 0.0) <= ceiling:
             continue
         share = corrected[allele] / total

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import polars as pl
 
 from chimera.calculate.str_profiles import (
-    call_genotype,
     marker_key,
+    profile_genotypes,
+    profile_signals,
     repeat_unit_bp,
-    sample_signals,
     shift_allele,
 )
 from chimera.calculate.stutter import NO_STUTTER, LocusStutter
@@ -86,21 +86,20 @@ class _Observation:
 
 
 def _profile_observations(
-    profile: pl.DataFrame, *, settings: StrSettings
+    genotype: dict[str, set[str]],
+    signals: dict[str, dict[str, float]],
+    *,
+    settings: StrSettings,
 ) -> list[tuple[str, StutterDirection, float]]:
     """(marker key, direction, stutter / parent) at each clean stutter position of one profile.
 
-    A position counts only when it is not an allele itself and no other allele also stutters
-    into it (n-1 of one allele and n+1 of another); absent stutter peaks give no observation
-    (they may sit below the analytical threshold). A ratio above ``max_stutter_ratio``
-    (``max_forward_stutter_ratio`` for n+1) is not stutter (an allele removed by the reference
-    filter, pull-up) and is left out.
+    ``genotype`` is the profile's reference-filtered call and ``signals`` its allele signals,
+    both by marker key. A position counts only when it is not an allele itself and no other
+    allele also stutters into it (n-1 of one allele and n+1 of another); absent stutter peaks
+    give no observation (they may sit below the analytical threshold). A ratio above
+    ``max_stutter_ratio`` (``max_forward_stutter_ratio`` for n+1) is not stutter (an allele
+    removed by the reference filter, pull-up) and is left out.
     """
-    calls = call_genotype(profile.lazy(), settings=settings).collect()
-    genotype: dict[str, set[str]] = {}
-    for marker, allele in calls.iter_rows():
-        genotype.setdefault(marker_key(marker), set()).add(allele)
-    signals = sample_signals(profile, signal=settings.signal)
     found = []
     for key, alleles in genotype.items():
         observed = signals.get(key, {})
@@ -194,18 +193,21 @@ def estimate_stutter_ratios(
     if chosen.height == 0:
         return pl.DataFrame(schema=STUTTER_COLUMNS)
     by = ["sample_id", "source_sha256"] if "source_sha256" in chosen.columns else ["sample_id"]
-    profiles = chosen.partition_by(by, as_dict=True, maintain_order=True)
+    signals = profile_signals(chosen, by, signal=settings.signal)
+    genotypes = profile_genotypes(chosen, by, settings=settings)
+    listed = chosen.group_by(by).agg(pl.col("marker").drop_nulls().unique().sort())
+    markers = dict(zip(listed.select(by).rows(), listed["marker"].to_list(), strict=True))
     names: dict[str, str] = {}
     marker_sets: list[frozenset[str]] = []
     found: list[tuple[str, list[tuple[str, StutterDirection, float]]]] = []
-    for profile_key in sorted(profiles, key=lambda k: tuple(str(x) for x in k)):
-        profile = profiles[profile_key]
-        signals = sample_signals(profile, signal=settings.signal)
-        for marker in profile["marker"].drop_nulls().unique().sort().to_list():
-            if marker_key(marker) in signals:
+    for profile_key in sorted(markers, key=lambda k: tuple(str(x) for x in k)):
+        own = signals.get(profile_key, {})
+        for marker in markers[profile_key]:
+            if marker_key(marker) in own:
                 names.setdefault(marker_key(marker), marker)
-        marker_sets.append(frozenset(signals))
-        found.append((str(profile_key[0]), _profile_observations(profile, settings=settings)))
+        marker_sets.append(frozenset(own))
+        seen = _profile_observations(genotypes.get(profile_key, {}), own, settings=settings)
+        found.append((str(profile_key[0]), seen))
     panels, member = _panels(marker_sets)
     observations = [
         _Observation(member[i], key, direction, ratio, sample_id)
