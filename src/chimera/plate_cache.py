@@ -21,7 +21,7 @@ import polars as pl
 
 from chimera.calculate.common import SampleInfo, sample_table
 from chimera.calculate.ddpcr_wells import Plate, collect_wells, index_plates
-from chimera.calculate.qpcr_plate import PlateContext, plate_contexts
+from chimera.calculate.qpcr_plate import PlateContext
 from chimera.registry import Registry
 from chimera.settings import DdpcrSettings, QpcrSettings
 
@@ -57,12 +57,15 @@ class PlateCache:
         registry: Registry,
         settings: QpcrSettings,
     ) -> PlateContext:
-        """The qPCR plate ``sha`` (``rows()``: its wells, at least those ``kept``), indexed once."""
+        """The qPCR plate ``sha`` (``rows()``: its wells, at least those ``kept``), indexed once.
+
+        ``rows()`` holds that plate's wells only, so they are indexed as one plate directly.
+        """
         self._own(registry, settings)
         return _once(
             self._qpcr,
             (sha, kept),
-            lambda: plate_contexts(_kept(rows(), kept), settings, self._table)[sha],
+            lambda: PlateContext(sha, _kept(rows(), kept), settings, self._table),
         )
 
     def ddpcr(

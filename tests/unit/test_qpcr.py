@@ -41,6 +41,7 @@ from chimera.calculate.ddct import (
     pct_ink_ddct,
     pct_ink_pfaffl,
     quantity_from_ct,
+    sample_sd,
     se_delta_ct,
     se_delta_delta_ct,
     summarise_replicates,
@@ -141,6 +142,27 @@ def test_confidence_interval_is_asymmetric_on_pct_scale() -> None:
     assert low == pytest.approx(100 * 2 ** -(3 + half), rel=1e-3)
     assert high == pytest.approx(100 * 2 ** -(3 - half), rel=1e-3)
     assert high - 12.5 > 12.5 - low
+
+
+@given(
+    st.lists(
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False),
+        min_size=2,
+        max_size=8,
+    )
+)
+def test_sample_sd_is_the_correctly_rounded_stdev(values: list[float]) -> None:
+    """The integer-arithmetic replicate SD is exactly statistics.stdev, bit for bit."""
+    assert sample_sd(values) == statistics.stdev(values)
+
+
+def test_sample_sd_of_equal_and_decimal_replicates() -> None:
+    """Equal replicates give exactly 0; decimal Cts round like the exact rational SD."""
+    assert sample_sd([25.1, 25.1, 25.1]) == 0.0
+    assert sample_sd([25.0, 25.5, 26.0]) == 0.5
+    assert sample_sd([31.05, 31.2, 30.97]) == statistics.stdev([31.05, 31.2, 30.97])
+    with pytest.raises(ValueError, match="at least 2"):
+        sample_sd([25.0])
 
 
 def test_outlier_rule_drops_the_farthest_once() -> None:

@@ -47,7 +47,7 @@ from dataclasses import replace
 import polars as pl
 
 from chimera.calculate.common import SampleInfo, is_reference_gene, sample_table
-from chimera.calculate.ddpcr_sample import SampleContext, evaluate_sample
+from chimera.calculate.ddpcr_sample import SampleContext, Shared, evaluate_sample
 from chimera.calculate.ddpcr_wells import (
     Plate,
     Well,
@@ -174,7 +174,7 @@ def _marker_calls(
     else from every plate; a reference genome without ddPCR wells of the marker is judged by
     ``screening`` (the marker-screening plate of another assay), when given.
     """
-    names = sorted({m for p in own for ws in p.dna.values() for w in ws for m in w.markers})
+    names = sorted({m for p in own for m in p.dna_markers})
     ids = {
         "product": genomes.product_ids,
         "germline": genomes.germline_ids,
@@ -253,6 +253,7 @@ def chimerism_on_plates(
         }
     )
     owners = own_samples(table)
+    shared = Shared()
 
     def own_plates(patient: str) -> list[Plate]:
         ids = owners.get(patient, set())
@@ -273,8 +274,9 @@ def chimerism_on_plates(
                 plates=ordered,
                 settings=settings,
                 notes=[sample.note] if sample.note else [],
+                shared=shared,
             )
             result, detail = evaluate_sample(context)
             results.append(replace(result, source_sha256=plate.plate))
-            rows.extend({**row, "source_sha256": plate.plate} for row in detail)
+            rows.extend(detail)
     return MethodOutput(results=results_frame(results), markers=markers_frame(rows))

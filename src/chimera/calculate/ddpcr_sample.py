@@ -7,20 +7,23 @@ methods.md 4 (LoB/LoD/LoQ, result states) and 5.2-5.6.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from chimera.calculate.common import SampleInfo
+from chimera.calculate.ddct import sample_sd
 from chimera.calculate.ddpcr_wells import (
     Count,
     Estimate,
     Part,
     Plate,
     Well,
+    blank_counts,
     estimate,
     marker_counts,
     own_scope,
+    plate_marker_counts,
+    point_estimate,
     pooled,
     ratio,
     wells_of,
@@ -60,6 +63,14 @@ OWN_PLATES = "reference on the patient's plates"
 
 
 @dataclass
+class Shared:
+    """What every sample of one calculation reads alike on a plate, found once per plate."""
+
+    copies: dict[tuple[object, ...], _Copies | None] = field(default_factory=dict)
+    """n_M by (plate, marker, share, reference ids, own plates)."""
+
+
+@dataclass
 class SampleContext:
     """Everything one sample x plate evaluation reads."""
 
@@ -73,6 +84,8 @@ class SampleContext:
     """Every plate: the own plates and the registered reference's wells on the others."""
     settings: DdpcrSettings
     notes: list[str] = field(default_factory=list)
+    shared: Shared = field(default_factory=Shared)
+    """Per-plate findings of the same calculation, shared by its samples."""
 
     @property
     def wells(self) -> list[Well]:
@@ -112,6 +125,15 @@ def _reference_ids(genomes: PatientGenomes, share: Share) -> tuple[str, ...]:
 
 
 def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
+    """:func:`_plate_copies`, found once per plate of the calculation."""
+    ids = _reference_ids(ctx.genomes, share)
+    key = (ctx.plate.plate, name, share, ids, tuple(p.plate for p in ctx.own))
+    if key not in ctx.shared.copies:
+        ctx.shared.copies[key] = _plate_copies(ctx, name, share)
+    return ctx.shared.copies[key]
+
+
+def _plate_copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
     """n_M from the share's reference on this plate, else on the patient's plates, else every.
 
     The patient's plates are read when any of them holds the reference's wells of the marker,
@@ -124,8 +146,11 @@ def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
     source = OWN_PLATES if wider is ctx.own else "registered reference (every plate)"
     scopes = (([ctx.plate], ON_PLATE), (wider, source))
     for plates, source in scopes:
-        wells = wells_of(ids, plates)
-        counts = marker_counts(name, wells, wells)
+        if source == ON_PLATE:
+            counts = plate_marker_counts(ctx.plate, name, ids)
+        else:
+            wells = wells_of(ids, plates)
+            counts = marker_counts(name, wells, wells)
         if counts is None or counts[0].positives >= counts[0].accepted:
             continue
         observed = ratio(*counts) * settings.reference_gene_copies
@@ -140,18 +165,12 @@ def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
 
 def _background(ctx: SampleContext, name: str) -> tuple[float, str | None]:
     """False-positive droplets per droplet of an iNK marker: this plate's blanks, else all."""
-
-    def rate(plates: Sequence[Plate]) -> tuple[int, int]:
-        blanks = [
-            w for p in plates for w in p.controls if (w.well, name) not in p.contaminated
-        ] + wells_of(ctx.genomes.blank_ids, plates)
-        counts = [w.markers[name] for w in blanks if name in w.markers]
-        return sum(c.positives for c in counts), sum(c.accepted for c in counts)
-
-    positives, accepted = rate([ctx.plate])
+    blank_ids = ctx.genomes.blank_ids
+    positives, accepted = blank_counts(ctx.plate, name, blank_ids)
     if accepted:
         return positives / accepted, None
-    positives, accepted = rate(ctx.plates)
+    every = [blank_counts(plate, name, blank_ids) for plate in ctx.plates]
+    positives, accepted = sum(p for p, _ in every), sum(a for _, a in every)
     note = f"{name}: no blank wells on this plate; background from the other plates"
     return (positives / accepted if accepted else 0.0), note
 
@@ -178,6 +197,7 @@ def _marker_row(
         "pct_ink": pct,
         "included": reason is None,
         "exclusion_reason": reason,
+        "source_sha256": ctx.plate.plate,
     }
 
 
@@ -288,7 +308,7 @@ def _ink_rows(
             pct: float | None = None
             if well.exclusion is None and count.positives < count.accepted:
                 part = Part(count, well.reference or reference_pool, use.part.k)
-                pct = estimate([part], confidence=confidence).pct
+                pct = point_estimate(part)
                 well_pcts.append(pct)
             rows.append(
                 _marker_row(ctx, use.name, well.well, count, pct, well.exclusion, Share.INK.value)
@@ -307,7 +327,7 @@ def _ink_rows(
         rows.append(pooled_row)
         if len(well_pcts) >= 2:
             notes.append(
-                f"{use.name}: well-to-well SD {_fmt(statistics.stdev(well_pcts))} % over "
+                f"{use.name}: well-to-well SD {_fmt(sample_sd(well_pcts))} % over "
                 f"{len(well_pcts)} wells (the Poisson CI covers counting error only)"
             )
     return rows, per_marker
@@ -357,7 +377,7 @@ def _genome_shares(
     )
     for share in (Share.HSCT_DONOR, Share.RECIPIENT):
         for use in used[share]:
-            pct = estimate([use.part], confidence=ctx.settings.confidence).pct
+            pct = point_estimate(use.part)
             more.append(f"{share.value} marker {use.name}: {_fmt(pct)} %")
     notes.extend(more)
     return hsct, recipient

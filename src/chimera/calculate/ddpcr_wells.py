@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import polars as pl
 
@@ -106,11 +107,9 @@ def estimate(parts: Sequence[Part], *, confidence: float) -> Estimate:
     marker_copies = genomes = var_marker = 0.0
     positives = accepted = 0
     for part in parts:
-        lam_m = poisson_lambda(part.marker.positives, part.marker.accepted)
-        lam_r = poisson_lambda(part.reference.positives, part.reference.accepted)
-        c_ref = lam_r / part.reference.volume_nl  # copies per nL
-        marker_copies += lam_m * part.marker.accepted
-        genomes += c_ref * part.marker.accepted * part.marker.volume_nl / part.k
+        copies, genome_equivalents = _copies_and_genomes(part)
+        marker_copies += copies
+        genomes += genome_equivalents
         se = p_scale_standard_error(*part.marker.pair, confidence=confidence)
         var_marker += (part.marker.accepted * se) ** 2
         positives += part.marker.positives
@@ -131,9 +130,26 @@ def estimate(parts: Sequence[Part], *, confidence: float) -> Estimate:
     return Estimate(pct, low, high, marker_copies, genomes)
 
 
+def _copies_and_genomes(part: Part) -> tuple[float, float]:
+    """(marker copies, reference genome equivalents / k) of one part's marker droplets (5.2)."""
+    lam_m = poisson_lambda(part.marker.positives, part.marker.accepted)
+    lam_r = poisson_lambda(part.reference.positives, part.reference.accepted)
+    c_ref = lam_r / part.reference.volume_nl  # copies per nL
+    return (
+        lam_m * part.marker.accepted,
+        c_ref * part.marker.accepted * part.marker.volume_nl / part.k,
+    )
+
+
+def point_estimate(part: Part) -> float:
+    """% genome of one part without its CI: the ``pct`` of :func:`estimate` for ``[part]``."""
+    copies, genomes = _copies_and_genomes(part)
+    return 100.0 * (0.0 + copies) / (0.0 + genomes)
+
+
 def ratio(marker: Count, reference: Count) -> float:
     """λ_M/λ_ref across wells: concentrations, so unequal droplet counts cancel (5.2)."""
-    return estimate([Part(marker, reference, 1.0)], confidence=0.95).pct / 100.0
+    return point_estimate(Part(marker, reference, 1.0)) / 100.0
 
 
 def reference_for(used: Sequence[Well], fallback: Sequence[Well]) -> Count | None:
@@ -169,31 +185,30 @@ def collect_wells(frame: pl.DataFrame, settings: DdpcrSettings) -> list[Well]:
         "source_sha256", "well", "target", "channel", "is_merged", "merged_wells", "sample_id",
         "sample_type", "accepted_droplets", "positives", "droplet_volume_nl",
     )  # fmt: skip
-    rows = list(frame.select(columns).iter_rows(named=True))
-    present = {
-        (row["source_sha256"], row["well"], target_key(row["target"], row["channel"]))
-        for row in rows
-        if not row["is_merged"]
-    }
+    rows = frame.select(columns).rows()
+    present = {(p, w, target_key(t, c)) for p, w, t, c, merged, *_ in rows if not merged}
+    references: dict[str | None, bool] = {}
     wells: dict[tuple[str, str], Well] = {}
     for row in rows:
-        plate, key = row["source_sha256"], target_key(row["target"], row["channel"])
-        if row["is_merged"]:
-            members = [m.strip() for m in (row["merged_wells"] or "").split(",") if m.strip()]
+        plate, name, target, channel, merged, members_text, sample_id, kind = row[:8]
+        accepted, positives, volume = row[8:]
+        key = target_key(target, channel)
+        if merged:
+            members = [m.strip() for m in (members_text or "").split(",") if m.strip()]
             if any((plate, m, key) in present for m in members):
                 continue  # pooled from its member wells instead; never count both
-        unit = wells.setdefault(
-            (plate, row["well"]), Well(plate, row["well"], row["sample_id"], row["sample_type"])
-        )
-        reference = is_reference_gene(row["target"], settings.reference_genes)
+        unit = wells.get((plate, name))
+        if unit is None:
+            unit = wells[(plate, name)] = Well(plate, name, sample_id, kind)
+        if target not in references:
+            references[target] = is_reference_gene(target, settings.reference_genes)
+        reference = references[target]
         if not reference:
             unit.targets.add(key)
-        if not row["accepted_droplets"] or row["positives"] is None:
+        if not accepted or positives is None:
             unit.missing_counts = True
             continue
-        count = Count(
-            int(row["positives"]), int(row["accepted_droplets"]), row["droplet_volume_nl"]
-        )
+        count = Count(int(positives), int(accepted), volume)
         if reference:
             if unit.reference is None:
                 unit.reference = count
@@ -237,6 +252,18 @@ class Plate:
     """Control findings: QC review for every sample of the plate."""
     contaminated: set[tuple[str, str]] = field(default_factory=set)
     """(well, marker) of controls above the LoB, left out of the background."""
+
+    counts_of: dict[tuple[str, tuple[str, ...]], tuple[Count, Count] | None] = field(
+        default_factory=dict
+    )
+    """:func:`marker_counts` of (marker, sample ids) on this plate alone, found once."""
+    blanks_of: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = field(default_factory=dict)
+    """:func:`blank_counts` of (marker, genomic blank ids), found once."""
+
+    @cached_property
+    def dna_markers(self) -> frozenset[str]:
+        """Every marker with counts in the plate's DNA wells (excluded wells too)."""
+        return frozenset(m for ws in self.dna.values() for w in ws for m in w.markers)
 
 
 def index_plates(
@@ -291,6 +318,33 @@ def judge_controls(plate: Plate, settings: DdpcrSettings) -> None:
 def wells_of(ids: Sequence[str], plates: Sequence[Plate]) -> list[Well]:
     """Usable DNA wells of ``ids`` on ``plates``."""
     return [w for p in plates for sid in ids for w in p.dna.get(sid, []) if w.exclusion is None]
+
+
+def plate_marker_counts(
+    plate: Plate, name: str, ids: tuple[str, ...]
+) -> tuple[Count, Count] | None:
+    """:func:`marker_counts` of ``name`` over the usable wells of ``ids`` on one plate."""
+    key = (name, ids)
+    if key not in plate.counts_of:
+        wells = wells_of(ids, [plate])
+        plate.counts_of[key] = marker_counts(name, wells, wells)
+    return plate.counts_of[key]
+
+
+def blank_counts(plate: Plate, name: str, blank_ids: tuple[str, ...]) -> tuple[int, int]:
+    """(positives, accepted) of marker ``name`` in one plate's blanks (methods.md 5.6).
+
+    Blanks: the plate's uncontaminated negative controls and the usable wells of the genomic
+    0 % samples ``blank_ids``.
+    """
+    key = (name, blank_ids)
+    if key not in plate.blanks_of:
+        blanks = [w for w in plate.controls if (w.well, name) not in plate.contaminated]
+        counts = [
+            w.markers[name] for w in blanks + wells_of(blank_ids, [plate]) if name in w.markers
+        ]
+        plate.blanks_of[key] = sum(c.positives for c in counts), sum(c.accepted for c in counts)
+    return plate.blanks_of[key]
 
 
 def holds(name: str, ids: Sequence[str], plates: Sequence[Plate]) -> bool:

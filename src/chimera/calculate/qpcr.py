@@ -189,10 +189,9 @@ def chimerism_on_plates(
     )
     results: list[SampleResult] = []
     rows: list[dict[str, object]] = []
+    on_plates = set().union(*(c.samples for c in ordered))
     post_dose = sorted(
-        sid
-        for sid, info in table.items()
-        if info.role == Role.POST_DOSE and any(sid in c.samples for c in ordered)
+        sid for sid, info in table.items() if info.role == Role.POST_DOSE and sid in on_plates
     )
     owners = own_samples(table)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from typing import NamedTuple
 
 import polars as pl
 
@@ -30,9 +31,8 @@ from chimera.calculate.genomes import (
 from chimera.settings import QpcrSettings
 
 
-@dataclass(frozen=True)
-class QpcrWell:
-    """One well's Ct for one target on one plate."""
+class QpcrWell(NamedTuple):
+    """One well's Ct for one target on one plate (a tuple: cheap to build per well)."""
 
     plate: str
     sample_id: str | None
@@ -43,19 +43,30 @@ class QpcrWell:
     no_template: bool
 
 
-def _factors(plate_rows: pl.DataFrame, target: str) -> float | None:
-    """Amplification factor E of ``target`` on one plate from its slope or efficiency, if any."""
-    rows = plate_rows.filter(pl.col("target") == target)
-    slopes = [s for s in rows.get_column("slope").to_list() if s is not None and s < 0]
-    factor: float | None = None
-    if slopes:
-        factor = amplification_factor(statistics.median(slopes))
-    else:
-        effs = [e for e in rows.get_column("efficiency_pct").to_list() if e is not None and e > 0]
-        if effs:
-            factor = 1.0 + statistics.median(effs) / 100.0
-    # A factor outside (1, 3) is not a usable standard curve (E = 2 is 100 % efficiency).
-    return factor if factor is not None and 1.0 < factor < 3.0 else None
+def _factors(columns: Iterable[tuple[str | None, float | None, float | None]]) -> dict[str, float]:
+    """Amplification factor E of each target on one plate from its slope or efficiency, if any.
+
+    ``columns``: (target, slope, efficiency_pct) of every row of the plate.
+    """
+    slopes: dict[str, list[float]] = defaultdict(list)
+    effs: dict[str, list[float]] = defaultdict(list)
+    for target, slope, eff in columns:
+        if target is None:
+            continue
+        if slope is not None and slope < 0:
+            slopes[target].append(slope)
+        if eff is not None and eff > 0:
+            effs[target].append(eff)
+    factors: dict[str, float] = {}
+    for target in {*slopes, *effs}:
+        if target in slopes:
+            factor = amplification_factor(statistics.median(slopes[target]))
+        else:
+            factor = 1.0 + statistics.median(effs[target]) / 100.0
+        # A factor outside (1, 3) is not a usable standard curve (E = 2 is 100 % efficiency).
+        if 1.0 < factor < 3.0:
+            factors[target] = factor
+    return factors
 
 
 class PlateContext:
@@ -76,19 +87,23 @@ class PlateContext:
         )
         self.no_template: dict[str | None, list[QpcrWell]] = defaultdict(list)
         self.ntc_failures: list[str] = []
-        ordered = rows.select("well", "target", "sample_id", "ct", "omitted", "task").sort(
-            "well", "target", nulls_last=True, maintain_order=True
+        ordered = rows.select(
+            "well", "target", "sample_id", "ct", "omitted", "task", "slope", "efficiency_pct"
+        ).sort("well", "target", nulls_last=True, maintain_order=True)
+        columns = ordered.to_dict(as_series=False)
+        keys = list(zip(columns["sample_id"], columns["task"], strict=True))
+        kinds = {key: is_no_template(table.get(key[0] or ""), *key) for key in set(keys)}
+        wells = map(
+            QpcrWell,
+            repeat(plate),
+            columns["sample_id"],
+            columns["target"],
+            columns["well"],
+            columns["ct"],
+            [bool(omitted) for omitted in columns["omitted"]],
+            [kinds[key] for key in keys],
         )
-        for name, target, sample_id, ct, omitted, task in ordered.iter_rows():
-            well = QpcrWell(
-                plate=plate,
-                sample_id=sample_id,
-                target=target,
-                well=name,
-                ct=ct,
-                omitted=bool(omitted),
-                no_template=is_no_template(table.get(sample_id or ""), sample_id, task),
-            )
+        for well in wells:
             if well.no_template:
                 self._add_no_template(well)
             else:
@@ -104,9 +119,13 @@ class PlateContext:
         self._valid = {
             key: [w for w in group if not w.omitted] for key, group in self.by_sample_target.items()
         }
-        self._factor_cache: dict[str, float | None] = {}
+        self._factors = _factors(
+            zip(columns["target"], columns["slope"], columns["efficiency_pct"], strict=True)
+        )
+        self._targets = {t for _, t in self.by_sample_target if t is not None}
         self._cutoff_cache: dict[str | None, float] = {}
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
+        self._carriage: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = {}
 
     def _add_no_template(self, well: QpcrWell) -> None:
         self.no_template[well.target].append(well)
@@ -119,6 +138,10 @@ class PlateContext:
     def wells(self, sample_id: str, target: str) -> list[QpcrWell]:
         """Non-omitted wells of one sample and target (shared: do not modify the list)."""
         return self._valid.get((sample_id, target), [])
+
+    def has_wells(self, sample_id: str, target: str) -> bool:
+        """Whether the plate holds any well (omitted ones too) of one sample and target."""
+        return bool(self.by_sample_target.get((sample_id, target)))
 
     def all_wells(self, sample_id: str, target: str) -> list[QpcrWell]:
         """Every well of one sample and target, omitted ones too."""
@@ -161,9 +184,7 @@ class PlateContext:
 
     def factor(self, target: str) -> float | None:
         """Amplification factor of a target from this plate's standard curve, if any."""
-        if target not in self._factor_cache:
-            self._factor_cache[target] = _factors(self.rows, target)
-        return self._factor_cache[target]
+        return self._factors.get(target)
 
     def blank_cutoff(self, target: str | None) -> float:
         """Ct after which a well of ``target`` is blank background on this plate."""
@@ -179,6 +200,14 @@ class PlateContext:
         """Whether a well amplified before this plate's blank cut-off (a real signal)."""
         return well.ct is not None and well.ct <= self.blank_cutoff(well.target)
 
+    def carriage_counts(self, target: str, ids: tuple[str, ...]) -> tuple[int, int]:
+        """(wells, wells before the blank cut-off) of ``ids`` for ``target`` on this plate."""
+        key = (target, ids)
+        if key not in self._carriage:
+            wells = [w for sample_id in ids for w in self.wells(sample_id, target)]
+            self._carriage[key] = len(wells), sum(self.above_blank(w) for w in wells)
+        return self._carriage[key]
+
     def reference_target(self, sample_id: str) -> str | None:
         """Return the first configured reference gene this sample has wells for on this plate."""
         targets = self._targets_of.get(sample_id, [])
@@ -189,8 +218,8 @@ class PlateContext:
         return None
 
     def targets(self) -> set[str]:
-        """Every target name on the plate."""
-        return {t for _, t in self.by_sample_target if t is not None}
+        """Every target name on the plate (shared: do not modify the set)."""
+        return self._targets
 
 
 def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> GenomeCall:
@@ -202,10 +231,9 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
     """
     n = k = 0
     for context in contexts:
-        for sample_id in ids:
-            for well in context.wells(sample_id, target):
-                n += 1
-                k += context.above_blank(well)
+        wells, amplified = context.carriage_counts(target, tuple(ids))
+        n += wells
+        k += amplified
     if n == 0:
         return UNTESTED
     if k == 0:
@@ -216,7 +244,7 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
 
 def holds(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> bool:
     """Whether any of ``contexts`` holds a well (omitted ones too) of ``ids`` for ``target``."""
-    return any(c.all_wells(sid, target) for c in contexts for sid in ids)
+    return any(c.has_wells(sid, target) for c in contexts for sid in ids)
 
 
 def marker_calls(

@@ -17,6 +17,7 @@ from chimera.calculate.ddct import (
     ci_pct_from_ddct,
     log2_fraction,
     pct_from_log2,
+    sample_sd,
     welch_dof,
 )
 from chimera.calculate.genomes import (
@@ -43,6 +44,7 @@ from schemas.vocab import GenomeModel
 
 _Z_95 = 1.959963984540054  # two-sided 95 % normal quantile, for marker discordance
 _T_PROBABILITY = 0.975
+_QPCR, _INK = Method.QPCR.value, Share.INK.value
 Row = dict[str, object]
 
 
@@ -193,7 +195,7 @@ def _add_rows(
         evaluation.marker_rows.append(
             {
                 "sample_id": sample.sample_id,
-                "method": Method.QPCR.value,
+                "method": _QPCR,
                 "marker": target,
                 "replicate": well.well,
                 "sharing": sharing,
@@ -201,6 +203,7 @@ def _add_rows(
                 "pct_ink": pct,
                 "included": why is None,
                 "exclusion_reason": why,
+                "source_sha256": context.plate,
             }
         )
 
@@ -325,7 +328,7 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
         evaluation.failures.append(failure)
         return
     measured = {
-        share for m, (share, _) in sample.calls.items() if share and context.all_wells(sid, m)
+        share for m, (share, _) in sample.calls.items() if share and context.has_wells(sid, m)
     }
     calibrators: dict[Share, _Calibrator] = {}
     for wanted in sorted(measured | {Share.INK}):
@@ -341,7 +344,7 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
     if ref_summary.sd_above_limit:
         evaluation.reviews.append(f"reference {reference} replicate SD above limit")
     for marker, (share, reason) in sorted(sample.calls.items()):
-        if not context.all_wells(sid, marker):
+        if not context.has_wells(sid, marker):
             continue
         summary = context.summary(sid, marker)
         if share is None or share not in calibrators:
@@ -361,7 +364,7 @@ def _combine(estimates: Sequence[MarkerEstimate]) -> tuple[float, float, float]:
     se_within = math.sqrt(sum(e.se**2 for e in used)) / k
     dof_within = welch_dof((e.se**2, e.dof) for e in used)
     if k >= 2:
-        se_between = statistics.stdev(values) / math.sqrt(k)
+        se_between = sample_sd(values) / math.sqrt(k)
         if se_between > se_within:
             return mean, se_between, float(k - 1)
     return mean, se_within, dof_within
@@ -431,11 +434,13 @@ def finish(sample: SampleOnPlate, evaluation: _Evaluation) -> SampleResult:
             lod_pct=settings.lod_pct,
             loq_pct=max(settings.loq_pct, settings.lod_pct),
         )
-        return replace(result, genome_model=sample.genomes.model)
+        return replace(
+            result, genome_model=sample.genomes.model, source_sha256=sample.context.plate
+        )
     reviews, notes = list(evaluation.reviews), list(sample.notes)
     lob, lod, loq = _limits(estimates, evaluation, settings)
     n_amplified = sum(e.n_amplified for e in estimates)
-    n_replicates = sum(1 for row in evaluation.marker_rows if row["sharing"] == Share.INK.value)
+    n_replicates = sum(1 for row in evaluation.marker_rows if row["sharing"] == _INK)
     pct = ci_low = ci_high = quantile = None
     quantifiable = evaluation.reference_enough and all(
         e.enough and e.log2_fraction is not None for e in estimates
@@ -476,6 +481,7 @@ def finish(sample: SampleOnPlate, evaluation: _Evaluation) -> SampleResult:
         genome_model=sample.genomes.model,
         recipient=recipient,
         hsct_donor=hsct,
+        source_sha256=sample.context.plate,
     )
 
 
@@ -484,6 +490,4 @@ def evaluate(sample: SampleOnPlate) -> tuple[SampleResult, list[Row]]:
     evaluation = _Evaluation()
     _evaluate_plate(sample, evaluation)
     result = finish(sample, evaluation)
-    plate = sample.context.plate
-    rows = [{**row, "source_sha256": plate} for row in evaluation.marker_rows]
-    return replace(result, source_sha256=plate), rows
+    return result, evaluation.marker_rows
