@@ -10,7 +10,6 @@ and per patient, and the per-profile rules of methods.md 2.4 and 2.8 written out
 from __future__ import annotations
 
 import random
-import statistics
 
 import numpy as np
 import polars as pl
@@ -20,7 +19,6 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from str_simulation import draw_genotype, make_loci, simulate_peaks, simulate_trial
 
-from chimera.calculate.str_aggregate import sample_sd
 from chimera.calculate.str_chimerism import compute_str_chimerism, compute_str_runs
 from chimera.calculate.str_profiles import (
     NUMERIC_ALLELE_PATTERN,
@@ -301,20 +299,3 @@ def test_fractions_of_many_samples_are_the_bits_of_each_alone(
     together = solve_fractions_many(dosage, shares)
     for row, fractions in zip(shares, together, strict=True):
         assert solve_fractions(dosage, row).tolist() == fractions.tolist()
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.one_of(
-            st.floats(-1e6, 1e6, allow_nan=False),
-            st.floats(0.0, 100.0),
-            st.sampled_from([0.0, 12.5, 33.3, 100.0]),
-        ),
-        min_size=2,
-        max_size=25,
-    )
-)
-def test_sample_sd_is_statistics_stdev_exactly(values: list[float]) -> None:
-    """The Fraction-free SD of the locus aggregate is the correctly rounded ``stdev``."""
-    assert sample_sd(values) == statistics.stdev(values)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from chimera.calculate.limits import limit_of_blank
-from chimera.calculate.stats import t_quantile
+from chimera.calculate.stats import sample_sd, t_quantile
 
 
 def amplification_factor(slope: float) -> float:
@@ -248,48 +247,6 @@ def summarise_replicates(
         sd_above_limit=sd is not None and sd > max_sd,
         enough=len(kept) >= min_replicates,
     )
-
-
-def sample_sd(values: Sequence[float]) -> float:
-    """Sample SD sqrt(Σ(x - x̄)² / (n - 1)) of >= 2 values, exact and correctly rounded.
-
-    The same number as :func:`statistics.stdev` (exact rational sum of squares, one rounding
-    at the square root), in integer arithmetic: the values share one power-of-two denominator.
-
-    Examples
-    --------
-    >>> sample_sd([25.0, 25.5, 26.0])
-    0.5
-    """
-    if len(values) < 2:
-        msg = f"a sample SD needs at least 2 values, got {len(values)}"
-        raise ValueError(msg)
-    ratios = [value.as_integer_ratio() for value in values]
-    n = len(ratios)
-    scale = max(d for _, d in ratios)  # powers of two: each divides the largest
-    scaled = [p * (scale // d) for p, d in ratios]
-    total = sum(scaled)
-    # Σ(x - x̄)² / (n - 1) = (n·ΣX² - (ΣX)²) / (n·(n - 1)·D²) with X = x·D integers.
-    return _sqrt_of_fraction(
-        n * sum(x * x for x in scaled) - total * total, n * (n - 1) * scale * scale
-    )
-
-
-def _sqrt_of_fraction(numerator: int, denominator: int) -> float:
-    """sqrt(numerator / denominator) correctly rounded: an integer root rounded to odd."""
-    shift = (numerator.bit_length() - denominator.bit_length() - _SQRT_BITS) // 2
-    if shift >= 0:
-        return float(_root_to_odd(numerator, denominator << 2 * shift) << shift)
-    return _root_to_odd(numerator << -2 * shift, denominator) / (1 << -shift)
-
-
-_SQRT_BITS = 2 * sys.float_info.mant_dig + 3
-
-
-def _root_to_odd(numerator: int, denominator: int) -> int:
-    """floor(sqrt(numerator / denominator)) with its last bit set when inexact."""
-    root = math.isqrt(numerator // denominator)
-    return root | (root * root * denominator != numerator)
 
 
 def welch_dof(components: Iterable[tuple[float, float]]) -> float:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from chimera.calculate.common import SampleInfo
-from chimera.calculate.ddct import sample_sd
 from chimera.calculate.ddpcr_wells import (
     Count,
     Estimate,
@@ -51,6 +50,7 @@ from chimera.calculate.poisson import (
     poisson_lambda,
     z_value,
 )
+from chimera.calculate.stats import sample_sd
 from chimera.settings import DdpcrSettings
 from schemas.vocab import GenomeModel
 

@@ -17,7 +17,6 @@ from chimera.calculate.ddct import (
     ci_pct_from_ddct,
     log2_fraction,
     pct_from_log2,
-    sample_sd,
     welch_dof,
 )
 from chimera.calculate.genomes import (
@@ -38,7 +37,7 @@ from chimera.calculate.limits import (
     limit_of_blank,
 )
 from chimera.calculate.qpcr_plate import PlateContext, QpcrWell
-from chimera.calculate.stats import t_quantile
+from chimera.calculate.stats import sample_sd, t_quantile
 from chimera.settings import QpcrSettings
 from schemas.vocab import GenomeModel
 

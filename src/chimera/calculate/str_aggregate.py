@@ -23,7 +23,7 @@ from chimera.calculate.limits import (
     classify_result,
     failed_result,
 )
-from chimera.calculate.stats import t_quantile
+from chimera.calculate.stats import sample_sd, t_quantile
 from chimera.calculate.stutter import GenomeAlleles, UnexpectedAllele, UniqueAllele
 from chimera.settings import StrSettings
 
@@ -56,35 +56,6 @@ class LocusAggregate:
     excluded: tuple[bool, ...] = field(default_factory=tuple)
     spread_flag: bool = False
     """n <= 2 only: the loci differ by more than the outlier delta."""
-
-
-def sample_sd(values: Sequence[float]) -> float:
-    """Sample SD (n - 1) of at least two finite floats, exactly as :func:`statistics.stdev`.
-
-    The sum of squared deviations is exact in integers (every float is an integer over a power
-    of two) and its square root is correctly rounded (round-to-odd, then one rounding; the
-    method of :mod:`statistics`, bugs.python.org/msg407078), without Fraction arithmetic.
-
-    Examples
-    --------
-    >>> sample_sd([1.5, 2.5, 2.5, 2.75, 3.25, 4.75]) == statistics.stdev([1.5, 2.5, 2.5, 2.75, 3.25, 4.75])
-    True
-    """
-    ratios = [float(v).as_integer_ratio() for v in values]
-    shift = max(d for _, d in ratios).bit_length() - 1
-    scaled = [n << (shift - d.bit_length() + 1) for n, d in ratios]
-    count, total = len(scaled), sum(scaled)
-    numerator = count * sum(x * x for x in scaled) - total * total
-    denominator = count * (count - 1) << 2 * shift
-    q = (numerator.bit_length() - denominator.bit_length() - 109) // 2
-    if q >= 0:
-        return (_sqrt_round_to_odd(numerator, denominator << 2 * q) << q) / 1
-    return _sqrt_round_to_odd(numerator << -2 * q, denominator) / (1 << -q)
-
-
-def _sqrt_round_to_odd(n: int, m: int) -> int:
-    a = math.isqrt(n // m)
-    return a | (a * a * m != n)
 
 
 def _describe(values: Sequence[float], excluded: Sequence[bool]) -> tuple[float | None, ...]:
