@@ -42,7 +42,6 @@ from chimera.textio import (
     match_aliases,
     normalise_header,
     parse_number,
-    rows_to_records,
     uses_decimal_comma,
 )
 from chimera.validation import validate_frame
@@ -360,21 +359,30 @@ def parse_ddpcr(export: DecodedExport, *, droplet_volume_nl: Mapping[str, float]
             "truncated or empty below its header; copy the file again or re-export the plate"
         )
         raise TruncatedExportError(msg)
-    records = rows_to_records(table.header, [fields for _, fields in table.rows])
-    _check_complete(export, table, [_columns_of(record, columns) for record in records])
+    cells = _cells_by_name(table, columns)
+    _check_complete(export, table, cells)
     with unreadable_on_error(export.file_name, f"{software} export"):
-        frame = _frame(export, table, records, columns, float(droplet_volume_nl[software]))
+        frame = _frame(export, table, cells, float(droplet_volume_nl[software]))
     return ParsedExport(
         frame,
         export.format,
-        run_id=_experiment(frame, records, columns),
+        run_id=_experiment(frame, cells),
         layout_fingerprint=layout_fingerprint(frame, ["well", "sample_id", "target"]),
     )
 
 
-def _columns_of(record: dict[str, str], columns: Mapping[str, str]) -> dict[str, str]:
-    """A record keyed by canonical names (``well``, ``positives``, ``ch1+ch2+``, ...)."""
-    return {name: record.get(column, "") for name, column in columns.items()}
+def _cells_by_name(table: _Table, columns: Mapping[str, str]) -> list[dict[str, str]]:
+    """Every row keyed by canonical names (``well``, ``positives``, ``ch1+ch2+``, ...).
+
+    ``columns`` maps canonical names to deduplicated header names (:func:`_column_map`); a
+    row too short to reach a column has ``""`` there.
+    """
+    positions = {name: i for i, name in enumerate(dedupe_header(table.header))}
+    index = {name: positions[column] for name, column in columns.items()}
+    return [
+        {name: fields[i] if i < len(fields) else "" for name, i in index.items()}
+        for _, fields in table.rows
+    ]
 
 
 def _check_complete(export: DecodedExport, table: _Table, cells: list[dict[str, str]]) -> None:
@@ -410,14 +418,12 @@ def _frame(
     export: DecodedExport,
     table: _Table,
     records: list[dict[str, str]],
-    columns: Mapping[str, str],
     volume: float,
 ) -> pl.DataFrame:
     numbers = _Numbers(decimal_comma=table.decimal_comma)
     software = table.software
     out: list[dict[str, object]] = []
-    for (row, _fields), record in zip(table.rows, records, strict=True):
-        cells = _columns_of(record, columns)
+    for (row, _fields), cells in zip(table.rows, records, strict=True):
         positives = numbers.count(cells.get("positives", ""), column="Positives", row=row)
         accepted = numbers.count(cells.get("accepted", ""), column="AcceptedDroplets", row=row)
         negatives = numbers.count(cells.get("negatives", ""), column="Negatives", row=row)
@@ -479,17 +485,14 @@ def _frame(
     return validate_frame(frame, DdpcrWells, file_name=export.file_name)
 
 
-def _experiment(
-    frame: pl.DataFrame, records: list[dict[str, str]], columns: Mapping[str, str]
-) -> str | None:
+def _experiment(frame: pl.DataFrame, records: list[dict[str, str]]) -> str | None:
     """Run identity from the ``Experiment`` column when it holds a name, not a type code.
 
     QuantaSoft and QX Manager write the experiment *type* there (``ABS``, ``CNV``, ``DQ``, ...;
     formats.md 9-10), which two different plates share, so such codes identify nothing.
     """
-    column = columns.get("experiment")
-    if column is None or frame.is_empty():
+    if frame.is_empty() or not records or "experiment" not in records[0]:
         return None
-    names = {value for r in records if (value := clean_cell(r.get(column))) is not None}
+    names = {value for r in records if (value := clean_cell(r["experiment"])) is not None}
     names = {n for n in names if n.casefold() not in _EXPERIMENT_TYPES}
     return join_run_id([("Experiment", ", ".join(sorted(names)))])
