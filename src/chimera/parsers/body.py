@@ -21,9 +21,9 @@ import polars as pl
 from chimera.detect import DecodedExport
 from chimera.textio import dedupe_header, normalise_header, split_line
 
-_BLANK = r"^[\s\x1c-\x1f]*$"
-"""Only characters ``str.strip()`` removes (Python's ``isspace`` set, checked code point by code
-point against this pattern)."""
+_BLANKS = r"\s\x1c-\x1f"
+"""The characters ``str.strip()`` removes (Python's ``isspace`` set, checked code point by code
+point against this regex class)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,11 @@ def _split_by_line(export: DecodedExport, names: Sequence[str]) -> Body:
     )
 
 
+def _blank(delimiter: str) -> str:
+    """A line of blanks, quotes and delimiters only: no text in any field."""
+    return rf'^[{_BLANKS}"{re.escape(delimiter)}]*$'
+
+
 def _whole_field_quotes(delimiter: str) -> str:
     """A line whose every field is unquoted or one ``"..."`` (no quote or delimiter inside)."""
     d = re.escape(delimiter)
@@ -117,9 +122,7 @@ def _split_at_once(export: DecodedExport, names: Sequence[str]) -> Body | None:
         {
             "line": pl.int_range(start + 1, start + 1 + len(tail), eager=True),
             "fields": raw.str.replace_all('"', "", literal=True).str.split(delimiter),
-            "blank": raw.str.replace_all(delimiter, "", literal=True)
-            .str.replace_all('"', "", literal=True)
-            .str.contains(_BLANK),
+            "blank": raw.str.contains(_blank(delimiter)),
         }
     ).filter(~pl.col("blank"))
     frame = frame.filter(~_repeated_header(frame, export, names))

@@ -26,7 +26,13 @@ from chimera.errors import (
     WrongFormatError,
 )
 from chimera.parsers.body import Body, data_rows, read_body
-from chimera.parsers.columns import Column, clean_columns, plain_numbers, read_in_file_order
+from chimera.parsers.columns import (
+    ASCII_BLANKS,
+    Column,
+    clean_columns,
+    plain_numbers,
+    read_in_file_order,
+)
 from chimera.parsers.common import (
     ParsedExport,
     join_run_id,
@@ -49,6 +55,7 @@ from schemas.inputs import StrPeaks
 _SLOT = re.compile(r"^(allele|size|height|peak area|area|data point|mutation|ae comment) (\d+)$")
 _DYE = re.compile(r"^\s*([A-Za-z]+)\s*(?:,|$)")
 _DECIMAL_POINT = re.compile(r"^-?\d+\.\d+$")
+_ASCII_POINT = r"^-?[0-9]+\.[0-9]+$"
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 _THOUSANDS_COMMA = re.compile(r"^-?\d{1,3}(,\d{3})+$")
 _THOUSANDS_DOT_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
@@ -247,10 +254,10 @@ class _NumberReader:
     ``228,25`` (not a thousands group), or the file is ``;``-separated (Excel, comma locale).
     """
 
-    def __init__(self, values: Sequence[str], *, delimiter: str) -> None:
+    def __init__(self, values: Sequence[str], *, delimiter: str, point_seen: bool = False) -> None:
         cells = (v.strip() for v in values if v)
         # Stops at the first decimal point: then no cell needs looking at for a comma.
-        has_point = any(_DECIMAL_POINT.match(v) for v in cells if v)
+        has_point = point_seen or any(_DECIMAL_POINT.match(v) for v in cells if v)
         comma_like = (
             [] if has_point else [c for v in values if v and _DECIMAL_COMMA.match(c := v.strip())]
         )
@@ -337,9 +344,11 @@ def _sizing_frame(header: _Header, body: Body, *, file_name: str) -> pl.DataFram
         missing.append("Height or Area")
     _missing_columns(missing, layout=header.layout, file_name=file_name)
     numeric = {n: body.column(lookup.get(n)) for n in ("size", "height", "area")}
+    cells = pl.concat([numeric[n] for n in numeric if n in lookup])
+    # An ASCII decimal-point cell settles the convention (the reader would stop there too).
+    point_seen = bool(cells.str.strip_chars(ASCII_BLANKS).str.contains(_ASCII_POINT).any())
     reader = _NumberReader(
-        pl.concat([numeric[n] for n in numeric if n in lookup]).to_list(),
-        delimiter=header.delimiter,
+        [] if point_seen else cells.to_list(), delimiter=header.delimiter, point_seen=point_seen
     )
     samples = {f"sample {i}": key for i, key in enumerate(sample_keys) if key is not None}
     text = clean_columns(
