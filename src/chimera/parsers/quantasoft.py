@@ -14,8 +14,7 @@ The parser is instrument-only: ``target_role`` comes from the export's own label
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -36,12 +35,19 @@ from chimera.parsers.common import (
     unreadable_on_error,
 )
 from chimera.parsers.completeness import check_last_line, check_layout, truncated
+from chimera.parsers.droplet_cells import (
+    COUNT_SUMS,
+    NO_VALUE,
+    REEXPORT,
+    DropletNumbers,
+    merged_members,
+    roles,
+)
 from chimera.textio import (
     clean_cell,
     dedupe_header,
     match_aliases,
     normalise_header,
-    parse_number,
     uses_decimal_comma,
 )
 from chimera.validation import validate_frame
@@ -73,15 +79,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "ch1-ch2+": ("ch1-ch2+",),
     "ch1-ch2-": ("ch1-ch2-",),
 }
-_CountSum = tuple[str, tuple[str, ...], bool]
-_COUNT_SUMS: tuple[_CountSum, ...] = (
-    ("Positives + Negatives", ("positives", "negatives"), False),
-    ("the Ch1/Ch2 quadrant counts", ("ch1+ch2+", "ch1+ch2-", "ch1-ch2+", "ch1-ch2-"), True),
-)
-"""Sums that equal Accepted Droplets on every row (formats.md 9-10); ``True``: an empty part
-while the others are filled breaks the sum (a row cut inside its last count leaves it empty)."""
-_MAX_DROPLETS = 10_000_000
-"""No well or merged row holds more droplets (a QX200 well ~20,000; 16 merged wells ~400,000)."""
 _LABELS = {"quantasoft": "QuantaSoft", "quantasoft_old": "QuantaSoft", "qx_manager": "QX Manager"}
 # Experiment *type* codes QuantaSoft/QX Manager write in the ``Experiment`` column (not run names).
 _EXPERIMENT_TYPES = frozenset(
@@ -89,25 +86,6 @@ _EXPERIMENT_TYPES = frozenset(
     | {"absolute quantification", "copy number variation", "direct quantification", "ratio"}
 )
 _REQUIRED = ("well", "target", "accepted", "positives")
-
-_CHANNEL_PREFIX = re.compile(r"^\s*(ch\s*\d+)\s*(.*)$", re.IGNORECASE)
-_SAMPLE_TYPES = {
-    "unknown": "unknown",
-    "reference": "unknown",
-    "ntc": "ntc",
-    "no template control": "ntc",
-    "posctrl": "positive_control",
-    "positive control": "positive_control",
-    "poscontrol": "positive_control",
-    "negctrl": "negative_control",
-    "negative control": "negative_control",
-    "negcontrol": "negative_control",
-    "blank": "blank",
-}
-# Written in number columns to mean "no value" (formats.md section 13); never parsed as 0.
-_SENTINELS = frozenset({"no call", "nan", "n/a", "na", "undetermined", "-", "--", "none"})
-_DOT_DECIMAL = re.compile(r"^-?\d+\.\d+$")
-_REEXPORT = "re-export the plate from the instrument software; do not edit the CSV."
 
 _WELL_SCHEMA: dict[str, pl.DataType] = {
     "sample_id": pl.String(),
@@ -175,126 +153,6 @@ def _column_map(header: list[str]) -> dict[str, str]:
     for raw in dedupe_header(header):
         normalised.setdefault(normalise_header(raw), raw)
     return match_aliases(normalised, _ALIASES)
-
-
-class _Numbers:
-    """Convert number cells, collecting a problem for every cell that is not a number."""
-
-    def __init__(self, *, decimal_comma: bool) -> None:
-        self.decimal_comma = decimal_comma
-        self.problems: list[Problem] = []
-
-    def _reject(
-        self, rule: str, message: str, *, column: str, row: int, value: str, fix: str = _REEXPORT
-    ) -> None:
-        """Record one cell that cannot be read."""
-        self.problems.append(
-            Problem(rule=rule, message=message, row=row, column=column, value=value, fix=fix)
-        )
-
-    def real(self, value: str, *, column: str, row: int) -> float | None:
-        text = value.strip()
-        if not text or text.casefold() in _SENTINELS:
-            return None
-        if self.decimal_comma and _DOT_DECIMAL.match(text):
-            self._reject(
-                "mixed_decimal_marks",
-                "this ';'-separated file writes decimals with a comma elsewhere",
-                column=column,
-                row=row,
-                value=text,
-                fix="re-export with one decimal convention (a dot decimal sign is safest).",
-            )
-            return None
-        number = parse_number(text, decimal_comma=self.decimal_comma)
-        if number is None:
-            self._reject(
-                "not_a_number",
-                f"{column!r} must be a number or empty",
-                column=column,
-                row=row,
-                value=text,
-            )
-        return number
-
-    def count(self, value: str, *, column: str, row: int) -> int | None:
-        number = self.real(value, column=column, row=row)
-        if number is None:
-            return None
-        if not number.is_integer() or abs(number) > _MAX_DROPLETS:
-            self._reject(
-                "not_a_count",
-                f"{column!r} must be a whole number of droplets (at most {_MAX_DROPLETS:,})",
-                column=column,
-                row=row,
-                value=value.strip(),
-            )
-            return None
-        return int(number)
-
-    def counts_add_up(
-        self, cells: Mapping[str, str], *, row: int, sums: Sequence[_CountSum] | None = None
-    ) -> Problem | None:
-        """Each of ``sums`` (default: all of :data:`_COUNT_SUMS`) must equal Accepted Droplets.
-
-        Returns the first sum that does not add up as a problem, or None when they all agree.
-        """
-
-        def value(name: str) -> float | None:
-            text = (cells.get(name) or "").strip().strip('"')
-            return parse_number(text, decimal_comma=self.decimal_comma) if text else None
-
-        accepted = value("accepted")
-        if accepted is None:
-            return None
-        for label, names, empty_breaks in _COUNT_SUMS if sums is None else sums:
-            parts = [value(name) for name in names]
-            known = [part for part in parts if part is not None]
-            if not known or (len(known) < len(parts) and not empty_breaks):
-                continue
-            if len(known) < len(parts) or sum(known) != accepted:
-                return Problem(
-                    rule="droplet_counts_add_up",
-                    message=f"{label} do not add up to the accepted droplets ({accepted:.0f})",
-                    row=row,
-                    fix=_REEXPORT,
-                )
-        return None
-
-
-def _merged_members(value: str | None) -> str | None:
-    """``"(A01,B01,C01)"`` → ``"A01,B01,C01"``; empty → None."""
-    text = clean_cell(value)
-    if text is None:
-        return None
-    members = [m.strip() for m in re.split(r"[,;\s]+", text.strip("()[] ")) if m.strip()]
-    return ",".join(members) or None
-
-
-def _roles(
-    target_type: str | None, dye: str | None, sample_type: str | None, *, software: str
-) -> tuple[str | None, str | None, str | None]:
-    """Return (channel, target_role, sample_type) from the export's own labels."""
-    channel: str | None = None
-    kind = (target_type or "").strip()
-    match = _CHANNEL_PREFIX.match(kind)
-    if match:
-        channel = match.group(1).replace(" ", "").capitalize()
-        kind = match.group(2)
-    kind = kind.strip().casefold()
-    channel = dye or channel
-    role: str | None = None
-    if kind == "reference":
-        role = "reference"
-    elif kind == "unknown" and software == "qx_manager":
-        role = "marker"
-    label = (sample_type or "").strip().casefold()
-    resolved: str | None
-    if label:
-        resolved = _SAMPLE_TYPES.get(label, label)
-    else:
-        resolved = _SAMPLE_TYPES.get(kind) if kind else None
-    return channel, role, resolved
 
 
 def parse_ddpcr(export: DecodedExport, *, droplet_volume_nl: Mapping[str, float]) -> ParsedExport:
@@ -397,7 +255,7 @@ def _check_complete(export: DecodedExport, table: _Table, cells: list[dict[str, 
     )
     last_row = table.rows[-1][0]
     if last_row == len(export.lines) and not export.ends_with_newline:
-        numbers = _Numbers(decimal_comma=table.decimal_comma)
+        numbers = DropletNumbers(decimal_comma=table.decimal_comma)
         problem = numbers.counts_add_up(cells[-1], row=last_row)
         if problem is not None:
             raise truncated(export, problem.message + f" on line {last_row}", software=software)
@@ -420,7 +278,7 @@ def _frame(
     records: list[dict[str, str]],
     volume: float,
 ) -> pl.DataFrame:
-    numbers = _Numbers(decimal_comma=table.decimal_comma)
+    numbers = DropletNumbers(decimal_comma=table.decimal_comma)
     software = table.software
     out: list[dict[str, object]] = []
     for (row, _fields), cells in zip(table.rows, records, strict=True):
@@ -428,10 +286,10 @@ def _frame(
         accepted = numbers.count(cells.get("accepted", ""), column="AcceptedDroplets", row=row)
         negatives = numbers.count(cells.get("negatives", ""), column="Negatives", row=row)
         # Positives + Negatives = Accepted is a DdpcrWells rule; the quadrants are checked here.
-        if (problem := numbers.counts_add_up(cells, row=row, sums=_COUNT_SUMS[1:])) is not None:
+        if (problem := numbers.counts_add_up(cells, row=row, sums=COUNT_SUMS[1:])) is not None:
             numbers.problems.append(problem)
         raw_positives = cells.get("positives", "").strip().strip('"').casefold()
-        if accepted is not None and (not raw_positives or raw_positives in _SENTINELS):
+        if accepted is not None and (not raw_positives or raw_positives in NO_VALUE):
             numbers.problems.append(
                 Problem(
                     rule="droplet_counts_add_up",
@@ -439,20 +297,20 @@ def _frame(
                     "were accepted",
                     row=row,
                     column="Positives",
-                    fix=_REEXPORT,
+                    fix=REEXPORT,
                 )
             )
         if accepted is None and positives is not None and negatives is not None:
             accepted = positives + negatives
         if negatives is None and positives is not None and accepted is not None:
             negatives = accepted - positives
-        channel, role, sample_type = _roles(
+        channel, role, sample_type = roles(
             clean_cell(cells.get("target_type")),
             clean_cell(cells.get("dye")),
             clean_cell(cells.get("sample_type")),
             software=software,
         )
-        members = _merged_members(cells.get("merged"))
+        members = merged_members(cells.get("merged"))
         out.append(
             {
                 "sample_id": clean_cell(cells.get("sample")),
