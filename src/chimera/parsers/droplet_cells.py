@@ -19,6 +19,8 @@ COUNT_SUMS: tuple[CountSum, ...] = (
 )
 """Sums that equal Accepted Droplets on every row (formats.md 9-10); ``True``: an empty part
 while the others are filled breaks the sum (a row cut inside its last count leaves it empty)."""
+QUADRANT_PARTS = ("accepted", *COUNT_SUMS[1][1])
+"""The counts the quadrant sum reads (Accepted Droplets and the four Ch1/Ch2 quadrants)."""
 MAX_DROPLETS = 10_000_000
 """No well or merged row holds more droplets (a QX200 well ~20,000; 16 merged wells ~400,000)."""
 _CHANNEL_PREFIX = re.compile(r"^\s*(ch\s*\d+)\s*(.*)$", re.IGNORECASE)
@@ -98,6 +100,11 @@ class DropletNumbers:
             return None
         return int(number)
 
+    def sum_part(self, text: str | None) -> float | None:
+        """A count cell as the sums read it (as written; empty: None, nothing recorded)."""
+        value = (text or "").strip().strip('"')
+        return parse_number(value, decimal_comma=self.decimal_comma) if value else None
+
     def counts_add_up(
         self, cells: Mapping[str, str], *, row: int, sums: Sequence[CountSum] | None = None
     ) -> Problem | None:
@@ -105,27 +112,34 @@ class DropletNumbers:
 
         Returns the first sum that does not add up as a problem, or None when they all agree.
         """
+        chosen = COUNT_SUMS if sums is None else sums
+        names = {"accepted"} | {name for _, parts, _ in chosen for name in parts}
+        return unbalanced({n: self.sum_part(cells.get(n)) for n in names}, row=row, sums=chosen)
 
-        def value(name: str) -> float | None:
-            text = (cells.get(name) or "").strip().strip('"')
-            return parse_number(text, decimal_comma=self.decimal_comma) if text else None
 
-        accepted = value("accepted")
-        if accepted is None:
-            return None
-        for label, names, empty_breaks in COUNT_SUMS if sums is None else sums:
-            parts = [value(name) for name in names]
-            known = [part for part in parts if part is not None]
-            if not known or (len(known) < len(parts) and not empty_breaks):
-                continue
-            if len(known) < len(parts) or sum(known) != accepted:
-                return Problem(
-                    rule="droplet_counts_add_up",
-                    message=f"{label} do not add up to the accepted droplets ({accepted:.0f})",
-                    row=row,
-                    fix=REEXPORT,
-                )
+def unbalanced(
+    counts: Mapping[str, float | None], *, row: int, sums: Sequence[CountSum] | None = None
+) -> Problem | None:
+    """The first of ``sums`` (default :data:`COUNT_SUMS`) not equal to ``counts["accepted"]``.
+
+    ``counts`` are read by :meth:`DropletNumbers.sum_part`; the sum comes back as a problem.
+    """
+    accepted = counts["accepted"]
+    if accepted is None:
         return None
+    for label, names, empty_breaks in COUNT_SUMS if sums is None else sums:
+        parts = [counts[name] for name in names]
+        known = [part for part in parts if part is not None]
+        if not known or (len(known) < len(parts) and not empty_breaks):
+            continue
+        if len(known) < len(parts) or sum(known) != accepted:
+            return Problem(
+                rule="droplet_counts_add_up",
+                message=f"{label} do not add up to the accepted droplets ({accepted:.0f})",
+                row=row,
+                fix=REEXPORT,
+            )
+    return None
 
 
 def merged_members(value: str | None) -> str | None:

@@ -14,9 +14,9 @@ The parser is instrument-only: ``target_role`` comes from the export's own label
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import polars as pl
 
@@ -38,10 +38,12 @@ from chimera.parsers.completeness import check_last_line, check_layout, truncate
 from chimera.parsers.droplet_cells import (
     COUNT_SUMS,
     NO_VALUE,
+    QUADRANT_PARTS,
     REEXPORT,
     DropletNumbers,
     merged_members,
     roles,
+    unbalanced,
 )
 from chimera.textio import (
     clean_cell,
@@ -278,6 +280,95 @@ def _frame(
     records: list[dict[str, str]],
     volume: float,
 ) -> pl.DataFrame:
+    by_column = _wells_by_column(table, records, volume)
+    wells = _wells_by_row(export, table, records, volume) if by_column is None else by_column
+    frame = pl.DataFrame(wells, schema=_WELL_SCHEMA)
+    return validate_frame(frame, DdpcrWells, file_name=export.file_name)
+
+
+def _wells_by_column(
+    table: _Table, records: list[dict[str, str]], volume: float
+) -> dict[str, list[Any]] | None:
+    """The well rows column by column, each distinct cell read once.
+
+    Cells are read by the very readers :func:`_wells_by_row` uses; None when any cell or count
+    sum is a problem, so that :func:`_wells_by_row` lists the problems with their rows.
+    """
+    numbers = DropletNumbers(decimal_comma=table.decimal_comma)
+
+    def column(name: str, read: Callable[[str], Any] = clean_cell) -> list[Any]:
+        cells = [record.get(name, "") for record in records]
+        distinct = {cell: read(cell) for cell in set(cells)}
+        return [distinct[cell] for cell in cells]
+
+    def count(cell: str) -> int | None:
+        return numbers.count(cell, column="", row=0)
+
+    positives, accepted, negatives = (
+        column("positives", count),
+        column("accepted", count),
+        column("negatives", count),
+    )
+    concentration = column("concentration", lambda cell: numbers.real(cell, column="", row=0))
+    no_positives = column("positives", _no_count)
+    quadrants = {name: column(name, numbers.sum_part) for name in QUADRANT_PARTS}
+    if (
+        numbers.problems
+        or any(a is not None and empty for a, empty in zip(accepted, no_positives, strict=True))
+        or any(
+            unbalanced({n: parts[i] for n, parts in quadrants.items()}, row=0, sums=COUNT_SUMS[1:])
+            for i in range(len(records))
+        )
+    ):
+        return None
+    completed = [_completed(*c) for c in zip(accepted, positives, negatives, strict=True)]
+    labels = zip(column("target_type"), column("dye"), column("sample_type"), strict=True)
+    channels = [roles(kind, dye, sample, software=table.software) for kind, dye, sample in labels]
+    merged = column("merged", merged_members)
+    return {
+        "sample_id": column("sample"),
+        "well": column("well"),
+        "target": column("target"),
+        "channel": [c for c, _, _ in channels],
+        "target_role": [r for _, r, _ in channels],
+        "sample_type": [s for _, _, s in channels],
+        "status": column("status"),
+        "accepted_droplets": [a for a, _ in completed],
+        "positives": positives,
+        "negatives": [n for _, n in completed],
+        "concentration_copies_per_ul": concentration,
+        "droplet_volume_nl": [volume] * len(records),
+        "merged_wells": merged,
+        "is_merged": [m is not None for m in merged],
+        "software": [table.software] * len(records),
+        "source_row": [row for row, _ in table.rows],
+    }
+
+
+def _completed(
+    accepted: int | None, positives: int | None, negatives: int | None
+) -> tuple[int | None, int | None]:
+    """Accepted and negative droplets, one computed from the others when it alone is empty."""
+    if accepted is None and positives is not None and negatives is not None:
+        accepted = positives + negatives
+    if negatives is None and positives is not None and accepted is not None:
+        negatives = accepted - positives
+    return accepted, negatives
+
+
+def _no_count(cell: str) -> bool:
+    """A Positives cell that is empty or a no-value word."""
+    text = cell.strip().strip('"').casefold()
+    return not text or text in NO_VALUE
+
+
+def _wells_by_row(
+    export: DecodedExport,
+    table: _Table,
+    records: list[dict[str, str]],
+    volume: float,
+) -> list[dict[str, object]]:
+    """The well rows one by one, every unreadable cell or count sum listed as a problem."""
     numbers = DropletNumbers(decimal_comma=table.decimal_comma)
     software = table.software
     out: list[dict[str, object]] = []
@@ -288,8 +379,7 @@ def _frame(
         # Positives + Negatives = Accepted is a DdpcrWells rule; the quadrants are checked here.
         if (problem := numbers.counts_add_up(cells, row=row, sums=COUNT_SUMS[1:])) is not None:
             numbers.problems.append(problem)
-        raw_positives = cells.get("positives", "").strip().strip('"').casefold()
-        if accepted is not None and (not raw_positives or raw_positives in NO_VALUE):
+        if accepted is not None and _no_count(cells.get("positives", "")):
             numbers.problems.append(
                 Problem(
                     rule="droplet_counts_add_up",
@@ -300,10 +390,7 @@ def _frame(
                     fix=REEXPORT,
                 )
             )
-        if accepted is None and positives is not None and negatives is not None:
-            accepted = positives + negatives
-        if negatives is None and positives is not None and accepted is not None:
-            negatives = accepted - positives
+        accepted, negatives = _completed(accepted, positives, negatives)
         channel, role, sample_type = roles(
             clean_cell(cells.get("target_type")),
             clean_cell(cells.get("dye")),
@@ -339,8 +426,7 @@ def _frame(
             "not valid numbers or counts that add up; see the list below"
         )
         raise ValidationFailedError(msg, numbers.problems)
-    frame = pl.DataFrame(out, schema=_WELL_SCHEMA)
-    return validate_frame(frame, DdpcrWells, file_name=export.file_name)
+    return out
 
 
 def _experiment(frame: pl.DataFrame, records: list[dict[str, str]]) -> str | None:
