@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from chimera.errors import (
     BinaryContentError,
@@ -153,13 +154,13 @@ class DecodedExport:
     """One file, read and decoded once: what :func:`detect` found and every parser takes.
 
     ``rows[i]`` is line ``i + 1`` of a text file (split on ``delimiter``, quote-aware; a blank
-    line is ``[]``) or row ``i + 1`` of the workbook sheet ``sheet``.
+    line is ``[]``) or row ``i + 1`` of the workbook sheet ``sheet``. A text file's lines are
+    split only when a parser asks for ``rows`` (a parser reading whole columns never does).
     """
 
     file_name: str
     format: ExportFormat
     container: Container
-    rows: list[list[str]]
     header_row: int
     """0-based index in ``rows`` of the table header (AB: the results header, found by content)."""
     delimiter: str = ""
@@ -173,6 +174,19 @@ class DecodedExport:
     sheet: str | None = None
     sheets: Mapping[str, list[list[str]]] = field(default_factory=dict)
     size_bytes: int = 0
+
+    @cached_property
+    def rows(self) -> list[list[str]]:
+        """Every line split into fields (text) or the rows of the sheet ``sheet`` (workbook)."""
+        if self.sheet is not None:
+            return self.sheets[self.sheet]
+        return split_rows(self.lines, self.delimiter)
+
+    def row(self, index: int) -> list[str]:
+        """``rows[index]`` alone: for a text file, one line split (no other line is)."""
+        if self.sheet is not None or "rows" in self.__dict__:
+            return self.rows[index]
+        return split_line(self.lines[index], self.delimiter)
 
     @property
     def assay(self) -> Assay:
@@ -320,7 +334,6 @@ def _detect_text(data: bytes, *, file_name: str) -> DecodedExport:
         file_name=file_name,
         format=fmt,
         container=Container.TEXT,
-        rows=split_rows(lines, delimiter),
         header_row=header,
         delimiter=delimiter,
         encoding=decoded.encoding,
@@ -354,7 +367,6 @@ def _detect_workbook(data: bytes, container: Container, *, file_name: str) -> De
         file_name=file_name,
         format=detection.format,
         container=container,
-        rows=sheets[name],
         header_row=detection.header_line or 0,
         sheet=name,
         sheets=sheets,

@@ -332,10 +332,11 @@ def parse_number(value: str | None, *, decimal_comma: bool = False) -> float | N
     text = value.strip().strip('"').replace("\u00a0", "")
     if not text:
         return None
-    if decimal_comma and _NUMBER_DECIMAL_COMMA.match(text):
-        text = text.replace(",", ".")
-    elif _NUMBER_THOUSANDS.match(text):
-        text = text.replace(",", "")
+    if "," in text:  # both patterns need one
+        if decimal_comma and _NUMBER_DECIMAL_COMMA.match(text):
+            text = text.replace(",", ".")
+        elif _NUMBER_THOUSANDS.match(text):
+            text = text.replace(",", "")
     try:
         number = float(text)
     except ValueError:

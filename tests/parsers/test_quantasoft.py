@@ -23,7 +23,16 @@ from chimera.errors import (
     UnrecognisedExportError,
     ValidationFailedError,
 )
-from chimera.parsers.quantasoft import parse_ddpcr, reject_amplitude_file
+from chimera.parsers.quantasoft import (
+    _WELL_SCHEMA,
+    _cells_by_name,
+    _column_map,
+    _read_table,
+    _wells_by_column,
+    _wells_by_row,
+    parse_ddpcr,
+    reject_amplitude_file,
+)
 from chimera.settings import DdpcrSettings
 
 SETTINGS = DdpcrSettings()
@@ -358,3 +367,34 @@ def test_damaged_exports_raise_only_chimera_errors(cut: int, flip: int) -> None:
         return
     assert 0 < frame.height <= bytes(data).count(b"\n")
     assert (frame["positives"] <= frame["accepted_droplets"]).all()
+
+
+@pytest.mark.parametrize("name", [QS_OLD, QX, "quantasoft_v1.7_merged_wells_20-0109.csv"])
+def test_column_reader_equals_row_reader(real_exports: Path, name: str) -> None:
+    """The column-by-column well reader gives the row-by-row reader's rows, cell for cell."""
+    export = detect(_read(real_exports, name), file_name=name)
+    table = _read_table(export)
+    records = _cells_by_name(table, _column_map(table.header))
+    by_column = _wells_by_column(table, records, 0.85)
+    assert by_column is not None
+    by_row = pl.DataFrame(_wells_by_row(export, table, records, 0.85), schema=_WELL_SCHEMA)
+    assert pl.DataFrame(by_column, schema=_WELL_SCHEMA).equals(by_row, null_equal=True)
+
+
+def test_a_count_that_does_not_add_up_sends_the_plate_to_the_row_reader(
+    real_exports: Path,
+) -> None:
+    """A quadrant sum that breaks makes the column reader step aside (the problem keeps its row)."""
+    lines = _read(real_exports, QX).decode("utf-8-sig").splitlines()
+    header = next(csv.reader([lines[0]]))
+    fields = next(csv.reader([lines[1]]))
+    fields[header.index("Ch1+Ch2+")] = str(int(fields[header.index("Ch1+Ch2+")]) + 1)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(fields)
+    data = "\r\n".join([lines[0], buffer.getvalue().rstrip(), *lines[2:]]).encode()
+    export = detect(data, file_name=QX)
+    table = _read_table(export)
+    assert _wells_by_column(table, _cells_by_name(table, _column_map(table.header)), 0.85) is None
+    with pytest.raises(ValidationFailedError) as caught:
+        parse_ddpcr(export, droplet_volume_nl=VOLUMES)
+    assert [p.row for p in caught.value.problems if p.rule == "droplet_counts_add_up"] == [2]

@@ -16,7 +16,13 @@ from chimera.errors import (
     UnrecognisedExportError,
     ValidationFailedError,
 )
+from chimera.parsers.qpcr_cells import header_index
 from chimera.parsers.quantstudio import (
+    _ALIASES,
+    _frame_by_column,
+    _frame_by_row,
+    _locate_table,
+    _plate_columns,
     map_task,
     parse_appbio,
     parse_run_end_time,
@@ -345,3 +351,32 @@ def test_run_end_time_parsing() -> None:
     assert twelve_hour.hour == 15
     assert parse_run_end_time("2024-10-01 15:02:50 PM XYZ") is None
     assert parse_run_end_time(None) is None
+
+
+@pytest.mark.parametrize("name", [RESULTS_ONLY, RNASEP_FULL, FAST96_XLSX, STEPONE_XLS, STEPONE_CSV])
+def test_column_reader_equals_row_reader(real_exports: Path, name: str) -> None:
+    """The column-by-column reader gives the row-by-row reader's frame, cell for cell."""
+    export = detect(_read(real_exports, name), file_name=name)
+    table = _locate_table(export)
+    columns = header_index(table.header, _ALIASES)
+    wells = [cells[columns["well"]].strip() for _, cells in table.rows]
+    plate = _plate_columns(table.metadata, wells)
+    by_column = _frame_by_column(table, columns, plate)
+    assert by_column is not None
+    by_row = _frame_by_row(table, columns, plate, decimal_comma=False, file_name=name)
+    assert by_column.equals(by_row, null_equal=True)
+    assert by_column.schema == by_row.schema
+
+
+def test_a_problem_sends_the_table_to_the_row_reader() -> None:
+    """A cell the reader refuses makes the column reader step aside (problems keep rows)."""
+    text = (
+        "[Results]\r\nWell\tSample Name\tTarget Name\tTask\tCт\tQuantity\r\n"
+        "1\tS1\tRPP30\tUNKNOWN\t23.1\t\r\n2\tS1\tRPP30\tUNKNOWN\t23.2\tlots\r\n"
+    )
+    table = _locate_table(detect(text.encode(), file_name="x.txt"))
+    columns = header_index(table.header, _ALIASES)
+    assert _frame_by_column(table, columns, 12) is None
+    with pytest.raises(ValidationFailedError) as caught:
+        parse_appbio(detect(text.encode(), file_name="x.txt"))
+    assert [(p.row, p.column) for p in caught.value.problems] == [(4, "Quantity")]

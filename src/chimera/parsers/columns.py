@@ -28,6 +28,8 @@ ASCII_BLANKS = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 _PLAIN_NUMBER = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
 """An ASCII decimal number that polars and Python's ``float`` read to the same value."""
 _NOT_ASCII = r"[^\x00-\x7f]"
+Cells = Sequence[str] | pl.Series
+"""One column's cells: a list of strings or a String series."""
 
 
 def _is_ascii(name: str) -> pl.Expr:
@@ -35,7 +37,7 @@ def _is_ascii(name: str) -> pl.Expr:
     return ~pl.col(name).str.contains(_NOT_ASCII)
 
 
-def _strings(columns: Mapping[str, Sequence[str]]) -> pl.DataFrame:
+def _strings(columns: Mapping[str, Cells]) -> pl.DataFrame:
     return pl.DataFrame(
         [pl.Series(name, values, dtype=pl.String) for name, values in columns.items()]
     )
@@ -48,7 +50,7 @@ def _clean(name: str) -> pl.Expr:
     return pl.when(quoted).then(unquoted).otherwise(text).replace("", None).alias(name)
 
 
-def clean_columns(columns: Mapping[str, Sequence[str]]) -> dict[str, pl.Series]:
+def clean_columns(columns: Mapping[str, Cells]) -> dict[str, pl.Series]:
     """:func:`chimera.textio.clean_cell` of every cell: blanks and outer quotes off, empty = null.
 
     One polars pass over all columns. ``str.strip`` removes exactly :data:`ASCII_BLANKS` from
@@ -68,7 +70,7 @@ def clean_columns(columns: Mapping[str, Sequence[str]]) -> dict[str, pl.Series]:
     return result
 
 
-def plain_numbers(columns: Mapping[str, Sequence[str]]) -> dict[str, tuple[pl.Series, pl.Series]]:
+def plain_numbers(columns: Mapping[str, Cells]) -> dict[str, tuple[pl.Series, pl.Series]]:
     """Per column: Float64 of the plain finite numbers (else null), and which cells are done.
 
     Done = a plain number, or an empty cell (which every number reader reads as None).

@@ -84,11 +84,10 @@ def check_last_line(
         return
     number, cells = body[-1]
     others = [fields for _, fields in body[:-1]]
-    header = export.rows[export.header_row]
-    expected = min(len(fields) for fields in others) if others else len(header) - short_by
-    if len(cells) < expected:
-        detail = f"line {number} has {len(cells)} fields where the other rows have {expected}"
-        raise truncated(export, detail, software=software, redo=redo)
+    fewest = min(len(fields) for fields in others) if others else None
+    check_field_count(
+        export, number, len(cells), fewest, software=software, short_by=short_by, redo=redo
+    )
     at_end = number == len(export.lines) and not export.ends_with_newline
     position = len(cells) - 1
     if (
@@ -98,6 +97,32 @@ def check_last_line(
         and all(len(fields) > position and fields[position].strip() for fields in others)
     ):
         detail = f"the last field of line {number} is empty where every other row has a value"
+        raise truncated(export, detail, software=software, redo=redo)
+
+
+def check_field_count(
+    export: DecodedExport,
+    number: int,
+    count: int,
+    fewest: int | None,
+    *,
+    software: str,
+    short_by: int = 0,
+    redo: str | None = None,
+) -> None:
+    """Refuse a last data row (line ``number``, ``count`` fields) shorter than the others.
+
+    ``fewest`` is the least field count of the other data rows (None when it is alone: then
+    the header, less ``short_by`` fields, is the measure).
+
+    Raises
+    ------
+    TruncatedExportError
+        When the last row has fewer fields.
+    """
+    expected = fewest if fewest is not None else len(export.row(export.header_row)) - short_by
+    if count < expected:
+        detail = f"line {number} has {count} fields where the other rows have {expected}"
         raise truncated(export, detail, software=software, redo=redo)
 
 

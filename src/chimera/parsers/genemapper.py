@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from itertools import zip_longest
 
 import polars as pl
 
@@ -26,14 +25,21 @@ from chimera.errors import (
     ValidationFailedError,
     WrongFormatError,
 )
-from chimera.parsers.columns import Column, clean_columns, plain_numbers, read_in_file_order
+from chimera.parsers.body import Body, data_rows, read_body
+from chimera.parsers.columns import (
+    ASCII_BLANKS,
+    Column,
+    clean_columns,
+    plain_numbers,
+    read_in_file_order,
+)
 from chimera.parsers.common import (
     ParsedExport,
     join_run_id,
     layout_fingerprint,
     unreadable_on_error,
 )
-from chimera.parsers.completeness import check_last_line, check_layout
+from chimera.parsers.completeness import check_field_count, check_last_line, check_layout
 from chimera.textio import (
     clean_cell,
     dedupe_header,
@@ -49,6 +55,7 @@ from schemas.inputs import StrPeaks
 _SLOT = re.compile(r"^(allele|size|height|peak area|area|data point|mutation|ae comment) (\d+)$")
 _DYE = re.compile(r"^\s*([A-Za-z]+)\s*(?:,|$)")
 _DECIMAL_POINT = re.compile(r"^-?\d+\.\d+$")
+_ASCII_POINT = r"^-?[0-9]+\.[0-9]+$"
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 _THOUSANDS_COMMA = re.compile(r"^-?\d{1,3}(,\d{3})+$")
 _THOUSANDS_DOT_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
@@ -146,20 +153,21 @@ def _parse(export: DecodedExport) -> ParsedExport:
         )
         raise WrongFormatError(msg)
     header = _Header(layout, export.header_row, export.delimiter, _header_names(export))
-    body = _read_body(export, header)
-    check_last_line(
-        export,
-        body,
-        software=_SOFTWARE,
-        short_by=None if layout is _Layout.GENOTYPES else 0,
-    )
     if header.layout is _Layout.SIZING:
-        peaks = _sizing_frame(header, body, file_name=file_name)
+        sizing = read_body(export, header.names)
+        check_last_line(export, [], software=_SOFTWARE)
+        if len(sizing):
+            check_field_count(export, *sizing.last_row(), software=_SOFTWARE)
+        peaks = _sizing_frame(header, sizing, file_name=file_name)
+        run_id = _run_name(header, sizing.column(_column_lookup(header.names).get("run name")))
     else:
+        body = data_rows(export, header.names)
+        check_last_line(export, body, software=_SOFTWARE, short_by=None)
         keys = [(str(sample), str(marker)) for sample, marker in _marker_rows(header, body)]
         check_layout(export, keys, software=_SOFTWARE, what="marker")
         rows = _genotype_rows(header, body, file_name=file_name)
         peaks = pl.DataFrame(rows, schema=_PEAK_SCHEMA, orient="row")
+        run_id = _run_name(header, _record_column(header, body, "run name"))
     if peaks.is_empty():
         msg = (
             f"{file_name}: the GeneMapper {header.layout.value} has a header on line "
@@ -171,32 +179,13 @@ def _parse(export: DecodedExport) -> ParsedExport:
     return ParsedExport(
         frame,
         export.format,
-        run_id=_run_name(header, body),
+        run_id=run_id,
         layout_fingerprint=layout_fingerprint(frame, ["sample_id", "marker"]),
     )
 
 
 def _header_names(export: DecodedExport) -> list[str]:
-    return [cell.strip() for cell in export.rows[export.header_row]]
-
-
-def _read_body(export: DecodedExport, header: _Header) -> list[tuple[int, list[str]]]:
-    """Return ``(line number, cells)`` for every non-blank line below the header.
-
-    A repeated header line (two exports pasted together) is skipped.
-    """
-    header_key = [normalise_header(name) for name in header.names]
-    body = []
-    for number, cells in export.numbered(header.line_index + 1):
-        if not "".join(cells).strip():
-            continue  # blank or trailing CRLF-only line
-        if (
-            normalise_header(cells[0]) == header_key[0]
-            and [normalise_header(cell) for cell in cells[: len(header_key)]] == header_key
-        ):
-            continue
-        body.append((number, cells))
-    return body
+    return [cell.strip() for cell in export.row(export.header_row)]
 
 
 def _marker_rows(
@@ -213,14 +202,20 @@ def _marker_rows(
     ]
 
 
-def _run_name(header: _Header, body: list[tuple[int, list[str]]]) -> str | None:
-    """The Genotypes Table ``Run Name`` value(s) (formats.md 3); None for a sizing table."""
-    lookup = _column_lookup(header.names)
-    key = lookup.get("run name")
+def _record_column(header: _Header, body: list[tuple[int, list[str]]], name: str) -> list[str]:
+    """Cells of the (normalised) column ``name`` of every row; empty when there is none."""
+    key = _column_lookup(header.names).get(name)
     if key is None:
-        return None
+        return []
     records = rows_to_records(header.names, [cells for _, cells in body])
-    names = sorted({value for r in records if (value := clean_cell(r.get(key))) is not None})
+    return [record[key] for record in records]
+
+
+def _run_name(header: _Header, cells: Sequence[str] | pl.Series) -> str | None:
+    """The Genotypes Table ``Run Name`` value(s) (formats.md 3); None without the column."""
+    if "run name" not in _column_lookup(header.names):
+        return None
+    names = sorted({value for cell in cells if (value := clean_cell(cell)) is not None})
     return join_run_id([("Run Name", ", ".join(names))])
 
 
@@ -259,10 +254,10 @@ class _NumberReader:
     ``228,25`` (not a thousands group), or the file is ``;``-separated (Excel, comma locale).
     """
 
-    def __init__(self, values: Sequence[str], *, delimiter: str) -> None:
+    def __init__(self, values: Sequence[str], *, delimiter: str, point_seen: bool = False) -> None:
         cells = (v.strip() for v in values if v)
         # Stops at the first decimal point: then no cell needs looking at for a comma.
-        has_point = any(_DECIMAL_POINT.match(v) for v in cells if v)
+        has_point = point_seen or any(_DECIMAL_POINT.match(v) for v in cells if v)
         comma_like = (
             [] if has_point else [c for v in values if v and _DECIMAL_COMMA.match(c := v.strip())]
         )
@@ -334,9 +329,7 @@ def _first_value(record: dict[str, str], keys: Sequence[str | None]) -> str | No
     return None
 
 
-def _sizing_frame(
-    header: _Header, body: list[tuple[int, list[str]]], *, file_name: str
-) -> pl.DataFrame:
+def _sizing_frame(header: _Header, body: Body, *, file_name: str) -> pl.DataFrame:
     """One row per peak (formats.md section 2); empty Marker/Allele = peak outside every bin.
 
     Cells are cleaned and read column by column (:mod:`chimera.parsers.columns`); only cells
@@ -350,30 +343,19 @@ def _sizing_frame(
     if not {"size", "height", "area"} & lookup.keys():
         missing.append("Height or Area")
     _missing_columns(missing, layout=header.layout, file_name=file_name)
-    columns = _columns(header.names, body)
-    numeric = {n: columns(lookup.get(n)) for n in ("size", "height", "area")}
+    numeric = {n: body.column(lookup.get(n)) for n in ("size", "height", "area")}
+    cells = pl.concat([numeric[n] for n in numeric if n in lookup])
+    # An ASCII decimal-point cell settles the convention (the reader would stop there too).
+    point_seen = bool(cells.str.strip_chars(ASCII_BLANKS).str.contains(_ASCII_POINT).any())
     reader = _NumberReader(
-        [
-            v
-            for values in zip(*(numeric[n] for n in numeric if n in lookup), strict=True)
-            for v in values
-        ],
-        delimiter=header.delimiter,
+        [] if point_seen else cells.to_list(), delimiter=header.delimiter, point_seen=point_seen
     )
-    dye_key = lookup.get("dye/sample peak") or lookup.get("dye")
-    dyes = columns(dye_key) if dye_key else [None] * len(body)
-    letters = {value: _dye_letter(value) for value in set(dyes)}
-    samples = [f"sample {i}" for i, key in enumerate(sample_keys) if key is not None]
+    samples = {f"sample {i}": key for i, key in enumerate(sample_keys) if key is not None}
     text = clean_columns(
         {
-            **{
-                name: columns(key)
-                for name, key in zip(
-                    samples, (k for k in sample_keys if k is not None), strict=True
-                )
-            },
-            "marker": columns(lookup["marker"]),
-            "allele": columns(lookup["allele"]),
+            **{name: body.column(key) for name, key in samples.items()},
+            "marker": body.column(lookup["marker"]),
+            "allele": body.column(lookup["allele"]),
         }
     )
     frame = pl.DataFrame(
@@ -381,9 +363,9 @@ def _sizing_frame(
             "sample_id": pl.select(pl.coalesce([text[name] for name in samples])).to_series(),
             "marker": text["marker"],
             "allele": text["allele"],
-            **_read_numbers(reader, numeric, [line for line, _ in body]),
-            "dye": pl.Series([letters[value] for value in dyes], dtype=pl.String),
-            "source_row": pl.Series([line for line, _ in body], dtype=pl.Int32),
+            **_read_numbers(reader, numeric, body.lines),
+            "dye": _dye_letters(body, lookup.get("dye/sample peak") or lookup.get("dye")),
+            "source_row": body.lines.cast(pl.Int32),
         },
         schema=_PEAK_SCHEMA,
     )
@@ -391,8 +373,18 @@ def _sizing_frame(
     return frame
 
 
+def _dye_letters(body: Body, key: str | None) -> pl.Series:
+    """:func:`_dye_letter` of every row's dye cell, once per distinct cell."""
+    if key is None:
+        return pl.Series([None] * len(body), dtype=pl.String)
+    cells = body.column(key)
+    distinct = cells.unique().to_list()
+    letters = [_dye_letter(value) for value in distinct]
+    return cells.replace_strict(distinct, letters, return_dtype=pl.String)
+
+
 def _read_numbers(
-    reader: _NumberReader, numeric: dict[str, list[str]], lines: list[int]
+    reader: _NumberReader, numeric: dict[str, pl.Series], lines: pl.Series
 ) -> dict[str, pl.Series]:
     """Size, height and area columns: plain numbers cast at once, the rest read by ``reader``."""
     labels = {"size": "Size", "height": "Height", "area": "Area"}
@@ -402,34 +394,15 @@ def _read_numbers(
     for key, cells in numeric.items():
         values, done = plain[key]
         if reader.decimal_comma:
-            values, done = values.clear(len(cells)), pl.Series([cell == "" for cell in cells])
+            values, done = values.clear(len(cells)), cells == ""
         columns.append((values, done, _cell_reader(reader, cells, lines, labels[key])))
     return dict(zip((names[k] for k in numeric), read_in_file_order(columns), strict=True))
 
 
 def _cell_reader(
-    reader: _NumberReader, cells: list[str], lines: list[int], label: str
+    reader: _NumberReader, cells: pl.Series, lines: pl.Series, label: str
 ) -> Callable[[int], float | None]:
     return lambda i: reader(cells[i], lines[i], label)
-
-
-def _columns(
-    names: Sequence[str], body: list[tuple[int, list[str]]]
-) -> Callable[[str | None], list[str]]:
-    """Cells of one (deduplicated) header key, row by row; short rows read as empty cells.
-
-    The body is transposed once, in C (``zip_longest``), instead of once per column.
-    """
-    position = {key: i for i, key in enumerate(dedupe_header(names))}
-    transposed = list(zip_longest(*(cells for _, cells in body), fillvalue=""))
-
-    def column(key: str | None) -> list[str]:
-        i = position.get(key) if key is not None else None
-        if i is None or i >= len(transposed):
-            return [""] * len(body)
-        return list(transposed[i])
-
-    return column
 
 
 def _slot_columns(names: Sequence[str]) -> dict[int, dict[str, str]]:

@@ -14,10 +14,9 @@ The parser is instrument-only: ``target_role`` comes from the export's own label
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import polars as pl
 
@@ -36,13 +35,21 @@ from chimera.parsers.common import (
     unreadable_on_error,
 )
 from chimera.parsers.completeness import check_last_line, check_layout, truncated
+from chimera.parsers.droplet_cells import (
+    COUNT_SUMS,
+    NO_VALUE,
+    QUADRANT_PARTS,
+    REEXPORT,
+    DropletNumbers,
+    merged_members,
+    roles,
+    unbalanced,
+)
 from chimera.textio import (
     clean_cell,
     dedupe_header,
     match_aliases,
     normalise_header,
-    parse_number,
-    rows_to_records,
     uses_decimal_comma,
 )
 from chimera.validation import validate_frame
@@ -74,15 +81,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "ch1-ch2+": ("ch1-ch2+",),
     "ch1-ch2-": ("ch1-ch2-",),
 }
-_CountSum = tuple[str, tuple[str, ...], bool]
-_COUNT_SUMS: tuple[_CountSum, ...] = (
-    ("Positives + Negatives", ("positives", "negatives"), False),
-    ("the Ch1/Ch2 quadrant counts", ("ch1+ch2+", "ch1+ch2-", "ch1-ch2+", "ch1-ch2-"), True),
-)
-"""Sums that equal Accepted Droplets on every row (formats.md 9-10); ``True``: an empty part
-while the others are filled breaks the sum (a row cut inside its last count leaves it empty)."""
-_MAX_DROPLETS = 10_000_000
-"""No well or merged row holds more droplets (a QX200 well ~20,000; 16 merged wells ~400,000)."""
 _LABELS = {"quantasoft": "QuantaSoft", "quantasoft_old": "QuantaSoft", "qx_manager": "QX Manager"}
 # Experiment *type* codes QuantaSoft/QX Manager write in the ``Experiment`` column (not run names).
 _EXPERIMENT_TYPES = frozenset(
@@ -90,25 +88,6 @@ _EXPERIMENT_TYPES = frozenset(
     | {"absolute quantification", "copy number variation", "direct quantification", "ratio"}
 )
 _REQUIRED = ("well", "target", "accepted", "positives")
-
-_CHANNEL_PREFIX = re.compile(r"^\s*(ch\s*\d+)\s*(.*)$", re.IGNORECASE)
-_SAMPLE_TYPES = {
-    "unknown": "unknown",
-    "reference": "unknown",
-    "ntc": "ntc",
-    "no template control": "ntc",
-    "posctrl": "positive_control",
-    "positive control": "positive_control",
-    "poscontrol": "positive_control",
-    "negctrl": "negative_control",
-    "negative control": "negative_control",
-    "negcontrol": "negative_control",
-    "blank": "blank",
-}
-# Written in number columns to mean "no value" (formats.md section 13); never parsed as 0.
-_SENTINELS = frozenset({"no call", "nan", "n/a", "na", "undetermined", "-", "--", "none"})
-_DOT_DECIMAL = re.compile(r"^-?\d+\.\d+$")
-_REEXPORT = "re-export the plate from the instrument software; do not edit the CSV."
 
 _WELL_SCHEMA: dict[str, pl.DataType] = {
     "sample_id": pl.String(),
@@ -178,126 +157,6 @@ def _column_map(header: list[str]) -> dict[str, str]:
     return match_aliases(normalised, _ALIASES)
 
 
-class _Numbers:
-    """Convert number cells, collecting a problem for every cell that is not a number."""
-
-    def __init__(self, *, decimal_comma: bool) -> None:
-        self.decimal_comma = decimal_comma
-        self.problems: list[Problem] = []
-
-    def _reject(
-        self, rule: str, message: str, *, column: str, row: int, value: str, fix: str = _REEXPORT
-    ) -> None:
-        """Record one cell that cannot be read."""
-        self.problems.append(
-            Problem(rule=rule, message=message, row=row, column=column, value=value, fix=fix)
-        )
-
-    def real(self, value: str, *, column: str, row: int) -> float | None:
-        text = value.strip()
-        if not text or text.casefold() in _SENTINELS:
-            return None
-        if self.decimal_comma and _DOT_DECIMAL.match(text):
-            self._reject(
-                "mixed_decimal_marks",
-                "this ';'-separated file writes decimals with a comma elsewhere",
-                column=column,
-                row=row,
-                value=text,
-                fix="re-export with one decimal convention (a dot decimal sign is safest).",
-            )
-            return None
-        number = parse_number(text, decimal_comma=self.decimal_comma)
-        if number is None:
-            self._reject(
-                "not_a_number",
-                f"{column!r} must be a number or empty",
-                column=column,
-                row=row,
-                value=text,
-            )
-        return number
-
-    def count(self, value: str, *, column: str, row: int) -> int | None:
-        number = self.real(value, column=column, row=row)
-        if number is None:
-            return None
-        if not number.is_integer() or abs(number) > _MAX_DROPLETS:
-            self._reject(
-                "not_a_count",
-                f"{column!r} must be a whole number of droplets (at most {_MAX_DROPLETS:,})",
-                column=column,
-                row=row,
-                value=value.strip(),
-            )
-            return None
-        return int(number)
-
-    def counts_add_up(
-        self, cells: Mapping[str, str], *, row: int, sums: Sequence[_CountSum] | None = None
-    ) -> Problem | None:
-        """Each of ``sums`` (default: all of :data:`_COUNT_SUMS`) must equal Accepted Droplets.
-
-        Returns the first sum that does not add up as a problem, or None when they all agree.
-        """
-
-        def value(name: str) -> float | None:
-            text = (cells.get(name) or "").strip().strip('"')
-            return parse_number(text, decimal_comma=self.decimal_comma) if text else None
-
-        accepted = value("accepted")
-        if accepted is None:
-            return None
-        for label, names, empty_breaks in _COUNT_SUMS if sums is None else sums:
-            parts = [value(name) for name in names]
-            known = [part for part in parts if part is not None]
-            if not known or (len(known) < len(parts) and not empty_breaks):
-                continue
-            if len(known) < len(parts) or sum(known) != accepted:
-                return Problem(
-                    rule="droplet_counts_add_up",
-                    message=f"{label} do not add up to the accepted droplets ({accepted:.0f})",
-                    row=row,
-                    fix=_REEXPORT,
-                )
-        return None
-
-
-def _merged_members(value: str | None) -> str | None:
-    """``"(A01,B01,C01)"`` → ``"A01,B01,C01"``; empty → None."""
-    text = clean_cell(value)
-    if text is None:
-        return None
-    members = [m.strip() for m in re.split(r"[,;\s]+", text.strip("()[] ")) if m.strip()]
-    return ",".join(members) or None
-
-
-def _roles(
-    target_type: str | None, dye: str | None, sample_type: str | None, *, software: str
-) -> tuple[str | None, str | None, str | None]:
-    """Return (channel, target_role, sample_type) from the export's own labels."""
-    channel: str | None = None
-    kind = (target_type or "").strip()
-    match = _CHANNEL_PREFIX.match(kind)
-    if match:
-        channel = match.group(1).replace(" ", "").capitalize()
-        kind = match.group(2)
-    kind = kind.strip().casefold()
-    channel = dye or channel
-    role: str | None = None
-    if kind == "reference":
-        role = "reference"
-    elif kind == "unknown" and software == "qx_manager":
-        role = "marker"
-    label = (sample_type or "").strip().casefold()
-    resolved: str | None
-    if label:
-        resolved = _SAMPLE_TYPES.get(label, label)
-    else:
-        resolved = _SAMPLE_TYPES.get(kind) if kind else None
-    return channel, role, resolved
-
-
 def parse_ddpcr(export: DecodedExport, *, droplet_volume_nl: Mapping[str, float]) -> ParsedExport:
     r"""Parse a QuantaSoft (1.7 or older) or QX Manager well export into ``DdpcrWells`` rows.
 
@@ -360,21 +219,30 @@ def parse_ddpcr(export: DecodedExport, *, droplet_volume_nl: Mapping[str, float]
             "truncated or empty below its header; copy the file again or re-export the plate"
         )
         raise TruncatedExportError(msg)
-    records = rows_to_records(table.header, [fields for _, fields in table.rows])
-    _check_complete(export, table, [_columns_of(record, columns) for record in records])
+    cells = _cells_by_name(table, columns)
+    _check_complete(export, table, cells)
     with unreadable_on_error(export.file_name, f"{software} export"):
-        frame = _frame(export, table, records, columns, float(droplet_volume_nl[software]))
+        frame = _frame(export, table, cells, float(droplet_volume_nl[software]))
     return ParsedExport(
         frame,
         export.format,
-        run_id=_experiment(frame, records, columns),
+        run_id=_experiment(frame, cells),
         layout_fingerprint=layout_fingerprint(frame, ["well", "sample_id", "target"]),
     )
 
 
-def _columns_of(record: dict[str, str], columns: Mapping[str, str]) -> dict[str, str]:
-    """A record keyed by canonical names (``well``, ``positives``, ``ch1+ch2+``, ...)."""
-    return {name: record.get(column, "") for name, column in columns.items()}
+def _cells_by_name(table: _Table, columns: Mapping[str, str]) -> list[dict[str, str]]:
+    """Every row keyed by canonical names (``well``, ``positives``, ``ch1+ch2+``, ...).
+
+    ``columns`` maps canonical names to deduplicated header names (:func:`_column_map`); a
+    row too short to reach a column has ``""`` there.
+    """
+    positions = {name: i for i, name in enumerate(dedupe_header(table.header))}
+    index = {name: positions[column] for name, column in columns.items()}
+    return [
+        {name: fields[i] if i < len(fields) else "" for name, i in index.items()}
+        for _, fields in table.rows
+    ]
 
 
 def _check_complete(export: DecodedExport, table: _Table, cells: list[dict[str, str]]) -> None:
@@ -389,7 +257,7 @@ def _check_complete(export: DecodedExport, table: _Table, cells: list[dict[str, 
     )
     last_row = table.rows[-1][0]
     if last_row == len(export.lines) and not export.ends_with_newline:
-        numbers = _Numbers(decimal_comma=table.decimal_comma)
+        numbers = DropletNumbers(decimal_comma=table.decimal_comma)
         problem = numbers.counts_add_up(cells[-1], row=last_row)
         if problem is not None:
             raise truncated(export, problem.message + f" on line {last_row}", software=software)
@@ -410,22 +278,108 @@ def _frame(
     export: DecodedExport,
     table: _Table,
     records: list[dict[str, str]],
-    columns: Mapping[str, str],
     volume: float,
 ) -> pl.DataFrame:
-    numbers = _Numbers(decimal_comma=table.decimal_comma)
+    by_column = _wells_by_column(table, records, volume)
+    wells = _wells_by_row(export, table, records, volume) if by_column is None else by_column
+    frame = pl.DataFrame(wells, schema=_WELL_SCHEMA)
+    return validate_frame(frame, DdpcrWells, file_name=export.file_name)
+
+
+def _wells_by_column(
+    table: _Table, records: list[dict[str, str]], volume: float
+) -> dict[str, list[Any]] | None:
+    """The well rows column by column, each distinct cell read once.
+
+    Cells are read by the very readers :func:`_wells_by_row` uses; None when any cell or count
+    sum is a problem, so that :func:`_wells_by_row` lists the problems with their rows.
+    """
+    numbers = DropletNumbers(decimal_comma=table.decimal_comma)
+
+    def column(name: str, read: Callable[[str], Any] = clean_cell) -> list[Any]:
+        cells = [record.get(name, "") for record in records]
+        distinct = {cell: read(cell) for cell in set(cells)}
+        return [distinct[cell] for cell in cells]
+
+    def count(cell: str) -> int | None:
+        return numbers.count(cell, column="", row=0)
+
+    positives, accepted, negatives = (
+        column("positives", count),
+        column("accepted", count),
+        column("negatives", count),
+    )
+    concentration = column("concentration", lambda cell: numbers.real(cell, column="", row=0))
+    no_positives = column("positives", _no_count)
+    quadrants = {name: column(name, numbers.sum_part) for name in QUADRANT_PARTS}
+    if (
+        numbers.problems
+        or any(a is not None and empty for a, empty in zip(accepted, no_positives, strict=True))
+        or any(
+            unbalanced({n: parts[i] for n, parts in quadrants.items()}, row=0, sums=COUNT_SUMS[1:])
+            for i in range(len(records))
+        )
+    ):
+        return None
+    completed = [_completed(*c) for c in zip(accepted, positives, negatives, strict=True)]
+    labels = zip(column("target_type"), column("dye"), column("sample_type"), strict=True)
+    channels = [roles(kind, dye, sample, software=table.software) for kind, dye, sample in labels]
+    merged = column("merged", merged_members)
+    return {
+        "sample_id": column("sample"),
+        "well": column("well"),
+        "target": column("target"),
+        "channel": [c for c, _, _ in channels],
+        "target_role": [r for _, r, _ in channels],
+        "sample_type": [s for _, _, s in channels],
+        "status": column("status"),
+        "accepted_droplets": [a for a, _ in completed],
+        "positives": positives,
+        "negatives": [n for _, n in completed],
+        "concentration_copies_per_ul": concentration,
+        "droplet_volume_nl": [volume] * len(records),
+        "merged_wells": merged,
+        "is_merged": [m is not None for m in merged],
+        "software": [table.software] * len(records),
+        "source_row": [row for row, _ in table.rows],
+    }
+
+
+def _completed(
+    accepted: int | None, positives: int | None, negatives: int | None
+) -> tuple[int | None, int | None]:
+    """Accepted and negative droplets, one computed from the others when it alone is empty."""
+    if accepted is None and positives is not None and negatives is not None:
+        accepted = positives + negatives
+    if negatives is None and positives is not None and accepted is not None:
+        negatives = accepted - positives
+    return accepted, negatives
+
+
+def _no_count(cell: str) -> bool:
+    """A Positives cell that is empty or a no-value word."""
+    text = cell.strip().strip('"').casefold()
+    return not text or text in NO_VALUE
+
+
+def _wells_by_row(
+    export: DecodedExport,
+    table: _Table,
+    records: list[dict[str, str]],
+    volume: float,
+) -> list[dict[str, object]]:
+    """The well rows one by one, every unreadable cell or count sum listed as a problem."""
+    numbers = DropletNumbers(decimal_comma=table.decimal_comma)
     software = table.software
     out: list[dict[str, object]] = []
-    for (row, _fields), record in zip(table.rows, records, strict=True):
-        cells = _columns_of(record, columns)
+    for (row, _fields), cells in zip(table.rows, records, strict=True):
         positives = numbers.count(cells.get("positives", ""), column="Positives", row=row)
         accepted = numbers.count(cells.get("accepted", ""), column="AcceptedDroplets", row=row)
         negatives = numbers.count(cells.get("negatives", ""), column="Negatives", row=row)
         # Positives + Negatives = Accepted is a DdpcrWells rule; the quadrants are checked here.
-        if (problem := numbers.counts_add_up(cells, row=row, sums=_COUNT_SUMS[1:])) is not None:
+        if (problem := numbers.counts_add_up(cells, row=row, sums=COUNT_SUMS[1:])) is not None:
             numbers.problems.append(problem)
-        raw_positives = cells.get("positives", "").strip().strip('"').casefold()
-        if accepted is not None and (not raw_positives or raw_positives in _SENTINELS):
+        if accepted is not None and _no_count(cells.get("positives", "")):
             numbers.problems.append(
                 Problem(
                     rule="droplet_counts_add_up",
@@ -433,20 +387,17 @@ def _frame(
                     "were accepted",
                     row=row,
                     column="Positives",
-                    fix=_REEXPORT,
+                    fix=REEXPORT,
                 )
             )
-        if accepted is None and positives is not None and negatives is not None:
-            accepted = positives + negatives
-        if negatives is None and positives is not None and accepted is not None:
-            negatives = accepted - positives
-        channel, role, sample_type = _roles(
+        accepted, negatives = _completed(accepted, positives, negatives)
+        channel, role, sample_type = roles(
             clean_cell(cells.get("target_type")),
             clean_cell(cells.get("dye")),
             clean_cell(cells.get("sample_type")),
             software=software,
         )
-        members = _merged_members(cells.get("merged"))
+        members = merged_members(cells.get("merged"))
         out.append(
             {
                 "sample_id": clean_cell(cells.get("sample")),
@@ -475,21 +426,17 @@ def _frame(
             "not valid numbers or counts that add up; see the list below"
         )
         raise ValidationFailedError(msg, numbers.problems)
-    frame = pl.DataFrame(out, schema=_WELL_SCHEMA)
-    return validate_frame(frame, DdpcrWells, file_name=export.file_name)
+    return out
 
 
-def _experiment(
-    frame: pl.DataFrame, records: list[dict[str, str]], columns: Mapping[str, str]
-) -> str | None:
+def _experiment(frame: pl.DataFrame, records: list[dict[str, str]]) -> str | None:
     """Run identity from the ``Experiment`` column when it holds a name, not a type code.
 
     QuantaSoft and QX Manager write the experiment *type* there (``ABS``, ``CNV``, ``DQ``, ...;
     formats.md 9-10), which two different plates share, so such codes identify nothing.
     """
-    column = columns.get("experiment")
-    if column is None or frame.is_empty():
+    if frame.is_empty() or not records or "experiment" not in records[0]:
         return None
-    names = {value for r in records if (value := clean_cell(r.get(column))) is not None}
+    names = {value for r in records if (value := clean_cell(r["experiment"])) is not None}
     names = {n for n in names if n.casefold() not in _EXPERIMENT_TYPES}
     return join_run_id([("Experiment", ", ".join(sorted(names)))])

@@ -12,10 +12,11 @@ the last row's fields decide), and a file ending inside another section is trunc
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import NoReturn
+from itertools import zip_longest
+from typing import Any, NoReturn
 
 import polars as pl
 
@@ -199,6 +200,12 @@ def _plate_columns(metadata: AppbioMetadata, wells: Sequence[str]) -> int:
     return 12
 
 
+def _stripped(cell: str) -> str:
+    """``cell.strip().strip('"').strip()``, with one ``strip`` for a cell without quotes."""
+    text = cell.strip()
+    return text.strip('"').strip() if '"' in text else text
+
+
 def _is_blank(row: Sequence[str]) -> bool:
     return not any(cell.strip().strip('"') for cell in row)
 
@@ -356,39 +363,125 @@ def _to_frame(table: _Table, *, file_name: str) -> pl.DataFrame:
         )
         raise TruncatedExportError(msg)
     decimal_comma = uses_decimal_comma([cells for _, cells in table.rows], table.delimiter)
+    well = columns.get("well")
+    raw_wells = [
+        cells[well].strip().strip('"').strip() if well is not None and well < len(cells) else ""
+        for _, cells in table.rows
+    ]
+    plate_columns = _plate_columns(table.metadata, raw_wells)
+    frame = None if decimal_comma else _frame_by_column(table, columns, plate_columns)
+    if frame is None:
+        frame = _frame_by_row(
+            table, columns, plate_columns, decimal_comma=decimal_comma, file_name=file_name
+        )
+    return validate_frame(frame, QpcrWells, file_name=file_name)
+
+
+_NUMBERS = {
+    "quantity": "quantity",
+    "slope": "slope",
+    "intercept": "intercept",
+    "r_squared": "r_squared",
+}
+"""``QpcrWells`` number column -> the canonical header name it is read from."""
+
+
+def _frame_by_column(
+    table: _Table, columns: Mapping[str, int], plate_columns: int
+) -> pl.DataFrame | None:
+    """The wells column by column, each distinct cell read once (dot-decimal tables).
+
+    Cells are read by the very readers :func:`_frame_by_row` uses; None when any cell is a
+    problem, so that :func:`_frame_by_row` lists the problems with their rows.
+    """
+    transposed = list(zip_longest(*(cells for _, cells in table.rows), fillvalue=""))
+    blank = [""] * len(table.rows)
+    problems: list[Problem] = []
+    read = number_reader(decimal_comma=False, problems=problems)
+
+    def column(key: str, reader: Callable[[str], object] = _stripped) -> list[Any]:
+        index = columns.get(key)
+        cells = transposed[index] if index is not None and index < len(transposed) else blank
+        distinct = {cell: reader(cell) for cell in set(cells)}
+        return [distinct[cell] for cell in cells]
+
+    def number(cell: str) -> float | None:
+        return read(_stripped(cell), 0, "")
+
+    def omitted(cell: str) -> bool:
+        return _boolean(_stripped(cell), row=0, column="", problems=problems)
+
+    readings = {
+        "ct": column("ct", lambda cell: parse_ct(cell, row=0, read=read)),
+        "omitted": column("omit", omitted),
+        **{name: column(key, number) for name, key in _NUMBERS.items()},
+        "efficiency_pct": column("efficiency", lambda cell: read(_efficiency(cell), 0, "")),
+    }
+    if problems or "ct" not in columns:
+        return None
+    positions = [p or w for p, w in zip(column("well_position"), column("well"), strict=True)]
+    wells = {p: well_position(p, plate_columns=plate_columns) if p else "" for p in set(positions)}
+    return pl.DataFrame(
+        {
+            "sample_id": [cell or None for cell in column("sample")],
+            "well": [wells[p] for p in positions],
+            "target": [cell or None for cell in column("target")],
+            "task": column("task", lambda cell: map_task(t) if (t := _stripped(cell)) else "other"),
+            "reporter": [cell or None for cell in column("reporter")],
+            **readings,
+            "source_row": [number for number, _ in table.rows],
+        },
+        schema=QPCR_COLUMNS,
+    )
+
+
+def _efficiency(cell: str) -> str:
+    """An Efficiency cell without its ``%`` sign."""
+    return _stripped(cell).rstrip("%").strip()
+
+
+def _frame_by_row(
+    table: _Table,
+    columns: Mapping[str, int],
+    plate_columns: int,
+    *,
+    decimal_comma: bool,
+    file_name: str,
+) -> pl.DataFrame:
+    """The wells row by row, every unreadable cell listed as a problem in file order."""
     problems: list[Problem] = []
     read = number_reader(decimal_comma=decimal_comma, problems=problems)
     width = len(table.header)
 
-    def cell(cells: list[str], key: str) -> str:
-        index = columns.get(key)
-        if index is None or index >= len(cells):
-            return ""
-        return cells[index].strip().strip('"').strip()
+    named = {key: index for key, index in columns.items() if key != "ct"}
 
-    raw_wells = [cell(cells, "well") for _, cells in table.rows]
-    plate_columns = _plate_columns(table.metadata, raw_wells)
+    def cells_of(cells: list[str]) -> dict[str, str]:
+        """Each named column's cell (the Ct is read as written), blanks and quotes stripped."""
+        return {key: _stripped(cells[index]) for key, index in named.items()}
+
     ct_name = table.header[columns["ct"]].strip()
     records: list[dict[str, object]] = []
     for number, raw in table.rows:
         cells = raw + [""] * (width - len(raw))
-        position = cell(cells, "well_position") or cell(cells, "well")
-        efficiency = cell(cells, "efficiency").rstrip("%").strip()
+        value = cells_of(cells)
+        position = value.get("well_position") or value.get("well", "")
+        efficiency = value.get("efficiency", "").rstrip("%").strip()
+        task = value.get("task", "")
         records.append(
             {
-                "sample_id": cell(cells, "sample") or None,
+                "sample_id": value.get("sample") or None,
                 "well": well_position(position, plate_columns=plate_columns) if position else "",
-                "target": cell(cells, "target") or None,
-                "task": map_task(cell(cells, "task")) if cell(cells, "task") else "other",
-                "reporter": cell(cells, "reporter") or None,
+                "target": value.get("target") or None,
+                "task": map_task(task) if task else "other",
+                "reporter": value.get("reporter") or None,
                 "ct": parse_ct(cells[columns["ct"]], row=number, read=read, column=ct_name),
                 "omitted": _boolean(
-                    cell(cells, "omit"), row=number, column="Omit", problems=problems
+                    value.get("omit", ""), row=number, column="Omit", problems=problems
                 ),
-                "quantity": read(cell(cells, "quantity"), number, "Quantity"),
-                "slope": read(cell(cells, "slope"), number, "Slope"),
-                "intercept": read(cell(cells, "intercept"), number, "Y-Intercept"),
-                "r_squared": read(cell(cells, "r_squared"), number, "R2"),
+                "quantity": read(value.get("quantity", ""), number, "Quantity"),
+                "slope": read(value.get("slope", ""), number, "Slope"),
+                "intercept": read(value.get("intercept", ""), number, "Y-Intercept"),
+                "r_squared": read(value.get("r_squared", ""), number, "R2"),
                 "efficiency_pct": read(efficiency, number, "Efficiency"),
                 "source_row": number,
             }
@@ -396,5 +489,4 @@ def _to_frame(table: _Table, *, file_name: str) -> pl.DataFrame:
     if problems:
         msg = f"{file_name}: {len(problems)} value(s) in the results table cannot be read"
         raise ValidationFailedError(msg, problems)
-    frame = pl.DataFrame(records, schema=QPCR_COLUMNS)
-    return validate_frame(frame, QpcrWells, file_name=file_name)
+    return pl.DataFrame(records, schema=QPCR_COLUMNS)
