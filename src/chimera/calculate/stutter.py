@@ -88,10 +88,37 @@ def correct_stutter(
     {'9': 20.32, '10': 996.0, '11': 50.0}
     """
     view = dict(signals)
-    for allele in _longest_first(tuple(signals)):
-        mean, _ = expected_stutter(allele, view, parents, stutter)
+    back, forward = stutter.back, stutter.forward
+    for allele, longer, shorter in _correction_plan(tuple(signals), _frozen(parents)):
+        # expected_stutter's mean, with the neighbour lookups planned once per allele set
+        mean = 0.0
+        if longer is not None:
+            mean += back * view.get(longer, 0.0)
+        if shorter is not None:
+            mean += forward * view.get(shorter, 0.0)
         view[allele] = max(0.0, signals[allele] - mean)
     return view
+
+
+def _frozen(alleles: Collection[str]) -> frozenset[str]:
+    return alleles if type(alleles) is frozenset else frozenset(alleles)
+
+
+@functools.lru_cache(maxsize=65536)
+def _correction_plan(
+    alleles: tuple[str, ...], parents: frozenset[str]
+) -> tuple[tuple[str, str | None, str | None], ...]:
+    """Each allele longest first with its longer and shorter neighbour when that is a parent.
+
+    The neighbours :func:`expected_stutter` reads; they depend on the peaks' alleles and the
+    genotypes only, which recur from sample to sample of a patient.
+    """
+    plan = []
+    for allele in _longest_first(alleles):
+        longer, shorter = _neighbours(allele)
+        plan.append((allele, longer if longer is not None and longer in parents else None,
+                     shorter if shorter is not None and shorter in parents else None))  # fmt: skip
+    return tuple(plan)
 
 
 @dataclass(frozen=True)
@@ -156,19 +183,26 @@ def unique_alleles_of(
     genomes: GenomeAlleles, corrected: Mapping[str, float], stutter: LocusStutter
 ) -> list[UniqueAllele]:
     """:func:`unique_alleles` of genotypes given as :func:`genome_alleles`."""
-    parents, layout = _unique_layout(genomes, stutter.back_sd, stutter.forward_sd)
+    back_sd, forward_sd = stutter.back_sd, stutter.forward_sd
     found = []
-    for genome, allele, dosage, near in layout:
-        _, sd = expected_stutter(allele, corrected, parents, stutter)
-        found.append(UniqueAllele(genome, allele, corrected.get(allele, 0.0), dosage, sd, near))
+    for genome, allele, dosage, near, longer, shorter in _unique_layout(genomes, back_sd, forward_sd):
+        # expected_stutter's SD, with its neighbour lookups planned in the layout
+        variance = 0.0
+        if longer is not None:
+            variance += (back_sd * corrected.get(longer, 0.0)) ** 2
+        if shorter is not None:
+            variance += (forward_sd * corrected.get(shorter, 0.0)) ** 2
+        found.append(UniqueAllele(genome, allele, corrected.get(allele, 0.0), dosage,
+                                  math.sqrt(variance), near))  # fmt: skip
     return found
 
 
 @functools.lru_cache(maxsize=65536)
 def _unique_layout(
     genomes: GenomeAlleles, back_sd: float, forward_sd: float
-) -> tuple[frozenset[str], tuple[tuple[str, str, float, str], ...]]:
-    """Every expected allele, and each genome-unique allele's genome, dosage and stutter parents.
+) -> tuple[tuple[str, str, float, str, str | None, str | None], ...]:
+    """Each genome-unique allele's genome, dosage, stutter parents (joined, for the note) and
+    its longer and shorter neighbour when that is an expected allele (:func:`expected_stutter`).
 
     They depend on the genotypes and on which stutter directions vary only, the same for every
     sample of a patient.
@@ -184,8 +218,11 @@ def _unique_layout(
                                        (shift_allele(allele, -1), forward_sd))
                 if parent is not None and parent in parents and spread > 0
             ]  # fmt: skip
-            found.append((genome, allele, 1 / len(alleles), "/".join(near)))
-    return parents, tuple(found)
+            longer, shorter = _neighbours(allele)
+            found.append((genome, allele, 1 / len(alleles), "/".join(near),
+                          longer if longer is not None and longer in parents else None,
+                          shorter if shorter is not None and shorter in parents else None))  # fmt: skip
+    return tuple(found)
 
 
 def stutter_ceiling(
@@ -292,9 +329,12 @@ def unexplained_alleles(
     total = sum(corrected.values())
     if total <= 0:
         return []
+    extra = corrected.keys() - expected
+    if not extra:
+        return []
     found = []
     limits = _ceiling_ratios(stutter, settings)
-    for allele in sorted(corrected.keys() - expected, key=allele_sort_key):
+    for allele in sorted(extra, key=allele_sort_key):
         ceiling = _ceiling(allele, observed, expected, limits)
         if observed.get(allele, 0.0) <= ceiling:
             continue
