@@ -213,18 +213,20 @@ def _exclude_unreliable_stutter(work: SampleWork, *, settings: StrSettings) -> l
     genomes = AGGREGATED[work.model]
     share = {g: statistics.median(_values(work, g)) for g in genomes if _values(work, g)}
     messages = []
+    limit = settings.stutter_uncertainty_limit
     for genome in genomes:
         flagged = []
         for locus in work.loci:
             if genome not in locus.values:
                 continue
+            # an allele without stutter SD scores 0.0, never above a limit >= 0: skip it then
             scored = [
                 (u.stutter_severity(share[genome], locus.total), u)
                 for u in locus.unique
-                if u.genome == genome
+                if u.genome == genome and (u.stutter_sd > 0 or limit < 0)
             ]
             worst = max(scored, default=None, key=lambda item: item[0])
-            if worst is not None and worst[0] > settings.stutter_uncertainty_limit:
+            if worst is not None and worst[0] > limit:
                 flagged.append((worst[0], locus, worst[1]))
         room = len(_values(work, genome)) - settings.min_informative_loci
         flagged.sort(key=lambda item: -item[0])

@@ -10,6 +10,7 @@ fractions f are reported as ``pct = 100 * f``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,10 +161,7 @@ class SharingPlan:
     def call(self, signals: Mapping[str, float]) -> LocusCall:
         """% iNK at the locus from the sample's allele signals (:func:`locus_pct_ink`)."""
         code = self.sharing
-
-        def s(alleles: Iterable[str]) -> float:
-            return float(sum(map(signals.get, alleles, itertools.repeat(0.0))))
-
+        s = functools.partial(_signal_sum, signals)
         signal_ink = s(self.ink_only)
         if code == Sharing.IDENTICAL:
             return LocusCall(code, None, signal_ink, s(self.expected))
@@ -185,6 +183,10 @@ class SharingPlan:
         total = recipient_only + s(self.shared)
         ratio = _ratio(2.0 * recipient_only, total)
         return LocusCall(code, None if ratio is None else 100.0 - ratio, signal_ink, total)
+
+
+def _signal_sum(signals: Mapping[str, float], alleles: Iterable[str]) -> float:
+    return float(sum(map(signals.get, alleles, itertools.repeat(0.0))))
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -288,7 +290,7 @@ def _pair_row(
     """One sample's marker row and locus work at a locus both genomes are typed at."""
     locus = pair.locus
     name = locus.name
-    observed = dict(signals)
+    observed = signals  # read only: correct_stutter returns a new dict
     corrected = correct_stutter(observed, locus.parents, stutter)
     call = pair.plan.call(corrected)
     pct, was_clamped = clamp_pct(call.pct_ink_raw)
