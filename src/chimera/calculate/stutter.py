@@ -256,9 +256,11 @@ def _ceiling(
     limits: tuple[float, float],
 ) -> float:
     ceiling = 0.0
-    for parent, limit in zip(_neighbours(allele), limits, strict=True):
-        if parent is not None and parent in parents:
-            ceiling += limit * signals.get(parent, 0.0)
+    longer, shorter = _neighbours(allele)
+    if longer is not None and longer in parents:
+        ceiling += limits[0] * signals.get(longer, 0.0)
+    if shorter is not None and shorter in parents:
+        ceiling += limits[1] * signals.get(shorter, 0.0)
     return ceiling
 
 
