@@ -301,9 +301,10 @@ def profile_signals(
     signals: dict[ProfileKey, dict[str, dict[str, float]]] = {}
     keys = zip(*(rows[c].to_list() for c in by), strict=True)
     markers, alleles, values = (rows[c].to_list() for c in ("_key", "allele", column))
+    key_of = {name: marker_key(name) for name in set(markers)}  # a few markers, many rows
     for key, marker, allele_name, value in zip(keys, markers, alleles, values, strict=True):
         per_marker = signals.setdefault(key, {})
-        per_marker.setdefault(marker_key(marker), {})[allele_name] = float(value)
+        per_marker.setdefault(key_of[marker], {})[allele_name] = float(value)
     return signals
 
 

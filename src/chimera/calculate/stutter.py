@@ -185,7 +185,8 @@ def unique_alleles_of(
     """:func:`unique_alleles` of genotypes given as :func:`genome_alleles`."""
     back_sd, forward_sd = stutter.back_sd, stutter.forward_sd
     found = []
-    for genome, allele, dosage, near, longer, shorter in _unique_layout(genomes, back_sd, forward_sd):
+    layout = _unique_layout(genomes, back_sd, forward_sd)
+    for genome, allele, dosage, near, longer, shorter in layout:
         # expected_stutter's SD, with its neighbour lookups planned in the layout
         variance = 0.0
         if longer is not None:
@@ -201,8 +202,10 @@ def unique_alleles_of(
 def _unique_layout(
     genomes: GenomeAlleles, back_sd: float, forward_sd: float
 ) -> tuple[tuple[str, str, float, str, str | None, str | None], ...]:
-    """Each genome-unique allele's genome, dosage, stutter parents (joined, for the note) and
-    its longer and shorter neighbour when that is an expected allele (:func:`expected_stutter`).
+    """Each genome-unique allele's genome, dosage, stutter parents and parent neighbours.
+
+    The stutter parents are joined for the note; the neighbours (longer, shorter, or None
+    when not an expected allele) are the ones :func:`expected_stutter` reads.
 
     They depend on the genotypes and on which stutter directions vary only, the same for every
     sample of a patient.
