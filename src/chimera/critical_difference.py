@@ -98,7 +98,11 @@ def _optional_max(a: float | None, b: float | None) -> float | None:
 
 
 def _side(row: Result, cd: CriticalDifferenceSettings) -> _Side:
-    return _side_of(*(row.get(name) for name in RESULT_FIELDS), cd=cd)
+    get = row.get
+    return _side_of(
+        get("pct_ink"), get("ci_low"), get("ci_high"), get("ci_quantile"), get("lod_pct"),
+        get("result_status"), get("method"), cd=cd,
+    )  # fmt: skip
 
 
 def _side_of(
@@ -224,8 +228,20 @@ def _judge(a: _Side, b: _Side, cd: CriticalDifferenceSettings) -> dict[str, Any]
 def compare_pairs(
     pairs: Sequence[tuple[Result, Result]], *, cd: CriticalDifferenceSettings
 ) -> list[dict[str, Any]]:
-    """Judge each (earlier, later) pair of results with :func:`judge_change`."""
-    return [judge_change(a, b, cd=cd) for a, b in pairs]
+    """Judge each (earlier, later) pair of results with :func:`judge_change`.
+
+    A result in several pairs (consecutive pairs of a series) is read once: ``pairs`` holds
+    every result for the whole call, so its ``id`` names it.
+    """
+    known: dict[int, _Side] = {}
+
+    def side(row: Result) -> _Side:
+        found = known.get(id(row))
+        if found is None:
+            found = known[id(row)] = _side(row, cd)
+        return found
+
+    return [_judge(side(a), side(b), cd) for a, b in pairs]
 
 
 def compare_results(
