@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from chimera import __version__
 from chimera.filemodes import restrict_umask
@@ -106,33 +104,9 @@ def _expand(paths: list[Path], settings: Settings) -> list[Path]:
 
 def _report(outcomes: list[FileOutcome]) -> int:
     from chimera.poll import exit_code  # noqa: PLC0415
+    from chimera.report.outcomes import print_outcomes  # noqa: PLC0415
 
-    table = Table(title="Files", show_lines=False)
-    for column in ("file", "format", "status", "rows", "detail"):
-        table.add_column(column)
-    colour = {
-        FileStatus.ACCEPTED: "green",
-        FileStatus.DUPLICATE: "cyan",
-        FileStatus.WAITING: "yellow",
-        FileStatus.QUARANTINED: "red",
-    }
-    for o in outcomes:
-        detail = o.reason or ""
-        if o.status is FileStatus.QUARANTINED and o.destination is not None:
-            detail += f"\n→ report: {o.destination}.problems.txt"
-        # Text cells: names and reasons print as written (no markup parsing, which is slow).
-        table.add_row(
-            Text(o.file_name),
-            Text(o.detected_format or "?"),
-            Text(o.status.value, style=colour[o.status]),
-            Text(str(o.rows)),
-            Text(detail),
-        )
-    console.print(table)
-    for o in outcomes:
-        if o.status is FileStatus.QUARANTINED:
-            for problem in o.problems[:10]:
-                console.print(f"  {o.file_name}: {problem.render()}")
+    print_outcomes(console, outcomes)
     return exit_code(o.status for o in outcomes)
 
 
