@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -42,7 +41,6 @@ DEFAULT_CI_QUANTILE = 1.96
 """Quantile assumed for a CI whose ``ci_quantile`` is null (a normal 95 % CI)."""
 
 PCR_METHODS = (Method.QPCR, Method.DDPCR)
-_METHODS = tuple(m.value for m in Method)
 RESULT_FIELDS: dict[str, pl.DataType] = {
     "pct_ink": pl.Float64(),
     "ci_low": pl.Float64(),
@@ -65,14 +63,22 @@ CHANGE_COLUMNS: dict[str, pl.DataType] = {
 }
 """What :func:`judge_change` returns (the trend table's change columns)."""
 
-_HAS_VALUE = (ResultStatus.QUANTIFIED, ResultStatus.BELOW_LOQ)
+_HAS_VALUE = frozenset({ResultStatus.QUANTIFIED.value, ResultStatus.BELOW_LOQ.value})
+_METHOD_OF = {m.value: m for m in Method}
+_PCR_NAMES = frozenset(m.value for m in PCR_METHODS)
+_NOT_DETECTED = ResultStatus.NOT_DETECTED.value
+_RISE, _FALL, _NONE = (
+    d.value for d in (ChangeDirection.RISE, ChangeDirection.FALL, ChangeDirection.NONE)
+)
+_DETECTION, _ADDITIVE, _MULTIPLICATIVE = (
+    s.value for s in (CdScale.DETECTION, CdScale.ADDITIVE, CdScale.MULTIPLICATIVE)
+)
 
 Result = Mapping[str, Any]
 """A result with the ``RESULT_FIELDS`` keys (missing keys are null), e.g. a trend row."""
 
 
-@dataclass(frozen=True)
-class _Side:
+class _Side(NamedTuple):
     """One result's value, state, LoD, uncertainties and lower bound (module docstring)."""
 
     x: float | None
@@ -85,25 +91,42 @@ class _Side:
     margin: float | None
 
 
-def _optional_max(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return max(known) if known else None
+def _optional_max(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return max(a, b)
 
 
 def _side(row: Result, cd: CriticalDifferenceSettings) -> _Side:
-    x, lo, hi = row.get("pct_ink"), row.get("ci_low"), row.get("ci_high")
-    q = row.get("ci_quantile") or DEFAULT_CI_QUANTILE
-    method = row.get("method")
-    run = cd.between_run.get(Method(method)) if method in _METHODS else None
+    get = row.get
+    return _side_of(
+        get("pct_ink"), get("ci_low"), get("ci_high"), get("ci_quantile"), get("lod_pct"),
+        get("result_status"), get("method"), cd=cd,
+    )  # fmt: skip
+
+
+def _side_of(
+    x: float | None,
+    lo: float | None,
+    hi: float | None,
+    ci_quantile: float | None,
+    lod_pct: float | None,
+    status: str | None,
+    method: str | None,
+    *,
+    cd: CriticalDifferenceSettings,
+) -> _Side:
+    q = ci_quantile or DEFAULT_CI_QUANTILE
+    run = cd.between_run.get(_METHOD_OF[method]) if method in _METHOD_OF else None
     sd, cv = (run.sd_pct, run.cv) if run is not None else (0.0, 0.0)
     analytical = sd**2 + (cv * x) ** 2 if x is not None else None
     within = within_ln = margin = None
     if x is not None:
-        within = _optional_max([None if hi is None else hi - x, None if lo is None else x - lo])
+        within = _optional_max(None if hi is None else hi - x, None if lo is None else x - lo)
         if x > 0:
             upper_ln = math.log(hi) - math.log(x) if hi is not None and hi > 0 else None
             lower_ln = math.log(x) - math.log(lo) if lo is not None and lo > 0 else None
-            within_ln = _optional_max([upper_ln, lower_ln])
+            within_ln = _optional_max(upper_ln, lower_ln)
         if lo is not None and analytical is not None:
             margin = math.sqrt((x - lo) ** 2 * (cd.z / q) ** 2 + cd.z**2 * analytical)
     u2 = None if within is None or analytical is None else (within / q) ** 2 + analytical
@@ -113,9 +136,9 @@ def _side(row: Result, cd: CriticalDifferenceSettings) -> _Side:
         se_ln2 = se_ln2 if se_ln2 > 0 else None
     return _Side(
         x=x,
-        status=row.get("result_status"),
-        pcr=method in PCR_METHODS,
-        lod=row.get("lod_pct") if row.get("lod_pct") is not None else hi,
+        status=status,
+        pcr=method in _PCR_NAMES,
+        lod=lod_pct if lod_pct is not None else hi,
         u2=u2,
         se_ln2=se_ln2,
         lower=None if margin is None or x is None else x - margin,
@@ -137,16 +160,16 @@ def _combined(z: float, a: float | None, b: float | None) -> float | None:
 
 def _detection(a: _Side, b: _Side) -> dict[str, Any]:
     """The detection rule: a not-detected side against a value (or both not detected)."""
-    nd = ResultStatus.NOT_DETECTED
+    nd = _NOT_DETECTED
     if a.status == nd and b.status == nd:
-        return {"cd_scale": CdScale.DETECTION.value, "change_direction": ChangeDirection.NONE.value,
+        return {"cd_scale": _DETECTION, "change_direction": _NONE,
                 "significant_change": False}  # fmt: skip
     if a.status == nd and b.status in _HAS_VALUE and b.x is not None:
-        return {"cd_scale": CdScale.DETECTION.value, "change_direction": ChangeDirection.RISE.value,
+        return {"cd_scale": _DETECTION, "change_direction": _RISE,
                 "critical_difference_pct": _plus(a.lod, b.margin),
                 "significant_change": _greater(b.lower, a.lod)}  # fmt: skip
     if a.status in _HAS_VALUE and a.x is not None and b.status == nd:
-        return {"cd_scale": CdScale.DETECTION.value, "change_direction": ChangeDirection.FALL.value,
+        return {"cd_scale": _DETECTION, "change_direction": _FALL,
                 "critical_difference_pct": _plus(b.lod, a.margin),
                 "significant_change": _greater(a.lower, b.lod)}  # fmt: skip
     return {}
@@ -155,26 +178,20 @@ def _detection(a: _Side, b: _Side) -> dict[str, Any]:
 def _numeric(a: _Side, b: _Side, cd: CriticalDifferenceSettings) -> dict[str, Any]:
     """Additive or multiplicative rule for two results with values."""
     x1, x2 = float(a.x or 0.0), float(b.x or 0.0)
-    direction = (
-        ChangeDirection.RISE
-        if x2 > x1
-        else ChangeDirection.FALL
-        if x2 < x1
-        else ChangeDirection.NONE
-    )
-    out: dict[str, Any] = {"change_pct": x2 - x1, "change_direction": direction.value}
+    direction = _RISE if x2 > x1 else _FALL if x2 < x1 else _NONE
+    out: dict[str, Any] = {"change_pct": x2 - x1, "change_direction": direction}
     if x1 > 0 and x2 > 0:
         out["change_ln"] = math.log(x2 / x1)
     cd_ln = _combined(cd.z, a.se_ln2, b.se_ln2)
     if a.pcr and b.pcr and cd_ln is not None and "change_ln" in out:
         factor = math.exp(cd_ln) - 1 if x2 >= x1 else 1 - math.exp(-cd_ln)
-        out.update(cd_scale=CdScale.MULTIPLICATIVE.value, critical_difference_ln=cd_ln,
+        out.update(cd_scale=_MULTIPLICATIVE, critical_difference_ln=cd_ln,
                    critical_difference_pct=x1 * factor,
                    significant_change=abs(out["change_ln"]) > cd_ln)  # fmt: skip
         return out
     cd_add = _combined(cd.z, a.u2, b.u2)
     if cd_add is not None:
-        out.update(cd_scale=CdScale.ADDITIVE.value, critical_difference_pct=cd_add,
+        out.update(cd_scale=_ADDITIVE, critical_difference_pct=cd_add,
                    significant_change=abs(x2 - x1) > cd_add)  # fmt: skip
     return out
 
@@ -199,7 +216,10 @@ def judge_change(
     >>> round(change["critical_difference_pct"], 2), change["significant_change"]
     (5.54, True)
     """
-    a, b = _side(first, cd), _side(second, cd)
+    return _judge(_side(first, cd), _side(second, cd), cd)
+
+
+def _judge(a: _Side, b: _Side, cd: CriticalDifferenceSettings) -> dict[str, Any]:
     both = a.status in _HAS_VALUE and b.status in _HAS_VALUE and a.x is not None and b.x is not None
     found = _numeric(a, b, cd) if both else _detection(a, b)
     return {name: found.get(name) for name in CHANGE_COLUMNS}
@@ -208,8 +228,20 @@ def judge_change(
 def compare_pairs(
     pairs: Sequence[tuple[Result, Result]], *, cd: CriticalDifferenceSettings
 ) -> list[dict[str, Any]]:
-    """Judge each (earlier, later) pair of results with :func:`judge_change`."""
-    return [judge_change(a, b, cd=cd) for a, b in pairs]
+    """Judge each (earlier, later) pair of results with :func:`judge_change`.
+
+    A result in several pairs (consecutive pairs of a series) is read once: ``pairs`` holds
+    every result for the whole call, so its ``id`` names it.
+    """
+    known: dict[int, _Side] = {}
+
+    def side(row: Result) -> _Side:
+        found = known.get(id(row))
+        if found is None:
+            found = known[id(row)] = _side(row, cd)
+        return found
+
+    return [_judge(side(a), side(b), cd) for a, b in pairs]
 
 
 def compare_results(
@@ -220,15 +252,21 @@ def compare_results(
     Both results are read from the ``RESULT_FIELDS`` columns with the given prefixes (e.g.
     ``"prev_"`` and ``""``).
     """
-    names = list(RESULT_FIELDS)
-    pairs = [
-        ({n: r[f"{first}{n}"] for n in names}, {n: r[f"{second}{n}"] for n in names})
-        for r in frame.select([f"{p}{n}" for p in (first, second) for n in names]).iter_rows(
-            named=True
-        )
+    judged = [
+        _judge(a, b, cd)
+        for a, b in zip(_sides(frame, first, cd), _sides(frame, second, cd), strict=True)
     ]
-    changes = pl.DataFrame(compare_pairs(pairs, cd=cd), schema=CHANGE_COLUMNS)
+    changes = pl.DataFrame(
+        {name: [change[name] for change in judged] for name in CHANGE_COLUMNS},
+        schema=CHANGE_COLUMNS,
+    )
     return frame.drop(list(CHANGE_COLUMNS), strict=False).hstack(changes)
+
+
+def _sides(frame: pl.DataFrame, prefix: str, cd: CriticalDifferenceSettings) -> list[_Side]:
+    """Each row's side from the ``RESULT_FIELDS`` columns with ``prefix``, read column-wise."""
+    columns = [frame[f"{prefix}{name}"].to_list() for name in RESULT_FIELDS]
+    return [_side_of(*values, cd=cd) for values in zip(*columns, strict=True)]
 
 
 def standard_uncertainty(result: Result, *, cd: CriticalDifferenceSettings) -> float | None:
