@@ -18,6 +18,7 @@ from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS
 from chimera.calculate.stats import t_quantile
 from chimera.calculate.str_aggregate import aggregate_loci, aggregate_loci_two_sd
 from chimera.calculate.str_chimerism import (
+    SharingPlan,
     classify_sharing,
     compute_str_chimerism,
     locus_pct_ink,
@@ -890,3 +891,21 @@ def test_y_signal_without_a_male_reference_goes_to_review() -> None:
         0, named=True
     )
     assert "Amelogenin" not in (clean["qc_reasons"] or "")
+
+
+ALLELE_NAMES = st.sampled_from(["8", "9", "9.3", "10", "11", "12", "13.2", "14", "15", "X", "Y"])
+
+
+@given(st.sets(ALLELE_NAMES, min_size=1, max_size=2), st.sets(ALLELE_NAMES, min_size=1, max_size=2))
+@example({"12", "9.3"}, {"14", "11"})
+def test_sharing_plan_sums_alleles_in_one_order_whatever_the_hash_seed(
+    donor: set[str], recipient: set[str]
+) -> None:
+    """A locus's sums run over its alleles sorted, not in set order (which follows the string
+    hash seed), so two runs of the same files give the same bits."""
+    plan = SharingPlan.of(donor, recipient)
+    assert plan.expected == tuple(sorted(donor | recipient))
+    assert plan.ink_only == tuple(sorted(donor - recipient))
+    assert plan.recipient_only == tuple(sorted(recipient - donor))
+    assert plan.shared == tuple(sorted(donor & recipient))
+    assert SharingPlan.of(sorted(donor, reverse=True), recipient) == plan

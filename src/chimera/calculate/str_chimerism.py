@@ -156,7 +156,9 @@ class SharingPlan:
     def of(cls, donor: Collection[str], recipient: Collection[str]) -> SharingPlan:
         """The plan of genotypes ``donor`` (iNK) and ``recipient``."""
         d, r = set(donor), set(recipient)
-        return cls(classify_sharing(d, r), tuple(d - r), tuple(r - d), tuple(d & r), tuple(d | r))
+        # Sorted: a sum's order (and so its last bit) must not follow the string hash seed.
+        plan = (tuple(sorted(alleles)) for alleles in (d - r, r - d, d & r, d | r))
+        return cls(classify_sharing(d, r), *plan)
 
     def call(self, signals: Mapping[str, float]) -> LocusCall:
         """% iNK at the locus from the sample's allele signals (:func:`locus_pct_ink`)."""
@@ -263,7 +265,7 @@ def evaluate_two_genome_many(
         genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
         typed = LocusGenotypes(name, d | r, stutter_position_alleles(d, r), sex_marker=key in sex,
                                genomes=genomes)  # fmt: skip
-        pair = _Pair(typed, SharingPlan.of(d, r), tuple(d | r))
+        pair = _Pair(typed, SharingPlan.of(d, r), tuple(sorted(d | r)))
         for work, row, (_, signals, lookup) in zip(works, rows, profiles, strict=True):
             _pair_row(work, row, pair, signals.get(key, {}), lookup.at(name), settings=settings)
     return works
