@@ -462,16 +462,6 @@ def _finish_markers(markers: pl.DataFrame, chimerism: pl.DataFrame) -> pl.DataFr
     )
 
 
-def recompute_or_defer(
-    warehouse: Warehouse, patients: set[str], *, settings: Settings, now: datetime, recompute: bool
-) -> None:
-    """Rebuild ``patients`` now, or only mark them dirty for one rebuild at the end of a batch."""
-    if recompute:
-        recompute_patients(warehouse, patients, settings=settings, now=now)
-    else:
-        warehouse.mark_dirty(patients)
-
-
 def recover_dirty(*, settings: Settings, now: datetime) -> set[str]:
     """Rebuild patients a crash left half-written; return them."""
     warehouse = Warehouse(settings.warehouse)

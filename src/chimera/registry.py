@@ -248,13 +248,6 @@ def sources_by_sample(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def measured_ids(frame: pl.DataFrame) -> set[str]:
-    """Sample ids present in an assay frame."""
-    if frame.height == 0 or "sample_id" not in frame.columns:
-        return set()
-    return set(frame["sample_id"].drop_nulls().to_list())
-
-
 def _failed(row: dict[str, object]) -> bool:
     return row["result_status"] == ResultStatus.FAILED or row["qc_verdict"] == QcVerdict.FAIL
 

@@ -259,8 +259,3 @@ def split_current(observations: pl.DataFrame, method: Method) -> tuple[pl.DataFr
     table = supersession(observations, method)
     replaced = table.filter(pl.col("replaced_by").is_not_null())["source_sha256"]
     return observations.filter(~pl.col("source_sha256").is_in(replaced.implode())), table
-
-
-def current_observations(observations: pl.DataFrame, method: Method) -> pl.DataFrame:
-    """The rows of the files no re-export of the same run replaced (:func:`supersession`)."""
-    return split_current(observations, method)[0]
