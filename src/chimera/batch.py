@@ -35,7 +35,7 @@ from chimera.filing import archive_file, quarantine_file
 from chimera.plate_targets import PlateTargets
 from chimera.prerequisites import missing_prerequisites
 from chimera.registry import Registry, registry_from
-from chimera.runs import RunBook, RunFile, remember, summary_frame
+from chimera.runs import RunBook, RunFile, file_summary, remember
 from chimera.settings import Settings
 from chimera.validation import validate_frame
 from chimera.warehouse import (
@@ -255,7 +255,7 @@ class IngestBatch:
         if sha256 in book:
             return None, None
         before = set(book.current)
-        file = remember(summary_frame(rows, method), method)[0]
+        file = remember(file_summary(rows, method), method)[0]
         members = book.add(file)
         if members[-1] is not file:
             return None, None

@@ -377,12 +377,16 @@ def _reject(
     return outcome
 
 
-def _with_lineage(frame: pl.DataFrame, base: FileOutcome, now: datetime) -> pl.DataFrame:
+def _with_lineage(
+    frame: pl.DataFrame, base: FileOutcome, now: datetime, **more: pl.Expr
+) -> pl.DataFrame:
+    """``frame`` with the lineage columns, then ``more`` columns (one pass)."""
     return frame.with_columns(
         source_sha256=pl.lit(base.sha256),
         source_file=pl.lit(base.file_name),
         pipeline_version=pl.lit(PIPELINE_VERSION),
         ingested_at=pl.lit(now, dtype=UTC),
+        **more,
     )
 
 
@@ -436,9 +440,7 @@ def _accept_assay(
     waits = batch.waits(frame, ids, method)
     if waits:
         return _wait_or_time_out(run, replace(base, detected_format=fmt), waits)
-    rows = _with_lineage(frame, base, run.now).with_columns(
-        run_id=pl.lit(parsed.run_id, dtype=pl.String)
-    )
+    rows = _with_lineage(frame, base, run.now, run_id=pl.lit(parsed.run_id, dtype=pl.String))
     supersedes, why = batch.replaced_files(rows, method, base.sha256)
     table = OBSERVATIONS[method]
     if not batch.has(table, base.sha256):

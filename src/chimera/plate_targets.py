@@ -121,8 +121,17 @@ def targets_of(frame: pl.DataFrame, sample_ids: Collection[str]) -> set[str]:
     """The targets ``sample_ids`` have wells of in a PCR frame (:func:`target_key`)."""
     if "target" not in frame.columns:
         return set()
-    rows = _target_rows(frame.filter(pl.col("sample_id").is_in(list(sample_ids))))
-    return {target_key(target, via) for _, _, target, via in rows.iter_rows()}
+    if not sample_ids:
+        return set()
+    channel = pl.col("channel") if "channel" in frame.columns else pl.lit(None, pl.String)
+    rows = (
+        frame.lazy()
+        .filter(pl.col("sample_id").is_in(list(sample_ids)))
+        .select("target", channel.alias("channel"))
+        .unique()
+        .collect()
+    )
+    return {target_key(target, via) for target, via in rows.iter_rows()}
 
 
 @dataclass

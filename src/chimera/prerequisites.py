@@ -37,7 +37,7 @@ def assay_sample_ids(frame: pl.DataFrame) -> list[str]:
         )
     if "task" in frame.columns or "sample_type" in frame.columns:  # PCR plates
         keep &= ~pl.col("sample_id").str.contains(CONTROL_SAMPLE_NAMES)
-    return sorted(frame.filter(keep)["sample_id"].unique().to_list())
+    return sorted(frame.select(pl.col("sample_id").filter(keep).unique())["sample_id"].to_list())
 
 
 _INSTRUMENT_SUFFIX = re.compile(r"\.(fsa|hid|ab1|eds|sds)$", re.IGNORECASE)

@@ -30,7 +30,7 @@ from datetime import datetime
 import polars as pl
 
 from chimera.calculate.common import ProductBanks, SampleInfo, sample_table
-from chimera.calculate.stutter_ratios import single_source_samples
+from chimera.calculate.stutter_ratios import SINGLE_SOURCE_ROLES, single_source_samples
 from chimera.plate_targets import PlateTargets, targets_of
 from chimera.warehouse import INFUSIONS, INGEST_LOG, OBSERVATIONS, SAMPLES, Warehouse
 from schemas.vocab import PRODUCT_ROLES, FileStatus, Method, QcVerdict, ResultStatus, Role
@@ -309,6 +309,11 @@ def mark_repeat_measurements(results: pl.DataFrame) -> pl.DataFrame:
     ).drop("_superseded", "_note", "_reason")
 
 
+_MAYBE_SINGLE_SOURCE = frozenset((*SINGLE_SOURCE_ROLES, Role.RECIPIENT_BASELINE))
+"""Roles :func:`~chimera.calculate.stutter_ratios.single_source_samples` may keep (no other
+role can be a single-source profile, so a file without them needs no look-up)."""
+
+
 def affected_patients(
     frame: pl.DataFrame,
     registry: Registry,
@@ -332,7 +337,9 @@ def affected_patients(
     known = [table[sid] for sid in ids if sid in table]
     series = series_ids(registry)
     if any(info.patient_id in series for info in known) or (
-        method == Method.STR and single_source_samples(registry.sample_rows(ids)).height
+        method == Method.STR
+        and any(info.role in _MAYBE_SINGLE_SOURCE for info in known)
+        and single_source_samples(registry.sample_rows(ids)).height
     ):
         return {p for p in registry.products if p not in series}
     patients = {info.patient_id for info in known if info.role not in PRODUCT_ROLES}

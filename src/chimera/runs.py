@@ -136,13 +136,24 @@ def summary_frame(
 
     ``by``: more columns to keep, each with one value per file.
     """
+    return observations.group_by("source_sha256", *by).agg(*_summary(observations, method))
+
+
+def file_summary(rows: pl.DataFrame, method: Method) -> pl.DataFrame:
+    """:func:`summary_frame` of the rows of one raw file (one pass, no grouping)."""
+    *columns, positions = _summary(rows, method)
+    return rows.select(pl.col("source_sha256").first(), *columns, positions.implode())
+
+
+def _summary(observations: pl.DataFrame, method: Method) -> list[pl.Expr]:
+    """The per-file aggregates of :func:`summary_frame`, the file's positions last."""
     layout = [pl.col(c).cast(pl.String).fill_null("") for c in LAYOUT_COLUMNS[method]]
     run_id = (
         pl.col("run_id").drop_nulls().first()
         if "run_id" in observations.columns
         else pl.lit(None, dtype=pl.String)
     )
-    return observations.group_by("source_sha256", *by).agg(
+    return [
         pl.col("source_file").first(),
         pl.col("ingested_at").max(),
         pl.len().alias("n_rows"),
@@ -154,7 +165,7 @@ def summary_frame(
         .hash(0)
         .alias("layout"),
         pl.col(POSITION_COLUMN[method]).drop_nulls().unique().alias("positions"),
-    )
+    ]
 
 
 class RunBook:
