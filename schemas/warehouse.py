@@ -12,7 +12,7 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas import fields
-from schemas.base import UTC, StrictModel, rows_checked_alone
+from schemas.base import UTC, StrictModel, rows_checked_alone, rows_compared_within
 from schemas.inputs import DdpcrWells, InfusionLog, Manifest, QpcrWells, StrPeaks
 from schemas.vocab import FileStatus, Method, QcVerdict, ResultStatus
 
@@ -35,10 +35,12 @@ class Lineage(StrictModel):
     ingested_at: UTC = pa.Field(description="When the row's source was ingested.")  # type: ignore[valid-type]
 
 
+@rows_compared_within("sample_id", "patient_id")
 class Samples(Manifest, Lineage):
     """Registered samples: manifest rows with lineage; the latest row for a sample id wins."""
 
 
+@rows_compared_within("patient_id")
 class Infusions(InfusionLog, Lineage):
     """Registered doses: infusion log rows with lineage; the latest row for a dose wins."""
 

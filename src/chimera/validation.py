@@ -14,7 +14,7 @@ import polars as pl
 from pandera.api.polars.model import DataFrameModel
 
 from chimera.errors import Problem, ValidationFailedError
-from schemas.base import checks_rows_alone
+from schemas.base import checks_rows_alone, compared_within
 
 _MAX_PROBLEMS = 50
 
@@ -111,7 +111,21 @@ def check_deferred(batches: Sequence[Sequence[Deferred]]) -> list[ValidationFail
 
 
 def _passes(frames: Sequence[pl.DataFrame], model: type[DataFrameModel]) -> bool:
-    """Whether the concatenation of same-column frames meets ``model`` (one Pandera pass)."""
+    """Whether the concatenation of same-column frames meets ``model`` (one Pandera pass).
+
+    Each frame's key values of a :func:`schemas.base.rows_compared_within` contract get a
+    suffix naming the frame first (an empty value is left as it is: its length is checked),
+    so rows of different frames are never compared.
+    """
+    keys = compared_within(model)
+    if keys:
+        frames = [
+            frame.with_columns(
+                pl.when(pl.col(key) == "").then(pl.col(key)).otherwise(pl.col(key) + f"\x00{i}")
+                for key in keys
+            )
+            for i, frame in enumerate(frames)
+        ]
     try:
         model.validate(pl.concat(frames, how="vertical_relaxed"), lazy=True)
     except (pa_errors.SchemaErrors, pa_errors.SchemaError):
@@ -124,7 +138,8 @@ def validate_many(
 ) -> list[pl.DataFrame]:
     """Validate several frames against one contract; returns them as validated (same order).
 
-    When the contract checks rows alone (:func:`schemas.base.rows_checked_alone`), frames that
+    When the contract checks rows alone (:func:`schemas.base.rows_checked_alone`) or within
+    keys (:func:`schemas.base.rows_compared_within`), frames that
     already have its dtypes are checked in one Pandera pass per set of columns; the other
     frames, and every frame of a pass that fails (to name the frame at fault), are validated
     on their own.
@@ -135,7 +150,7 @@ def validate_many(
         For the first frame (in order) that breaks the contract.
     """
     passed: set[int] = set()
-    if len(frames) > 1 and checks_rows_alone(model):
+    if len(frames) > 1 and (checks_rows_alone(model) or compared_within(model)):
         groups: dict[tuple[str, ...], list[int]] = {}
         for index, frame in enumerate(frames):
             if _fits(frame, model):
