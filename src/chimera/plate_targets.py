@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import polars as pl
 
@@ -121,17 +122,12 @@ def targets_of(frame: pl.DataFrame, sample_ids: Collection[str]) -> set[str]:
     """The targets ``sample_ids`` have wells of in a PCR frame (:func:`target_key`)."""
     if "target" not in frame.columns:
         return set()
-    if not sample_ids:
+    wanted = set(sample_ids)
+    if not wanted:
         return set()
-    channel = pl.col("channel") if "channel" in frame.columns else pl.lit(None, pl.String)
-    rows = (
-        frame.lazy()
-        .filter(pl.col("sample_id").is_in(list(sample_ids)))
-        .select("target", channel.alias("channel"))
-        .unique()
-        .collect()
-    )
-    return {target_key(target, via) for target, via in rows.iter_rows()}
+    channels = frame["channel"].to_list() if "channel" in frame.columns else repeat(None)
+    rows = zip(frame["sample_id"].to_list(), frame["target"].to_list(), channels, strict=False)
+    return {target_key(target, via) for sid, target, via in rows if sid in wanted}
 
 
 @dataclass
@@ -148,13 +144,18 @@ class PlateTargets:
         A ddPCR target is known by its name, else its channel (:func:`target_key`); wells
         without a sample id count under ``""``.
         """
-        if "target" not in frame.columns:
+        if "target" not in frame.columns or "source_sha256" not in frame.columns:
             return
-        rows = _target_rows(frame).drop_nulls("source_sha256")
-        for sha, sample_id, target, via in rows.iter_rows():
-            wells = self.by_file.setdefault(sha, {}).setdefault(sample_id or "", set())
-            wells.add(target_key(target, via))
-            for known in self._lacking.values():
+        channels = frame["channel"].to_list() if "channel" in frame.columns else repeat(None)
+        columns = (frame[c].to_list() for c in ("source_sha256", "sample_id", "target"))
+        touched = set()
+        for sha, sample_id, target, via in set(zip(*columns, channels, strict=False)):
+            if sha is not None:
+                wells = self.by_file.setdefault(sha, {}).setdefault(sample_id or "", set())
+                wells.add(target_key(target, via))
+                touched.add(sha)
+        for known in self._lacking.values():
+            for sha in touched:
                 known.pop(sha, None)
 
     def lacking(self, product_ids: Sequence[str]) -> dict[str, frozenset[str]]:

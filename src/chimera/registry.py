@@ -309,11 +309,6 @@ def mark_repeat_measurements(results: pl.DataFrame) -> pl.DataFrame:
     ).drop("_superseded", "_note", "_reason")
 
 
-_MAYBE_SINGLE_SOURCE = frozenset((*SINGLE_SOURCE_ROLES, Role.RECIPIENT_BASELINE))
-"""Roles :func:`~chimera.calculate.stutter_ratios.single_source_samples` may keep (no other
-role can be a single-source profile, so a file without them needs no look-up)."""
-
-
 def affected_patients(
     frame: pl.DataFrame,
     registry: Registry,
@@ -337,9 +332,7 @@ def affected_patients(
     known = [table[sid] for sid in ids if sid in table]
     series = series_ids(registry)
     if any(info.patient_id in series for info in known) or (
-        method == Method.STR
-        and any(info.role in _MAYBE_SINGLE_SOURCE for info in known)
-        and single_source_samples(registry.sample_rows(ids)).height
+        method == Method.STR and _holds_single_source(known, ids, registry)
     ):
         return {p for p in registry.products if p not in series}
     patients = {info.patient_id for info in known if info.role not in PRODUCT_ROLES}
@@ -359,6 +352,20 @@ def affected_patients(
             p for p in owners if p in registry.products and registry.products[p].bank == bank
         }
     return patients
+
+
+def _holds_single_source(known: list[SampleInfo], ids: list[str], registry: Registry) -> bool:
+    """Whether ``single_source_samples`` of the registry rows of ``ids`` alone keeps any.
+
+    A role :func:`~chimera.calculate.stutter_ratios.single_source_samples` always keeps needs
+    no look-up.
+    """
+    roles = {info.role for info in known}
+    if not roles.isdisjoint(SINGLE_SOURCE_ROLES):
+        return True
+    return Role.RECIPIENT_BASELINE in roles and bool(
+        single_source_samples(registry.sample_rows(ids)).height
+    )
 
 
 def registry_patients(registry: Registry) -> set[str]:
