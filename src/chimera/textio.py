@@ -329,6 +329,13 @@ def parse_number(value: str | None, *, decimal_comma: bool = False) -> float | N
     """
     if value is None:
         return None
+    try:
+        # What float() reads has no quote or comma, so the cleaning below would not change it.
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        return number if math.isfinite(number) else None
     text = value.strip().strip('"').replace("\u00a0", "")
     if not text:
         return None
