@@ -184,9 +184,10 @@ def sniff_delimiter(line: str) -> str:
     (',', ';', ',')
     """
     outside = _QUOTED.sub("", line) if '"' in line else line
-    counts = {char: outside.count(char) for char in ("\t", ";", ",")}
-    best = max(counts, key=lambda k: (counts[k], k == "\t"))
-    return best if counts[best] else ","
+    tabs, semicolons, commas = outside.count("\t"), outside.count(";"), outside.count(",")
+    if tabs and tabs >= semicolons and tabs >= commas:
+        return "\t"  # a tie goes to TAB
+    return ";" if semicolons and semicolons >= commas else ","
 
 
 def read_rows(lines: list[str], delimiter: str) -> list[list[str]]:

@@ -311,9 +311,7 @@ def _frame(
     return validate_frame(frame, DdpcrWells, file_name=export.file_name)
 
 
-def _wells_by_column(
-    table: _Table, cells: _Cells, volume: float
-) -> dict[str, list[Any]] | None:
+def _wells_by_column(table: _Table, cells: _Cells, volume: float) -> dict[str, list[Any]] | None:
     """The well rows column by column, each distinct cell read once.
 
     Cells are read by the very readers :func:`_wells_by_row` uses; None when any cell or count
@@ -469,6 +467,8 @@ def _experiment(frame: pl.DataFrame, cells: _Cells) -> str | None:
     """
     if frame.is_empty() or not cells.height or "experiment" not in cells.columns:
         return None
-    names = {value for cell in set(cells.get("experiment")) if (value := clean_cell(cell)) is not None}
+    names = {
+        value for cell in set(cells.get("experiment")) if (value := clean_cell(cell)) is not None
+    }
     names = {n for n in names if n.casefold() not in _EXPERIMENT_TYPES}
     return join_run_id([("Experiment", ", ".join(sorted(names)))])
