@@ -33,11 +33,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RegistryTable:
-    """Registry samples by id (:func:`sample_table`) in registry order, indexed once."""
+    """Registry samples by id (:func:`sample_table`) and their registry positions, indexed once."""
 
+    samples: pl.DataFrame
     infos: dict[str, SampleInfo]
-    as_lots: dict[str, SampleInfo]
-    """The same samples with their ``patient_id`` (a product sample's lot) as ``product_lot``."""
     order: dict[str, int]
 
     @classmethod
@@ -46,8 +45,7 @@ class RegistryTable:
         order: dict[str, int] = {}
         for position, sample_id in enumerate(samples["sample_id"].to_list()):
             order.setdefault(sample_id, position)
-        lots = samples.with_columns(product_lot=pl.col("patient_id"))
-        return cls(sample_table(samples), sample_table(lots), order)
+        return cls(samples, sample_table(samples), order)
 
     def others(
         self,
@@ -67,8 +65,12 @@ class RegistryTable:
         found = {}
         for sid in known:
             info = self.infos[sid]
-            if info.role not in roles:
-                found[sid] = self.as_lots[sid] if info.role in lots else info
+            if info.role in roles:
+                continue
+            if info.role in lots:
+                row = self.samples[self.order[sid]].with_columns(product_lot=pl.col("patient_id"))
+                info = sample_table(row)[sid]
+            found[sid] = info
         return found
 
 
