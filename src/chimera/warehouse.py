@@ -332,7 +332,9 @@ class Warehouse:
         Every view of a table read in this process (:meth:`read`, :meth:`read_derived`) is
         written back. A speed-up only: the table files stay the truth (:mod:`chimera.table_cache`).
         """
-        return [path.name for path in table_cache.persist_under(self.root / ".cache")]
+        written = [path.name for path in table_cache.persist_under(self.root / ".cache")]
+        table_cache.release_written(self.root)
+        return written
 
     def _path(self, table: Table, key: str) -> Path:
         return self.folder(table) / f"{file_key(key)}.parquet"
