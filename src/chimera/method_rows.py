@@ -94,7 +94,14 @@ class MethodInputs:
 
 
 def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
-    """The patient's samples and the product samples of their cell bank, with one lot of it."""
+    """The patient's samples and the product samples of their cell bank, with one lot of it.
+
+    Built once per registry (a rebuild asks for it per method and per step).
+    """
+    return registry.derived(("patient_samples", patient), lambda: _samples_of(registry, patient))
+
+
+def _samples_of(registry: Registry, patient: str) -> pl.DataFrame:
     product = registry.products.get(patient)
     lot = product.lot if product is not None else None
     bank = product.bank if product is not None else None
