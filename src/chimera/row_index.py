@@ -106,12 +106,15 @@ class RowIndex:
         """The markers of each sample on each file of ``shas`` (current files), indexed once.
 
         The files not yet indexed are indexed together, in one pass over their rows only, so a
-        rebuild of a few patients reads only their files.
+        rebuild of a few patients reads only their files; once the rows are partitioned (a
+        large rebuild) every file is indexed in that one pass.
         """
         genes = tuple(reference_genes)
         missing = [sha for sha in dict.fromkeys(shas) if (sha, genes) not in self._markers]
         if missing:
             if self._partitioned():
+                missing = [sha for sha in self.by_source if (sha, genes) not in self._markers]
+                missing += [sha for sha in dict.fromkeys(shas) if sha not in self.by_source]
                 parts = [self.by_source[sha] for sha in missing if sha in self.by_source]
                 rows = pl.concat(parts) if parts else self.frame.clear()
             else:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import re
@@ -111,7 +112,13 @@ class Table:
     @property
     def schema(self) -> dict[str, pl.DataType]:
         """The contract's columns as a polars schema (for empty frames)."""
-        return polars_schema(self.model)
+        return dict(_contract_schema(self.model))
+
+
+@functools.cache
+def _contract_schema(model: type[DataFrameModel]) -> dict[str, pl.DataType]:
+    """:func:`~schemas.base.polars_schema` of a contract, worked out once (pandera is slow at it)."""
+    return polars_schema(model)
 
 
 SOURCE = ("source_sha256",)
