@@ -144,9 +144,11 @@ class Fingerprints:
         whole: list[str] = []
         ids = set(samples["sample_id"].to_list())
         if rows is not None:
-            plates = rows.filter(pl.col("sample_id").is_in(own))["source_sha256"]
-            whole = plates.unique().sort().to_list()
-            ids.update(rows["sample_id"].drop_nulls().to_list())
+            # The patient's own plates, which the relevant rows hold whole.
+            index = inputs.indexed().index
+            assert index is not None
+            whole = sorted(index.sources_of(own))
+            ids.update(rows["sample_id"].unique().drop_nulls().to_list())
         replaced = []
         if inputs.replaced is not None and inputs.replaced.frame.height:
             replaced = sorted(inputs.replaced.sources_of(own))
