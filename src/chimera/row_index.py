@@ -142,13 +142,12 @@ class RowIndex:
         """Every row of the files ``sources`` and the ``kept`` rows on ``sliced``, in stored order."""
         files = set(sources)
         extra = [kept.by_source[s] for s in sorted(set(sliced) - files) if s in kept.by_source]
-        if not self._partitioned():
-            parts = [self.frame.filter(pl.col("source_sha256").is_in(list(files)))]
-        else:
-            parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
-        parts += extra
-        if not parts:
-            return self.frame.clear().drop(ROW_POSITION)
+        if self._partitioned():
+            # One gather of the rows' positions (the kept rows lie on other files: no repeats).
+            found = self._file_positions.of_keys(sorted(files))
+            found += [part[ROW_POSITION].to_numpy() for part in extra]
+            return self._gather(np.sort(np.concatenate(found)) if found else None)
+        parts = [self.frame.filter(pl.col("source_sha256").is_in(list(files))), *extra]
         return pl.concat(parts).sort(ROW_POSITION).drop(ROW_POSITION)
 
 
