@@ -127,7 +127,8 @@ def test_rows_this_process_wrote_are_read_from_memory_until_the_file_changes(
     stored = warehouse.write_single(ASSAY_LIMITS, _limits())
 
     def refuse(path: object, *args: object, **kwargs: object) -> pl.DataFrame:
-        raise AssertionError(f"read back {path}")
+        msg = f"read back {path}"
+        raise AssertionError(msg)
 
     with monkeypatch.context() as patched:
         patched.setattr(pl, "read_parquet", refuse)
