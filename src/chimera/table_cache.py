@@ -84,8 +84,8 @@ class _Snapshot:
 _memory: dict[Path, _Snapshot] = {}
 """In-memory snapshots by cache path (one folder may have several views)."""
 _written: dict[Path, dict[str, tuple[Identity, pl.DataFrame]]] = {}
-"""Per table folder: the files this process wrote (identity and rows), until a snapshot
-covers them (:func:`release_written`): every view of the folder reads them from here."""
+"""Per table folder: the files this process wrote (identity and rows), until
+:func:`release_written`: every view of the folder reads them from here, not from disk."""
 
 
 def identity(path: Path) -> Identity:
@@ -185,21 +185,23 @@ def note_written(folder: Path, name: str, rows: pl.DataFrame | None) -> None:
 
 
 def release_written(root: Path) -> None:
-    """Drop the written rows :func:`note_written` holds that a snapshot now covers (under ``root``).
+    """Drop the written rows :func:`note_written` holds for the folders under ``root``.
 
-    Rows no in-memory snapshot of their folder covers yet stay for its first read; a file
-    rewritten replaces its entry, so what stays is at most one copy of each folder's files.
+    Called once a batch's snapshots are written back. Kept are only the rows of a folder that
+    has a snapshot in memory not covering them yet (its next read takes them), so a
+    long-running service holds no more than those snapshots will.
     """
     for folder, held in _written.items():
         if not folder.is_relative_to(root):
             continue
-        views = [snap for snap in _memory.values() if snap.folder == folder]
-        for name in [n for n, (found, _) in held.items() if _covered(views, n, found)]:
+        views = [snapshot for snapshot in _memory.values() if snapshot.folder == folder]
+        for name in [n for n, (found, _) in held.items() if not _pending(views, n, found)]:
             del held[name]
 
 
-def _covered(views: list[_Snapshot], name: str, found: Identity) -> bool:
-    return any(view.files.get(name) == view.view.key(found) for view in views)
+def _pending(views: list[_Snapshot], name: str, found: Identity) -> bool:
+    """Whether some snapshot of ``views`` has yet to read the file ``name`` written as ``found``."""
+    return any(view.files.get(name) != view.view.key(found) for view in views)
 
 
 def forget(folder: Path) -> None:
