@@ -94,7 +94,14 @@ class MethodInputs:
 
 
 def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
-    """The patient's samples and the product samples of their cell bank, with one lot of it."""
+    """The patient's samples and the product samples of their cell bank, with one lot of it.
+
+    Built once per registry (a rebuild asks for it per method and per step).
+    """
+    return registry.derived(("patient_samples", patient), lambda: _samples_of(registry, patient))
+
+
+def _samples_of(registry: Registry, patient: str) -> pl.DataFrame:
     product = registry.products.get(patient)
     lot = product.lot if product is not None else None
     bank = product.bank if product is not None else None
@@ -227,12 +234,7 @@ def _indexed_plates(inputs: MethodInputs) -> dict[str, pl.DataFrame]:
 
 
 def _fallback(
-    inputs: MethodInputs,
-    files: Iterable[str],
-    registry: Registry,
-    patient: str,
-    samples: pl.DataFrame,
-    settings: Settings,
+    inputs: MethodInputs, files: Iterable[str], registry: Registry, patient: str, settings: Settings
 ) -> set[str]:
     """Markers whose product carriage or n_M may read other plates' registered reference."""
     index = inputs.index
@@ -240,9 +242,23 @@ def _fallback(
     method = settings.qpcr if inputs.method == Method.QPCR else settings.ddpcr
     own = index.markers(sorted(files), method.reference_genes)
     surely_own = ~pl.col("role").is_in([*PRODUCT_ROLES, Role.NEGATIVE_CONTROL])
-    sure = registry.patient_samples(patient).filter(surely_own)["sample_id"].to_list()
-    products = samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"].to_list()
+    sure = _ids(
+        registry, ("surely_own", patient), lambda: registry.patient_samples(patient), surely_own
+    )
+    is_product = pl.col("role").is_in(PRODUCT_ROLES)
+    products = _ids(
+        registry, ("products", patient), lambda: patient_samples(registry, patient), is_product
+    )
     return fallback_targets(own, sure, set(products))
+
+
+def _ids(
+    registry: Registry, key: tuple[str, str], rows: Callable[[], pl.DataFrame], kept: pl.Expr
+) -> list[str]:
+    """The sample ids of ``rows()`` that ``kept`` keeps, worked out once per registry (``key``)."""
+    return registry.derived(key, lambda: rows().filter(kept).select("sample_id"))[
+        "sample_id"
+    ].to_list()
 
 
 def _plate_cache(inputs: MethodInputs) -> PlateCache:
@@ -314,7 +330,7 @@ def _relevant(
     kept = index.kept(_registered(samples).to_list())
     if every_plate:
         return index.take_plates(files, kept, kept.by_source)
-    needed = _fallback(inputs, files, registry, patient, samples, settings)
+    needed = _fallback(inputs, files, registry, patient, settings)
     return index.take_plates(files, kept, kept.holding(needed))
 
 
@@ -340,9 +356,11 @@ def method_rows(
         rows = relevant
     else:
         rows = _relevant(inputs, patient, registry, samples, settings)
-    reported = registry.patient_samples(patient).filter(pl.col("role").is_in(REPORTED_ROLES))[
-        "sample_id"
-    ]
+    is_reported_role = pl.col("role").is_in(REPORTED_ROLES)
+    reported = registry.derived(
+        ("reported", patient),
+        lambda: registry.patient_samples(patient).filter(is_reported_role).select("sample_id"),
+    )["sample_id"]
     is_reported = pl.col("sample_id").is_in(reported.implode())
     # Each reported sample's file and ingest time (its first row on that file).
     sources = (
