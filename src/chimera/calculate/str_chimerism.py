@@ -410,7 +410,7 @@ def compute_str_runs(
     return MethodOutput(results, markers)
 
 
-_PEAK_COLUMNS = ("sample_id", "marker", "allele", "height_rfu", "area_rfu")
+PEAK_COLUMNS = ("sample_id", "marker", "allele", "height_rfu", "area_rfu")
 """The ``StrPeaks`` columns the calculation reads (besides the profile grouping columns)."""
 
 Evaluated = tuple[ProfileKey, SampleResult, list[dict[str, object]]]
@@ -434,9 +434,7 @@ def _evaluate(
         if role == Role.POST_DOSE and sample_id not in post:
             post[sample_id] = (patient_id, lot)
     # the columns read below only: a filter copies every column it keeps
-    peaks = peaks.select(
-        list(dict.fromkeys(c for c in (*by, *_PEAK_COLUMNS) if c in peaks.columns))
-    )
+    peaks = peaks.select(list(dict.fromkeys(c for c in (*by, *PEAK_COLUMNS) if c in peaks.columns)))
     rows = peaks.filter(pl.col("sample_id").is_in(list(post)))
     signals = profile_signals(rows, by, signal=settings.signal)
     amel = profile_y_heights(rows, by)

@@ -335,15 +335,18 @@ def unexplained_alleles(
     extra = corrected.keys() - expected
     if not extra:
         return []
+    limits = _ceiling_ratios(stutter, settings)
+    ceilings = ((allele, _ceiling(allele, observed, expected, limits)) for allele in extra)
+    # most extra peaks are stutter within its ceiling: sum and sort only what is left
+    beyond = [(allele, ceiling) for allele, ceiling in ceilings
+              if not observed.get(allele, 0.0) <= ceiling]  # fmt: skip
+    if not beyond:
+        return []
     total = sum(corrected.values())
     if total <= 0:
         return []
     found = []
-    limits = _ceiling_ratios(stutter, settings)
-    for allele in sorted(extra, key=allele_sort_key):
-        ceiling = _ceiling(allele, observed, expected, limits)
-        if observed.get(allele, 0.0) <= ceiling:
-            continue
+    for allele, ceiling in sorted(beyond, key=lambda item: allele_sort_key(item[0])):
         share = corrected[allele] / total
         if share > settings.min_unexpected_allele_fraction:
             found.append(UnexpectedAllele(name, allele, share, stutter_position=ceiling > 0))
