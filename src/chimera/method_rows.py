@@ -163,37 +163,35 @@ def _pcr_output(
     # Plates that hold the patient's own samples, every well on them (a calibrator is its
     # plate's own control).
     own = registry.patient_samples(patient)["sample_id"]
-    plates = observations.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"]
+    # Series, not frame filters: only the two key columns are read per patient (issue 12).
+    sources, ids = observations["source_sha256"], observations["sample_id"]
+    plates = sources.filter(ids.is_in(own.implode()))
     product = _registered(samples)
     # The product's registered reference on the other plates ``observations`` hold (marker
     # carriage, ddPCR zygosity; :func:`_relevant`); every DNA sample on the plates gets its
     # manifest role (never the instrument's type).
-    wells = observations.filter(
-        pl.col("source_sha256").is_in(plates.unique().implode())
-        | pl.col("sample_id").is_in(product.implode())
+    on_plates = sources.is_in(plates.unique().implode()) | ids.is_in(product.implode())
+    cache = _plate_cache(inputs)
+    others = cache.registry_table(registry).others(
+        ids.filter(on_plates).drop_nulls().to_list(),
+        exclude=set(samples["sample_id"].to_list()),
+        roles=REPORTED_ROLES,
+        lots=PRODUCT_ROLES,
     )
-    others = registry.samples.filter(
-        pl.col("sample_id").is_in(wells["sample_id"].unique().implode())
-        & ~pl.col("sample_id").is_in(samples["sample_id"].implode())
-        & ~pl.col("role").is_in(REPORTED_ROLES)
-    ).with_columns(
-        product_lot=pl.when(pl.col("role").is_in(PRODUCT_ROLES))
-        .then(pl.col("patient_id"))
-        .otherwise(pl.col("product_lot"))
-    )
-    table = sample_table(
-        pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed")
-    )
+    table = sample_table(samples) | others
     own_plates = set(plates.to_list())
     registered = tuple(sorted(product.to_list()))
-    shas = sorted(wells["source_sha256"].unique().to_list())
+    shas = sorted(sources.filter(on_plates).unique().to_list())
     slices = [(sha, None if sha in own_plates else registered) for sha in shas]
-    cache = _plate_cache(inputs)
     by_plate: dict[str, pl.DataFrame] = {}
+    whole = _indexed_plates(inputs)
 
     def rows(sha: str) -> Callable[[], pl.DataFrame]:
         def plate() -> pl.DataFrame:
+            if sha in whole:
+                return whole[sha]
             if not by_plate:
+                wells = observations.filter(on_plates)
                 parts = wells.partition_by("source_sha256", as_dict=True)
                 by_plate.update({str(k[0]): v for k, v in parts.items()})
             return by_plate[sha]
@@ -214,6 +212,20 @@ def _pcr_output(
     return ddpcr.chimerism_on_plates(
         ddpcr_plates, table, settings=settings.ddpcr, screening=screening
     )
+
+
+def _indexed_plates(inputs: MethodInputs) -> dict[str, pl.DataFrame]:
+    """Every current plate's rows when the rebuild already partitioned them, else nothing.
+
+    A plate's rows in a patient's wells are that plate whole (own plates) or, sliced by the
+    plate cache, its registered reference's rows; both come out of the stored plate alike, so
+    a plate missing from the cache is indexed from its stored rows rather than from a fresh
+    partition of every patient's wells (issue 12).
+    """
+    index = inputs.index
+    if index is None or "by_source" not in index.__dict__:
+        return {}
+    return index.by_source
 
 
 def _fallback(
