@@ -136,8 +136,10 @@ def _str_output(
 
     The current rows share one :class:`~chimera.calculate.str_sources.StrCache` per rebuild
     (every patient of a bank reads the same product references); other ``observations``
-    (a replaced file's view, ``shared`` false) get their own.
+    (a replaced file's view, ``shared`` false) get their own. Only the columns the STR
+    calculation reads are filtered and concatenated.
     """
+    observations = observations.select("source_sha256", *str_chimerism.PEAK_COLUMNS)
     is_reported = pl.col("sample_id").is_in(reported.implode())
     genotypes = observations.filter(
         pl.col("sample_id").is_in(samples["sample_id"].implode()) & ~is_reported

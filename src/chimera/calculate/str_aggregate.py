@@ -151,7 +151,7 @@ class LocusGenotypes:
     """
 
     name: str
-    parents: set[str]
+    parents: frozenset[str]
     near: list[str]
     sex_marker: bool
     genomes: GenomeAlleles
@@ -210,28 +210,35 @@ def _exclude_unreliable_stutter(work: SampleWork, *, settings: StrSettings) -> l
     alleles, iNK in blood above all. Worst loci go first, while at least
     ``min_informative_loci`` remain for the genome (Nollet 2001; methods.md 2.4, 2.6).
     """
-    genomes = AGGREGATED[work.model]
-    share = {g: statistics.median(_values(work, g)) for g in genomes if _values(work, g)}
-    messages = []
     limit = settings.stutter_uncertainty_limit
-    for genome in genomes:
+    # an allele without stutter SD scores 0.0, never above a limit >= 0: skip it then
+    uncertain = [
+        (locus, alleles)
+        for locus in work.loci
+        if (alleles := [u for u in locus.unique if u.stutter_sd > 0 or limit < 0])
+    ]
+    messages: list[str] = []
+    if not uncertain:
+        return messages
+    for genome in AGGREGATED[work.model]:
+        values = _values(work, genome)
+        if not values:
+            continue
+        share = statistics.median(values)
         flagged = []
-        for locus in work.loci:
+        for locus, alleles in uncertain:
             if genome not in locus.values:
                 continue
-            # an allele without stutter SD scores 0.0, never above a limit >= 0: skip it then
             scored = [
-                (u.stutter_severity(share[genome], locus.total), u)
-                for u in locus.unique
-                if u.genome == genome and (u.stutter_sd > 0 or limit < 0)
+                (u.stutter_severity(share, locus.total), u) for u in alleles if u.genome == genome
             ]
             worst = max(scored, default=None, key=lambda item: item[0])
             if worst is not None and worst[0] > limit:
                 flagged.append((worst[0], locus, worst[1]))
-        room = len(_values(work, genome)) - settings.min_informative_loci
+        room = len(values) - settings.min_informative_loci
         flagged.sort(key=lambda item: -item[0])
         for rank, (_, locus, allele) in enumerate(flagged):
-            expected = allele.expected(share[genome], locus.total)
+            expected = allele.expected(share, locus.total)
             what = (
                 f"{allele.genome} allele {allele.allele} in the stutter position of "
                 f"{allele.stutter_parents}: stutter correction uncertain "

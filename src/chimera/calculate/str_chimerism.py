@@ -14,6 +14,7 @@ import functools
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import polars as pl
 
@@ -78,13 +79,13 @@ class Sharing:
     """Row 9: any other pattern; sum of D-only signal over all expected peaks (biased)."""
 
 
-@dataclass(frozen=True)
-class LocusCall:
+class LocusCall(NamedTuple):
     """One locus of one sample: sharing code and the % iNK from its formula.
 
     ``signal_ink`` is the (stutter-corrected) signal on iNK-only alleles; ``signal_total`` the
     denominator of the formula used. ``pct_ink_raw`` is None when not informative or when the
-    denominator is zero; it is not clamped (rows 6-7 can leave 0-100 under imbalance).
+    denominator is zero; it is not clamped (rows 6-7 can leave 0-100 under imbalance). A named
+    tuple: one is made per sample and locus.
     """
 
     sharing: str
@@ -263,8 +264,8 @@ def evaluate_two_genome_many(
                 )
             continue
         genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
-        typed = LocusGenotypes(name, d | r, stutter_position_alleles(d, r), sex_marker=key in sex,
-                               genomes=genomes)  # fmt: skip
+        typed = LocusGenotypes(name, frozenset(d | r), stutter_position_alleles(d, r),
+                               sex_marker=key in sex, genomes=genomes)  # fmt: skip
         pair = _Pair(typed, SharingPlan.of(d, r), tuple(sorted(d | r)))
         for work, row, (_, signals, lookup) in zip(works, rows, profiles, strict=True):
             _pair_row(work, row, pair, signals.get(key, {}), lookup.at(name), settings=settings)
@@ -409,6 +410,9 @@ def compute_str_runs(
     return MethodOutput(results, markers)
 
 
+PEAK_COLUMNS = ("sample_id", "marker", "allele", "height_rfu", "area_rfu")
+"""The ``StrPeaks`` columns the calculation reads (besides the profile grouping columns)."""
+
 Evaluated = tuple[ProfileKey, SampleResult, list[dict[str, object]]]
 """A profile's key, its result and its marker rows."""
 
@@ -429,6 +433,8 @@ def _evaluate(
     for sample_id, patient_id, role, lot in sample_frame.iter_rows():
         if role == Role.POST_DOSE and sample_id not in post:
             post[sample_id] = (patient_id, lot)
+    # the columns read below only: a filter copies every column it keeps
+    peaks = peaks.select(list(dict.fromkeys(c for c in (*by, *PEAK_COLUMNS) if c in peaks.columns)))
     rows = peaks.filter(pl.col("sample_id").is_in(list(post)))
     signals = profile_signals(rows, by, signal=settings.signal)
     amel = profile_y_heights(rows, by)

@@ -303,8 +303,13 @@ def profile_signals(
     markers, alleles, values = (rows[c].to_list() for c in ("_key", "allele", column))
     key_of = {name: marker_key(name) for name in set(markers)}  # a few markers, many rows
     for key, marker, allele_name, value in zip(keys, markers, alleles, values, strict=True):
-        per_marker = signals.setdefault(key, {})
-        per_marker.setdefault(key_of[marker], {})[allele_name] = float(value)
+        per_marker = signals.get(key)
+        if per_marker is None:
+            per_marker = signals[key] = {}
+        per_allele = per_marker.get(key_of[marker])
+        if per_allele is None:
+            per_allele = per_marker[key_of[marker]] = {}
+        per_allele[allele_name] = value  # a Float64 sum of non-null values: a float
     return signals
 
 
@@ -315,14 +320,19 @@ def sample_signals(peaks: pl.DataFrame, *, signal: str) -> dict[str, dict[str, f
 
 
 def profile_y_heights(
-    peaks: pl.DataFrame, by: Sequence[str]
+    peaks: pl.DataFrame | pl.LazyFrame, by: Sequence[str]
 ) -> dict[ProfileKey, tuple[float, float]]:
     """Summed heights of the Amelogenin X and Y peaks (RFU) of each profile."""
     amel = pl.col("marker").cast(pl.String).str.to_uppercase().str.starts_with("AMEL")
     allele = pl.col("allele").cast(pl.String).str.to_uppercase()
-    sums = peaks.group_by(*by).agg(
-        x=pl.col("height_rfu").filter(amel & (allele == "X")).sum(),
-        y=pl.col("height_rfu").filter(amel & (allele == "Y")).sum(),
+    sums = (
+        peaks.lazy()
+        .group_by(*by)
+        .agg(
+            x=pl.col("height_rfu").filter(amel & (allele == "X")).sum(),
+            y=pl.col("height_rfu").filter(amel & (allele == "Y")).sum(),
+        )
+        .collect()
     )
     width = len(by)
     return {

@@ -42,11 +42,14 @@ class StrCache:
 
     ``genotypes`` and ``y_heights`` are keyed by settings and reference sample ids, so they
     are valid only while every calculation reads the same rows of those samples (a rebuild's
-    current rows); ``stutter`` is rebuilt whenever the table or the settings change.
+    current rows); ``sample_y`` holds each reference sample's Y height (None: no peak rows),
+    the parts of ``y_heights``; ``stutter`` is rebuilt whenever the table or the settings
+    change.
     """
 
     genotypes: dict[tuple[str, tuple[str, ...]], Genotypes | None] = field(default_factory=dict)
     y_heights: dict[tuple[str, ...], float | None] = field(default_factory=dict)
+    sample_y: dict[str, float | None] = field(default_factory=dict)
     stutter: StutterIndex | None = None
 
     def stutter_index(self, table: pl.DataFrame | None, settings: StrSettings) -> StutterIndex:
@@ -113,7 +116,6 @@ class References:
     ) -> None:
         self._peaks, self._settings, self._cache = peaks, settings, cache
         self._settings_key = repr(settings)
-        self._y_by_sample: dict[str, float] | None = None
         owners: dict[tuple[str, str], set[str]] = {}
         for sample_id, patient_id, role, lot in samples.select(
             "sample_id", "patient_id", "role", "product_lot"
@@ -137,12 +139,27 @@ class References:
     def y_height(self, ids: tuple[str, ...]) -> float | None:
         """Summed Amelogenin Y height of the references ``ids`` (RFU; None: no peaks at all)."""
         if ids not in self._cache.y_heights:
-            if self._y_by_sample is None:
-                heights = profile_y_heights(self._peaks, ["sample_id"])
-                self._y_by_sample = {str(key[0]): y for key, (_, y) in heights.items()}
-            found = [self._y_by_sample[i] for i in dict.fromkeys(ids) if i in self._y_by_sample]
+            per_sample = self._cache.sample_y
+            if any(i not in per_sample for i in ids):
+                self._add_sample_y()
+            found = [y for y in map(per_sample.get, dict.fromkeys(ids)) if y is not None]
             self._cache.y_heights[ids] = sum(found) if found else None
         return self._cache.y_heights[ids]
+
+    def _add_sample_y(self) -> None:
+        """Y height of every reference sample not in the cache yet, in one pass over their rows."""
+        per_sample = self._cache.sample_y
+        wanted = {
+            i
+            for (role, _), ids in self._ids.items()
+            if role in LABELS
+            for i in ids
+            if i not in per_sample
+        }
+        rows = self._peaks.lazy().filter(pl.col("sample_id").is_in(sorted(wanted)))
+        heights = profile_y_heights(rows, ["sample_id"])
+        per_sample.update(dict.fromkeys(wanted))
+        per_sample.update({str(key[0]): y for key, (_, y) in heights.items()})
 
     def sources(self, patient_id: str, lot: str | None, *, three_genome: bool) -> Sources | str:
         """Genotype sources of a patient's post-dose sample, or why they are missing."""

@@ -252,7 +252,7 @@ def evaluate_three_genome_many(
             for row in rows:
                 row["exclusion_reason"] = f"no {' or '.join(missing)} reference call"
             continue
-        expected = set().union(*typed.values())
+        expected = frozenset().union(*typed.values())
         observed = [dict(signals.get(key, {})) for _, signals, _ in profiles]
         stutters = [lookup.at(name) for _, _, lookup in profiles]
         corrected = [

@@ -15,6 +15,7 @@ import functools
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from chimera.calculate.str_profiles import allele_sort_key, shift_allele
 from chimera.settings import StrSettings
@@ -121,13 +122,13 @@ def _correction_plan(
     return tuple(plan)
 
 
-@dataclass(frozen=True)
-class UniqueAllele:
+class UniqueAllele(NamedTuple):
     """An allele only one genome carries at a locus, with the stutter other alleles add to it.
 
     ``signal`` is the stutter-corrected signal; ``dosage`` the share of the genome's signal on
     this allele (1 homozygote, 1/2 heterozygote; methods.md 2.1); ``stutter_sd`` the SD of the
     stutter expected at the allele (signal units, 0 when no expected allele stutters into it).
+    A named tuple, not a dataclass: one is made per unique allele of every sample and locus.
     """
 
     genome: str
@@ -331,18 +332,21 @@ def unexplained_alleles(
     ...                                      settings=settings)]
     ['D3S1358 11 (23 % of locus signal)']
     """
-    total = sum(corrected.values())
-    if total <= 0:
-        return []
     extra = corrected.keys() - expected
     if not extra:
         return []
-    found = []
     limits = _ceiling_ratios(stutter, settings)
-    for allele in sorted(extra, key=allele_sort_key):
-        ceiling = _ceiling(allele, observed, expected, limits)
-        if observed.get(allele, 0.0) <= ceiling:
-            continue
+    ceilings = ((allele, _ceiling(allele, observed, expected, limits)) for allele in extra)
+    # most extra peaks are stutter within its ceiling: sum and sort only what is left
+    beyond = [(allele, ceiling) for allele, ceiling in ceilings
+              if not observed.get(allele, 0.0) <= ceiling]  # fmt: skip
+    if not beyond:
+        return []
+    total = sum(corrected.values())
+    if total <= 0:
+        return []
+    found = []
+    for allele, ceiling in sorted(beyond, key=lambda item: allele_sort_key(item[0])):
         share = corrected[allele] / total
         if share > settings.min_unexpected_allele_fraction:
             found.append(UnexpectedAllele(name, allele, share, stutter_position=ceiling > 0))
