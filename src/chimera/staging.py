@@ -6,29 +6,32 @@ and validates it exactly as :func:`chimera.ingest.prepare_source` does in-proces
 frame to ``<staging>/<sha256>.parquet`` (a local folder or an fsspec URL every worker reaches)
 and returns a :class:`StagedParse`: the file's id, where its frame is, and why it was refused.
 :func:`unstage` turns it back into the :class:`~chimera.ingest.Prepared` of the batch; the
-writes of the batch then go on in one process, under the warehouse lock.
+writes of the batch then go on in one process, under the warehouse lock. A big in-process
+batch (``chimera ingest``) stages its parses the same way in the worker processes of
+:mod:`chimera.workers` (:func:`parse_in_pool`).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import polars as pl
 
-from chimera.detect import Assay, ExportFormat
+from chimera.detect import Assay, DecodedExport, ExportFormat
 from chimera.errors import ChimeraError, Problem
-from chimera.ingest import Prepared, SourceFile, prepare_source
+from chimera.ingest import ParseMany, Prepared, SourceFile, prepare_source
 from chimera.parsers.common import ParsedExport
 from chimera.settings import Settings
 from chimera.storage import Store
 from chimera.validation import check_deferred
-
-T = TypeVar("T")
+from chimera.workers import WorkerPool, shares
 
 
 @dataclass(frozen=True)
@@ -96,24 +99,48 @@ def stage_sources(
     return [stage_source(s, settings=settings, now=now, location=location) for s in sources]
 
 
-def shares(items: Sequence[T], parts: int) -> list[list[T]]:
-    """Split ``items`` into at most ``parts`` runs of near-equal length, order kept.
+def stage_each(
+    sources: Sequence[SourceFile], *, settings: Settings, now: datetime, location: str
+) -> list[StagedParse | None]:
+    """:func:`stage_source` for each file; None for a file whose parse crashed.
 
-    Examples
-    --------
-    >>> shares([1, 2, 3, 4, 5], 2)
-    [[1, 2, 3], [4, 5]]
-    >>> shares([1, 2], 4)
-    [[1], [2]]
+    A worker's share of a batch (:func:`parse_in_pool`): as in-process, a crash leaves only
+    that file unprepared, and ingesting it alone raises the crash again for it alone.
     """
-    count = max(1, min(parts, len(items)))
-    size, extra = divmod(len(items), count)
-    out, start = [], 0
-    for index in range(count):
-        end = start + size + (index < extra)
-        out.append(list(items[start:end]))
-        start = end
-    return [share for share in out if share]
+    staged: list[StagedParse | None] = []
+    for source in sources:
+        try:
+            staged.append(stage_source(source, settings=settings, now=now, location=location))
+        except Exception:  # noqa: BLE001 - one file's bug must not stop the others
+            staged.append(None)
+    return staged
+
+
+def parse_in_pool(
+    pool: WorkerPool, settings: Settings, *, clock: Callable[[], datetime]
+) -> ParseMany:
+    """A batch's ``parse_many`` (:func:`chimera.ingest.prepare_sources`) run by ``pool``.
+
+    Each worker parses its share of the files (:func:`stage_each`) and stages the frames
+    under ``<warehouse>/.staging``; this process reads them back. A file already decoded
+    travels as its decoded text, not its bytes too (the worker need not detect it again).
+    """
+
+    def parse_many(sources: Sequence[SourceFile]) -> list[Prepared | None]:
+        location = staging_location(settings, uuid.uuid4().hex)
+        work = partial(stage_each, settings=settings, now=clock(), location=location)
+        shipped = [
+            replace(s, data=b"") if isinstance(s.export, DecodedExport) else s for s in sources
+        ]
+        try:
+            staged = [
+                one for share in pool.map(work, shares(shipped, pool.pieces)) for one in share
+            ]
+            return unstage_all(staged, location=location, options=settings.scale.storage_options)
+        finally:
+            clear_staging(location, settings.scale.storage_options)
+
+    return parse_many
 
 
 def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -> Prepared:
@@ -134,6 +161,13 @@ def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -
         notes=staged.notes,
     )
     return Prepared(staged.detected_format, staged.assay, parsed=parsed)
+
+
+def unstage_all(
+    staged: Sequence[StagedParse | None], *, location: str, options: Mapping[str, Any]
+) -> list[Prepared | None]:
+    """:func:`unstage` each staged parse; None stays None (a file left unprepared)."""
+    return [None if s is None else unstage(s, location=location, options=options) for s in staged]
 
 
 def clear_staging(location: str, options: Mapping[str, Any]) -> None:

@@ -1,0 +1,143 @@
+"""Worker processes for a big in-process batch: files parsed and patients rebuilt in parallel.
+
+A ``chimera ingest`` of a long history spends most of its time in two stages whose pieces are
+independent: parsing each file (:func:`chimera.staging.stage_each`) and computing each
+patient's rows (:func:`chimera.rebuild.patients_in_worker`). :class:`WorkerPool` runs them in
+``Settings.scale.workers`` processes, started only when the batch is big enough to pay for them
+(``scale.pool_min_files`` files, ``scale.pool_min_patients`` patients): a worker costs ~2-3 s
+of CPU to import polars, pandera and the package. Workers get picklable arguments (ids, paths,
+the frozen :class:`~chimera.settings.Settings`) and return picklable results; every write to
+the warehouse stays in the main process, under its lock.
+
+Processes start with the *spawn* method only: polars runs a thread pool that a forked child
+inherits in a locked state, so a forked worker can deadlock (polars user guide,
+"Multiprocessing"). An exception raised by a worker's function is raised again in the caller as
+itself (:mod:`concurrent.futures` pickles it back); a worker that died (killed, out of memory)
+breaks the pool, and the remaining work is then done in the main process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import TypeVar
+
+from chimera.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SPAWN = multiprocessing.get_context("spawn")
+"""The only start method the pool uses (module docstring)."""
+
+SHARES_PER_WORKER = 4
+"""Work is cut into this many pieces per worker, so one slow piece does not leave the others
+idle at the end."""
+
+
+def _ready() -> int:
+    """A no-op task: running it makes a worker start (and import this package) now."""
+    return os.getpid()
+
+
+class WorkerPool:
+    """Up to ``workers`` spawned processes, started on first use (or by :meth:`start`)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._executor: ProcessPoolExecutor | None = None
+
+    @property
+    def parallel(self) -> bool:
+        """Whether work given to :meth:`map` runs in other processes (more than one worker)."""
+        return self.workers > 1
+
+    @property
+    def pieces(self) -> int:
+        """How many pieces to cut a stage's work into (:data:`SHARES_PER_WORKER` per worker)."""
+        return self.workers * SHARES_PER_WORKER
+
+    def start(self) -> None:
+        """Start every worker now, so their imports overlap the caller's own work."""
+        if self._executor is not None or not self.parallel:
+            return
+        LOGGER.info("starting %d worker processes", self.workers)
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=SPAWN)
+        for _ in range(self.workers):
+            self._executor.submit(_ready)
+
+    def map(self, function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[function(item) for item in items]``, computed by the workers, in order.
+
+        ``function`` must be a module-level function (or a :func:`functools.partial` of one)
+        and ``items`` picklable. Without workers, or once the pool broke, it runs here.
+        """
+        if not self.parallel or not items:
+            return [function(item) for item in items]
+        self.start()
+        assert self._executor is not None
+        futures = [self._executor.submit(function, item) for item in items]
+        results: list[R] = []
+        for future, item in zip(futures, items, strict=True):
+            try:
+                results.append(future.result())
+            except BrokenProcessPool:
+                LOGGER.warning("a worker process died; the rest of the work runs in this process")
+                self.close()
+                self.workers = 1
+                results.append(function(item))
+        return results
+
+    def close(self) -> None:
+        """Stop the workers (waiting for running work; work not started is dropped)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+def shares(items: Sequence[T], parts: int) -> list[list[T]]:
+    """Split ``items`` into at most ``parts`` runs of near-equal length, order kept.
+
+    Examples
+    --------
+    >>> shares([1, 2, 3, 4, 5], 2)
+    [[1, 2, 3], [4, 5]]
+    >>> shares([1, 2], 4)
+    [[1], [2]]
+    """
+    count = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), count)
+    out, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        out.append(list(items[start:end]))
+        start = end
+    return [share for share in out if share]
+
+
+@contextmanager
+def worker_pool(settings: Settings, *, files: int) -> Iterator[WorkerPool]:
+    """A pool for one batch of ``files`` files, closed at the end.
+
+    Its workers start at once when the batch will parse in the pool (``files >=
+    scale.pool_min_files``); otherwise only if a big rebuild asks for them.
+    """
+    pool = WorkerPool(settings.scale.workers)
+    if use_pool(pool, files, settings.scale.pool_min_files):
+        pool.start()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def use_pool(pool: WorkerPool | None, size: int, threshold: int) -> bool:
+    """Whether work of ``size`` pieces (files, patients) goes to ``pool`` (its threshold met)."""
+    return pool is not None and pool.parallel and size >= threshold
