@@ -261,9 +261,14 @@ def _ingest_batch(
 def ingest_paths(
     paths: Sequence[Path], *, settings: Settings, clock: Callable[[], datetime], move: bool
 ) -> list[FileOutcome]:
-    """Read and ingest files given by path (``chimera ingest FILES``, ``chimera demo``)."""
-    sources = [read_source(path) for path in paths]
-    outcomes = ingest_sources(sources, settings=settings, clock=clock, move=move)
+    """Read and ingest files given by path (``chimera ingest FILES``, ``chimera demo``).
+
+    A big batch's worker pool starts before the files are read, so the workers' imports
+    overlap reading and detecting them (:mod:`chimera.workers`).
+    """
+    with worker_pool(settings, files=len(paths)) as pool:
+        sources = [read_source(path) for path in paths]
+        outcomes = ingest_sources(sources, settings=settings, clock=clock, move=move, pool=pool)
     return [o for o in (outcomes.get(p) for p in paths) if o is not None]
 
 

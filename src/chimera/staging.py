@@ -26,7 +26,7 @@ import polars as pl
 
 from chimera.detect import Assay, DecodedExport, ExportFormat
 from chimera.errors import ChimeraError, Problem
-from chimera.ingest import ParseMany, Prepared, SourceFile, prepare_source
+from chimera.ingest import ParseMany, Prepared, SourceFile, prepare_many, prepare_source
 from chimera.parsers.common import ParsedExport
 from chimera.settings import Settings
 from chimera.storage import Store
@@ -64,10 +64,20 @@ def stage_source(
 ) -> StagedParse:
     """Parse and validate one file (:func:`chimera.ingest.prepare_source`), stage its frame."""
     prepared, deferred = prepare_source(source, settings=settings, now=now)
-    error = check_deferred([deferred])[0] or prepared.error
+    error = check_deferred([deferred])[0]
+    if error is not None:
+        prepared = replace(prepared, error=error)
+    return stage_prepared(source.sha256, prepared, settings=settings, location=location)
+
+
+def stage_prepared(
+    sha256: str, prepared: Prepared, *, settings: Settings, location: str
+) -> StagedParse:
+    """A file's parse (or refusal) as a :class:`StagedParse`, its frame written to ``location``."""
+    error = prepared.error
     if error is not None:
         return StagedParse(
-            source.sha256,
+            sha256,
             prepared.detected_format,
             prepared.assay,
             error_type=type(error),
@@ -78,10 +88,10 @@ def stage_source(
     assert parsed is not None
     buffer = io.BytesIO()
     parsed.frame.write_parquet(buffer)
-    key = f"{source.sha256}.parquet"
+    key = f"{sha256}.parquet"
     Store.from_url(location, settings.scale.storage_options).write_atomic(key, buffer.getvalue())
     return StagedParse(
-        source.sha256,
+        sha256,
         prepared.detected_format,
         prepared.assay,
         frame_key=key,
@@ -102,16 +112,22 @@ def stage_sources(
 def stage_each(
     sources: Sequence[SourceFile], *, settings: Settings, now: datetime, location: str
 ) -> list[StagedParse | None]:
-    """:func:`stage_source` for each file; None for a file whose parse crashed.
+    """A worker's share of a batch (:func:`parse_in_pool`), parsed and staged.
 
-    A worker's share of a batch (:func:`parse_in_pool`): as in-process, a crash leaves only
-    that file unprepared, and ingesting it alone raises the crash again for it alone.
+    Parsed as in-process (:func:`chimera.ingest.prepare_many`: frames of one contract checked
+    in one pass); None for a file whose parser crashed or whose frame could not be staged:
+    the batch then parses it alone, in-process, and a crash is raised for that file only.
     """
     staged: list[StagedParse | None] = []
-    for source in sources:
+    found = prepare_many(sources, settings=settings, clock=lambda: now)
+    for source, prepared in zip(sources, found, strict=True):
         try:
-            staged.append(stage_source(source, settings=settings, now=now, location=location))
-        except Exception:  # noqa: BLE001 - one file's bug must not stop the others
+            staged.append(
+                None
+                if prepared is None
+                else stage_prepared(source.sha256, prepared, settings=settings, location=location)
+            )
+        except OSError:
             staged.append(None)
     return staged
 

@@ -18,6 +18,7 @@ breaks the pool, and the remaining work is then done in the main process.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import os
@@ -42,8 +43,14 @@ SHARES_PER_WORKER = 4
 idle at the end."""
 
 
-def _ready() -> int:
-    """A no-op task: running it makes a worker start (and import this package) now."""
+WARM_MODULES = ("chimera.staging", "chimera.rebuild")
+"""What a worker imports as it starts (the modules of its entry points, and all they need)."""
+
+
+def _ready(modules: Sequence[str]) -> int:
+    """A worker's first task: import ``modules`` now, not when the first real work comes."""
+    for module in modules:
+        importlib.import_module(module)
     return os.getpid()
 
 
@@ -71,7 +78,7 @@ class WorkerPool:
         LOGGER.info("starting %d worker processes", self.workers)
         self._executor = ProcessPoolExecutor(self.workers, mp_context=SPAWN)
         for _ in range(self.workers):
-            self._executor.submit(_ready)
+            self._executor.submit(_ready, WARM_MODULES)
 
     def map(self, function: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[function(item) for item in items]``, computed by the workers, in order.
