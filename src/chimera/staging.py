@@ -13,6 +13,7 @@ batch (``chimera ingest``) stages its parses the same way in the worker processe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -154,7 +155,8 @@ def parse_in_pool(
             ]
             return unstage_all(staged, location=location, options=settings.scale.storage_options)
         finally:
-            clear_staging(location, settings.scale.storage_options)
+            with contextlib.suppress(OSError):  # only disk space: a later batch stages elsewhere
+                clear_staging(location, settings.scale.storage_options)
 
     return parse_many
 
@@ -182,8 +184,20 @@ def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -
 def unstage_all(
     staged: Sequence[StagedParse | None], *, location: str, options: Mapping[str, Any]
 ) -> list[Prepared | None]:
-    """:func:`unstage` each staged parse; None stays None (a file left unprepared)."""
-    return [None if s is None else unstage(s, location=location, options=options) for s in staged]
+    """:func:`unstage` each staged parse; None stays None (a file left unprepared).
+
+    A frame that cannot be read back also leaves its file unprepared: the batch parses it
+    alone, in-process.
+    """
+    prepared: list[Prepared | None] = []
+    for one in staged:
+        try:
+            prepared.append(
+                None if one is None else unstage(one, location=location, options=options)
+            )
+        except OSError:
+            prepared.append(None)
+    return prepared
 
 
 def clear_staging(location: str, options: Mapping[str, Any]) -> None:
