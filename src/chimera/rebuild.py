@@ -315,18 +315,21 @@ def _patients_rows(
     cache: MethodCache,
     pool: WorkerPool | None,
 ) -> dict[str, PatientRows]:
-    """:func:`patient_results` of each patient (sorted), here or by the pool's workers."""
+    """:func:`patient_results` of each patient (sorted), here and by the pool's workers."""
     settings = job.effective
+
+    def here(share: Sequence[str]) -> tuple[list[PatientRows], NewEntries]:
+        rows = [patient_results(p, registry, inputs, settings=settings, cache=cache) for p in share]
+        return rows, {}
+
     if not use_pool(pool, len(patients), settings.scale.pool_min_patients):
-        return {
-            patient: patient_results(patient, registry, inputs, settings=settings, cache=cache)
-            for patient in patients
-        }
+        return dict(zip(patients, here(patients)[0], strict=True))
     assert pool is not None
     # The workers read the raw tables: snapshots written now spare them reading every file.
     Warehouse(job.warehouse).persist_snapshots()
     found: list[PatientRows] = []
-    for rows, entries in pool.map(partial(patients_in_worker, job), shares(patients, pool.pieces)):
+    work = partial(patients_in_worker, job)
+    for rows, entries in pool.map(work, shares(patients, pool.pieces), here=here):
         found += rows
         cache.adopt(entries)
     return dict(zip(patients, found, strict=True))

@@ -138,22 +138,31 @@ def parse_in_pool(
 ) -> ParseMany:
     """A batch's ``parse_many`` (:func:`chimera.ingest.prepare_sources`) run by ``pool``.
 
-    Each worker parses its share of the files (:func:`stage_each`) and stages the frames
-    under ``<warehouse>/.staging``; this process reads them back. A file already decoded
-    travels as its decoded text, not its bytes too (the worker need not detect it again).
+    Each spawned worker parses its share of the files (:func:`stage_each`) and stages the
+    frames under ``<warehouse>/.staging``; this process reads them back, and parses the shares
+    no worker has started itself (:func:`chimera.ingest.prepare_many`, nothing staged). A
+    file already decoded travels as its decoded text, not its bytes too (the worker need not
+    detect it again).
     """
 
     def parse_many(sources: Sequence[SourceFile]) -> list[Prepared | None]:
+        now = clock()
         location = staging_location(settings, uuid.uuid4().hex)
-        work = partial(stage_each, settings=settings, now=clock(), location=location)
+        work = partial(stage_each, settings=settings, now=now, location=location)
+
+        def here(share: list[SourceFile]) -> Sequence[StagedParse | Prepared | None]:
+            return prepare_many(share, settings=settings, clock=lambda: now)
+
         shipped = [
             replace(s, data=b"") if isinstance(s.export, DecodedExport) else s for s in sources
         ]
         try:
-            staged = [
-                one for share in pool.map(work, shares(shipped, pool.pieces)) for one in share
-            ]
-            return unstage_all(staged, location=location, options=settings.scale.storage_options)
+            found = pool.map(work, shares(shipped, pool.pieces), here=here)
+            return unstage_all(
+                [one for share in found for one in share],
+                location=location,
+                options=settings.scale.storage_options,
+            )
         finally:
             with contextlib.suppress(OSError):  # only disk space: a later batch stages elsewhere
                 clear_staging(location, settings.scale.storage_options)
@@ -182,18 +191,20 @@ def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -
 
 
 def unstage_all(
-    staged: Sequence[StagedParse | None], *, location: str, options: Mapping[str, Any]
+    staged: Sequence[StagedParse | Prepared | None], *, location: str, options: Mapping[str, Any]
 ) -> list[Prepared | None]:
-    """:func:`unstage` each staged parse; None stays None (a file left unprepared).
+    """:func:`unstage` each staged parse; a parse made here and None pass through.
 
-    A frame that cannot be read back also leaves its file unprepared: the batch parses it
-    alone, in-process.
+    None leaves a file unprepared, and so does a frame that cannot be read back: the batch
+    then parses the file alone, in-process.
     """
     prepared: list[Prepared | None] = []
     for one in staged:
         try:
             prepared.append(
-                None if one is None else unstage(one, location=location, options=options)
+                one
+                if one is None or isinstance(one, Prepared)
+                else unstage(one, location=location, options=options)
             )
         except OSError:
             prepared.append(None)

@@ -55,7 +55,11 @@ def _ready(modules: Sequence[str]) -> int:
 
 
 class WorkerPool:
-    """Up to ``workers`` spawned processes, started on first use (or by :meth:`start`)."""
+    """``workers`` processes at work: this one and ``workers - 1`` spawned ones.
+
+    The spawned processes start on first use (or by :meth:`start`); this process takes the
+    pieces they have not started (:meth:`map`), so the pool costs one start fewer.
+    """
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
@@ -63,7 +67,7 @@ class WorkerPool:
 
     @property
     def parallel(self) -> bool:
-        """Whether work given to :meth:`map` runs in other processes (more than one worker)."""
+        """Whether work given to :meth:`map` runs in other processes too (``workers > 1``)."""
         return self.workers > 1
 
     @property
@@ -72,34 +76,47 @@ class WorkerPool:
         return self.workers * SHARES_PER_WORKER
 
     def start(self) -> None:
-        """Start every worker now, so their imports overlap the caller's own work."""
+        """Start the spawned processes now, so their imports overlap the caller's own work."""
         if self._executor is not None or not self.parallel:
             return
-        LOGGER.info("starting %d worker processes", self.workers)
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=SPAWN)
-        for _ in range(self.workers):
+        spawned = self.workers - 1
+        LOGGER.info("starting %d worker processes", spawned)
+        self._executor = ProcessPoolExecutor(spawned, mp_context=SPAWN)
+        for _ in range(spawned):
             self._executor.submit(_ready, WARM_MODULES)
 
-    def map(self, function: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``[function(item) for item in items]``, computed by the workers, in order.
+    def map(
+        self, function: Callable[[T], R], items: Sequence[T], *, here: Callable[[T], R]
+    ) -> list[R]:
+        """``function`` of each item, in order: by the spawned processes, or ``here``.
 
-        ``function`` must be a module-level function (or a :func:`functools.partial` of one)
-        and ``items`` picklable. Without workers, or once the pool broke, it runs here.
+        ``function`` must be a module-level function (or a :func:`functools.partial` of one),
+        ``items`` and results picklable. ``here`` computes the same result in this process
+        (from what it holds already); it takes the pieces, last first, that no spawned process
+        has started, and all of them without workers or once the pool broke.
         """
         if not self.parallel or not items:
-            return [function(item) for item in items]
+            return [here(item) for item in items]
         self.start()
         assert self._executor is not None
         futures = [self._executor.submit(function, item) for item in items]
+        done = {
+            index: here(items[index])
+            for index in reversed(range(len(items)))
+            if futures[index].cancel()
+        }
         results: list[R] = []
-        for future, item in zip(futures, items, strict=True):
+        for index, (future, item) in enumerate(zip(futures, items, strict=True)):
+            if index in done:
+                results.append(done[index])
+                continue
             try:
                 results.append(future.result())
             except BrokenProcessPool:
                 LOGGER.warning("a worker process died; the rest of the work runs in this process")
                 self.close()
                 self.workers = 1
-                results.append(function(item))
+                results.append(here(item))
         return results
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from chimera.ingest import SourceFile, read_source
 from chimera.parsers import dispatch
 from chimera.poll import ingest_paths
 from chimera.settings import Settings
-from chimera.staging import parse_in_pool
+from chimera.staging import StagedParse, stage_each, staging_location, unstage_all
 from chimera.workers import WorkerPool
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -76,9 +76,9 @@ def test_a_batch_in_the_worker_pool_writes_what_one_process_writes(
     mapped: list[tuple[str, bool]] = []
     pool_map = WorkerPool.map
 
-    def recorded(pool: WorkerPool, function: Any, items: Any) -> Any:
+    def recorded(pool: WorkerPool, function: Any, items: Any, **here: Any) -> Any:
         mapped.append((getattr(function, "func", function).__name__, pool.parallel))
-        return pool_map(pool, function, items)
+        return pool_map(pool, function, items, **here)
 
     monkeypatch.setattr(WorkerPool, "map", recorded)
     pooled = _tables(_ingest(files, tmp_path / "pooled", workers=2))
@@ -93,7 +93,7 @@ def test_a_batch_in_the_worker_pool_writes_what_one_process_writes(
 def test_a_parser_crash_in_a_worker_leaves_only_that_file_unprepared(
     sample_data_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As in-process: the crashed file is None (parsed alone later), the others parse."""
+    """As in-process: the crashed file is None (parsed alone later), the others are staged."""
     sources = [read_source(p) for p in sorted((sample_data_path / "qpcr").glob("*.txt"))[:3]]
     crashing = sources[1].name
     parse = dispatch.parse_export
@@ -105,8 +105,12 @@ def test_a_parser_crash_in_a_worker_leaves_only_that_file_unprepared(
 
     monkeypatch.setattr("chimera.ingest.parse_export", crash_one)
     settings = Settings().with_home(tmp_path)
-    # One worker: the pool's map runs here, so the patched parser is the one used.
-    prepared = parse_in_pool(WorkerPool(1), settings, clock=lambda: NOW)(sources)
+    location = staging_location(settings, "crash")
+    # A worker's entry point, called here so that the patched parser is the one used.
+    staged = stage_each(sources, settings=settings, now=NOW, location=location)
+    assert staged[1] is None
+    assert all(isinstance(one, StagedParse) for one in (staged[0], staged[2]))
+    prepared = unstage_all(staged, location=location, options={})
     assert prepared[1] is None
     kept: list[SourceFile] = [sources[0], sources[2]]
     for source, found in zip(kept, [prepared[0], prepared[2]], strict=True):
@@ -115,6 +119,4 @@ def test_a_parser_crash_in_a_worker_leaves_only_that_file_unprepared(
         assert found.error is None
         assert found.parsed is not None
         assert found.parsed.frame.height > 0
-    assert not (settings.warehouse / ".staging").exists() or not any(
-        (settings.warehouse / ".staging").rglob("*.parquet")
-    )
+    assert not any((settings.warehouse / ".staging").rglob("*.parquet"))
