@@ -38,7 +38,7 @@ R = TypeVar("R")
 SPAWN = multiprocessing.get_context("spawn")
 """The only start method the pool uses (module docstring)."""
 
-SHARES_PER_WORKER = 4
+SHARES_PER_WORKER = 8
 """Work is cut into this many pieces per worker, so one slow piece does not leave the others
 idle at the end."""
 
