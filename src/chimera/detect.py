@@ -7,11 +7,13 @@ header by content (formats.md section 1, sniffing table). What it returns, a
 
 from __future__ import annotations
 
+import csv
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from itertools import islice
 
 from chimera.errors import (
     BinaryContentError,
@@ -212,9 +214,12 @@ def _cells(raw: Sequence[str]) -> list[str]:
     return [normalise_header(c.strip().strip('"')) for c in raw]
 
 
-def detect_rows(rows: Sequence[Sequence[str]]) -> Detection | None:
-    """Detect a format from already-split rows (text lines or spreadsheet rows)."""
-    for index, raw in enumerate(rows[:_SNIFF_LINES]):
+def detect_rows(rows: Iterable[Sequence[str]]) -> Detection | None:
+    """Detect a format from already-split rows (text lines or spreadsheet rows).
+
+    Rows after the header are not looked at: a generator splits only the lines up to it.
+    """
+    for index, raw in enumerate(islice(rows, _SNIFF_LINES)):
         found = _detect_header(_cells(raw), index)
         if found is not None:
             return found
@@ -317,9 +322,11 @@ def _detect_text(data: bytes, *, file_name: str) -> DecodedExport:
     if not any(line.strip() for line in lines):
         msg = f"{file_name}: the file holds only blanks; export it again and drop the new file"
         raise EmptyFileError(msg)
-    sniffed = detect_rows(
-        [split_line(line, sniff_delimiter(line)) for line in lines[:_SNIFF_LINES]]
-    )
+    head = lines[:_SNIFF_LINES]
+    rows: Iterable[list[str]] = (split_line(line, sniff_delimiter(line)) for line in head)
+    if any(len(line) > csv.field_size_limit() for line in head):
+        rows = list(rows)  # a field too long for the csv reader refuses the file, at any line
+    sniffed = detect_rows(rows)
     if sniffed is None:
         msg = f"{file_name}: {UNRECOGNISED}"
         raise UnrecognisedExportError(msg)

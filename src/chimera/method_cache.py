@@ -110,7 +110,7 @@ class Fingerprints:
     registry: Registry
     inputs: dict[Method, MethodInputs]
     _files: dict[Method, dict[str, tuple[object, ...]]] = field(default_factory=dict)
-    _samples: dict[str, pl.DataFrame] = field(default_factory=dict)
+    _by_sample: dict[str | None, list[tuple[object, ...]]] | None = None
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
     _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
 
@@ -146,9 +146,11 @@ class Fingerprints:
         whole: list[str] = []
         ids = set(samples["sample_id"].to_list())
         if rows is not None:
-            plates = rows.filter(pl.col("sample_id").is_in(own))["source_sha256"]
-            whole = plates.unique().sort().to_list()
-            ids.update(rows["sample_id"].drop_nulls().to_list())
+            # The patient's own plates, which the relevant rows hold whole.
+            index = inputs.indexed().index
+            assert index is not None
+            whole = sorted(index.sources_of(own))
+            ids.update(rows["sample_id"].unique().drop_nulls().to_list())
         replaced = []
         if inputs.replaced is not None and inputs.replaced.frame.height:
             replaced = sorted(inputs.replaced.sources_of(own))
@@ -179,19 +181,23 @@ class Fingerprints:
         )
 
     def _patient_samples(self, owner: str) -> pl.DataFrame:
-        if owner not in self._samples:
-            self._samples[owner] = patient_samples(self.registry, owner)
-        return self._samples[owner]
+        return patient_samples(self.registry, owner)
 
-    def _registry_rows(self, ids: set[str]) -> list[tuple[object, ...]]:
-        """The registry rows (:data:`REGISTRY_COLUMNS`) of ``ids``, by sample id.
+    def _registry_rows(self, ids: set[str | None]) -> list[tuple[object, ...]]:
+        """The registry rows (:data:`REGISTRY_COLUMNS`) of ``ids``, by sample id (null first).
 
-        Looked up by position (:meth:`chimera.registry.Registry.sample_rows`), so the cost
-        follows the owner's samples, not the registry's size.
+        Every registry row is listed by sample id once per rebuild (in registry order), so
+        the cost of a look-up follows the owner's samples, not the registry's size.
         """
-        rows = self.registry.sample_rows(ids)
-        columns = [c for c in REGISTRY_COLUMNS if c in rows.columns]
-        return rows.select(columns).sort("sample_id", maintain_order=True).rows()
+        if self._by_sample is None:
+            samples = self.registry.samples
+            columns = [c for c in REGISTRY_COLUMNS if c in samples.columns]
+            self._by_sample = {}
+            for row in samples.select(columns).iter_rows():
+                self._by_sample.setdefault(row[0], []).append(row)
+        keys: list[str | None] = [None] if None in ids else []
+        keys += sorted(i for i in ids if i is not None)
+        return [row for key in keys for row in self._by_sample.get(key, ())]
 
     def _file(self, method: Method, sha: str) -> tuple[object, ...]:
         """The supersession row of one raw file (its SHA-256 names its rows)."""

@@ -94,7 +94,14 @@ class MethodInputs:
 
 
 def patient_samples(registry: Registry, patient: str) -> pl.DataFrame:
-    """The patient's samples and the product samples of their cell bank, with one lot of it."""
+    """The patient's samples and the product samples of their cell bank, with one lot of it.
+
+    Built once per registry (a rebuild asks for it per method and per step).
+    """
+    return registry.derived(("patient_samples", patient), lambda: _samples_of(registry, patient))
+
+
+def _samples_of(registry: Registry, patient: str) -> pl.DataFrame:
     product = registry.products.get(patient)
     lot = product.lot if product is not None else None
     bank = product.bank if product is not None else None
@@ -161,37 +168,35 @@ def _pcr_output(
     # Plates that hold the patient's own samples, every well on them (a calibrator is its
     # plate's own control).
     own = registry.patient_samples(patient)["sample_id"]
-    plates = observations.filter(pl.col("sample_id").is_in(own.implode()))["source_sha256"]
+    # Series, not frame filters: only the two key columns are read per patient (issue 12).
+    sources, ids = observations["source_sha256"], observations["sample_id"]
+    plates = sources.filter(ids.is_in(own.implode()))
     product = _registered(samples)
     # The product's registered reference on the other plates ``observations`` hold (marker
     # carriage, ddPCR zygosity; :func:`_relevant`); every DNA sample on the plates gets its
     # manifest role (never the instrument's type).
-    wells = observations.filter(
-        pl.col("source_sha256").is_in(plates.unique().implode())
-        | pl.col("sample_id").is_in(product.implode())
+    on_plates = sources.is_in(plates.unique().implode()) | ids.is_in(product.implode())
+    cache = _plate_cache(inputs)
+    others = cache.registry_table(registry).others(
+        ids.filter(on_plates).drop_nulls().to_list(),
+        exclude=set(samples["sample_id"].to_list()),
+        roles=REPORTED_ROLES,
+        lots=PRODUCT_ROLES,
     )
-    others = registry.samples.filter(
-        pl.col("sample_id").is_in(wells["sample_id"].unique().implode())
-        & ~pl.col("sample_id").is_in(samples["sample_id"].implode())
-        & ~pl.col("role").is_in(REPORTED_ROLES)
-    ).with_columns(
-        product_lot=pl.when(pl.col("role").is_in(PRODUCT_ROLES))
-        .then(pl.col("patient_id"))
-        .otherwise(pl.col("product_lot"))
-    )
-    table = sample_table(
-        pl.concat([samples, others.select(samples.columns)], how="vertical_relaxed")
-    )
+    table = sample_table(samples) | others
     own_plates = set(plates.to_list())
     registered = tuple(sorted(product.to_list()))
-    shas = sorted(wells["source_sha256"].unique().to_list())
+    shas = sorted(sources.filter(on_plates).unique().to_list())
     slices = [(sha, None if sha in own_plates else registered) for sha in shas]
-    cache = _plate_cache(inputs)
     by_plate: dict[str, pl.DataFrame] = {}
+    whole = _indexed_plates(inputs)
 
     def rows(sha: str) -> Callable[[], pl.DataFrame]:
         def plate() -> pl.DataFrame:
+            if sha in whole:
+                return whole[sha]
             if not by_plate:
+                wells = observations.filter(on_plates)
                 parts = wells.partition_by("source_sha256", as_dict=True)
                 by_plate.update({str(k[0]): v for k, v in parts.items()})
             return by_plate[sha]
@@ -214,13 +219,22 @@ def _pcr_output(
     )
 
 
+def _indexed_plates(inputs: MethodInputs) -> dict[str, pl.DataFrame]:
+    """Every current plate's rows when the rebuild already partitioned them, else nothing.
+
+    A plate's rows in a patient's wells are that plate whole (own plates) or, sliced by the
+    plate cache, its registered reference's rows; both come out of the stored plate alike, so
+    a plate missing from the cache is indexed from its stored rows rather than from a fresh
+    partition of every patient's wells (issue 12).
+    """
+    index = inputs.index
+    if index is None or "by_source" not in index.__dict__:
+        return {}
+    return index.by_source
+
+
 def _fallback(
-    inputs: MethodInputs,
-    files: Iterable[str],
-    registry: Registry,
-    patient: str,
-    samples: pl.DataFrame,
-    settings: Settings,
+    inputs: MethodInputs, files: Iterable[str], registry: Registry, patient: str, settings: Settings
 ) -> set[str]:
     """Markers whose product carriage or n_M may read other plates' registered reference."""
     index = inputs.index
@@ -228,9 +242,23 @@ def _fallback(
     method = settings.qpcr if inputs.method == Method.QPCR else settings.ddpcr
     own = index.markers(sorted(files), method.reference_genes)
     surely_own = ~pl.col("role").is_in([*PRODUCT_ROLES, Role.NEGATIVE_CONTROL])
-    sure = registry.patient_samples(patient).filter(surely_own)["sample_id"].to_list()
-    products = samples.filter(pl.col("role").is_in(PRODUCT_ROLES))["sample_id"].to_list()
+    sure = _ids(
+        registry, ("surely_own", patient), lambda: registry.patient_samples(patient), surely_own
+    )
+    is_product = pl.col("role").is_in(PRODUCT_ROLES)
+    products = _ids(
+        registry, ("products", patient), lambda: patient_samples(registry, patient), is_product
+    )
     return fallback_targets(own, sure, set(products))
+
+
+def _ids(
+    registry: Registry, key: tuple[str, str], rows: Callable[[], pl.DataFrame], kept: pl.Expr
+) -> list[str]:
+    """The sample ids of ``rows()`` that ``kept`` keeps, worked out once per registry (``key``)."""
+    return registry.derived(key, lambda: rows().filter(kept).select("sample_id"))[
+        "sample_id"
+    ].to_list()
 
 
 def _plate_cache(inputs: MethodInputs) -> PlateCache:
@@ -302,7 +330,7 @@ def _relevant(
     kept = index.kept(_registered(samples).to_list())
     if every_plate:
         return index.take_plates(files, kept, kept.by_source)
-    needed = _fallback(inputs, files, registry, patient, samples, settings)
+    needed = _fallback(inputs, files, registry, patient, settings)
     return index.take_plates(files, kept, kept.holding(needed))
 
 
@@ -328,9 +356,11 @@ def method_rows(
         rows = relevant
     else:
         rows = _relevant(inputs, patient, registry, samples, settings)
-    reported = registry.patient_samples(patient).filter(pl.col("role").is_in(REPORTED_ROLES))[
-        "sample_id"
-    ]
+    is_reported_role = pl.col("role").is_in(REPORTED_ROLES)
+    reported = registry.derived(
+        ("reported", patient),
+        lambda: registry.patient_samples(patient).filter(is_reported_role).select("sample_id"),
+    )["sample_id"]
     is_reported = pl.col("sample_id").is_in(reported.implode())
     # Each reported sample's file and ingest time (its first row on that file).
     sources = (

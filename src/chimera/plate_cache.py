@@ -13,7 +13,7 @@ or settings it starts afresh.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -31,12 +31,56 @@ Slice = tuple[str, ...] | None
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class RegistryTable:
+    """Registry samples by id (:func:`sample_table`) and their registry positions, indexed once."""
+
+    samples: pl.DataFrame
+    infos: dict[str, SampleInfo]
+    order: dict[str, int]
+
+    @classmethod
+    def of(cls, samples: pl.DataFrame) -> RegistryTable:
+        """Index the registry's ``samples`` rows."""
+        order: dict[str, int] = {}
+        for position, sample_id in enumerate(samples["sample_id"].to_list()):
+            order.setdefault(sample_id, position)
+        return cls(samples, sample_table(samples), order)
+
+    def others(
+        self,
+        sample_ids: Iterable[str],
+        exclude: Collection[str],
+        roles: Collection[str],
+        lots: Collection[str],
+    ) -> dict[str, SampleInfo]:
+        """The samples of ``sample_ids`` not in ``exclude`` nor of ``roles``, in registry order.
+
+        Samples of the roles ``lots`` get their ``patient_id`` (their lot) as ``product_lot``.
+        """
+        known = sorted(
+            (sid for sid in set(sample_ids) if sid in self.infos and sid not in exclude),
+            key=self.order.__getitem__,
+        )
+        found = {}
+        for sid in known:
+            info = self.infos[sid]
+            if info.role in roles:
+                continue
+            if info.role in lots:
+                row = self.samples[self.order[sid]].with_columns(product_lot=pl.col("patient_id"))
+                info = sample_table(row)[sid]
+            found[sid] = info
+        return found
+
+
 @dataclass
 class PlateCache:
     """Indexed PCR plates by (``source_sha256``, slice), for one registry and settings."""
 
     _owner: tuple[object, object] | None = None
     _table: dict[str, SampleInfo] = field(default_factory=dict)
+    _registered: tuple[Registry, RegistryTable] | None = None
     _qpcr: dict[tuple[str, Slice], PlateContext] = field(default_factory=dict)
     _ddpcr: dict[tuple[str, Slice], Plate] = field(default_factory=dict)
 
@@ -45,8 +89,14 @@ class PlateCache:
         owner = self._owner
         if owner is None or owner[0] is not registry or owner[1] is not settings:
             self._owner = (registry, settings)
-            self._table = sample_table(registry.samples)
+            self._table = self.registry_table(registry).infos
             self._qpcr, self._ddpcr = {}, {}
+
+    def registry_table(self, registry: Registry) -> RegistryTable:
+        """Every sample of ``registry`` as the PCR calculations read it, built once per registry."""
+        if self._registered is None or self._registered[0] is not registry:
+            self._registered = (registry, RegistryTable.of(registry.samples))
+        return self._registered[1]
 
     def qpcr(
         self,

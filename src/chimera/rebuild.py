@@ -377,8 +377,9 @@ def finish_patients(
     Every step works within one patient (study day from the patient's first dose, headline per
     sample), so one pass over all patients' rows gives each what a pass over its own gives.
     """
-    chimerism = {patient: pl.DataFrame(schema=CHIMERISM.schema) for patient in found}
-    markers = {patient: pl.DataFrame(schema=MARKERS.schema) for patient in found}
+    no_chimerism, no_markers = (pl.DataFrame(schema=t.schema) for t in (CHIMERISM, MARKERS))
+    chimerism = dict.fromkeys(found, no_chimerism)
+    markers = dict.fromkeys(found, no_markers)
     filled = {patient: rows for patient, rows in found.items() if rows is not None}
     if not filled:
         return chimerism, markers

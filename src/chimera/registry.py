@@ -23,7 +23,7 @@ per dose. Rules [R] (issues 9 and 10):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -73,6 +73,9 @@ class Registry:
     _series: frozenset[str] | None = field(default=None, init=False, repr=False)
     _three_genome: frozenset[str] | None = field(default=None, init=False, repr=False)
     _info: dict[str, SampleInfo] | None = field(default=None, init=False, repr=False)
+    _derived: dict[tuple[str, str], pl.DataFrame] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def product_ids(self, bank: str | None) -> list[str]:
         """Sample ids of every product sample (any lot) of ``bank``."""
@@ -102,6 +105,12 @@ class Registry:
         if self._info is None:
             self._info = sample_table(self.samples)
         return self._info
+
+    def derived(self, key: tuple[str, str], build: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+        """A frame another module derives from these rows, built once (``key``: what, owner)."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def sample_rows(self, sample_ids: Iterable[str]) -> pl.DataFrame:
         """The registry rows of ``sample_ids``, in registry order (positions indexed once)."""

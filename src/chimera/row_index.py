@@ -106,12 +106,15 @@ class RowIndex:
         """The markers of each sample on each file of ``shas`` (current files), indexed once.
 
         The files not yet indexed are indexed together, in one pass over their rows only, so a
-        rebuild of a few patients reads only their files.
+        rebuild of a few patients reads only their files; once the rows are partitioned (a
+        large rebuild) every file is indexed in that one pass.
         """
         genes = tuple(reference_genes)
         missing = [sha for sha in dict.fromkeys(shas) if (sha, genes) not in self._markers]
         if missing:
             if self._partitioned():
+                missing = [sha for sha in self.by_source if (sha, genes) not in self._markers]
+                missing += [sha for sha in dict.fromkeys(shas) if sha not in self.by_source]
                 parts = [self.by_source[sha] for sha in missing if sha in self.by_source]
                 rows = pl.concat(parts) if parts else self.frame.clear()
             else:
@@ -139,13 +142,12 @@ class RowIndex:
         """Every row of the files ``sources`` and the ``kept`` rows on ``sliced``, in stored order."""
         files = set(sources)
         extra = [kept.by_source[s] for s in sorted(set(sliced) - files) if s in kept.by_source]
-        if not self._partitioned():
-            parts = [self.frame.filter(pl.col("source_sha256").is_in(list(files)))]
-        else:
-            parts = [self.by_source[s] for s in sorted(files) if s in self.by_source]
-        parts += extra
-        if not parts:
-            return self.frame.clear().drop(ROW_POSITION)
+        if self._partitioned():
+            # One gather of the rows' positions (the kept rows lie on other files: no repeats).
+            found = self._file_positions.of_keys(sorted(files))
+            found += [part[ROW_POSITION].to_numpy() for part in extra]
+            return self._gather(np.sort(np.concatenate(found)) if found else None)
+        parts = [self.frame.filter(pl.col("source_sha256").is_in(list(files))), *extra]
         return pl.concat(parts).sort(ROW_POSITION).drop(ROW_POSITION)
 
 

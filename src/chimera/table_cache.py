@@ -29,9 +29,10 @@ import json
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 FILE_COLUMN = "__file"
@@ -76,14 +77,15 @@ class _Snapshot:
     """Files whose rows ``frame`` holds."""
     frame: pl.DataFrame
     """Rows of ``files`` with :data:`FILE_COLUMN`, grouped by file in path order."""
-    written: dict[str, tuple[Identity, pl.DataFrame]] = field(default_factory=dict)
-    """Files this process wrote since ``frame`` was built: identity and rows."""
     persisted: frozenset[str] = frozenset()
     """Files covered by the copy in ``.cache/`` (empty when there is none)."""
 
 
 _memory: dict[Path, _Snapshot] = {}
 """In-memory snapshots by cache path (one folder may have several views)."""
+_written: dict[Path, dict[str, tuple[Identity, pl.DataFrame]]] = {}
+"""Per table folder: the files this process wrote (identity and rows), until
+:func:`release_written`: every view of the folder reads them from here, not from disk."""
 
 
 def identity(path: Path) -> Identity:
@@ -134,14 +136,16 @@ def read_table(
     if len(kept) != len(snapshot.files):
         base = base.filter(pl.col(FILE_COLUMN).is_in(list(kept)))
     names = sorted(set(current) - set(kept))
+    held = _written.get(folder, {})
     parts = []
     for name in names:
-        written = snapshot.written.get(name)
+        written = held.get(name)
         fresh = written is not None and view.key(written[0]) == current[name]
-        rows = written[1] if written and fresh else read_file(folder / name)
-        parts.append(rows.with_columns(pl.lit(name, dtype=pl.String).alias(FILE_COLUMN)))
+        parts.append(written[1] if written and fresh else read_file(folder / name))
+    if parts:
+        parts = [_tagged(parts, names)]
     if parts and view.derive is not None:
-        parts = [view.of(_concat(parts)).sort(FILE_COLUMN, maintain_order=True)]
+        parts = [view.of(parts[0]).sort(FILE_COLUMN, maintain_order=True)]
     frame = base
     if parts:
         frame = pl.concat([base, *parts], how="diagonal_relaxed") if base.width else _concat(parts)
@@ -155,27 +159,56 @@ def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
     return parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
 
 
+def _tagged(parts: list[pl.DataFrame], names: list[str]) -> pl.DataFrame:
+    """The rows of many files in one frame, each row's file (``names``) in :data:`FILE_COLUMN`."""
+    rows = _concat(parts)
+    which = np.repeat(np.arange(len(names)), [part.height for part in parts])
+    files = pl.Series(FILE_COLUMN, names, dtype=pl.String).gather(which)
+    return rows.with_columns(files)
+
+
 def note_written(folder: Path, name: str, rows: pl.DataFrame | None) -> None:
     """Tell the snapshots of ``folder`` that this process (re)wrote or removed file ``name``.
 
-    ``rows`` = the rows now in the file (None: the file was removed). Only a table already
-    read in this process keeps them; the next read then uses them instead of the file.
+    ``rows`` = the rows now in the file (None: the file was removed). Every read of the folder
+    uses them instead of the file (while the file is the one written) until
+    :func:`release_written`.
     """
     for snapshot in _memory.values():
-        if snapshot.folder != folder:
-            continue
-        if name in snapshot.files:
+        if snapshot.folder == folder and name in snapshot.files:
             snapshot.files[name] = _REWRITTEN  # never kept, whatever its time stamps say
-        if rows is None:
-            snapshot.written.pop(name, None)
-        else:
-            snapshot.written[name] = (identity(folder / name), rows)
+    held = _written.setdefault(folder, {})
+    if rows is None:
+        held.pop(name, None)
+    else:
+        held[name] = (identity(folder / name), rows)
+
+
+def release_written(root: Path) -> None:
+    """Drop the written rows :func:`note_written` holds for the folders under ``root``.
+
+    Called once a batch's snapshots are written back. Kept are only the rows of a folder that
+    has a snapshot in memory not covering them yet (its next read takes them), so a
+    long-running service holds no more than those snapshots will.
+    """
+    for folder, held in _written.items():
+        if not folder.is_relative_to(root):
+            continue
+        views = [snapshot for snapshot in _memory.values() if snapshot.folder == folder]
+        for name in [n for n, (found, _) in held.items() if not _pending(views, n, found)]:
+            del held[name]
+
+
+def _pending(views: list[_Snapshot], name: str, found: Identity) -> bool:
+    """Whether some snapshot of ``views`` has yet to read the file ``name`` written as ``found``."""
+    return any(view.files.get(name) != view.view.key(found) for view in views)
 
 
 def forget(folder: Path) -> None:
     """Drop the in-memory snapshots of ``folder`` (the persisted copies stay valid or not)."""
     for cache in [c for c, snapshot in _memory.items() if snapshot.folder == folder]:
         del _memory[cache]
+    _written.pop(folder, None)
 
 
 def persist(cache: Path, *, min_new_files: int = PERSIST_AFTER_FILES) -> bool:

@@ -184,9 +184,10 @@ def sniff_delimiter(line: str) -> str:
     (',', ';', ',')
     """
     outside = _QUOTED.sub("", line) if '"' in line else line
-    counts = {char: outside.count(char) for char in ("\t", ";", ",")}
-    best = max(counts, key=lambda k: (counts[k], k == "\t"))
-    return best if counts[best] else ","
+    tabs, semicolons, commas = outside.count("\t"), outside.count(";"), outside.count(",")
+    if tabs and tabs >= semicolons and tabs >= commas:
+        return "\t"  # a tie goes to TAB
+    return ";" if semicolons and semicolons >= commas else ","
 
 
 def read_rows(lines: list[str], delimiter: str) -> list[list[str]]:
@@ -329,6 +330,13 @@ def parse_number(value: str | None, *, decimal_comma: bool = False) -> float | N
     """
     if value is None:
         return None
+    try:
+        # What float() reads has no quote or comma, so the cleaning below would not change it.
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        return number if math.isfinite(number) else None
     text = value.strip().strip('"').replace("\u00a0", "")
     if not text:
         return None

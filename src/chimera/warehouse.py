@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import re
@@ -111,7 +112,13 @@ class Table:
     @property
     def schema(self) -> dict[str, pl.DataType]:
         """The contract's columns as a polars schema (for empty frames)."""
-        return polars_schema(self.model)
+        return dict(_contract_schema(self.model))
+
+
+@functools.cache
+def _contract_schema(model: type[DataFrameModel]) -> dict[str, pl.DataType]:
+    """:func:`~schemas.base.polars_schema` of a contract, worked out once (pandera is slow at it)."""
+    return polars_schema(model)
 
 
 SOURCE = ("source_sha256",)
@@ -332,7 +339,9 @@ class Warehouse:
         Every view of a table read in this process (:meth:`read`, :meth:`read_derived`) is
         written back. A speed-up only: the table files stay the truth (:mod:`chimera.table_cache`).
         """
-        return [path.name for path in table_cache.persist_under(self.root / ".cache")]
+        written = [path.name for path in table_cache.persist_under(self.root / ".cache")]
+        table_cache.release_written(self.root)
+        return written
 
     def _path(self, table: Table, key: str) -> Path:
         return self.folder(table) / f"{file_key(key)}.parquet"

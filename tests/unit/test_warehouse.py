@@ -116,3 +116,22 @@ def test_ledger_events_are_validated_and_appended(tmp_path: Path) -> None:
     assert len(files) == 2
     assert {f.parent.name for f in files} == {"2026-01-05"}
     assert warehouse.read(INGEST_LOG).height == 2
+
+
+def test_rows_this_process_wrote_are_read_from_memory_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table read for the first time after this process wrote it takes the written rows
+    (no file is read back, issue 12); a file another writer replaced is read again."""
+    warehouse = Warehouse(tmp_path)
+    stored = warehouse.write_single(ASSAY_LIMITS, _limits())
+
+    def refuse(path: object, *args: object, **kwargs: object) -> pl.DataFrame:
+        msg = f"read back {path}"
+        raise AssertionError(msg)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pl, "read_parquet", refuse)
+        assert warehouse.read(ASSAY_LIMITS).to_dicts() == stored.to_dicts()
+    _limits(lod_pct=0.7, levels="[1]").write_parquet(warehouse.files(ASSAY_LIMITS)[0])
+    assert warehouse.read(ASSAY_LIMITS)["lod_pct"].to_list() == [0.7]

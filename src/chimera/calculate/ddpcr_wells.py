@@ -29,7 +29,7 @@ from chimera.settings import DdpcrSettings
 from schemas.vocab import Role
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Count:
     """Positive and accepted droplets of one target; droplet volume in nL."""
 
@@ -43,7 +43,7 @@ class Count:
         return self.positives, self.accepted
 
 
-@dataclass
+@dataclass(slots=True)
 class Well:
     """One well (or kept merged row) of one plate: marker counts and reference counts."""
 
@@ -60,7 +60,7 @@ class Well:
     """Why the well is left out (:func:`well_exclusion`), None when used."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Part:
     """One marker's pooled counts, the reference counts of the same wells, and k = n_ref/n_M."""
 
@@ -69,7 +69,7 @@ class Part:
     k: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Estimate:
     """A pooled % genome estimate, its CI and the genome equivalents behind it."""
 
@@ -152,8 +152,11 @@ def ratio(marker: Count, reference: Count) -> float:
     return point_estimate(Part(marker, reference, 1.0)) / 100.0
 
 
-def reference_for(used: Sequence[Well], fallback: Sequence[Well]) -> Count | None:
-    """Pool the reference counts of the wells a marker was read in, else of ``fallback``."""
+def reference_for(used: Sequence[Well], fallback: Iterable[Well]) -> Count | None:
+    """Pool the reference counts of the wells a marker was read in, else of ``fallback``.
+
+    ``fallback`` is read only when no well of ``used`` has reference counts.
+    """
     own = [w.reference for w in used if w.reference is not None]
     if own:
         return pooled(own)
@@ -171,7 +174,7 @@ def marker_counts(
     used = [w for w in wells if name in w.markers]
     marker = pooled(w.markers[name] for w in used)
     plates = {w.plate for w in used}
-    reference = reference_for(used, [w for w in fallback if w.plate in plates])
+    reference = reference_for(used, (w for w in fallback if w.plate in plates))
     if marker is None or reference is None:
         return None
     return marker, reference

@@ -93,15 +93,18 @@ class PlateContext:
         columns = ordered.to_dict(as_series=False)
         keys = list(zip(columns["sample_id"], columns["task"], strict=True))
         kinds = {key: is_no_template(table.get(key[0] or ""), *key) for key in set(keys)}
+        # ``_make`` builds each tuple in C (no per-well Python ``__new__``).
         wells = map(
-            QpcrWell,
-            repeat(plate),
-            columns["sample_id"],
-            columns["target"],
-            columns["well"],
-            columns["ct"],
-            [bool(omitted) for omitted in columns["omitted"]],
-            [kinds[key] for key in keys],
+            QpcrWell._make,
+            zip(
+                repeat(plate),
+                columns["sample_id"],
+                columns["target"],
+                columns["well"],
+                columns["ct"],
+                map(bool, columns["omitted"]),
+                map(kinds.__getitem__, keys),
+            ),
         )
         for well in wells:
             if well.no_template:
@@ -116,8 +119,11 @@ class PlateContext:
             self.well_counts[sample_id] += len(group)
             if target is not None:
                 self._targets_of[sample_id].append(target)
+        # A group without an omitted well is its own list of valid wells (not copied).
         self._valid = {
-            key: [w for w in group if not w.omitted] for key, group in self.by_sample_target.items()
+            key: [w for w in group if not w.omitted]
+            for key, group in self.by_sample_target.items()
+            if any(w.omitted for w in group)
         }
         self._factors = _factors(
             zip(columns["target"], columns["slope"], columns["efficiency_pct"], strict=True)
@@ -137,7 +143,10 @@ class PlateContext:
 
     def wells(self, sample_id: str, target: str) -> list[QpcrWell]:
         """Non-omitted wells of one sample and target (shared: do not modify the list)."""
-        return self._valid.get((sample_id, target), [])
+        key = (sample_id, target)
+        if key in self._valid:
+            return self._valid[key]
+        return self.by_sample_target.get(key, [])
 
     def has_wells(self, sample_id: str, target: str) -> bool:
         """Whether the plate holds any well (omitted ones too) of one sample and target."""

@@ -108,40 +108,55 @@ def _whole_field_quotes(delimiter: str) -> str:
 
 
 def _split_at_once(export: DecodedExport, names: Sequence[str]) -> Body | None:
-    """:func:`read_body` by polars, or None when quotes are not whole-field wrappers only."""
+    """:func:`read_body` by polars, or None when quotes are not whole-field wrappers only.
+
+    One query splits every line, drops blank ones and picks the header columns; a line
+    without quotes always matches :func:`_whole_field_quotes`.
+    """
     delimiter = export.delimiter
     start = export.header_row + 1
     tail = export.lines[start:]
     if export.is_workbook or not delimiter or not tail:
         return None
-    raw = pl.Series("raw", tail, dtype=pl.String)
-    quoted = raw.str.contains('"', literal=True)
-    if quoted.any() and not raw.filter(quoted).str.contains(_whole_field_quotes(delimiter)).all():
+    raw = pl.DataFrame({"raw": tail}, schema={"raw": pl.String})
+    text = pl.col("raw")
+    if not raw.select(text.str.contains(_whole_field_quotes(delimiter)).all()).item():
         return None
-    frame = pl.DataFrame(
-        {
-            "line": pl.int_range(start + 1, start + 1 + len(tail), eager=True),
-            "fields": raw.str.replace_all('"', "", literal=True).str.split(delimiter),
-            "blank": raw.str.contains(_blank(delimiter)),
-        }
-    ).filter(~pl.col("blank"))
-    frame = frame.filter(~_repeated_header(frame, export, names))
     fields = pl.col("fields")
     keys = dedupe_header(names)
+    frame = (
+        raw.lazy()
+        .select(
+            pl.int_range(start + 1, start + 1 + len(tail), dtype=pl.Int64).alias("line"),
+            text.str.replace_all('"', "", literal=True).str.split(delimiter).alias("fields"),
+            text.str.contains(_blank(delimiter)).alias("blank"),
+        )
+        .filter(~pl.col("blank"))
+        .select(
+            "line",
+            fields.list.len().cast(pl.Int64).alias("count"),
+            fields.list.first().alias("first"),
+            *(
+                fields.list.get(i, null_on_oob=True).fill_null("").alias(f"{i}")
+                for i in range(len(keys))
+            ),
+        )
+        .collect()
+    )
+    repeated = _repeated_header(frame, export, names)
+    if repeated.any():
+        frame = frame.filter(~repeated)
     return Body(
         frame.get_column("line"),
-        frame.select(fields.list.len().cast(pl.Int64)).to_series(),
-        frame.select(
-            fields.list.get(i, null_on_oob=True).fill_null("").alias(key)
-            for i, key in enumerate(keys)
-        ),
+        frame.get_column("count").alias("fields"),
+        pl.DataFrame({key: frame.get_column(f"{i}") for i, key in enumerate(keys)}),
     )
 
 
 def _repeated_header(frame: pl.DataFrame, export: DecodedExport, names: Sequence[str]) -> pl.Series:
     """True for rows repeating the header (first cell checked per distinct value, then whole)."""
     header_key = [normalise_header(name) for name in names]
-    first = frame.select(pl.col("fields").list.first()).to_series()
+    first = frame.get_column("first")
     candidates = [v for v in first.unique().to_list() if normalise_header(v) == header_key[0]]
     repeated = first.is_in(candidates)
     if not repeated.any():

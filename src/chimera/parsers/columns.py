@@ -57,15 +57,18 @@ def clean_columns(columns: Mapping[str, Cells]) -> dict[str, pl.Series]:
     ASCII text; a cell with any other character is cleaned by :func:`clean_cell` itself.
     """
     frame = _strings(columns)
-    cleaned = frame.select(_clean(name) for name in columns)
-    other = frame.select(~_is_ascii(name) for name in columns)
-    counts = other.sum().row(0) if columns else ()
+    names = list(columns)
+    both = frame.select(
+        *(_clean(name).alias(f"clean {i}") for i, name in enumerate(names)),
+        *((~_is_ascii(name)).alias(f"other {i}") for i, name in enumerate(names)),
+    )
     result: dict[str, pl.Series] = {}
-    for (name, values), count in zip(columns.items(), counts, strict=True):
-        column = cleaned.get_column(name)
-        if count:
-            rest = np.flatnonzero(other.get_column(name).to_numpy()).tolist()
-            column = column.scatter(rest, [clean_cell(values[i]) for i in rest])
+    for i, (name, values) in enumerate(columns.items()):
+        column = both.get_column(f"clean {i}").alias(name)
+        other = both.get_column(f"other {i}")
+        if other.any():
+            rest = np.flatnonzero(other.to_numpy()).tolist()
+            column = column.scatter(rest, [clean_cell(values[j]) for j in rest])
         result[name] = column
     return result
 
@@ -76,19 +79,21 @@ def plain_numbers(columns: Mapping[str, Cells]) -> dict[str, tuple[pl.Series, pl
     Done = a plain number, or an empty cell (which every number reader reads as None).
     """
     frame = _strings(columns)
-    plain = {}
-    for name in columns:
+    exprs = []
+    for i, name in enumerate(columns):
         text = pl.col(name).str.strip_chars(ASCII_BLANKS)
         number = text.cast(pl.Float64, strict=False)
-        plain[name] = (
-            number,
-            (text.str.contains(_PLAIN_NUMBER) & number.is_finite()).fill_null(value=False),
+        ok = (text.str.contains(_PLAIN_NUMBER) & number.is_finite()).fill_null(value=False)
+        exprs.append(pl.when(ok).then(number).alias(f"value {i}"))
+        exprs.append((ok | (pl.col(name) == "")).alias(f"done {i}"))
+    both = frame.select(exprs)
+    return {
+        name: (
+            both.get_column(f"value {i}").alias(name),
+            both.get_column(f"done {i}").alias(name),
         )
-    values = frame.select(
-        pl.when(ok).then(number).alias(name) for name, (number, ok) in plain.items()
-    )
-    done = frame.select((ok | (pl.col(name) == "")).alias(name) for name, (_, ok) in plain.items())
-    return {name: (values.get_column(name), done.get_column(name)) for name in columns}
+        for i, name in enumerate(columns)
+    }
 
 
 Column = tuple[pl.Series, pl.Series, Callable[[int], object]]

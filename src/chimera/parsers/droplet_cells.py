@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from chimera.errors import Problem
 from chimera.textio import clean_cell, parse_number
@@ -23,6 +24,8 @@ QUADRANT_PARTS = ("accepted", *COUNT_SUMS[1][1])
 """The counts the quadrant sum reads (Accepted Droplets and the four Ch1/Ch2 quadrants)."""
 MAX_DROPLETS = 10_000_000
 """No well or merged row holds more droplets (a QX200 well ~20,000; 16 merged wells ~400,000)."""
+_MAX_DIGITS = len(str(MAX_DROPLETS))
+"""A count of fewer digits is below :data:`MAX_DROPLETS` (and a float that prints as it)."""
 _CHANNEL_PREFIX = re.compile(r"^\s*(ch\s*\d+)\s*(.*)$", re.IGNORECASE)
 _SAMPLE_TYPES = {
     "unknown": "unknown",
@@ -86,6 +89,9 @@ class DropletNumbers:
 
     def count(self, value: str, *, column: str, row: int) -> int | None:
         """A whole droplet count (at most :data:`MAX_DROPLETS`); a bad cell is recorded."""
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) < _MAX_DIGITS:
+            return int(text)  # what the reading below gives for plain digits, without it
         number = self.real(value, column=column, row=row)
         if number is None:
             return None
@@ -103,6 +109,8 @@ class DropletNumbers:
     def sum_part(self, text: str | None) -> float | None:
         """A count cell as the sums read it (as written; empty: None, nothing recorded)."""
         value = (text or "").strip().strip('"')
+        if value.isascii() and value.isdigit() and len(value) < _MAX_DIGITS:
+            return float(value)  # what parse_number gives for plain digits
         return parse_number(value, decimal_comma=self.decimal_comma) if value else None
 
     def counts_add_up(
@@ -142,6 +150,7 @@ def unbalanced(
     return None
 
 
+@lru_cache(maxsize=4096)
 def merged_members(value: str | None) -> str | None:
     """``"(A01,B01,C01)"`` → ``"A01,B01,C01"``; empty → None."""
     text = clean_cell(value)
@@ -151,6 +160,7 @@ def merged_members(value: str | None) -> str | None:
     return ",".join(members) or None
 
 
+@lru_cache(maxsize=1024)
 def roles(
     target_type: str | None, dye: str | None, sample_type: str | None, *, software: str
 ) -> tuple[str | None, str | None, str | None]:

@@ -14,8 +14,9 @@ The parser is instrument-only: ``target_role`` comes from the export's own label
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Any, NoReturn
 
 import polars as pl
@@ -231,21 +232,41 @@ def parse_ddpcr(export: DecodedExport, *, droplet_volume_nl: Mapping[str, float]
     )
 
 
-def _cells_by_name(table: _Table, columns: Mapping[str, str]) -> list[dict[str, str]]:
-    """Every row keyed by canonical names (``well``, ``positives``, ``ch1+ch2+``, ...).
+@dataclass(frozen=True)
+class _Cells:
+    """The rows' cells column by column, keyed by canonical names (``well``, ``ch1+ch2+``, ...)."""
+
+    columns: Mapping[str, Sequence[str]]
+    height: int
+
+    def get(self, name: str) -> Sequence[str]:
+        """The cells of ``name``; all ``""`` when the file has no such column."""
+        return self.columns.get(name, ("",) * self.height)
+
+    def row(self, index: int) -> dict[str, str]:
+        """Row ``index`` keyed by the canonical names the file has."""
+        return {name: cells[index] for name, cells in self.columns.items()}
+
+
+def _cells_by_name(table: _Table, columns: Mapping[str, str]) -> _Cells:
+    """Every column keyed by canonical names, transposed once (not a dict per row).
 
     ``columns`` maps canonical names to deduplicated header names (:func:`_column_map`); a
     row too short to reach a column has ``""`` there.
     """
     positions = {name: i for i, name in enumerate(dedupe_header(table.header))}
-    index = {name: positions[column] for name, column in columns.items()}
-    return [
-        {name: fields[i] if i < len(fields) else "" for name, i in index.items()}
-        for _, fields in table.rows
-    ]
+    transposed = list(zip_longest(*(fields for _, fields in table.rows), fillvalue=""))
+    blank = ("",) * len(table.rows)
+    return _Cells(
+        {
+            name: transposed[i] if (i := positions[column]) < len(transposed) else blank
+            for name, column in columns.items()
+        },
+        len(table.rows),
+    )
 
 
-def _check_complete(export: DecodedExport, table: _Table, cells: list[dict[str, str]]) -> None:
+def _check_complete(export: DecodedExport, table: _Table, cells: _Cells) -> None:
     """Refuse a cut-off export (issue 9.3): last line, droplet-count sums, channels per well."""
     software = _LABELS[table.software]
     check_last_line(
@@ -258,17 +279,21 @@ def _check_complete(export: DecodedExport, table: _Table, cells: list[dict[str, 
     last_row = table.rows[-1][0]
     if last_row == len(export.lines) and not export.ends_with_newline:
         numbers = DropletNumbers(decimal_comma=table.decimal_comma)
-        problem = numbers.counts_add_up(cells[-1], row=last_row)
+        problem = numbers.counts_add_up(cells.row(-1), row=last_row)
         if problem is not None:
             raise truncated(export, problem.message + f" on line {last_row}", software=software)
-    keys = [(record.get("well", "").strip().strip('"'), _channel_key(record)) for record in cells]
+    labels = zip(cells.get("target_type"), cells.get("dye"), cells.get("target"), strict=True)
+    keys = [
+        (well.strip().strip('"'), _channel_key(*label))
+        for well, label in zip(cells.get("well"), labels, strict=True)
+    ]
     check_layout(export, keys, software=software, what="channel")
 
 
-def _channel_key(record: Mapping[str, str]) -> str:
+def _channel_key(*labels: str) -> str:
     """What tells a well's rows apart: ``TargetType`` (``Ch1Unknown``, ``Reference``) or dye."""
-    for name in ("target_type", "dye", "target"):
-        value = clean_cell(record.get(name))
+    for label in labels:
+        value = clean_cell(label)
         if value is not None:
             return value
     return ""
@@ -277,18 +302,16 @@ def _channel_key(record: Mapping[str, str]) -> str:
 def _frame(
     export: DecodedExport,
     table: _Table,
-    records: list[dict[str, str]],
+    cells: _Cells,
     volume: float,
 ) -> pl.DataFrame:
-    by_column = _wells_by_column(table, records, volume)
-    wells = _wells_by_row(export, table, records, volume) if by_column is None else by_column
+    by_column = _wells_by_column(table, cells, volume)
+    wells = _wells_by_row(export, table, cells, volume) if by_column is None else by_column
     frame = pl.DataFrame(wells, schema=_WELL_SCHEMA)
     return validate_frame(frame, DdpcrWells, file_name=export.file_name)
 
 
-def _wells_by_column(
-    table: _Table, records: list[dict[str, str]], volume: float
-) -> dict[str, list[Any]] | None:
+def _wells_by_column(table: _Table, cells: _Cells, volume: float) -> dict[str, list[Any]] | None:
     """The well rows column by column, each distinct cell read once.
 
     Cells are read by the very readers :func:`_wells_by_row` uses; None when any cell or count
@@ -297,9 +320,9 @@ def _wells_by_column(
     numbers = DropletNumbers(decimal_comma=table.decimal_comma)
 
     def column(name: str, read: Callable[[str], Any] = clean_cell) -> list[Any]:
-        cells = [record.get(name, "") for record in records]
-        distinct = {cell: read(cell) for cell in set(cells)}
-        return [distinct[cell] for cell in cells]
+        texts = cells.get(name)
+        distinct = {cell: read(cell) for cell in set(texts)}
+        return [distinct[cell] for cell in texts]
 
     def count(cell: str) -> int | None:
         return numbers.count(cell, column="", row=0)
@@ -315,9 +338,15 @@ def _wells_by_column(
     if (
         numbers.problems
         or any(a is not None and empty for a, empty in zip(accepted, no_positives, strict=True))
-        or any(
-            unbalanced({n: parts[i] for n, parts in quadrants.items()}, row=0, sums=COUNT_SUMS[1:])
-            for i in range(len(records))
+        or (
+            # Without any quadrant column every quadrant part is None: nothing to add up.
+            any(name in cells.columns for name in COUNT_SUMS[1][1])
+            and any(
+                unbalanced(
+                    {n: parts[i] for n, parts in quadrants.items()}, row=0, sums=COUNT_SUMS[1:]
+                )
+                for i in range(cells.height)
+            )
         )
     ):
         return None
@@ -337,10 +366,10 @@ def _wells_by_column(
         "positives": positives,
         "negatives": [n for _, n in completed],
         "concentration_copies_per_ul": concentration,
-        "droplet_volume_nl": [volume] * len(records),
+        "droplet_volume_nl": [volume] * cells.height,
         "merged_wells": merged,
         "is_merged": [m is not None for m in merged],
-        "software": [table.software] * len(records),
+        "software": [table.software] * cells.height,
         "source_row": [row for row, _ in table.rows],
     }
 
@@ -365,14 +394,15 @@ def _no_count(cell: str) -> bool:
 def _wells_by_row(
     export: DecodedExport,
     table: _Table,
-    records: list[dict[str, str]],
+    records: _Cells,
     volume: float,
 ) -> list[dict[str, object]]:
     """The well rows one by one, every unreadable cell or count sum listed as a problem."""
     numbers = DropletNumbers(decimal_comma=table.decimal_comma)
     software = table.software
     out: list[dict[str, object]] = []
-    for (row, _fields), cells in zip(table.rows, records, strict=True):
+    for index, (row, _fields) in enumerate(table.rows):
+        cells = records.row(index)
         positives = numbers.count(cells.get("positives", ""), column="Positives", row=row)
         accepted = numbers.count(cells.get("accepted", ""), column="AcceptedDroplets", row=row)
         negatives = numbers.count(cells.get("negatives", ""), column="Negatives", row=row)
@@ -429,14 +459,16 @@ def _wells_by_row(
     return out
 
 
-def _experiment(frame: pl.DataFrame, records: list[dict[str, str]]) -> str | None:
+def _experiment(frame: pl.DataFrame, cells: _Cells) -> str | None:
     """Run identity from the ``Experiment`` column when it holds a name, not a type code.
 
     QuantaSoft and QX Manager write the experiment *type* there (``ABS``, ``CNV``, ``DQ``, ...;
     formats.md 9-10), which two different plates share, so such codes identify nothing.
     """
-    if frame.is_empty() or not records or "experiment" not in records[0]:
+    if frame.is_empty() or not cells.height or "experiment" not in cells.columns:
         return None
-    names = {value for r in records if (value := clean_cell(r["experiment"])) is not None}
+    names = {
+        value for cell in set(cells.get("experiment")) if (value := clean_cell(cell)) is not None
+    }
     names = {n for n in names if n.casefold() not in _EXPERIMENT_TYPES}
     return join_run_id([("Experiment", ", ".join(sorted(names)))])

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from itertools import zip_longest
 from typing import Any, NoReturn
 
@@ -169,6 +170,7 @@ class _Table:
     metadata: AppbioMetadata
 
 
+@lru_cache(maxsize=4096)
 def well_position(well: str, *, plate_columns: int) -> str:
     """Return an ``A1``-style position from ``A1``/``A01`` or a 1-based index (``1``, ``1.0``).
 
@@ -207,6 +209,8 @@ def _stripped(cell: str) -> str:
 
 
 def _is_blank(row: Sequence[str]) -> bool:
+    if "".join(row).replace('"', "").strip():
+        return False  # some cell holds a character that is neither a blank nor a quote
     return not any(cell.strip().strip('"') for cell in row)
 
 

@@ -9,6 +9,7 @@ fraction, two markers) is kept as written and reported, never guessed.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from schemas.vocab import Specimen
 
@@ -25,6 +26,7 @@ _NEGATIVE = re.compile(r"cd\s?\d+\s?[-\u2212](?!\d)|\bneg(ative)?\b|\bdepleted\b
 """A negative or depleted fraction (``CD56-``, ``CD3 negative``): not a positive sort."""
 
 
+@lru_cache(maxsize=1024)
 def normalise_specimen(text: str | None) -> tuple[str | None, bool]:
     """Return the vocabulary value for a manifest specimen and whether it was recognised.
 
