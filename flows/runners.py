@@ -17,7 +17,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from chimera.ingest import ParseMany, Prepared, SourceFile
 from chimera.settings import ScaleSettings, Settings
-from chimera.staging import StagedParse, clear_staging, shares, staging_location, unstage
+from chimera.staging import StagedParse, clear_staging, staging_location, unstage_all
+from chimera.workers import shares
 from flows.tasks import stage_sources
 
 RUNNERS = ("threads", "dask")
@@ -85,13 +86,7 @@ def parse_in_parallel(settings: Settings, run_id: str | None) -> ParseMany:
                     future.wait()
                     done = future.state.is_completed()
                     staged += future.state.result() if done else [None] * len(group)
-            options = settings.scale.storage_options
-            return [
-                unstage(s, location=location, options=options)
-                if isinstance(s, StagedParse)
-                else None
-                for s in staged
-            ]
+            return unstage_all(staged, location=location, options=settings.scale.storage_options)
         finally:
             clear_staging(location, settings.scale.storage_options)
 

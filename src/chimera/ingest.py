@@ -221,22 +221,46 @@ def prepare_sources(
         sha = source.sha256
         if sha not in batch.prepared and batch.ledger.first_accepted(sha) is None:
             todo.setdefault(sha, source)
-    if parse_many is not None:
-        for sha, parsed in zip(todo, parse_many(list(todo.values())), strict=True):
-            if parsed is not None:
-                batch.prepared[sha] = parsed
-        return
-    results: dict[str, tuple[Prepared, list[Deferred]]] = {}
-    for sha, source in todo.items():
+    files = list(todo.values())
+    if parse_many is None:
+        found = prepare_many(files, settings=batch.settings, clock=clock, reraise=len(sources) == 1)
+    else:
+        found = list(parse_many(files))
+    for sha, prepared in zip(todo, found, strict=True):
+        if prepared is not None:
+            batch.prepared[sha] = prepared
+
+
+def prepare_many(
+    sources: Sequence[SourceFile],
+    *,
+    settings: Settings,
+    clock: Callable[[], datetime],
+    reraise: bool = False,
+) -> list[Prepared | None]:
+    """:func:`prepare_source` of each file, the frames of one contract checked in one pass.
+
+    A file whose frame breaks its contract gets that file's own report. None for a file
+    whose parser crashed (``reraise``: the crash is raised instead): ingesting it alone raises
+    the crash again, for this file only.
+    """
+    results: list[tuple[Prepared, list[Deferred]] | None] = []
+    for source in sources:
         try:
-            results[sha] = prepare_source(source, settings=batch.settings, now=clock())
+            results.append(prepare_source(source, settings=settings, now=clock()))
         except Exception:
-            # A parser bug: ingesting this file alone raises it again, for this file only.
-            if len(sources) == 1:
+            if reraise:
                 raise
-    errors = check_deferred([deferred for _, deferred in results.values()])
-    for (sha, (prepared, _)), error in zip(results.items(), errors, strict=True):
-        batch.prepared[sha] = prepared if error is None else replace(prepared, error=error)
+            results.append(None)
+    errors = iter(check_deferred([found[1] for found in results if found is not None]))
+    prepared: list[Prepared | None] = []
+    for found in results:
+        error = None if found is None else next(errors)
+        if found is None or error is None:
+            prepared.append(None if found is None else found[0])
+        else:
+            prepared.append(replace(found[0], error=error))
+    return prepared
 
 
 @dataclass(frozen=True)

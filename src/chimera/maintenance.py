@@ -34,6 +34,7 @@ from chimera.warehouse import (
     Table,
     Warehouse,
 )
+from chimera.workers import worker_pool
 from schemas.vocab import FileStatus
 
 _CHUNK = 1 << 20
@@ -248,11 +249,14 @@ def print_verification(verification: Verification, console: Console) -> None:
 
 
 def rebuild_all_patients(settings: Settings, *, now: datetime) -> list[str]:
-    """Rebuild ``chimerism/`` and ``markers/`` of every registry patient from the raw tables."""
+    """Rebuild ``chimerism/`` and ``markers/`` of every registry patient from the raw tables.
+
+    Many patients are computed by worker processes (:mod:`chimera.workers`).
+    """
     warehouse = Warehouse(settings.warehouse)
-    with warehouse.lock():
+    with warehouse.lock(), worker_pool(settings, files=0) as pool:
         patients = registry_patients(read_registry(warehouse))
-        recompute_patients(warehouse, patients, settings=settings, now=now)
+        recompute_patients(warehouse, patients, settings=settings, now=now, pool=pool)
     return sorted(patients)
 
 

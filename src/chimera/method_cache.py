@@ -69,6 +69,8 @@ ENTRY_SCHEMA = {
 from, the qPCR screening look-ups it made with their answers (JSON, null when none), and
 the two frames as Arrow IPC."""
 Entry = tuple[str, str | None, bytes, bytes]
+NewEntries = dict[Method, dict[str, Entry]]
+"""Entries computed in one process, by method and owner key (:meth:`MethodCache.take_new`)."""
 
 REGISTRY_COLUMNS = ("sample_id", "patient_id", "role", "product_lot", "cell_bank", "specimen")
 """The registry columns a method calculation reads (:func:`chimera.calculate.common.sample_table`)."""
@@ -327,6 +329,20 @@ class MethodCache:
                     LOGGER.warning("method cache %s unreadable, computing afresh: %s", path, err)
             self._stored[method] = entries
         return self._stored[method]
+
+    def take_new(self) -> NewEntries:
+        """The entries computed since the last call, handed over (a worker's: :meth:`adopt`)."""
+        new, self._new = self._new, {}
+        return new
+
+    def adopt(self, new: NewEntries) -> None:
+        """Keep entries a worker computed (:func:`chimera.rebuild.patients_in_worker`) to save.
+
+        The worker computes an entry with this code from the same warehouse files, settings
+        and stutter table, so it holds the fingerprint and frames this process would make.
+        """
+        for method, entries in new.items():
+            self._new.setdefault(method, {}).update(entries)
 
     def save(self) -> list[Path]:
         """Write each method's file that gained or changed entries; return the paths written."""

@@ -44,7 +44,9 @@ from chimera.ingest import (
 from chimera.rebuild import recompute_patients, recover_dirty
 from chimera.refresh import RefreshSummary, refresh_patients
 from chimera.settings import Settings
+from chimera.staging import parse_in_pool
 from chimera.warehouse import Warehouse, is_storage_error, storage_problem
+from chimera.workers import WorkerPool, use_pool, worker_pool
 from schemas.vocab import FileStatus
 
 LOGGER = logging.getLogger(__name__)
@@ -148,6 +150,7 @@ def ingest_sources(
     ingest_one: IngestOne | None = None,
     parse_many: ParseMany | None = None,
     flow_run_id: str | None = None,
+    pool: WorkerPool | None = None,
 ) -> dict[Path, FileOutcome | None]:
     """Ingest read files in dependency order; each touched patient is rebuilt once at the end.
 
@@ -156,6 +159,8 @@ def ingest_sources(
     ``ingest_one`` (the Prefect flow's task) ingests each file on its own instead (touched
     patients only marked dirty, rebuilt at the end). ``parse_many`` parses the batch's files
     elsewhere (:func:`chimera.ingest.prepare_sources`); ``flow_run_id`` goes into the ledger.
+    A big batch parses and rebuilds in worker processes (``pool``, else one of its own:
+    :mod:`chimera.workers`).
 
     Raises
     ------
@@ -173,6 +178,7 @@ def ingest_sources(
             move=move,
             parse_many=parse_many,
             flow_run_id=flow_run_id,
+            pool=pool,
         )
     outcomes = ingest_in_rounds(ordered, ingest_one)
     try:
@@ -210,9 +216,19 @@ def _ingest_batch(
     move: bool,
     parse_many: ParseMany | None,
     flow_run_id: str | None,
+    pool: WorkerPool | None,
 ) -> dict[Path, FileOutcome | None]:
-    """Ingest ordered files as one batch, flush it, then rebuild every touched patient once."""
-    with open_batch(settings) as batch:
+    """Ingest ordered files as one batch, flush it, then rebuild every touched patient once.
+
+    A batch of ``scale.pool_min_files`` files parses in the worker pool, unless ``parse_many``
+    is given.
+    """
+    own = (
+        worker_pool(settings, files=len(ordered)) if pool is None else contextlib.nullcontext(pool)
+    )
+    with own as workers, open_batch(settings) as batch:
+        if parse_many is None and use_pool(workers, len(ordered), settings.scale.pool_min_files):
+            parse_many = parse_in_pool(workers, settings, clock=clock)
         prepare_sources(ordered, batch, clock=clock, parse_many=parse_many)
 
         def in_batch(source: SourceFile) -> FileOutcome:
@@ -231,7 +247,9 @@ def _ingest_batch(
         try:
             placed.update(batch.flush())
             with writing("rebuilding the touched patients"):
-                recompute_patients(batch.warehouse, batch.touched, settings=settings, now=clock())
+                recompute_patients(
+                    batch.warehouse, batch.touched, settings=settings, now=clock(), pool=workers
+                )
                 batch.warehouse.persist_snapshots()
         except StorageFailure as failure:
             placed.update(failure.outcomes)
@@ -243,9 +261,14 @@ def _ingest_batch(
 def ingest_paths(
     paths: Sequence[Path], *, settings: Settings, clock: Callable[[], datetime], move: bool
 ) -> list[FileOutcome]:
-    """Read and ingest files given by path (``chimera ingest FILES``, ``chimera demo``)."""
-    sources = [read_source(path) for path in paths]
-    outcomes = ingest_sources(sources, settings=settings, clock=clock, move=move)
+    """Read and ingest files given by path (``chimera ingest FILES``, ``chimera demo``).
+
+    A big batch's worker pool starts before the files are read, so the workers' imports
+    overlap reading and detecting them (:mod:`chimera.workers`).
+    """
+    with worker_pool(settings, files=len(paths)) as pool:
+        sources = [read_source(path) for path in paths]
+        outcomes = ingest_sources(sources, settings=settings, clock=clock, move=move, pool=pool)
     return [o for o in (outcomes.get(p) for p in paths) if o is not None]
 
 
@@ -283,6 +306,20 @@ def _read(candidate: Candidate, settings: Settings) -> SourceFile:
     )
 
 
+def _read_all(
+    candidates: Sequence[Candidate], settings: Settings
+) -> tuple[list[SourceFile], list[str]]:
+    """Read each candidate once; the names of those that could not be read."""
+    sources, errors = [], []
+    for candidate in candidates:
+        try:
+            sources.append(_read(candidate, settings))
+        except OSError as err:
+            LOGGER.warning("%s could not be read: %s", candidate.path.name, err.strerror)
+            errors.append(display_name(candidate.path.name))
+    return sources, errors
+
+
 def poll_once(
     settings: Settings,
     *,
@@ -312,29 +349,25 @@ def poll_once(
             )
     except StorageFailure as failed:
         return Poll((), errors=(failed.file_name,), failure=str(failed))
-    sources, errors = [], []
-    for candidate in candidates:
-        if not candidate.ready and candidate.refusal is None:
-            continue
-        try:
-            sources.append(_read(candidate, settings))
-        except OSError as err:
-            LOGGER.warning("%s could not be read: %s", candidate.path.name, err.strerror)
-            errors.append(display_name(candidate.path.name))
+    readable = [c for c in candidates if c.ready or c.refusal is not None]
     stopped_because: str | None = None
-    try:
-        done = ingest_sources(
-            sources,
-            settings=settings,
-            clock=clock,
-            move=True,
-            ingest_one=ingest_one,
-            parse_many=parse_many,
-            flow_run_id=flow_run_id,
-        )
-    except StorageFailure as stopped:
-        done, stopped_because = stopped.outcomes, str(stopped)
-        LOGGER.error("the run stopped: %s", stopped_because)
+    # Started before the files are read, so the workers' imports overlap reading them.
+    with worker_pool(settings, files=len(readable) if parse_many is None else 0) as pool:
+        sources, errors = _read_all(readable, settings)
+        try:
+            done = ingest_sources(
+                sources,
+                settings=settings,
+                clock=clock,
+                move=True,
+                ingest_one=ingest_one,
+                parse_many=parse_many,
+                flow_run_id=flow_run_id,
+                pool=pool,
+            )
+        except StorageFailure as stopped:
+            done, stopped_because = stopped.outcomes, str(stopped)
+            LOGGER.error("the run stopped: %s", stopped_because)
     errors += [display_name(path.name) for path, outcome in done.items() if outcome is None]
     if sources and stopped_because is None:
         with contextlib.suppress(OSError):  # only bookkeeping: the next poll forgets them too

@@ -17,9 +17,12 @@ among current rows only (:func:`chimera.calculate.reconcile.choose_headline`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import replace
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 
 import polars as pl
 
@@ -34,7 +37,7 @@ from chimera.calculate.stutter_ratios import (
     single_source_samples,
 )
 from chimera.lineage import parameters_sha256, record_parameters
-from chimera.method_cache import Frames, MethodCache, open_cache
+from chimera.method_cache import Frames, MethodCache, NewEntries, open_cache
 from chimera.method_rows import MethodInputs, method_rows, relevant_rows, replaced_rows
 from chimera.registry import (
     Registry,
@@ -56,6 +59,7 @@ from chimera.warehouse import (
     sha256_of,
     write_parquet_atomic,
 )
+from chimera.workers import WorkerPool, shares, use_pool
 from schemas.vocab import Method, Specimen
 
 
@@ -221,6 +225,7 @@ def recompute_patients(
     *,
     settings: Settings,
     now: datetime,
+    pool: WorkerPool | None = None,
 ) -> None:
     """Rebuild ``chimerism/`` and ``markers/`` for ``patients`` from the raw tables.
 
@@ -229,9 +234,10 @@ def recompute_patients(
     Every row names the settings that computed it (``parameters_sha256``, recorded at ``now``
     in the ``parameters`` table; derived rows keep their source's ``ingested_at``). A
     patient's (or series') rows by one method are reused from ``.cache/`` while nothing they
-    read changed (:mod:`chimera.method_cache`).
+    read changed (:mod:`chimera.method_cache`). With a ``pool`` and at least
+    ``scale.pool_min_patients`` patients, its workers compute the patients.
     """
-    todo = set(patients)
+    given, todo = settings, set(patients)
     if not todo:
         return
     warehouse.mark_dirty(todo)
@@ -247,10 +253,8 @@ def recompute_patients(
     limits = limits.with_columns(parameters_sha256=pl.lit(configured, dtype=pl.String))
     warehouse.write_single(ASSAY_LIMITS, limits)
     record_parameters(warehouse, settings, now=now)
-    found = {
-        patient: patient_results(patient, registry, inputs, settings=settings, cache=cache)
-        for patient in sorted(todo - series_ids(registry))
-    }
+    job = RebuildJob(warehouse.root, given, settings, uuid.uuid4().hex)
+    found = _patients_rows(sorted(todo - series_ids(registry)), job, registry, inputs, cache, pool)
     chimerism, markers = finish_patients(found, registry, settings)
     warehouse.write_parts(CHIMERISM, chimerism)
     warehouse.write_parts(MARKERS, markers)
@@ -261,6 +265,74 @@ def recompute_patients(
 PatientRows = tuple[pl.DataFrame, pl.DataFrame] | None
 """A patient's result rows (repeat measurements marked) and marker rows, before the finish
 (None: no row)."""
+
+
+@dataclass(frozen=True)
+class RebuildJob:
+    """One rebuild as a worker sees it (:func:`patients_in_worker`): picklable, no frames."""
+
+    warehouse: Path
+    given: Settings
+    """The settings the rebuild was called with (the stutter table is kept under them)."""
+    effective: Settings
+    """After the assay limits (:func:`assay_limits`): what the rows are computed with."""
+    token: str
+    """Names the rebuild: a worker reads the warehouse again when it changes."""
+
+
+_LOADED: dict[str, tuple[Registry, dict[Method, MethodInputs], MethodCache]] = {}
+"""A worker's registry, method inputs and cache of the rebuild it last worked for."""
+
+
+def patients_in_worker(
+    job: RebuildJob, patients: Sequence[str]
+) -> tuple[list[PatientRows], NewEntries]:
+    """:func:`patient_results` of ``patients`` in a worker, and the cache entries it made.
+
+    The worker reads the registry and the method inputs from the warehouse files, flushed
+    before the rebuild began: the frames this rebuild read, so the same rows and the same
+    cache fingerprints as in the main process (which alone saves the cache).
+    """
+    if job.token not in _LOADED:
+        _LOADED.clear()
+        warehouse = Warehouse(job.warehouse)
+        registry = read_registry(warehouse)
+        inputs = method_inputs(warehouse, registry, settings=job.given)
+        _LOADED[job.token] = (registry, inputs, open_cache(warehouse.root, registry, inputs))
+    registry, inputs, cache = _LOADED[job.token]
+    rows = [
+        patient_results(patient, registry, inputs, settings=job.effective, cache=cache)
+        for patient in patients
+    ]
+    return rows, cache.take_new()
+
+
+def _patients_rows(
+    patients: list[str],
+    job: RebuildJob,
+    registry: Registry,
+    inputs: dict[Method, MethodInputs],
+    cache: MethodCache,
+    pool: WorkerPool | None,
+) -> dict[str, PatientRows]:
+    """:func:`patient_results` of each patient (sorted), here and by the pool's workers."""
+    settings = job.effective
+
+    def here(share: Sequence[str]) -> tuple[list[PatientRows], NewEntries]:
+        rows = [patient_results(p, registry, inputs, settings=settings, cache=cache) for p in share]
+        return rows, {}
+
+    if not use_pool(pool, len(patients), settings.scale.pool_min_patients):
+        return dict(zip(patients, here(patients)[0], strict=True))
+    assert pool is not None
+    # The workers read the raw tables: snapshots written now spare them reading every file.
+    Warehouse(job.warehouse).persist_snapshots()
+    found: list[PatientRows] = []
+    work = partial(patients_in_worker, job)
+    for rows, entries in pool.map(work, shares(patients, pool.pieces), here=here):
+        found += rows
+        cache.adopt(entries)
+    return dict(zip(patients, found, strict=True))
 
 
 def patient_results(

@@ -171,6 +171,18 @@ class InboxSettings:
     """A file whose end looks cut off (no final line end) is read only once unchanged this long."""
 
 
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on, at most :data:`MAX_DEFAULT_WORKERS`."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    return max(1, min(count, MAX_DEFAULT_WORKERS))
+
+
 @dataclass(frozen=True)
 class ScaleSettings:
     """Task runner and object storage for a deployment past one machine (issue 15).
@@ -206,6 +218,14 @@ class ScaleSettings:
     lease_seconds: float = 900.0
     """A site's hold on the shared warehouse expires after this long (a crashed site's lease
     is broken then); longer than the longest poll."""
+    workers: int = field(default_factory=default_workers)
+    """Processes of the in-process batch's worker pool (:mod:`chimera.workers`): the CPUs this
+    process may use, at most 4; 1 = no pool, everything in this process."""
+    pool_min_files: int = 200
+    """A batch of at least this many files parses them in the pool (and starts it early, so
+    the workers' imports overlap reading the files): a worker costs ~2-3 s CPU to start."""
+    pool_min_patients: int = 40
+    """A rebuild of at least this many patients computes them in the pool."""
 
 
 @dataclass(frozen=True)

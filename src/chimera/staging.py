@@ -6,29 +6,33 @@ and validates it exactly as :func:`chimera.ingest.prepare_source` does in-proces
 frame to ``<staging>/<sha256>.parquet`` (a local folder or an fsspec URL every worker reaches)
 and returns a :class:`StagedParse`: the file's id, where its frame is, and why it was refused.
 :func:`unstage` turns it back into the :class:`~chimera.ingest.Prepared` of the batch; the
-writes of the batch then go on in one process, under the warehouse lock.
+writes of the batch then go on in one process, under the warehouse lock. A big in-process
+batch (``chimera ingest``) stages its parses the same way in the worker processes of
+:mod:`chimera.workers` (:func:`parse_in_pool`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import polars as pl
 
-from chimera.detect import Assay, ExportFormat
+from chimera.detect import Assay, DecodedExport, ExportFormat
 from chimera.errors import ChimeraError, Problem
-from chimera.ingest import Prepared, SourceFile, prepare_source
+from chimera.ingest import ParseMany, Prepared, SourceFile, prepare_many, prepare_source
 from chimera.parsers.common import ParsedExport
 from chimera.settings import Settings
 from chimera.storage import Store
 from chimera.validation import check_deferred
-
-T = TypeVar("T")
+from chimera.workers import WorkerPool, shares
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,20 @@ def stage_source(
 ) -> StagedParse:
     """Parse and validate one file (:func:`chimera.ingest.prepare_source`), stage its frame."""
     prepared, deferred = prepare_source(source, settings=settings, now=now)
-    error = check_deferred([deferred])[0] or prepared.error
+    error = check_deferred([deferred])[0]
+    if error is not None:
+        prepared = replace(prepared, error=error)
+    return stage_prepared(source.sha256, prepared, settings=settings, location=location)
+
+
+def stage_prepared(
+    sha256: str, prepared: Prepared, *, settings: Settings, location: str
+) -> StagedParse:
+    """A file's parse (or refusal) as a :class:`StagedParse`, its frame written to ``location``."""
+    error = prepared.error
     if error is not None:
         return StagedParse(
-            source.sha256,
+            sha256,
             prepared.detected_format,
             prepared.assay,
             error_type=type(error),
@@ -75,10 +89,10 @@ def stage_source(
     assert parsed is not None
     buffer = io.BytesIO()
     parsed.frame.write_parquet(buffer)
-    key = f"{source.sha256}.parquet"
+    key = f"{sha256}.parquet"
     Store.from_url(location, settings.scale.storage_options).write_atomic(key, buffer.getvalue())
     return StagedParse(
-        source.sha256,
+        sha256,
         prepared.detected_format,
         prepared.assay,
         frame_key=key,
@@ -96,24 +110,64 @@ def stage_sources(
     return [stage_source(s, settings=settings, now=now, location=location) for s in sources]
 
 
-def shares(items: Sequence[T], parts: int) -> list[list[T]]:
-    """Split ``items`` into at most ``parts`` runs of near-equal length, order kept.
+def stage_each(
+    sources: Sequence[SourceFile], *, settings: Settings, now: datetime, location: str
+) -> list[StagedParse | None]:
+    """A worker's share of a batch (:func:`parse_in_pool`), parsed and staged.
 
-    Examples
-    --------
-    >>> shares([1, 2, 3, 4, 5], 2)
-    [[1, 2, 3], [4, 5]]
-    >>> shares([1, 2], 4)
-    [[1], [2]]
+    Parsed as in-process (:func:`chimera.ingest.prepare_many`: frames of one contract checked
+    in one pass); None for a file whose parser crashed or whose frame could not be staged:
+    the batch then parses it alone, in-process, and a crash is raised for that file only.
     """
-    count = max(1, min(parts, len(items)))
-    size, extra = divmod(len(items), count)
-    out, start = [], 0
-    for index in range(count):
-        end = start + size + (index < extra)
-        out.append(list(items[start:end]))
-        start = end
-    return [share for share in out if share]
+    staged: list[StagedParse | None] = []
+    found = prepare_many(sources, settings=settings, clock=lambda: now)
+    for source, prepared in zip(sources, found, strict=True):
+        try:
+            staged.append(
+                None
+                if prepared is None
+                else stage_prepared(source.sha256, prepared, settings=settings, location=location)
+            )
+        except OSError:
+            staged.append(None)
+    return staged
+
+
+def parse_in_pool(
+    pool: WorkerPool, settings: Settings, *, clock: Callable[[], datetime]
+) -> ParseMany:
+    """A batch's ``parse_many`` (:func:`chimera.ingest.prepare_sources`) run by ``pool``.
+
+    Each spawned worker parses its share of the files (:func:`stage_each`) and stages the
+    frames under ``<warehouse>/.staging``; this process reads them back, and parses the shares
+    no worker has started itself (:func:`chimera.ingest.prepare_many`, nothing staged). A
+    file already decoded travels as its decoded text, not its bytes too (the worker need not
+    detect it again).
+    """
+
+    def parse_many(sources: Sequence[SourceFile]) -> list[Prepared | None]:
+        now = clock()
+        location = staging_location(settings, uuid.uuid4().hex)
+        work = partial(stage_each, settings=settings, now=now, location=location)
+
+        def here(share: list[SourceFile]) -> Sequence[StagedParse | Prepared | None]:
+            return prepare_many(share, settings=settings, clock=lambda: now)
+
+        shipped = [
+            replace(s, data=b"") if isinstance(s.export, DecodedExport) else s for s in sources
+        ]
+        try:
+            found = pool.map(work, shares(shipped, pool.pieces), here=here)
+            return unstage_all(
+                [one for share in found for one in share],
+                location=location,
+                options=settings.scale.storage_options,
+            )
+        finally:
+            with contextlib.suppress(OSError):  # only disk space: a later batch stages elsewhere
+                clear_staging(location, settings.scale.storage_options)
+
+    return parse_many
 
 
 def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -> Prepared:
@@ -134,6 +188,27 @@ def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -
         notes=staged.notes,
     )
     return Prepared(staged.detected_format, staged.assay, parsed=parsed)
+
+
+def unstage_all(
+    staged: Sequence[StagedParse | Prepared | None], *, location: str, options: Mapping[str, Any]
+) -> list[Prepared | None]:
+    """:func:`unstage` each staged parse; a parse made here and None pass through.
+
+    None leaves a file unprepared, and so does a frame that cannot be read back: the batch
+    then parses the file alone, in-process.
+    """
+    prepared: list[Prepared | None] = []
+    for one in staged:
+        try:
+            prepared.append(
+                one
+                if one is None or isinstance(one, Prepared)
+                else unstage(one, location=location, options=options)
+            )
+        except OSError:
+            prepared.append(None)
+    return prepared
 
 
 def clear_staging(location: str, options: Mapping[str, Any]) -> None:
