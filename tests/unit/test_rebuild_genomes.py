@@ -22,7 +22,7 @@ from ingest_builders import (
 )
 from pcr_builders import REFERENCE, DdpcrPlate, QpcrPlate, ct_for
 
-from chimera.rebuild import NO_NK_COUNT
+from chimera.finish import NO_NK_COUNT
 from schemas.vocab import FileStatus, GenomeModel, Method, ResultStatus, Role, Specimen
 
 INK = {"ink": 1.0}
