@@ -96,9 +96,9 @@ def ingest(source: Path, home: Path) -> Run:
 
 def prerequisites(plate: Path, files: list[Path]) -> list[Path]:
     """Registry files and the PCR plates holding the baselines of the plate's patients."""
-    from chimera.ingest import read_source  # noqa: PLC0415 - bench helpers only
     from chimera.parsers.dispatch import parse_export  # noqa: PLC0415
     from chimera.settings import Settings  # noqa: PLC0415
+    from chimera.source_file import read_source  # noqa: PLC0415 - bench helpers only
 
     settings = Settings()
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from chimera.ingest import ParseMany, Prepared, SourceFile
+from chimera.ingest import ParseMany, Prepared
 from chimera.settings import ScaleSettings, Settings
+from chimera.source_file import SourceFile
 from chimera.staging import StagedParse, clear_staging, staging_location, unstage_all
 from chimera.workers import shares
 from flows.tasks import stage_sources

@@ -50,7 +50,8 @@ from chimera.warehouse import (
 from schemas.vocab import FileStatus, Method
 
 if TYPE_CHECKING:
-    from chimera.ingest import FileOutcome, Prepared, SourceFile
+    from chimera.ingest import FileOutcome, Prepared
+    from chimera.source_file import SourceFile
 
 
 class StorageFailure(Exception):

@@ -32,18 +32,11 @@ from chimera.errors import NotARegularFileError
 from chimera.filing import display_name
 from chimera.inbox import Candidate, Notify, Unread, save_sightings, settle_inbox
 from chimera.inbox_lock import inbox_lock
-from chimera.ingest import (
-    FileOutcome,
-    ParseMany,
-    SourceFile,
-    ingest_source,
-    prepare_sources,
-    read_source,
-    refused_source,
-)
+from chimera.ingest import FileOutcome, ParseMany, ingest_source, prepare_sources
 from chimera.rebuild import recompute_patients, recover_dirty
 from chimera.refresh import RefreshSummary, refresh_patients
 from chimera.settings import Settings
+from chimera.source_file import SourceFile, read_source, refused_source
 from chimera.staging import parse_in_pool
 from chimera.warehouse import Warehouse, is_storage_error, storage_problem
 from chimera.workers import WorkerPool, use_pool, worker_pool

@@ -27,9 +27,10 @@ import polars as pl
 
 from chimera.detect import Assay, DecodedExport, ExportFormat
 from chimera.errors import ChimeraError, Problem
-from chimera.ingest import ParseMany, Prepared, SourceFile, prepare_many, prepare_source
+from chimera.ingest import ParseMany, Prepared, prepare_many, prepare_source
 from chimera.parsers.common import ParsedExport
 from chimera.settings import Settings
+from chimera.source_file import SourceFile
 from chimera.storage import Store
 from chimera.validation import check_deferred
 from chimera.workers import WorkerPool, shares

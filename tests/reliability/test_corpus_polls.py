@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from reliability_builders import make_home, poll, put, trial_files
 
 from chimera import ingest as ingest_module
+from chimera import source_file
 from chimera.filing import display_name
 from chimera.maintenance import verify_warehouse
 from schemas.vocab import FileStatus
@@ -142,7 +143,7 @@ def test_a_crashing_detector_or_parser_never_stops_the_other_files(
     while ingesting another leaves it in the inbox; the rest of the poll is accepted."""
     settings = make_home(tmp_path)
     put(settings.inbox, trial_files() | {"odd.txt": b"odd\n", "crash.csv": b"x,y\n1,2\n"})
-    detect = ingest_module.detect
+    detect = source_file.detect
 
     def flaky_detect(data: bytes, *, file_name: str) -> object:
         if file_name == "odd.txt":
@@ -151,12 +152,12 @@ def test_a_crashing_detector_or_parser_never_stops_the_other_files(
 
     ingest = ingest_module._ingest_content
 
-    def flaky_ingest(source: ingest_module.SourceFile, run: object) -> object:
+    def flaky_ingest(source: source_file.SourceFile, run: object) -> object:
         if source.name == "crash.csv":
             raise KeyError(SENTINEL)
         return ingest(source, run)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ingest_module, "detect", flaky_detect)
+    monkeypatch.setattr(source_file, "detect", flaky_detect)
     monkeypatch.setattr(ingest_module, "_ingest_content", flaky_ingest)
     result = poll(settings)
     fates = {o.file_name: o for o in result.outcomes}

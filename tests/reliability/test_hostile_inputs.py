@@ -12,7 +12,7 @@ from flow_builders import ledger, manifest_csv, post_dose_table, sha, table
 from reliability_builders import files_under, make_home, poll, put, trial_files
 from typer.testing import CliRunner
 
-from chimera import ingest as ingest_module
+from chimera import source_file
 from chimera.cli import app
 from chimera.filing import NAME_MAX_BYTES
 from chimera.maintenance import verify_warehouse
@@ -182,13 +182,13 @@ def test_a_file_above_the_size_limit_is_refused_unread(
     with huge.open("wb") as fh:
         fh.truncate(300_000_000)
     put(settings.inbox, {"manifest.csv": manifest_csv()})
-    read = ingest_module._read_no_follow
+    read = source_file._read_no_follow
 
     def refuse_huge(path: Path) -> bytes:
         assert path.name != huge.name, "the huge file was read"
         return read(path)
 
-    monkeypatch.setattr(ingest_module, "_read_no_follow", refuse_huge)
+    monkeypatch.setattr(source_file, "_read_no_follow", refuse_huge)
     result = poll(settings)
     fates = {o.file_name: o for o in result.outcomes}
     assert fates["manifest.csv"].status is FileStatus.ACCEPTED

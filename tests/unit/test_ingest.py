@@ -11,14 +11,15 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from chimera import ingest as ingest_module
+from chimera import source_file
 from chimera.cli import app
 from chimera.detect import DecodedExport, detect_format
-from chimera.ingest import SourceFile, ingest_source
+from chimera.ingest import ingest_source
 from chimera.poll import ingest_paths, processing_order
 from chimera.prerequisites import assay_sample_ids, resolve_sample_ids
 from chimera.registry import read_ledger
 from chimera.settings import Settings
+from chimera.source_file import SourceFile
 from chimera.warehouse import Warehouse, sha256_of
 from schemas.vocab import FileStatus
 
@@ -319,7 +320,7 @@ def test_each_file_is_read_and_detected_once_12(
         trial[key] = trial[key].rename(folder / name)  # the post-dose file is tried first: waits
     reads: Counter[str] = Counter()
     detections: Counter[bytes] = Counter()
-    read_bytes, detect = Path.read_bytes, ingest_module.detect
+    read_bytes, detect = Path.read_bytes, source_file.detect
 
     def counting_read(path: Path) -> bytes:
         reads[path.name] += 1
@@ -330,7 +331,7 @@ def test_each_file_is_read_and_detected_once_12(
         return detect(data, file_name=file_name)
 
     monkeypatch.setattr(Path, "read_bytes", counting_read)
-    monkeypatch.setattr(ingest_module, "detect", counting_detect)
+    monkeypatch.setattr(source_file, "detect", counting_detect)
     outcomes = ingest_paths(list(trial.values()), settings=settings, clock=Clock(), move=False)
     assert [o.status for o in outcomes] == [FileStatus.ACCEPTED] * 5
     waited = read_ledger(Warehouse(settings.warehouse)).filter(

@@ -18,10 +18,10 @@ import polars as pl
 import pytest
 
 from chimera.detect import Assay
-from chimera.ingest import SourceFile, read_source
 from chimera.parsers import dispatch
 from chimera.poll import ingest_paths
 from chimera.settings import Settings
+from chimera.source_file import SourceFile, read_source
 from chimera.staging import StagedParse, stage_each, staging_location, unstage_all
 from chimera.workers import WorkerPool
 
