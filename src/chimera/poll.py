@@ -30,6 +30,7 @@ from chimera.batch import StorageFailure, open_batch, writing
 from chimera.detect import Assay, ExportFormat
 from chimera.errors import NotARegularFileError
 from chimera.filing import display_name
+from chimera.heap import long_lived, set_aside
 from chimera.inbox import Candidate, Notify, Unread, save_sightings, settle_inbox
 from chimera.inbox_lock import inbox_lock
 from chimera.ingest import FileOutcome, ParseMany, ingest_source, prepare_sources
@@ -219,10 +220,11 @@ def _ingest_batch(
     own = (
         worker_pool(settings, files=len(ordered)) if pool is None else contextlib.nullcontext(pool)
     )
-    with own as workers, open_batch(settings) as batch:
+    with own as workers, open_batch(settings) as batch, long_lived():
         if parse_many is None and use_pool(workers, len(ordered), settings.scale.pool_min_files):
             parse_many = parse_in_pool(workers, settings, clock=clock)
         prepare_sources(ordered, batch, clock=clock, parse_many=parse_many)
+        set_aside()  # the parsed files live through the batch (chimera.heap)
 
         def in_batch(source: SourceFile) -> FileOutcome:
             return ingest_source(

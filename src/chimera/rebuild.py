@@ -36,6 +36,7 @@ from chimera.calculate.stutter_ratios import (
     single_source_samples,
 )
 from chimera.finish import PatientRows, finish_patients
+from chimera.heap import long_lived, set_aside
 from chimera.lineage import record_parameters
 from chimera.method_cache import Frames, MethodCache, NewEntries, open_cache
 from chimera.method_rows import MethodInputs, method_rows, relevant_rows, replaced_rows
@@ -241,24 +242,28 @@ def recompute_patients(
     if not todo:
         return
     warehouse.mark_dirty(todo)
-    registry = read_registry(warehouse)
-    inputs = method_inputs(warehouse, registry, settings=settings)
-    stutter = inputs[Method.STR]
-    warehouse.write_single(
-        STUTTER_RATIOS, stutter_table(stutter.stutter, stutter.current, registry)
-    )
-    configured = record_parameters(warehouse, settings, now=now)
-    cache = open_cache(warehouse.root, registry, inputs)
-    limits, settings = assay_limits(registry, inputs, settings=settings, cache=cache)
-    limits = limits.with_columns(parameters_sha256=pl.lit(configured, dtype=pl.String))
-    warehouse.write_single(ASSAY_LIMITS, limits)
-    record_parameters(warehouse, settings, now=now)
-    job = RebuildJob(warehouse.root, given, settings, uuid.uuid4().hex)
-    found = _patients_rows(sorted(todo - series_ids(registry)), job, registry, inputs, cache, pool)
-    chimerism, markers = finish_patients(found, registry, settings)
-    warehouse.write_parts(CHIMERISM, chimerism)
-    warehouse.write_parts(MARKERS, markers)
-    cache.save()
+    with long_lived():
+        registry = read_registry(warehouse)
+        inputs = method_inputs(warehouse, registry, settings=settings)
+        stutter = inputs[Method.STR]
+        warehouse.write_single(
+            STUTTER_RATIOS, stutter_table(stutter.stutter, stutter.current, registry)
+        )
+        configured = record_parameters(warehouse, settings, now=now)
+        cache = open_cache(warehouse.root, registry, inputs)
+        set_aside()  # the inputs and cache live through the rebuild (chimera.heap)
+        limits, settings = assay_limits(registry, inputs, settings=settings, cache=cache)
+        limits = limits.with_columns(parameters_sha256=pl.lit(configured, dtype=pl.String))
+        warehouse.write_single(ASSAY_LIMITS, limits)
+        record_parameters(warehouse, settings, now=now)
+        job = RebuildJob(warehouse.root, given, settings, uuid.uuid4().hex)
+        found = _patients_rows(
+            sorted(todo - series_ids(registry)), job, registry, inputs, cache, pool
+        )
+        chimerism, markers = finish_patients(found, registry, settings)
+        warehouse.write_parts(CHIMERISM, chimerism)
+        warehouse.write_parts(MARKERS, markers)
+        cache.save()
     warehouse.clear_dirty(todo)
 
 
@@ -294,6 +299,7 @@ def patients_in_worker(
         registry = read_registry(warehouse)
         inputs = method_inputs(warehouse, registry, settings=job.given)
         _LOADED[job.token] = (registry, inputs, open_cache(warehouse.root, registry, inputs))
+        set_aside()  # kept for the worker's life, which ends with the pool (chimera.heap)
     registry, inputs, cache = _LOADED[job.token]
     rows = [
         patient_results(patient, registry, inputs, settings=job.effective, cache=cache)
