@@ -13,8 +13,11 @@ from ``bench/history.py`` (N patients x M months, every method, controls on ever
 6. a DuckDB per-patient summary over the chimerism table.
 
 Targets (issue 12): ingest within 2x of (a) and at least 10x faster than (b); one new plate into
-the filled 200-patient warehouse at most 1.5x the same plate into an empty one. Peak RSS is the
-largest child's. ``--profile FILE`` writes a pyinstrument profile of workload 2 (in-process).
+the filled 200-patient warehouse at most 1.5x the same plate into an empty one. The one-plate
+ingests take a few seconds, so each is the least of :data:`PLATE_RUNS` runs (each into a fresh
+copy of its warehouse), and (a) the least of two: one noisy run never decides a ratio (and the
+full ingest, run once, is never flattered by it). Peak RSS is the largest process's (a worker
+of the pool counts on its own, not summed). ``--profile FILE`` writes a pyinstrument profile of workload 2 (in-process).
 Nothing asserts these numbers; ``--quick`` runs a small cohort for iteration.
 """
 
@@ -38,6 +41,10 @@ BENCH = ROOT / "bench"
 BIN = Path(sys.executable).parent
 README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
+
+
+PLATE_RUNS = 3
+"""Runs of each one-plate ingest; the least is kept (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,19 @@ def incremental(patients: int, months: int, work: Path, filled: Path | None) -> 
         )
     empty = work / f"empty-{patients}"
     ingest(copy_inbox(prerequisites(plate, files), folder, work / f"pre-{patients}"), empty)
-    return {"empty": ingest(plate, empty), "filled": ingest(plate, filled)}
+    return {"empty": fastest_plate(plate, empty), "filled": fastest_plate(plate, filled)}
+
+
+def fastest_plate(plate: Path, home: Path) -> Run:
+    """The least of :data:`PLATE_RUNS` ingests of ``plate``, each into a fresh copy of ``home``."""
+    runs = []
+    for _ in range(PLATE_RUNS):
+        copy = home.with_name(f"{home.name}-copy")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(home, copy)
+        runs.append(ingest(plate, copy))
+    shutil.rmtree(copy, ignore_errors=True)
+    return min(runs, key=lambda found: found.seconds)
 
 
 def duckdb_query(home: Path) -> float:
@@ -214,7 +233,13 @@ def measure(args: argparse.Namespace, work: Path) -> list[tuple[str, str, str]]:
     plate = held_back_plate(files)
     size_mb = sum(p.stat().st_size for p in files) / 1e6
     inbox = copy_inbox([f for f in files if f != plate], folder, work / f"in-{n}")
-    polars = run(BIN / "python", BENCH / "baseline_polars.py", inbox, work / "polars-out")
+    polars = min(
+        (
+            run(BIN / "python", BENCH / "baseline_polars.py", inbox, work / "polars-out")
+            for _ in "ab"
+        ),
+        key=lambda found: found.seconds,
+    )
     home = work / f"filled-{n}"
     chimera = ingest(inbox, home)
     pandas = run(BIN / "python", BENCH / "baseline_pandas.py", inbox, work / "pandas-out")
