@@ -66,6 +66,14 @@ class RowIndex:
         return Positions.of(self.frame, "source_sha256")
 
     @cached_property
+    def _rows(self) -> pl.DataFrame:
+        """Every row without :data:`ROW_POSITION`, which rows are gathered from.
+
+        A gather, then a drop of that column, costs twice a gather of the rows alone.
+        """
+        return self.frame.drop(ROW_POSITION)
+
+    @cached_property
     def by_source(self) -> dict[str, pl.DataFrame]:
         """The rows of each file (by SHA-256)."""
         parts = self.frame.partition_by("source_sha256", as_dict=True)
@@ -93,14 +101,20 @@ class RowIndex:
                 list(ids)
             )
             return self.frame.filter(wanted).drop(ROW_POSITION)
-        # A row both on ``files`` and of ``ids`` is taken once.
-        found = self._file_positions.of_keys(files) + self.by_sample.of_keys(ids)
-        return self._gather(np.unique(np.concatenate(found)) if found else None)
+        by_file = self._file_positions.of_keys(files)
+        by_sample = self.by_sample.of_keys(ids)
+        if not by_file + by_sample:
+            return self._gather(None)
+        positions = np.sort(np.concatenate(by_file + by_sample))
+        if by_file and by_sample:
+            # A row both on ``files`` and of ``ids`` is taken once (the rows of different
+            # keys of one column never repeat: each row has one file and one sample id).
+            positions = positions[np.concatenate(([True], positions[1:] != positions[:-1]))]
+        return self._gather(positions)
 
     def _gather(self, positions: np.ndarray | None) -> pl.DataFrame:
         """The rows at ``positions`` (ascending: stored order), without :data:`ROW_POSITION`."""
-        rows = self.frame.clear() if positions is None else self.frame[positions]
-        return rows.drop(ROW_POSITION)
+        return self._rows.clear() if positions is None else self._rows[positions]
 
     def markers(self, shas: Sequence[str], reference_genes: Sequence[str]) -> list[FileMarkers]:
         """The markers of each sample on each file of ``shas`` (current files), indexed once.
