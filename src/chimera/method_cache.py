@@ -117,6 +117,7 @@ class Fingerprints:
     _by_sample: dict[str | None, str] | None = None
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
     _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
+    _keys: tuple[pl.DataFrame, list[str], list[str]] | None = None
 
     def files(self, inputs: MethodInputs, owner: str, rows: pl.DataFrame | None) -> list[str]:
         """The current files ``owner``'s relevant rows come from.
@@ -125,7 +126,7 @@ class Fingerprints:
         the product's samples.
         """
         if rows is not None:
-            return rows["source_sha256"].unique().sort().to_list()
+            return self._row_keys(rows)[0]
         index = inputs.indexed().index
         assert index is not None
         return sorted(index.sources_of(self._patient_samples(owner)["sample_id"]))
@@ -154,7 +155,7 @@ class Fingerprints:
             index = inputs.indexed().index
             assert index is not None
             whole = sorted(index.sources_of(own))
-            ids.update(rows["sample_id"].unique().drop_nulls().to_list())
+            ids.update(self._row_keys(rows)[1])
         replaced = []
         if inputs.replaced is not None and inputs.replaced.frame.height:
             replaced = sorted(inputs.replaced.sources_of(own))
@@ -183,6 +184,24 @@ class Fingerprints:
                 typed,
             ]
         )
+
+    def _row_keys(self, rows: pl.DataFrame) -> tuple[list[str], list[str]]:
+        """The files (sorted) and the sample ids of ``rows``, in one query.
+
+        :meth:`files` and :meth:`of` both ask for the same owner's rows, one after the other.
+        """
+        if self._keys is None or self._keys[0] is not rows:
+            files, ids = (
+                rows.lazy()
+                .select(
+                    pl.col("source_sha256").unique().sort().implode(),
+                    pl.col("sample_id").unique().drop_nulls().implode(),
+                )
+                .collect(engine="in-memory")
+                .row(0)
+            )
+            self._keys = (rows, files, ids)
+        return self._keys[1], self._keys[2]
 
     def _patient_samples(self, owner: str) -> pl.DataFrame:
         return patient_samples(self.registry, owner)
