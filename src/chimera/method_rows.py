@@ -235,6 +235,11 @@ def _indexed_plates(inputs: MethodInputs) -> dict[str, pl.DataFrame]:
     return index.by_source
 
 
+_SURELY_OWN = ~pl.col("role").is_in([*PRODUCT_ROLES, Role.NEGATIVE_CONTROL])
+"""Roles of samples no calculation can take for a blank (:func:`_fallback`)."""
+_IS_PRODUCT = pl.col("role").is_in(PRODUCT_ROLES)
+
+
 def _fallback(
     inputs: MethodInputs, files: Iterable[str], registry: Registry, patient: str, settings: Settings
 ) -> set[str]:
@@ -243,13 +248,11 @@ def _fallback(
     assert index is not None
     method = settings.qpcr if inputs.method == Method.QPCR else settings.ddpcr
     own = index.markers(sorted(files), method.reference_genes)
-    surely_own = ~pl.col("role").is_in([*PRODUCT_ROLES, Role.NEGATIVE_CONTROL])
     sure = _ids(
-        registry, ("surely_own", patient), lambda: registry.patient_samples(patient), surely_own
+        registry, ("surely_own", patient), lambda: registry.patient_samples(patient), _SURELY_OWN
     )
-    is_product = pl.col("role").is_in(PRODUCT_ROLES)
     products = _ids(
-        registry, ("products", patient), lambda: patient_samples(registry, patient), is_product
+        registry, ("products", patient), lambda: patient_samples(registry, patient), _IS_PRODUCT
     )
     return fallback_targets(own, sure, set(products))
 
@@ -268,9 +271,12 @@ def _plate_cache(inputs: MethodInputs) -> PlateCache:
     return inputs.index.plates if inputs.index is not None else PlateCache()
 
 
+_IS_REGISTERED = pl.col("role") == Role.DONOR_REFERENCE
+
+
 def _registered(samples: pl.DataFrame) -> pl.Series:
     """Sample ids of the product's registered reference among ``samples``."""
-    return samples.filter(pl.col("role") == Role.DONOR_REFERENCE)["sample_id"]
+    return samples.filter(_IS_REGISTERED)["sample_id"]
 
 
 def _screening(
@@ -329,7 +335,8 @@ def _relevant(
         return index.take(sample_ids=samples["sample_id"].to_list())
     own = registry.patient_samples(patient)["sample_id"].to_list()
     files = index.sources_of(own)
-    kept = index.kept(_registered(samples).to_list())
+    registered = _ids(registry, ("registered", patient), lambda: samples, _IS_REGISTERED)
+    kept = index.kept(registered)
     if every_plate:
         return index.take_plates(files, kept, kept.by_source)
     needed = _fallback(inputs, files, registry, patient, settings)
