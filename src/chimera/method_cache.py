@@ -20,9 +20,9 @@ A method's share of a patient's rows (:func:`chimera.method_rows.method_rows` an
   and the versions of the libraries it runs on).
 
 The SHA-256 of all that (the fingerprint) keys the output in
-``<warehouse>/.cache/method-<method>.snapshot`` (Parquet): one row per owner (patient or dilution series,
-per use), its fingerprint and its two frames as Arrow IPC, so they come back with the exact
-columns and dtypes they were computed with. A hit returns the stored frames, a miss computes
+``<warehouse>/.cache/method-<method>.snapshot`` (Parquet): one row per owner (patient or
+dilution series, per use), its fingerprint and its two frames as Arrow IPC streams, so they
+come back with the exact columns and dtypes they were computed with. A hit returns the stored frames, a miss computes
 and keeps them; a method's file is rewritten (atomically) only when one of its entries changed.
 It is a cache, never a table: a warehouse holds the same rows with it, without it (deleted, or
 unreadable) and whatever order its files came in, since an entry is used only when everything
@@ -67,7 +67,7 @@ ENTRY_SCHEMA = {
 }
 """One cache file's columns: the owner (``<use>/<patient or series>``), what it was computed
 from, the qPCR screening look-ups it made with their answers (JSON, null when none), and
-the two frames as Arrow IPC."""
+the two frames as Arrow IPC streams."""
 Entry = tuple[str, str | None, bytes, bytes]
 NewEntries = dict[Method, dict[str, Entry]]
 """Entries computed in one process, by method and owner key (:meth:`MethodCache.take_new`)."""
@@ -99,8 +99,12 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _json(payload: object) -> str:
+    return json.dumps(payload, default=str)
+
+
 def _digest(payload: object) -> str:
-    return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
+    return hashlib.sha256(_json(payload).encode()).hexdigest()
 
 
 @dataclass
@@ -109,10 +113,11 @@ class Fingerprints:
 
     registry: Registry
     inputs: dict[Method, MethodInputs]
-    _files: dict[Method, dict[str, tuple[object, ...]]] = field(default_factory=dict)
-    _by_sample: dict[str | None, list[tuple[object, ...]]] | None = None
+    _files: dict[Method, dict[str, str]] = field(default_factory=dict)
+    _by_sample: dict[str | None, str] | None = None
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
     _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
+    _keys: tuple[pl.DataFrame, list[str], list[str]] | None = None
 
     def files(self, inputs: MethodInputs, owner: str, rows: pl.DataFrame | None) -> list[str]:
         """The current files ``owner``'s relevant rows come from.
@@ -121,7 +126,7 @@ class Fingerprints:
         the product's samples.
         """
         if rows is not None:
-            return list(rows["source_sha256"].unique().sort())
+            return self._row_keys(rows)[0]
         index = inputs.indexed().index
         assert index is not None
         return sorted(index.sources_of(self._patient_samples(owner)["sample_id"]))
@@ -150,7 +155,7 @@ class Fingerprints:
             index = inputs.indexed().index
             assert index is not None
             whole = sorted(index.sources_of(own))
-            ids.update(rows["sample_id"].unique().drop_nulls().to_list())
+            ids.update(self._row_keys(rows)[1])
         replaced = []
         if inputs.replaced is not None and inputs.replaced.frame.height:
             replaced = sorted(inputs.replaced.sources_of(own))
@@ -180,31 +185,51 @@ class Fingerprints:
             ]
         )
 
+    def _row_keys(self, rows: pl.DataFrame) -> tuple[list[str], list[str]]:
+        """The files (sorted) and the sample ids of ``rows``, in one query.
+
+        :meth:`files` and :meth:`of` both ask for the same owner's rows, one after the other.
+        """
+        if self._keys is None or self._keys[0] is not rows:
+            files, ids = (
+                rows.lazy()
+                .select(
+                    pl.col("source_sha256").unique().sort().implode(),
+                    pl.col("sample_id").unique().drop_nulls().implode(),
+                )
+                .collect(engine="in-memory")
+                .row(0)
+            )
+            self._keys = (rows, files, ids)
+        return self._keys[1], self._keys[2]
+
     def _patient_samples(self, owner: str) -> pl.DataFrame:
         return patient_samples(self.registry, owner)
 
-    def _registry_rows(self, ids: set[str | None]) -> list[tuple[object, ...]]:
-        """The registry rows (:data:`REGISTRY_COLUMNS`) of ``ids``, by sample id (null first).
+    def _registry_rows(self, ids: set[str | None]) -> str:
+        """The registry rows (:data:`REGISTRY_COLUMNS`) of ``ids`` as JSON, by sample id.
 
-        Every registry row is listed by sample id once per rebuild (in registry order), so
-        the cost of a look-up follows the owner's samples, not the registry's size.
+        Null first. Every registry row is listed by sample id once per rebuild (in registry order), each
+        id's rows written as JSON then, so the cost of a look-up follows the owner's samples,
+        not the registry's size, and no row is encoded twice.
         """
         if self._by_sample is None:
             samples = self.registry.samples
             columns = [c for c in REGISTRY_COLUMNS if c in samples.columns]
-            self._by_sample = {}
+            grouped: dict[str | None, list[tuple[object, ...]]] = {}
             for row in samples.select(columns).iter_rows():
-                self._by_sample.setdefault(row[0], []).append(row)
+                grouped.setdefault(row[0], []).append(row)
+            self._by_sample = {key: _json(rows) for key, rows in grouped.items()}
         keys: list[str | None] = [None] if None in ids else []
         keys += sorted(i for i in ids if i is not None)
-        return [row for key in keys for row in self._by_sample.get(key, ())]
+        return "".join(self._by_sample.get(key, "") for key in keys)
 
-    def _file(self, method: Method, sha: str) -> tuple[object, ...]:
-        """The supersession row of one raw file (its SHA-256 names its rows)."""
+    def _file(self, method: Method, sha: str) -> str:
+        """The supersession row of one raw file (its SHA-256 names its rows) as JSON."""
         if method not in self._files:
             table = self.inputs[method].supersession
-            self._files[method] = {row[0]: row for row in table.iter_rows()}
-        return self._files[method].get(sha, (sha,))
+            self._files[method] = {row[0]: _json(row) for row in table.iter_rows()}
+        return self._files[method].get(sha) or _json((sha,))
 
     def _settings_sha(self, settings: Settings) -> str:
         known = self._settings.get(id(settings))
@@ -222,15 +247,21 @@ class Fingerprints:
 
 
 def _to_ipc(frame: pl.DataFrame) -> bytes:
+    """A frame as Arrow IPC *stream* bytes (lz4).
+
+    The stream format, not the file format: no footer to build or seek to, so writing and
+    reading one small frame take about a third of the time (issue 12); the cache file's
+    Parquet compression then shrinks the blobs further.
+    """
     buffer = io.BytesIO()
-    frame.write_ipc(buffer, compression="lz4")
+    frame.write_ipc_stream(buffer, compression="lz4")
     return buffer.getvalue()
 
 
 def _from_ipc(blob: bytes) -> pl.DataFrame | None:
     """The stored frame (None when the bytes are damaged: computed afresh)."""
     try:
-        return pl.read_ipc(io.BytesIO(blob))
+        return pl.read_ipc_stream(io.BytesIO(blob))
     except (OSError, pl.exceptions.PolarsError) as err:
         LOGGER.warning("method cache entry unreadable, computing afresh: %s", err)
         return None

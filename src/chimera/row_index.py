@@ -21,6 +21,9 @@ ROW_POSITION = "__row"
 """Column holding each indexed row's position (rows taken keep their stored order)."""
 
 
+FIRST_ROW_COLUMNS = ("sample_id", "source_sha256", "source_file", "ingested_at")
+"""What :meth:`RowIndex.first_rows` gives of each sample's first row on a file."""
+
 PARTITION_AFTER_TAKES = 8
 """Takes answered by a scan of all rows before :class:`RowIndex` partitions them once."""
 
@@ -66,10 +69,40 @@ class RowIndex:
         return Positions.of(self.frame, "source_sha256")
 
     @cached_property
+    def _rows(self) -> pl.DataFrame:
+        """Every row without :data:`ROW_POSITION`, which rows are gathered from.
+
+        A gather, then a drop of that column, costs twice a gather of the rows alone.
+        """
+        return self.frame.drop(ROW_POSITION)
+
+    @cached_property
     def by_source(self) -> dict[str, pl.DataFrame]:
         """The rows of each file (by SHA-256)."""
         parts = self.frame.partition_by("source_sha256", as_dict=True)
         return {str(k[0]): v for k, v in parts.items()}
+
+    @cached_property
+    def _first_rows(self) -> tuple[pl.DataFrame, Positions]:
+        """Each (sample, file)'s first row (:data:`FIRST_ROW_COLUMNS`), in stored order, by sample."""
+        firsts = (
+            self.frame.select(FIRST_ROW_COLUMNS)
+            .unique(["sample_id", "source_sha256"], keep="first", maintain_order=True)
+            .with_row_index(ROW_POSITION)
+        )
+        return firsts.drop(ROW_POSITION), Positions.of(firsts, "sample_id")
+
+    def first_rows(self, sample_ids: Iterable[str]) -> pl.DataFrame | None:
+        """The first row of each of ``sample_ids`` on each file holding it, in stored order.
+
+        Only once the rows are partitioned (a large rebuild: one pass over all rows then
+        answers every patient); None before, when a scan of the caller's rows costs less.
+        """
+        if "by_sample" not in self.__dict__ and self._takes[0] <= PARTITION_AFTER_TAKES:
+            return None
+        rows, positions = self._first_rows
+        found = positions.of_keys(set(sample_ids))
+        return rows[np.sort(np.concatenate(found))] if found else rows.clear()
 
     def _partitioned(self) -> bool:
         """Whether takes use the partitions (built on the first take past the threshold)."""
@@ -93,14 +126,20 @@ class RowIndex:
                 list(ids)
             )
             return self.frame.filter(wanted).drop(ROW_POSITION)
-        # A row both on ``files`` and of ``ids`` is taken once.
-        found = self._file_positions.of_keys(files) + self.by_sample.of_keys(ids)
-        return self._gather(np.unique(np.concatenate(found)) if found else None)
+        by_file = self._file_positions.of_keys(files)
+        by_sample = self.by_sample.of_keys(ids)
+        if not by_file + by_sample:
+            return self._gather(None)
+        positions = np.sort(np.concatenate(by_file + by_sample))
+        if by_file and by_sample:
+            # A row both on ``files`` and of ``ids`` is taken once (the rows of different
+            # keys of one column never repeat: each row has one file and one sample id).
+            positions = positions[np.concatenate(([True], positions[1:] != positions[:-1]))]
+        return self._gather(positions)
 
     def _gather(self, positions: np.ndarray | None) -> pl.DataFrame:
         """The rows at ``positions`` (ascending: stored order), without :data:`ROW_POSITION`."""
-        rows = self.frame.clear() if positions is None else self.frame[positions]
-        return rows.drop(ROW_POSITION)
+        return self._rows.clear() if positions is None else self._rows[positions]
 
     def markers(self, shas: Sequence[str], reference_genes: Sequence[str]) -> list[FileMarkers]:
         """The markers of each sample on each file of ``shas`` (current files), indexed once.
@@ -141,12 +180,13 @@ class RowIndex:
     ) -> pl.DataFrame:
         """Every row of the files ``sources`` and the ``kept`` rows on ``sliced``, in stored order."""
         files = set(sources)
-        extra = [kept.by_source[s] for s in sorted(set(sliced) - files) if s in kept.by_source]
+        others = [s for s in sorted(set(sliced) - files) if s in kept.by_source]
         if self._partitioned():
             # One gather of the rows' positions (the kept rows lie on other files: no repeats).
             found = self._file_positions.of_keys(sorted(files))
-            found += [part[ROW_POSITION].to_numpy() for part in extra]
+            found += [kept.positions[s] for s in others]
             return self._gather(np.sort(np.concatenate(found)) if found else None)
+        extra = [kept.by_source[s] for s in others]
         parts = [self.frame.filter(pl.col("source_sha256").is_in(list(files))), *extra]
         return pl.concat(parts).sort(ROW_POSITION).drop(ROW_POSITION)
 
@@ -158,12 +198,15 @@ class KeptRows:
     by_source: dict[str, pl.DataFrame]
     plates: dict[str, set[str]]
     """Per marker (:func:`chimera.plate_targets.plates_by_target`): the files with its wells."""
+    positions: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per file: the :data:`ROW_POSITION` of its rows (taken by every patient of the bank)."""
 
     @classmethod
     def of(cls, rows: pl.DataFrame) -> KeptRows:
         """Index ``rows`` by file."""
-        parts = rows.partition_by("source_sha256", as_dict=True)
-        return cls({str(k[0]): v for k, v in parts.items()}, plates_by_target(rows))
+        parts = {str(k[0]): v for k, v in rows.partition_by("source_sha256", as_dict=True).items()}
+        positions = {sha: part[ROW_POSITION].to_numpy() for sha, part in parts.items()}
+        return cls(parts, plates_by_target(rows), positions)
 
     def holding(self, targets: Iterable[str]) -> set[str]:
         """The files holding wells of any of ``targets``."""

@@ -83,15 +83,23 @@ def read_parquet_cached(path: Path) -> pl.DataFrame:
     Files are replaced atomically, never edited in place, so (path, mtime, size) identifies
     the content; ingest and refresh re-read the same raw tables many times per batch.
     """
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = _cache_key(path)
     frame = _cache.get(key)
     if frame is None:
         frame = pl.read_parquet(path)
-        if len(_cache) >= _CACHE_LIMIT:
-            _cache.clear()
-        _cache[key] = frame
+        _keep(key, frame)
     return frame
+
+
+def _cache_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def _keep(key: tuple[str, int, int], frame: pl.DataFrame) -> None:
+    if len(_cache) >= _CACHE_LIMIT:
+        _cache.clear()
+    _cache[key] = frame
 
 
 @dataclass(frozen=True)
@@ -429,6 +437,10 @@ class Warehouse:
             return
         write_parquet_atomic(frame, path)
         table_cache.note_written(self.folder(table), path.name, frame)
+        if table.partition_by == PATIENT:
+            # The refresh and the alert scope read a patient's derived files one by one in
+            # the run that wrote them: the rows written are what a read would return.
+            _keep(_cache_key(path), frame)
 
     def write_single(self, table: Table, frame: pl.DataFrame) -> pl.DataFrame:
         """:meth:`write` the only file of an unpartitioned table (alerts, cohort kinetics ...)."""

@@ -58,7 +58,9 @@ def _tables(warehouse: Path) -> dict[str, pl.DataFrame]:
             # The frames, not their Arrow bytes: a worker's frames may be laid out in other
             # record batches (read from the files, not kept in memory), the same rows.
             for part in ("results", "markers"):
-                found[f"{path.name}/{row['owner']}/{part}"] = pl.read_ipc(io.BytesIO(row[part]))
+                found[f"{path.name}/{row['owner']}/{part}"] = pl.read_ipc_stream(
+                    io.BytesIO(row[part])
+                )
     return found
 
 
