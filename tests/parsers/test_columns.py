@@ -89,6 +89,25 @@ def test_plain_numbers_leave_unusual_cells_to_the_reader() -> None:
     assert values.to_list()[TRICKY.index("\t7\r")] == 7.0
 
 
+NUMBER_TEXT = st.text(
+    alphabet=st.sampled_from(list("0123456789.eE+-_ xXabcdfinINFA\u0661")), max_size=8
+)
+ODD_NUMBERS = ["1e", "1.", ".", "+", "-", "e5", "1e+", ".e5", "1.e5", "+.5", "1..2", "--1", "1d"]
+ODD_NUMBERS += ["1f", "0x10", "infinity", "-inf", "NaN", "1e400", "1e-400", "5e-324", "2.675", "01"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(NUMBER_TEXT, min_size=1, max_size=20))
+def test_polars_reads_no_number_float_refuses(cells: list[str]) -> None:
+    """What polars casts to a finite float, Python's ``float`` reads to the same value (the
+    ground for :func:`plain_numbers` taking polars' cast without a pattern check)."""
+    for texts in (cells, ODD_NUMBERS):
+        values, done = plain_numbers({"n": texts})["n"]
+        for text, value, finished in zip(texts, values.to_list(), done.to_list(), strict=True):
+            if finished and text:
+                assert value == _float_or_none(text), text
+
+
 def test_read_in_file_order_reads_row_by_row_then_column_by_column() -> None:
     calls: list[tuple[str, int]] = []
 

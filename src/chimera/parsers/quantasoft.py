@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import zip_longest
 from typing import Any, NoReturn
 
 import polars as pl
@@ -51,6 +50,7 @@ from chimera.textio import (
     dedupe_header,
     match_aliases,
     normalise_header,
+    pick_columns,
     uses_decimal_comma,
 )
 from chimera.validation import validate_frame
@@ -255,15 +255,9 @@ def _cells_by_name(table: _Table, columns: Mapping[str, str]) -> _Cells:
     row too short to reach a column has ``""`` there.
     """
     positions = {name: i for i, name in enumerate(dedupe_header(table.header))}
-    transposed = list(zip_longest(*(fields for _, fields in table.rows), fillvalue=""))
-    blank = ("",) * len(table.rows)
-    return _Cells(
-        {
-            name: transposed[i] if (i := positions[column]) < len(transposed) else blank
-            for name, column in columns.items()
-        },
-        len(table.rows),
-    )
+    wanted = {name: positions[column] for name, column in columns.items()}
+    picked = pick_columns([fields for _, fields in table.rows], wanted.values())
+    return _Cells({name: picked[i] for name, i in wanted.items()}, len(table.rows))
 
 
 def _check_complete(export: DecodedExport, table: _Table, cells: _Cells) -> None:
