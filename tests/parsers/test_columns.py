@@ -60,6 +60,17 @@ def test_clean_columns_equal_clean_cell(cells: list[str]) -> None:
     ]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet="aB1.,;-", max_size=5), CELL_TEXT), min_size=1))
+def test_clean_columns_skip_no_cell_that_needs_cleaning(rows: list[tuple[str, str]]) -> None:
+    """A column without blanks or quotes at an end (only nulled where empty) and a column with
+    them, side by side, each give what clean_cell gives."""
+    clean, any_ = [c for c, _ in rows], [a for _, a in rows]
+    result = clean_columns({"clean": clean, "any": any_})
+    assert result["clean"].to_list() == [clean_cell(c) for c in clean]
+    assert result["any"].to_list() == [clean_cell(c) for c in any_]
+
+
 def _float_or_none(cell: str) -> float | None:
     try:
         number = float(cell.strip())
