@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -69,6 +69,24 @@ def _texts(column: pl.Series) -> list[str]:
     if not column.null_count():
         return column.to_list()
     return ["" if v is None else v for v in column.to_list()]
+
+
+def frame_of(
+    columns: Mapping[str, Sequence[object]], schema: Mapping[str, pl.DataType]
+) -> pl.DataFrame:
+    """``pl.DataFrame(columns, schema=schema)`` built one typed Series at a time.
+
+    The same frame, with less per-column work than the general constructor does (a plate's
+    table is a few hundred rows, so that work is a good part of building it).
+
+    Examples
+    --------
+    >>> frame_of({"well": ["A1"], "ct": [None]}, {"well": pl.String(), "ct": pl.Float64()}).schema
+    Schema([('well', String), ('ct', Float64)])
+    """
+    return pl.DataFrame(
+        [pl.Series(name, columns[name], dtype=dtype) for name, dtype in schema.items()]
+    )
 
 
 def join_run_id(parts: Sequence[tuple[str, str | None]]) -> str | None:

@@ -29,6 +29,7 @@ from chimera.errors import (
 )
 from chimera.parsers.common import (
     ParsedExport,
+    frame_of,
     join_run_id,
     layout_fingerprint,
     require_format,
@@ -300,8 +301,10 @@ def _frame(
     volume: float,
 ) -> pl.DataFrame:
     by_column = _wells_by_column(table, cells, volume)
-    wells = _wells_by_row(export, table, cells, volume) if by_column is None else by_column
-    frame = pl.DataFrame(wells, schema=_WELL_SCHEMA)
+    if by_column is None:
+        frame = pl.DataFrame(_wells_by_row(export, table, cells, volume), schema=_WELL_SCHEMA)
+    else:
+        frame = frame_of(by_column, _WELL_SCHEMA)
     return validate_frame(frame, DdpcrWells, file_name=export.file_name)
 
 

@@ -29,6 +29,7 @@ from chimera.errors import (
 )
 from chimera.parsers.common import (
     ParsedExport,
+    frame_of,
     join_run_id,
     layout_fingerprint,
     number_reader,
@@ -424,7 +425,7 @@ def _frame_by_column(
         return None
     positions = [p or w for p, w in zip(column("well_position"), column("well"), strict=True)]
     wells = {p: well_position(p, plate_columns=plate_columns) if p else "" for p in set(positions)}
-    return pl.DataFrame(
+    return frame_of(
         {
             "sample_id": [cell or None for cell in column("sample")],
             "well": [wells[p] for p in positions],
@@ -434,7 +435,7 @@ def _frame_by_column(
             **readings,
             "source_row": [number for number, _ in table.rows],
         },
-        schema=QPCR_COLUMNS,
+        QPCR_COLUMNS,
     )
 
 
