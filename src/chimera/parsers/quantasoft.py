@@ -337,13 +337,7 @@ def _wells_by_column(table: _Table, cells: _Cells, volume: float) -> dict[str, l
         or any(a is not None and empty for a, empty in zip(accepted, no_positives, strict=True))
         or (
             # Without any quadrant column every quadrant part is None: nothing to add up.
-            any(name in cells.columns for name in COUNT_SUMS[1][1])
-            and any(
-                unbalanced(
-                    {n: parts[i] for n, parts in quadrants.items()}, row=0, sums=COUNT_SUMS[1:]
-                )
-                for i in range(cells.height)
-            )
+            any(name in cells.columns for name in COUNT_SUMS[1][1]) and _quadrants_break(quadrants)
         )
     ):
         return None
@@ -369,6 +363,29 @@ def _wells_by_column(table: _Table, cells: _Cells, volume: float) -> dict[str, l
         "software": [table.software] * cells.height,
         "source_row": [row for row, _ in table.rows],
     }
+
+
+def _quadrants_break(quadrants: Mapping[str, Sequence[float | None]]) -> bool:
+    """Some row's Ch1/Ch2 quadrant counts do not add up to its accepted droplets (unbalanced).
+
+    A row without accepted droplets, or whose four quadrants are filled and add up to them
+    (``unbalanced`` adds them in the same order), needs no call to :func:`unbalanced`.
+    """
+    first, second, third, fourth = (quadrants[name] for name in COUNT_SUMS[1][1])
+    rows = zip(quadrants["accepted"], first, second, third, fourth, strict=True)
+    for index, (total, a, b, c, d) in enumerate(rows):
+        if total is None or (
+            a is not None
+            and b is not None
+            and c is not None
+            and d is not None
+            and a + b + c + d == total
+        ):
+            continue
+        counts = {name: parts[index] for name, parts in quadrants.items()}
+        if unbalanced(counts, row=0, sums=COUNT_SUMS[1:]) is not None:
+            return True
+    return False
 
 
 def _completed(
