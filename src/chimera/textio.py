@@ -13,10 +13,11 @@ import math
 import re
 import struct
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
@@ -230,6 +231,23 @@ def split_rows(lines: Sequence[str], delimiter: str) -> list[list[str]]:
     if len(rows) == len(lines):
         return [row if line.strip() else [] for row, line in zip(rows, lines, strict=True)]
     return [split_line(line, delimiter) for line in lines]
+
+
+def pick_columns(rows: Sequence[Sequence[str]], indexes: Iterable[int]) -> dict[int, Sequence[str]]:
+    """The cells of each column in ``indexes``, row by row (``""`` where a row is too short).
+
+    Only the columns asked for are transposed: a table's rows often have dozens of fields
+    the caller never reads.
+
+    Examples
+    --------
+    >>> pick_columns([["a", "b", "c"], ["d"]], [2, 0])
+    {2: ('c', ''), 0: ('a', 'd')}
+    """
+    wanted = list(dict.fromkeys(indexes))
+    if len(wanted) > 1 and rows and max(wanted) < min(map(len, rows)):
+        return dict(zip(wanted, zip(*map(itemgetter(*wanted), rows), strict=True), strict=True))
+    return {i: tuple(row[i] if i < len(row) else "" for row in rows) for i in wanted}
 
 
 def has_open_quote(line: str) -> bool:

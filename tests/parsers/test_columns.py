@@ -60,6 +60,17 @@ def test_clean_columns_equal_clean_cell(cells: list[str]) -> None:
     ]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet="aB1.,;-", max_size=5), CELL_TEXT), min_size=1))
+def test_clean_columns_skip_no_cell_that_needs_cleaning(rows: list[tuple[str, str]]) -> None:
+    """A column without blanks or quotes at an end (only nulled where empty) and a column with
+    them, side by side, each give what clean_cell gives."""
+    clean, any_ = [c for c, _ in rows], [a for _, a in rows]
+    result = clean_columns({"clean": clean, "any": any_})
+    assert result["clean"].to_list() == [clean_cell(c) for c in clean]
+    assert result["any"].to_list() == [clean_cell(c) for c in any_]
+
+
 def _float_or_none(cell: str) -> float | None:
     try:
         number = float(cell.strip())
@@ -87,6 +98,25 @@ def test_plain_numbers_leave_unusual_cells_to_the_reader() -> None:
     for cell in ("1e999", "inf", "nan", "1_000", "0x1A", "\u0661\u0662", "1,5", "12.5\u00a0"):
         assert not finished[cell], cell
     assert values.to_list()[TRICKY.index("\t7\r")] == 7.0
+
+
+NUMBER_TEXT = st.text(
+    alphabet=st.sampled_from(list("0123456789.eE+-_ xXabcdfinINFA\u0661")), max_size=8
+)
+ODD_NUMBERS = ["1e", "1.", ".", "+", "-", "e5", "1e+", ".e5", "1.e5", "+.5", "1..2", "--1", "1d"]
+ODD_NUMBERS += ["1f", "0x10", "infinity", "-inf", "NaN", "1e400", "1e-400", "5e-324", "2.675", "01"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(NUMBER_TEXT, min_size=1, max_size=20))
+def test_polars_reads_no_number_float_refuses(cells: list[str]) -> None:
+    """What polars casts to a finite float, Python's ``float`` reads to the same value (the
+    ground for :func:`plain_numbers` taking polars' cast without a pattern check)."""
+    for texts in (cells, ODD_NUMBERS):
+        values, done = plain_numbers({"n": texts})["n"]
+        for text, value, finished in zip(texts, values.to_list(), done.to_list(), strict=True):
+            if finished and text:
+                assert value == _float_or_none(text), text
 
 
 def test_read_in_file_order_reads_row_by_row_then_column_by_column() -> None:

@@ -25,9 +25,9 @@ from chimera.textio import clean_cell
 
 ASCII_BLANKS = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 """The ASCII characters ``str.strip()`` removes."""
-_PLAIN_NUMBER = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
-"""An ASCII decimal number that polars and Python's ``float`` read to the same value."""
 _NOT_ASCII = r"[^\x00-\x7f]"
+_UNCLEAN = r'^[ \t\n\r\x0b\x0c\x1c-\x1f"]|[ \t\n\r\x0b\x0c\x1c-\x1f"]$|[^\x00-\x7f]'
+"""A cell :func:`clean_columns` must clean: an ASCII blank or a quote at an end, or non-ASCII."""
 Cells = Sequence[str] | pl.Series
 """One column's cells: a list of strings or a String series."""
 
@@ -53,9 +53,29 @@ def _clean(name: str) -> pl.Expr:
 def clean_columns(columns: Mapping[str, Cells]) -> dict[str, pl.Series]:
     """:func:`chimera.textio.clean_cell` of every cell: blanks and outer quotes off, empty = null.
 
-    One polars pass over all columns. ``str.strip`` removes exactly :data:`ASCII_BLANKS` from
-    ASCII text; a cell with any other character is cleaned by :func:`clean_cell` itself.
+    One polars pass finds the columns with a cell to clean (an ASCII blank or a quote at an
+    end, or a non-ASCII character); the others only have their empty cells nulled. In the
+    columns to clean ``str.strip`` removes exactly :data:`ASCII_BLANKS` from ASCII text; a
+    cell with any other character is cleaned by :func:`clean_cell` itself.
     """
+    frame = _strings(columns)
+    names = list(columns)
+    first = frame.select(
+        *(pl.col(name).replace("", None).alias(f"clean {i}") for i, name in enumerate(names)),
+        *(
+            pl.col(name).str.contains(_UNCLEAN).any().alias(f"unclean {i}")
+            for i, name in enumerate(names)
+        ),
+    )
+    result = {name: first.get_column(f"clean {i}").alias(name) for i, name in enumerate(names)}
+    unclean = [name for i, name in enumerate(names) if first.get_column(f"unclean {i}").any()]
+    if unclean:
+        result.update(_clean_columns({name: columns[name] for name in unclean}))
+    return result
+
+
+def _clean_columns(columns: Mapping[str, Cells]) -> dict[str, pl.Series]:
+    """:func:`clean_columns` of columns with cells to clean, one polars pass over them."""
     frame = _strings(columns)
     names = list(columns)
     both = frame.select(
@@ -76,24 +96,35 @@ def clean_columns(columns: Mapping[str, Cells]) -> dict[str, pl.Series]:
 def plain_numbers(columns: Mapping[str, Cells]) -> dict[str, tuple[pl.Series, pl.Series]]:
     """Per column: Float64 of the plain finite numbers (else null), and which cells are done.
 
-    Done = a plain number, or an empty cell (which every number reader reads as None).
+    Done = a finite number polars reads (blanks stripped), or an empty cell (which every
+    number reader reads as None). Polars reads a subset of what Python's ``float`` reads
+    (ASCII decimal numbers, no blanks, underscores or other digits), each to the same value,
+    so no pattern needs checking first. Blanks are stripped only when some cell is not read
+    as it is (a cell polars reads has none to strip).
     """
     frame = _strings(columns)
-    exprs = []
-    for i, name in enumerate(columns):
-        text = pl.col(name).str.strip_chars(ASCII_BLANKS)
-        number = text.cast(pl.Float64, strict=False)
-        ok = (text.str.contains(_PLAIN_NUMBER) & number.is_finite()).fill_null(value=False)
-        exprs.append(pl.when(ok).then(number).alias(f"value {i}"))
-        exprs.append((ok | (pl.col(name) == "")).alias(f"done {i}"))
-    both = frame.select(exprs)
+    read = _read_floats(frame, strip=False)
+    if not all(read.get_column(f"done {i}").all() for i in range(len(columns))):
+        read = _read_floats(frame, strip=True)
     return {
         name: (
-            both.get_column(f"value {i}").alias(name),
-            both.get_column(f"done {i}").alias(name),
+            read.get_column(f"value {i}").alias(name),
+            read.get_column(f"done {i}").alias(name),
         )
         for i, name in enumerate(columns)
     }
+
+
+def _read_floats(frame: pl.DataFrame, *, strip: bool) -> pl.DataFrame:
+    """``value i`` and ``done i`` of every column ``i`` of ``frame`` (:func:`plain_numbers`)."""
+    exprs = []
+    for i, name in enumerate(frame.columns):
+        text = pl.col(name).str.strip_chars(ASCII_BLANKS) if strip else pl.col(name)
+        number = text.cast(pl.Float64, strict=False)
+        ok = number.is_finite().fill_null(value=False)
+        exprs.append(pl.when(ok).then(number).alias(f"value {i}"))
+        exprs.append((ok | (pl.col(name) == "")).alias(f"done {i}"))
+    return frame.select(exprs)
 
 
 Column = tuple[pl.Series, pl.Series, Callable[[int], object]]

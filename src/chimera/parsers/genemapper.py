@@ -56,6 +56,9 @@ _SLOT = re.compile(r"^(allele|size|height|peak area|area|data point|mutation|ae 
 _DYE = re.compile(r"^\s*([A-Za-z]+)\s*(?:,|$)")
 _DECIMAL_POINT = re.compile(r"^-?\d+\.\d+$")
 _ASCII_POINT = r"^-?[0-9]+\.[0-9]+$"
+_ASCII_POINT_CELL = re.compile(r"-?[0-9]+\.[0-9]+")
+"""``_ASCII_POINT`` for Python's ``fullmatch`` (the same cells: ASCII digits only)."""
+_POINT_HEAD = 64
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 _THOUSANDS_COMMA = re.compile(r"^-?\d{1,3}(,\d{3})+$")
 _THOUSANDS_DOT_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$")
@@ -344,11 +347,13 @@ def _sizing_frame(header: _Header, body: Body, *, file_name: str) -> pl.DataFram
         missing.append("Height or Area")
     _missing_columns(missing, layout=header.layout, file_name=file_name)
     numeric = {n: body.column(lookup.get(n)) for n in ("size", "height", "area")}
-    cells = pl.concat([numeric[n] for n in numeric if n in lookup])
+    shown = [numeric[n] for n in numeric if n in lookup]
     # An ASCII decimal-point cell settles the convention (the reader would stop there too).
-    point_seen = bool(cells.str.strip_chars(ASCII_BLANKS).str.contains(_ASCII_POINT).any())
+    point_seen = _point_seen(shown)
     reader = _NumberReader(
-        [] if point_seen else cells.to_list(), delimiter=header.delimiter, point_seen=point_seen
+        [] if point_seen else pl.concat(shown).to_list(),
+        delimiter=header.delimiter,
+        point_seen=point_seen,
     )
     samples = {f"sample {i}": key for i, key in enumerate(sample_keys) if key is not None}
     text = clean_columns(
@@ -371,6 +376,20 @@ def _sizing_frame(header: _Header, body: Body, *, file_name: str) -> pl.DataFram
     )
     reader.raise_problems(file_name=file_name)
     return frame
+
+
+def _point_seen(columns: Sequence[pl.Series]) -> bool:
+    """Some cell of ``columns`` (blanks stripped) is an ASCII decimal-point number.
+
+    The first cells of each column are looked at in Python first: a sizing table's first
+    Size cell usually settles it without a pass over every cell.
+    """
+    for column in columns:
+        head = column.head(_POINT_HEAD).to_list()
+        if any(_ASCII_POINT_CELL.fullmatch(cell.strip(ASCII_BLANKS)) for cell in head):
+            return True
+    cells = pl.concat(columns)
+    return bool(cells.str.strip_chars(ASCII_BLANKS).str.contains(_ASCII_POINT).any())
 
 
 def _dye_letters(body: Body, key: str | None) -> pl.Series:

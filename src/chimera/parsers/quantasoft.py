@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import zip_longest
 from typing import Any, NoReturn
 
 import polars as pl
@@ -30,6 +29,7 @@ from chimera.errors import (
 )
 from chimera.parsers.common import (
     ParsedExport,
+    frame_of,
     join_run_id,
     layout_fingerprint,
     require_format,
@@ -51,6 +51,7 @@ from chimera.textio import (
     dedupe_header,
     match_aliases,
     normalise_header,
+    pick_columns,
     uses_decimal_comma,
 )
 from chimera.validation import validate_frame
@@ -255,15 +256,9 @@ def _cells_by_name(table: _Table, columns: Mapping[str, str]) -> _Cells:
     row too short to reach a column has ``""`` there.
     """
     positions = {name: i for i, name in enumerate(dedupe_header(table.header))}
-    transposed = list(zip_longest(*(fields for _, fields in table.rows), fillvalue=""))
-    blank = ("",) * len(table.rows)
-    return _Cells(
-        {
-            name: transposed[i] if (i := positions[column]) < len(transposed) else blank
-            for name, column in columns.items()
-        },
-        len(table.rows),
-    )
+    wanted = {name: positions[column] for name, column in columns.items()}
+    picked = pick_columns([fields for _, fields in table.rows], wanted.values())
+    return _Cells({name: picked[i] for name, i in wanted.items()}, len(table.rows))
 
 
 def _check_complete(export: DecodedExport, table: _Table, cells: _Cells) -> None:
@@ -306,8 +301,10 @@ def _frame(
     volume: float,
 ) -> pl.DataFrame:
     by_column = _wells_by_column(table, cells, volume)
-    wells = _wells_by_row(export, table, cells, volume) if by_column is None else by_column
-    frame = pl.DataFrame(wells, schema=_WELL_SCHEMA)
+    if by_column is None:
+        frame = pl.DataFrame(_wells_by_row(export, table, cells, volume), schema=_WELL_SCHEMA)
+    else:
+        frame = frame_of(by_column, _WELL_SCHEMA)
     return validate_frame(frame, DdpcrWells, file_name=export.file_name)
 
 
@@ -340,13 +337,7 @@ def _wells_by_column(table: _Table, cells: _Cells, volume: float) -> dict[str, l
         or any(a is not None and empty for a, empty in zip(accepted, no_positives, strict=True))
         or (
             # Without any quadrant column every quadrant part is None: nothing to add up.
-            any(name in cells.columns for name in COUNT_SUMS[1][1])
-            and any(
-                unbalanced(
-                    {n: parts[i] for n, parts in quadrants.items()}, row=0, sums=COUNT_SUMS[1:]
-                )
-                for i in range(cells.height)
-            )
+            any(name in cells.columns for name in COUNT_SUMS[1][1]) and _quadrants_break(quadrants)
         )
     ):
         return None
@@ -372,6 +363,29 @@ def _wells_by_column(table: _Table, cells: _Cells, volume: float) -> dict[str, l
         "software": [table.software] * cells.height,
         "source_row": [row for row, _ in table.rows],
     }
+
+
+def _quadrants_break(quadrants: Mapping[str, Sequence[float | None]]) -> bool:
+    """Some row's Ch1/Ch2 quadrant counts do not add up to its accepted droplets (unbalanced).
+
+    A row without accepted droplets, or whose four quadrants are filled and add up to them
+    (``unbalanced`` adds them in the same order), needs no call to :func:`unbalanced`.
+    """
+    first, second, third, fourth = (quadrants[name] for name in COUNT_SUMS[1][1])
+    rows = zip(quadrants["accepted"], first, second, third, fourth, strict=True)
+    for index, (total, a, b, c, d) in enumerate(rows):
+        if total is None or (
+            a is not None
+            and b is not None
+            and c is not None
+            and d is not None
+            and a + b + c + d == total
+        ):
+            continue
+        counts = {name: parts[index] for name, parts in quadrants.items()}
+        if unbalanced(counts, row=0, sums=COUNT_SUMS[1:]) is not None:
+            return True
+    return False
 
 
 def _completed(

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from itertools import zip_longest
 from typing import Any, NoReturn
 
 import polars as pl
@@ -30,6 +29,7 @@ from chimera.errors import (
 )
 from chimera.parsers.common import (
     ParsedExport,
+    frame_of,
     join_run_id,
     layout_fingerprint,
     number_reader,
@@ -38,7 +38,7 @@ from chimera.parsers.common import (
 )
 from chimera.parsers.completeness import check_last_line, truncated
 from chimera.parsers.qpcr_cells import QPCR_COLUMNS, header_index, parse_ct
-from chimera.textio import normalise_header, parse_number, uses_decimal_comma
+from chimera.textio import normalise_header, parse_number, pick_columns, uses_decimal_comma
 from chimera.validation import validate_frame
 from schemas.inputs import QpcrWells
 
@@ -398,14 +398,14 @@ def _frame_by_column(
     Cells are read by the very readers :func:`_frame_by_row` uses; None when any cell is a
     problem, so that :func:`_frame_by_row` lists the problems with their rows.
     """
-    transposed = list(zip_longest(*(cells for _, cells in table.rows), fillvalue=""))
+    picked = pick_columns([cells for _, cells in table.rows], columns.values())
     blank = [""] * len(table.rows)
     problems: list[Problem] = []
     read = number_reader(decimal_comma=False, problems=problems)
 
     def column(key: str, reader: Callable[[str], object] = _stripped) -> list[Any]:
         index = columns.get(key)
-        cells = transposed[index] if index is not None and index < len(transposed) else blank
+        cells = picked[index] if index is not None else blank
         distinct = {cell: reader(cell) for cell in set(cells)}
         return [distinct[cell] for cell in cells]
 
@@ -425,7 +425,7 @@ def _frame_by_column(
         return None
     positions = [p or w for p, w in zip(column("well_position"), column("well"), strict=True)]
     wells = {p: well_position(p, plate_columns=plate_columns) if p else "" for p in set(positions)}
-    return pl.DataFrame(
+    return frame_of(
         {
             "sample_id": [cell or None for cell in column("sample")],
             "well": [wells[p] for p in positions],
@@ -435,7 +435,7 @@ def _frame_by_column(
             **readings,
             "source_row": [number for number, _ in table.rows],
         },
-        schema=QPCR_COLUMNS,
+        QPCR_COLUMNS,
     )
 
 
