@@ -145,10 +145,12 @@ class Observed:
     def sources(self) -> set[str]:
         """Sample ids measured by this method (on a stored or accepted file)."""
         for frame in self._for_ids:
-            pairs = zip(frame["sample_id"].to_list(), frame["source_sha256"].to_list(), strict=True)
-            self._sample_ids.update(
-                sid for sid, sha in pairs if sid is not None and sha is not None
-            )
+            ids = frame["sample_id"].to_list()
+            if frame["source_sha256"].null_count():
+                pairs = zip(ids, frame["source_sha256"].to_list(), strict=True)
+                ids = [sid for sid, sha in pairs if sha is not None]
+            self._sample_ids.update(ids)
+        self._sample_ids.discard(None)
         self._for_ids.clear()
         return self._sample_ids
 
