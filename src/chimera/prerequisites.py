@@ -50,7 +50,7 @@ def assay_sample_ids(frame: pl.DataFrame) -> list[str]:
     """
     pcr = "task" in frame.columns or "sample_type" in frame.columns
     columns = [c for c in ("sample_id", "task", "sample_type") if c in frame.columns]
-    if "sample_id" not in columns or any(frame.schema[c] != pl.String for c in columns):
+    if "sample_id" not in columns or any(frame[c].dtype != pl.String for c in columns):
         return _assay_sample_ids_expr(frame, pcr=pcr)
     ids = frame["sample_id"].to_list()
     if not pcr:
