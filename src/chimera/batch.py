@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Container, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -145,10 +146,12 @@ class Observed:
     def sources(self) -> set[str]:
         """Sample ids measured by this method (on a stored or accepted file)."""
         for frame in self._for_ids:
-            pairs = zip(frame["sample_id"].to_list(), frame["source_sha256"].to_list(), strict=True)
-            self._sample_ids.update(
-                sid for sid, sha in pairs if sid is not None and sha is not None
-            )
+            ids = frame["sample_id"].to_list()
+            if frame["source_sha256"].null_count():
+                pairs = zip(ids, frame["source_sha256"].to_list(), strict=True)
+                ids = [sid for sid, sha in pairs if sha is not None]
+            self._sample_ids.update(ids)
+        self._sample_ids.discard(None)
         self._for_ids.clear()
         return self._sample_ids
 
@@ -339,15 +342,44 @@ class IngestBatch:
         """Write validated raw rows (one file per source), the dirty marks and the ledger."""
         names = {e["source_sha256"]: e["file_name"] for e in self.events}
         self.raw, self.events = {}, []
-        for name, parts in valid.items():
-            for sha, rows in parts.items():
-                with writing(names.get(sha, name)):
-                    self.warehouse.store(tables[name], sha, rows)
+        parts = [
+            (tables[name], sha, rows, names.get(sha, name))
+            for name, table_parts in valid.items()
+            for sha, rows in table_parts.items()
+        ]
+        self._store(parts)
         with writing("marking the touched patients for rebuilding"):
             self.warehouse.mark_dirty(self.touched)
         if events is not None:
             with writing("recording the files' fates in the ledger"):
                 self.warehouse.append_log(events)
+
+    def _store(self, parts: list[tuple[Table, str, pl.DataFrame, str]]) -> None:
+        """Write raw-row files (table, source, rows, the name a failure gives), each atomically.
+
+        The files are independent (one per source): a big batch (``scale.pool_min_files``
+        files) writes them in ``scale.workers`` threads, as a Parquet write and its fsync
+        release the GIL. The first failure in order stops the flush; writes not started are
+        dropped (a re-run finds the written files and writes nothing again).
+        """
+        scale = self.settings.scale
+        threads = min(scale.workers, len(parts)) if len(parts) >= scale.pool_min_files else 1
+        if threads <= 1:
+            for table, sha, rows, name in parts:
+                with writing(name):
+                    self.warehouse.store(table, sha, rows)
+            return
+        with ThreadPoolExecutor(threads, thread_name_prefix="chimera-flush") as pool:
+            futures = [
+                pool.submit(self.warehouse.store, table, sha, rows) for table, sha, rows, _ in parts
+            ]
+            try:
+                for (_, _, _, name), future in zip(parts, futures, strict=True):
+                    with writing(name):
+                        future.result()
+            except StorageFailure:
+                pool.shutdown(cancel_futures=True)
+                raise
 
 
 def _place(placement: Placement, settings: Settings) -> FileOutcome:

@@ -46,6 +46,8 @@ def printable(text: str) -> str:
     'a\ufffdb?c'
     """
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if text.isprintable():
+        return text
     return "".join(c if c.isprintable() else "?" for c in text)
 
 

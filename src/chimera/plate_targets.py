@@ -137,6 +137,10 @@ class PlateTargets:
     by_file: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     _lacking: dict[tuple[str, ...], dict[str, frozenset[str]]] = field(default_factory=dict)
     """Per product (its sample ids): each file's targets without a product well there."""
+    _lacking_at: dict[tuple[str, ...], dict[str, set[str]]] = field(default_factory=dict)
+    """Per product: the files each target lacks a product well on (:attr:`_lacking` inverted)."""
+    _stale: dict[tuple[str, ...], set[str]] = field(default_factory=dict)
+    """Per product: files added or changed since its :attr:`_lacking` was brought up to date."""
 
     def add(self, frame: pl.DataFrame) -> None:
         """Index one stored or accepted PCR frame (``sample_id, source_sha256, target[, channel]``).
@@ -154,17 +158,30 @@ class PlateTargets:
                 wells = self.by_file.setdefault(sha, {}).setdefault(sample_id or "", set())
                 wells.add(target_key(target, via))
                 touched.add(sha)
-        for known in self._lacking.values():
+        for key, known in self._lacking.items():
+            at = self._lacking_at[key]
             for sha in touched:
-                known.pop(sha, None)
+                for target in known.pop(sha, ()):
+                    at[target].discard(sha)
+            self._stale[key] |= touched
 
     def lacking(self, product_ids: Sequence[str]) -> dict[str, frozenset[str]]:
-        """Per file: the targets on it that none of ``product_ids`` has a well of there."""
-        known = self._lacking.setdefault(tuple(product_ids), {})
-        for sha, samples in self.by_file.items():
-            if sha not in known:
-                held = set().union(*(samples.get(sid, set()) for sid in product_ids))
-                known[sha] = frozenset(set().union(*samples.values()) - held)
+        """Per file: the targets on it that none of ``product_ids`` has a well of there.
+
+        Kept per product and brought up to date with the files added since (not every file
+        again: a batch asks once per accepted plate).
+        """
+        key = tuple(product_ids)
+        if key not in self._lacking:
+            self._lacking[key], self._lacking_at[key], self._stale[key] = {}, {}, set(self.by_file)
+        known, at = self._lacking[key], self._lacking_at[key]
+        todo, self._stale[key] = self._stale[key], set()
+        for sha in todo:
+            samples = self.by_file[sha]
+            held = set().union(*(samples.get(sid, set()) for sid in product_ids))
+            known[sha] = frozenset(set().union(*samples.values()) - held)
+            for target in known[sha]:
+                at.setdefault(target, set()).add(sha)
         return known
 
     def reading(self, product_ids: Sequence[str], targets: Collection[str]) -> set[str]:
@@ -172,9 +189,9 @@ class PlateTargets:
 
         Their patients read the product's wells of those targets on every plate.
         """
-        wanted = set(targets)
+        self.lacking(product_ids)
+        at = self._lacking_at[tuple(product_ids)]
         found: set[str] = set()
-        for sha, missing in self.lacking(product_ids).items():
-            if not missing.isdisjoint(wanted):
-                found.update(self.by_file[sha])
+        for sha in set().union(*(at.get(target, ()) for target in set(targets))):
+            found.update(self.by_file[sha])
         return found

@@ -336,7 +336,7 @@ def affected_patients(
     LoD/LoQ); an STR single-source profile (product, germline, HSCT donor, two-genome baseline)
     every patient, because it changes the stutter table every STR result is corrected with.
     """
-    ids = frame["sample_id"].drop_nulls().unique().to_list() if "sample_id" in frame.columns else []
+    ids = list(set(frame["sample_id"].to_list()) - {None}) if "sample_id" in frame.columns else []
     table = registry.sample_info()
     known = [table[sid] for sid in ids if sid in table]
     series = series_ids(registry)
@@ -352,7 +352,8 @@ def affected_patients(
         return patients | {p for p, product in registry.products.items() if product.bank in banks}
     for bank in banks:
         members = registry.product_ids(bank)
-        reference = [info.sample_id for info in products if info.sample_id in set(members)]
+        in_bank = set(members)
+        reference = [info.sample_id for info in products if info.sample_id in in_bank]
         on = stored.reading(members, targets_of(frame, reference))
         owners = {
             table[s].patient_id for s in on if s in table and table[s].role not in PRODUCT_ROLES

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cache
 
 import polars as pl
 
@@ -141,19 +142,27 @@ def summary_frame(
 
 def file_summary(rows: pl.DataFrame, method: Method) -> pl.DataFrame:
     """:func:`summary_frame` of the rows of one raw file (one pass, no grouping)."""
-    *columns, positions = _summary(rows, method)
-    return rows.select(pl.col("source_sha256").first(), *columns, positions.implode())
+    return rows.select(_file_summary(method, has_run_id="run_id" in rows.columns))
 
 
-def _summary(observations: pl.DataFrame, method: Method) -> list[pl.Expr]:
+@cache
+def _file_summary(method: Method, *, has_run_id: bool) -> tuple[pl.Expr, ...]:
+    """:func:`file_summary`'s expressions, built once (building them costs more than a file)."""
+    *columns, positions = _summary_of(method, has_run_id=has_run_id)
+    return (pl.col("source_sha256").first(), *columns, positions.implode())
+
+
+def _summary(observations: pl.DataFrame, method: Method) -> tuple[pl.Expr, ...]:
     """The per-file aggregates of :func:`summary_frame`, the file's positions last."""
+    return _summary_of(method, has_run_id="run_id" in observations.columns)
+
+
+@cache
+def _summary_of(method: Method, *, has_run_id: bool) -> tuple[pl.Expr, ...]:
+    """:func:`_summary` of frames with (or without) a ``run_id`` column, built once."""
     layout = [pl.col(c).cast(pl.String).fill_null("") for c in LAYOUT_COLUMNS[method]]
-    run_id = (
-        pl.col("run_id").drop_nulls().first()
-        if "run_id" in observations.columns
-        else pl.lit(None, dtype=pl.String)
-    )
-    return [
+    run_id = pl.col("run_id").drop_nulls().first() if has_run_id else pl.lit(None, dtype=pl.String)
+    return (
         pl.col("source_file").first(),
         pl.col("ingested_at").max(),
         pl.len().alias("n_rows"),
@@ -165,7 +174,7 @@ def _summary(observations: pl.DataFrame, method: Method) -> list[pl.Expr]:
         .hash(0)
         .alias("layout"),
         pl.col(POSITION_COLUMN[method]).drop_nulls().unique().alias("positions"),
-    ]
+    )
 
 
 class RunBook:

@@ -8,8 +8,11 @@ are validated in one pass; a bad frame must still be reported as itself.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import re
 import shutil
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from chimera.errors import ValidationFailedError
 from chimera.prerequisites import resolve_sample_ids
 from chimera.registry import read_registry
 from chimera.runs import RunBook, run_files, supersession
+from chimera.settings import Settings
 from chimera.validation import check_deferred, deferred_validation, validate_frame, validate_many
 from chimera.warehouse import CHIMERISM, INGEST_LOG, OBSERVATIONS, Warehouse
 from schemas.base import polars_schema
@@ -450,3 +454,32 @@ def test_a_crash_while_a_snapshot_is_written_is_never_trusted(
     (folder / "b.parquet").unlink()  # the new snapshot holds b, the old index does not
     table_cache.forget(folder)
     assert table_cache.read_table(folder, cache, pl.read_parquet)["x"].to_list() == [1]
+
+
+def test_a_big_batch_writes_its_raw_files_in_threads_and_names_the_first_failure_12(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``pool_min_files`` files the raw rows are written by threads; a failed write still
+    stops the flush naming its file (the first failure in order), the files before it stored."""
+    settings = Settings().with_home(tmp_path / "home")
+    settings = dataclasses.replace(
+        settings, scale=dataclasses.replace(settings.scale, workers=2, pool_min_files=3)
+    )
+    table = OBSERVATIONS[Method.QPCR]
+    parts = [(table, f"sha{i}", pl.DataFrame({"x": [i]}), f"plate{i}.txt") for i in range(8)]
+    written: dict[str, str] = {}
+
+    def store(self: Warehouse, _: object, sha: str, rows: pl.DataFrame) -> None:
+        if sha in {"sha5", "sha6"}:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written[sha] = threading.current_thread().name
+
+    monkeypatch.setattr(Warehouse, "store", store)
+    with open_batch(settings) as batch:
+        with pytest.raises(StorageFailure, match=re.escape("plate5.txt: the disk is full")):
+            batch._store(parts)
+        assert {f"sha{i}" for i in range(5)} <= set(written)
+        assert all(name.startswith("chimera-flush") for name in written.values())
+        written.clear()
+        batch._store(parts[:2])  # below the threshold: in this thread
+        assert set(written.values()) == {threading.current_thread().name}
