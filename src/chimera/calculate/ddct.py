@@ -228,21 +228,21 @@ def summarise_replicates(
     amplified = tuple(i for i, ct in enumerate(cts) if ct is not None and ct <= ct_cutoff)
     kept = amplified
     outlier: int | None = None
-    values = [cts[i] for i in kept]
-    sd = sample_sd([v for v in values if v is not None]) if len(values) >= 2 else None
+    numbers = [ct for ct in cts if ct is not None and ct <= ct_cutoff]
+    sd = sample_sd(numbers) if len(numbers) >= 2 else None
     if sd is not None and sd > max_sd and len(kept) >= 3:
-        median = statistics.median(v for v in values if v is not None)
+        median = statistics.median(numbers)
         outlier = max(kept, key=lambda i: (abs((cts[i] or 0.0) - median), i))
         kept = tuple(i for i in kept if i != outlier)
-        values = [cts[i] for i in kept]
-        sd = sample_sd([v for v in values if v is not None])
-    numbers = [v for v in values if v is not None]
+        numbers = [ct for i, ct in enumerate(cts) if i in kept and ct is not None]
+        sd = sample_sd(numbers)
     return ReplicateSummary(
         n_total=len(cts),
         amplified=amplified,
         kept=kept,
         outlier=outlier,
-        mean_ct=statistics.fmean(numbers) if numbers else None,
+        # statistics.fmean is this division of the correctly rounded sum.
+        mean_ct=math.fsum(numbers) / len(numbers) if numbers else None,
         sd_ct=sd,
         sd_above_limit=sd is not None and sd > max_sd,
         enough=len(kept) >= min_replicates,

@@ -42,7 +42,6 @@ Rules recorded here [R]:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import polars as pl
 
@@ -254,17 +253,20 @@ def chimerism_on_plates(
     )
     owners = own_samples(table)
     shared = Shared()
+    own_of: dict[str, list[Plate]] = {}
 
     def own_plates(patient: str) -> list[Plate]:
-        ids = owners.get(patient, set())
-        return [p for p in ordered if not ids.isdisjoint(p.dna)]
+        if patient not in own_of:
+            ids = owners.get(patient, set())
+            own_of[patient] = [p for p in ordered if not ids.isdisjoint(p.dna)]
+        return own_of[patient]
 
     def calls(genomes: PatientGenomes) -> Calls:
         return _marker_calls(genomes, own_plates(genomes.patient_id), ordered, settings, screening)
 
     for sample in post_dose_samples(post_dose, table, calls):
         own = own_plates(sample.info.patient_id)
-        for plate in (p for p in ordered if sample.info.sample_id in p.dna):
+        for plate in (p for p in own if sample.info.sample_id in p.dna):
             context = SampleContext(
                 info=sample.info,
                 genomes=sample.genomes,
@@ -277,6 +279,6 @@ def chimerism_on_plates(
                 shared=shared,
             )
             result, detail = evaluate_sample(context)
-            results.append(replace(result, source_sha256=plate.plate))
+            results.append(result)
             rows.extend(detail)
     return MethodOutput(results=results_frame(results), markers=markers_frame(rows))

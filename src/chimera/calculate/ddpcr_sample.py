@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from chimera.calculate.common import SampleInfo
 from chimera.calculate.ddpcr_wells import (
@@ -87,6 +88,11 @@ class SampleContext:
     shared: Shared = field(default_factory=Shared)
     """Per-plate findings of the same calculation, shared by its samples."""
 
+    @cached_property
+    def own_key(self) -> tuple[str, ...]:
+        """The ids of the patient's own plates."""
+        return tuple(p.plate for p in self.own)
+
     @property
     def wells(self) -> list[Well]:
         """The sample's wells on this plate, excluded ones too."""
@@ -127,7 +133,7 @@ def _reference_ids(genomes: PatientGenomes, share: Share) -> tuple[str, ...]:
 def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
     """:func:`_plate_copies`, found once per plate of the calculation."""
     ids = _reference_ids(ctx.genomes, share)
-    key = (ctx.plate.plate, name, share, ids, tuple(p.plate for p in ctx.own))
+    key = (ctx.plate.plate, name, share, ids, ctx.own_key)
     if key not in ctx.shared.copies:
         ctx.shared.copies[key] = _plate_copies(ctx, name, share)
     return ctx.shared.copies[key]
@@ -210,7 +216,7 @@ def _failed(
         for name, count in sorted(well.markers.items())
     ]
     result = failed_result(ctx.info.sample_id, Method.DDPCR, [reason, *review, *ctx.notes])
-    return replace(result, genome_model=ctx.genomes.model), rows
+    return replace(result, genome_model=ctx.genomes.model, source_sha256=ctx.plate.plate), rows
 
 
 def _saturation(ctx: SampleContext, included: Sequence[Well]) -> list[str]:
@@ -432,5 +438,6 @@ def evaluate_sample(ctx: SampleContext) -> tuple[SampleResult, list[Row]]:
         genome_model=ctx.genomes.model,
         recipient=recipient,
         hsct_donor=hsct,
+        source_sha256=ctx.plate.plate,
     )
     return result, rows

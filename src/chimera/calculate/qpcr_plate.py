@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from functools import partial
 from itertools import repeat
 from typing import NamedTuple
 
@@ -93,9 +94,9 @@ class PlateContext:
         columns = ordered.to_dict(as_series=False)
         keys = list(zip(columns["sample_id"], columns["task"], strict=True))
         kinds = {key: is_no_template(table.get(key[0] or ""), *key) for key in set(keys)}
-        # ``_make`` builds each tuple in C (no per-well Python ``__new__``).
+        # ``tuple.__new__`` builds each tuple in C (no per-well Python ``__new__``/``_make``).
         wells = map(
-            QpcrWell._make,
+            partial(tuple.__new__, QpcrWell),
             zip(
                 repeat(plate),
                 columns["sample_id"],
@@ -106,11 +107,15 @@ class PlateContext:
                 map(kinds.__getitem__, keys),
             ),
         )
+        with_omitted: set[tuple[str | None, str | None]] = set()
         for well in wells:
             if well.no_template:
                 self._add_no_template(well)
             else:
-                self.by_sample_target[(well.sample_id, well.target)].append(well)
+                key = (well.sample_id, well.target)
+                self.by_sample_target[key].append(well)
+                if well.omitted:
+                    with_omitted.add(key)
         self.samples = {s for s, _ in self.by_sample_target if s is not None}
         self.well_counts: dict[str | None, int] = defaultdict(int)
         """Wells (omitted ones too) of each sample on the plate."""
@@ -121,9 +126,7 @@ class PlateContext:
                 self._targets_of[sample_id].append(target)
         # A group without an omitted well is its own list of valid wells (not copied).
         self._valid = {
-            key: [w for w in group if not w.omitted]
-            for key, group in self.by_sample_target.items()
-            if any(w.omitted for w in group)
+            key: [w for w in self.by_sample_target[key] if not w.omitted] for key in with_omitted
         }
         self._factors = _factors(
             zip(columns["target"], columns["slope"], columns["efficiency_pct"], strict=True)
