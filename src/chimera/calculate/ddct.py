@@ -225,7 +225,7 @@ def summarise_replicates(
     >>> summarise_replicates([None, 41.0], ct_cutoff=40, max_sd=0.5, min_replicates=2).n_amplified
     0
     """
-    amplified = tuple(i for i, ct in enumerate(cts) if ct is not None and ct <= ct_cutoff)
+    amplified = tuple([i for i, ct in enumerate(cts) if ct is not None and ct <= ct_cutoff])
     kept = amplified
     outlier: int | None = None
     numbers = [ct for ct in cts if ct is not None and ct <= ct_cutoff]
@@ -260,10 +260,10 @@ def welch_dof(components: Iterable[tuple[float, float]]) -> float:
     4.0
     """
     items = [(v, d) for v, d in components if d > 0]
-    total = sum(v for v, _ in items)
-    denominator = sum(v * v / d for v, d in items)
+    total = sum([v for v, _ in items])
+    denominator = sum([v * v / d for v, d in items])
     if total <= 0 or denominator <= 0:
-        return float(max(1.0, sum(d for _, d in items)))
+        return float(max(1.0, sum([d for _, d in items])))
     return max(1.0, total * total / denominator)
 
 

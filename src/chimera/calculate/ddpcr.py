@@ -253,19 +253,22 @@ def chimerism_on_plates(
     )
     owners = own_samples(table)
     shared = Shared()
-    own_of: dict[str, list[Plate]] = {}
+    own_of: dict[str, tuple[list[Plate], tuple[str, ...]]] = {}
 
-    def own_plates(patient: str) -> list[Plate]:
+    def own_plates(patient: str) -> tuple[list[Plate], tuple[str, ...]]:
+        """The patient's own plates and their ids, found once per patient."""
         if patient not in own_of:
             ids = owners.get(patient, set())
-            own_of[patient] = [p for p in ordered if not ids.isdisjoint(p.dna)]
+            own = [p for p in ordered if not ids.isdisjoint(p.dna)]
+            own_of[patient] = own, tuple(p.plate for p in own)
         return own_of[patient]
 
     def calls(genomes: PatientGenomes) -> Calls:
-        return _marker_calls(genomes, own_plates(genomes.patient_id), ordered, settings, screening)
+        own = own_plates(genomes.patient_id)[0]
+        return _marker_calls(genomes, own, ordered, settings, screening)
 
     for sample in post_dose_samples(post_dose, table, calls):
-        own = own_plates(sample.info.patient_id)
+        own, own_key = own_plates(sample.info.patient_id)
         for plate in (p for p in own if sample.info.sample_id in p.dna):
             context = SampleContext(
                 info=sample.info,
@@ -273,6 +276,7 @@ def chimerism_on_plates(
                 calls=sample.calls,
                 plate=plate,
                 own=own,
+                own_key=own_key,
                 plates=ordered,
                 settings=settings,
                 notes=[sample.note] if sample.note else [],

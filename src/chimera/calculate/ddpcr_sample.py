@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 
 from chimera.calculate.common import SampleInfo
 from chimera.calculate.ddpcr_wells import (
@@ -81,17 +80,14 @@ class SampleContext:
     plate: Plate
     own: Sequence[Plate]
     """The patient's own plates (holding any of their samples)."""
+    own_key: tuple[str, ...]
+    """The plate ids of ``own``."""
     plates: Sequence[Plate]
     """Every plate: the own plates and the registered reference's wells on the others."""
     settings: DdpcrSettings
     notes: list[str] = field(default_factory=list)
     shared: Shared = field(default_factory=Shared)
     """Per-plate findings of the same calculation, shared by its samples."""
-
-    @cached_property
-    def own_key(self) -> tuple[str, ...]:
-        """The ids of the patient's own plates."""
-        return tuple(p.plate for p in self.own)
 
     @property
     def wells(self) -> list[Well]:
@@ -300,14 +296,22 @@ def _limits(
 
 
 def _ink_rows(
-    ctx: SampleContext, ink: Sequence[_Used], reference_pool: Count, notes: list[str]
+    ctx: SampleContext,
+    ink: Sequence[_Used],
+    reference_pool: Count,
+    notes: list[str],
+    pooled_estimate: Estimate,
 ) -> tuple[list[Row], dict[str, Estimate]]:
-    """Per-well and pooled rows of the iNK markers; notes on spread and control reading."""
+    """Per-well and pooled rows of the iNK markers; notes on spread and control reading.
+
+    ``pooled_estimate`` is the estimate of every iNK marker pooled (one marker's own estimate).
+    """
     confidence = ctx.settings.confidence
     rows: list[Row] = []
     per_marker: dict[str, Estimate] = {}
     for use in ink:
-        per_marker[use.name] = m_est = estimate([use.part], confidence=confidence)
+        m_est = pooled_estimate if len(ink) == 1 else estimate([use.part], confidence=confidence)
+        per_marker[use.name] = m_est
         well_pcts: list[float] = []
         for well in (w for w in ctx.wells if use.name in w.markers):
             count = well.markers[use.name]
@@ -413,7 +417,7 @@ def evaluate_sample(ctx: SampleContext) -> tuple[SampleResult, list[Row]]:
     detected, lod_pct, loq_pct, lob = _limits(ctx, ink, est)
     if lob > 0:
         notes.append(f"LoB {lob} positive droplets (blank false-positive background)")
-    rows, per_marker = _ink_rows(ctx, ink, reference_pool, notes)
+    rows, per_marker = _ink_rows(ctx, ink, reference_pool, notes, est)
     rows.extend(_other_rows(ctx, used, unused, sharing))
     if len(per_marker) >= 2:
         spread = ", ".join(f"{n} {_fmt(e.pct)} %" for n, e in per_marker.items())

@@ -135,6 +135,8 @@ class PlateContext:
         self._cutoff_cache: dict[str | None, float] = {}
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
         self._carriage: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = {}
+        self._holds: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self._sample_targets: dict[str, frozenset[str]] = {}
 
     def _add_no_template(self, well: QpcrWell) -> None:
         self.no_template[well.target].append(well)
@@ -174,9 +176,12 @@ class PlateContext:
     def summary(self, sample_id: str, target: str) -> ReplicateSummary:
         """Replicate summary (methods.md 3.3) of one sample and target on this plate."""
         key = (sample_id, target, None)
-        if key not in self._summaries:
-            self._summaries[key] = self._summarise([w.ct for w in self.wells(sample_id, target)])
-        return self._summaries[key]
+        found = self._summaries.get(key)
+        if found is None:
+            found = self._summaries[key] = self._summarise(
+                [w.ct for w in self.wells(sample_id, target)]
+            )
+        return found
 
     def reference_summary(self, sample_id: str, reference: str, marker: str) -> ReplicateSummary:
         """Reference-gene replicates paired with a marker: the same wells when multiplexed.
@@ -215,10 +220,11 @@ class PlateContext:
     def carriage_counts(self, target: str, ids: tuple[str, ...]) -> tuple[int, int]:
         """(wells, wells before the blank cut-off) of ``ids`` for ``target`` on this plate."""
         key = (target, ids)
-        if key not in self._carriage:
+        found = self._carriage.get(key)
+        if found is None:
             wells = [w for sample_id in ids for w in self.wells(sample_id, target)]
-            self._carriage[key] = len(wells), sum(self.above_blank(w) for w in wells)
-        return self._carriage[key]
+            found = self._carriage[key] = len(wells), sum(self.above_blank(w) for w in wells)
+        return found
 
     def reference_target(self, sample_id: str) -> str | None:
         """Return the first configured reference gene this sample has wells for on this plate."""
@@ -233,6 +239,21 @@ class PlateContext:
         """Every target name on the plate (shared: do not modify the set)."""
         return self._targets
 
+    def sample_targets(self, sample_id: str) -> frozenset[str]:
+        """The targets one sample has wells (omitted ones too) of on this plate."""
+        found = self._sample_targets.get(sample_id)
+        if found is None:
+            found = self._sample_targets[sample_id] = frozenset(self._targets_of.get(sample_id, ()))
+        return found
+
+    def holds_any(self, target: str, ids: tuple[str, ...]) -> bool:
+        """Whether the plate holds a well (omitted ones too) of any of ``ids`` for ``target``."""
+        key = (target, ids)
+        found = self._holds.get(key)
+        if found is None:
+            found = self._holds[key] = any(self.has_wells(sid, target) for sid in ids)
+        return found
+
 
 def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> GenomeCall:
     """A reference genome's carriage of a marker from its wells on the plates passed in.
@@ -242,10 +263,11 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
     Otherwise ambiguous.
     """
     n = k = 0
-    for context in contexts:
-        wells, amplified = context.carriage_counts(target, tuple(ids))
-        n += wells
-        k += amplified
+    key = tuple(ids)
+    for context in contexts if key else ():
+        counts = context._carriage.get((target, key)) or context.carriage_counts(target, key)
+        n += counts[0]
+        k += counts[1]
     if n == 0:
         return UNTESTED
     if k == 0:
@@ -256,7 +278,8 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
 
 def holds(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> bool:
     """Whether any of ``contexts`` holds a well (omitted ones too) of ``ids`` for ``target``."""
-    return any(c.has_wells(sid, target) for c in contexts for sid in ids)
+    key = tuple(ids)
+    return bool(key) and any(c.holds_any(target, key) for c in contexts)
 
 
 def marker_calls(

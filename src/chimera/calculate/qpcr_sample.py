@@ -180,9 +180,11 @@ def _add_rows(
 ) -> None:
     context = sample.context
     valid = context.wells(sample.sample_id, target)
-    position = {id(w): i for i, w in enumerate(valid)}
-    for well in context.all_wells(sample.sample_id, target):
-        index = position.get(id(well))
+    every = context.all_wells(sample.sample_id, target)
+    # Without omitted wells the valid wells are every well, in order.
+    position = None if len(valid) == len(every) else {id(w): i for i, w in enumerate(valid)}
+    for i, well in enumerate(every):
+        index = i if position is None else position.get(id(well))
         why = reason
         if why is None:
             if well.omitted:
@@ -326,9 +328,8 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
     if failure:
         evaluation.failures.append(failure)
         return
-    measured = {
-        share for m, (share, _) in sample.calls.items() if share and context.has_wells(sid, m)
-    }
+    has_wells = context.sample_targets(sid)
+    measured = {share for m, (share, _) in sample.calls.items() if share and m in has_wells}
     calibrators: dict[Share, _Calibrator] = {}
     for wanted in sorted(measured | {Share.INK}):
         calibrator, absent = _calibrator(sample, wanted, reference)
@@ -343,7 +344,7 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
     if ref_summary.sd_above_limit:
         evaluation.reviews.append(f"reference {reference} replicate SD above limit")
     for marker, (share, reason) in sorted(sample.calls.items()):
-        if not context.has_wells(sid, marker):
+        if marker not in has_wells:
             continue
         summary = context.summary(sid, marker)
         if share is None or share not in calibrators:
