@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from chimera.calculate.limits import limit_of_blank
 from chimera.calculate.stats import sample_sd, t_quantile
@@ -137,6 +137,29 @@ def log2_fraction(
     return (ct_m_c - ct_m_s) * math.log2(e_m) - (ct_r_c - ct_r_s) * math.log2(e_r)
 
 
+def blank_pct(
+    ct: float | None,
+    ct_reference: float,
+    ct_marker_calibrator: float,
+    ct_reference_calibrator: float,
+    e_m: float,
+    e_r: float,
+    ct_cutoff: float,
+) -> float:
+    """% iNK of one blank (LoB input) marker well: 0 when not amplified (censored, 3.4).
+
+    Examples
+    --------
+    >>> blank_pct(None, 24.0, 26.0, 25.0, 2.0, 2.0, 40.0), blank_pct(30.0, 24.0, 26.0, 25.0, 2.0, 2.0, 40.0)
+    (0.0, 3.125)
+    """
+    if ct is None or ct > ct_cutoff:
+        return 0.0
+    return pct_from_log2(
+        log2_fraction(ct, ct_reference, ct_marker_calibrator, ct_reference_calibrator, e_m, e_r)
+    )
+
+
 def se_delta_ct(*, sd_marker: float, n_marker: int, sd_reference: float, n_reference: int) -> float:
     """SE(ΔCt) = sqrt(SD_M^2 / n_M + SD_ref^2 / n_ref) (methods.md 3.3, error propagation).
 
@@ -174,9 +197,11 @@ def ci_pct_from_ddct(
     return pct_ink_ddct(delta_delta_ct + half_width), pct_ink_ddct(delta_delta_ct - half_width)
 
 
-@dataclass(frozen=True)
-class ReplicateSummary:
-    """Replicate Ct values of one target in one sample after the outlier rule (methods.md 3.3)."""
+class ReplicateSummary(NamedTuple):
+    """Replicate Ct values of one target in one sample after the outlier rule (methods.md 3.3).
+
+    A named tuple: one is built per sample x target of every plate, cheaper than a dataclass.
+    """
 
     n_total: int
     """Non-omitted replicate wells."""

@@ -58,6 +58,7 @@ CONTROL_OFF_TOLERANCE = 0.10
 """A reference reading its marker copies more than this relatively off n_M "reads off" [R]."""
 
 Row = dict[str, object]
+_DDPCR, _INK = Method.DDPCR.value, Share.INK.value
 ON_PLATE = "reference on this plate"
 OWN_PLATES = "reference on the patient's plates"
 
@@ -189,7 +190,7 @@ def _marker_row(
     lam = None if count.positives >= count.accepted else poisson_lambda(*count.pair)
     return {
         "sample_id": ctx.info.sample_id,
-        "method": Method.DDPCR.value,
+        "method": _DDPCR,
         "marker": marker,
         "replicate": replicate,
         "sharing": sharing,
@@ -320,12 +321,8 @@ def _ink_rows(
                 part = Part(count, well.reference or reference_pool, use.part.k)
                 pct = point_estimate(part)
                 well_pcts.append(pct)
-            rows.append(
-                _marker_row(ctx, use.name, well.well, count, pct, well.exclusion, Share.INK.value)
-            )
-        pooled_row = _marker_row(
-            ctx, use.name, "pooled", use.part.marker, m_est.pct, None, Share.INK.value
-        )
+            rows.append(_marker_row(ctx, use.name, well.well, count, pct, well.exclusion, _INK))
+        pooled_row = _marker_row(ctx, use.name, "pooled", use.part.marker, m_est.pct, None, _INK)
         observed, n_marker = use.copies.observed, use.copies.n_marker
         if observed is not None and abs(observed / n_marker - 1.0) > CONTROL_OFF_TOLERANCE:
             normalised = m_est.pct * n_marker / observed

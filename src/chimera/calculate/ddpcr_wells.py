@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import polars as pl
 
@@ -29,9 +30,12 @@ from chimera.settings import DdpcrSettings
 from schemas.vocab import Role
 
 
-@dataclass(frozen=True, slots=True)
-class Count:
-    """Positive and accepted droplets of one target; droplet volume in nL."""
+class Count(NamedTuple):
+    """Positive and accepted droplets of one target; droplet volume in nL.
+
+    Counts, parts and estimates are named tuples: many are built per sample, cheaper than
+    dataclasses.
+    """
 
     positives: int
     accepted: int
@@ -60,8 +64,7 @@ class Well:
     """Why the well is left out (:func:`well_exclusion`), None when used."""
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(NamedTuple):
     """One marker's pooled counts, the reference counts of the same wells, and k = n_ref/n_M."""
 
     marker: Count
@@ -69,8 +72,7 @@ class Part:
     k: float
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(NamedTuple):
     """A pooled % genome estimate, its CI and the genome equivalents behind it."""
 
     pct: float

@@ -136,6 +136,8 @@ class PlateContext:
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
         self._carriage: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = {}
         self._holds: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self.blank_results: dict[tuple[str, str, str, str], list[float]] = {}
+        """% iNK of a DNA blank's marker wells by (blank, marker, calibrator, reference gene)."""
         self._sample_targets: dict[str, frozenset[str]] = {}
 
     def _add_no_template(self, well: QpcrWell) -> None:
