@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 import polars as pl
 
 from chimera.calculate import ddpcr, qpcr, str_chimerism, str_sources
-from chimera.calculate.common import sample_table
 from chimera.calculate.genomes import GenomeCall
 from chimera.calculate.limits import MARKER_COLUMNS, RESULT_COLUMNS, MethodOutput
 from chimera.calculate.qpcr_plate import carriage
@@ -172,20 +171,20 @@ def _pcr_output(
     own = registry.patient_samples(patient)["sample_id"]
     # Series, not frame filters: only the two key columns are read per patient (issue 12).
     sources, ids = observations["source_sha256"], observations["sample_id"]
-    plates = sources.filter(ids.is_in(own.implode()))
+    plates = sources.filter(ids.is_in(own.implode())).unique()
     product = _registered(samples)
     # The product's registered reference on the other plates ``observations`` hold (marker
     # carriage, ddPCR zygosity; :func:`_relevant`); every DNA sample on the plates gets its
     # manifest role (never the instrument's type).
-    on_plates = sources.is_in(plates.unique().implode()) | ids.is_in(product.implode())
+    on_plates = sources.is_in(plates.implode()) | ids.is_in(product.implode())
     cache = _plate_cache(inputs)
     others = cache.registry_table(registry).others(
-        ids.filter(on_plates).drop_nulls().to_list(),
+        ids.filter(on_plates).drop_nulls().unique().to_list(),
         exclude=set(samples["sample_id"].to_list()),
         roles=REPORTED_ROLES,
         lots=PRODUCT_ROLES,
     )
-    table = sample_table(samples) | others
+    table = cache.sample_table(samples) | others
     own_plates = set(plates.to_list())
     registered = tuple(sorted(product.to_list()))
     shas = sorted(sources.filter(on_plates).unique().to_list())

@@ -38,6 +38,8 @@ class RegistryTable:
     samples: pl.DataFrame
     infos: dict[str, SampleInfo]
     order: dict[str, int]
+    lots: dict[str, SampleInfo] = field(default_factory=dict)
+    """Product samples with their lot as ``product_lot`` (:meth:`others`), built once each."""
 
     @classmethod
     def of(cls, samples: pl.DataFrame) -> RegistryTable:
@@ -68,10 +70,16 @@ class RegistryTable:
             if info.role in roles:
                 continue
             if info.role in lots:
-                row = self.samples[self.order[sid]].with_columns(product_lot=pl.col("patient_id"))
-                info = sample_table(row)[sid]
+                info = self._as_lot(sid)
             found[sid] = info
         return found
+
+    def _as_lot(self, sid: str) -> SampleInfo:
+        """The product sample ``sid`` with its ``patient_id`` (its lot) as ``product_lot``."""
+        if sid not in self.lots:
+            row = self.samples[self.order[sid]].with_columns(product_lot=pl.col("patient_id"))
+            self.lots[sid] = sample_table(row)[sid]
+        return self.lots[sid]
 
 
 @dataclass
@@ -83,6 +91,7 @@ class PlateCache:
     _registered: tuple[Registry, RegistryTable] | None = None
     _qpcr: dict[tuple[str, Slice], PlateContext] = field(default_factory=dict)
     _ddpcr: dict[tuple[str, Slice], Plate] = field(default_factory=dict)
+    _samples: dict[int, tuple[pl.DataFrame, dict[str, SampleInfo]]] = field(default_factory=dict)
 
     def _own(self, registry: Registry, settings: object) -> None:
         """Start afresh when asked for another registry or settings than before."""
@@ -97,6 +106,16 @@ class PlateCache:
         if self._registered is None or self._registered[0] is not registry:
             self._registered = (registry, RegistryTable.of(registry.samples))
         return self._registered[1]
+
+    def sample_table(self, samples: pl.DataFrame) -> dict[str, SampleInfo]:
+        """:func:`sample_table` of one patient's ``samples`` frame, read once per frame.
+
+        Do not modify the table returned (it is shared by the patient's methods).
+        """
+        known = self._samples.get(id(samples))
+        if known is None or known[0] is not samples:
+            known = self._samples[id(samples)] = (samples, sample_table(samples))
+        return known[1]
 
     def qpcr(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from chimera.calculate.limits import limit_of_blank
 from chimera.calculate.stats import sample_sd, t_quantile
@@ -137,6 +137,29 @@ def log2_fraction(
     return (ct_m_c - ct_m_s) * math.log2(e_m) - (ct_r_c - ct_r_s) * math.log2(e_r)
 
 
+def blank_pct(
+    ct: float | None,
+    ct_reference: float,
+    ct_marker_calibrator: float,
+    ct_reference_calibrator: float,
+    e_m: float,
+    e_r: float,
+    ct_cutoff: float,
+) -> float:
+    """% iNK of one blank (LoB input) marker well: 0 when not amplified (censored, 3.4).
+
+    Examples
+    --------
+    >>> blank_pct(None, 24.0, 26.0, 25.0, 2.0, 2.0, 40.0), blank_pct(30.0, 24.0, 26.0, 25.0, 2.0, 2.0, 40.0)
+    (0.0, 3.125)
+    """
+    if ct is None or ct > ct_cutoff:
+        return 0.0
+    return pct_from_log2(
+        log2_fraction(ct, ct_reference, ct_marker_calibrator, ct_reference_calibrator, e_m, e_r)
+    )
+
+
 def se_delta_ct(*, sd_marker: float, n_marker: int, sd_reference: float, n_reference: int) -> float:
     """SE(ΔCt) = sqrt(SD_M^2 / n_M + SD_ref^2 / n_ref) (methods.md 3.3, error propagation).
 
@@ -174,9 +197,11 @@ def ci_pct_from_ddct(
     return pct_ink_ddct(delta_delta_ct + half_width), pct_ink_ddct(delta_delta_ct - half_width)
 
 
-@dataclass(frozen=True)
-class ReplicateSummary:
-    """Replicate Ct values of one target in one sample after the outlier rule (methods.md 3.3)."""
+class ReplicateSummary(NamedTuple):
+    """Replicate Ct values of one target in one sample after the outlier rule (methods.md 3.3).
+
+    A named tuple: one is built per sample x target of every plate, cheaper than a dataclass.
+    """
 
     n_total: int
     """Non-omitted replicate wells."""
@@ -225,24 +250,24 @@ def summarise_replicates(
     >>> summarise_replicates([None, 41.0], ct_cutoff=40, max_sd=0.5, min_replicates=2).n_amplified
     0
     """
-    amplified = tuple(i for i, ct in enumerate(cts) if ct is not None and ct <= ct_cutoff)
+    amplified = tuple([i for i, ct in enumerate(cts) if ct is not None and ct <= ct_cutoff])
     kept = amplified
     outlier: int | None = None
-    values = [cts[i] for i in kept]
-    sd = sample_sd([v for v in values if v is not None]) if len(values) >= 2 else None
+    numbers = [ct for ct in cts if ct is not None and ct <= ct_cutoff]
+    sd = sample_sd(numbers) if len(numbers) >= 2 else None
     if sd is not None and sd > max_sd and len(kept) >= 3:
-        median = statistics.median(v for v in values if v is not None)
+        median = statistics.median(numbers)
         outlier = max(kept, key=lambda i: (abs((cts[i] or 0.0) - median), i))
         kept = tuple(i for i in kept if i != outlier)
-        values = [cts[i] for i in kept]
-        sd = sample_sd([v for v in values if v is not None])
-    numbers = [v for v in values if v is not None]
+        numbers = [ct for i, ct in enumerate(cts) if i in kept and ct is not None]
+        sd = sample_sd(numbers)
     return ReplicateSummary(
         n_total=len(cts),
         amplified=amplified,
         kept=kept,
         outlier=outlier,
-        mean_ct=statistics.fmean(numbers) if numbers else None,
+        # statistics.fmean is this division of the correctly rounded sum.
+        mean_ct=math.fsum(numbers) / len(numbers) if numbers else None,
         sd_ct=sd,
         sd_above_limit=sd is not None and sd > max_sd,
         enough=len(kept) >= min_replicates,
@@ -260,10 +285,10 @@ def welch_dof(components: Iterable[tuple[float, float]]) -> float:
     4.0
     """
     items = [(v, d) for v, d in components if d > 0]
-    total = sum(v for v, _ in items)
-    denominator = sum(v * v / d for v, d in items)
+    total = sum([v for v, _ in items])
+    denominator = sum([v * v / d for v, d in items])
     if total <= 0 or denominator <= 0:
-        return float(max(1.0, sum(d for _, d in items)))
+        return float(max(1.0, sum([d for _, d in items])))
     return max(1.0, total * total / denominator)
 
 

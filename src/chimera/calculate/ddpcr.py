@@ -42,7 +42,6 @@ Rules recorded here [R]:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import polars as pl
 
@@ -254,29 +253,36 @@ def chimerism_on_plates(
     )
     owners = own_samples(table)
     shared = Shared()
+    own_of: dict[str, tuple[list[Plate], tuple[str, ...]]] = {}
 
-    def own_plates(patient: str) -> list[Plate]:
-        ids = owners.get(patient, set())
-        return [p for p in ordered if not ids.isdisjoint(p.dna)]
+    def own_plates(patient: str) -> tuple[list[Plate], tuple[str, ...]]:
+        """The patient's own plates and their ids, found once per patient."""
+        if patient not in own_of:
+            ids = owners.get(patient, set())
+            own = [p for p in ordered if not ids.isdisjoint(p.dna)]
+            own_of[patient] = own, tuple(p.plate for p in own)
+        return own_of[patient]
 
     def calls(genomes: PatientGenomes) -> Calls:
-        return _marker_calls(genomes, own_plates(genomes.patient_id), ordered, settings, screening)
+        own = own_plates(genomes.patient_id)[0]
+        return _marker_calls(genomes, own, ordered, settings, screening)
 
     for sample in post_dose_samples(post_dose, table, calls):
-        own = own_plates(sample.info.patient_id)
-        for plate in (p for p in ordered if sample.info.sample_id in p.dna):
+        own, own_key = own_plates(sample.info.patient_id)
+        for plate in (p for p in own if sample.info.sample_id in p.dna):
             context = SampleContext(
                 info=sample.info,
                 genomes=sample.genomes,
                 calls=sample.calls,
                 plate=plate,
                 own=own,
+                own_key=own_key,
                 plates=ordered,
                 settings=settings,
                 notes=[sample.note] if sample.note else [],
                 shared=shared,
             )
             result, detail = evaluate_sample(context)
-            results.append(replace(result, source_sha256=plate.plate))
+            results.append(result)
             rows.extend(detail)
     return MethodOutput(results=results_frame(results), markers=markers_frame(rows))

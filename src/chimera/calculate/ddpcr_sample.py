@@ -58,6 +58,7 @@ CONTROL_OFF_TOLERANCE = 0.10
 """A reference reading its marker copies more than this relatively off n_M "reads off" [R]."""
 
 Row = dict[str, object]
+_DDPCR, _INK = Method.DDPCR.value, Share.INK.value
 ON_PLATE = "reference on this plate"
 OWN_PLATES = "reference on the patient's plates"
 
@@ -80,6 +81,8 @@ class SampleContext:
     plate: Plate
     own: Sequence[Plate]
     """The patient's own plates (holding any of their samples)."""
+    own_key: tuple[str, ...]
+    """The plate ids of ``own``."""
     plates: Sequence[Plate]
     """Every plate: the own plates and the registered reference's wells on the others."""
     settings: DdpcrSettings
@@ -127,7 +130,7 @@ def _reference_ids(genomes: PatientGenomes, share: Share) -> tuple[str, ...]:
 def _copies(ctx: SampleContext, name: str, share: Share) -> _Copies | None:
     """:func:`_plate_copies`, found once per plate of the calculation."""
     ids = _reference_ids(ctx.genomes, share)
-    key = (ctx.plate.plate, name, share, ids, tuple(p.plate for p in ctx.own))
+    key = (ctx.plate.plate, name, share, ids, ctx.own_key)
     if key not in ctx.shared.copies:
         ctx.shared.copies[key] = _plate_copies(ctx, name, share)
     return ctx.shared.copies[key]
@@ -187,7 +190,7 @@ def _marker_row(
     lam = None if count.positives >= count.accepted else poisson_lambda(*count.pair)
     return {
         "sample_id": ctx.info.sample_id,
-        "method": Method.DDPCR.value,
+        "method": _DDPCR,
         "marker": marker,
         "replicate": replicate,
         "sharing": sharing,
@@ -210,7 +213,7 @@ def _failed(
         for name, count in sorted(well.markers.items())
     ]
     result = failed_result(ctx.info.sample_id, Method.DDPCR, [reason, *review, *ctx.notes])
-    return replace(result, genome_model=ctx.genomes.model), rows
+    return replace(result, genome_model=ctx.genomes.model, source_sha256=ctx.plate.plate), rows
 
 
 def _saturation(ctx: SampleContext, included: Sequence[Well]) -> list[str]:
@@ -294,14 +297,22 @@ def _limits(
 
 
 def _ink_rows(
-    ctx: SampleContext, ink: Sequence[_Used], reference_pool: Count, notes: list[str]
+    ctx: SampleContext,
+    ink: Sequence[_Used],
+    reference_pool: Count,
+    notes: list[str],
+    pooled_estimate: Estimate,
 ) -> tuple[list[Row], dict[str, Estimate]]:
-    """Per-well and pooled rows of the iNK markers; notes on spread and control reading."""
+    """Per-well and pooled rows of the iNK markers; notes on spread and control reading.
+
+    ``pooled_estimate`` is the estimate of every iNK marker pooled (one marker's own estimate).
+    """
     confidence = ctx.settings.confidence
     rows: list[Row] = []
     per_marker: dict[str, Estimate] = {}
     for use in ink:
-        per_marker[use.name] = m_est = estimate([use.part], confidence=confidence)
+        m_est = pooled_estimate if len(ink) == 1 else estimate([use.part], confidence=confidence)
+        per_marker[use.name] = m_est
         well_pcts: list[float] = []
         for well in (w for w in ctx.wells if use.name in w.markers):
             count = well.markers[use.name]
@@ -310,12 +321,8 @@ def _ink_rows(
                 part = Part(count, well.reference or reference_pool, use.part.k)
                 pct = point_estimate(part)
                 well_pcts.append(pct)
-            rows.append(
-                _marker_row(ctx, use.name, well.well, count, pct, well.exclusion, Share.INK.value)
-            )
-        pooled_row = _marker_row(
-            ctx, use.name, "pooled", use.part.marker, m_est.pct, None, Share.INK.value
-        )
+            rows.append(_marker_row(ctx, use.name, well.well, count, pct, well.exclusion, _INK))
+        pooled_row = _marker_row(ctx, use.name, "pooled", use.part.marker, m_est.pct, None, _INK)
         observed, n_marker = use.copies.observed, use.copies.n_marker
         if observed is not None and abs(observed / n_marker - 1.0) > CONTROL_OFF_TOLERANCE:
             normalised = m_est.pct * n_marker / observed
@@ -407,7 +414,7 @@ def evaluate_sample(ctx: SampleContext) -> tuple[SampleResult, list[Row]]:
     detected, lod_pct, loq_pct, lob = _limits(ctx, ink, est)
     if lob > 0:
         notes.append(f"LoB {lob} positive droplets (blank false-positive background)")
-    rows, per_marker = _ink_rows(ctx, ink, reference_pool, notes)
+    rows, per_marker = _ink_rows(ctx, ink, reference_pool, notes, est)
     rows.extend(_other_rows(ctx, used, unused, sharing))
     if len(per_marker) >= 2:
         spread = ", ".join(f"{n} {_fmt(e.pct)} %" for n, e in per_marker.items())
@@ -432,5 +439,6 @@ def evaluate_sample(ctx: SampleContext) -> tuple[SampleResult, list[Row]]:
         genome_model=ctx.genomes.model,
         recipient=recipient,
         hsct_donor=hsct,
+        source_sha256=ctx.plate.plate,
     )
     return result, rows

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import polars as pl
 
@@ -29,9 +30,12 @@ from chimera.settings import DdpcrSettings
 from schemas.vocab import Role
 
 
-@dataclass(frozen=True, slots=True)
-class Count:
-    """Positive and accepted droplets of one target; droplet volume in nL."""
+class Count(NamedTuple):
+    """Positive and accepted droplets of one target; droplet volume in nL.
+
+    Counts, parts and estimates are named tuples: many are built per sample, cheaper than
+    dataclasses.
+    """
 
     positives: int
     accepted: int
@@ -60,8 +64,7 @@ class Well:
     """Why the well is left out (:func:`well_exclusion`), None when used."""
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(NamedTuple):
     """One marker's pooled counts, the reference counts of the same wells, and k = n_ref/n_M."""
 
     marker: Count
@@ -69,8 +72,7 @@ class Part:
     k: float
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(NamedTuple):
     """A pooled % genome estimate, its CI and the genome equivalents behind it."""
 
     pct: float
@@ -90,8 +92,12 @@ def pooled(counts: Iterable[Count]) -> Count | None:
     items = list(counts)
     if not items:
         return None
+    if len(items) == 1:
+        only = items[0]
+        volume = only.volume_nl * only.accepted / only.accepted if only.accepted else 0.0
+        return Count(only.positives, only.accepted, volume)
     accepted = sum(c.accepted for c in items)
-    volume = sum(c.volume_nl * c.accepted for c in items) / accepted if accepted else 0.0
+    volume = sum([c.volume_nl * c.accepted for c in items]) / accepted if accepted else 0.0
     return Count(sum(c.positives for c in items), accepted, volume)
 
 
@@ -189,13 +195,13 @@ def collect_wells(frame: pl.DataFrame, settings: DdpcrSettings) -> list[Well]:
         "sample_type", "accepted_droplets", "positives", "droplet_volume_nl",
     )  # fmt: skip
     rows = frame.select(columns).rows()
-    present = {(p, w, target_key(t, c)) for p, w, t, c, merged, *_ in rows if not merged}
+    keys = [target_key(t, c) for _, _, t, c, *_ in rows]
+    present = {(r[0], r[1], k) for r, k in zip(rows, keys, strict=True) if not r[4]}
     references: dict[str | None, bool] = {}
     wells: dict[tuple[str, str], Well] = {}
-    for row in rows:
-        plate, name, target, channel, merged, members_text, sample_id, kind = row[:8]
+    for row, key in zip(rows, keys, strict=True):
+        plate, name, target, _, merged, members_text, sample_id, kind = row[:8]
         accepted, positives, volume = row[8:]
-        key = target_key(target, channel)
         if merged:
             members = [m.strip() for m in (members_text or "").split(",") if m.strip()]
             if any((plate, m, key) in present for m in members):
@@ -262,6 +268,8 @@ class Plate:
     """:func:`marker_counts` of (marker, sample ids) on this plate alone, found once."""
     blanks_of: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = field(default_factory=dict)
     """:func:`blank_counts` of (marker, genomic blank ids), found once."""
+    holds_of: dict[tuple[str, tuple[str, ...]], bool] = field(default_factory=dict)
+    """:func:`holds` of (marker, sample ids) on this plate alone, found once."""
 
     @cached_property
     def dna_markers(self) -> frozenset[str]:
@@ -352,7 +360,16 @@ def blank_counts(plate: Plate, name: str, blank_ids: tuple[str, ...]) -> tuple[i
 
 def holds(name: str, ids: Sequence[str], plates: Sequence[Plate]) -> bool:
     """Whether ``plates`` hold a well of ``ids`` with marker ``name`` (usable or not)."""
-    return any(name in w.targets for p in plates for sid in ids for w in p.dna.get(sid, []))
+    key = (name, tuple(ids))
+    for plate in plates:
+        found = plate.holds_of.get(key)
+        if found is None:
+            found = plate.holds_of[key] = any(
+                name in w.targets for sid in ids for w in plate.dna.get(sid, [])
+            )
+        if found:
+            return True
+    return False
 
 
 def own_scope(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Literal
 
@@ -31,6 +32,7 @@ MIN_CARRIER_COPIES = 0.5
 """Fewer marker copies per genome than this: the genome does not carry the marker [R]."""
 
 
+@lru_cache(maxsize=64)
 def z_value(confidence: float) -> float:
     """Two-sided normal quantile; exactly 1.96 for 95 % as Bio-Rad and popPCR print it.
 

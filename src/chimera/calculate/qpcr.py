@@ -194,13 +194,21 @@ def chimerism_on_plates(
         sid for sid, info in table.items() if info.role == Role.POST_DOSE and sid in on_plates
     )
     owners = own_samples(table)
+    own_of: dict[str, list[PlateContext]] = {}
+
+    def own_plates(patient: str) -> list[PlateContext]:
+        """The patient's own plates (holding any of their samples), found once per patient."""
+        if patient not in own_of:
+            ids = owners.get(patient, set())
+            own_of[patient] = [c for c in ordered if not c.samples.isdisjoint(ids)]
+        return own_of[patient]
 
     def calls(genomes: PatientGenomes) -> Calls:
-        own = [c for c in ordered if not c.samples.isdisjoint(owners.get(genomes.patient_id, ()))]
-        return marker_calls(genomes, ordered, own)
+        return marker_calls(genomes, ordered, own_plates(genomes.patient_id))
 
     for sample in post_dose_samples(post_dose, table, calls):
-        for context in (c for c in ordered if sample.info.sample_id in c.samples):
+        own = own_plates(sample.info.patient_id)
+        for context in (c for c in own if sample.info.sample_id in c.samples):
             result, detail = evaluate(
                 SampleOnPlate(
                     sample_id=sample.info.sample_id,

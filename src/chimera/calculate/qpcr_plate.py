@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from functools import partial
 from itertools import repeat
 from typing import NamedTuple
 
@@ -93,9 +94,9 @@ class PlateContext:
         columns = ordered.to_dict(as_series=False)
         keys = list(zip(columns["sample_id"], columns["task"], strict=True))
         kinds = {key: is_no_template(table.get(key[0] or ""), *key) for key in set(keys)}
-        # ``_make`` builds each tuple in C (no per-well Python ``__new__``).
+        # ``tuple.__new__`` builds each tuple in C (no per-well Python ``__new__``/``_make``).
         wells = map(
-            QpcrWell._make,
+            partial(tuple.__new__, QpcrWell),
             zip(
                 repeat(plate),
                 columns["sample_id"],
@@ -106,11 +107,15 @@ class PlateContext:
                 map(kinds.__getitem__, keys),
             ),
         )
+        with_omitted: set[tuple[str | None, str | None]] = set()
         for well in wells:
             if well.no_template:
                 self._add_no_template(well)
             else:
-                self.by_sample_target[(well.sample_id, well.target)].append(well)
+                key = (well.sample_id, well.target)
+                self.by_sample_target[key].append(well)
+                if well.omitted:
+                    with_omitted.add(key)
         self.samples = {s for s, _ in self.by_sample_target if s is not None}
         self.well_counts: dict[str | None, int] = defaultdict(int)
         """Wells (omitted ones too) of each sample on the plate."""
@@ -121,9 +126,7 @@ class PlateContext:
                 self._targets_of[sample_id].append(target)
         # A group without an omitted well is its own list of valid wells (not copied).
         self._valid = {
-            key: [w for w in group if not w.omitted]
-            for key, group in self.by_sample_target.items()
-            if any(w.omitted for w in group)
+            key: [w for w in self.by_sample_target[key] if not w.omitted] for key in with_omitted
         }
         self._factors = _factors(
             zip(columns["target"], columns["slope"], columns["efficiency_pct"], strict=True)
@@ -132,6 +135,10 @@ class PlateContext:
         self._cutoff_cache: dict[str | None, float] = {}
         self._summaries: dict[tuple[str, str, str | None], ReplicateSummary] = {}
         self._carriage: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = {}
+        self._holds: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self.blank_results: dict[tuple[str, str, str, str], list[float]] = {}
+        """% iNK of a DNA blank's marker wells by (blank, marker, calibrator, reference gene)."""
+        self._sample_targets: dict[str, frozenset[str]] = {}
 
     def _add_no_template(self, well: QpcrWell) -> None:
         self.no_template[well.target].append(well)
@@ -171,9 +178,12 @@ class PlateContext:
     def summary(self, sample_id: str, target: str) -> ReplicateSummary:
         """Replicate summary (methods.md 3.3) of one sample and target on this plate."""
         key = (sample_id, target, None)
-        if key not in self._summaries:
-            self._summaries[key] = self._summarise([w.ct for w in self.wells(sample_id, target)])
-        return self._summaries[key]
+        found = self._summaries.get(key)
+        if found is None:
+            found = self._summaries[key] = self._summarise(
+                [w.ct for w in self.wells(sample_id, target)]
+            )
+        return found
 
     def reference_summary(self, sample_id: str, reference: str, marker: str) -> ReplicateSummary:
         """Reference-gene replicates paired with a marker: the same wells when multiplexed.
@@ -212,10 +222,11 @@ class PlateContext:
     def carriage_counts(self, target: str, ids: tuple[str, ...]) -> tuple[int, int]:
         """(wells, wells before the blank cut-off) of ``ids`` for ``target`` on this plate."""
         key = (target, ids)
-        if key not in self._carriage:
+        found = self._carriage.get(key)
+        if found is None:
             wells = [w for sample_id in ids for w in self.wells(sample_id, target)]
-            self._carriage[key] = len(wells), sum(self.above_blank(w) for w in wells)
-        return self._carriage[key]
+            found = self._carriage[key] = len(wells), sum(self.above_blank(w) for w in wells)
+        return found
 
     def reference_target(self, sample_id: str) -> str | None:
         """Return the first configured reference gene this sample has wells for on this plate."""
@@ -230,6 +241,21 @@ class PlateContext:
         """Every target name on the plate (shared: do not modify the set)."""
         return self._targets
 
+    def sample_targets(self, sample_id: str) -> frozenset[str]:
+        """The targets one sample has wells (omitted ones too) of on this plate."""
+        found = self._sample_targets.get(sample_id)
+        if found is None:
+            found = self._sample_targets[sample_id] = frozenset(self._targets_of.get(sample_id, ()))
+        return found
+
+    def holds_any(self, target: str, ids: tuple[str, ...]) -> bool:
+        """Whether the plate holds a well (omitted ones too) of any of ``ids`` for ``target``."""
+        key = (target, ids)
+        found = self._holds.get(key)
+        if found is None:
+            found = self._holds[key] = any(self.has_wells(sid, target) for sid in ids)
+        return found
+
 
 def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> GenomeCall:
     """A reference genome's carriage of a marker from its wells on the plates passed in.
@@ -239,10 +265,11 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
     Otherwise ambiguous.
     """
     n = k = 0
-    for context in contexts:
-        wells, amplified = context.carriage_counts(target, tuple(ids))
-        n += wells
-        k += amplified
+    key = tuple(ids)
+    for context in contexts if key else ():
+        counts = context._carriage.get((target, key)) or context.carriage_counts(target, key)
+        n += counts[0]
+        k += counts[1]
     if n == 0:
         return UNTESTED
     if k == 0:
@@ -253,7 +280,8 @@ def carriage(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) 
 
 def holds(target: str, ids: Sequence[str], contexts: Sequence[PlateContext]) -> bool:
     """Whether any of ``contexts`` holds a well (omitted ones too) of ``ids`` for ``target``."""
-    return any(c.has_wells(sid, target) for c in contexts for sid in ids)
+    key = tuple(ids)
+    return bool(key) and any(c.holds_any(target, key) for c in contexts)
 
 
 def marker_calls(

@@ -10,10 +10,12 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from chimera.calculate.common import PRODUCT_ROLES, SampleInfo
 from chimera.calculate.ddct import (
     ReplicateSummary,
+    blank_pct,
     ci_pct_from_ddct,
     log2_fraction,
     pct_from_log2,
@@ -36,7 +38,7 @@ from chimera.calculate.limits import (
     failed_result,
     limit_of_blank,
 )
-from chimera.calculate.qpcr_plate import PlateContext, QpcrWell
+from chimera.calculate.qpcr_plate import PlateContext
 from chimera.calculate.stats import sample_sd, t_quantile
 from chimera.settings import QpcrSettings
 from schemas.vocab import GenomeModel
@@ -66,8 +68,7 @@ class SampleOnPlate:
         return self.context.settings
 
 
-@dataclass(frozen=True)
-class MarkerEstimate:
+class MarkerEstimate(NamedTuple):
     """One marker on one plate: log2 fraction of its genome, its SE and degrees of freedom."""
 
     marker: str
@@ -180,9 +181,11 @@ def _add_rows(
 ) -> None:
     context = sample.context
     valid = context.wells(sample.sample_id, target)
-    position = {id(w): i for i, w in enumerate(valid)}
-    for well in context.all_wells(sample.sample_id, target):
-        index = position.get(id(well))
+    every = context.all_wells(sample.sample_id, target)
+    # Without omitted wells the valid wells are every well, in order.
+    position = None if len(valid) == len(every) else {id(w): i for i, w in enumerate(valid)}
+    for i, well in enumerate(every):
+        index = i if position is None else position.get(id(well))
         why = reason
         if why is None:
             if well.omitted:
@@ -277,30 +280,33 @@ def _collect_blanks(
 
     Blanks on this plate: its no-template wells and the genomic 0 % iNK samples.
     """
-    context, settings = sample.context, sample.settings
+    context, cutoff = sample.context, sample.settings.ct_cutoff
     dna_blanks = [b for b in sample.blank_ids if b in context.samples]
+    sample_ct, found = sample_ref.mean_ct, evaluation.blanks_pct
     for marker, (share, _) in sorted(sample.calls.items()):
         cal = context.summary(calibrator.sample_id, marker)
         if share is not Share.INK or cal.mean_ct is None or calibrator.reference.mean_ct is None:
             continue
         e_m, e_r = _marker_factors(context, marker, reference)
-        wells: list[tuple[QpcrWell, float | None]] = [
-            (w, sample_ref.mean_ct) for w in context.blank_wells(marker)
-        ]
+        scale = (cal.mean_ct, calibrator.reference.mean_ct, e_m, e_r)
+        if sample_ct is not None:
+            found.extend(
+                blank_pct(w.ct, sample_ct, *scale, cutoff) for w in context.blank_wells(marker)
+            )
         for blank in dna_blanks:
             own = context.summary(blank, reference).mean_ct
-            ref_ct = own if own is not None else sample_ref.mean_ct
-            wells.extend((w, ref_ct) for w in context.wells(blank, marker))
-        for well, ref_ct in wells:
-            if ref_ct is None:
-                continue
-            if well.ct is None or well.ct > settings.ct_cutoff:
-                evaluation.blanks_pct.append(0.0)
-            else:
-                log2_f = log2_fraction(
-                    well.ct, ref_ct, cal.mean_ct, calibrator.reference.mean_ct, e_m, e_r
-                )
-                evaluation.blanks_pct.append(pct_from_log2(log2_f))
+            if own is None and sample_ct is not None:
+                wells = context.wells(blank, marker)
+                found.extend(blank_pct(w.ct, sample_ct, *scale, cutoff) for w in wells)
+            elif own is not None:
+                # With its own reference Ct a DNA blank reads alike for every sample of a plate.
+                key = (blank, marker, calibrator.sample_id, reference)
+                if key not in context.blank_results:
+                    wells = context.wells(blank, marker)
+                    context.blank_results[key] = [
+                        blank_pct(w.ct, own, *scale, cutoff) for w in wells
+                    ]
+                found.extend(context.blank_results[key])
 
 
 def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
@@ -326,9 +332,8 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
     if failure:
         evaluation.failures.append(failure)
         return
-    measured = {
-        share for m, (share, _) in sample.calls.items() if share and context.has_wells(sid, m)
-    }
+    has_wells = context.sample_targets(sid)
+    measured = {share for m, (share, _) in sample.calls.items() if share and m in has_wells}
     calibrators: dict[Share, _Calibrator] = {}
     for wanted in sorted(measured | {Share.INK}):
         calibrator, absent = _calibrator(sample, wanted, reference)
@@ -343,7 +348,7 @@ def _evaluate_plate(sample: SampleOnPlate, evaluation: _Evaluation) -> None:
     if ref_summary.sd_above_limit:
         evaluation.reviews.append(f"reference {reference} replicate SD above limit")
     for marker, (share, reason) in sorted(sample.calls.items()):
-        if not context.has_wells(sid, marker):
+        if marker not in has_wells:
             continue
         summary = context.summary(sid, marker)
         if share is None or share not in calibrators:

@@ -66,12 +66,12 @@ def sample_sd(values: Sequence[float]) -> float:
         raise ValueError(msg)
     ratios = [value.as_integer_ratio() for value in values]
     n = len(ratios)
-    scale = max(d for _, d in ratios)  # powers of two: each divides the largest
+    scale = max([d for _, d in ratios])  # powers of two: each divides the largest
     scaled = [p * (scale // d) for p, d in ratios]
     total = sum(scaled)
     # Σ(x - x̄)² / (n - 1) = (n·ΣX² - (ΣX)²) / (n·(n - 1)·D²) with X = x·D integers.
     return _sqrt_of_fraction(
-        n * sum(x * x for x in scaled) - total * total, n * (n - 1) * scale * scale
+        n * sum([x * x for x in scaled]) - total * total, n * (n - 1) * scale * scale
     )
 
 
