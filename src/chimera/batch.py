@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Container, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -358,28 +357,14 @@ class IngestBatch:
         """Write raw-row files (table, source, rows, the name a failure gives), each atomically.
 
         The files are independent (one per source): a big batch (``scale.pool_min_files``
-        files) writes them in ``scale.workers`` threads, as a Parquet write and its fsync
-        release the GIL. The first failure in order stops the flush; writes not started are
-        dropped (a re-run finds the written files and writes nothing again).
+        files) writes them in threads (:meth:`chimera.warehouse.Warehouse.store_each`).
         """
-        scale = self.settings.scale
-        threads = min(scale.workers, len(parts)) if len(parts) >= scale.pool_min_files else 1
-        if threads <= 1:
-            for table, sha, rows, name in parts:
-                with writing(name):
-                    self.warehouse.store(table, sha, rows)
-            return
-        with ThreadPoolExecutor(threads, thread_name_prefix="chimera-flush") as pool:
-            futures = [
-                pool.submit(self.warehouse.store, table, sha, rows) for table, sha, rows, _ in parts
-            ]
-            try:
-                for (_, _, _, name), future in zip(parts, futures, strict=True):
-                    with writing(name):
-                        future.result()
-            except StorageFailure:
-                pool.shutdown(cancel_futures=True)
-                raise
+        threads = self.settings.scale.write_threads(len(parts), self.settings.scale.pool_min_files)
+        written = self.warehouse.store_each([part[:3] for part in parts], threads=threads)
+        for *_, name in parts:
+            with writing(name):
+                next(written)
+        next(written, None)  # the writer threads end here
 
 
 def _place(placement: Placement, settings: Settings) -> FileOutcome:

@@ -261,8 +261,9 @@ def recompute_patients(
             sorted(todo - series_ids(registry)), job, registry, inputs, cache, pool
         )
         chimerism, markers = finish_patients(found, registry, settings)
-        warehouse.write_parts(CHIMERISM, chimerism)
-        warehouse.write_parts(MARKERS, markers)
+        threads = settings.scale.write_threads(len(chimerism), settings.scale.pool_min_patients)
+        warehouse.write_parts(CHIMERISM, chimerism, threads=threads)
+        warehouse.write_parts(MARKERS, markers, threads=threads)
         cache.save()
     warehouse.clear_dirty(todo)
 

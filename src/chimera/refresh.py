@@ -115,13 +115,16 @@ def refresh_patients(
             if (part := warehouse.read_part(CHIMERISM, patient)) is not None
         }
         cd = settings.alerts.critical_difference
+        threads = settings.scale.write_threads(len(chimerism), settings.scale.pool_min_patients)
         trend_parts = warehouse.write_parts(
             TRENDS,
             per_patient(chimerism, lambda rows: trends.build_trend_table(rows, infusions, cd=cd)),
+            threads=threads,
         )
         warehouse.write_parts(
             KINETICS,
             per_patient(trend_parts, lambda rows: kinetics.compute_kinetics(rows, infusions)),
+            threads=threads,
         )
         all_kinetics = warehouse.read(KINETICS)
         if all_kinetics.height:

@@ -227,6 +227,10 @@ class ScaleSettings:
     pool_min_patients: int = 40
     """A rebuild of at least this many patients computes them in the pool."""
 
+    def write_threads(self, files: int, at_least: int) -> int:
+        """Threads that write ``files`` independent Parquet files: ``workers`` from ``at_least``."""
+        return min(self.workers, files) if files >= at_least else 1
+
 
 @dataclass(frozen=True)
 class Settings:

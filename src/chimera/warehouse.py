@@ -36,7 +36,8 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -388,12 +389,13 @@ class Warehouse:
         return valid
 
     def write_parts(
-        self, table: Table, parts: Mapping[str, pl.DataFrame]
+        self, table: Table, parts: Mapping[str, pl.DataFrame], *, threads: int = 1
     ) -> dict[str, pl.DataFrame]:
         """:meth:`write` many files of one table, validating all their rows in one pass.
 
         ``parts`` maps each key (patient, source) to its rows; an empty frame removes the file.
         Nothing is written unless every part meets the contract. Returns the rows as stored.
+        ``threads``: see :meth:`store_each`.
 
         Raises
         ------
@@ -401,7 +403,7 @@ class Warehouse:
             When a part breaks the contract (naming that part; nothing is written).
         """
         valid = self.validate_parts(table, parts)
-        self.store_parts(table, valid)
+        self.store_parts(table, valid, threads=threads)
         return valid
 
     def validate_parts(
@@ -423,10 +425,39 @@ class Warehouse:
         checked = dict(zip(filled, valid, strict=True))
         return {key: checked.get(key, frame) for key, frame in parts.items()}
 
-    def store_parts(self, table: Table, parts: Mapping[str, pl.DataFrame]) -> None:
+    def store_parts(
+        self, table: Table, parts: Mapping[str, pl.DataFrame], *, threads: int = 1
+    ) -> None:
         """Write parts :meth:`validate_parts` returned, one atomic file each."""
-        for key, frame in parts.items():
-            self.store(table, key, frame)
+        items = [(table, key, frame) for key, frame in parts.items()]
+        for _ in self.store_each(items, threads=threads):
+            pass
+
+    def store_each(
+        self, items: Sequence[tuple[Table, str, pl.DataFrame]], *, threads: int = 1
+    ) -> Iterator[None]:
+        """:meth:`store` each (table, key, rows); yields once per item, in order, once it is written.
+
+        The files are independent, so with ``threads`` > 1 they are written in that many threads
+        (a Parquet write and its fsync release the GIL). An item's error is raised where it is
+        yielded: the first failure in order stops the rest; writes not yet started are dropped
+        (each file is atomic, so a re-run finds the written ones).
+        """
+        if threads <= 1 or len(items) <= 1:
+            for table, key, frame in items:
+                self.store(table, key, frame)
+                yield
+            return
+        with ThreadPoolExecutor(
+            min(threads, len(items)), thread_name_prefix="chimera-write"
+        ) as pool:
+            futures = [pool.submit(self.store, *item) for item in items]
+            try:
+                for future in futures:
+                    future.result()
+                    yield
+            finally:
+                pool.shutdown(cancel_futures=True)
 
     def store(self, table: Table, key: str, frame: pl.DataFrame) -> None:
         """Atomically (re)write ``<table>/<key>.parquet`` with validated rows (none: remove it)."""

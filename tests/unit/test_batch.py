@@ -479,7 +479,7 @@ def test_a_big_batch_writes_its_raw_files_in_threads_and_names_the_first_failure
         with pytest.raises(StorageFailure, match=re.escape("plate5.txt: the disk is full")):
             batch._store(parts)
         assert {f"sha{i}" for i in range(5)} <= set(written)
-        assert all(name.startswith("chimera-flush") for name in written.values())
+        assert all(name.startswith("chimera-write") for name in written.values())
         written.clear()
         batch._store(parts[:2])  # below the threshold: in this thread
         assert set(written.values()) == {threading.current_thread().name}
