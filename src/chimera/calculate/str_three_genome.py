@@ -27,11 +27,12 @@ from chimera.calculate.str_profiles import (
     shift_allele,
 )
 from chimera.calculate.stutter import (
+    LocusPeaks,
     LocusStutter,
-    correct_stutter,
+    UniqueAllele,
     genome_alleles,
-    unexplained_alleles,
-    unique_alleles_of,
+    unexplained_many,
+    unique_alleles_many,
 )
 from chimera.calculate.stutter_ratios import StutterLookup
 from chimera.settings import StrSettings
@@ -253,28 +254,31 @@ def evaluate_three_genome_many(
                 row["exclusion_reason"] = f"no {' or '.join(missing)} reference call"
             continue
         expected = frozenset().union(*typed.values())
-        observed = [dict(signals.get(key, {})) for _, signals, _ in profiles]
         stutters = [lookup.at(name) for _, _, lookup in profiles]
-        corrected = [
-            correct_stutter(seen, expected, stutter)
-            for seen, stutter in zip(observed, stutters, strict=True)
-        ]
+        peaks = LocusPeaks([signals.get(key, _NO_PEAKS) for _, signals, _ in profiles], expected)
+        matrix = peaks.corrected(stutters)
+        corrected = peaks.as_dicts(matrix)
         fractions = locus_fractions_many([typed[g] for g in GENOME_ORDER], corrected)
         genomes = genome_alleles({g.value: a for g, a in typed.items()})
         locus = LocusGenotypes(name, expected, _stutter_positions(typed), sex_marker=key in sex,
                        genomes=genomes)  # fmt: skip
+        uniques = unique_alleles_many(genomes, peaks, matrix, stutters)
+        unexpected = unexplained_many(name, peaks, matrix, stutters, settings=settings)
         for i, work in enumerate(works):
-            _locus_row(work, rows[i], locus, observed[i], corrected[i], stutters[i], fractions[i],
+            work.unexpected += unexpected[i]
+            _locus_row(work, rows[i], locus, uniques[i], stutters[i], fractions[i],
                        settings=settings)  # fmt: skip
     return works
+
+
+_NO_PEAKS: dict[str, float] = {}
 
 
 def _locus_row(
     work: SampleWork,
     row: dict[str, object],
     locus: LocusGenotypes,
-    observed: Mapping[str, float],
-    corrected: Mapping[str, float],
+    unique: list[UniqueAllele],
     stutter: LocusStutter,
     fractions: LocusFractions,
     *,
@@ -284,16 +288,12 @@ def _locus_row(
     name, near = locus.name, locus.near
     pct, total, which = fractions
     values = {g: p for g, p in zip(GENOME_ORDER, pct, strict=True) if p is not None}
-    unique = unique_alleles_of(locus.genomes, corrected, stutter)
     row.update(
         sharing=_sharing(values),
         signal_ink=sum(u.signal for u in unique if u.genome == Genome.INK),
         signal_total=total,
         pct_ink=values.get(Genome.INK),
         stutter_ratio=stutter.back if settings.stutter_correction else None,
-    )
-    work.unexpected += unexplained_alleles(
-        name, locus.parents, observed, corrected, stutter, settings=settings
     )
     reason = _not_used(informative=any(which), sex_marker=locus.sex_marker, total=total)
     if reason is not None:
