@@ -229,12 +229,14 @@ def _exclude_unreliable_stutter(work: SampleWork, *, settings: StrSettings) -> l
         for locus, alleles in uncertain:
             if genome not in locus.values:
                 continue
-            scored = [
-                (u.stutter_severity(share, locus.total), u) for u in alleles if u.genome == genome
-            ]
-            worst = max(scored, default=None, key=lambda item: item[0])
-            if worst is not None and worst[0] > limit:
-                flagged.append((worst[0], locus, worst[1]))
+            worst, worst_allele = None, None  # the first most severe of the genome's alleles
+            for u in alleles:
+                if u.genome == genome:
+                    severity = u.stutter_severity(share, locus.total)
+                    if worst is None or severity > worst:
+                        worst, worst_allele = severity, u
+            if worst is not None and worst > limit:
+                flagged.append((worst, locus, worst_allele))
         room = len(values) - settings.min_informative_loci
         flagged.sort(key=lambda item: -item[0])
         for rank, (_, locus, allele) in enumerate(flagged):
@@ -376,12 +378,16 @@ def _finish_rows(work: SampleWork) -> None:
     """Write each locus's inclusion and per-genome values and exclusions into its marker row."""
     columns = {Genome.RECIPIENT: "pct_recipient", Genome.HSCT_DONOR: "pct_hsct_donor"}
     for locus in work.loci:
-        row = locus.row
-        row["included"] = Genome.INK in locus.values and Genome.INK not in locus.excluded
-        reasons = [row["exclusion_reason"]] if row.get("exclusion_reason") else []
-        for genome, reason in locus.excluded.items():
-            reasons.append(reason if genome is Genome.INK else f"{genome}: {reason}")
-        row["exclusion_reason"] = "; ".join(str(r) for r in reasons) or None
+        row, excluded = locus.row, locus.excluded
+        row["included"] = Genome.INK in locus.values and Genome.INK not in excluded
+        reason = row.get("exclusion_reason")
+        if excluded:
+            reasons = [reason] if reason else []
+            for genome, why in excluded.items():
+                reasons.append(why if genome is Genome.INK else f"{genome}: {why}")
+            row["exclusion_reason"] = "; ".join(str(r) for r in reasons)
+        else:
+            row["exclusion_reason"] = str(reason) if reason else None
         if work.model is GenomeModel.THREE_GENOME:
             for genome, column in columns.items():
                 row[column] = locus.values.get(genome)

@@ -245,27 +245,36 @@ def reference_genotypes(
 def _reference_genotypes(
     peaks: pl.DataFrame, sample_ids: Sequence[str], *, settings: StrSettings
 ) -> Genotypes | None:
-    per_sample: list[dict[str, set[str]]] = []
-    names: dict[str, str] = {}
-    for sample_id in sorted(set(sample_ids)):
-        own = peaks.filter(pl.col("sample_id") == sample_id)
-        if own.height == 0:
-            continue
-        calls = call_genotype(own.lazy(), settings=settings).collect()
-        alleles: dict[str, set[str]] = {}
-        for marker, allele in calls.iter_rows():
-            key = marker_key(marker)
-            names.setdefault(key, marker)
-            alleles.setdefault(key, set()).add(allele)
-        per_sample.append(alleles)
+    ids = sorted(set(sample_ids))
+    rows = peaks.filter(pl.col("sample_id").is_in(ids))
+    typed = set(rows["sample_id"].unique().to_list())  # a sample with rows but no call counts
+    per_sample: dict[str, dict[str, set[str]]] = {i: {} for i in ids if i in typed}
     if not per_sample:
         return None
+    names: dict[str, str] = {}
+    # one query for every sample: the filter runs per sample and marker (``by``), as alone
+    calls = _marked_reference_peaks(
+        rows.lazy(), fraction=settings.reference_filter_fraction, signal=settings.signal
+    ).filter(pl.col("keep"))
+    found = (
+        calls.group_by("sample_id", "_marker_key", "allele")
+        .agg(pl.col("marker").first())
+        .sort("sample_id", "marker", "allele")
+        .select("sample_id", "marker", "allele")
+        .collect()
+    )
+    for sample_id, marker, allele in found.iter_rows():
+        key = marker_key(marker)
+        names.setdefault(key, marker)
+        per_sample[sample_id].setdefault(key, set()).add(allele)
     union: dict[str, set[str]] = {}
-    for alleles in per_sample:
+    for alleles in per_sample.values():
         for key, values in alleles.items():
             union.setdefault(key, set()).update(values)
     discordant = sorted(
-        names[key] for key in union if any(s.get(key, set()) != union[key] for s in per_sample)
+        names[key]
+        for key in union
+        if any(s.get(key, set()) != union[key] for s in per_sample.values())
     )
     return Genotypes(union, names, tuple(discordant))
 

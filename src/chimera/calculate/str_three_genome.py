@@ -179,14 +179,25 @@ def locus_fractions_many(
     genotypes: Sequence[Collection[str]], profiles: Sequence[Mapping[str, float]]
 ) -> list[LocusFractions]:
     """:func:`locus_fractions` of many samples at one locus of the same genotypes."""
+    peaks = LocusPeaks(profiles, frozenset().union(*genotypes))
+    return locus_fractions_of(genotypes, peaks, peaks.observed)
+
+
+def locus_fractions_of(
+    genotypes: Sequence[Collection[str]], peaks: LocusPeaks, signals: np.ndarray
+) -> list[LocusFractions]:
+    """:func:`locus_fractions` of every sample of ``peaks`` (``signals``: its allele columns)."""
     alleles, dosage, which, systems = _locus_model(tuple(frozenset(g) for g in genotypes))
-    totals = [float(sum(signals.get(a, 0.0) for a in alleles)) for signals in profiles]
+    column_totals = peaks.total(signals, alleles)
+    totals = column_totals.tolist()
     found: list[LocusFractions] = [([None] * len(genotypes), t, list(which)) for t in totals]
-    solved = [i for i, total in enumerate(totals) if total > 0 and any(which)]
-    if not solved:
+    solved = np.flatnonzero(column_totals > 0) if any(which) else np.array([], dtype=int)
+    if not len(solved):
         return found
-    shares = np.array([[profiles[i].get(a, 0.0) / totals[i] for a in alleles] for i in solved])
-    for i, fractions in zip(solved, solve_fractions_many(dosage, shares, systems), strict=True):
+    columns = [peaks.column[a] for a in alleles]
+    shares = signals[np.ix_(solved, columns)] / column_totals[solved, np.newaxis]
+    fitted = solve_fractions_many(dosage, shares, systems)
+    for i, fractions in zip(solved.tolist(), fitted, strict=True):
         pct = [100.0 * float(f) if ok else None for f, ok in zip(fractions, which, strict=True)]
         found[i] = (pct, totals[i], list(which))
     return found
@@ -241,13 +252,11 @@ def evaluate_three_genome_many(
     for key in sorted(names, key=lambda k: names[k]):
         name = names[key]
         typed = {g: genotypes[g].alleles.get(key, set()) for g in GENOME_ORDER}
-        rows: list[dict[str, object]] = []
-        for work, (sample_id, _, _) in zip(works, profiles, strict=True):
-            row: dict[str, object] = {"sample_id": sample_id, "method": Method.STR.value,
-                                      "marker": name, "included": False}  # fmt: skip
-            row.update({_ROW_ALLELES[g]: join_alleles(a) or None for g, a in typed.items()})
+        base: dict[str, object] = {"method": Method.STR.value, "marker": name, "included": False}
+        base.update({_ROW_ALLELES[g]: join_alleles(a) or None for g, a in typed.items()})
+        rows = [{"sample_id": sample_id, **base} for sample_id, _, _ in profiles]
+        for work, row in zip(works, rows, strict=True):
             work.marker_rows.append(row)
-            rows.append(row)
         missing = [_REFERENCE_NAMES[g] for g, a in typed.items() if not a]
         if missing:
             for row in rows:
@@ -257,8 +266,7 @@ def evaluate_three_genome_many(
         stutters = [lookup.at(name) for _, _, lookup in profiles]
         peaks = LocusPeaks([signals.get(key, _NO_PEAKS) for _, signals, _ in profiles], expected)
         matrix = peaks.corrected(stutters)
-        corrected = peaks.as_dicts(matrix)
-        fractions = locus_fractions_many([typed[g] for g in GENOME_ORDER], corrected)
+        fractions = locus_fractions_of([typed[g] for g in GENOME_ORDER], peaks, matrix)
         genomes = genome_alleles({g.value: a for g, a in typed.items()})
         locus = LocusGenotypes(name, expected, _stutter_positions(typed), sex_marker=key in sex,
                        genomes=genomes)  # fmt: skip

@@ -12,6 +12,7 @@ The ratios come from :mod:`chimera.calculate.stutter_ratios`.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -254,11 +255,14 @@ def unique_alleles_many(
     column = peaks.column
     back_sd = np.array([stutter.back_sd for stutter in stutters])
     forward_sd = np.array([stutter.forward_sd for stutter in stutters])
-    layouts = [_unique_layout(genomes, s.back_sd, s.forward_sd) for s in stutters]
-    if not layouts:
+    # a patient's samples share a few stutter objects: one layout each
+    layout_of = {id(s): _unique_layout(genomes, s.back_sd, s.forward_sd) for s in stutters}
+    if not stutters:
         return []
-    columns = []
-    for _, allele, _, _, longer, shorter in layouts[0]:  # alleles and neighbours: every sample's
+    entries = []
+    for e, (genome, allele, dosage, near, longer, shorter) in enumerate(
+        layout_of[id(stutters[0])]  # alleles and neighbours: every sample's, only near varies
+    ):
         # expected_stutter's SD (Python's ** for the squares, bit for bit a one-sample sum)
         variance = None
         for spread, neighbour in ((back_sd, longer), (forward_sd, shorter)):
@@ -266,12 +270,18 @@ def unique_alleles_many(
                 part = np.array([v**2 for v in (spread * corrected[:, column[neighbour]]).tolist()])
                 variance = part if variance is None else variance + part
         sd = np.zeros(len(stutters)) if variance is None else np.sqrt(variance)
-        columns.append((corrected[:, column[allele]].tolist(), sd.tolist()))
-    return [
-        [UniqueAllele(genome, allele, signal[i], dosage, sd[i], near)
-         for (genome, allele, dosage, near, _, _), (signal, sd) in zip(layout, columns, strict=True)]
-        for i, layout in enumerate(layouts)
-    ]  # fmt: skip
+        nears = (
+            itertools.repeat(near)
+            if len(layout_of) == 1
+            else [layout_of[id(s)][e][3] for s in stutters]
+        )
+        fields = zip(itertools.repeat(genome), itertools.repeat(allele),
+                     corrected[:, column[allele]].tolist(), itertools.repeat(dosage), sd.tolist(),
+                     nears)  # fmt: skip
+        entries.append(map(UniqueAllele._make, fields))
+    return (
+        [list(found) for found in zip(*entries, strict=True)] if entries else [[] for _ in stutters]
+    )
 
 
 @functools.lru_cache(maxsize=65536)
@@ -424,7 +434,8 @@ def unexplained_many(
     extra = [j for j, allele in enumerate(peaks.alleles) if allele not in peaks.expected]
     if not extra or not stutters:
         return found
-    limits = np.array([_ceiling_ratios(stutter, settings) for stutter in stutters])
+    ratios = {id(s): _ceiling_ratios(s, settings) for s in stutters}  # a few distinct ones
+    limits = np.array([ratios[id(s)] for s in stutters])
     beyond = []
     for j in extra:
         ceiling = _ceilings(peaks, j, limits[:, 0], limits[:, 1])
