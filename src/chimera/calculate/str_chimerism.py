@@ -269,25 +269,23 @@ def evaluate_two_genome_many(
             "recipient_alleles": join_alleles(r) or None,
             "included": False,
         }
-        rows = [{"sample_id": sample_id, **base} for sample_id, _, _ in profiles]
-        for work, row in zip(works, rows, strict=True):
-            work.marker_rows.append(row)
         if not d or not r:
-            for row in rows:
-                row["exclusion_reason"] = (
-                    f"no {'iNK product' if not d else 'patient baseline'} reference call"
-                )
+            base["exclusion_reason"] = (
+                f"no {'iNK product' if not d else 'patient baseline'} reference call"
+            )
+            for work, (sample_id, _, _) in zip(works, profiles, strict=True):
+                work.marker_rows.append({"sample_id": sample_id, **base})
             continue
         genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
         typed = LocusGenotypes(name, frozenset(d | r), stutter_position_alleles(d, r),
                                sex_marker=key in sex, genomes=genomes)  # fmt: skip
-        _pair_rows(works, rows, typed, SharingPlan.of(d, r), profiles, key, settings=settings)
+        _pair_rows(works, base, typed, SharingPlan.of(d, r), profiles, key, settings=settings)
     return works
 
 
 def _pair_rows(
     works: Sequence[SampleWork],
-    rows: Sequence[dict[str, object]],
+    base: Mapping[str, object],
     locus: LocusGenotypes,
     plan: SharingPlan,
     profiles: Sequence[Profile],
@@ -310,17 +308,18 @@ def _pair_rows(
     usable = reason is None
     totals = peaks.total(corrected, plan.expected).tolist() if usable else []
     uniques = unique_alleles_many(locus.genomes, peaks, corrected, stutters) if usable else []
-    for i, (work, row, stutter) in enumerate(zip(works, rows, stutters, strict=True)):
-        raw = calls.pct_ink_raw[i]
+    sharing, fallback = plan.sharing, plan.sharing == Sharing.FALLBACK
+    note = f"{name} (iNK {', '.join(locus.near)})" if locus.near else None
+    ratios = [_stutter_column(stutter.back, settings=settings) for stutter in stutters]
+    columns = zip(works, profiles, calls.pct_ink_raw, calls.signal_ink, calls.signal_total,
+                  ratios, unexpected, strict=True)  # fmt: skip
+    for i, (work, (sample_id, _, _), raw, ink, total, ratio, foreign) in enumerate(columns):
         pct, was_clamped = clamp_pct(raw)
-        row.update(
-            sharing=plan.sharing,
-            signal_ink=calls.signal_ink[i],
-            signal_total=calls.signal_total[i],
-            pct_ink=pct,
-            stutter_ratio=_stutter_column(stutter.back, settings=settings),
-        )
-        work.unexpected += unexpected[i]
+        row = {"sample_id": sample_id, **base, "sharing": sharing, "signal_ink": ink,
+               "signal_total": total, "pct_ink": pct, "stutter_ratio": ratio}  # fmt: skip
+        work.marker_rows.append(row)
+        if foreign:
+            work.unexpected += foreign
         if raw is None or not usable:
             row["exclusion_reason"] = reason or "no sample signal at the expected alleles"
             continue
@@ -329,10 +328,10 @@ def _pair_rows(
             work.clamped.append(f"{name} {raw:.2f} %")
             outside = max(raw - 100.0, -raw)
             work.review = work.review or outside > settings.outlier_delta_pct
-        if plan.sharing == Sharing.FALLBACK:
+        if fallback:
             work.fallback.append(name)
-        if locus.near:
-            work.stutter_notes.append(f"{name} (iNK {', '.join(locus.near)})")
+        if note is not None:
+            work.stutter_notes.append(note)
 
 
 _NO_PEAKS: dict[str, float] = {}
@@ -449,10 +448,11 @@ def _evaluate(
     peaks = peaks.select(list(dict.fromkeys(c for c in (*by, *PEAK_COLUMNS) if c in peaks.columns)))
     rows = peaks.filter(pl.col("sample_id").is_in(list(post)))
     signals = profile_signals(rows, by, signal=settings.signal)
-    amel = profile_y_heights(rows, by)
+    heights = profile_y_heights(peaks, by)  # every profile's: post-dose and reference samples
+    amel = {key: xy for key, xy in heights.items() if key[0] in post}
     broad = profile_broad_peaks(rows, by, factor=settings.area_height_ratio_factor)
     three_genome = set(sample_frame.filter(pl.col("role") == Role.HSCT_DONOR)["patient_id"])
-    references = References(sample_frame, peaks, settings=settings, cache=cache)
+    references = References(sample_frame, peaks, settings=settings, cache=cache, heights=heights)
     index = cache.stutter_index(stutter, settings)
     order = sorted(amel, key=lambda k: (tuple(str(v) for v in k[1:]), str(k[0])))
     found: dict[ProfileKey, Evaluated] = {}

@@ -77,9 +77,10 @@ def _systems(dosage: np.ndarray) -> list[_System]:
     for size in range(1, k + 1):
         for support in itertools.combinations(range(k), size):
             sub = dosage[:, support]
-            kkt = np.block(
-                [[2 * sub.T @ sub, np.ones((size, 1))], [np.ones((1, size)), np.zeros((1, 1))]]
-            )
+            # [[2 AᵀA, 1], [1ᵀ, 0]], filled in place (np.block's checks cost more than the fit)
+            kkt = np.zeros((size + 1, size + 1))
+            kkt[:size, :size] = 2 * sub.T @ sub
+            kkt[:size, size] = kkt[size, :size] = 1.0
             found.append((list(support), 2 * sub.T, kkt))
     return found
 
@@ -194,7 +195,7 @@ def locus_fractions_of(
     solved = np.flatnonzero(column_totals > 0) if any(which) else np.array([], dtype=int)
     if not len(solved):
         return found
-    columns = [peaks.column[a] for a in alleles]
+    columns = np.array([peaks.column[a] for a in alleles], dtype=np.intp)
     shares = signals[np.ix_(solved, columns)] / column_totals[solved, np.newaxis]
     fitted = solve_fractions_many(dosage, shares, systems)
     for i, fractions in zip(solved.tolist(), fitted, strict=True):

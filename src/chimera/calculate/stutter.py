@@ -256,7 +256,8 @@ def unique_alleles_many(
     back_sd = np.array([stutter.back_sd for stutter in stutters])
     forward_sd = np.array([stutter.forward_sd for stutter in stutters])
     # a patient's samples share a few stutter objects: one layout each
-    layout_of = {id(s): _unique_layout(genomes, s.back_sd, s.forward_sd) for s in stutters}
+    distinct = {id(s): s for s in stutters}
+    layout_of = {k: _unique_layout(genomes, s.back_sd, s.forward_sd) for k, s in distinct.items()}
     if not stutters:
         return []
     entries = []
@@ -278,7 +279,9 @@ def unique_alleles_many(
         fields = zip(itertools.repeat(genome), itertools.repeat(allele),
                      corrected[:, column[allele]].tolist(), itertools.repeat(dosage), sd.tolist(),
                      nears)  # fmt: skip
-        entries.append(map(UniqueAllele._make, fields))
+        entries.append(
+            map(tuple.__new__, itertools.repeat(UniqueAllele), fields)
+        )  # no Python __new__
     return (
         [list(found) for found in zip(*entries, strict=True)] if entries else [[] for _ in stutters]
     )
@@ -434,7 +437,8 @@ def unexplained_many(
     extra = [j for j, allele in enumerate(peaks.alleles) if allele not in peaks.expected]
     if not extra or not stutters:
         return found
-    ratios = {id(s): _ceiling_ratios(s, settings) for s in stutters}  # a few distinct ones
+    distinct = {id(s): s for s in stutters}  # a few distinct ones
+    ratios = {k: _ceiling_ratios(s, settings) for k, s in distinct.items()}
     limits = np.array([ratios[id(s)] for s in stutters])
     beyond = []
     for j in extra:
