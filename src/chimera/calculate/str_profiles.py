@@ -396,22 +396,27 @@ def profile_broad_peaks(
     """Called peaks of each profile whose area/height ratio is ``factor`` times off its median.
 
     Only profiles with such a peak are keys; rows keep their order (:func:`broad_peaks`).
+    One lazy query: each eager step would be a query of its own.
     """
-    called = peaks.filter(
-        pl.col("marker").is_not_null()
-        & pl.col("allele")
-        .cast(pl.String)
-        .str.contains(NUMERIC_ALLELE_PATTERN)
-        .fill_null(value=False)
-        & (pl.col("height_rfu") > 0)
-        & pl.col("area_rfu").is_not_null()
-    ).with_columns(ratio=pl.col("area_rfu") / pl.col("height_rfu"))
+    called = (
+        peaks.lazy()
+        .filter(
+            pl.col("marker").is_not_null()
+            & pl.col("allele")
+            .cast(pl.String)
+            .str.contains(NUMERIC_ALLELE_PATTERN)
+            .fill_null(value=False)
+            & (pl.col("height_rfu") > 0)
+            & pl.col("area_rfu").is_not_null()
+        )
+        .with_columns(ratio=pl.col("area_rfu") / pl.col("height_rfu"))
+    )
     median, ratio = pl.col("_median"), pl.col("ratio")
     odd = called.with_columns(_median=ratio.median().over(by), _n=pl.len().over(by)).filter(
         (pl.col("_n") >= 4) & ((ratio > factor * median) | (ratio < median / factor))
     )
     found: dict[ProfileKey, list[str]] = {}
-    for row in odd.select(*by, "marker", "allele", "ratio", "_median").iter_rows():
+    for row in odd.select(*by, "marker", "allele", "ratio", "_median").collect().iter_rows():
         marker, allele, value, middle = row[len(by) :]
         found.setdefault(row[: len(by)], []).append(
             f"{marker} {allele} (area/height {value:.1f} vs {middle:.1f})"

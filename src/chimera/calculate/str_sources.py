@@ -21,7 +21,6 @@ from chimera.calculate.str_aggregate import Genome
 from chimera.calculate.str_profiles import (
     Genotypes,
     ProfileKey,
-    profile_y_heights,
     reference_genotypes,
 )
 from chimera.calculate.stutter_ratios import StutterIndex
@@ -113,7 +112,9 @@ class References:
 
     ``samples`` has ``sample_id, patient_id, role, product_lot``; a reference of ``role`` types
     ``owner`` when its ``patient_id`` is the owner, or, for a ``donor_reference``, its
-    ``product_lot`` is (a product lot or a patient).
+    ``product_lot`` is (a product lot or a patient). ``heights`` are the Amelogenin heights of
+    every profile in ``peaks`` (:func:`~chimera.calculate.str_profiles.profile_y_heights`,
+    sample id first).
     """
 
     def __init__(
@@ -123,7 +124,7 @@ class References:
         *,
         settings: StrSettings,
         cache: StrCache,
-        heights: Mapping[ProfileKey, tuple[float, float]] | None = None,
+        heights: Mapping[ProfileKey, tuple[float, float]],
     ) -> None:
         self._peaks, self._settings, self._cache = peaks, settings, cache
         self._heights = heights
@@ -159,7 +160,7 @@ class References:
         return self._cache.y_heights[ids]
 
     def _add_sample_y(self) -> None:
-        """Y height of every reference sample not in the cache yet, in one pass over their rows."""
+        """Y height of every reference sample not in the cache yet, from its profiles' heights."""
         per_sample = self._cache.sample_y
         wanted = {
             i
@@ -169,12 +170,6 @@ class References:
             if i not in per_sample
         }
         per_sample.update(dict.fromkeys(wanted))
-        if self._heights is None:
-            rows = self._peaks.lazy().filter(pl.col("sample_id").is_in(sorted(wanted)))
-            per_sample.update(
-                {str(k[0]): y for k, (_, y) in profile_y_heights(rows, ["sample_id"]).items()}
-            )
-            return
         # heights of ``peaks``'s profiles (sample first): a sample's Y is the sum over its
         # profiles; heights are >= 0, so it is positive exactly when one of its peaks is
         for key, (_, y) in self._heights.items():
