@@ -245,36 +245,27 @@ def reference_genotypes(
 def _reference_genotypes(
     peaks: pl.DataFrame, sample_ids: Sequence[str], *, settings: StrSettings
 ) -> Genotypes | None:
-    ids = sorted(set(sample_ids))
-    rows = peaks.filter(pl.col("sample_id").is_in(ids))
-    typed = set(rows["sample_id"].unique().to_list())  # a sample with rows but no call counts
-    per_sample: dict[str, dict[str, set[str]]] = {i: {} for i in ids if i in typed}
+    per_sample: list[dict[str, set[str]]] = []
+    names: dict[str, str] = {}
+    for sample_id in sorted(set(sample_ids)):
+        own = peaks.filter(pl.col("sample_id") == sample_id)
+        if own.height == 0:
+            continue
+        calls = call_genotype(own.lazy(), settings=settings).collect()
+        alleles: dict[str, set[str]] = {}
+        for marker, allele in calls.iter_rows():
+            key = marker_key(marker)
+            names.setdefault(key, marker)
+            alleles.setdefault(key, set()).add(allele)
+        per_sample.append(alleles)
     if not per_sample:
         return None
-    names: dict[str, str] = {}
-    # one query for every sample: the filter runs per sample and marker (``by``), as alone
-    calls = _marked_reference_peaks(
-        rows.lazy(), fraction=settings.reference_filter_fraction, signal=settings.signal
-    ).filter(pl.col("keep"))
-    found = (
-        calls.group_by("sample_id", "_marker_key", "allele")
-        .agg(pl.col("marker").first())
-        .sort("sample_id", "marker", "allele")
-        .select("sample_id", "marker", "allele")
-        .collect()
-    )
-    for sample_id, marker, allele in found.iter_rows():
-        key = marker_key(marker)
-        names.setdefault(key, marker)
-        per_sample[sample_id].setdefault(key, set()).add(allele)
     union: dict[str, set[str]] = {}
-    for alleles in per_sample.values():
+    for alleles in per_sample:
         for key, values in alleles.items():
             union.setdefault(key, set()).update(values)
     discordant = sorted(
-        names[key]
-        for key in union
-        if any(s.get(key, set()) != union[key] for s in per_sample.values())
+        names[key] for key in union if any(s.get(key, set()) != union[key] for s in per_sample)
     )
     return Genotypes(union, names, tuple(discordant))
 
@@ -396,27 +387,22 @@ def profile_broad_peaks(
     """Called peaks of each profile whose area/height ratio is ``factor`` times off its median.
 
     Only profiles with such a peak are keys; rows keep their order (:func:`broad_peaks`).
-    One lazy query: each eager step would be a query of its own.
     """
-    called = (
-        peaks.lazy()
-        .filter(
-            pl.col("marker").is_not_null()
-            & pl.col("allele")
-            .cast(pl.String)
-            .str.contains(NUMERIC_ALLELE_PATTERN)
-            .fill_null(value=False)
-            & (pl.col("height_rfu") > 0)
-            & pl.col("area_rfu").is_not_null()
-        )
-        .with_columns(ratio=pl.col("area_rfu") / pl.col("height_rfu"))
-    )
+    called = peaks.filter(
+        pl.col("marker").is_not_null()
+        & pl.col("allele")
+        .cast(pl.String)
+        .str.contains(NUMERIC_ALLELE_PATTERN)
+        .fill_null(value=False)
+        & (pl.col("height_rfu") > 0)
+        & pl.col("area_rfu").is_not_null()
+    ).with_columns(ratio=pl.col("area_rfu") / pl.col("height_rfu"))
     median, ratio = pl.col("_median"), pl.col("ratio")
     odd = called.with_columns(_median=ratio.median().over(by), _n=pl.len().over(by)).filter(
         (pl.col("_n") >= 4) & ((ratio > factor * median) | (ratio < median / factor))
     )
     found: dict[ProfileKey, list[str]] = {}
-    for row in odd.select(*by, "marker", "allele", "ratio", "_median").collect().iter_rows():
+    for row in odd.select(*by, "marker", "allele", "ratio", "_median").iter_rows():
         marker, allele, value, middle = row[len(by) :]
         found.setdefault(row[: len(by)], []).append(
             f"{marker} {allele} (area/height {value:.1f} vs {middle:.1f})"

@@ -139,9 +139,13 @@ class LocusPeaks:
         column = self.column
         values = np.zeros((len(signals), len(self.alleles)))
         present = np.zeros(values.shape, dtype=bool)
-        rows = [i for i, peaks in enumerate(signals) for _ in peaks]
-        columns = [column[allele] for peaks in signals for allele in peaks]
-        values[rows, columns] = [value for peaks in signals for value in peaks.values()]
+        chain = itertools.chain.from_iterable
+        rows = np.repeat(np.arange(len(signals)), [len(peaks) for peaks in signals])
+        columns = np.fromiter(
+            map(column.__getitem__, chain(signals)), dtype=np.intp, count=len(rows)
+        )
+        values[rows, columns] = np.fromiter(chain(peaks.values() for peaks in signals), dtype=float,
+                                            count=len(rows))  # fmt: skip
         present[rows, columns] = True
         return values, present
 
