@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from chimera.calculate.limits import (
     GenomeModel,
@@ -43,9 +44,11 @@ AGGREGATED = {
 """Genomes whose share is aggregated over loci; with two genomes recipient = 100 - iNK."""
 
 
-@dataclass(frozen=True)
-class LocusAggregate:
-    """Summary of per-locus % values (methods.md 2.7); ``excluded`` follows input order."""
+class LocusAggregate(NamedTuple):
+    """Summary of per-locus % values (methods.md 2.7); ``excluded`` follows input order.
+
+    A named tuple, not a dataclass: one is made per genome of every sample.
+    """
 
     mean_pct: float | None
     sd_pct: float | None
@@ -53,7 +56,7 @@ class LocusAggregate:
     median_pct: float | None
     n_informative: int
     n_excluded: int
-    excluded: tuple[bool, ...] = field(default_factory=tuple)
+    excluded: tuple[bool, ...] = ()
     spread_flag: bool = False
     """n <= 2 only: the loci differ by more than the outlier delta."""
 
@@ -188,8 +191,7 @@ class SampleWork:
     fallback: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Share:
+class _Share(NamedTuple):
     """One genome's aggregate over its retained loci."""
 
     agg: LocusAggregate
@@ -201,7 +203,9 @@ class _Share:
     outliers: tuple[str, ...]
 
 
-def _exclude_unreliable_stutter(work: SampleWork, *, settings: StrSettings) -> list[str]:
+def _exclude_unreliable_stutter(
+    work: SampleWork, values_of: dict[Genome, list[float]], *, settings: StrSettings
+) -> list[str]:
     """Leave out loci whose stutter correction cannot be trusted at this sample's level.
 
     A genome's own allele in a stutter position is unreliable for that genome's share when the
@@ -209,19 +213,20 @@ def _exclude_unreliable_stutter(work: SampleWork, *, settings: StrSettings) -> l
     genome's provisional share (median over loci) predicts for it: the minority genome's
     alleles, iNK in blood above all. Worst loci go first, while at least
     ``min_informative_loci`` remain for the genome (Nollet 2001; methods.md 2.4, 2.6).
+    ``values_of`` holds each genome's locus values (:func:`_values`).
     """
     limit = settings.stutter_uncertainty_limit
     # an allele without stutter SD scores 0.0, never above a limit >= 0: skip it then
     uncertain = [
         (locus, alleles)
         for locus in work.loci
-        if (alleles := [u for u in locus.unique if u.stutter_sd > 0 or limit < 0])
+        if (alleles := locus.unique if limit < 0 else [u for u in locus.unique if u.stutter_sd > 0])
     ]
     messages: list[str] = []
     if not uncertain:
         return messages
     for genome in AGGREGATED[work.model]:
-        values = _values(work, genome)
+        values = values_of[genome]
         if not values:
             continue
         share = statistics.median(values)
@@ -229,10 +234,12 @@ def _exclude_unreliable_stutter(work: SampleWork, *, settings: StrSettings) -> l
         for locus, alleles in uncertain:
             if genome not in locus.values:
                 continue
-            scored = [
-                (u.stutter_severity(share, locus.total), u) for u in alleles if u.genome == genome
-            ]
-            worst = max(scored, default=None, key=lambda item: item[0])
+            worst: tuple[float, UniqueAllele] | None = None  # the genome's first most severe
+            for u in alleles:
+                if u.genome == genome:
+                    severity = u.stutter_severity(share, locus.total)
+                    if worst is None or severity > worst[0]:
+                        worst = (severity, u)
             if worst is not None and worst[0] > limit:
                 flagged.append((worst[0], locus, worst[1]))
         room = len(values) - settings.min_informative_loci
@@ -376,12 +383,16 @@ def _finish_rows(work: SampleWork) -> None:
     """Write each locus's inclusion and per-genome values and exclusions into its marker row."""
     columns = {Genome.RECIPIENT: "pct_recipient", Genome.HSCT_DONOR: "pct_hsct_donor"}
     for locus in work.loci:
-        row = locus.row
-        row["included"] = Genome.INK in locus.values and Genome.INK not in locus.excluded
-        reasons = [row["exclusion_reason"]] if row.get("exclusion_reason") else []
-        for genome, reason in locus.excluded.items():
-            reasons.append(reason if genome is Genome.INK else f"{genome}: {reason}")
-        row["exclusion_reason"] = "; ".join(str(r) for r in reasons) or None
+        row, excluded = locus.row, locus.excluded
+        row["included"] = Genome.INK in locus.values and Genome.INK not in excluded
+        reason = row.get("exclusion_reason")
+        if excluded:
+            reasons = [reason] if reason else []
+            for genome, why in excluded.items():
+                reasons.append(why if genome is Genome.INK else f"{genome}: {why}")
+            row["exclusion_reason"] = "; ".join(str(r) for r in reasons)
+        else:
+            row["exclusion_reason"] = str(reason) if reason else None
         if work.model is GenomeModel.THREE_GENOME:
             for genome, column in columns.items():
                 row[column] = locus.values.get(genome)
@@ -390,7 +401,8 @@ def _finish_rows(work: SampleWork) -> None:
 def summarise(sample_id: str, work: SampleWork, *, settings: StrSettings) -> SampleResult:
     """Aggregate one sample's loci per genome and set status, CI and QC verdict (2.4-2.7)."""
     genomes = AGGREGATED[work.model]
-    n_ink = len(_values(work, Genome.INK))
+    values_of = {g: _values(work, g) for g in genomes}  # locus values: fixed from here on
+    n_ink = len(values_of[Genome.INK])
     if n_ink == 0:
         reason = (
             "no informative autosomal STR locus with signal: iNK and patient genotypes are "
@@ -401,13 +413,13 @@ def summarise(sample_id: str, work: SampleWork, *, settings: StrSettings) -> Sam
         return failed_result(
             sample_id, Method.STR, [reason], lod_pct=settings.lod_pct, loq_pct=settings.loq_pct
         )
-    stutter_excluded = _exclude_unreliable_stutter(work, settings=settings)
+    stutter_excluded = _exclude_unreliable_stutter(work, values_of, settings=settings)
     shares = {g: _aggregate_share(work, g, settings=settings) for g in genomes}
     reasons, review = list(work.notes), work.review
     for genome in genomes:
         label = "" if genome is Genome.INK else f"{genome}: "
         more, flag = _share_reasons(
-            label, shares[genome], len(_values(work, genome)), settings=settings
+            label, shares[genome], len(values_of[genome]), settings=settings
         )
         reasons.extend(more)
         review = review or flag
@@ -424,7 +436,7 @@ def summarise(sample_id: str, work: SampleWork, *, settings: StrSettings) -> Sam
             )
         reasons.append(
             "three genomes: "
-            + "; ".join(_describe_share(g, shares[g], len(_values(work, g))) for g in genomes[1:])
+            + "; ".join(_describe_share(g, shares[g], len(values_of[g])) for g in genomes[1:])
         )
     if stutter_excluded:
         reasons.append(

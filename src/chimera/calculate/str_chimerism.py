@@ -11,11 +11,11 @@ fractions f are reported as ``pct = 100 * f``.
 from __future__ import annotations
 
 import functools
-import itertools
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import polars as pl
 
 from chimera.calculate.limits import (
@@ -51,11 +51,10 @@ from chimera.calculate.str_profiles import (
 from chimera.calculate.str_sources import References, Sources, StrCache, sample_notes
 from chimera.calculate.str_three_genome import Profile, evaluate_three_genome_many
 from chimera.calculate.stutter import (
-    LocusStutter,
-    correct_stutter,
+    LocusPeaks,
     genome_alleles,
-    unexplained_alleles,
-    unique_alleles_of,
+    unexplained_many,
+    unique_alleles_many,
 )
 from chimera.calculate.stutter_ratios import StutterLookup, estimate_stutter_ratios
 from chimera.settings import StrSettings
@@ -163,37 +162,53 @@ class SharingPlan:
 
     def call(self, signals: Mapping[str, float]) -> LocusCall:
         """% iNK at the locus from the sample's allele signals (:func:`locus_pct_ink`)."""
+        peaks = LocusPeaks([signals], self.expected)
+        calls = self.call_many(peaks, peaks.observed)
+        return LocusCall(self.sharing, calls.pct_ink_raw[0], calls.signal_ink[0],
+                         calls.signal_total[0])  # fmt: skip
+
+    def call_many(self, peaks: LocusPeaks, signals: np.ndarray) -> LocusCalls:
+        """:meth:`call` of every sample of ``peaks`` (``signals``: samples x its alleles)."""
         code = self.sharing
-        s = functools.partial(_signal_sum, signals)
+        s = functools.partial(peaks.total, signals)
         signal_ink = s(self.ink_only)
         if code == Sharing.IDENTICAL:
-            return LocusCall(code, None, signal_ink, s(self.expected))
+            return LocusCalls([None] * len(signal_ink), signal_ink.tolist(),
+                              s(self.expected).tolist())  # fmt: skip
         if code in (Sharing.DISTINCT, Sharing.FALLBACK):
             # Rows 1-4: f = sum s(D-only) / (sum s(D-only) + sum s(R-only)); row 9 (fallback):
             # f = sum s(D-only) / sum s(all expected peaks) -- biased when an allele is shared.
             total = s(self.expected)
-            return LocusCall(code, _ratio(signal_ink, total), signal_ink, total)
-        if code == Sharing.SHARED_221:
+            pct = _ratio(signal_ink, total)
+        elif code == Sharing.SHARED_221:
             # Row 5 (D a/b vs R a/c): f = s_b / (s_b + s_c); the shared allele a is ignored.
             total = signal_ink + s(self.recipient_only)
-            return LocusCall(code, _ratio(signal_ink, total), signal_ink, total)
-        if code == Sharing.SHARED_211:
+            pct = _ratio(signal_ink, total)
+        elif code == Sharing.SHARED_211:
             # Row 6 (D a/b vs R a/a): f = 2 * s_b / (s_a + s_b).
             total = signal_ink + s(self.shared)
-            return LocusCall(code, _ratio(2.0 * signal_ink, total), signal_ink, total)
-        # Row 7 (D a/a vs R a/c): f = 1 - 2 * s_c / (s_a + s_c).
-        recipient_only = s(self.recipient_only)
-        total = recipient_only + s(self.shared)
-        ratio = _ratio(2.0 * recipient_only, total)
-        return LocusCall(code, None if ratio is None else 100.0 - ratio, signal_ink, total)
+            pct = _ratio(2.0 * signal_ink, total)
+        else:
+            # Row 7 (D a/a vs R a/c): f = 1 - 2 * s_c / (s_a + s_c).
+            recipient_only = s(self.recipient_only)
+            total = recipient_only + s(self.shared)
+            pct = [None if r is None else 100.0 - r for r in _ratio(2.0 * recipient_only, total)]
+        return LocusCalls(pct, signal_ink.tolist(), total.tolist())
 
 
-def _signal_sum(signals: Mapping[str, float], alleles: Iterable[str]) -> float:
-    return float(sum(map(signals.get, alleles, itertools.repeat(0.0))))
+class LocusCalls(NamedTuple):
+    """:class:`LocusCall` values of many samples at one locus, one list entry per sample."""
+
+    pct_ink_raw: list[float | None]
+    signal_ink: list[float]
+    signal_total: list[float]
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
-    return None if denominator <= 0 else 100.0 * numerator / denominator
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> list[float | None]:
+    """100 * numerator / denominator, None where the denominator is not positive."""
+    valid = ~(denominator <= 0)
+    ratio = 100.0 * numerator / np.where(valid, denominator, 1.0)
+    return [r if ok else None for r, ok in zip(ratio.tolist(), valid.tolist(), strict=True)]
 
 
 def stutter_position_alleles(donor: Collection[str], recipient: Collection[str]) -> list[str]:
@@ -254,84 +269,80 @@ def evaluate_two_genome_many(
             "recipient_alleles": join_alleles(r) or None,
             "included": False,
         }
-        rows = [{"sample_id": sample_id, **base} for sample_id, _, _ in profiles]
-        for work, row in zip(works, rows, strict=True):
-            work.marker_rows.append(row)
         if not d or not r:
-            for row in rows:
-                row["exclusion_reason"] = (
-                    f"no {'iNK product' if not d else 'patient baseline'} reference call"
-                )
+            base["exclusion_reason"] = (
+                f"no {'iNK product' if not d else 'patient baseline'} reference call"
+            )
+            for work, (sample_id, _, _) in zip(works, profiles, strict=True):
+                work.marker_rows.append({"sample_id": sample_id, **base})
             continue
         genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
         typed = LocusGenotypes(name, frozenset(d | r), stutter_position_alleles(d, r),
                                sex_marker=key in sex, genomes=genomes)  # fmt: skip
-        pair = _Pair(typed, SharingPlan.of(d, r), tuple(sorted(d | r)))
-        for work, row, (_, signals, lookup) in zip(works, rows, profiles, strict=True):
-            _pair_row(work, row, pair, signals.get(key, {}), lookup.at(name), settings=settings)
+        _pair_rows(works, base, typed, SharingPlan.of(d, r), profiles, key, settings=settings)
     return works
 
 
-@dataclass(frozen=True)
-class _Pair:
-    """A two-genome locus: its genotypes, sharing plan and expected alleles in summation order."""
-
-    locus: LocusGenotypes
-    plan: SharingPlan
-    expected: tuple[str, ...]
-
-
-def _pair_row(
-    work: SampleWork,
-    row: dict[str, object],
-    pair: _Pair,
-    signals: Mapping[str, float],
-    stutter: LocusStutter,
+def _pair_rows(
+    works: Sequence[SampleWork],
+    base: Mapping[str, object],
+    locus: LocusGenotypes,
+    plan: SharingPlan,
+    profiles: Sequence[Profile],
+    key: str,
     *,
     settings: StrSettings,
 ) -> None:
-    """One sample's marker row and locus work at a locus both genomes are typed at."""
-    locus = pair.locus
+    """Every sample's marker row and locus work at a locus both genomes are typed at.
+
+    Stutter correction, the 2.2 formula and the stutter checks run on the locus's columns of
+    all samples at once (:class:`~chimera.calculate.stutter.LocusPeaks`).
+    """
     name = locus.name
-    observed = signals  # read only: correct_stutter returns a new dict
-    corrected = correct_stutter(observed, locus.parents, stutter)
-    call = pair.plan.call(corrected)
-    pct, was_clamped = clamp_pct(call.pct_ink_raw)
-    row.update(
-        sharing=call.sharing,
-        signal_ink=call.signal_ink,
-        signal_total=call.signal_total,
-        pct_ink=pct,
-        stutter_ratio=_stutter_column(stutter.back, settings=settings),
-    )
-    work.unexpected += unexplained_alleles(
-        name, locus.parents, observed, corrected, stutter, settings=settings
-    )
-    reason = _not_used(call, sex_marker=locus.sex_marker)
-    if reason is not None:
-        row["exclusion_reason"] = reason
-        return
-    assert call.pct_ink_raw is not None
-    total = sum(map(corrected.get, pair.expected, itertools.repeat(0.0)))
-    unique = unique_alleles_of(locus.genomes, corrected, stutter)
-    work.loci.append(LocusWork(row, {Genome.INK: call.pct_ink_raw}, unique, total))
-    if was_clamped:
-        work.clamped.append(f"{name} {call.pct_ink_raw:.2f} %")
-        outside = max(call.pct_ink_raw - 100.0, -call.pct_ink_raw)
-        work.review = work.review or outside > settings.outlier_delta_pct
-    if call.sharing == Sharing.FALLBACK:
-        work.fallback.append(name)
-    if locus.near:
-        work.stutter_notes.append(f"{name} (iNK {', '.join(locus.near)})")
+    stutters = [lookup.at(name) for _, _, lookup in profiles]
+    peaks = LocusPeaks([signals.get(key, _NO_PEAKS) for _, signals, _ in profiles], locus.parents)
+    corrected = peaks.corrected(stutters)
+    calls = plan.call_many(peaks, corrected)
+    unexpected = unexplained_many(name, peaks, corrected, stutters, settings=settings)
+    reason = _not_used(plan.sharing, sex_marker=locus.sex_marker)
+    usable = reason is None
+    totals = peaks.total(corrected, plan.expected).tolist() if usable else []
+    uniques = unique_alleles_many(locus.genomes, peaks, corrected, stutters) if usable else []
+    sharing, fallback = plan.sharing, plan.sharing == Sharing.FALLBACK
+    note = f"{name} (iNK {', '.join(locus.near)})" if locus.near else None
+    ratios = [_stutter_column(stutter.back, settings=settings) for stutter in stutters]
+    columns = zip(works, profiles, calls.pct_ink_raw, calls.signal_ink, calls.signal_total,
+                  ratios, unexpected, strict=True)  # fmt: skip
+    for i, (work, (sample_id, _, _), raw, ink, total, ratio, foreign) in enumerate(columns):
+        pct, was_clamped = clamp_pct(raw)
+        row = {"sample_id": sample_id, **base, "sharing": sharing, "signal_ink": ink,
+               "signal_total": total, "pct_ink": pct, "stutter_ratio": ratio}  # fmt: skip
+        work.marker_rows.append(row)
+        if foreign:
+            work.unexpected += foreign
+        if raw is None or not usable:
+            row["exclusion_reason"] = reason or "no sample signal at the expected alleles"
+            continue
+        work.loci.append(LocusWork(row, {Genome.INK: raw}, uniques[i], totals[i]))
+        if was_clamped:
+            work.clamped.append(f"{name} {raw:.2f} %")
+            outside = max(raw - 100.0, -raw)
+            work.review = work.review or outside > settings.outlier_delta_pct
+        if fallback:
+            work.fallback.append(name)
+        if note is not None:
+            work.stutter_notes.append(note)
 
 
-def _not_used(call: LocusCall, *, sex_marker: bool) -> str | None:
-    if call.sharing == Sharing.IDENTICAL:
+_NO_PEAKS: dict[str, float] = {}
+
+
+def _not_used(sharing: str, *, sex_marker: bool) -> str | None:
+    """Why no sample's value at a locus is used, whatever its signal (None: it may be)."""
+    if sharing == Sharing.IDENTICAL:
         return "not informative"
     if sex_marker:
         return "sex marker"
-    if call.pct_ink_raw is None:
-        return "no sample signal at the expected alleles"
     return None
 
 
@@ -437,10 +448,11 @@ def _evaluate(
     peaks = peaks.select(list(dict.fromkeys(c for c in (*by, *PEAK_COLUMNS) if c in peaks.columns)))
     rows = peaks.filter(pl.col("sample_id").is_in(list(post)))
     signals = profile_signals(rows, by, signal=settings.signal)
-    amel = profile_y_heights(rows, by)
+    heights = profile_y_heights(peaks, by)  # every profile's: post-dose and reference samples
+    amel = {key: xy for key, xy in heights.items() if key[0] in post}
     broad = profile_broad_peaks(rows, by, factor=settings.area_height_ratio_factor)
     three_genome = set(sample_frame.filter(pl.col("role") == Role.HSCT_DONOR)["patient_id"])
-    references = References(sample_frame, peaks, settings=settings, cache=cache)
+    references = References(sample_frame, peaks, settings=settings, cache=cache, heights=heights)
     index = cache.stutter_index(stutter, settings)
     order = sorted(amel, key=lambda k: (tuple(str(v) for v in k[1:]), str(k[0])))
     found: dict[ProfileKey, Evaluated] = {}

@@ -11,14 +11,18 @@ reference work, since every patient of a bank reads the same product references.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from chimera.calculate.limits import GenomeModel
 from chimera.calculate.str_aggregate import Genome
-from chimera.calculate.str_profiles import Genotypes, profile_y_heights, reference_genotypes
+from chimera.calculate.str_profiles import (
+    Genotypes,
+    ProfileKey,
+    reference_genotypes,
+)
 from chimera.calculate.stutter_ratios import StutterIndex
 from chimera.settings import StrSettings
 from schemas.vocab import Role
@@ -108,13 +112,22 @@ class References:
 
     ``samples`` has ``sample_id, patient_id, role, product_lot``; a reference of ``role`` types
     ``owner`` when its ``patient_id`` is the owner, or, for a ``donor_reference``, its
-    ``product_lot`` is (a product lot or a patient).
+    ``product_lot`` is (a product lot or a patient). ``heights`` are the Amelogenin heights of
+    every profile in ``peaks`` (:func:`~chimera.calculate.str_profiles.profile_y_heights`,
+    sample id first).
     """
 
     def __init__(
-        self, samples: pl.DataFrame, peaks: pl.DataFrame, *, settings: StrSettings, cache: StrCache
+        self,
+        samples: pl.DataFrame,
+        peaks: pl.DataFrame,
+        *,
+        settings: StrSettings,
+        cache: StrCache,
+        heights: Mapping[ProfileKey, tuple[float, float]],
     ) -> None:
         self._peaks, self._settings, self._cache = peaks, settings, cache
+        self._heights = heights
         self._settings_key = repr(settings)
         owners: dict[tuple[str, str], set[str]] = {}
         for sample_id, patient_id, role, lot in samples.select(
@@ -147,7 +160,7 @@ class References:
         return self._cache.y_heights[ids]
 
     def _add_sample_y(self) -> None:
-        """Y height of every reference sample not in the cache yet, in one pass over their rows."""
+        """Y height of every reference sample not in the cache yet, from its profiles' heights."""
         per_sample = self._cache.sample_y
         wanted = {
             i
@@ -156,10 +169,14 @@ class References:
             for i in ids
             if i not in per_sample
         }
-        rows = self._peaks.lazy().filter(pl.col("sample_id").is_in(sorted(wanted)))
-        heights = profile_y_heights(rows, ["sample_id"])
         per_sample.update(dict.fromkeys(wanted))
-        per_sample.update({str(key[0]): y for key, (_, y) in heights.items()})
+        # heights of ``peaks``'s profiles (sample first): a sample's Y is the sum over its
+        # profiles; heights are >= 0, so it is positive exactly when one of its peaks is
+        for key, (_, y) in self._heights.items():
+            sample_id = str(key[0])
+            if sample_id in wanted:
+                seen = per_sample[sample_id]
+                per_sample[sample_id] = y if seen is None else seen + y
 
     def sources(self, patient_id: str, lot: str | None, *, three_genome: bool) -> Sources | str:
         """Genotype sources of a patient's post-dose sample, or why they are missing."""

@@ -27,11 +27,12 @@ from chimera.calculate.str_profiles import (
     shift_allele,
 )
 from chimera.calculate.stutter import (
+    LocusPeaks,
     LocusStutter,
-    correct_stutter,
+    UniqueAllele,
     genome_alleles,
-    unexplained_alleles,
-    unique_alleles_of,
+    unexplained_many,
+    unique_alleles_many,
 )
 from chimera.calculate.stutter_ratios import StutterLookup
 from chimera.settings import StrSettings
@@ -76,9 +77,10 @@ def _systems(dosage: np.ndarray) -> list[_System]:
     for size in range(1, k + 1):
         for support in itertools.combinations(range(k), size):
             sub = dosage[:, support]
-            kkt = np.block(
-                [[2 * sub.T @ sub, np.ones((size, 1))], [np.ones((1, size)), np.zeros((1, 1))]]
-            )
+            # [[2 AᵀA, 1], [1ᵀ, 0]], filled in place (np.block's checks cost more than the fit)
+            kkt = np.zeros((size + 1, size + 1))
+            kkt[:size, :size] = 2 * sub.T @ sub
+            kkt[:size, size] = kkt[size, :size] = 1.0
             found.append((list(support), 2 * sub.T, kkt))
     return found
 
@@ -178,14 +180,25 @@ def locus_fractions_many(
     genotypes: Sequence[Collection[str]], profiles: Sequence[Mapping[str, float]]
 ) -> list[LocusFractions]:
     """:func:`locus_fractions` of many samples at one locus of the same genotypes."""
+    peaks = LocusPeaks(profiles, frozenset().union(*genotypes))
+    return locus_fractions_of(genotypes, peaks, peaks.observed)
+
+
+def locus_fractions_of(
+    genotypes: Sequence[Collection[str]], peaks: LocusPeaks, signals: np.ndarray
+) -> list[LocusFractions]:
+    """:func:`locus_fractions` of every sample of ``peaks`` (``signals``: its allele columns)."""
     alleles, dosage, which, systems = _locus_model(tuple(frozenset(g) for g in genotypes))
-    totals = [float(sum(signals.get(a, 0.0) for a in alleles)) for signals in profiles]
+    column_totals = peaks.total(signals, alleles)
+    totals = column_totals.tolist()
     found: list[LocusFractions] = [([None] * len(genotypes), t, list(which)) for t in totals]
-    solved = [i for i, total in enumerate(totals) if total > 0 and any(which)]
-    if not solved:
+    solved = np.flatnonzero(column_totals > 0) if any(which) else np.array([], dtype=int)
+    if not len(solved):
         return found
-    shares = np.array([[profiles[i].get(a, 0.0) / totals[i] for a in alleles] for i in solved])
-    for i, fractions in zip(solved, solve_fractions_many(dosage, shares, systems), strict=True):
+    columns = np.array([peaks.column[a] for a in alleles], dtype=np.intp)
+    shares = signals[np.ix_(solved, columns)] / column_totals[solved, np.newaxis]
+    fitted = solve_fractions_many(dosage, shares, systems)
+    for i, fractions in zip(solved.tolist(), fitted, strict=True):
         pct = [100.0 * float(f) if ok else None for f, ok in zip(fractions, which, strict=True)]
         found[i] = (pct, totals[i], list(which))
     return found
@@ -240,41 +253,41 @@ def evaluate_three_genome_many(
     for key in sorted(names, key=lambda k: names[k]):
         name = names[key]
         typed = {g: genotypes[g].alleles.get(key, set()) for g in GENOME_ORDER}
-        rows: list[dict[str, object]] = []
-        for work, (sample_id, _, _) in zip(works, profiles, strict=True):
-            row: dict[str, object] = {"sample_id": sample_id, "method": Method.STR.value,
-                                      "marker": name, "included": False}  # fmt: skip
-            row.update({_ROW_ALLELES[g]: join_alleles(a) or None for g, a in typed.items()})
+        base: dict[str, object] = {"method": Method.STR.value, "marker": name, "included": False}
+        base.update({_ROW_ALLELES[g]: join_alleles(a) or None for g, a in typed.items()})
+        rows = [{"sample_id": sample_id, **base} for sample_id, _, _ in profiles]
+        for work, row in zip(works, rows, strict=True):
             work.marker_rows.append(row)
-            rows.append(row)
         missing = [_REFERENCE_NAMES[g] for g, a in typed.items() if not a]
         if missing:
             for row in rows:
                 row["exclusion_reason"] = f"no {' or '.join(missing)} reference call"
             continue
         expected = frozenset().union(*typed.values())
-        observed = [dict(signals.get(key, {})) for _, signals, _ in profiles]
         stutters = [lookup.at(name) for _, _, lookup in profiles]
-        corrected = [
-            correct_stutter(seen, expected, stutter)
-            for seen, stutter in zip(observed, stutters, strict=True)
-        ]
-        fractions = locus_fractions_many([typed[g] for g in GENOME_ORDER], corrected)
+        peaks = LocusPeaks([signals.get(key, _NO_PEAKS) for _, signals, _ in profiles], expected)
+        matrix = peaks.corrected(stutters)
+        fractions = locus_fractions_of([typed[g] for g in GENOME_ORDER], peaks, matrix)
         genomes = genome_alleles({g.value: a for g, a in typed.items()})
         locus = LocusGenotypes(name, expected, _stutter_positions(typed), sex_marker=key in sex,
                        genomes=genomes)  # fmt: skip
+        uniques = unique_alleles_many(genomes, peaks, matrix, stutters)
+        unexpected = unexplained_many(name, peaks, matrix, stutters, settings=settings)
         for i, work in enumerate(works):
-            _locus_row(work, rows[i], locus, observed[i], corrected[i], stutters[i], fractions[i],
+            work.unexpected += unexpected[i]
+            _locus_row(work, rows[i], locus, uniques[i], stutters[i], fractions[i],
                        settings=settings)  # fmt: skip
     return works
+
+
+_NO_PEAKS: dict[str, float] = {}
 
 
 def _locus_row(
     work: SampleWork,
     row: dict[str, object],
     locus: LocusGenotypes,
-    observed: Mapping[str, float],
-    corrected: Mapping[str, float],
+    unique: list[UniqueAllele],
     stutter: LocusStutter,
     fractions: LocusFractions,
     *,
@@ -284,16 +297,12 @@ def _locus_row(
     name, near = locus.name, locus.near
     pct, total, which = fractions
     values = {g: p for g, p in zip(GENOME_ORDER, pct, strict=True) if p is not None}
-    unique = unique_alleles_of(locus.genomes, corrected, stutter)
     row.update(
         sharing=_sharing(values),
         signal_ink=sum(u.signal for u in unique if u.genome == Genome.INK),
         signal_total=total,
         pct_ink=values.get(Genome.INK),
         stutter_ratio=stutter.back if settings.stutter_correction else None,
-    )
-    work.unexpected += unexplained_alleles(
-        name, locus.parents, observed, corrected, stutter, settings=settings
     )
     reason = _not_used(informative=any(which), sex_marker=locus.sex_marker, total=total)
     if reason is not None:

@@ -12,10 +12,13 @@ The ratios come from :mod:`chimera.calculate.stutter_ratios`.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
+
+import numpy as np
 
 from chimera.calculate.str_profiles import allele_sort_key, shift_allele
 from chimera.settings import StrSettings
@@ -88,17 +91,8 @@ def correct_stutter(
     >>> {allele: round(value, 2) for allele, value in out.items()}
     {'9': 20.32, '10': 996.0, '11': 50.0}
     """
-    view = dict(signals)
-    back, forward = stutter.back, stutter.forward
-    for allele, longer, shorter in _correction_plan(tuple(signals), _frozen(parents)):
-        # expected_stutter's mean, with the neighbour lookups planned once per allele set
-        mean = 0.0
-        if longer is not None:
-            mean += back * view.get(longer, 0.0)
-        if shorter is not None:
-            mean += forward * view.get(shorter, 0.0)
-        view[allele] = max(0.0, signals[allele] - mean)
-    return view
+    peaks = LocusPeaks([signals], parents)
+    return peaks.as_dicts(peaks.corrected([stutter]))[0]
 
 
 def _frozen(alleles: Collection[str]) -> frozenset[str]:
@@ -108,18 +102,85 @@ def _frozen(alleles: Collection[str]) -> frozenset[str]:
 @functools.lru_cache(maxsize=65536)
 def _correction_plan(
     alleles: tuple[str, ...], parents: frozenset[str]
-) -> tuple[tuple[str, str | None, str | None], ...]:
-    """Each allele longest first with its longer and shorter neighbour when that is a parent.
+) -> tuple[tuple[int, int | None, int | None], ...]:
+    """Each column (alleles longest first) with its longer and shorter neighbour's column.
 
-    The neighbours :func:`expected_stutter` reads; they depend on the peaks' alleles and the
-    genotypes only, which recur from sample to sample of a patient.
+    A neighbour counts when it is a parent (an expected allele), as :func:`expected_stutter`
+    reads them; the plan depends on the peaks' alleles and the genotypes only, which recur
+    from locus to locus and patient to patient.
     """
+    column = {allele: j for j, allele in enumerate(alleles)}
     plan = []
-    for allele in _longest_first(alleles):
+    for j, allele in enumerate(alleles):
         longer, shorter = _neighbours(allele)
-        plan.append((allele, longer if longer is not None and longer in parents else None,
-                     shorter if shorter is not None and shorter in parents else None))  # fmt: skip
+        plan.append((j, column[longer] if longer is not None and longer in parents else None,
+                     column[shorter] if shorter is not None and shorter in parents else None))  # fmt: skip
     return tuple(plan)
+
+
+class LocusPeaks:
+    """One locus of many samples: allele signals as a samples x alleles matrix (methods.md 2.6).
+
+    Columns are every allele a sample has a peak at plus every ``expected`` allele (the parents
+    that stutter), longest first; a sample without a peak at an allele reads 0 there and is not
+    ``present``. The stutter arithmetic works on whole columns, so each formula runs once per
+    locus for every sample typed by the same genotypes.
+    """
+
+    def __init__(self, signals: Sequence[Mapping[str, float]], expected: Collection[str]) -> None:
+        self.signals = signals
+        self.expected = _frozen(expected)
+        self.alleles = _longest_first(tuple(sorted(self.expected.union(*signals))))
+        self.column = {allele: j for j, allele in enumerate(self.alleles)}
+        self.observed, self.present = self.dense(signals)
+
+    def dense(self, signals: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """``signals`` (alleles among the columns) as a matrix and where each has a peak."""
+        column = self.column
+        values = np.zeros((len(signals), len(self.alleles)))
+        present = np.zeros(values.shape, dtype=bool)
+        chain = itertools.chain.from_iterable
+        rows = np.repeat(np.arange(len(signals)), [len(peaks) for peaks in signals])
+        columns = np.fromiter(
+            map(column.__getitem__, chain(signals)), dtype=np.intp, count=len(rows)
+        )
+        values[rows, columns] = np.fromiter(chain(peaks.values() for peaks in signals), dtype=float,
+                                            count=len(rows))  # fmt: skip
+        present[rows, columns] = True
+        return values, present
+
+    def as_dicts(self, matrix: np.ndarray) -> list[dict[str, float]]:
+        """Each sample's values of ``matrix`` at its peaks' alleles, in the order of its peaks."""
+        column, rows = self.column, matrix.tolist()
+        return [
+            {allele: row[column[allele]] for allele in peaks}
+            for row, peaks in zip(rows, self.signals, strict=True)
+        ]
+
+    def total(self, matrix: np.ndarray, alleles: Sequence[str]) -> np.ndarray:
+        """Each sample's sum of ``matrix`` over ``alleles``, added left to right as ``sum`` does."""
+        column = self.column
+        found = np.zeros(matrix.shape[0])
+        for allele in alleles:
+            found = found + matrix[:, column[allele]]
+        return found
+
+    def corrected(self, stutters: Sequence[LocusStutter]) -> np.ndarray:
+        """Every sample's s_corr (:func:`correct_stutter`); ``stutters`` is per sample."""
+        observed, present = self.observed, self.present
+        back = np.array([stutter.back for stutter in stutters])
+        forward = np.array([stutter.forward for stutter in stutters])
+        out = np.zeros_like(observed)
+        for j, longer, shorter in _correction_plan(self.alleles, self.expected):
+            # expected_stutter's mean: back stutter of the (corrected) longer parent plus
+            # forward stutter of the shorter one, which is corrected after this allele
+            mean = None if longer is None else back * out[:, longer]
+            if shorter is not None:
+                term = forward * observed[:, shorter]
+                mean = term if mean is None else mean + term
+            value = observed[:, j] if mean is None else observed[:, j] - mean
+            out[:, j] = np.where(present[:, j] & (value > 0), value, 0.0)
+        return out
 
 
 class UniqueAllele(NamedTuple):
@@ -184,19 +245,50 @@ def unique_alleles_of(
     genomes: GenomeAlleles, corrected: Mapping[str, float], stutter: LocusStutter
 ) -> list[UniqueAllele]:
     """:func:`unique_alleles` of genotypes given as :func:`genome_alleles`."""
-    back_sd, forward_sd = stutter.back_sd, stutter.forward_sd
-    found = []
-    layout = _unique_layout(genomes, back_sd, forward_sd)
-    for genome, allele, dosage, near, longer, shorter in layout:
-        # expected_stutter's SD, with its neighbour lookups planned in the layout
-        variance = 0.0
-        if longer is not None:
-            variance += (back_sd * corrected.get(longer, 0.0)) ** 2
-        if shorter is not None:
-            variance += (forward_sd * corrected.get(shorter, 0.0)) ** 2
-        found.append(UniqueAllele(genome, allele, corrected.get(allele, 0.0), dosage,
-                                  math.sqrt(variance), near))  # fmt: skip
-    return found
+    peaks = LocusPeaks([corrected], frozenset().union(*(alleles for _, alleles in genomes)))
+    return unique_alleles_many(genomes, peaks, peaks.observed, [stutter])[0]
+
+
+def unique_alleles_many(
+    genomes: GenomeAlleles,
+    peaks: LocusPeaks,
+    corrected: np.ndarray,
+    stutters: Sequence[LocusStutter],
+) -> list[list[UniqueAllele]]:
+    """:func:`unique_alleles_of` of every sample of ``peaks`` (``corrected``: its s_corr)."""
+    column = peaks.column
+    back_sd = np.array([stutter.back_sd for stutter in stutters])
+    forward_sd = np.array([stutter.forward_sd for stutter in stutters])
+    # a patient's samples share a few stutter objects: one layout each
+    distinct = {id(s): s for s in stutters}
+    layout_of = {k: _unique_layout(genomes, s.back_sd, s.forward_sd) for k, s in distinct.items()}
+    if not stutters:
+        return []
+    entries = []
+    for e, (genome, allele, dosage, near, longer, shorter) in enumerate(
+        layout_of[id(stutters[0])]  # alleles and neighbours: every sample's, only near varies
+    ):
+        # expected_stutter's SD (Python's ** for the squares, bit for bit a one-sample sum)
+        variance = None
+        for spread, neighbour in ((back_sd, longer), (forward_sd, shorter)):
+            if neighbour is not None:
+                part = np.array([v**2 for v in (spread * corrected[:, column[neighbour]]).tolist()])
+                variance = part if variance is None else variance + part
+        sd = np.zeros(len(stutters)) if variance is None else np.sqrt(variance)
+        nears = (
+            itertools.repeat(near)
+            if len(layout_of) == 1
+            else [layout_of[id(s)][e][3] for s in stutters]
+        )
+        fields = zip(itertools.repeat(genome), itertools.repeat(allele),
+                     corrected[:, column[allele]].tolist(), itertools.repeat(dosage), sd.tolist(),
+                     nears)  # fmt: skip
+        entries.append(
+            map(tuple.__new__, itertools.repeat(UniqueAllele), fields)
+        )  # no Python __new__
+    return (
+        [list(found) for found in zip(*entries, strict=True)] if entries else [[] for _ in stutters]
+    )
 
 
 @functools.lru_cache(maxsize=65536)
@@ -250,21 +342,20 @@ def stutter_ceiling(
     ...                       settings=StrSettings()), 1)
     222.6
     """
-    return _ceiling(allele, signals, parents, _ceiling_ratios(stutter, settings))
+    peaks = LocusPeaks([signals], _frozen(parents) | {allele})
+    limits = _ceiling_ratios(stutter, settings)
+    ceiling = _ceilings(peaks, peaks.column[allele], np.array([limits[0]]), np.array([limits[1]]))
+    return float(ceiling[0])
 
 
-def _ceiling(
-    allele: str,
-    signals: Mapping[str, float],
-    parents: Collection[str],
-    limits: tuple[float, float],
-) -> float:
-    ceiling = 0.0
-    longer, shorter = _neighbours(allele)
-    if longer is not None and longer in parents:
-        ceiling += limits[0] * signals.get(longer, 0.0)
-    if shorter is not None and shorter in parents:
-        ceiling += limits[1] * signals.get(shorter, 0.0)
+def _ceilings(peaks: LocusPeaks, j: int, back: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """Every sample's stutter ceiling at column ``j`` from its expected neighbours' peaks."""
+    longer, shorter = _correction_plan(peaks.alleles, peaks.expected)[j][1:]
+    ceiling = np.zeros(len(back))
+    if longer is not None:
+        ceiling = back * peaks.observed[:, longer]
+    if shorter is not None:
+        ceiling = ceiling + forward * peaks.observed[:, shorter]
     return ceiling
 
 
@@ -332,22 +423,46 @@ def unexplained_alleles(
     ...                                      settings=settings)]
     ['D3S1358 11 (23 % of locus signal)']
     """
-    extra = corrected.keys() - expected
-    if not extra:
-        return []
-    limits = _ceiling_ratios(stutter, settings)
-    ceilings = ((allele, _ceiling(allele, observed, expected, limits)) for allele in extra)
-    # most extra peaks are stutter within its ceiling: sum and sort only what is left
-    beyond = [(allele, ceiling) for allele, ceiling in ceilings
-              if not observed.get(allele, 0.0) <= ceiling]  # fmt: skip
+    peaks = LocusPeaks([observed], expected)
+    corrected_matrix = peaks.dense([corrected])[0]
+    return unexplained_many(name, peaks, corrected_matrix, [stutter], settings=settings)[0]
+
+
+def unexplained_many(
+    name: str,
+    peaks: LocusPeaks,
+    corrected: np.ndarray,
+    stutters: Sequence[LocusStutter],
+    *,
+    settings: StrSettings,
+) -> list[list[UnexpectedAllele]]:
+    """:func:`unexplained_alleles` of every sample of ``peaks`` (``corrected``: its s_corr)."""
+    found: list[list[UnexpectedAllele]] = [[] for _ in stutters]
+    extra = [j for j, allele in enumerate(peaks.alleles) if allele not in peaks.expected]
+    if not extra or not stutters:
+        return found
+    distinct = {id(s): s for s in stutters}  # a few distinct ones
+    ratios = {k: _ceiling_ratios(s, settings) for k, s in distinct.items()}
+    limits = np.array([ratios[id(s)] for s in stutters])
+    beyond = []
+    for j in extra:
+        ceiling = _ceilings(peaks, j, limits[:, 0], limits[:, 1])
+        # most extra peaks are stutter within its ceiling: sum and sort only what is left
+        over = peaks.present[:, j] & ~(peaks.observed[:, j] <= ceiling)
+        if over.any():
+            beyond.append((peaks.alleles[j], over, ceiling))
     if not beyond:
-        return []
-    total = sum(corrected.values())
-    if total <= 0:
-        return []
-    found = []
-    for allele, ceiling in sorted(beyond, key=lambda item: allele_sort_key(item[0])):
-        share = corrected[allele] / total
-        if share > settings.min_unexpected_allele_fraction:
-            found.append(UnexpectedAllele(name, allele, share, stutter_position=ceiling > 0))
+        return found
+    rows = corrected.tolist()
+    beyond.sort(key=lambda item: allele_sort_key(item[0]))
+    for i in np.flatnonzero(np.any([over for _, over, _ in beyond], axis=0)).tolist():
+        row, column = rows[i], peaks.column
+        total = sum(row[column[allele]] for allele in peaks.signals[i])
+        if total <= 0:
+            continue
+        for allele, over, ceiling in beyond:
+            share = row[column[allele]] / total
+            if over[i] and share > settings.min_unexpected_allele_fraction:
+                position = bool(ceiling[i] > 0)
+                found[i].append(UnexpectedAllele(name, allele, share, stutter_position=position))
     return found
