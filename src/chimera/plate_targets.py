@@ -57,32 +57,43 @@ class FileMarkers:
 
     @classmethod
     def by_file(cls, frame: pl.DataFrame, reference_genes: Sequence[str]) -> dict[str, FileMarkers]:
-        """:meth:`of` of every file in ``frame`` in one pass, by ``source_sha256``."""
+        """:meth:`of` of every file in ``frame`` in one pass, by ``source_sha256``.
+
+        Each distinct (target, channel) is named once (:func:`_marker_key`, reference genes
+        none), then the names are gathered per file and per file x sample in polars.
+        """
         ddpcr = "channel" in frame.columns
         merged = pl.col("is_merged") if "is_merged" in frame.columns else pl.lit(value=False)
         channel = pl.col("channel") if ddpcr else pl.lit(None, pl.String)
-        found: dict[str, set[str]] = {}
+        rows = frame.select(
+            "source_sha256",
+            "sample_id",
+            "target",
+            channel.alias("channel"),
+            merged.fill_null(value=False).alias("merged"),
+        ).unique()
+        pairs = rows.select("target", "channel").unique()
+        names = [
+            None if is_reference_gene(t, reference_genes) else _marker_key(t, c, ddpcr=ddpcr)
+            for t, c in pairs.iter_rows()
+        ]
+        rows = rows.join(
+            pairs.with_columns(marker=pl.Series(names, dtype=pl.String)),
+            on=["target", "channel"],
+            how="left",
+            nulls_equal=True,
+        )
+        marker_set = pl.col("marker").drop_nulls().unique()
+        found = dict(rows.group_by("source_sha256").agg(marker_set).iter_rows())
         wells: dict[str, dict[str, set[str]]] = {}
-        for sha, sample_id, target, via, is_merged in (
-            frame.select(
-                "source_sha256",
-                "sample_id",
-                "target",
-                channel.alias("channel"),
-                merged.fill_null(value=False).alias("merged"),
-            )
-            .unique()
+        for sha, sample_id, markers in (
+            rows.filter(~pl.col("merged") & pl.col("sample_id").is_not_null())
+            .group_by("source_sha256", "sample_id")
+            .agg(marker_set)
             .iter_rows()
         ):
-            key = _marker_key(target, via, ddpcr=ddpcr)
-            if is_reference_gene(target, reference_genes):
-                key = None
-            markers = [key] if key is not None else []
-            found.setdefault(sha, set()).update(markers)
-            file_wells = wells.setdefault(sha, {})
-            if not is_merged and sample_id is not None:
-                file_wells.setdefault(sample_id, set()).update(markers)
-        return {sha: cls(frozenset(found[sha]), wells[sha]) for sha in found}
+            wells.setdefault(sha, {})[sample_id] = set(markers)
+        return {sha: cls(frozenset(found[sha]), wells.get(sha, {})) for sha in found}
 
 
 def fallback_targets(
