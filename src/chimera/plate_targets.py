@@ -141,6 +141,16 @@ def targets_of(frame: pl.DataFrame, sample_ids: Collection[str]) -> set[str]:
     return {target_key(target, via) for sid, target, via in rows if sid in wanted}
 
 
+def _target_key_expr(target: pl.Expr, channel: pl.Expr) -> pl.Expr:
+    """:func:`target_key` as an expression: the target's name, else its channel."""
+    named = pl.when(target.is_not_null() & (target != "")).then(target)
+    return (
+        named.when(channel.is_not_null() & (channel != ""))
+        .then(channel)
+        .otherwise(pl.lit("unnamed target"))
+    )
+
+
 @dataclass
 class PlateTargets:
     """Targets per sample id per file (``source_sha256``) of one PCR method's stored rows."""
@@ -161,14 +171,16 @@ class PlateTargets:
         """
         if "target" not in frame.columns or "source_sha256" not in frame.columns:
             return
-        channels = frame["channel"].to_list() if "channel" in frame.columns else repeat(None)
-        columns = (frame[c].to_list() for c in ("source_sha256", "sample_id", "target"))
+        channel = pl.col("channel") if "channel" in frame.columns else pl.lit(None, pl.String)
+        grouped = (
+            frame.filter(pl.col("source_sha256").is_not_null())
+            .group_by("source_sha256", pl.col("sample_id").fill_null(""))
+            .agg(_target_key_expr(pl.col("target"), channel).unique())
+        )
         touched = set()
-        for sha, sample_id, target, via in set(zip(*columns, channels, strict=False)):
-            if sha is not None:
-                wells = self.by_file.setdefault(sha, {}).setdefault(sample_id or "", set())
-                wells.add(target_key(target, via))
-                touched.add(sha)
+        for sha, sample_id, targets in grouped.iter_rows():
+            self.by_file.setdefault(sha, {}).setdefault(sample_id, set()).update(targets)
+            touched.add(sha)
         for key, known in self._lacking.items():
             at = self._lacking_at[key]
             for sha in touched:
