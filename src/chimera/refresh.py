@@ -19,6 +19,7 @@ from chimera import channels, kinetics, trends
 from chimera.alert_scope import alert_scope, read_scoped, record_evaluation
 from chimera.alerts.detect import detect_alerts
 from chimera.alerts.states import update_alert_states
+from chimera.heap import long_lived, set_aside
 from chimera.registry import Registry, read_registry
 from chimera.settings import Settings
 from chimera.warehouse import (
@@ -105,7 +106,7 @@ def refresh_patients(
 ) -> RefreshSummary:
     """Rebuild trends, kinetics and alerts for ``patients`` (None = everyone), then notify."""
     warehouse = Warehouse(settings.warehouse)
-    with warehouse.lock():
+    with warehouse.lock(), long_lived():
         todo = all_patients(warehouse) if patients is None else set(patients)
         registry = read_registry(warehouse)
         infusions = registry.infusions.lazy()
@@ -114,6 +115,7 @@ def refresh_patients(
             for patient in sorted(todo)
             if (part := warehouse.read_part(CHIMERISM, patient)) is not None
         }
+        set_aside()  # what the ingest left alive and the inputs read (chimera.heap)
         cd = settings.alerts.critical_difference
         threads = settings.scale.write_threads(len(chimerism), settings.scale.pool_min_patients)
         trend_parts = warehouse.write_parts(
