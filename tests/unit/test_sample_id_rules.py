@@ -11,7 +11,12 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chimera.prerequisites import _assay_sample_ids_expr, assay_sample_ids
+from chimera.prerequisites import (
+    CONTROL_SAMPLE_NAMES,
+    _assay_sample_ids_expr,
+    _surely_kept,
+    assay_sample_ids,
+)
 
 NAMES = st.one_of(
     st.none(),
@@ -74,3 +79,11 @@ def test_other_column_types_follow_the_rules() -> None:
         schema={"sample_id": pl.String, "task": pl.Categorical},
     )
     assert assay_sample_ids(frame) == ["P01-D1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(CONTROL_SAMPLE_NAMES))
+def test_every_control_name_goes_to_the_rules_12(name: str) -> None:
+    """The shortcut never passes a name the control pattern matches (a control name added to
+    ``CONTROL_SAMPLE_NAMES`` without its first letters in the shortcut would fail here)."""
+    assert not _surely_kept(name, pcr=True)
