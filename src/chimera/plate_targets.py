@@ -15,7 +15,7 @@ wells of the targets the product has no well of on the patient's own plates.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -72,16 +72,11 @@ class FileMarkers:
             channel.alias("channel"),
             merged.fill_null(value=False).alias("merged"),
         ).unique()
-        pairs = rows.select("target", "channel").unique()
-        names = [
-            None if is_reference_gene(t, reference_genes) else _marker_key(t, c, ddpcr=ddpcr)
-            for t, c in pairs.iter_rows()
-        ]
-        rows = rows.join(
-            pairs.with_columns(marker=pl.Series(names, dtype=pl.String)),
-            on=["target", "channel"],
-            how="left",
-            nulls_equal=True,
+        rows = _named(
+            rows,
+            lambda t, c: (
+                None if is_reference_gene(t, reference_genes) else _marker_key(t, c, ddpcr=ddpcr)
+            ),
         )
         marker_set = pl.col("marker").drop_nulls().unique()
         found = dict(rows.group_by("source_sha256").agg(marker_set).iter_rows())
@@ -141,13 +136,20 @@ def targets_of(frame: pl.DataFrame, sample_ids: Collection[str]) -> set[str]:
     return {target_key(target, via) for sid, target, via in rows if sid in wanted}
 
 
-def _target_key_expr(target: pl.Expr, channel: pl.Expr) -> pl.Expr:
-    """:func:`target_key` as an expression: the target's name, else its channel."""
-    named = pl.when(target.is_not_null() & (target != "")).then(target)
-    return (
-        named.when(channel.is_not_null() & (channel != ""))
-        .then(channel)
-        .otherwise(pl.lit("unnamed target"))
+def _named(
+    rows: pl.DataFrame, name: Callable[[str | None, str | None], str | None]
+) -> pl.DataFrame:
+    """``rows`` (``target`` and ``channel`` columns) with ``marker``: ``name`` of the pair.
+
+    ``name`` is called once per distinct (target, channel): a plate has a few, a warehouse dozens.
+    """
+    pairs = rows.select("target", "channel").unique()
+    names = [name(target, channel) for target, channel in pairs.iter_rows()]
+    return rows.join(
+        pairs.with_columns(marker=pl.Series(names, dtype=pl.String)),
+        on=["target", "channel"],
+        how="left",
+        nulls_equal=True,
     )
 
 
@@ -172,10 +174,13 @@ class PlateTargets:
         if "target" not in frame.columns or "source_sha256" not in frame.columns:
             return
         channel = pl.col("channel") if "channel" in frame.columns else pl.lit(None, pl.String)
+        rows = frame.filter(pl.col("source_sha256").is_not_null()).select(
+            "source_sha256", pl.col("sample_id").fill_null(""), "target", channel.alias("channel")
+        )
         grouped = (
-            frame.filter(pl.col("source_sha256").is_not_null())
-            .group_by("source_sha256", pl.col("sample_id").fill_null(""))
-            .agg(_target_key_expr(pl.col("target"), channel).unique())
+            _named(rows.unique(), target_key)
+            .group_by("source_sha256", "sample_id")
+            .agg(pl.col("marker").unique())
         )
         touched = set()
         for sha, sample_id, targets in grouped.iter_rows():
