@@ -223,6 +223,7 @@ def _ingest_batch(
     with own as workers, open_batch(settings) as batch, long_lived():
         if parse_many is None and use_pool(workers, len(ordered), settings.scale.pool_min_files):
             parse_many = parse_in_pool(workers, settings, clock=clock)
+        set_aside()  # the read files and the batch's warehouse state, kept through the parse
         prepare_sources(ordered, batch, clock=clock, parse_many=parse_many)
         set_aside()  # the parsed files live through the batch (chimera.heap)
 
