@@ -31,6 +31,7 @@ from chimera.parsers.completeness import check_last_line, truncated
 from chimera.parsers.specimen import normalise_specimen
 from chimera.textio import normalise_header, uses_decimal_comma
 from chimera.validation import validate_frame
+from schemas.base import polars_schema
 from schemas.inputs import InfusionLog, Manifest, direct_identifier_columns
 from schemas.vocab import Role, Specimen
 
@@ -293,7 +294,7 @@ def parse_manifest(export: DecodedExport, *, now: datetime | None = None) -> Par
             "cell_bank": table.text("cell_bank"),
             "nominal_pct": table.numbers("nominal_pct"),
         },
-        schema_overrides={"collected_at": pl.Datetime("us", "UTC")},
+        schema_overrides=polars_schema(Manifest),
     )
     frame = validate_frame(frame, Manifest, file_name=export.file_name, source_rows=table.rows)
     purity = frame["purity_pct"].drop_nulls()
@@ -332,7 +333,7 @@ def parse_infusion_log(export: DecodedExport, *, now: datetime | None = None) ->
             "cells": table.numbers("cells"),
             "product_lot": table.text("product_lot"),
         },
-        schema_overrides={"infused_at": pl.Datetime("us", "UTC"), "dose_number": pl.Int32},
+        schema_overrides=polars_schema(InfusionLog),
     )
     frame = validate_frame(frame, InfusionLog, file_name=export.file_name, source_rows=table.rows)
     return ParsedExport(
