@@ -139,21 +139,30 @@ def meets_contract(frame: pl.DataFrame, model: type[DataFrameModel]) -> bool | N
     rules = _rules(model)
     if rules is None or not fits(frame, model):
         return None
+    lf = frame.lazy()
     try:
-        verdicts = list(_verdicts(frame.lazy(), frame.schema, rules))
-        if not verdicts:
+        verdicts = list(_verdicts(lf, frame.schema, rules))
+        exprs = [v.alias(f"e{i}") for i, v in enumerate(verdicts) if isinstance(v, pl.Expr)]
+        parts = [lf.select(exprs)] if exprs else []
+        parts += [
+            v.select(pl.all().alias(f"q{i}"))
+            for i, v in enumerate(verdicts)
+            if isinstance(v, pl.LazyFrame)
+        ]
+        if not parts:
             return True
-        row = pl.concat(
-            [verdict.select(pl.all().alias(f"v{i}")) for i, verdict in enumerate(verdicts)],
-            how="horizontal",
-        ).collect()
+        row = (parts[0] if len(parts) == 1 else pl.concat(parts, how="horizontal")).collect()
     except Exception:  # noqa: BLE001 - a check that cannot run is Pandera's to report
         return None
     return all(row.row(0))
 
 
-def _verdicts(lf: pl.LazyFrame, schema: pl.Schema, rules: _Rules) -> Iterator[pl.LazyFrame]:
-    """One single-value boolean query per rule Pandera would run on ``lf``."""
+Verdict = pl.Expr | pl.LazyFrame
+"""One rule's outcome as one boolean: an expression over the frame, or a query of its own."""
+
+
+def _verdicts(lf: pl.LazyFrame, schema: pl.Schema, rules: _Rules) -> Iterator[Verdict]:
+    """One single-value boolean verdict per rule Pandera would run on ``lf``."""
     for name, column in rules.columns.items():
         if name not in schema:
             continue
@@ -162,25 +171,71 @@ def _verdicts(lf: pl.LazyFrame, schema: pl.Schema, rules: _Rules) -> Iterator[pl
             present = value.is_not_null()
             if schema[name] in _FLOATS:
                 present = present & value.is_not_nan()
-            yield lf.select(present.all())
+            yield present.all()
         if column.unique:
-            yield lf.select(value.is_duplicated().any().not_())
+            yield value.is_duplicated().any().not_()
         for check in column.checks:
-            yield _verdict(check, PolarsData(lf, name))
+            yield _verdict(check, lf, name)
     for check in rules.checks:
-        yield _verdict(check, PolarsData(lf, "*"))
+        yield _verdict(check, lf, "*")
 
 
-def _verdict(check: _Check, data: PolarsData) -> pl.LazyFrame:
+def _verdict(check: _Check, lf: pl.LazyFrame, key: str) -> Verdict:
     """A check's outcome as Pandera reduces it: all rows pass (nulls pass when ``ignore_na``).
 
-    ``apply`` is Pandera's own (element-wise checks, several output columns folded into one);
-    the reduction is its ``postprocess_lazyframe_output``.
+    The check builds its query on a :class:`_Recorder`; a plain ``select`` of one expression
+    (every built-in check, most row rules) becomes that expression, to run with the other
+    rules in one ``select``. Otherwise Pandera's own ``apply`` (element-wise checks, several
+    output columns folded into one) gives a query of its own. The reduction is Pandera's
+    ``postprocess_lazyframe_output``.
     """
-    out = check.backend.apply(data)
+    out: Any = None
+    if not check.check.element_wise:
+        recorder: Any = _Recorder(lf)
+        out = check.backend.check_fn(PolarsData(recorder, key))
     if isinstance(out, bool):
-        return pl.LazyFrame({CHECK_OUTPUT_KEY: [out]})
-    passed = pl.col(CHECK_OUTPUT_KEY)
+        return pl.lit(out)
+    if isinstance(out, _Selected) and out.expr is not None:
+        passed = out.expr
+    else:
+        out = check.backend.apply(PolarsData(lf, key))
+        if isinstance(out, bool):
+            return pl.lit(out)
+        passed = pl.col(CHECK_OUTPUT_KEY)
     kept = passed | passed.is_null() if check.check.ignore_na else passed.fill_null(value=False)
-    verdict: pl.LazyFrame = out.select(kept.all())
-    return verdict
+    if isinstance(out, pl.LazyFrame):
+        query: pl.LazyFrame = out.select(kept.all())
+        return query
+    return kept.all()
+
+
+class _Selected:
+    """What a check's ``select`` on a :class:`_Recorder` returned.
+
+    Any use but being the check's result turns it into the real query.
+    """
+
+    def __init__(self, lf: pl.LazyFrame, exprs: tuple[Any, ...], named: dict[str, Any]) -> None:
+        self._query = (lf, exprs, named)
+        single = len(exprs) == 1 and not named and isinstance(exprs[0], pl.Expr)
+        self.expr: pl.Expr | None = (
+            exprs[0] if single and not exprs[0].meta.has_multiple_outputs() else None
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        lf, exprs, named = self._query
+        return getattr(lf.select(*exprs, **named), name)
+
+
+class _Recorder:
+    """Stands in for the frame's LazyFrame while a check builds its query (see :func:`_verdict`)."""
+
+    def __init__(self, lf: pl.LazyFrame) -> None:
+        self._lf = lf
+
+    def select(self, *exprs: Any, **named: Any) -> _Selected:
+        """Record the selection instead of planning it."""
+        return _Selected(self._lf, exprs, named)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lf, name)
