@@ -324,7 +324,7 @@ def _detect_text(data: bytes, *, file_name: str) -> DecodedExport:
         raise EmptyFileError(msg)
     head = lines[:_SNIFF_LINES]
     rows: Iterable[list[str]] = (split_line(line, sniff_delimiter(line)) for line in head)
-    if any(len(line) > csv.field_size_limit() for line in head):
+    if max(map(len, head)) > csv.field_size_limit():
         rows = list(rows)  # a field too long for the csv reader refuses the file, at any line
     sniffed = detect_rows(rows)
     if sniffed is None:

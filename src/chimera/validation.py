@@ -7,12 +7,12 @@ import re
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache
 
 import pandera.errors as pa_errors
 import polars as pl
 from pandera.api.polars.model import DataFrameModel
 
+from chimera.contract_check import fits, meets_contract
 from chimera.errors import Problem, ValidationFailedError
 from schemas.base import checks_rows_alone, compared_within
 
@@ -68,26 +68,10 @@ def validate_frame(
         With one :class:`Problem` per failure case (at most 50, then a count).
     """
     collected = _deferred.get()
-    if collected is not None and checks_rows_alone(model) and _fits(frame, model):
+    if collected is not None and checks_rows_alone(model) and fits(frame, model):
         collected.append(Deferred(frame, model, file_name, source_rows))
         return frame
     return _validate(frame, model, file_name=file_name, source_rows=source_rows)
-
-
-@cache
-def _contract(model: type[DataFrameModel]) -> tuple[dict[str, pl.DataType], frozenset[str]]:
-    """The contract's dtypes and its required columns."""
-    columns = model.to_schema().columns
-    dtypes = {name: column.dtype.type for name, column in columns.items()}
-    return dtypes, frozenset(name for name, column in columns.items() if column.required)
-
-
-def _fits(frame: pl.DataFrame, model: type[DataFrameModel]) -> bool:
-    """Whether ``frame`` has the contract's columns with exactly its dtypes (no coercion)."""
-    dtypes, required = _contract(model)
-    return required <= set(frame.columns) and all(
-        dtypes.get(name) == dtype for name, dtype in frame.schema.items()
-    )
 
 
 def check_deferred(batches: Sequence[Sequence[Deferred]]) -> list[ValidationFailedError | None]:
@@ -126,8 +110,12 @@ def _passes(frames: Sequence[pl.DataFrame], model: type[DataFrameModel]) -> bool
             )
             for i, frame in enumerate(frames)
         ]
+    together = pl.concat(frames, how="vertical_relaxed")
+    verdict = meets_contract(together, model)
+    if verdict is not None:
+        return verdict
     try:
-        model.validate(pl.concat(frames, how="vertical_relaxed"), lazy=True)
+        model.validate(together, lazy=True)
     except (pa_errors.SchemaErrors, pa_errors.SchemaError):
         return False
     return True
@@ -153,7 +141,7 @@ def validate_many(
     if len(frames) > 1 and (checks_rows_alone(model) or compared_within(model)):
         groups: dict[tuple[str, ...], list[int]] = {}
         for index, frame in enumerate(frames):
-            if _fits(frame, model):
+            if fits(frame, model):
                 groups.setdefault(tuple(frame.columns), []).append(index)
         for members in groups.values():
             if len(members) > 1 and _passes([frames[i] for i in members], model):
@@ -171,7 +159,13 @@ def _validate(
     file_name: str,
     source_rows: Sequence[int] | None = None,
 ) -> pl.DataFrame:
-    """One Pandera pass over one frame, its failures as a readable report."""
+    """One Pandera pass over one frame, its failures as a readable report.
+
+    A frame that already meets the contract (:func:`chimera.contract_check.meets_contract`,
+    one query) is returned as it is, without the pass.
+    """
+    if meets_contract(frame, model):
+        return frame
     try:
         return model.validate(frame, lazy=True)
     except pa_errors.SchemaErrors as err:

@@ -29,8 +29,9 @@ from chimera.parsers.common import (
 )
 from chimera.parsers.completeness import check_last_line, truncated
 from chimera.parsers.specimen import normalise_specimen
-from chimera.textio import normalise_header, uses_decimal_comma
+from chimera.textio import normalise_header, pick_columns, uses_decimal_comma
 from chimera.validation import validate_frame
+from schemas.base import polars_schema
 from schemas.inputs import InfusionLog, Manifest, direct_identifier_columns
 from schemas.vocab import Role, Specimen
 
@@ -133,33 +134,46 @@ def normalise_role(text: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class _Table:
-    """A registry table: records keyed by contract column names, with their file rows."""
+    """A registry table: the cells of each contract column (stripped), with their file rows."""
 
-    records: list[dict[str, str]]
+    columns: dict[str, Sequence[str]]
+    """Cells by contract column name; of two columns with one name, the last."""
     rows: list[int]
     decimal_comma: bool
     file_name: str
 
+    def cells(self, column: str) -> Sequence[str]:
+        """The stripped cells of ``column``; all ``""`` when the file has no such column."""
+        return self.columns.get(column, ("",) * len(self.rows))
+
     def text(self, column: str) -> list[str | None]:
-        return [r.get(column) or None for r in self.records]
+        return [cell or None for cell in self.cells(column)]
 
     def numbers(self, column: str) -> list[float | None]:
-        """Numbers of ``column``; a cell that is neither empty, ``NaN`` nor a number is refused."""
+        """Numbers of ``column``; a cell that is neither empty, ``NaN`` nor a number is refused.
+
+        Each distinct cell is read once; with any unreadable one, every row is read again so
+        that the problems name their rows in file order.
+        """
+        cells = self.cells(column)
         problems: list[Problem] = []
         read = number_reader(decimal_comma=self.decimal_comma, problems=problems)
-        values = [
-            read(r.get(column, ""), row, column)
-            for r, row in zip(self.records, self.rows, strict=True)
-        ]
+        distinct = {cell: read(cell, 0, column) for cell in set(cells)}
+        if problems:
+            problems.clear()
+            values = [read(cell, row, column) for cell, row in zip(cells, self.rows, strict=True)]
+        else:
+            values = [distinct[cell] for cell in cells]
         _raise(problems, f"{self.file_name}: {len(problems)} unreadable number(s) in {column!r}")
         return values
 
     def timestamps(self, column: str, *, now: datetime | None) -> list[datetime | None]:
         """Timestamps of ``column``; unreadable ones, and ones after ``now``, are refused."""
         values, problems = [], []
-        for record, row in zip(self.records, self.rows, strict=True):
-            raw = record.get(column, "")
-            parsed = parse_timestamp(raw)
+        cells = self.cells(column)
+        parsed_cells = {raw: parse_timestamp(raw) for raw in set(cells)}
+        for raw, row in zip(cells, self.rows, strict=True):
+            parsed = parsed_cells[raw]
             if raw and parsed is None:
                 rule, message, fix = "timestamp_format", f"{column!r} is not a date/time", _TIME_FIX
             elif parsed is not None and now is not None and parsed > now + _FUTURE_GRACE:
@@ -205,12 +219,10 @@ def _read_table(export: DecodedExport, required: Sequence[str]) -> _Table:
     for raw in header:
         name = normalise_header(raw)
         names.append(REGISTRY_ALIASES.get(name, name.replace(" ", "_")))
-    records = []
-    for _, row in body:
-        padded = row + [""] * (len(names) - len(row))
-        records.append({n: padded[i].strip() for i, n in enumerate(names) if n})
+    positions = {name: i for i, name in enumerate(names) if name}
+    picked = pick_columns([row for _, row in body], positions.values())
     table = _Table(
-        records,
+        {name: [cell.strip() for cell in picked[i]] for name, i in positions.items()},
         [n for n, _ in body],
         uses_decimal_comma([r for _, r in body], export.delimiter),
         export.file_name,
@@ -235,7 +247,7 @@ def _require(
         ]
         msg = f"{table.file_name}: missing column(s) {', '.join(missing)}"
         raise ValidationFailedError(msg, problems)
-    if not table.records:
+    if not table.rows:
         raise truncated(export, "it has a header but no rows", software=_WRITER, redo=_REDO)
 
 
@@ -281,7 +293,7 @@ def parse_manifest(export: DecodedExport, *, now: datetime | None = None) -> Par
         {
             "sample_id": table.text("sample_id"),
             "patient_id": table.text("patient_id"),
-            "role": [normalise_role(r.get("role")) for r in table.records],
+            "role": [normalise_role(cell) for cell in table.cells("role")],
             "collected_at": table.timestamps("collected_at", now=now),
             "specimen": specimen,
             "specimen_raw": specimen_raw,
@@ -293,7 +305,7 @@ def parse_manifest(export: DecodedExport, *, now: datetime | None = None) -> Par
             "cell_bank": table.text("cell_bank"),
             "nominal_pct": table.numbers("nominal_pct"),
         },
-        schema_overrides={"collected_at": pl.Datetime("us", "UTC")},
+        schema_overrides=polars_schema(Manifest),
     )
     frame = validate_frame(frame, Manifest, file_name=export.file_name, source_rows=table.rows)
     purity = frame["purity_pct"].drop_nulls()
@@ -332,7 +344,7 @@ def parse_infusion_log(export: DecodedExport, *, now: datetime | None = None) ->
             "cells": table.numbers("cells"),
             "product_lot": table.text("product_lot"),
         },
-        schema_overrides={"infused_at": pl.Datetime("us", "UTC"), "dose_number": pl.Int32},
+        schema_overrides=polars_schema(InfusionLog),
     )
     frame = validate_frame(frame, InfusionLog, file_name=export.file_name, source_rows=table.rows)
     return ParsedExport(

@@ -277,9 +277,10 @@ def _check_complete(export: DecodedExport, table: _Table, cells: _Cells) -> None
         problem = numbers.counts_add_up(cells.row(-1), row=last_row)
         if problem is not None:
             raise truncated(export, problem.message + f" on line {last_row}", software=software)
-    labels = zip(cells.get("target_type"), cells.get("dye"), cells.get("target"), strict=True)
+    labels = list(zip(cells.get("target_type"), cells.get("dye"), cells.get("target"), strict=True))
+    channel = {label: _channel_key(*label) for label in set(labels)}
     keys = [
-        (well.strip().strip('"'), _channel_key(*label))
+        (well.strip().strip('"'), channel[label])
         for well, label in zip(cells.get("well"), labels, strict=True)
     ]
     check_layout(export, keys, software=software, what="channel")
@@ -342,8 +343,9 @@ def _wells_by_column(table: _Table, cells: _Cells, volume: float) -> dict[str, l
     ):
         return None
     completed = [_completed(*c) for c in zip(accepted, positives, negatives, strict=True)]
-    labels = zip(column("target_type"), column("dye"), column("sample_type"), strict=True)
-    channels = [roles(kind, dye, sample, software=table.software) for kind, dye, sample in labels]
+    labels = list(zip(column("target_type"), column("dye"), column("sample_type"), strict=True))
+    by_label = {label: roles(*label, software=table.software) for label in set(labels)}
+    channels = [by_label[label] for label in labels]
     merged = column("merged", merged_members)
     return {
         "sample_id": column("sample"),
