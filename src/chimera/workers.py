@@ -23,10 +23,10 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from chimera.settings import Settings
 
@@ -95,35 +95,101 @@ class WorkerPool:
         (from what it holds already); it takes the pieces, last first, that no spawned process
         has started, and all of them without workers or once the pool broke.
         """
+        mapped = self.map_lazily(function, items, here=here)
+        mapped.take_rest()
+        return [mapped[index] for index in range(len(items))]
+
+    def map_lazily(
+        self, function: Callable[[T], R], items: Sequence[T], *, here: Callable[[T], R]
+    ) -> Mapped[T, R]:
+        """:meth:`map` whose results are computed or waited for as each one is asked for.
+
+        The spawned processes start on the items in order at once; this process works only
+        when it asks for a result (:class:`Mapped`), so it can use the results in order while
+        the workers compute later ones.
+        """
         if not self.parallel or not items:
-            return [here(item) for item in items]
+            return Mapped(self, [], items, here)
         self.start()
         assert self._executor is not None
-        futures = [self._executor.submit(function, item) for item in items]
-        done = {
-            index: here(items[index])
-            for index in reversed(range(len(items)))
-            if futures[index].cancel()
-        }
-        results: list[R] = []
-        for index, (future, item) in enumerate(zip(futures, items, strict=True)):
-            if index in done:
-                results.append(done[index])
-                continue
-            try:
-                results.append(future.result())
-            except BrokenProcessPool:
-                LOGGER.warning("a worker process died; the rest of the work runs in this process")
-                self.close()
-                self.workers = 1
-                results.append(here(item))
-        return results
+        return Mapped(self, [self._executor.submit(function, item) for item in items], items, here)
+
+    def broke(self) -> None:
+        """A worker died: stop the pool; the rest of the work runs in this process."""
+        LOGGER.warning("a worker process died; the rest of the work runs in this process")
+        self.close()
+        self.workers = 1
 
     def close(self) -> None:
         """Stop the workers (waiting for running work; work not started is dropped)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+class Mapped(Generic[T, R]):
+    """A function's results over items (:meth:`WorkerPool.map_lazily`), each got on demand.
+
+    Asking for a result (``mapped[index]``) takes it from the spawned process that computed
+    it; one no process has started is computed here; while the one asked for is still under
+    way, this process computes the last item no process has started, and waits only when
+    there is none. An exception of ``function`` is raised where its result is asked for; a
+    broken pool leaves every result not in yet to this process.
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        futures: Sequence[Future[R]],
+        items: Sequence[T],
+        here: Callable[[T], R],
+    ) -> None:
+        self._pool, self._futures, self._items, self._here = pool, futures, items, here
+        self._done: dict[int, R] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> R:
+        while index not in self._done:
+            self._advance(index)
+        return self._done[index]
+
+    def _advance(self, index: int) -> None:
+        """One step towards result ``index``: take it, compute it, or help with the rest."""
+        if not self._futures or self._futures[index].cancel():
+            self._compute(index)
+            return
+        future = self._futures[index]
+        if not future.done() and self._take_last():
+            return
+        try:
+            self._done[index] = future.result()
+        except BrokenProcessPool:
+            self._pool.broke()
+            self._compute(index)
+
+    def _compute(self, index: int) -> None:
+        self._done[index] = self._here(self._items[index])
+
+    def _take_last(self) -> bool:
+        """Compute here the last item no spawned process has started (False: there is none)."""
+        for index in reversed(range(len(self._futures))):
+            if index not in self._done and self._futures[index].cancel():
+                self._compute(index)
+                return True
+        return False
+
+    def take_rest(self) -> None:
+        """Compute here, last first, every item no spawned process has started."""
+        while self._futures and self._take_last():
+            pass
+
+    def settle(self) -> None:
+        """Drop the items no process has started; wait for those under way (results unused)."""
+        for future in self._futures:
+            if not future.cancel():
+                future.exception()
 
 
 def shares(items: Sequence[T], parts: int) -> list[list[T]]:

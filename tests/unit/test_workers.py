@@ -3,12 +3,17 @@
 A big batch parses its files and rebuilds its patients in spawned worker processes
 (``chimera.workers``). The pool is forced on here (two workers, thresholds of one) for the
 sample trial, every designed bad file included, and every warehouse table, the method cache
-and the ledger must equal an in-process run of the same files at the same clock.
+and the ledger must equal an in-process run of the same files at the same clock. The batch
+books its first files while the workers parse later ones (``WorkerPool.map_lazily``): the
+workers' futures are scripted here (done, not started, failed), never timed.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +22,15 @@ from typing import Any
 import polars as pl
 import pytest
 
+from chimera import poll, staging
 from chimera.detect import Assay
+from chimera.ingest import FileOutcome
 from chimera.parsers import dispatch
 from chimera.poll import ingest_paths
 from chimera.settings import Settings
 from chimera.source_file import SourceFile, read_source
 from chimera.staging import StagedParse, stage_each, staging_location, unstage_all
-from chimera.workers import WorkerPool
+from chimera.workers import Mapped, WorkerPool
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -71,13 +78,13 @@ def test_a_batch_in_the_worker_pool_writes_what_one_process_writes(
     files = _trial_files(sample_data_path)
     alone = _tables(_ingest(files, tmp_path / "alone", workers=1))
     mapped: list[tuple[str, bool]] = []
-    pool_map = WorkerPool.map
+    pool_map = WorkerPool.map_lazily  # what WorkerPool.map uses too
 
     def recorded(pool: WorkerPool, function: Any, items: Any, **here: Any) -> Any:
         mapped.append((getattr(function, "func", function).__name__, pool.parallel))
         return pool_map(pool, function, items, **here)
 
-    monkeypatch.setattr(WorkerPool, "map", recorded)
+    monkeypatch.setattr(WorkerPool, "map_lazily", recorded)
     pooled = _tables(_ingest(files, tmp_path / "pooled", workers=2))
     assert mapped == [("stage_each", True), ("patients_in_worker", True)]
     assert sorted(pooled) == sorted(alone)
@@ -117,3 +124,170 @@ def test_a_parser_crash_in_a_worker_leaves_only_that_file_unprepared(
         assert found.parsed is not None
         assert found.parsed.frame.height > 0
     assert not any((settings.warehouse / ".staging").rglob("*.parquet"))
+
+
+def _mapped(
+    futures: Sequence[Future[str]], here: Callable[[int], str], pool: WorkerPool | None = None
+) -> Mapped[int, str]:
+    return Mapped(pool or WorkerPool(2), futures, list(range(len(futures))), here)
+
+
+def _running() -> Future[str]:
+    """A future a worker has started."""
+    future: Future[str] = Future()
+    future.set_running_or_notify_cancel()
+    return future
+
+
+def test_while_the_result_asked_for_is_under_way_this_process_takes_the_last_ones() -> None:
+    """Last first, only the ones no worker started; then the worker's result, in order."""
+    futures = [_running(), Future(), Future(), Future()]
+    computed: list[int] = []
+
+    def here(item: int) -> str:
+        computed.append(item)
+        if len(computed) == 2:
+            futures[0].set_result("worker 0")  # the worker finishes meanwhile
+        return f"here {item}"
+
+    mapped = _mapped(futures, here)
+    assert mapped[0] == "worker 0"
+    assert computed == [3, 2]
+    assert mapped[1] == "here 1"  # not started: the one asked for is computed at once
+    assert [mapped[i] for i in range(4)] == ["worker 0", "here 1", "here 2", "here 3"]
+    assert computed == [3, 2, 1]
+
+
+def test_a_broken_pool_leaves_the_rest_to_this_process() -> None:
+    """A dead worker's result and every one not in yet are computed here; the pool stops."""
+    futures = [_running(), _running()]
+    futures[0].set_exception(BrokenProcessPool("a worker died"))
+    futures[1].set_exception(BrokenProcessPool("a worker died"))
+    pool = WorkerPool(2)
+    mapped = _mapped(futures, lambda item: f"here {item}", pool)
+    assert [mapped[0], mapped[1]] == ["here 0", "here 1"]
+    assert not pool.parallel
+
+
+def test_an_error_of_the_function_is_raised_where_its_result_is_asked_for() -> None:
+    futures = [_running(), Future()]
+    futures[0].set_exception(ValueError("a bug"))
+    mapped = _mapped(futures, lambda item: f"here {item}")
+    assert mapped[1] == "here 1"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="a bug"):
+            mapped[0]
+
+
+def test_settling_drops_the_work_no_worker_started() -> None:
+    futures = [_running(), Future()]
+    futures[0].set_result("worker 0")
+    _mapped(futures, lambda item: f"here {item}").settle()
+    assert futures[1].cancelled()
+    assert futures[0].result() == "worker 0"
+
+
+Fate = Callable[[int], str]
+"""What the scripted workers do with piece i: "done" (computed), "waiting" (not started, left
+to this process) or "broken" (the pool broke)."""
+
+
+def _scripted_pool(monkeypatch: pytest.MonkeyPatch, fate: Fate) -> list[str]:
+    """Workers replaced by scripted futures (a "done" piece is computed at once, in this
+    process, so patched parsers apply); what the batch does, in order ("book"/"take")."""
+    events: list[str] = []
+    monkeypatch.setattr(WorkerPool, "start", lambda self: None)
+
+    def map_lazily(pool: WorkerPool, function: Any, items: Any, *, here: Any) -> Any:
+        futures: list[Future[Any]] = []
+        for index, item in enumerate(items):
+            future: Future[Any] = Future()
+            if fate(index) != "waiting":
+                future.set_running_or_notify_cancel()
+            if fate(index) == "done":
+                future.set_result(function(item))
+            elif fate(index) == "broken":
+                future.set_exception(BrokenProcessPool("a worker died"))
+            futures.append(future)
+        return Mapped(pool, futures, items, here)
+
+    monkeypatch.setattr(WorkerPool, "map_lazily", map_lazily)
+    take, book = staging.unstage_all, poll._one_in_batch
+
+    def taken(staged: Any, **kwargs: Any) -> Any:
+        events.append("take")
+        return take(staged, **kwargs)
+
+    def booked(source: SourceFile, ingest: Any) -> Any:
+        events.append(f"book {source.name}")
+        return book(source, ingest)
+
+    monkeypatch.setattr(staging, "unstage_all", taken)
+    monkeypatch.setattr(poll, "_one_in_batch", booked)
+    return events
+
+
+def _fates(files: list[Path], home: Path, *, workers: int) -> list[tuple[Any, ...]]:
+    """Each file's outcome (its place relative to ``home``), in the order given."""
+    settings = Settings().with_home(home)
+    scale = replace(settings.scale, workers=workers, pool_min_files=1, pool_min_patients=10**6)
+    settings = replace(settings, scale=scale)
+    outcomes = ingest_paths(files, settings=settings, clock=lambda: NOW, move=False)
+    return [
+        (o.file_name, o.status, o.reason, o.rows, o.patients, o.supersedes, _under(o, home))
+        for o in outcomes
+    ]
+
+
+def _under(outcome: FileOutcome, home: Path) -> Path | None:
+    return outcome.destination and outcome.destination.relative_to(home)
+
+
+def _pcr_files(root: Path) -> list[Path]:
+    return [root / "manifest.csv", root / "infusion_log.xlsx", *sorted(root.glob("*pcr/*"))]
+
+
+@pytest.mark.parametrize(
+    "fate",
+    [lambda i: "done" if i % 3 else "waiting", lambda i: "broken" if i > 2 else "done"],
+    ids=["some-not-started", "pool-breaks"],
+)
+def test_the_batch_books_its_first_files_while_later_ones_are_being_parsed(
+    fate: Fate, sample_data_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same fates, tables and ledger as in one process; files booked in the processing
+    order, the first before the last parses are taken in."""
+    files = _pcr_files(sample_data_path)
+    alone_fates = _fates(files, tmp_path / "alone", workers=1)
+    alone = _tables(tmp_path / "alone" / "warehouse")
+    events = _scripted_pool(monkeypatch, fate)
+    assert _fates(files, tmp_path / "pooled", workers=2) == alone_fates
+    pooled = _tables(tmp_path / "pooled" / "warehouse")
+    assert sorted(pooled) == sorted(alone)
+    for name, frame in alone.items():
+        assert pooled[name].equals(frame), name
+    booked = [event.removeprefix("book ") for event in events if event != "take"]
+    order = [s.name for s in poll.processing_order([read_source(p) for p in files])]
+    assert booked[: len(order)] == order
+    assert events.index(f"book {order[0]}") < len(events) - 1 - events[::-1].index("take")
+    assert not any((tmp_path / "pooled" / "warehouse" / ".staging").rglob("*.parquet"))
+
+
+def test_a_file_whose_parser_crashed_in_a_worker_is_parsed_alone_and_fails_alone(
+    sample_data_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in one process: the crash left in place for its file (no outcome), the rest booked."""
+    files = _pcr_files(sample_data_path)
+    crashing = files[5].name
+    parse = dispatch.parse_export
+
+    def crash_one(export: object, **kwargs: object) -> object:
+        if getattr(export, "file_name", None) == crashing:
+            raise ZeroDivisionError
+        return parse(export, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("chimera.ingest.parse_export", crash_one)
+    alone = _fates(files, tmp_path / "alone", workers=1)
+    assert crashing not in {fate[0] for fate in alone}
+    _scripted_pool(monkeypatch, lambda i: "done")
+    assert _fates(files, tmp_path / "pooled", workers=2) == alone
