@@ -127,89 +127,131 @@ def test_a_parser_crash_in_a_worker_leaves_only_that_file_unprepared(
 
 
 def _mapped(
-    futures: Sequence[Future[str]], here: Callable[[int], str], pool: WorkerPool | None = None
+    futures: Sequence[Future[str]],
+    here: Callable[[int], str],
+    *,
+    items: int,
+    pool: WorkerPool | None = None,
+    given: list[int] | None = None,
 ) -> Mapped[int, str]:
-    return Mapped(pool or WorkerPool(2), futures, list(range(len(futures))), here)
+    """``items`` items, item i given to one scripted worker as ``futures[i]`` (none left: the
+    pool refuses work, as a broken one does)."""
+
+    def submit(index: int) -> Future[str]:
+        if index >= len(futures):
+            raise BrokenProcessPool(index)
+        if given is not None:
+            given.append(index)
+        return futures[index]
+
+    pool = pool or WorkerPool(2)
+    return Mapped(pool, list(range(items)), here, submit=submit, in_flight=1)
 
 
-def _running() -> Future[str]:
-    """A future a worker has started."""
+def _running(result: str | None = None) -> Future[str]:
+    """A future a worker has started (and finished, with ``result``)."""
     future: Future[str] = Future()
     future.set_running_or_notify_cancel()
+    if result is not None:
+        future.set_result(result)
     return future
 
 
 def test_while_the_result_asked_for_is_under_way_this_process_takes_the_last_ones() -> None:
-    """Last first, only the ones no worker started; then the worker's result, in order."""
-    futures = [_running(), Future(), Future(), Future()]
+    """Last first, only the ones no worker was given; the worker's results in order."""
+    futures = [_running(), _running(), _running("worker 2")]
     computed: list[int] = []
 
     def here(item: int) -> str:
         computed.append(item)
-        if len(computed) == 2:
+        if len(computed) == 3:
             futures[0].set_result("worker 0")  # the worker finishes meanwhile
         return f"here {item}"
 
-    mapped = _mapped(futures, here)
+    given: list[int] = []
+    mapped = _mapped(futures, here, items=5, given=given)
+    assert given == [0]  # one at a time: one queued behind it could not be taken back
+    assert mapped[1] == "here 1"  # given to no worker: the one asked for is computed at once
     assert mapped[0] == "worker 0"
-    assert computed == [3, 2]
-    assert mapped[1] == "here 1"  # not started: the one asked for is computed at once
-    assert [mapped[i] for i in range(4)] == ["worker 0", "here 1", "here 2", "here 3"]
-    assert computed == [3, 2, 1]
+    assert computed == [1, 4, 3]
+    assert given == [0, 2]  # the worker's next: the first item nobody has
+    assert [mapped[i] for i in range(5)] == ["worker 0", "here 1", "worker 2", "here 3", "here 4"]
 
 
 def test_a_broken_pool_leaves_the_rest_to_this_process() -> None:
     """A dead worker's result and every one not in yet are computed here; the pool stops."""
     futures = [_running(), _running()]
-    futures[0].set_exception(BrokenProcessPool("a worker died"))
-    futures[1].set_exception(BrokenProcessPool("a worker died"))
+    for future in futures:
+        future.set_exception(BrokenProcessPool("a worker died"))
     pool = WorkerPool(2)
-    mapped = _mapped(futures, lambda item: f"here {item}", pool)
-    assert [mapped[0], mapped[1]] == ["here 0", "here 1"]
+    mapped = _mapped(futures, lambda item: f"here {item}", items=3, pool=pool)
+    assert [mapped[0], mapped[1], mapped[2]] == ["here 0", "here 1", "here 2"]
     assert not pool.parallel
 
 
 def test_an_error_of_the_function_is_raised_where_its_result_is_asked_for() -> None:
-    futures = [_running(), Future()]
+    futures = [_running(), _running("worker 1")]
     futures[0].set_exception(ValueError("a bug"))
-    mapped = _mapped(futures, lambda item: f"here {item}")
-    assert mapped[1] == "here 1"
+    mapped = _mapped(futures, lambda item: f"here {item}", items=2)
+    assert mapped[1] == "worker 1"
     for _ in range(2):
         with pytest.raises(ValueError, match="a bug"):
             mapped[0]
 
 
-def test_settling_drops_the_work_no_worker_started() -> None:
-    futures = [_running(), Future()]
-    futures[0].set_result("worker 0")
-    _mapped(futures, lambda item: f"here {item}").settle()
-    assert futures[1].cancelled()
-    assert futures[0].result() == "worker 0"
+class _FinishedWhenWaitedFor(Future[str]):
+    """A worker's future that finishes as soon as someone waits for it."""
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            self.set_result("worker 0")
+        return super().exception(timeout)
+
+
+def test_settling_waits_for_the_work_under_way_and_gives_out_no_more() -> None:
+    under_way = _FinishedWhenWaitedFor()
+    under_way.set_running_or_notify_cancel()
+    given: list[int] = []
+    mapped = _mapped([under_way, _running("worker 1")], str, items=3, given=given)
+    mapped.settle()
+    assert under_way.result() == "worker 0"
+    assert given == [0]
 
 
 Fate = Callable[[int], str]
-"""What the scripted workers do with piece i: "done" (computed), "waiting" (not started, left
-to this process) or "broken" (the pool broke)."""
+"""What the scripted worker does with piece i: "done" (computed) or "broken" (the pool broke).
+Its first piece is slow: this process makes the last two meanwhile."""
 
 
 def _scripted_pool(monkeypatch: pytest.MonkeyPatch, fate: Fate) -> list[str]:
-    """Workers replaced by scripted futures (a "done" piece is computed at once, in this
-    process, so patched parsers apply); what the batch does, in order ("book"/"take")."""
+    """The worker replaced by scripted futures (a "done" piece is computed in this process, so
+    patched parsers apply); what the batch does, in order ("book"/"take")."""
     events: list[str] = []
     monkeypatch.setattr(WorkerPool, "start", lambda self: None)
 
     def map_lazily(pool: WorkerPool, function: Any, items: Any, *, here: Any) -> Any:
-        futures: list[Future[Any]] = []
-        for index, item in enumerate(items):
+        first: Future[Any] = Future()  # slow: done once this process made two shares itself
+        first.set_running_or_notify_cancel()
+        made: list[Any] = []
+
+        def made_here(item: Any) -> Any:
+            made.append(here(item))
+            if len(made) == min(2, len(items) - 1):
+                first.set_result(function(items[0]))
+            return made[-1]
+
+        def submit(index: int) -> Future[Any]:
+            if index == 0:
+                return first
             future: Future[Any] = Future()
-            if fate(index) != "waiting":
-                future.set_running_or_notify_cancel()
-            if fate(index) == "done":
-                future.set_result(function(item))
-            elif fate(index) == "broken":
+            future.set_running_or_notify_cancel()
+            if fate(index) == "broken":
                 future.set_exception(BrokenProcessPool("a worker died"))
-            futures.append(future)
-        return Mapped(pool, futures, items, here)
+            else:
+                future.set_result(function(items[index]))
+            return future
+
+        return Mapped(pool, items, made_here, submit=submit, in_flight=1)
 
     monkeypatch.setattr(WorkerPool, "map_lazily", map_lazily)
     take, book = staging.unstage_all, poll._one_in_batch
@@ -249,8 +291,8 @@ def _pcr_files(root: Path) -> list[Path]:
 
 @pytest.mark.parametrize(
     "fate",
-    [lambda i: "done" if i % 3 else "waiting", lambda i: "broken" if i > 2 else "done"],
-    ids=["some-not-started", "pool-breaks"],
+    [lambda i: "done", lambda i: "broken" if i > 2 else "done"],
+    ids=["worker-and-here", "pool-breaks"],
 )
 def test_the_batch_books_its_first_files_while_later_ones_are_being_parsed(
     fate: Fate, sample_data_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
