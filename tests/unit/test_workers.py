@@ -94,12 +94,8 @@ def test_a_batch_in_the_worker_pool_writes_what_one_process_writes(
     assert set(alone["ingest_log"]["status"]) >= {"accepted", "quarantined"}
 
 
-def test_a_parser_crash_in_a_worker_leaves_only_that_file_unprepared(
-    sample_data_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As in-process: the crashed file is None (parsed alone later), the others are staged."""
-    sources = [read_source(p) for p in sorted((sample_data_path / "qpcr").glob("*.txt"))[:3]]
-    crashing = sources[1].name
+def _crash_parsing(crashing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parser crashes (a bug, not a bad file) on the file named ``crashing``."""
     parse = dispatch.parse_export
 
     def crash_one(export: object, **kwargs: object) -> object:
@@ -108,6 +104,15 @@ def test_a_parser_crash_in_a_worker_leaves_only_that_file_unprepared(
         return parse(export, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("chimera.ingest.parse_export", crash_one)
+
+
+def test_a_parser_crash_in_a_worker_leaves_only_that_file_unprepared(
+    sample_data_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in-process: the crashed file is None (parsed alone later), the others are staged."""
+    sources = [read_source(p) for p in sorted((sample_data_path / "qpcr").glob("*.txt"))[:3]]
+    crashing = sources[1].name
+    _crash_parsing(crashing, monkeypatch)
     settings = Settings().with_home(tmp_path)
     location = staging_location(settings, "crash")
     # A worker's entry point, called here so that the patched parser is the one used.
@@ -321,14 +326,7 @@ def test_a_file_whose_parser_crashed_in_a_worker_is_parsed_alone_and_fails_alone
     """As in one process: the crash left in place for its file (no outcome), the rest booked."""
     files = _pcr_files(sample_data_path)
     crashing = files[5].name
-    parse = dispatch.parse_export
-
-    def crash_one(export: object, **kwargs: object) -> object:
-        if getattr(export, "file_name", None) == crashing:
-            raise ZeroDivisionError
-        return parse(export, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr("chimera.ingest.parse_export", crash_one)
+    _crash_parsing(crashing, monkeypatch)
     alone = _fates(files, tmp_path / "alone", workers=1)
     assert crashing not in {fate[0] for fate in alone}
     _scripted_pool(monkeypatch, lambda i: "done")
