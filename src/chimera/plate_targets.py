@@ -173,18 +173,19 @@ class PlateTargets:
         """
         if "target" not in frame.columns or "source_sha256" not in frame.columns:
             return
-        channel = pl.col("channel") if "channel" in frame.columns else pl.lit(None, pl.String)
-        rows = frame.filter(pl.col("source_sha256").is_not_null()).select(
-            "source_sha256", pl.col("sample_id").fill_null(""), "target", channel.alias("channel")
-        )
-        grouped = (
-            _named(rows.unique(), target_key)
-            .group_by("source_sha256", "sample_id")
-            .agg(pl.col("marker").unique())
-        )
+        channels = frame["channel"].to_list() if "channel" in frame.columns else repeat(None)
         touched = set()
-        for sha, sample_id, targets in grouped.iter_rows():
-            self.by_file.setdefault(sha, {}).setdefault(sample_id, set()).update(targets)
+        for sha, sample_id, target, via in zip(
+            frame["source_sha256"].to_list(),
+            frame["sample_id"].to_list(),
+            frame["target"].to_list(),
+            channels,
+            strict=False,
+        ):
+            if sha is None:
+                continue
+            samples = self.by_file.setdefault(sha, {})
+            samples.setdefault(sample_id or "", set()).add(target_key(target, via))
             touched.add(sha)
         for key, known in self._lacking.items():
             at = self._lacking_at[key]

@@ -258,6 +258,7 @@ def _ingest_batch(
             return _one_in_batch(source, in_batch)
 
         with _parsing(workers, settings, parse_many, files=len(ordered), clock=clock) as parse:
+            set_aside()  # the read files and the batch's warehouse state, kept through the parse
             prepare_sources(ordered, batch, clock=clock, parse_many=parse)
             set_aside()  # the parsed files (in-process) live through the batch (chimera.heap)
             outcomes = ingest_in_rounds(ordered, book)
