@@ -163,6 +163,8 @@ class Mapped(Generic[T, R]):
         self._claimed: set[int] = set()
         """Items this process computes (so no worker is given them)."""
         self._front, self._busy, self._feeding, self._stopped = 0, 0, False, False
+        self._refused = False
+        """The pool refused an item (broken) and is not stopped yet."""
         self._done: dict[int, R] = {}
         self._feed()
 
@@ -194,7 +196,10 @@ class Mapped(Generic[T, R]):
         assert self._submit is not None
         try:
             future = self._submit(index)
-        except (BrokenProcessPool, RuntimeError):  # broken or shut down: the rest is here's
+        except BrokenProcessPool:  # the rest is here's; the main thread stops the pool
+            self._stopped = self._refused = True
+            return
+        except RuntimeError:  # shut down: the rest is here's
             self._stopped = True
             return
         self._futures[index] = future
@@ -216,6 +221,7 @@ class Mapped(Generic[T, R]):
 
     def _advance(self, index: int) -> None:
         """One step towards result ``index``: take it, compute it, or help with the rest."""
+        self._stop_if_refused()
         if self._claim(index):
             self._compute(index)
             return
@@ -227,6 +233,12 @@ class Mapped(Generic[T, R]):
         except BrokenProcessPool:
             self._pool.broke()
             self._compute(index)
+
+    def _stop_if_refused(self) -> None:
+        """Stop a pool that refused work (broken), here: not in a thread of the pool's own."""
+        if self._refused:
+            self._refused = False
+            self._pool.broke()
 
     def _compute(self, index: int) -> None:
         self._done[index] = self._here(self._items[index])
@@ -245,6 +257,7 @@ class Mapped(Generic[T, R]):
         """Compute here, last first, every item no worker was given."""
         while self._take_last():
             pass
+        self._stop_if_refused()
 
     def settle(self) -> None:
         """Give the workers nothing more; wait for what they have (results unused)."""

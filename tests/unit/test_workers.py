@@ -192,6 +192,9 @@ def test_a_broken_pool_leaves_the_rest_to_this_process() -> None:
     mapped = _mapped(futures, lambda item: f"here {item}", items=3, pool=pool)
     assert [mapped[0], mapped[1], mapped[2]] == ["here 0", "here 1", "here 2"]
     assert not pool.parallel
+    refused = WorkerPool(2)  # broken before it was given anything: it refuses the first item
+    assert _mapped([], lambda item: f"here {item}", items=1, pool=refused)[0] == "here 0"
+    assert not refused.parallel
 
 
 def test_an_error_of_the_function_is_raised_where_its_result_is_asked_for() -> None:
