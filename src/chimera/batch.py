@@ -32,6 +32,7 @@ import polars as pl
 
 from chimera.assay_index import stored_files
 from chimera.filing import archive_file, quarantine_file
+from chimera.parses import Parses
 from chimera.plate_targets import PlateTargets
 from chimera.prerequisites import missing_prerequisites
 from chimera.registry import Registry, registry_from
@@ -50,7 +51,7 @@ from chimera.warehouse import (
 from schemas.vocab import FileStatus, Method
 
 if TYPE_CHECKING:
-    from chimera.ingest import FileOutcome, Prepared
+    from chimera.ingest import FileOutcome
     from chimera.source_file import SourceFile
 
 
@@ -195,8 +196,9 @@ class IngestBatch:
     """Each method's stored raw files, in ingest order (:meth:`runs` groups them once asked)."""
     sample_rows: list[pl.DataFrame]
     infusion_rows: list[pl.DataFrame]
-    prepared: dict[str, Prepared] = field(default_factory=dict)
-    """Each file's parse (or refusal), by content SHA-256, so a retried file is not re-parsed."""
+    prepared: Parses = field(default_factory=Parses)
+    """Each file's parse (or refusal), by content SHA-256, so a retried file is not re-parsed;
+    some may still be under way in a worker pool (:mod:`chimera.parses`)."""
     raw: dict[str, dict[str, pl.DataFrame]] = field(default_factory=dict)
     """Raw rows to write: table name -> source SHA-256 -> rows."""
     events: list[dict[str, Any]] = field(default_factory=list)

@@ -121,7 +121,8 @@ def prepare_sources(
     Content already accepted (a duplicate) is not parsed. Frames of one contract are validated
     together; a file whose frame breaks its contract gets that file's own report. A file whose
     parser crashes is left unprepared: ingesting it alone re-raises the crash for that file.
-    ``parse_many`` parses the files instead (each one validated on its own).
+    ``parse_many`` parses the files instead (each one validated on its own); its parses may
+    arrive as each file is looked up in ``batch.prepared`` (:mod:`chimera.parses`).
     """
     todo: dict[str, SourceFile] = {}
     for source in sources:
@@ -129,13 +130,13 @@ def prepare_sources(
         if sha not in batch.prepared and batch.ledger.first_accepted(sha) is None:
             todo.setdefault(sha, source)
     files = list(todo.values())
+    found: Sequence[Prepared | None]
     if parse_many is None:
         found = prepare_many(files, settings=batch.settings, clock=clock, reraise=len(sources) == 1)
     else:
-        found = list(parse_many(files))
-    for sha, prepared in zip(todo, found, strict=True):
-        if prepared is not None:
-            batch.prepared[sha] = prepared
+        found = parse_many(files)
+    for index, sha in enumerate(todo):
+        batch.prepared.expect(sha, found, index)
 
 
 def prepare_many(

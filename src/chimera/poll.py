@@ -202,6 +202,24 @@ def _one_in_batch(
     return None
 
 
+def _parsing(
+    pool: WorkerPool,
+    settings: Settings,
+    parse_many: ParseMany | None,
+    *,
+    files: int,
+    clock: Callable[[], datetime],
+) -> contextlib.AbstractContextManager[ParseMany | None]:
+    """The batch's ``parse_many``: the one given, else the pool's, else None (in-process).
+
+    The pool parses a batch of ``scale.pool_min_files`` files; its parses are taken in while
+    the batch books (:func:`chimera.staging.parse_in_pool`).
+    """
+    if parse_many is None and use_pool(pool, files, settings.scale.pool_min_files):
+        return parse_in_pool(pool, settings, clock=clock)
+    return contextlib.nullcontext(parse_many)
+
+
 def _ingest_batch(
     ordered: Sequence[SourceFile],
     *,
@@ -215,17 +233,12 @@ def _ingest_batch(
     """Ingest ordered files as one batch, flush it, then rebuild every touched patient once.
 
     A batch of ``scale.pool_min_files`` files parses in the worker pool, unless ``parse_many``
-    is given.
+    is given: the workers parse later files while this process books the first ones.
     """
     own = (
         worker_pool(settings, files=len(ordered)) if pool is None else contextlib.nullcontext(pool)
     )
     with own as workers, open_batch(settings) as batch, long_lived():
-        if parse_many is None and use_pool(workers, len(ordered), settings.scale.pool_min_files):
-            parse_many = parse_in_pool(workers, settings, clock=clock)
-        set_aside()  # the read files and the batch's warehouse state, kept through the parse
-        prepare_sources(ordered, batch, clock=clock, parse_many=parse_many)
-        set_aside()  # the parsed files live through the batch (chimera.heap)
 
         def in_batch(source: SourceFile) -> FileOutcome:
             return ingest_source(
@@ -238,7 +251,17 @@ def _ingest_batch(
                 batch=batch,
             )
 
-        outcomes = ingest_in_rounds(ordered, lambda source: _one_in_batch(source, in_batch))
+        def book(source: SourceFile) -> FileOutcome | None:
+            # Its parse taken in first, outside the one-file guard: a pool whose work failed
+            # stops the batch (nothing written), as a failed parse_many does.
+            batch.prepared.get(source.sha256)
+            return _one_in_batch(source, in_batch)
+
+        with _parsing(workers, settings, parse_many, files=len(ordered), clock=clock) as parse:
+            set_aside()  # the read files and the batch's warehouse state, kept through the parse
+            prepare_sources(ordered, batch, clock=clock, parse_many=parse)
+            set_aside()  # the parsed files (in-process) live through the batch (chimera.heap)
+            outcomes = ingest_in_rounds(ordered, book)
         placed: dict[Path, FileOutcome | None] = {}
         try:
             placed.update(batch.flush())

@@ -13,27 +13,31 @@ batch (``chimera ingest``) stages its parses the same way in the worker processe
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
+import itertools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import polars as pl
 
 from chimera.detect import Assay, DecodedExport, ExportFormat
 from chimera.errors import ChimeraError, Problem
+from chimera.heap import set_aside
 from chimera.ingest import ParseMany, Prepared, prepare_many, prepare_source
 from chimera.parsers.common import ParsedExport
 from chimera.settings import Settings
 from chimera.source_file import SourceFile
 from chimera.storage import Store
 from chimera.validation import check_deferred
-from chimera.workers import WorkerPool, shares
+from chimera.workers import Mapped, WorkerPool, shares
 
 
 @dataclass(frozen=True)
@@ -134,19 +138,24 @@ def stage_each(
     return staged
 
 
+@contextmanager
 def parse_in_pool(
     pool: WorkerPool, settings: Settings, *, clock: Callable[[], datetime]
-) -> ParseMany:
+) -> Iterator[ParseMany]:
     """A batch's ``parse_many`` (:func:`chimera.ingest.prepare_sources`) run by ``pool``.
 
     Each spawned worker parses its share of the files (:func:`stage_each`) and stages the
-    frames under ``<warehouse>/.staging``; this process reads them back, and parses the shares
-    no worker has started itself (:func:`chimera.ingest.prepare_many`, nothing staged). A
-    file already decoded travels as its decoded text, not its bytes too (the worker need not
-    detect it again).
+    frames under ``<warehouse>/.staging``; this process reads a share back when the batch
+    first looks up one of its files (:class:`PoolParses`), so it books the first files while
+    the workers parse later ones. When the share asked for is not ready, this process parses
+    the last share no worker has started itself (:func:`chimera.ingest.prepare_many`, nothing
+    staged). A file already decoded travels as its decoded text, not its bytes too (the
+    worker need not detect it again). Leaving the block drops the shares not started, waits
+    for those under way and clears the staging.
     """
+    made: list[PoolParses] = []
 
-    def parse_many(sources: Sequence[SourceFile]) -> list[Prepared | None]:
+    def parse_many(sources: Sequence[SourceFile]) -> PoolParses:
         now = clock()
         location = staging_location(settings, uuid.uuid4().hex)
         work = partial(stage_each, settings=settings, now=now, location=location)
@@ -157,18 +166,63 @@ def parse_in_pool(
         shipped = [
             replace(s, data=b"") if isinstance(s.export, DecodedExport) else s for s in sources
         ]
-        try:
-            found = pool.map(work, shares(shipped, pool.pieces), here=here)
-            return unstage_all(
-                [one for share in found for one in share],
-                location=location,
-                options=settings.scale.storage_options,
-            )
-        finally:
-            with contextlib.suppress(OSError):  # only disk space: a later batch stages elsewhere
-                clear_staging(location, settings.scale.storage_options)
+        pieces = shares(shipped, pool.pieces)
+        mapped = pool.map_lazily(work, pieces, here=here)
+        made.append(PoolParses(mapped, [len(p) for p in pieces], location, settings))
+        return made[-1]
 
-    return parse_many
+    try:
+        yield parse_many
+    finally:
+        for parses in made:
+            parses.close()
+
+
+class PoolParses(Sequence[Prepared | None]):
+    """The parses of a batch's files by a pool (:func:`parse_in_pool`), taken in on demand.
+
+    A share is read back (:func:`unstage_all`) when one of its files is first asked for.
+    """
+
+    def __init__(
+        self,
+        mapped: Mapped[list[SourceFile], Sequence[StagedParse | Prepared | None]],
+        sizes: Sequence[int],
+        location: str,
+        settings: Settings,
+    ) -> None:
+        self._mapped, self._location = mapped, location
+        self._options = settings.scale.storage_options
+        self._starts = list(itertools.accumulate(sizes, initial=0))
+        self._shares: dict[int, list[Prepared | None]] = {}
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @overload
+    def __getitem__(self, index: int) -> Prepared | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Prepared | None]: ...
+
+    def __getitem__(self, index: int | slice) -> Prepared | list[Prepared | None] | None:
+        if isinstance(index, slice):
+            return [self[one] for one in range(len(self))[index]]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        share = bisect.bisect_right(self._starts, index) - 1
+        if share not in self._shares:
+            self._shares[share] = unstage_all(
+                self._mapped[share], location=self._location, options=self._options
+            )
+            set_aside()  # the parsed files live through the batch (chimera.heap)
+        return self._shares[share][index - self._starts[share]]
+
+    def close(self) -> None:
+        """Drop the shares no worker started, wait for those under way, clear the staging."""
+        self._mapped.settle()
+        with contextlib.suppress(OSError):  # only disk space: a later batch stages elsewhere
+            clear_staging(self._location, self._options)
 
 
 def unstage(staged: StagedParse, *, location: str, options: Mapping[str, Any]) -> Prepared:

@@ -22,11 +22,12 @@ import importlib
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from chimera.settings import Settings
 
@@ -95,35 +96,176 @@ class WorkerPool:
         (from what it holds already); it takes the pieces, last first, that no spawned process
         has started, and all of them without workers or once the pool broke.
         """
+        mapped = self.map_lazily(function, items, here=here)
+        mapped.take_rest()
+        return [mapped[index] for index in range(len(items))]
+
+    def map_lazily(
+        self, function: Callable[[T], R], items: Sequence[T], *, here: Callable[[T], R]
+    ) -> Mapped[T, R]:
+        """:meth:`map` whose results are computed or waited for as each one is asked for.
+
+        The spawned processes start on the items in order at once; this process works only
+        when it asks for a result (:class:`Mapped`), so it can use the results in order while
+        the workers compute later ones. ``function`` and ``items`` as for :meth:`map`.
+        """
         if not self.parallel or not items:
-            return [here(item) for item in items]
+            return Mapped(self, items, here)
         self.start()
-        assert self._executor is not None
-        futures = [self._executor.submit(function, item) for item in items]
-        done = {
-            index: here(items[index])
-            for index in reversed(range(len(items)))
-            if futures[index].cancel()
-        }
-        results: list[R] = []
-        for index, (future, item) in enumerate(zip(futures, items, strict=True)):
-            if index in done:
-                results.append(done[index])
-                continue
-            try:
-                results.append(future.result())
-            except BrokenProcessPool:
-                LOGGER.warning("a worker process died; the rest of the work runs in this process")
-                self.close()
-                self.workers = 1
-                results.append(here(item))
-        return results
+        executor = self._executor
+        assert executor is not None
+        return Mapped(
+            self,
+            items,
+            here,
+            submit=lambda index: executor.submit(function, items[index]),
+            in_flight=self.workers - 1,
+        )
+
+    def broke(self) -> None:
+        """A worker died: stop the pool; the rest of the work runs in this process."""
+        LOGGER.warning("a worker process died; the rest of the work runs in this process")
+        self.close()
+        self.workers = 1
 
     def close(self) -> None:
         """Stop the workers (waiting for running work; work not started is dropped)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+class Mapped(Generic[T, R]):
+    """A function's results over items (:meth:`WorkerPool.map_lazily`), each got on demand.
+
+    The spawned processes are fed the items from the front, ``in_flight`` at a time (one
+    each: an item queued behind a worker's current one could not be taken back). Asking for
+    a result (``mapped[index]``) takes it from the process that computed it; one no process
+    was given is computed here; while the one asked for is under way, this process computes
+    the last item no process was given, and waits only when there is none. An exception of
+    the function is raised where its result is asked for; a broken pool leaves every result
+    not in yet to this process.
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        items: Sequence[T],
+        here: Callable[[T], R],
+        *,
+        submit: Callable[[int], Future[R]] | None = None,
+        in_flight: int = 0,
+    ) -> None:
+        self._pool, self._items, self._here, self._submit = pool, items, here, submit
+        self._in_flight = in_flight if submit is not None else 0
+        self._lock = threading.RLock()
+        self._futures: dict[int, Future[R]] = {}
+        self._claimed: set[int] = set()
+        """Items this process computes (so no worker is given them)."""
+        self._front, self._busy, self._feeding, self._stopped = 0, 0, False, False
+        self._refused = False
+        """The pool refused an item (broken) and is not stopped yet."""
+        self._done: dict[int, R] = {}
+        self._feed()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> R:
+        while index not in self._done:
+            self._advance(index)
+        return self._done[index]
+
+    def _feed(self) -> None:
+        """Give the workers the first items nobody has, up to ``in_flight`` under way."""
+        with self._lock:
+            if self._feeding:
+                return  # a future done at once calls back into here: the loop below goes on
+            self._feeding = True
+            try:
+                while self._busy < self._in_flight and not self._stopped and self._pool.parallel:
+                    while self._front in self._claimed:
+                        self._front += 1
+                    if self._front >= len(self._items):
+                        return
+                    self._give(self._front)
+            finally:
+                self._feeding = False
+
+    def _give(self, index: int) -> None:
+        assert self._submit is not None
+        try:
+            future = self._submit(index)
+        except BrokenProcessPool:  # the rest is here's; the main thread stops the pool
+            self._stopped = self._refused = True
+            return
+        except RuntimeError:  # shut down: the rest is here's
+            self._stopped = True
+            return
+        self._futures[index] = future
+        self._front, self._busy = index + 1, self._busy + 1
+        future.add_done_callback(self._finished)
+
+    def _finished(self, _: Future[R]) -> None:
+        with self._lock:
+            self._busy -= 1
+        self._feed()
+
+    def _claim(self, index: int) -> bool:
+        """Keep ``index`` for this process, if no worker was given it."""
+        with self._lock:
+            if index in self._futures or index in self._claimed:
+                return False
+            self._claimed.add(index)
+            return True
+
+    def _advance(self, index: int) -> None:
+        """One step towards result ``index``: take it, compute it, or help with the rest."""
+        self._stop_if_refused()
+        if self._claim(index):
+            self._compute(index)
+            return
+        future = self._futures[index]
+        if not future.done() and self._take_last():
+            return
+        try:
+            self._done[index] = future.result()
+        except BrokenProcessPool:
+            self._pool.broke()
+            self._compute(index)
+
+    def _stop_if_refused(self) -> None:
+        """Stop a pool that refused work (broken), here: not in a thread of the pool's own."""
+        if self._refused:
+            self._refused = False
+            self._pool.broke()
+
+    def _compute(self, index: int) -> None:
+        self._done[index] = self._here(self._items[index])
+
+    def _take_last(self) -> bool:
+        """Compute here the last item no worker was given (False: there is none)."""
+        for index in reversed(range(len(self._items))):
+            if index in self._futures:
+                return False  # every item before it was given to a worker or taken here
+            if self._claim(index):
+                self._compute(index)
+                return True
+        return False
+
+    def take_rest(self) -> None:
+        """Compute here, last first, every item no worker was given."""
+        while self._take_last():
+            pass
+        self._stop_if_refused()
+
+    def settle(self) -> None:
+        """Give the workers nothing more; wait for what they have (results unused)."""
+        with self._lock:
+            self._stopped = True
+            under_way = list(self._futures.values())
+        for future in under_way:
+            future.exception()
 
 
 def shares(items: Sequence[T], parts: int) -> list[list[T]]:
