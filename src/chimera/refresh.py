@@ -99,8 +99,9 @@ class Curves:
 
     trends: dict[str, pl.DataFrame]
     kinetics: dict[str, pl.DataFrame]
-    conditions: pl.DataFrame
-    """``detect_alerts`` of the patients in :attr:`CurveJob.evaluate`."""
+    conditions: pl.DataFrame | None
+    """``detect_alerts`` of the patients in :attr:`CurveJob.evaluate`; None when a chimerism
+    part holds rows of another patient (the alert rules then read the stored tables)."""
 
 
 Validate = Callable[[Table, dict[str, pl.DataFrame]], dict[str, pl.DataFrame]]
@@ -134,6 +135,8 @@ def patient_curves(
     scope = sorted(
         (p for p in chimerism if job.evaluate is None or p in job.evaluate), key=file_key
     )
+    if not all(bool(rows["patient_id"].eq(p).all()) for p, rows in chimerism.items()):
+        return Curves(trend_parts, kinetic_parts, None)
     conditions = detect_alerts(
         stacked(TRENDS, [trend_parts[p] for p in scope]).lazy(),
         stacked(KINETICS, [kinetic_parts[p] for p in scope]).lazy(),
@@ -182,7 +185,7 @@ def _curves(job: CurveJob, patients: list[str], pool: WorkerPool | None) -> Curv
     computed = Curves(
         {p: rows for curves in found for p, rows in curves.trends.items()},
         {p: rows for curves in found for p, rows in curves.kinetics.items()},
-        pl.concat([curves.conditions for curves in found], how="vertical_relaxed"),
+        _joined([curves.conditions for curves in found]),
     )
     for table, parts in ((TRENDS, computed.trends), (KINETICS, computed.kinetics)):
         checked = warehouse.validate_parts(table, parts)
@@ -191,6 +194,14 @@ def _curves(job: CurveJob, patients: list[str], pool: WorkerPool | None) -> Curv
                 job, _chimerism_parts(warehouse, patients), validate=warehouse.validate_parts
             )
     return computed
+
+
+def _joined(conditions: list[pl.DataFrame | None]) -> pl.DataFrame | None:
+    """The shares' conditions in one frame (None when a share has none: see :class:`Curves`)."""
+    found = [c for c in conditions if c is not None]
+    if len(found) < len(conditions):
+        return None
+    return pl.concat(found, how="vertical_relaxed")
 
 
 def _alert_states(
@@ -205,25 +216,58 @@ def _alert_states(
     """The new alert table from the conditions found now and those kept.
 
     Found now: those of ``curves`` and of the other patients in ``scope`` (from their stored
-    files); kept: :func:`chimera.alert_scope.alert_scope`'s.
+    files); kept: :func:`chimera.alert_scope.alert_scope`'s. Should a stored file read hold
+    rows of a patient of ``curves`` (or ``curves`` have no conditions), every patient in
+    ``scope`` is evaluated from the stored files instead, as their rows together give.
     """
-    done = set(curves.trends)
-    if scope.evaluate is None:
-        others = {str(p) for t in SCOPED_TABLES for p in warehouse.read(t)["patient_id"]} - done
-    else:
-        others = set(scope.evaluate) - done
-    rest = AlertScope(frozenset(others), scope.kept)
-    detected = detect_alerts(
-        read_scoped(warehouse, TRENDS, rest).lazy(),
-        read_scoped(warehouse, KINETICS, rest).lazy(),
-        read_scoped(warehouse, CHIMERISM, rest).lazy(),
-        infusions.filter(pl.col("patient_id").is_in(list(others))).lazy(),
-        settings=settings.alerts,
-    )
-    current = pl.concat([curves.conditions, detected, scope.kept], how="vertical_relaxed").sort(
+    rest = _stored_scope(warehouse, scope, curves)
+    detected, read = _detect_stored(warehouse, rest, infusions, settings)
+    found = [detected, scope.kept]
+    if rest is not scope and curves.conditions is not None:
+        if read & set(curves.trends):
+            found[0] = _detect_stored(warehouse, scope, infusions, settings)[0]
+        else:
+            found.insert(0, curves.conditions)
+    current = pl.concat(found, how="vertical_relaxed").sort(
         "patient_id", "specimen", "rule", "episode_key"
     )
     return update_alert_states(previous, current, now=now)
+
+
+def _stored_scope(warehouse: Warehouse, scope: AlertScope, curves: Curves) -> AlertScope:
+    """The patients whose conditions come from their stored files (``scope``: all of them).
+
+    The patients of ``curves`` are left out when it has their conditions and, for a full
+    evaluation, when the tables hold no file of any other patient.
+    """
+    if curves.conditions is None:
+        return scope
+    done = set(curves.trends)
+    if scope.evaluate is not None:
+        return AlertScope(frozenset(scope.evaluate - done), scope.kept)
+    keys = {file_key(p) for p in done}
+    if all(f.stem in keys for t in SCOPED_TABLES for f in warehouse.files(t)):
+        return AlertScope(frozenset(), scope.kept)
+    return scope
+
+
+def _detect_stored(
+    warehouse: Warehouse, scope: AlertScope, infusions: pl.DataFrame, settings: Settings
+) -> tuple[pl.DataFrame, set[str]]:
+    """``detect_alerts`` of the patients in ``scope`` from their stored files.
+
+    Also returns the patient ids of the rows read.
+    """
+    if scope.evaluate is not None:
+        infusions = infusions.filter(pl.col("patient_id").is_in(list(scope.evaluate)))
+    trend, kinetic, result = (
+        read_scoped(warehouse, t, scope) for t in (TRENDS, KINETICS, CHIMERISM)
+    )
+    read = {str(p) for frame in (trend, kinetic, result) for p in frame["patient_id"].unique()}
+    conditions = detect_alerts(
+        trend.lazy(), kinetic.lazy(), result.lazy(), infusions.lazy(), settings=settings.alerts
+    )
+    return conditions, read
 
 
 def refresh_patients(

@@ -15,6 +15,7 @@ from chimerism_builders import T0, chimerism_frame, infusions_frame, result, typ
 
 from chimera import kinetics, trends
 from chimera.alert_scope import alert_scope
+from chimera.alerts.detect import CONDITION_COLUMNS, detect_alerts
 from chimera.refresh import (
     CurveJob,
     curves_in_worker,
@@ -214,3 +215,27 @@ def test_a_worker_computes_from_the_stored_files_what_the_caller_computes(
         assert worker.kinetics[patient].equals(here.kinetics[patient])
     assert worker.conditions.equals(here.conditions)
     assert set(here.conditions["patient_id"]) == {"P01", "P03"}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_alert_conditions_equal_a_full_evaluation_of_the_stored_tables(
+    tmp_path: Path, workers: int
+) -> None:
+    """Conditions found from the rows just computed (in one process or by the pool's workers)
+    are what the rules find over the whole stored tables."""
+    settings, warehouse = _home(tmp_path, "home")
+    _changed(warehouse)
+    scale = replace(settings.scale, workers=workers, pool_min_patients=1)
+    settings = replace(settings, scale=scale)
+    pool = WorkerPool(workers)
+    try:
+        refresh_patients(None, settings=settings, now=T0 + timedelta(days=401), pool=pool)
+    finally:
+        pool.close()
+    expected = detect_alerts(
+        *(warehouse.read(t).lazy() for t in (TRENDS, KINETICS, CHIMERISM, INFUSIONS)),
+        settings=settings.alerts,
+    )
+    found = warehouse.read(ALERTS).filter(pl.col("state") != "resolved")
+    assert expected.height > 0
+    assert found.select(list(CONDITION_COLUMNS)).sort("alert_id").equals(expected.sort("alert_id"))
