@@ -121,7 +121,13 @@ def read_scoped(warehouse: Warehouse, table: Table, scope: AlertScope) -> pl.Dat
     if scope.evaluate is None:
         return warehouse.read(table)
     # Files in path order, as a whole-table read gives them.
-    parts = [warehouse.read_part(table, p) for p in sorted(scope.evaluate, key=file_key)]
+    return stacked(
+        table, [warehouse.read_part(table, p) for p in sorted(scope.evaluate, key=file_key)]
+    )
+
+
+def stacked(table: Table, parts: Iterable[pl.DataFrame | None]) -> pl.DataFrame:
+    """The rows of ``parts`` (files of ``table``) in one frame with every column of its contract."""
     found = [p for p in parts if p is not None and p.height]
     schema = table.schema
     if not found:

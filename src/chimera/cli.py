@@ -133,27 +133,34 @@ def _ingest_locked(
     from chimera.inbox_lock import inbox_lock  # noqa: PLC0415
     from chimera.poll import Poll, ingest_paths, poll_once, refresh_after_ingest  # noqa: PLC0415
     from chimera.warehouse import storage_problem  # noqa: PLC0415
+    from chimera.workers import worker_pool  # noqa: PLC0415
 
     outcomes: list[FileOutcome] = []
     poll = Poll(())
-    with inbox_lock(
-        settings,
-        timeout_seconds=3600,
-        what="chimera ingest",
-        on_wait=lambda holder: err_console.print(
-            f"another ingest is running ({holder}); waiting for it to finish"
-        ),
-    ) as lock:
+    # One pool for the batch and the refresh after it (its workers start once).
+    with (
+        inbox_lock(
+            settings,
+            timeout_seconds=3600,
+            what="chimera ingest",
+            on_wait=lambda holder: err_console.print(
+                f"another ingest is running ({holder}); waiting for it to finish"
+            ),
+        ) as lock,
+        worker_pool(settings, files=len(files)) as pool,
+    ):
         if lock.waited_seconds:
             err_console.print(lock.render())
         try:
             if files:
-                outcomes += ingest_paths(files, settings=settings, clock=_now, move=False)
+                outcomes += ingest_paths(
+                    files, settings=settings, clock=_now, move=False, pool=pool
+                )
             if inbox:
                 poll = poll_once(settings, max_wait_seconds=wait, notify=_waiting_for)
                 outcomes += poll.outcomes
             if poll.failure is None:
-                refresh_after_ingest(outcomes, settings=settings, now=_now())
+                refresh_after_ingest(outcomes, settings=settings, now=_now(), pool=pool)
         except StorageFailure as failure:
             outcomes += [o for o in failure.outcomes.values() if o is not None]
             poll = Poll((), failure=str(failure))

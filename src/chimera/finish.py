@@ -165,7 +165,7 @@ def _finish_markers(markers: pl.DataFrame, chimerism: pl.DataFrame) -> pl.DataFr
     key = ["_patient", "sample_id", "method", "source_sha256"]
     flags = chimerism.select(*key, "patient_id", "superseded", "parameters_sha256")
     return (
-        markers.join(flags, on=key, how="inner")
+        markers.join(flags, on=key, how="inner", maintain_order="left")
         .with_columns(
             pipeline_version=pl.lit(PIPELINE_VERSION),
             source_file=pl.col("source_file").fill_null(""),

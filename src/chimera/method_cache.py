@@ -114,7 +114,8 @@ class Fingerprints:
     registry: Registry
     inputs: dict[Method, MethodInputs]
     _files: dict[Method, dict[str, str]] = field(default_factory=dict)
-    _by_sample: dict[str | None, str] | None = None
+    _by_sample: dict[str | None, list[tuple[object, ...]]] | None = None
+    _encoded: dict[str | None, str] = field(default_factory=dict)
     _settings: dict[int, tuple[Settings, str]] = field(default_factory=dict)
     _stutter: dict[int, tuple[pl.DataFrame, str]] = field(default_factory=dict)
     _keys: tuple[pl.DataFrame, list[str], list[str]] | None = None
@@ -209,9 +210,10 @@ class Fingerprints:
     def _registry_rows(self, ids: set[str | None]) -> str:
         """The registry rows (:data:`REGISTRY_COLUMNS`) of ``ids`` as JSON, by sample id.
 
-        Null first. Every registry row is listed by sample id once per rebuild (in registry order), each
-        id's rows written as JSON then, so the cost of a look-up follows the owner's samples,
-        not the registry's size, and no row is encoded twice.
+        Null first. Every registry row is listed by sample id once per rebuild (in registry
+        order) and each id's rows are written as JSON when first asked for, so the cost of a
+        look-up follows the owner's samples, not the registry's size (a rebuild of a few
+        patients encodes only theirs), and no row is encoded twice.
         """
         if self._by_sample is None:
             samples = self.registry.samples
@@ -219,10 +221,19 @@ class Fingerprints:
             grouped: dict[str | None, list[tuple[object, ...]]] = {}
             for row in samples.select(columns).iter_rows():
                 grouped.setdefault(row[0], []).append(row)
-            self._by_sample = {key: _json(rows) for key, rows in grouped.items()}
+            self._by_sample = grouped
         keys: list[str | None] = [None] if None in ids else []
         keys += sorted(i for i in ids if i is not None)
-        return "".join(self._by_sample.get(key, "") for key in keys)
+        return "".join(self._encoded_rows(key) for key in keys)
+
+    def _encoded_rows(self, key: str | None) -> str:
+        """One sample id's registry rows as JSON ("" for an id the registry lacks), kept."""
+        found = self._encoded.get(key)
+        if found is None:
+            assert self._by_sample is not None
+            rows = self._by_sample.get(key)
+            found = self._encoded[key] = "" if rows is None else _json(rows)
+        return found
 
     def _file(self, method: Method, sha: str) -> str:
         """The supersession row of one raw file (its SHA-256 names its rows) as JSON."""

@@ -337,7 +337,7 @@ def _relevant(
     registered = _ids(registry, ("registered", patient), lambda: samples, _IS_REGISTERED)
     kept = index.kept(registered)
     if every_plate:
-        return index.take_plates(files, kept, kept.by_source)
+        return index.take_plates(files, kept, kept.positions)
     needed = _fallback(inputs, files, registry, patient, settings)
     return index.take_plates(files, kept, kept.holding(needed))
 

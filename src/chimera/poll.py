@@ -278,16 +278,23 @@ def _ingest_batch(
 
 
 def ingest_paths(
-    paths: Sequence[Path], *, settings: Settings, clock: Callable[[], datetime], move: bool
+    paths: Sequence[Path],
+    *,
+    settings: Settings,
+    clock: Callable[[], datetime],
+    move: bool,
+    pool: WorkerPool | None = None,
 ) -> list[FileOutcome]:
     """Read and ingest files given by path (``chimera ingest FILES``, ``chimera demo``).
 
     A big batch's worker pool starts before the files are read, so the workers' imports
-    overlap reading and detecting them (:mod:`chimera.workers`).
+    overlap reading and detecting them (:mod:`chimera.workers`); a caller's ``pool`` (kept
+    for the refresh after) is used instead.
     """
-    with worker_pool(settings, files=len(paths)) as pool:
+    own = worker_pool(settings, files=len(paths)) if pool is None else contextlib.nullcontext(pool)
+    with own as workers:
         sources = [read_source(path) for path in paths]
-        outcomes = ingest_sources(sources, settings=settings, clock=clock, move=move, pool=pool)
+        outcomes = ingest_sources(sources, settings=settings, clock=clock, move=move, pool=workers)
     return [o for o in (outcomes.get(p) for p in paths) if o is not None]
 
 
@@ -412,10 +419,17 @@ def accepted_patients(outcomes: Iterable[FileOutcome]) -> set[str]:
 
 
 def refresh_after_ingest(
-    outcomes: Iterable[FileOutcome], *, settings: Settings, now: datetime
+    outcomes: Iterable[FileOutcome],
+    *,
+    settings: Settings,
+    now: datetime,
+    pool: WorkerPool | None = None,
 ) -> RefreshSummary:
-    """Refresh trends, kinetics and alerts for the patients touched by accepted files."""
-    return refresh_patients(accepted_patients(outcomes), settings=settings, now=now)
+    """Refresh trends, kinetics and alerts for the patients touched by accepted files.
+
+    A big refresh computes in ``pool``'s workers (:func:`chimera.refresh.refresh_patients`).
+    """
+    return refresh_patients(accepted_patients(outcomes), settings=settings, now=now, pool=pool)
 
 
 def poll_inbox(

@@ -257,10 +257,9 @@ def recompute_patients(
         warehouse.write_single(ASSAY_LIMITS, limits)
         record_parameters(warehouse, settings, now=now)
         job = RebuildJob(warehouse.root, given, settings, uuid.uuid4().hex)
-        found = _patients_rows(
+        chimerism, markers = _patients_rows(
             sorted(todo - series_ids(registry)), job, registry, inputs, cache, pool
         )
-        chimerism, markers = finish_patients(found, registry, settings)
         threads = settings.scale.write_threads(len(chimerism), settings.scale.pool_min_patients)
         warehouse.write_parts(CHIMERISM, chimerism, threads=threads)
         warehouse.write_parts(MARKERS, markers, threads=threads)
@@ -285,10 +284,8 @@ _LOADED: dict[str, tuple[Registry, dict[Method, MethodInputs], MethodCache]] = {
 """A worker's registry, method inputs and cache of the rebuild it last worked for."""
 
 
-def patients_in_worker(
-    job: RebuildJob, patients: Sequence[str]
-) -> tuple[list[PatientRows], NewEntries]:
-    """:func:`patient_results` of ``patients`` in a worker, and the cache entries it made.
+def patients_in_worker(job: RebuildJob, patients: Sequence[str]) -> tuple[Finished, NewEntries]:
+    """:func:`finished_patients` of ``patients`` in a worker, and the cache entries it made.
 
     The worker reads the registry and the method inputs from the warehouse files, flushed
     before the rebuild began: the frames this rebuild read, so the same rows and the same
@@ -302,11 +299,30 @@ def patients_in_worker(
         _LOADED[job.token] = (registry, inputs, open_cache(warehouse.root, registry, inputs))
         set_aside()  # kept for the worker's life, which ends with the pool (chimera.heap)
     registry, inputs, cache = _LOADED[job.token]
-    rows = [
-        patient_results(patient, registry, inputs, settings=job.effective, cache=cache)
-        for patient in patients
-    ]
-    return rows, cache.take_new()
+    finished = finished_patients(patients, registry, inputs, settings=job.effective, cache=cache)
+    return finished, cache.take_new()
+
+
+Finished = tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]
+"""Patients' finished ``chimerism`` and ``markers`` rows (:func:`chimera.finish.finish_patients`)."""
+
+
+def finished_patients(
+    patients: Sequence[str],
+    registry: Registry,
+    inputs: dict[Method, MethodInputs],
+    *,
+    settings: Settings,
+    cache: MethodCache,
+) -> Finished:
+    """:func:`patient_results` of each patient, finished in one pass.
+
+    The finish works per patient, so a share of the patients gets what all of them together get.
+    """
+    found = {
+        p: patient_results(p, registry, inputs, settings=settings, cache=cache) for p in patients
+    }
+    return finish_patients(found, registry, settings)
 
 
 def _patients_rows(
@@ -316,25 +332,26 @@ def _patients_rows(
     inputs: dict[Method, MethodInputs],
     cache: MethodCache,
     pool: WorkerPool | None,
-) -> dict[str, PatientRows]:
-    """:func:`patient_results` of each patient (sorted), here and by the pool's workers."""
+) -> Finished:
+    """:func:`finished_patients` of the patients (sorted), here and by the pool's workers."""
     settings = job.effective
 
-    def here(share: Sequence[str]) -> tuple[list[PatientRows], NewEntries]:
-        rows = [patient_results(p, registry, inputs, settings=settings, cache=cache) for p in share]
-        return rows, {}
+    def here(share: Sequence[str]) -> tuple[Finished, NewEntries]:
+        return finished_patients(share, registry, inputs, settings=settings, cache=cache), {}
 
     if not use_pool(pool, len(patients), settings.scale.pool_min_patients):
-        return dict(zip(patients, here(patients)[0], strict=True))
+        return here(patients)[0]
     assert pool is not None
     # The workers read the raw tables: snapshots written now spare them reading every file.
     Warehouse(job.warehouse).persist_snapshots()
-    found: list[PatientRows] = []
+    chimerism: dict[str, pl.DataFrame] = {}
+    markers: dict[str, pl.DataFrame] = {}
     work = partial(patients_in_worker, job)
-    for rows, entries in pool.map(work, shares(patients, pool.pieces), here=here):
-        found += rows
+    for (rows, detail), entries in pool.map(work, shares(patients, pool.pieces), here=here):
+        chimerism.update(rows)
+        markers.update(detail)
         cache.adopt(entries)
-    return dict(zip(patients, found, strict=True))
+    return chimerism, markers
 
 
 def patient_results(

@@ -144,18 +144,16 @@ class RowIndex:
     def markers(self, shas: Sequence[str], reference_genes: Sequence[str]) -> list[FileMarkers]:
         """The markers of each sample on each file of ``shas`` (current files), indexed once.
 
-        The files not yet indexed are indexed together, in one pass over their rows only, so a
-        rebuild of a few patients reads only their files; once the rows are partitioned (a
-        large rebuild) every file is indexed in that one pass.
+        The files not yet indexed are indexed together, in one pass over their rows only (a
+        scan, or once the rows are partitioned a gather of their positions), so a rebuild
+        reads only the files of the patients it rebuilds, each once.
         """
         genes = tuple(reference_genes)
         missing = [sha for sha in dict.fromkeys(shas) if (sha, genes) not in self._markers]
         if missing:
             if self._partitioned():
-                missing = [sha for sha in self.by_source if (sha, genes) not in self._markers]
-                missing += [sha for sha in dict.fromkeys(shas) if sha not in self.by_source]
-                parts = [self.by_source[sha] for sha in missing if sha in self.by_source]
-                rows = pl.concat(parts) if parts else self.frame.clear()
+                held = self._file_positions.of_keys(missing)
+                rows = self.frame[np.sort(np.concatenate(held))] if held else self.frame.clear()
             else:
                 rows = self.frame.filter(pl.col("source_sha256").is_in(missing))
             found = FileMarkers.by_file(rows, genes)
@@ -180,7 +178,7 @@ class RowIndex:
     ) -> pl.DataFrame:
         """Every row of the files ``sources`` and the ``kept`` rows on ``sliced``, in stored order."""
         files = set(sources)
-        others = [s for s in sorted(set(sliced) - files) if s in kept.by_source]
+        others = [s for s in sorted(set(sliced) - files) if s in kept.positions]
         if self._partitioned():
             # One gather of the rows' positions (the kept rows lie on other files: no repeats).
             found = self._file_positions.of_keys(sorted(files))
@@ -195,18 +193,27 @@ class RowIndex:
 class KeptRows:
     """Some samples' rows (with :data:`ROW_POSITION`) by file, and the files holding each marker."""
 
-    by_source: dict[str, pl.DataFrame]
+    rows: pl.DataFrame
     plates: dict[str, set[str]]
     """Per marker (:func:`chimera.plate_targets.plates_by_target`): the files with its wells."""
-    positions: dict[str, np.ndarray] = field(default_factory=dict)
+    positions: dict[str, np.ndarray]
     """Per file: the :data:`ROW_POSITION` of its rows (taken by every patient of the bank)."""
 
     @classmethod
     def of(cls, rows: pl.DataFrame) -> KeptRows:
-        """Index ``rows`` by file."""
-        parts = {str(k[0]): v for k, v in rows.partition_by("source_sha256", as_dict=True).items()}
-        positions = {sha: part[ROW_POSITION].to_numpy() for sha, part in parts.items()}
-        return cls(parts, plates_by_target(rows), positions)
+        """Index ``rows`` by file (their positions: the rows are split by file only if asked)."""
+        grouped = rows.group_by("source_sha256", maintain_order=True).agg(ROW_POSITION)
+        positions = {
+            str(sha): found.to_numpy()
+            for sha, found in zip(grouped["source_sha256"], grouped[ROW_POSITION], strict=True)
+        }
+        return cls(rows, plates_by_target(rows), positions)
+
+    @cached_property
+    def by_source(self) -> dict[str, pl.DataFrame]:
+        """The rows on each file (by SHA-256)."""
+        parts = self.rows.partition_by("source_sha256", as_dict=True)
+        return {str(k[0]): v for k, v in parts.items()}
 
     def holding(self, targets: Iterable[str]) -> set[str]:
         """The files holding wells of any of ``targets``."""

@@ -3,18 +3,29 @@ yet writes exactly what a patient-by-patient, full refresh writes."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+import pytest
 from chimerism_builders import T0, chimerism_frame, infusions_frame, result, typical_patient
 
 from chimera import kinetics, trends
 from chimera.alert_scope import alert_scope
-from chimera.refresh import per_patient, refresh_patients
+from chimera.alerts.detect import CONDITION_COLUMNS, detect_alerts
+from chimera.refresh import (
+    CurveJob,
+    curves_in_worker,
+    patient_curves,
+    per_patient,
+    refresh_patients,
+)
 from chimera.settings import Settings
-from chimera.warehouse import ALERTS, CHIMERISM, INFUSIONS, Warehouse
+from chimera.warehouse import ALERTS, CHIMERISM, INFUSIONS, KINETICS, TRENDS, Warehouse
+from chimera.workers import WorkerPool
 
 PATIENTS = ("P01", "P02", "P03")
 
@@ -143,3 +154,88 @@ def test_one_pass_over_many_patients_gives_each_patient_its_own_rows() -> None:
     assert built["P01"].height > 0
     assert kinetic_parts["P01"].height > 0
     assert built["P03"].height == 0
+
+
+def _changed(warehouse: Warehouse) -> None:
+    """P02 starts persisting, P03's failures are superseded (see the first test)."""
+    warehouse.write_parts(
+        CHIMERISM,
+        {
+            "P02": chimerism_frame(_persisting("P02")),
+            "P03": chimerism_frame(typical_patient("P03")),
+        },
+    )
+
+
+def test_a_refresh_in_the_worker_pool_writes_what_one_process_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """P01 and P02 refreshed by the pool's workers (P03 evaluated here from its stored files):
+    the same trend, kinetics and alert tables as a refresh in one process."""
+    later = T0 + timedelta(days=401)
+    mapped: list[str] = []
+    pool_map = WorkerPool.map
+
+    def recorded(pool: WorkerPool, function: Any, items: Any, **here: Any) -> Any:
+        mapped.append(getattr(function, "func", function).__name__)
+        return pool_map(pool, function, items, **here)
+
+    monkeypatch.setattr(WorkerPool, "map", recorded)
+    tables = []
+    for workers in (1, 2):
+        settings, warehouse = _home(tmp_path, f"workers-{workers}")
+        _changed(warehouse)
+        scale = replace(settings.scale, workers=workers, pool_min_patients=1)
+        pool = WorkerPool(workers)
+        try:
+            refresh_patients(
+                {"P01", "P02"}, settings=replace(settings, scale=scale), now=later, pool=pool
+            )
+        finally:
+            pool.close()
+        tables.append([warehouse.read(t).sort(pl.all()) for t in (TRENDS, KINETICS, ALERTS)])
+    assert mapped == ["curves_in_worker"]
+    for alone, pooled in zip(*tables, strict=True):
+        assert alone.height > 0
+        assert pooled.equals(alone)
+
+
+def test_a_worker_computes_from_the_stored_files_what_the_caller_computes(
+    tmp_path: Path,
+) -> None:
+    """:func:`curves_in_worker` of a pickled job (the stored chimerism parts) equals
+    :func:`patient_curves` of the parts the caller holds; conditions only for patients in scope."""
+    settings, warehouse = _home(tmp_path, "home")
+    parts = {p: warehouse.read(CHIMERISM).filter(pl.col("patient_id") == p) for p in PATIENTS}
+    job = CurveJob(warehouse.root, settings, warehouse.read(INFUSIONS), frozenset({"P01", "P03"}))
+    worker = curves_in_worker(pickle.loads(pickle.dumps(job)), list(PATIENTS))
+    here = patient_curves(job, parts)
+    for patient in PATIENTS:
+        assert worker.trends[patient].equals(here.trends[patient])
+        assert worker.kinetics[patient].equals(here.kinetics[patient])
+    assert worker.conditions.equals(here.conditions)
+    assert set(here.conditions["patient_id"]) == {"P01", "P03"}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_alert_conditions_equal_a_full_evaluation_of_the_stored_tables(
+    tmp_path: Path, workers: int
+) -> None:
+    """Conditions found from the rows just computed (in one process or by the pool's workers)
+    are what the rules find over the whole stored tables."""
+    settings, warehouse = _home(tmp_path, "home")
+    _changed(warehouse)
+    scale = replace(settings.scale, workers=workers, pool_min_patients=1)
+    settings = replace(settings, scale=scale)
+    pool = WorkerPool(workers)
+    try:
+        refresh_patients(None, settings=settings, now=T0 + timedelta(days=401), pool=pool)
+    finally:
+        pool.close()
+    expected = detect_alerts(
+        *(warehouse.read(t).lazy() for t in (TRENDS, KINETICS, CHIMERISM, INFUSIONS)),
+        settings=settings.alerts,
+    )
+    found = warehouse.read(ALERTS).filter(pl.col("state") != "resolved")
+    assert expected.height > 0
+    assert found.select(list(CONDITION_COLUMNS)).sort("alert_id").equals(expected.sort("alert_id"))
