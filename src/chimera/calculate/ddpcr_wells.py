@@ -194,14 +194,24 @@ def collect_wells(frame: pl.DataFrame, settings: DdpcrSettings) -> list[Well]:
         "source_sha256", "well", "target", "channel", "is_merged", "merged_wells", "sample_id",
         "sample_type", "accepted_droplets", "positives", "droplet_volume_nl",
     )  # fmt: skip
-    rows = frame.select(columns).rows()
-    keys = [target_key(t, c) for _, _, t, c, *_ in rows]
-    present = {(r[0], r[1], k) for r, k in zip(rows, keys, strict=True) if not r[4]}
+    # Column lists zipped, not ``rows()``: one Python object per cell, no row tuples (issue 12).
+    lists = [frame.get_column(c).to_list() for c in columns]
+    named: dict[tuple[str | None, str | None], str] = {}
+    keys = [
+        named.get(pair) or named.setdefault(pair, target_key(*pair))
+        for pair in zip(lists[2], lists[3], strict=True)
+    ]
+    merged_rows = any(lists[4])
+    present = (
+        {(p, w, k) for p, w, m, k in zip(lists[0], lists[1], lists[4], keys, strict=True) if not m}
+        if merged_rows
+        else set()
+    )
     references: dict[str | None, bool] = {}
     wells: dict[tuple[str, str], Well] = {}
-    for row, key in zip(rows, keys, strict=True):
+    for row in zip(*lists, keys, strict=True):
         plate, name, target, _, merged, members_text, sample_id, kind = row[:8]
-        accepted, positives, volume = row[8:]
+        accepted, positives, volume, key = row[8:]
         if merged:
             members = [m.strip() for m in (members_text or "").split(",") if m.strip()]
             if any((plate, m, key) in present for m in members):
