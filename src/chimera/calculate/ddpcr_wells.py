@@ -96,9 +96,13 @@ def pooled(counts: Iterable[Count]) -> Count | None:
         only = items[0]
         volume = only.volume_nl * only.accepted / only.accepted if only.accepted else 0.0
         return Count(only.positives, only.accepted, volume)
-    accepted = sum(c.accepted for c in items)
-    volume = sum([c.volume_nl * c.accepted for c in items]) / accepted if accepted else 0.0
-    return Count(sum(c.positives for c in items), accepted, volume)
+    positives = accepted = 0
+    weighted = 0.0
+    for count in items:  # one pass, in well order
+        positives += count.positives
+        accepted += count.accepted
+        weighted += count.volume_nl * count.accepted
+    return Count(positives, accepted, weighted / accepted if accepted else 0.0)
 
 
 def estimate(parts: Sequence[Part], *, confidence: float) -> Estimate:

@@ -215,17 +215,19 @@ class PlateContext:
             )
         return self._cutoff_cache[target]
 
-    def above_blank(self, well: QpcrWell) -> bool:
-        """Whether a well amplified before this plate's blank cut-off (a real signal)."""
-        return well.ct is not None and well.ct <= self.blank_cutoff(well.target)
-
     def carriage_counts(self, target: str, ids: tuple[str, ...]) -> tuple[int, int]:
-        """(wells, wells before the blank cut-off) of ``ids`` for ``target`` on this plate."""
+        """(wells, wells before the blank cut-off) of ``ids`` for ``target`` on this plate.
+
+        A well before the cut-off amplified at or before this plate's :meth:`blank_cutoff` of
+        its target (a real signal).
+        """
         key = (target, ids)
         found = self._carriage.get(key)
         if found is None:
-            wells = [w for sample_id in ids for w in self.wells(sample_id, target)]
-            found = self._carriage[key] = len(wells), sum(self.above_blank(w) for w in wells)
+            cutoff = self.blank_cutoff(target)
+            cts = [w.ct for sample_id in ids for w in self.wells(sample_id, target)]
+            above = [ct for ct in cts if ct is not None and ct <= cutoff]
+            found = self._carriage[key] = len(cts), len(above)
         return found
 
     def reference_target(self, sample_id: str) -> str | None:
