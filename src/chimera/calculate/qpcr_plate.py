@@ -303,8 +303,14 @@ def marker_calls(
     genes = own[0].settings.reference_genes
     targets = sorted({t for c in own for t in c.targets() if not is_reference_gene(t, genes)})
 
-    def call(target: str, ids: Sequence[str]) -> GenomeCall:
-        return carriage(target, ids, own if holds(target, ids, own) else contexts)
+    read: dict[tuple[str, tuple[str, ...]], GenomeCall] = {}
+
+    def call(target: str, ids: tuple[str, ...]) -> GenomeCall:
+        # Genomes with the same samples (germline = baseline) are read once per target.
+        key = (target, ids)
+        if key not in read:
+            read[key] = carriage(target, ids, own if holds(target, ids, own) else contexts)
+        return read[key]
 
     calls: Calls = {}
     for target in targets:
