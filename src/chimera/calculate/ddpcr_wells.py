@@ -297,7 +297,9 @@ def index_plates(
     """Sort every well by plate into DNA wells, no-template wells and negative controls."""
     plates: dict[str, Plate] = {}
     for well in wells:
-        plate = plates.setdefault(well.plate, Plate(well.plate))
+        plate = plates.get(well.plate)
+        if plate is None:  # one Plate per plate, not one built (and dropped) per well
+            plate = plates[well.plate] = Plate(well.plate)
         info = table.get(well.sample_id or "")
         well.exclusion = well_exclusion(well, settings)
         if is_no_template(info, well.sample_id, well.sample_type):
