@@ -60,9 +60,9 @@ class RegistryTable:
 
         Samples of the roles ``lots`` get their ``patient_id`` (their lot) as ``product_lot``.
         """
+        # Set operations in C, then registry order (``order`` holds every id of ``infos``).
         known = sorted(
-            (sid for sid in set(sample_ids) if sid in self.infos and sid not in exclude),
-            key=self.order.__getitem__,
+            (self.infos.keys() & set(sample_ids)).difference(exclude), key=self.order.__getitem__
         )
         found = {}
         for sid in known:

@@ -51,6 +51,7 @@ from chimera.calculate.qpcr import (
     compute_qpcr_chimerism,
     informative_markers,
 )
+from chimera.calculate.qpcr_plate import _by_well
 from chimera.calculate.stats import sample_sd, t_quantile
 from chimera.detect import detect
 from chimera.errors import NotChimerismAssayError
@@ -156,6 +157,33 @@ def test_confidence_interval_is_asymmetric_on_pct_scale() -> None:
 def test_sample_sd_is_the_correctly_rounded_stdev(values: list[float]) -> None:
     """The integer-arithmetic SD (replicate Cts, per-locus %) is exactly statistics.stdev."""
     assert sample_sd(values) == statistics.stdev(values)
+
+
+_WELL_NAMES = st.sampled_from(["A1", "A10", "A2", "a1", "B01", "Ä3", "H12", "Z"])
+_TARGET_NAMES = st.one_of(st.none(), st.sampled_from(["", "RPP30", "iNK-M1", "m1", "Ω-2"]))
+
+
+@given(st.lists(st.tuples(_WELL_NAMES, _TARGET_NAMES, st.integers(0, 9)), max_size=40))
+def test_plate_wells_are_ordered_like_the_polars_sort(
+    rows: list[tuple[str, str | None, int]],
+) -> None:
+    """A plate's wells come in the order of polars' well/target sort (nulls last, stable).
+
+    The ordering decides which replicate is first and the order blank Cts are summed in.
+    """
+    frame = pl.DataFrame(
+        {
+            "well": [w for w, _, _ in rows],
+            "target": [t for _, t, _ in rows],
+            "sample_id": [f"S{i}" for _, _, i in rows],
+            "ct": [20.0 + i for _, _, i in rows],
+            "omitted": [i == 0 for _, _, i in rows],
+            "task": [None] * len(rows),
+        },
+        schema_overrides={"target": pl.String, "task": pl.String},
+    )
+    expected = frame.sort("well", "target", nulls_last=True, maintain_order=True)
+    assert _by_well(frame) == expected.to_dict(as_series=False)
 
 
 def test_sample_sd_of_equal_and_decimal_replicates() -> None:

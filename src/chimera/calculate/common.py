@@ -119,21 +119,18 @@ def sample_table(samples: pl.DataFrame) -> dict[str, SampleInfo]:
     Columns ``sample_id, patient_id, role`` + optional ``product_lot, cell_bank, specimen``;
     missing optional columns are null.
     """
-    optional = ("product_lot", "cell_bank", "specimen")
-    frame = samples.with_columns(
-        pl.lit(None, dtype=pl.String).alias(c) for c in optional if c not in samples.columns
-    )
+    names = ("sample_id", "patient_id", "role", "product_lot", "cell_bank", "specimen")
+    # Column lists zipped, not named rows: no dict per row (issue 12).
+    columns = [
+        samples.get_column(c).to_list() if c in samples.columns else [None] * samples.height
+        for c in names
+    ]
     table: dict[str, SampleInfo] = {}
-    for row in frame.select("sample_id", "patient_id", "role", *optional).iter_rows(named=True):
-        if row["sample_id"] is None:
+    for sample_id, patient_id, role, lot, bank, specimen in zip(*columns, strict=True):
+        if sample_id is None:
             continue
-        table[str(row["sample_id"])] = SampleInfo(
-            str(row["sample_id"]),
-            str(row["patient_id"]),
-            str(row["role"]),
-            _text(row["product_lot"]),
-            _text(row["cell_bank"]),
-            _text(row["specimen"]),
+        table[str(sample_id)] = SampleInfo(
+            str(sample_id), str(patient_id), str(role), _text(lot), _text(bank), _text(specimen)
         )
     return table
 

@@ -183,9 +183,13 @@ def _marker_calls(
     calls: Calls = {}
     for name in names:
         found = {}
+        # Genomes with the same samples (germline = baseline) are read once; without any, untested.
+        read: dict[tuple[str, ...], GenomeCall] = {(): UNTESTED}
         for who, samples in ids.items():
-            scope = own_scope(name, samples, own, plates)
-            call = _carriage(name, wells_of(samples, scope), settings)
+            call = read.get(samples)
+            if call is None:
+                scope = own_scope(name, samples, own, plates)
+                call = read[samples] = _carriage(name, wells_of(samples, scope), settings)
             if call.carriage is Carriage.UNTESTED and screening is not None and samples:
                 call = screening(name, samples)
             found[who] = call
@@ -251,6 +255,11 @@ def chimerism_on_plates(
             if sid in table and table[sid].role == Role.POST_DOSE
         }
     )
+    # Each post-dose sample's plates (its patient's own plates that hold it), in plate order.
+    holding: dict[str, list[Plate]] = {sid: [] for sid in post_dose}
+    for plate in ordered:
+        for sid in holding.keys() & plate.dna.keys():
+            holding[sid].append(plate)
     owners = own_samples(table)
     shared = Shared()
     own_of: dict[str, tuple[list[Plate], tuple[str, ...]]] = {}
@@ -269,7 +278,7 @@ def chimerism_on_plates(
 
     for sample in post_dose_samples(post_dose, table, calls):
         own, own_key = own_plates(sample.info.patient_id)
-        for plate in (p for p in own if sample.info.sample_id in p.dna):
+        for plate in holding[sample.info.sample_id]:
             context = SampleContext(
                 info=sample.info,
                 genomes=sample.genomes,

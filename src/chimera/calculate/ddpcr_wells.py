@@ -96,9 +96,13 @@ def pooled(counts: Iterable[Count]) -> Count | None:
         only = items[0]
         volume = only.volume_nl * only.accepted / only.accepted if only.accepted else 0.0
         return Count(only.positives, only.accepted, volume)
-    accepted = sum(c.accepted for c in items)
-    volume = sum([c.volume_nl * c.accepted for c in items]) / accepted if accepted else 0.0
-    return Count(sum(c.positives for c in items), accepted, volume)
+    positives = accepted = 0
+    weighted = 0.0
+    for count in items:  # one pass, in well order
+        positives += count.positives
+        accepted += count.accepted
+        weighted += count.volume_nl * count.accepted
+    return Count(positives, accepted, weighted / accepted if accepted else 0.0)
 
 
 def estimate(parts: Sequence[Part], *, confidence: float) -> Estimate:
@@ -194,14 +198,24 @@ def collect_wells(frame: pl.DataFrame, settings: DdpcrSettings) -> list[Well]:
         "source_sha256", "well", "target", "channel", "is_merged", "merged_wells", "sample_id",
         "sample_type", "accepted_droplets", "positives", "droplet_volume_nl",
     )  # fmt: skip
-    rows = frame.select(columns).rows()
-    keys = [target_key(t, c) for _, _, t, c, *_ in rows]
-    present = {(r[0], r[1], k) for r, k in zip(rows, keys, strict=True) if not r[4]}
+    # Column lists zipped, not ``rows()``: one Python object per cell, no row tuples (issue 12).
+    lists = [frame.get_column(c).to_list() for c in columns]
+    named: dict[tuple[str | None, str | None], str] = {}
+    keys = [
+        named.get(pair) or named.setdefault(pair, target_key(*pair))
+        for pair in zip(lists[2], lists[3], strict=True)
+    ]
+    merged_rows = any(lists[4])
+    present = (
+        {(p, w, k) for p, w, m, k in zip(lists[0], lists[1], lists[4], keys, strict=True) if not m}
+        if merged_rows
+        else set()
+    )
     references: dict[str | None, bool] = {}
     wells: dict[tuple[str, str], Well] = {}
-    for row, key in zip(rows, keys, strict=True):
+    for row in zip(*lists, keys, strict=True):
         plate, name, target, _, merged, members_text, sample_id, kind = row[:8]
-        accepted, positives, volume = row[8:]
+        accepted, positives, volume, key = row[8:]
         if merged:
             members = [m.strip() for m in (members_text or "").split(",") if m.strip()]
             if any((plate, m, key) in present for m in members):
@@ -283,7 +297,9 @@ def index_plates(
     """Sort every well by plate into DNA wells, no-template wells and negative controls."""
     plates: dict[str, Plate] = {}
     for well in wells:
-        plate = plates.setdefault(well.plate, Plate(well.plate))
+        plate = plates.get(well.plate)
+        if plate is None:  # one Plate per plate, not one built (and dropped) per well
+            plate = plates[well.plate] = Plate(well.plate)
         info = table.get(well.sample_id or "")
         well.exclusion = well_exclusion(well, settings)
         if is_no_template(info, well.sample_id, well.sample_type):

@@ -193,6 +193,11 @@ def chimerism_on_plates(
     post_dose = sorted(
         sid for sid, info in table.items() if info.role == Role.POST_DOSE and sid in on_plates
     )
+    # Each post-dose sample's plates (its patient's own plates that hold it), in plate order.
+    holding: dict[str, list[PlateContext]] = {sid: [] for sid in post_dose}
+    for context in ordered:
+        for sid in context.samples.intersection(holding):
+            holding[sid].append(context)
     owners = own_samples(table)
     own_of: dict[str, list[PlateContext]] = {}
 
@@ -207,8 +212,7 @@ def chimerism_on_plates(
         return marker_calls(genomes, ordered, own_plates(genomes.patient_id))
 
     for sample in post_dose_samples(post_dose, table, calls):
-        own = own_plates(sample.info.patient_id)
-        for context in (c for c in own if sample.info.sample_id in c.samples):
+        for context in holding[sample.info.sample_id]:
             result, detail = evaluate(
                 SampleOnPlate(
                     sample_id=sample.info.sample_id,

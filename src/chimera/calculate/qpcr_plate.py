@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from functools import partial
 from itertools import repeat
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -70,6 +70,22 @@ def _factors(columns: Iterable[tuple[str | None, float | None, float | None]]) -
     return factors
 
 
+def _by_well(rows: pl.DataFrame) -> dict[str, list[Any]]:
+    """The columns a plate's wells are built from, sorted by well then target (null last).
+
+    A stable sort of column lists in Python: the order of polars' ``sort("well", "target",
+    nulls_last=True, maintain_order=True)`` (``str`` order is UTF-8 byte order), without the
+    frame round trip (issue 12).
+    """
+    names = ("well", "target", "sample_id", "ct", "omitted", "task")
+    lists = [rows.get_column(c).to_list() for c in names]
+    wells, targets = lists[0], lists[1]
+    order = sorted(
+        range(rows.height), key=lambda i: (wells[i], targets[i] is None, targets[i] or "")
+    )
+    return {name: [column[i] for i in order] for name, column in zip(names, lists, strict=True)}
+
+
 class PlateContext:
     """Everything about one plate that the sample evaluations share."""
 
@@ -88,10 +104,7 @@ class PlateContext:
         )
         self.no_template: dict[str | None, list[QpcrWell]] = defaultdict(list)
         self.ntc_failures: list[str] = []
-        ordered = rows.select(
-            "well", "target", "sample_id", "ct", "omitted", "task", "slope", "efficiency_pct"
-        ).sort("well", "target", nulls_last=True, maintain_order=True)
-        columns = ordered.to_dict(as_series=False)
+        columns = _by_well(rows)
         keys = list(zip(columns["sample_id"], columns["task"], strict=True))
         kinds = {key: is_no_template(table.get(key[0] or ""), *key) for key in set(keys)}
         # ``tuple.__new__`` builds each tuple in C (no per-well Python ``__new__``/``_make``).
@@ -128,8 +141,12 @@ class PlateContext:
         self._valid = {
             key: [w for w in self.by_sample_target[key] if not w.omitted] for key in with_omitted
         }
+        # Row order does not matter here (medians).
         self._factors = _factors(
-            zip(columns["target"], columns["slope"], columns["efficiency_pct"], strict=True)
+            zip(
+                *(rows.get_column(c).to_list() for c in ("target", "slope", "efficiency_pct")),
+                strict=True,
+            )
         )
         self._targets = {t for _, t in self.by_sample_target if t is not None}
         self._cutoff_cache: dict[str | None, float] = {}
@@ -215,17 +232,19 @@ class PlateContext:
             )
         return self._cutoff_cache[target]
 
-    def above_blank(self, well: QpcrWell) -> bool:
-        """Whether a well amplified before this plate's blank cut-off (a real signal)."""
-        return well.ct is not None and well.ct <= self.blank_cutoff(well.target)
-
     def carriage_counts(self, target: str, ids: tuple[str, ...]) -> tuple[int, int]:
-        """(wells, wells before the blank cut-off) of ``ids`` for ``target`` on this plate."""
+        """(wells, wells before the blank cut-off) of ``ids`` for ``target`` on this plate.
+
+        A well before the cut-off amplified at or before this plate's :meth:`blank_cutoff` of
+        its target (a real signal).
+        """
         key = (target, ids)
         found = self._carriage.get(key)
         if found is None:
-            wells = [w for sample_id in ids for w in self.wells(sample_id, target)]
-            found = self._carriage[key] = len(wells), sum(self.above_blank(w) for w in wells)
+            cutoff = self.blank_cutoff(target)
+            cts = [w.ct for sample_id in ids for w in self.wells(sample_id, target)]
+            above = [ct for ct in cts if ct is not None and ct <= cutoff]
+            found = self._carriage[key] = len(cts), len(above)
         return found
 
     def reference_target(self, sample_id: str) -> str | None:
@@ -301,8 +320,14 @@ def marker_calls(
     genes = own[0].settings.reference_genes
     targets = sorted({t for c in own for t in c.targets() if not is_reference_gene(t, genes)})
 
-    def call(target: str, ids: Sequence[str]) -> GenomeCall:
-        return carriage(target, ids, own if holds(target, ids, own) else contexts)
+    read: dict[tuple[str, tuple[str, ...]], GenomeCall] = {}
+
+    def call(target: str, ids: tuple[str, ...]) -> GenomeCall:
+        # Genomes with the same samples (germline = baseline) are read once per target.
+        key = (target, ids)
+        if key not in read:
+            read[key] = carriage(target, ids, own if holds(target, ids, own) else contexts)
+        return read[key]
 
     calls: Calls = {}
     for target in targets:

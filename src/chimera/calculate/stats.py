@@ -37,6 +37,7 @@ def beta_quantile(probability: float, a: float, b: float) -> float:
     return float(special.betaincinv(a, b, probability))
 
 
+@lru_cache(maxsize=4096)
 def poisson_mean_for_cdf(count: int, probability: float) -> float:
     """Poisson mean μ at which P(X <= count; μ) equals ``probability``.
 
