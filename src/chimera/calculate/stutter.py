@@ -92,7 +92,16 @@ def correct_stutter(
     {'9': 20.32, '10': 996.0, '11': 50.0}
     """
     peaks = LocusPeaks([signals], parents)
-    return peaks.as_dicts(peaks.corrected([stutter]))[0]
+    row, column = peaks.corrected([stutter])[0].tolist(), peaks.column
+    return {allele: row[column[allele]] for allele in signals}
+
+
+def _columns_of(signals: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Each peak of ``signals`` (one mapping per sample) as its sample row, allele and signal."""
+    chain = itertools.chain.from_iterable
+    rows = np.repeat(np.arange(len(signals)), [len(peaks) for peaks in signals])
+    values = np.fromiter(chain(peaks.values() for peaks in signals), dtype=float, count=len(rows))
+    return rows, list(chain(signals)), values
 
 
 def _frozen(alleles: Collection[str]) -> frozenset[str]:
@@ -128,34 +137,62 @@ class LocusPeaks:
     """
 
     def __init__(self, signals: Sequence[Mapping[str, float]], expected: Collection[str]) -> None:
-        self.signals = signals
+        rows, alleles, values = _columns_of(signals)
+        names = list(dict.fromkeys(alleles))
+        code = {allele: c for c, allele in enumerate(names)}
+        codes = np.fromiter(map(code.__getitem__, alleles), dtype=np.intp, count=len(alleles))
+        self._fill(len(signals), rows, (names, codes), values, expected)
+
+    @classmethod
+    def of_columns(
+        cls,
+        samples: int,
+        rows: np.ndarray,
+        alleles: tuple[Sequence[str], np.ndarray],
+        values: np.ndarray,
+        expected: Collection[str],
+    ) -> LocusPeaks:
+        """The peaks of ``samples`` samples as columns: each peak's sample row, allele, signal.
+
+        ``alleles`` holds the allele names and each peak's code into them; one peak per sample
+        row and allele (signals of duplicate rows already summed).
+        """
+        peaks = cls.__new__(cls)
+        peaks._fill(samples, rows, alleles, values, expected)
+        return peaks
+
+    def _fill(
+        self,
+        samples: int,
+        rows: np.ndarray,
+        alleles: tuple[Sequence[str], np.ndarray],
+        values: np.ndarray,
+        expected: Collection[str],
+    ) -> None:
+        names, codes = alleles
         self.expected = _frozen(expected)
-        self.alleles = _longest_first(tuple(sorted(self.expected.union(*signals))))
+        distinct, inverse = np.unique(codes, return_inverse=True)
+        found = [names[c] for c in distinct.tolist()]
+        self.alleles = _longest_first(tuple(sorted(self.expected.union(found))))
         self.column = {allele: j for j, allele in enumerate(self.alleles)}
-        self.observed, self.present = self.dense(signals)
+        at = np.fromiter(map(self.column.__getitem__, found), dtype=np.intp, count=len(found))
+        self.observed, self.present = self._matrix(samples, rows, at[inverse], values)
+
+    def _matrix(
+        self, samples: int, rows: np.ndarray, columns: np.ndarray, values: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        matrix = np.zeros((samples, len(self.alleles)))
+        present = np.zeros(matrix.shape, dtype=bool)
+        matrix[rows, columns] = values
+        present[rows, columns] = True
+        return matrix, present
 
     def dense(self, signals: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """``signals`` (alleles among the columns) as a matrix and where each has a peak."""
-        column = self.column
-        values = np.zeros((len(signals), len(self.alleles)))
-        present = np.zeros(values.shape, dtype=bool)
-        chain = itertools.chain.from_iterable
-        rows = np.repeat(np.arange(len(signals)), [len(peaks) for peaks in signals])
-        columns = np.fromiter(
-            map(column.__getitem__, chain(signals)), dtype=np.intp, count=len(rows)
-        )
-        values[rows, columns] = np.fromiter(chain(peaks.values() for peaks in signals), dtype=float,
-                                            count=len(rows))  # fmt: skip
-        present[rows, columns] = True
-        return values, present
-
-    def as_dicts(self, matrix: np.ndarray) -> list[dict[str, float]]:
-        """Each sample's values of ``matrix`` at its peaks' alleles, in the order of its peaks."""
-        column, rows = self.column, matrix.tolist()
-        return [
-            {allele: row[column[allele]] for allele in peaks}
-            for row, peaks in zip(rows, self.signals, strict=True)
-        ]
+        rows, alleles, values = _columns_of(signals)
+        columns = np.fromiter(map(self.column.__getitem__, alleles), dtype=np.intp,
+                              count=len(alleles))  # fmt: skip
+        return self._matrix(len(signals), rows, columns, values)
 
     def total(self, matrix: np.ndarray, alleles: Sequence[str]) -> np.ndarray:
         """Each sample's sum of ``matrix`` over ``alleles``, added left to right as ``sum`` does."""
@@ -453,11 +490,11 @@ def unexplained_many(
             beyond.append((peaks.alleles[j], over, ceiling))
     if not beyond:
         return found
-    rows = corrected.tolist()
+    rows, present, column = corrected.tolist(), peaks.present.tolist(), peaks.column
     beyond.sort(key=lambda item: allele_sort_key(item[0]))
     for i in np.flatnonzero(np.any([over for _, over, _ in beyond], axis=0)).tolist():
-        row, column = rows[i], peaks.column
-        total = sum(row[column[allele]] for allele in peaks.signals[i])
+        row, here = rows[i], present[i]
+        total = sum(value for value, peak in zip(row, here, strict=True) if peak)
         if total <= 0:
             continue
         for allele, over, ceiling in beyond:
