@@ -305,11 +305,11 @@ def unique_alleles_many(
     for e, (genome, allele, dosage, near, longer, shorter) in enumerate(
         layout_of[id(stutters[0])]  # alleles and neighbours: every sample's, only near varies
     ):
-        # expected_stutter's SD (Python's ** for the squares, bit for bit a one-sample sum)
+        # expected_stutter's SD: the square root of the summed squared spreads
         variance = None
         for spread, neighbour in ((back_sd, longer), (forward_sd, shorter)):
             if neighbour is not None:
-                part = np.array([v**2 for v in (spread * corrected[:, column[neighbour]]).tolist()])
+                part = np.square(spread * corrected[:, column[neighbour]])
                 variance = part if variance is None else variance + part
         sd = np.zeros(len(stutters)) if variance is None else np.sqrt(variance)
         nears = (
