@@ -162,7 +162,7 @@ class SharingPlan:
 
     def call(self, signals: Mapping[str, float]) -> LocusCall:
         """% iNK at the locus from the sample's allele signals (:func:`locus_pct_ink`)."""
-        peaks = LocusPeaks([signals], self.expected)
+        peaks = LocusPeaks.of_dicts([signals], self.expected)
         calls = self.call_many(peaks, peaks.observed)
         return LocusCall(self.sharing, calls.pct_ink_raw[0], calls.signal_ink[0],
                          calls.signal_total[0])  # fmt: skip

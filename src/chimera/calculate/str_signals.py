@@ -120,4 +120,4 @@ class GroupSignals:
         if not mine.all():
             rows, alleles, values = rows[mine], alleles[mine], values[mine]
         names = self._signals.allele_names
-        return LocusPeaks.of_columns(self._size, rows, (names, alleles), values, expected)
+        return LocusPeaks(self._size, rows, (names, alleles), values, expected)

@@ -181,7 +181,7 @@ def locus_fractions_many(
     genotypes: Sequence[Collection[str]], profiles: Sequence[Mapping[str, float]]
 ) -> list[LocusFractions]:
     """:func:`locus_fractions` of many samples at one locus of the same genotypes."""
-    peaks = LocusPeaks(profiles, frozenset().union(*genotypes))
+    peaks = LocusPeaks.of_dicts(profiles, frozenset().union(*genotypes))
     return locus_fractions_of(genotypes, peaks, peaks.observed)
 
 

@@ -91,7 +91,7 @@ def correct_stutter(
     >>> {allele: round(value, 2) for allele, value in out.items()}
     {'9': 20.32, '10': 996.0, '11': 50.0}
     """
-    peaks = LocusPeaks([signals], parents)
+    peaks = LocusPeaks.of_dicts([signals], parents)
     row, column = peaks.corrected([stutter])[0].tolist(), peaks.column
     return {allele: row[column[allele]] for allele in signals}
 
@@ -136,39 +136,13 @@ class LocusPeaks:
     locus for every sample typed by the same genotypes.
     """
 
-    def __init__(self, signals: Sequence[Mapping[str, float]], expected: Collection[str]) -> None:
-        rows, alleles, values = _columns_of(signals)
-        names = list(dict.fromkeys(alleles))
-        code = {allele: c for c, allele in enumerate(names)}
-        codes = np.fromiter(map(code.__getitem__, alleles), dtype=np.intp, count=len(alleles))
-        self._fill(len(signals), rows, (names, codes), values, expected)
-
-    @classmethod
-    def of_columns(
-        cls,
-        samples: int,
-        rows: np.ndarray,
-        alleles: tuple[Sequence[str], np.ndarray],
-        values: np.ndarray,
-        expected: Collection[str],
-    ) -> LocusPeaks:
+    def __init__(self, samples: int, rows: np.ndarray, alleles: tuple[Sequence[str], np.ndarray],
+                 values: np.ndarray, expected: Collection[str]) -> None:  # fmt: skip
         """The peaks of ``samples`` samples as columns: each peak's sample row, allele, signal.
 
         ``alleles`` holds the allele names and each peak's code into them; one peak per sample
         row and allele (signals of duplicate rows already summed).
         """
-        peaks = cls.__new__(cls)
-        peaks._fill(samples, rows, alleles, values, expected)
-        return peaks
-
-    def _fill(
-        self,
-        samples: int,
-        rows: np.ndarray,
-        alleles: tuple[Sequence[str], np.ndarray],
-        values: np.ndarray,
-        expected: Collection[str],
-    ) -> None:
         names, codes = alleles
         self.expected = _frozen(expected)
         distinct, inverse = np.unique(codes, return_inverse=True)
@@ -177,6 +151,17 @@ class LocusPeaks:
         self.column = {allele: j for j, allele in enumerate(self.alleles)}
         at = np.fromiter(map(self.column.__getitem__, found), dtype=np.intp, count=len(found))
         self.observed, self.present = self._matrix(samples, rows, at[inverse], values)
+
+    @classmethod
+    def of_dicts(
+        cls, signals: Sequence[Mapping[str, float]], expected: Collection[str]
+    ) -> LocusPeaks:
+        """The peaks of one mapping (allele -> signal) per sample."""
+        rows, alleles, values = _columns_of(signals)
+        names = list(dict.fromkeys(alleles))
+        code = {allele: c for c, allele in enumerate(names)}
+        codes = np.fromiter(map(code.__getitem__, alleles), dtype=np.intp, count=len(alleles))
+        return cls(len(signals), rows, (names, codes), values, expected)
 
     def _matrix(
         self, samples: int, rows: np.ndarray, columns: np.ndarray, values: np.ndarray
@@ -282,7 +267,9 @@ def unique_alleles_of(
     genomes: GenomeAlleles, corrected: Mapping[str, float], stutter: LocusStutter
 ) -> list[UniqueAllele]:
     """:func:`unique_alleles` of genotypes given as :func:`genome_alleles`."""
-    peaks = LocusPeaks([corrected], frozenset().union(*(alleles for _, alleles in genomes)))
+    peaks = LocusPeaks.of_dicts(
+        [corrected], frozenset().union(*(alleles for _, alleles in genomes))
+    )
     return unique_alleles_many(genomes, peaks, peaks.observed, [stutter])[0]
 
 
@@ -379,7 +366,7 @@ def stutter_ceiling(
     ...                       settings=StrSettings()), 1)
     222.6
     """
-    peaks = LocusPeaks([signals], _frozen(parents) | {allele})
+    peaks = LocusPeaks.of_dicts([signals], _frozen(parents) | {allele})
     limits = _ceiling_ratios(stutter, settings)
     ceiling = _ceilings(peaks, peaks.column[allele], np.array([limits[0]]), np.array([limits[1]]))
     return float(ceiling[0])
@@ -460,7 +447,7 @@ def unexplained_alleles(
     ...                                      settings=settings)]
     ['D3S1358 11 (23 % of locus signal)']
     """
-    peaks = LocusPeaks([observed], expected)
+    peaks = LocusPeaks.of_dicts([observed], expected)
     corrected_matrix = peaks.dense([corrected])[0]
     return unexplained_many(name, peaks, corrected_matrix, [stutter], settings=settings)[0]
 
