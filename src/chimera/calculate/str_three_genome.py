@@ -220,7 +220,14 @@ def _locus_model(
 
 def _sharing(values: Mapping[Genome, float]) -> str:
     """Marker-row code of a three-genome locus: the genomes it separates, ``3G none`` if none."""
-    return "3G " + ("/".join(g.value for g in GENOME_ORDER if g in values) or "none")
+    return _sharing_of(tuple(g in values for g in GENOME_ORDER))
+
+
+@functools.lru_cache(maxsize=16)
+def _sharing_of(separated: tuple[bool, ...]) -> str:
+    """:func:`_sharing` of the genomes ``separated`` (in ``GENOME_ORDER``): one per sample and locus."""
+    names = [g.value for g, ok in zip(GENOME_ORDER, separated, strict=True) if ok]
+    return "3G " + ("/".join(names) or "none")
 
 
 def evaluate_three_genome(
