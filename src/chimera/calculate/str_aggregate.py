@@ -216,27 +216,20 @@ def _exclude_unreliable_stutter(
     ``values_of`` holds each genome's locus values (:func:`_values`).
     """
     limit = settings.stutter_uncertainty_limit
-    # an allele without stutter SD scores 0.0, never above a limit >= 0: skip it then
-    uncertain = [
-        (locus, alleles)
-        for locus in work.loci
-        if (alleles := locus.unique if limit < 0 else [u for u in locus.unique if u.stutter_sd > 0])
-    ]
     messages: list[str] = []
-    if not uncertain:
-        return messages
     for genome in AGGREGATED[work.model]:
         values = values_of[genome]
         if not values:
             continue
         share = statistics.median(values)
         flagged = []
-        for locus, alleles in uncertain:
+        for locus in work.loci:
             if genome not in locus.values:
                 continue
             worst: tuple[float, UniqueAllele] | None = None  # the genome's first most severe
-            for u in alleles:
-                if u.genome == genome:
+            for u in locus.unique:
+                # an allele without stutter SD scores 0.0, never above a limit >= 0: skip it then
+                if u.genome == genome and (limit < 0 or u.stutter_sd > 0):
                     severity = u.stutter_severity(share, locus.total)
                     if worst is None or severity > worst[0]:
                         worst = (severity, u)

@@ -42,12 +42,12 @@ from chimera.calculate.str_profiles import (
     join_alleles,
     marker_key,
     profile_broad_peaks,
-    profile_signals,
     profile_y_heights,
     shift_allele,
     signal_column,
     y_is_unexpected,
 )
+from chimera.calculate.str_signals import GroupSignals, ProfileSignals
 from chimera.calculate.str_sources import References, Sources, StrCache, sample_notes
 from chimera.calculate.str_three_genome import Profile, evaluate_three_genome_many
 from chimera.calculate.stutter import (
@@ -162,7 +162,7 @@ class SharingPlan:
 
     def call(self, signals: Mapping[str, float]) -> LocusCall:
         """% iNK at the locus from the sample's allele signals (:func:`locus_pct_ink`)."""
-        peaks = LocusPeaks([signals], self.expected)
+        peaks = LocusPeaks.of_dicts([signals], self.expected)
         calls = self.call_many(peaks, peaks.observed)
         return LocusCall(self.sharing, calls.pct_ink_raw[0], calls.signal_ink[0],
                          calls.signal_total[0])  # fmt: skip
@@ -244,13 +244,20 @@ def evaluate_two_genome(
     settings: StrSettings,
 ) -> SampleWork:
     """Per-locus % iNK of one sample from the 2.2 formulas, after stutter correction."""
-    return evaluate_two_genome_many(genotypes, [(sample_id, signals, lookup)], settings=settings)[0]
+    group = ProfileSignals.of_dicts([signals]).group([(0,)])
+    return evaluate_two_genome_many(genotypes, [(sample_id, lookup)], group, settings=settings)[0]
 
 
 def evaluate_two_genome_many(
-    genotypes: Mapping[Genome, Genotypes], profiles: Sequence[Profile], *, settings: StrSettings
+    genotypes: Mapping[Genome, Genotypes],
+    profiles: Sequence[Profile],
+    signals: GroupSignals,
+    *,
+    settings: StrSettings,
 ) -> list[SampleWork]:
     """:func:`evaluate_two_genome` of many samples typed by the same genotypes.
+
+    ``signals`` holds the samples' peaks, rows in the order of ``profiles``.
 
     Loci go outermost: what the genotypes say at a locus (sharing plan, allele strings,
     stutter positions) is worked out once for every sample.
@@ -273,13 +280,14 @@ def evaluate_two_genome_many(
             base["exclusion_reason"] = (
                 f"no {'iNK product' if not d else 'patient baseline'} reference call"
             )
-            for work, (sample_id, _, _) in zip(works, profiles, strict=True):
+            for work, (sample_id, _) in zip(works, profiles, strict=True):
                 work.marker_rows.append({"sample_id": sample_id, **base})
             continue
         genomes = genome_alleles({Genome.INK.value: d, Genome.RECIPIENT.value: r})
         typed = LocusGenotypes(name, frozenset(d | r), stutter_position_alleles(d, r),
                                sex_marker=key in sex, genomes=genomes)  # fmt: skip
-        _pair_rows(works, base, typed, SharingPlan.of(d, r), profiles, key, settings=settings)
+        peaks = signals.at(key, typed.parents)
+        _pair_rows(works, base, typed, SharingPlan.of(d, r), profiles, peaks, settings=settings)
     return works
 
 
@@ -289,7 +297,7 @@ def _pair_rows(
     locus: LocusGenotypes,
     plan: SharingPlan,
     profiles: Sequence[Profile],
-    key: str,
+    peaks: LocusPeaks,
     *,
     settings: StrSettings,
 ) -> None:
@@ -299,8 +307,7 @@ def _pair_rows(
     all samples at once (:class:`~chimera.calculate.stutter.LocusPeaks`).
     """
     name = locus.name
-    stutters = [lookup.at(name) for _, _, lookup in profiles]
-    peaks = LocusPeaks([signals.get(key, _NO_PEAKS) for _, signals, _ in profiles], locus.parents)
+    stutters = [lookup.at(name) for _, lookup in profiles]
     corrected = peaks.corrected(stutters)
     calls = plan.call_many(peaks, corrected)
     unexpected = unexplained_many(name, peaks, corrected, stutters, settings=settings)
@@ -313,7 +320,7 @@ def _pair_rows(
     ratios = [_stutter_column(stutter.back, settings=settings) for stutter in stutters]
     columns = zip(works, profiles, calls.pct_ink_raw, calls.signal_ink, calls.signal_total,
                   ratios, unexpected, strict=True)  # fmt: skip
-    for i, (work, (sample_id, _, _), raw, ink, total, ratio, foreign) in enumerate(columns):
+    for i, (work, (sample_id, _), raw, ink, total, ratio, foreign) in enumerate(columns):
         pct, was_clamped = clamp_pct(raw)
         row = {"sample_id": sample_id, **base, "sharing": sharing, "signal_ink": ink,
                "signal_total": total, "pct_ink": pct, "stutter_ratio": ratio}  # fmt: skip
@@ -332,9 +339,6 @@ def _pair_rows(
             work.fallback.append(name)
         if note is not None:
             work.stutter_notes.append(note)
-
-
-_NO_PEAKS: dict[str, float] = {}
 
 
 def _not_used(sharing: str, *, sex_marker: bool) -> str | None:
@@ -447,7 +451,7 @@ def _evaluate(
     # the columns read below only: a filter copies every column it keeps
     peaks = peaks.select(list(dict.fromkeys(c for c in (*by, *PEAK_COLUMNS) if c in peaks.columns)))
     rows = peaks.filter(pl.col("sample_id").is_in(list(post)))
-    signals = profile_signals(rows, by, signal=settings.signal)
+    signals = ProfileSignals.of_frame(rows, by, signal=settings.signal)
     heights = profile_y_heights(peaks, by)  # every profile's: post-dose and reference samples
     amel = {key: xy for key, xy in heights.items() if key[0] in post}
     broad = profile_broad_peaks(rows, by, factor=settings.area_height_ratio_factor)
@@ -473,10 +477,10 @@ def _evaluate(
         genotypes = {genome: genotype for genome, (_, genotype) in first.genomes.items()}
         three = first.model is GenomeModel.THREE_GENOME
         evaluate = evaluate_three_genome_many if three else evaluate_two_genome_many
-        profiles = [(str(key[0]), signals.get(key, {}), index.lookup(set(signals.get(key, {}))))
-                    for key, _ in members]  # fmt: skip
-        for (key, sources), work in zip(members, evaluate(genotypes, profiles, settings=settings),
-                                        strict=True):  # fmt: skip
+        profiles = [(str(key[0]), index.lookup(signals.markers(key))) for key, _ in members]
+        group = signals.group([key for key, _ in members])
+        works = evaluate(genotypes, profiles, group, settings=settings)
+        for (key, sources), work in zip(members, works, strict=True):
             reference_y = references.y_height(sources.reference_ids())
             work.notes = sample_notes(
                 sources,

@@ -277,16 +277,15 @@ _ONE = "_profile"
 """Grouping column of a frame that is one profile."""
 
 
-def profile_signals(
-    peaks: pl.DataFrame, by: Sequence[str], *, signal: str
-) -> dict[ProfileKey, dict[str, dict[str, float]]]:
-    """Numeric-call signal per profile (rows grouped by ``by``), marker key and allele.
+def signal_sums(peaks: pl.DataFrame, by: Sequence[str], *, signal: str) -> pl.LazyFrame:
+    """Numeric-call signal (column ``signal_column(signal)``) per profile, marker and allele.
 
-    Duplicate rows of one allele are summed; one ``group_by`` serves every profile.
+    Rows are grouped by ``by``, the ``marker`` as written (column ``_key``) and the stripped
+    ``allele``; duplicate rows of one allele are summed.
     """
     column = signal_column(signal)
     allele = pl.col("allele").cast(pl.String).str.strip_chars()
-    rows = (
+    return (
         peaks.lazy()
         .with_columns(allele=allele, _key=pl.col("marker").cast(pl.String))
         .filter(
@@ -296,8 +295,19 @@ def profile_signals(
         )
         .group_by(*by, "_key", "allele")
         .agg(pl.col(column).cast(pl.Float64).sum())
-        .collect()
     )
+
+
+def profile_signals(
+    peaks: pl.DataFrame, by: Sequence[str], *, signal: str
+) -> dict[ProfileKey, dict[str, dict[str, float]]]:
+    """Numeric-call signal per profile (rows grouped by ``by``), marker key and allele.
+
+    Duplicate rows of one allele are summed (:func:`signal_sums`); one ``group_by`` serves
+    every profile.
+    """
+    column = signal_column(signal)
+    rows = signal_sums(peaks, by, signal=signal).collect()
     signals: dict[ProfileKey, dict[str, dict[str, float]]] = {}
     keys = zip(*(rows[c].to_list() for c in by), strict=True)
     markers, alleles, values = (rows[c].to_list() for c in ("_key", "allele", column))

@@ -26,6 +26,7 @@ from chimera.calculate.str_profiles import (
     marker_key,
     shift_allele,
 )
+from chimera.calculate.str_signals import GroupSignals, ProfileSignals
 from chimera.calculate.stutter import (
     LocusPeaks,
     LocusStutter,
@@ -180,7 +181,7 @@ def locus_fractions_many(
     genotypes: Sequence[Collection[str]], profiles: Sequence[Mapping[str, float]]
 ) -> list[LocusFractions]:
     """:func:`locus_fractions` of many samples at one locus of the same genotypes."""
-    peaks = LocusPeaks(profiles, frozenset().union(*genotypes))
+    peaks = LocusPeaks.of_dicts(profiles, frozenset().union(*genotypes))
     return locus_fractions_of(genotypes, peaks, peaks.observed)
 
 
@@ -219,7 +220,14 @@ def _locus_model(
 
 def _sharing(values: Mapping[Genome, float]) -> str:
     """Marker-row code of a three-genome locus: the genomes it separates, ``3G none`` if none."""
-    return "3G " + ("/".join(g.value for g in GENOME_ORDER if g in values) or "none")
+    return _sharing_of(tuple(g in values for g in GENOME_ORDER))
+
+
+@functools.lru_cache(maxsize=16)
+def _sharing_of(separated: tuple[bool, ...]) -> str:
+    """:func:`_sharing` of the genomes ``separated`` (in ``GENOME_ORDER``): one per sample and locus."""
+    names = [g.value for g, ok in zip(GENOME_ORDER, separated, strict=True) if ok]
+    return "3G " + ("/".join(names) or "none")
 
 
 def evaluate_three_genome(
@@ -231,21 +239,25 @@ def evaluate_three_genome(
     settings: StrSettings,
 ) -> SampleWork:
     """Per-locus % of iNK, HSCT donor and recipient of one sample, after stutter correction."""
-    return evaluate_three_genome_many(genotypes, [(sample_id, signals, lookup)], settings=settings)[
-        0
-    ]
+    group = ProfileSignals.of_dicts([signals]).group([(0,)])
+    return evaluate_three_genome_many(genotypes, [(sample_id, lookup)], group, settings=settings)[0]
 
 
-Profile = tuple[str, Mapping[str, Mapping[str, float]], StutterLookup]
-"""One sample's id, its signals by marker key and allele, and its stutter lookup."""
+Profile = tuple[str, StutterLookup]
+"""One sample's id and its stutter lookup."""
 
 
 def evaluate_three_genome_many(
-    genotypes: Mapping[Genome, Genotypes], profiles: Sequence[Profile], *, settings: StrSettings
+    genotypes: Mapping[Genome, Genotypes],
+    profiles: Sequence[Profile],
+    signals: GroupSignals,
+    *,
+    settings: StrSettings,
 ) -> list[SampleWork]:
     """:func:`evaluate_three_genome` of many samples typed by the same genotypes.
 
-    Loci go outermost so that each locus's fractions are solved for every sample at once.
+    Loci go outermost so that each locus's fractions are solved for every sample at once;
+    ``signals`` holds the samples' peaks, rows in the order of ``profiles``.
     """
     works = [SampleWork(GenomeModel.THREE_GENOME) for _ in profiles]
     sex = {marker_key(m) for m in settings.sex_markers}
@@ -255,7 +267,7 @@ def evaluate_three_genome_many(
         typed = {g: genotypes[g].alleles.get(key, set()) for g in GENOME_ORDER}
         base: dict[str, object] = {"method": Method.STR.value, "marker": name, "included": False}
         base.update({_ROW_ALLELES[g]: join_alleles(a) or None for g, a in typed.items()})
-        rows = [{"sample_id": sample_id, **base} for sample_id, _, _ in profiles]
+        rows = [{"sample_id": sample_id, **base} for sample_id, _ in profiles]
         for work, row in zip(works, rows, strict=True):
             work.marker_rows.append(row)
         missing = [_REFERENCE_NAMES[g] for g, a in typed.items() if not a]
@@ -264,8 +276,8 @@ def evaluate_three_genome_many(
                 row["exclusion_reason"] = f"no {' or '.join(missing)} reference call"
             continue
         expected = frozenset().union(*typed.values())
-        stutters = [lookup.at(name) for _, _, lookup in profiles]
-        peaks = LocusPeaks([signals.get(key, _NO_PEAKS) for _, signals, _ in profiles], expected)
+        stutters = [lookup.at(name) for _, lookup in profiles]
+        peaks = signals.at(key, expected)
         matrix = peaks.corrected(stutters)
         fractions = locus_fractions_of([typed[g] for g in GENOME_ORDER], peaks, matrix)
         genomes = genome_alleles({g.value: a for g, a in typed.items()})
@@ -278,9 +290,6 @@ def evaluate_three_genome_many(
             _locus_row(work, rows[i], locus, uniques[i], stutters[i], fractions[i],
                        settings=settings)  # fmt: skip
     return works
-
-
-_NO_PEAKS: dict[str, float] = {}
 
 
 def _locus_row(

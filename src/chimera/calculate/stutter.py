@@ -91,8 +91,17 @@ def correct_stutter(
     >>> {allele: round(value, 2) for allele, value in out.items()}
     {'9': 20.32, '10': 996.0, '11': 50.0}
     """
-    peaks = LocusPeaks([signals], parents)
-    return peaks.as_dicts(peaks.corrected([stutter]))[0]
+    peaks = LocusPeaks.of_dicts([signals], parents)
+    row, column = peaks.corrected([stutter])[0].tolist(), peaks.column
+    return {allele: row[column[allele]] for allele in signals}
+
+
+def _columns_of(signals: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Each peak of ``signals`` (one mapping per sample) as its sample row, allele and signal."""
+    chain = itertools.chain.from_iterable
+    rows = np.repeat(np.arange(len(signals)), [len(peaks) for peaks in signals])
+    values = np.fromiter(chain(peaks.values() for peaks in signals), dtype=float, count=len(rows))
+    return rows, list(chain(signals)), values
 
 
 def _frozen(alleles: Collection[str]) -> frozenset[str]:
@@ -127,35 +136,48 @@ class LocusPeaks:
     locus for every sample typed by the same genotypes.
     """
 
-    def __init__(self, signals: Sequence[Mapping[str, float]], expected: Collection[str]) -> None:
-        self.signals = signals
+    def __init__(self, samples: int, rows: np.ndarray, alleles: tuple[Sequence[str], np.ndarray],
+                 values: np.ndarray, expected: Collection[str]) -> None:  # fmt: skip
+        """The peaks of ``samples`` samples as columns: each peak's sample row, allele, signal.
+
+        ``alleles`` holds the allele names and each peak's code into them; one peak per sample
+        row and allele (signals of duplicate rows already summed).
+        """
+        names, codes = alleles
         self.expected = _frozen(expected)
-        self.alleles = _longest_first(tuple(sorted(self.expected.union(*signals))))
+        distinct, inverse = np.unique(codes, return_inverse=True)
+        found = [names[c] for c in distinct.tolist()]
+        self.alleles = _longest_first(tuple(sorted(self.expected.union(found))))
         self.column = {allele: j for j, allele in enumerate(self.alleles)}
-        self.observed, self.present = self.dense(signals)
+        at = np.fromiter(map(self.column.__getitem__, found), dtype=np.intp, count=len(found))
+        self.observed, self.present = self._matrix(samples, rows, at[inverse], values)
+
+    @classmethod
+    def of_dicts(
+        cls, signals: Sequence[Mapping[str, float]], expected: Collection[str]
+    ) -> LocusPeaks:
+        """The peaks of one mapping (allele -> signal) per sample."""
+        rows, alleles, values = _columns_of(signals)
+        names = list(dict.fromkeys(alleles))
+        code = {allele: c for c, allele in enumerate(names)}
+        codes = np.fromiter(map(code.__getitem__, alleles), dtype=np.intp, count=len(alleles))
+        return cls(len(signals), rows, (names, codes), values, expected)
+
+    def _matrix(
+        self, samples: int, rows: np.ndarray, columns: np.ndarray, values: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        matrix = np.zeros((samples, len(self.alleles)))
+        present = np.zeros(matrix.shape, dtype=bool)
+        matrix[rows, columns] = values
+        present[rows, columns] = True
+        return matrix, present
 
     def dense(self, signals: Sequence[Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """``signals`` (alleles among the columns) as a matrix and where each has a peak."""
-        column = self.column
-        values = np.zeros((len(signals), len(self.alleles)))
-        present = np.zeros(values.shape, dtype=bool)
-        chain = itertools.chain.from_iterable
-        rows = np.repeat(np.arange(len(signals)), [len(peaks) for peaks in signals])
-        columns = np.fromiter(
-            map(column.__getitem__, chain(signals)), dtype=np.intp, count=len(rows)
-        )
-        values[rows, columns] = np.fromiter(chain(peaks.values() for peaks in signals), dtype=float,
-                                            count=len(rows))  # fmt: skip
-        present[rows, columns] = True
-        return values, present
-
-    def as_dicts(self, matrix: np.ndarray) -> list[dict[str, float]]:
-        """Each sample's values of ``matrix`` at its peaks' alleles, in the order of its peaks."""
-        column, rows = self.column, matrix.tolist()
-        return [
-            {allele: row[column[allele]] for allele in peaks}
-            for row, peaks in zip(rows, self.signals, strict=True)
-        ]
+        rows, alleles, values = _columns_of(signals)
+        columns = np.fromiter(map(self.column.__getitem__, alleles), dtype=np.intp,
+                              count=len(alleles))  # fmt: skip
+        return self._matrix(len(signals), rows, columns, values)
 
     def total(self, matrix: np.ndarray, alleles: Sequence[str]) -> np.ndarray:
         """Each sample's sum of ``matrix`` over ``alleles``, added left to right as ``sum`` does."""
@@ -245,7 +267,9 @@ def unique_alleles_of(
     genomes: GenomeAlleles, corrected: Mapping[str, float], stutter: LocusStutter
 ) -> list[UniqueAllele]:
     """:func:`unique_alleles` of genotypes given as :func:`genome_alleles`."""
-    peaks = LocusPeaks([corrected], frozenset().union(*(alleles for _, alleles in genomes)))
+    peaks = LocusPeaks.of_dicts(
+        [corrected], frozenset().union(*(alleles for _, alleles in genomes))
+    )
     return unique_alleles_many(genomes, peaks, peaks.observed, [stutter])[0]
 
 
@@ -268,11 +292,11 @@ def unique_alleles_many(
     for e, (genome, allele, dosage, near, longer, shorter) in enumerate(
         layout_of[id(stutters[0])]  # alleles and neighbours: every sample's, only near varies
     ):
-        # expected_stutter's SD (Python's ** for the squares, bit for bit a one-sample sum)
+        # expected_stutter's SD: the square root of the summed squared spreads
         variance = None
         for spread, neighbour in ((back_sd, longer), (forward_sd, shorter)):
             if neighbour is not None:
-                part = np.array([v**2 for v in (spread * corrected[:, column[neighbour]]).tolist()])
+                part = np.square(spread * corrected[:, column[neighbour]])
                 variance = part if variance is None else variance + part
         sd = np.zeros(len(stutters)) if variance is None else np.sqrt(variance)
         nears = (
@@ -342,7 +366,7 @@ def stutter_ceiling(
     ...                       settings=StrSettings()), 1)
     222.6
     """
-    peaks = LocusPeaks([signals], _frozen(parents) | {allele})
+    peaks = LocusPeaks.of_dicts([signals], _frozen(parents) | {allele})
     limits = _ceiling_ratios(stutter, settings)
     ceiling = _ceilings(peaks, peaks.column[allele], np.array([limits[0]]), np.array([limits[1]]))
     return float(ceiling[0])
@@ -423,7 +447,7 @@ def unexplained_alleles(
     ...                                      settings=settings)]
     ['D3S1358 11 (23 % of locus signal)']
     """
-    peaks = LocusPeaks([observed], expected)
+    peaks = LocusPeaks.of_dicts([observed], expected)
     corrected_matrix = peaks.dense([corrected])[0]
     return unexplained_many(name, peaks, corrected_matrix, [stutter], settings=settings)[0]
 
@@ -453,11 +477,11 @@ def unexplained_many(
             beyond.append((peaks.alleles[j], over, ceiling))
     if not beyond:
         return found
-    rows = corrected.tolist()
+    rows, present, column = corrected.tolist(), peaks.present.tolist(), peaks.column
     beyond.sort(key=lambda item: allele_sort_key(item[0]))
     for i in np.flatnonzero(np.any([over for _, over, _ in beyond], axis=0)).tolist():
-        row, column = rows[i], peaks.column
-        total = sum(row[column[allele]] for allele in peaks.signals[i])
+        row, here = rows[i], present[i]
+        total = sum(value for value, peak in zip(row, here, strict=True) if peak)
         if total <= 0:
             continue
         for allele, over, ceiling in beyond:

@@ -330,6 +330,7 @@ class StutterIndex:
         self._sets: list[frozenset[str]] = []
         self._names: list[object] = []
         self._by_set: dict[frozenset[str], StutterLookup] = {}
+        self._by_given: dict[frozenset[str], StutterLookup] = {}
         self._by_panel: dict[int, StutterLookup] = {}
         if table is None or table.height == 0 or not settings.stutter_correction:
             return
@@ -339,7 +340,12 @@ class StutterIndex:
 
     def lookup(self, markers: Collection[str]) -> StutterLookup:
         """The stutter lookup of a sample with loci ``markers`` (kept per locus set)."""
-        keys = frozenset(marker_key(m) for m in markers)
+        given = markers if isinstance(markers, frozenset) else frozenset(markers)
+        if given not in self._by_given:  # a patient's samples share a few locus sets
+            self._by_given[given] = self._lookup(frozenset(marker_key(m) for m in given))
+        return self._by_given[given]
+
+    def _lookup(self, keys: frozenset[str]) -> StutterLookup:
         if keys not in self._by_set:
             best = _best_panel(keys, self._sets, minimum=0.5)
             if best is None:
