@@ -15,7 +15,7 @@ wells of the targets the product has no well of on the patient's own plates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -59,35 +59,45 @@ class FileMarkers:
     def by_file(cls, frame: pl.DataFrame, reference_genes: Sequence[str]) -> dict[str, FileMarkers]:
         """:meth:`of` of every file in ``frame`` in one pass, by ``source_sha256``.
 
-        Each distinct (target, channel) is named once (:func:`_marker_key`, reference genes
-        none), then the names are gathered per file and per file x sample in polars.
+        One Python pass over the columns (a rebuild asks for a few plates at a time, where a
+        polars query's fixed cost dominates); each distinct (target, channel) is named once
+        (:func:`_marker_key`, reference genes none).
         """
         ddpcr = "channel" in frame.columns
-        merged = pl.col("is_merged") if "is_merged" in frame.columns else pl.lit(value=False)
-        channel = pl.col("channel") if ddpcr else pl.lit(None, pl.String)
-        rows = frame.select(
-            "source_sha256",
-            "sample_id",
-            "target",
-            channel.alias("channel"),
-            merged.fill_null(value=False).alias("merged"),
-        ).unique()
-        rows = _named(
-            rows,
-            lambda t, c: (
-                None if is_reference_gene(t, reference_genes) else _marker_key(t, c, ddpcr=ddpcr)
-            ),
+        rows = frame.height
+        channels = frame["channel"].to_list() if ddpcr else repeat(None, rows)
+        merged = (
+            frame["is_merged"].fill_null(value=False).to_list()
+            if "is_merged" in frame.columns
+            else repeat(False, rows)
         )
-        marker_set = pl.col("marker").drop_nulls().unique()
-        found = dict(rows.group_by("source_sha256").agg(marker_set).iter_rows())
+        names: dict[tuple[str | None, str | None], str | None] = {}
+        found: dict[str, set[str]] = {}
         wells: dict[str, dict[str, set[str]]] = {}
-        for sha, sample_id, markers in (
-            rows.filter(~pl.col("merged") & pl.col("sample_id").is_not_null())
-            .group_by("source_sha256", "sample_id")
-            .agg(marker_set)
-            .iter_rows()
+        for sha, sample_id, target, via, is_merged in zip(
+            frame["source_sha256"].to_list(),
+            frame["sample_id"].to_list(),
+            frame["target"].to_list(),
+            channels,
+            merged,
+            strict=False,
         ):
-            wells.setdefault(sha, {})[sample_id] = set(markers)
+            pair = (target, via)
+            if pair not in names:
+                names[pair] = (
+                    None
+                    if is_reference_gene(target, reference_genes)
+                    else _marker_key(target, via, ddpcr=ddpcr)
+                )
+            marker = names[pair]
+            on_file = found.setdefault(sha, set())
+            sample = None
+            if not is_merged and sample_id is not None:
+                sample = wells.setdefault(sha, {}).setdefault(sample_id, set())
+            if marker is not None:
+                on_file.add(marker)
+                if sample is not None:
+                    sample.add(marker)
         return {sha: cls(frozenset(found[sha]), wells.get(sha, {})) for sha in found}
 
 
@@ -134,23 +144,6 @@ def targets_of(frame: pl.DataFrame, sample_ids: Collection[str]) -> set[str]:
     channels = frame["channel"].to_list() if "channel" in frame.columns else repeat(None)
     rows = zip(frame["sample_id"].to_list(), frame["target"].to_list(), channels, strict=False)
     return {target_key(target, via) for sid, target, via in rows if sid in wanted}
-
-
-def _named(
-    rows: pl.DataFrame, name: Callable[[str | None, str | None], str | None]
-) -> pl.DataFrame:
-    """``rows`` (``target`` and ``channel`` columns) with ``marker``: ``name`` of the pair.
-
-    ``name`` is called once per distinct (target, channel): a plate has a few, a warehouse dozens.
-    """
-    pairs = rows.select("target", "channel").unique()
-    names = [name(target, channel) for target, channel in pairs.iter_rows()]
-    return rows.join(
-        pairs.with_columns(marker=pl.Series(names, dtype=pl.String)),
-        on=["target", "channel"],
-        how="left",
-        nulls_equal=True,
-    )
 
 
 @dataclass
