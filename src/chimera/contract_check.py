@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import pandera
 import polars as pl
 from pandera.api.checks import Check
 from pandera.api.polars.model import DataFrameModel
@@ -37,6 +38,10 @@ _SCHEMA_OPTIONS = (
 )
 """Contract options this query does not cover: with any of them, Pandera judges alone (as it
 does with the Narwhals backend, whose checks take other inputs)."""
+PANDERA_SERIES = ("0.35",)
+"""Pandera releases (major.minor) whose check backends this query is tested against
+(``tests/schemas/test_contract_check.py``): it calls their internals, so with any other
+release Pandera judges alone (speed only)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def _backed(checks: list[Check]) -> tuple[_Check, ...] | None:
 @cache
 def _rules(model: type[DataFrameModel]) -> _Rules | None:
     """The contract's rules, or None when it uses an option this query does not cover."""
-    if CONFIG.use_narwhals_backend:
+    if CONFIG.use_narwhals_backend or _series(pandera.__version__) not in PANDERA_SERIES:
         return None
     register_polars_backends()  # what Pandera's first polars validation does
     schema = model.to_schema()
@@ -106,6 +111,17 @@ def _rules(model: type[DataFrameModel]) -> _Rules | None:
         )
     frame_checks = _backed(schema.checks)
     return None if frame_checks is None else _Rules(columns, frame_checks)
+
+
+def _series(version: str) -> str:
+    """A release's major.minor.
+
+    Examples
+    --------
+    >>> _series("0.35.0")
+    '0.35'
+    """
+    return ".".join(version.split(".")[:2])
 
 
 @cache
